@@ -1,0 +1,333 @@
+//! Text normalization: the one definition of "the same name", used for ontology names at load
+//! time and for mentions at query time.
+//!
+//! Steps, per character: Unicode compatibility decomposition (NFKD, so ligatures, full-width
+//! forms and superscripts fold to plain letters and digits), diacritics removed, lower case,
+//! Greek letters spelled out (`α` → `alpha`), invisible format characters (soft hyphen,
+//! zero-width space) dropped, every other non-alphanumeric character (hyphen variants,
+//! punctuation, symbols, white space) a token boundary. Then per token: a boundary between
+//! letters and digits (`type2` → `type 2`), the possessive `'s` dropped (`Crohn's` →
+//! `crohn`), and a few British spellings folded into American ones (`tumour` → `tumor`,
+//! `anaemia` → `anemia`). The normalized text is the tokens joined by single spaces.
+//!
+//! Every token keeps the character span of the original text it came from, so a match found in
+//! normalized text maps back to 0-based character offsets of the original.
+
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
+
+/// One normalized token and the character span `[start, end)` of the original text it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The normalized form of `text`: its tokens joined by single spaces.
+pub fn normalize(text: &str) -> String {
+    let tokens = tokenize(text);
+    let mut out = String::with_capacity(text.len());
+    for (i, token) in tokens.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(&token.text);
+    }
+    out
+}
+
+/// Splits `text` into normalized tokens with their character spans in `text`.
+pub fn tokenize(text: &str) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut builder = TokenBuilder::default();
+    for (index, &c) in chars.iter().enumerate() {
+        if is_invisible(c) {
+            continue;
+        }
+        if let Some(name) = greek_letter_name(c) {
+            builder.flush();
+            builder.push_token(name, index);
+            continue;
+        }
+        let mut pieces = Vec::with_capacity(2);
+        decompose_compatible(c, |d| pieces.push(d));
+        for d in pieces {
+            if is_combining_mark(d) {
+                continue;
+            }
+            if let Some(name) = greek_letter_name(d) {
+                // µ (micro sign) decomposes to the Greek letter mu.
+                builder.flush();
+                builder.push_token(name, index);
+            } else if d.is_alphanumeric() {
+                builder.push_char(d, index);
+            } else {
+                builder.flush();
+            }
+        }
+    }
+    builder.flush();
+    let mut tokens = builder.tokens;
+    drop_possessive_s(&mut tokens, &chars);
+    for token in &mut tokens {
+        fold_spelling(&mut token.text);
+    }
+    tokens
+}
+
+#[derive(Default)]
+struct TokenBuilder {
+    tokens: Vec<Token>,
+    current: Option<Token>,
+}
+
+impl TokenBuilder {
+    fn push_char(&mut self, c: char, index: usize) {
+        if let Some(current) = &self.current {
+            let last = current.text.chars().last().expect("tokens are never empty");
+            if last.is_numeric() != c.is_numeric() {
+                self.flush();
+            }
+        }
+        let token = self.current.get_or_insert_with(|| Token {
+            text: String::new(),
+            start: index,
+            end: index + 1,
+        });
+        if c == 'ß' {
+            token.text.push_str("ss");
+        } else {
+            token.text.extend(c.to_lowercase());
+        }
+        token.end = index + 1;
+    }
+
+    fn push_token(&mut self, text: &str, index: usize) {
+        self.tokens.push(Token {
+            text: text.to_string(),
+            start: index,
+            end: index + 1,
+        });
+    }
+
+    fn flush(&mut self) {
+        if let Some(token) = self.current.take() {
+            self.tokens.push(token);
+        }
+    }
+}
+
+/// Characters that carry no content and must not split a word (soft hyphen, zero-width
+/// space and joiners, word joiner, byte-order mark).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
+    )
+}
+
+fn is_apostrophe(c: char) -> bool {
+    matches!(c, '\'' | '\u{2019}' | '\u{02BC}' | '\u{2032}')
+}
+
+/// Removes the `s` of a possessive (`Crohn's`, `Alzheimer’s`): a token `s` that follows an
+/// apostrophe glued to the previous token.
+fn drop_possessive_s(tokens: &mut Vec<Token>, chars: &[char]) {
+    let mut kept: Vec<Token> = Vec::with_capacity(tokens.len());
+    for token in tokens.drain(..) {
+        let is_possessive = token.text == "s"
+            && token.start >= 2
+            && is_apostrophe(chars[token.start - 1])
+            && kept
+                .last()
+                .is_some_and(|previous| previous.end == token.start - 1);
+        if !is_possessive {
+            kept.push(token);
+        }
+    }
+    *tokens = kept;
+}
+
+/// British spellings common in clinical text, folded to the American ones MeSH and HPO use.
+/// Substring rewrites, applied in order to every token.
+const SPELLING_FOLDS: &[(&str, &str)] = &[
+    ("aem", "em"),       // anaemia, haemorrhage, ischaemic, leukaemia
+    ("oedem", "edem"),   // oedema
+    ("oesoph", "esoph"), // oesophagus
+    ("oestr", "estr"),   // oestrogen
+    ("foet", "fet"),     // foetal
+    ("coeli", "celi"),   // coeliac
+    ("gynaec", "gynec"), // gynaecological
+    ("paed", "ped"),     // paediatric, orthopaedic
+    ("rrhoea", "rrhea"), // diarrhoea, amenorrhoea
+    ("pnoea", "pnea"),   // dyspnoea, apnoea
+    ("tumour", "tumor"),
+    ("behaviour", "behavior"),
+    ("colour", "color"),
+    ("sulph", "sulf"),
+    ("isation", "ization"),
+];
+
+fn fold_spelling(token: &mut String) {
+    if !token.is_ascii() {
+        return;
+    }
+    for (british, american) in SPELLING_FOLDS {
+        if token.contains(british) {
+            *token = token.replace(british, american);
+        }
+    }
+}
+
+fn greek_letter_name(c: char) -> Option<&'static str> {
+    let name = match c {
+        'α' | 'Α' => "alpha",
+        'β' | 'Β' | 'ϐ' => "beta",
+        'γ' | 'Γ' => "gamma",
+        'δ' | 'Δ' => "delta",
+        'ε' | 'Ε' | 'ϵ' => "epsilon",
+        'ζ' | 'Ζ' => "zeta",
+        'η' | 'Η' => "eta",
+        'θ' | 'Θ' | 'ϑ' => "theta",
+        'ι' | 'Ι' => "iota",
+        'κ' | 'Κ' | 'ϰ' => "kappa",
+        'λ' | 'Λ' => "lambda",
+        'μ' | 'Μ' => "mu",
+        'ν' | 'Ν' => "nu",
+        'ξ' | 'Ξ' => "xi",
+        'ο' | 'Ο' => "omicron",
+        'π' | 'Π' | 'ϖ' => "pi",
+        'ρ' | 'Ρ' | 'ϱ' => "rho",
+        'σ' | 'ς' | 'Σ' => "sigma",
+        'τ' | 'Τ' => "tau",
+        'υ' | 'Υ' => "upsilon",
+        'φ' | 'Φ' | 'ϕ' => "phi",
+        'χ' | 'Χ' => "chi",
+        'ψ' | 'Ψ' => "psi",
+        'ω' | 'Ω' => "omega",
+        _ => return None,
+    };
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_case_punctuation_and_whitespace() {
+        assert_eq!(
+            normalize("  Colorectal   ADENOMAS. "),
+            "colorectal adenomas"
+        );
+        assert_eq!(
+            normalize("Breast-Ovarian Cancer, Familial"),
+            "breast ovarian cancer familial"
+        );
+        assert_eq!(normalize("a\tb\nc"), "a b c");
+    }
+
+    #[test]
+    fn hyphen_and_dash_variants_are_equivalent() {
+        let expected = "non small cell";
+        for text in [
+            "non-small cell",
+            "non‐small cell",
+            "non–small cell",
+            "non—small cell",
+            "non−small cell",
+        ] {
+            assert_eq!(normalize(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn soft_hyphen_and_zero_width_space_do_not_split_words() {
+        assert_eq!(normalize("hyper\u{AD}tension"), "hypertension");
+        assert_eq!(normalize("hyper\u{200B}tension"), "hypertension");
+    }
+
+    #[test]
+    fn compatibility_forms_and_diacritics() {
+        assert_eq!(normalize("Sjögren syndrome"), "sjogren syndrome");
+        assert_eq!(normalize("Ménière’s disease"), "meniere disease");
+        assert_eq!(normalize("ﬁbrosis"), "fibrosis");
+        assert_eq!(normalize("ＣＯＶＩＤ１９"), "covid 19");
+        assert_eq!(normalize("Straße"), "strasse");
+    }
+
+    #[test]
+    fn greek_letters_are_spelled_out() {
+        assert_eq!(normalize("α-thalassemia"), "alpha thalassemia");
+        assert_eq!(normalize("Alpha thalassemia"), "alpha thalassemia");
+        assert_eq!(normalize("TNFα"), "tnf alpha");
+        assert_eq!(normalize("β2-microglobulin"), "beta 2 microglobulin");
+        assert_eq!(normalize("5 µm"), "5 mu m");
+    }
+
+    #[test]
+    fn letters_and_digits_are_split() {
+        assert_eq!(normalize("type2 diabetes"), normalize("Type 2 diabetes"));
+        assert_eq!(normalize("IL-6"), normalize("IL6"));
+        assert_eq!(normalize("16p11.2"), "16 p 11 2");
+    }
+
+    #[test]
+    fn possessive_s_is_dropped() {
+        assert_eq!(normalize("Alzheimer's disease"), "alzheimer disease");
+        assert_eq!(normalize("Alzheimer’s disease"), "alzheimer disease");
+        assert_eq!(normalize("Alzheimer disease"), "alzheimer disease");
+        // A quoted single letter is not a possessive.
+        assert_eq!(normalize("vitamin 's'"), "vitamin s");
+    }
+
+    #[test]
+    fn british_spellings_fold_to_american() {
+        assert_eq!(normalize("Anaemia"), "anemia");
+        assert_eq!(normalize("haemorrhage"), "hemorrhage");
+        assert_eq!(normalize("ischaemic stroke"), "ischemic stroke");
+        assert_eq!(normalize("Oesophageal tumours"), "esophageal tumors");
+        assert_eq!(normalize("diarrhoea"), "diarrhea");
+        assert_eq!(normalize("paediatric"), "pediatric");
+    }
+
+    #[test]
+    fn empty_and_symbol_only_text() {
+        assert_eq!(normalize(""), "");
+        assert_eq!(normalize(" -- ,; "), "");
+        assert!(tokenize("").is_empty());
+    }
+
+    #[test]
+    fn token_spans_are_character_offsets_into_the_original() {
+        let text = "Ménière’s disease (MD) — ﬁbrosis";
+        let tokens = tokenize(text);
+        let chars: Vec<char> = text.chars().collect();
+        let spans: Vec<(String, String)> = tokens
+            .iter()
+            .map(|t| (t.text.clone(), chars[t.start..t.end].iter().collect()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                ("meniere".to_string(), "Ménière".to_string()),
+                ("disease".to_string(), "disease".to_string()),
+                ("md".to_string(), "MD".to_string()),
+                ("fibrosis".to_string(), "ﬁbrosis".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn normalization_is_idempotent() {
+        for text in [
+            "Ménière’s disease",
+            "TNFα-induced Anaemia",
+            "16p11.2 deletion",
+            "Crohn's",
+        ] {
+            let once = normalize(text);
+            assert_eq!(normalize(&once), once, "{text}");
+        }
+    }
+}
