@@ -17,16 +17,12 @@ const MAX_LINE_BYTES: u64 = 16 << 20;
 /// Opens a file for reading, decompressing it when its content is gzip.
 pub fn open_file(path: &Path) -> Result<Box<dyn BufRead>> {
     let shown = path.display();
-    let file = File::open(path).map_err(|e| {
-        let reason = match e.kind() {
-            io::ErrorKind::NotFound => "no such file".to_string(),
-            io::ErrorKind::PermissionDenied => {
-                "permission denied (the file must be readable by the OS user the server runs as)"
-                    .to_string()
-            }
-            _ => e.to_string(),
-        };
-        OntologyError::Io(format!("cannot open {shown}: {reason}"))
+    let file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => OntologyError::NotFound(format!("cannot open {shown}: no such file")),
+        io::ErrorKind::PermissionDenied => OntologyError::PermissionDenied(format!(
+            "cannot open {shown}: permission denied (the file must be readable by the OS user the server runs as)"
+        )),
+        _ => OntologyError::Io(format!("cannot open {shown}: {e}")),
     })?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         return Err(OntologyError::Io(format!(
@@ -39,7 +35,7 @@ pub fn open_file(path: &Path) -> Result<Box<dyn BufRead>> {
     let reader = open_reader(BufReader::with_capacity(1 << 16, file))
         .map_err(|e| OntologyError::Io(format!("cannot read {shown}: {e}")))?;
     if named_gz && !reader.is_gzip {
-        return Err(OntologyError::Io(format!(
+        return Err(OntologyError::Invalid(format!(
             "{shown} is named .gz but is not gzip data"
         )));
     }
@@ -173,7 +169,7 @@ impl Lines {
 fn read_error(line: usize, error: io::Error) -> OntologyError {
     match error.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
-            OntologyError::Io(format!(
+            OntologyError::Invalid(format!(
                 "line {line}: gzip data is corrupt or truncated ({error})"
             ))
         }

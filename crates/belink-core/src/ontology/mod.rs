@@ -24,8 +24,14 @@ pub use rrf::UmlsFilter;
 pub enum OntologyError {
     #[error("line {line}: {message}")]
     Syntax { line: usize, message: String },
+    /// The content is not a valid ontology as a whole (empty, undetectable, corrupt gzip...).
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Reading failed for a reason that is not the content's fault.
     #[error("{0}")]
     Io(String),
 }

@@ -35,12 +35,14 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
                     Stanza::Term
                 }
                 "Typedef" | "Instance" => Stanza::Skipped,
-                other => return Err(OntologyError::syntax(
-                    number,
-                    format!(
+                other => {
+                    return Err(OntologyError::syntax(
+                        number,
+                        format!(
                         "unknown stanza type [{other}] (expected [Term], [Typedef] or [Instance])"
                     ),
-                )),
+                    ))
+                }
             };
             continue;
         }
@@ -183,22 +185,23 @@ fn synonym_kind(rest: &str, line: usize) -> Result<Option<NameKind>> {
     if synonym_type.contains("obsolete") {
         return Ok(None);
     }
-    let kind =
-        match scope {
-            "EXACT" if synonym_type.contains("abbrev") || synonym_type.contains("acronym") => {
-                NameKind::Abbreviation
-            }
-            "EXACT" => NameKind::Exact,
-            "RELATED" => NameKind::Related,
-            "NARROW" => NameKind::Narrow,
-            "BROAD" => NameKind::Broad,
-            other => return Err(OntologyError::syntax(
+    let kind = match scope {
+        "EXACT" if synonym_type.contains("abbrev") || synonym_type.contains("acronym") => {
+            NameKind::Abbreviation
+        }
+        "EXACT" => NameKind::Exact,
+        "RELATED" => NameKind::Related,
+        "NARROW" => NameKind::Narrow,
+        "BROAD" => NameKind::Broad,
+        other => {
+            return Err(OntologyError::syntax(
                 line,
                 format!(
                     "unknown synonym scope '{other}' (expected EXACT, RELATED, NARROW or BROAD)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Ok(Some(kind))
 }
 

@@ -1,0 +1,66 @@
+-- BeLink catalog: ontologies, their concepts, and the names retrieval and detection search.
+-- Ordinary tables in schema belink: users query, join and extend them.
+-- Readable by everyone (ontologies are reference data); writing them takes explicit grants
+-- (see README, "Privileges").
+
+CREATE SCHEMA belink;
+COMMENT ON SCHEMA belink IS 'BeLink catalog: ontologies, concepts, names';
+GRANT USAGE ON SCHEMA belink TO PUBLIC;
+
+CREATE TABLE belink.ontologies (
+    name           text PRIMARY KEY
+                   CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
+    format         text NOT NULL,
+    source         text NOT NULL,
+    version        text,
+    loaded_at      timestamptz NOT NULL DEFAULT now(),
+    loaded_by      name NOT NULL DEFAULT current_user,
+    concept_count  integer NOT NULL DEFAULT 0,
+    name_count     integer NOT NULL DEFAULT 0,
+    obsolete_count integer NOT NULL DEFAULT 0,
+    -- Bumped by every change to the ontology's concepts or names; per-backend caches
+    -- (the mention dictionary) compare it to know when to rebuild.
+    generation     bigint NOT NULL DEFAULT 1
+);
+COMMENT ON TABLE belink.ontologies IS 'One row per loaded ontology';
+COMMENT ON COLUMN belink.ontologies.source IS 'Server path the ontology was read from, or ''(text)'' for content given as text';
+COMMENT ON COLUMN belink.ontologies.version IS 'Version or date found in the file header, if any';
+COMMENT ON COLUMN belink.ontologies.concept_count IS 'Active (non-obsolete) concepts';
+COMMENT ON COLUMN belink.ontologies.name_count IS 'Names of active concepts, user names included';
+COMMENT ON COLUMN belink.ontologies.obsolete_count IS 'Obsolete concepts: kept in belink.concepts for look-up, never retrieved';
+
+CREATE TABLE belink.concepts (
+    ontology       text NOT NULL REFERENCES belink.ontologies (name) ON DELETE CASCADE,
+    concept_id     text NOT NULL,
+    name           text NOT NULL,
+    definition     text,
+    alt_ids        text[] NOT NULL DEFAULT '{}',
+    parents        text[] NOT NULL DEFAULT '{}',
+    xrefs          text[] NOT NULL DEFAULT '{}',
+    semantic_types text[] NOT NULL DEFAULT '{}',
+    obsolete       boolean NOT NULL DEFAULT false,
+    replaced_by    text[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (ontology, concept_id)
+);
+COMMENT ON TABLE belink.concepts IS 'Concepts of every loaded ontology, obsolete ones included (flagged)';
+CREATE INDEX concepts_alt_ids ON belink.concepts USING gin (alt_ids);
+
+CREATE TABLE belink.names (
+    name_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ontology   text NOT NULL,
+    concept_id text NOT NULL,
+    name       text NOT NULL,
+    normalized text NOT NULL,
+    kind       text NOT NULL
+               CHECK (kind IN ('preferred', 'exact', 'abbreviation', 'related', 'narrow', 'broad', 'user')),
+    -- Filled by the sentence encoder (belink_index); the dimension depends on the model.
+    embedding  vector,
+    FOREIGN KEY (ontology, concept_id) REFERENCES belink.concepts (ontology, concept_id) ON DELETE CASCADE
+);
+COMMENT ON TABLE belink.names IS 'Names (preferred names and synonyms) of active concepts; kind user = added with belink_add_names';
+COMMENT ON COLUMN belink.names.normalized IS 'belink_normalize_text(name): what exact and trigram matching compare';
+CREATE INDEX names_normalized ON belink.names (ontology, normalized);
+CREATE INDEX names_normalized_trgm ON belink.names USING gist (normalized gist_trgm_ops);
+CREATE INDEX names_concept ON belink.names (ontology, concept_id);
+
+GRANT SELECT ON belink.ontologies, belink.concepts, belink.names TO PUBLIC;

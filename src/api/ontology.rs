@@ -1,0 +1,252 @@
+//! Loading ontologies and extending them with user names.
+
+use std::path::Path;
+
+use belink_core::ontology::{self, LoadOptions, Ontology, UmlsFilter};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::catalog::{self, LoadSummary, NameRows};
+use crate::error::{raise, raise_ontology_error, raise_with_hint, OrRaise};
+use crate::gucs;
+
+/// Loads (or atomically replaces) an ontology from a file on the database server.
+/// Reading server files takes superuser or membership in pg_read_server_files.
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_load_ontology(
+    name: Option<&str>,
+    path: Option<&str>,
+    format: default!(Option<&str>, "'auto'"),
+    sources: default!(Option<Vec<String>>, "NULL"),
+    languages: default!(Option<Vec<String>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(ontology, String),
+        name!(format, String),
+        name!(version, Option<String>),
+        name!(concepts, i64),
+        name!(names, i64),
+        name!(obsolete_skipped, i64),
+        name!(user_names_kept, i64),
+        name!(user_names_dropped, i64),
+    ),
+> {
+    let name = required("name", name);
+    let path = required("path", path);
+    catalog::validate_ontology_name(name);
+    require_server_file_access(path);
+    let options = load_options(format, sources, languages);
+    let parsed = ontology::load_file(Path::new(path), &options)
+        .unwrap_or_else(|e| raise_ontology_error(path, e));
+    store(name, path, parsed)
+}
+
+/// Loads (or atomically replaces) an ontology from content given as text, for clients that
+/// cannot place files on the server.
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_load_ontology_text(
+    name: Option<&str>,
+    content: Option<&str>,
+    format: default!(Option<&str>, "'auto'"),
+    sources: default!(Option<Vec<String>>, "NULL"),
+    languages: default!(Option<Vec<String>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(ontology, String),
+        name!(format, String),
+        name!(version, Option<String>),
+        name!(concepts, i64),
+        name!(names, i64),
+        name!(obsolete_skipped, i64),
+        name!(user_names_kept, i64),
+        name!(user_names_dropped, i64),
+    ),
+> {
+    let name = required("name", name);
+    let content = required("content", content);
+    catalog::validate_ontology_name(name);
+    let options = load_options(format, sources, languages);
+    let parsed = ontology::load_bytes(content.as_bytes(), &options)
+        .unwrap_or_else(|e| raise_ontology_error("the given content", e));
+    store(name, "(text)", parsed)
+}
+
+/// Adds user names (synonyms) to a concept; they survive reloads of the ontology while the
+/// concept exists. Returns how many names were new.
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_add_names(
+    ontology: Option<&str>,
+    concept_id: Option<&str>,
+    names: Option<Vec<Option<String>>>,
+) -> i64 {
+    let ontology = required("ontology", ontology);
+    let concept_id = required("concept_id", concept_id);
+    let names = names.unwrap_or_else(|| null_argument("names"));
+    Spi::connect_mut(|client| {
+        catalog::require_ontology(client, ontology);
+        let concept = client
+            .select(
+                "SELECT obsolete, replaced_by FROM belink.concepts WHERE ontology = $1 AND concept_id = $2",
+                Some(1),
+                &[ontology.into(), concept_id.into()],
+            )
+            .or_raise("looking up the concept");
+        if concept.is_empty() {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("ontology \"{ontology}\" has no concept \"{concept_id}\""),
+            );
+        }
+        let row = concept.first();
+        if row.get::<bool>(1).or_raise("reading the concept") == Some(true) {
+            let replaced_by: Vec<String> = row
+                .get(2)
+                .or_raise("reading the concept")
+                .unwrap_or_default();
+            raise_with_hint(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("concept \"{concept_id}\" of ontology \"{ontology}\" is obsolete"),
+                format!(
+                    "It is replaced by: {}.",
+                    if replaced_by.is_empty() {
+                        "nothing".into()
+                    } else {
+                        replaced_by.join(", ")
+                    }
+                ),
+            );
+        }
+        let existing: Vec<String> = client
+            .select(
+                "SELECT name FROM belink.names WHERE ontology = $1 AND concept_id = $2",
+                None,
+                &[ontology.into(), concept_id.into()],
+            )
+            .or_raise("reading the concept's names")
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect();
+        let mut rows = NameRows::default();
+        let mut seen: std::collections::HashSet<String> = existing.into_iter().collect();
+        for name in names.into_iter().flatten() {
+            let name = name.trim().to_string();
+            if !name.is_empty() && seen.insert(name.clone()) {
+                rows.push(concept_id, &name, ontology::NameKind::User);
+            }
+        }
+        let added = catalog::insert_names(client, ontology, rows);
+        if added > 0 {
+            client
+                .update(
+                    "UPDATE belink.ontologies SET name_count = name_count + $2, generation = generation + 1 WHERE name = $1",
+                    None,
+                    &[ontology.into(), (added as i32).into()],
+                )
+                .or_raise("recording the new names");
+        }
+        added
+    })
+}
+
+/// Removes an ontology with its concepts and names. Returns false if it was not loaded.
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_drop_ontology(name: &str) -> bool {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "DELETE FROM belink.ontologies WHERE name = $1",
+                None,
+                &[name.into()],
+            )
+            .or_raise("dropping the ontology")
+            .len()
+            > 0
+    })
+}
+
+fn store(
+    name: &str,
+    source: &str,
+    parsed: Ontology,
+) -> TableIterator<
+    'static,
+    (
+        name!(ontology, String),
+        name!(format, String),
+        name!(version, Option<String>),
+        name!(concepts, i64),
+        name!(names, i64),
+        name!(obsolete_skipped, i64),
+        name!(user_names_kept, i64),
+        name!(user_names_dropped, i64),
+    ),
+> {
+    let LoadSummary {
+        concepts,
+        names,
+        obsolete,
+        user_names_kept,
+        user_names_dropped,
+    } = catalog::replace_ontology(name, source, &parsed);
+    TableIterator::once((
+        name.to_string(),
+        parsed.format.name().to_string(),
+        parsed.version,
+        concepts,
+        names,
+        obsolete,
+        user_names_kept,
+        user_names_dropped,
+    ))
+}
+
+fn load_options(
+    format: Option<&str>,
+    sources: Option<Vec<String>>,
+    languages: Option<Vec<String>>,
+) -> LoadOptions {
+    let format = ontology::parse_format_argument(format.unwrap_or("auto")).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+        )
+    });
+    LoadOptions {
+        format,
+        umls: UmlsFilter {
+            sources: sources.unwrap_or_else(|| gucs::list(&gucs::UMLS_SOURCES)),
+            languages: languages.unwrap_or_else(|| gucs::list(&gucs::UMLS_LANGUAGES)),
+        },
+    }
+}
+
+/// Reading server files is what COPY FROM a file allows: superusers and pg_read_server_files.
+fn require_server_file_access(path: &str) {
+    let allowed = unsafe {
+        pg_sys::superuser()
+            || pg_sys::has_privs_of_role(
+                pg_sys::GetUserId(),
+                pg_sys::Oid::from(pg_sys::ROLE_PG_READ_SERVER_FILES),
+            )
+    };
+    if !allowed {
+        raise_with_hint(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to read server file \"{path}\""),
+            "Only superusers and members of pg_read_server_files may load ontologies from server files; \
+             others can pass the content with belink_load_ontology_text(name, content).",
+        );
+    }
+}
+
+fn required<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
+    value.unwrap_or_else(|| null_argument(argument))
+}
+
+fn null_argument(argument: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("argument {argument} must not be NULL"),
+    )
+}

@@ -1,0 +1,266 @@
+//! Reading and writing the belink catalog tables (sql/catalog.sql) through SPI.
+
+use belink_core::normalize::normalize;
+use belink_core::ontology::{Concept, NameKind, Ontology};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::{raise, raise_with_hint, OrRaise};
+
+/// Rows per INSERT statement: large enough to amortise planning, small enough for memory.
+const INSERT_CHUNK: usize = 10_000;
+/// Joins list elements inside one text value (SPI has no array-of-arrays parameters).
+const LIST_SEPARATOR: char = '\u{1f}';
+
+/// What a load did, returned to the caller as one row.
+pub struct LoadSummary {
+    pub concepts: i64,
+    pub names: i64,
+    pub obsolete: i64,
+    pub user_names_kept: i64,
+    pub user_names_dropped: i64,
+}
+
+/// Ontology names become parts of index names later; keep them simple.
+pub fn validate_ontology_name(name: &str) {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "invalid ontology name \"{name}\": use 1 to 63 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit"
+            ),
+        );
+    }
+}
+
+/// Names of the loaded ontologies, for error messages.
+fn loaded_ontologies(client: &SpiClient<'_>) -> Vec<String> {
+    client
+        .select(
+            "SELECT name FROM belink.ontologies ORDER BY name",
+            None,
+            &[],
+        )
+        .or_raise("listing ontologies")
+        .filter_map(|row| row.get::<String>(1).ok().flatten())
+        .collect()
+}
+
+/// Raises "unknown ontology" unless `name` is loaded.
+pub fn require_ontology(client: &SpiClient<'_>, name: &str) {
+    let exists = client
+        .select(
+            "SELECT 1 FROM belink.ontologies WHERE name = $1",
+            Some(1),
+            &[name.into()],
+        )
+        .or_raise("looking up an ontology")
+        .len()
+        > 0;
+    if !exists {
+        let loaded = loaded_ontologies(client);
+        let hint = if loaded.is_empty() {
+            "No ontology is loaded yet: load one with belink_load_ontology(name, path).".to_string()
+        } else {
+            format!("Loaded ontologies: {}.", loaded.join(", "))
+        };
+        raise_with_hint(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("unknown ontology \"{name}\""),
+            hint,
+        );
+    }
+}
+
+/// Replaces the ontology `name` by `ontology` (or creates it). Runs inside the caller's
+/// transaction, so a failure at any point leaves the previous version intact. Names users
+/// added with belink_add_names are kept when their concept still exists and is active.
+pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSummary {
+    Spi::connect_mut(|client| {
+        // The upsert locks the ontology's row: concurrent loads of one name run one after another.
+        client
+            .update(
+                "INSERT INTO belink.ontologies AS o (name, format, source, version) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET format = EXCLUDED.format, source = EXCLUDED.source,
+                     version = EXCLUDED.version, loaded_at = now(), loaded_by = current_user,
+                     generation = o.generation + 1",
+                None,
+                &[name.into(), ontology.format.name().into(), source.into(), ontology.version.clone().into()],
+            )
+            .or_raise("recording the ontology");
+
+        let user_names: Vec<(String, String)> = client
+            .select(
+                "SELECT concept_id, name FROM belink.names WHERE ontology = $1 AND kind = 'user' ORDER BY name_id",
+                None,
+                &[name.into()],
+            )
+            .or_raise("reading user names")
+            .filter_map(|row| Some((row.get::<String>(1).ok()??, row.get::<String>(2).ok()??)))
+            .collect();
+        client
+            .update(
+                "DELETE FROM belink.names WHERE ontology = $1",
+                None,
+                &[name.into()],
+            )
+            .or_raise("removing the previous names");
+        client
+            .update(
+                "DELETE FROM belink.concepts WHERE ontology = $1",
+                None,
+                &[name.into()],
+            )
+            .or_raise("removing the previous concepts");
+
+        insert_concepts(client, name, &ontology.concepts);
+        let mut names = NameRows::default();
+        for concept in ontology.active_concepts() {
+            for (text, kind) in concept.names() {
+                names.push(&concept.id, text, kind);
+            }
+        }
+        let active: std::collections::HashSet<&str> =
+            ontology.active_concepts().map(|c| c.id.as_str()).collect();
+        let (kept, dropped): (Vec<_>, Vec<_>) = user_names
+            .iter()
+            .partition(|(concept_id, _)| active.contains(concept_id.as_str()));
+        for (concept_id, text) in &kept {
+            names.push(concept_id, text, NameKind::User);
+        }
+        let name_count = insert_names(client, name, names);
+
+        let summary = LoadSummary {
+            concepts: active.len() as i64,
+            names: name_count,
+            obsolete: ontology.obsolete_count() as i64,
+            user_names_kept: kept.len() as i64,
+            user_names_dropped: dropped.len() as i64,
+        };
+        client
+            .update(
+                "UPDATE belink.ontologies SET concept_count = $2, name_count = $3, obsolete_count = $4 WHERE name = $1",
+                None,
+                &[
+                    name.into(),
+                    (summary.concepts as i32).into(),
+                    (summary.names as i32).into(),
+                    (summary.obsolete as i32).into(),
+                ],
+            )
+            .or_raise("recording the counts");
+        summary
+    })
+}
+
+fn joined(items: &[String], concept: &Concept) -> String {
+    if let Some(bad) = items.iter().find(|item| item.contains(LIST_SEPARATOR)) {
+        raise(
+            PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
+            format!(
+                "concept {}: value {bad:?} contains the control character U+001F",
+                concept.id
+            ),
+        );
+    }
+    items.join(&LIST_SEPARATOR.to_string())
+}
+
+fn insert_concepts(client: &mut SpiClient<'_>, ontology: &str, concepts: &[Concept]) {
+    const INSERT: &str = "
+        INSERT INTO belink.concepts
+            (ontology, concept_id, name, definition, alt_ids, parents, xrefs, semantic_types, obsolete, replaced_by)
+        SELECT $1, id, name, definition, string_to_array(alt_ids, E'\\x1f'), string_to_array(parents, E'\\x1f'),
+               string_to_array(xrefs, E'\\x1f'), string_to_array(semantic_types, E'\\x1f'), obsolete,
+               string_to_array(replaced_by, E'\\x1f')
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                    $9::bool[], $10::text[])
+             AS t(id, name, definition, alt_ids, parents, xrefs, semantic_types, obsolete, replaced_by)";
+    for chunk in concepts.chunks(INSERT_CHUNK) {
+        let column =
+            |f: &dyn Fn(&Concept) -> String| -> Vec<String> { chunk.iter().map(f).collect() };
+        let args: Vec<DatumWithOid> = vec![
+            ontology.into(),
+            column(&|c| c.id.clone()).into(),
+            column(&|c| c.name.clone()).into(),
+            chunk
+                .iter()
+                .map(|c| c.definition.clone())
+                .collect::<Vec<Option<String>>>()
+                .into(),
+            column(&|c| joined(&c.alt_ids, c)).into(),
+            column(&|c| joined(&c.parents, c)).into(),
+            column(&|c| joined(&c.xrefs, c)).into(),
+            column(&|c| joined(&c.semantic_types, c)).into(),
+            chunk
+                .iter()
+                .map(|c| c.obsolete)
+                .collect::<Vec<bool>>()
+                .into(),
+            column(&|c| joined(&c.replaced_by, c)).into(),
+        ];
+        client
+            .update(INSERT, None, &args)
+            .or_raise("inserting concepts");
+    }
+}
+
+/// Names waiting to be inserted, as columns.
+#[derive(Default)]
+pub struct NameRows {
+    concept_ids: Vec<String>,
+    names: Vec<String>,
+    normalized: Vec<String>,
+    kinds: Vec<String>,
+}
+
+impl NameRows {
+    /// Queues a name; names that normalize to nothing (only punctuation) are not searchable
+    /// and are left out.
+    pub fn push(&mut self, concept_id: &str, name: &str, kind: NameKind) {
+        let normalized = normalize(name);
+        if normalized.is_empty() {
+            return;
+        }
+        self.concept_ids.push(concept_id.to_string());
+        self.names.push(name.to_string());
+        self.normalized.push(normalized);
+        self.kinds.push(kind.as_str().to_string());
+    }
+}
+
+/// Inserts the names and returns how many were inserted.
+pub fn insert_names(client: &mut SpiClient<'_>, ontology: &str, rows: NameRows) -> i64 {
+    const INSERT: &str = "
+        INSERT INTO belink.names (ontology, concept_id, name, normalized, kind)
+        SELECT $1, concept_id, name, normalized, kind
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS t(concept_id, name, normalized, kind)";
+    let total = rows.names.len();
+    let mut start = 0;
+    while start < total {
+        let end = (start + INSERT_CHUNK).min(total);
+        let args: Vec<DatumWithOid> = vec![
+            ontology.into(),
+            rows.concept_ids[start..end].to_vec().into(),
+            rows.names[start..end].to_vec().into(),
+            rows.normalized[start..end].to_vec().into(),
+            rows.kinds[start..end].to_vec().into(),
+        ];
+        client
+            .update(INSERT, None, &args)
+            .or_raise("inserting names");
+        start = end;
+    }
+    total as i64
+}

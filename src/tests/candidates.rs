@@ -1,0 +1,152 @@
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::tests::*;
+
+    type Row = (String, String, String, f32, String, String);
+
+    fn candidates(sql: &str) -> Vec<Row> {
+        Spi::connect(|client| {
+            client
+                .select(sql, None, &[])
+                .unwrap()
+                .map(|row| {
+                    (
+                        row.get::<String>(1).unwrap().unwrap(),
+                        row.get::<String>(2).unwrap().unwrap(),
+                        row.get::<String>(3).unwrap().unwrap(),
+                        row.get::<f32>(4).unwrap().unwrap(),
+                        row.get::<String>(5).unwrap().unwrap(),
+                        row.get::<String>(6).unwrap().unwrap(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn load_fixtures() {
+        for (name, content) in [("medic", MEDIC), ("ctd", CTD), ("hpo", HPO)] {
+            Spi::run(&format!(
+                "SELECT * FROM belink_load_ontology_text({}, {})",
+                literal(name),
+                literal(content)
+            ))
+            .unwrap();
+        }
+    }
+
+    #[pg_test]
+    fn exact_match_comes_first_with_score_one() {
+        load_fixtures();
+        let rows = candidates("SELECT * FROM belink_candidates('BREAST CANCER', 'medic', 5)");
+        let first = &rows[0];
+        assert_eq!(
+            (first.0.as_str(), first.1.as_str()),
+            ("114480", "Breast Neoplasms")
+        );
+        assert_eq!(
+            (first.3, first.4.as_str(), first.5.as_str()),
+            (1.0, "exact", "medic")
+        );
+        assert!(rows.iter().skip(1).all(|r| r.3 <= 1.0));
+    }
+
+    #[pg_test]
+    fn trigram_finds_near_misses_one_row_per_concept() {
+        load_fixtures();
+        let rows = candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)");
+        assert_eq!(rows[0].0, "114500", "{rows:?}");
+        assert_eq!(rows[0].4, "trigram");
+        assert!(rows[0].3 > 0.5 && rows[0].3 < 1.0);
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let before = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), before, "one row per concept");
+        let scores: Vec<f32> = rows.iter().map(|r| r.3).collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "best first: {scores:?}"
+        );
+    }
+
+    #[pg_test]
+    fn british_spelling_and_plural_reach_the_hpo_term() {
+        load_fixtures();
+        let rows = candidates("SELECT * FROM belink_candidates('retinal haemorrhages', 'hpo', 3)");
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].4.as_str()),
+            ("HP:0000573", "exact")
+        );
+    }
+
+    #[pg_test]
+    fn k_limits_and_null_ontology_searches_all() {
+        load_fixtures();
+        assert_eq!(
+            candidates("SELECT * FROM belink_candidates('adenomatous polyposis coli', 'medic', 1)")
+                .len(),
+            1
+        );
+        let everywhere =
+            candidates("SELECT * FROM belink_candidates('adenomatous polyposis coli', k => 20)");
+        let ontologies: std::collections::BTreeSet<&str> =
+            everywhere.iter().map(|r| r.5.as_str()).collect();
+        assert!(
+            ontologies.contains("medic") && ontologies.contains("ctd"),
+            "{ontologies:?}"
+        );
+        assert!(everywhere.iter().take(2).all(|r| r.4 == "exact"));
+    }
+
+    #[pg_test]
+    fn obsolete_concepts_are_never_candidates() {
+        load_fixtures();
+        let rows = candidates("SELECT * FROM belink_candidates('Clitoromegaly', 'hpo', 10)");
+        assert!(rows.iter().all(|r| r.0 != "HP:0000057"), "{rows:?}");
+    }
+
+    #[pg_test]
+    fn user_names_are_searched() {
+        load_fixtures();
+        Spi::run("SELECT belink_add_names('hpo', 'HP:0000822', ARRAY['HTN'])").unwrap();
+        let rows = candidates("SELECT * FROM belink_candidates('htn', 'hpo', 1)");
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].2.as_str(), rows[0].4.as_str()),
+            ("HP:0000822", "HTN", "exact")
+        );
+    }
+
+    #[pg_test]
+    fn works_whatever_the_search_path() {
+        load_fixtures();
+        Spi::run("SET LOCAL search_path = pg_catalog").unwrap();
+        assert!(!candidates(
+            "SELECT * FROM public.belink_candidates('colorectal cancer', 'medic')"
+        )
+        .is_empty());
+    }
+
+    #[pg_test]
+    fn empty_null_and_bad_arguments() {
+        load_fixtures();
+        assert!(candidates("SELECT * FROM belink_candidates(NULL, 'medic')").is_empty());
+        assert!(candidates("SELECT * FROM belink_candidates(' -- ', 'medic')").is_empty());
+        assert_error(
+            "SELECT * FROM belink_candidates('x', 'nope')",
+            "42704",
+            "unknown ontology \"nope\"",
+        );
+        assert_error(
+            "SELECT * FROM belink_candidates('x', 'medic', 0)",
+            "22023",
+            "k must be between 1 and 1000",
+        );
+        assert_error(
+            "SELECT * FROM belink_candidates('x', 'medic', NULL)",
+            "22004",
+            "argument k must not be NULL",
+        );
+    }
+}
