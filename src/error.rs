@@ -1,7 +1,7 @@
 //! Turning failures into PostgreSQL errors a user can act on: an SQLSTATE and a message that
 //! names the file, line, argument or setting involved.
 
-use belink_core::ontology::OntologyError;
+use belink_core::ontology::ReadError;
 use pgrx::pg_sys::elog::PgLogLevel;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
@@ -25,21 +25,21 @@ pub fn raise_with_hint(
 }
 
 /// An ontology that could not be read from `source` (a path, or "the given text").
-pub fn raise_ontology_error(source: &str, error: OntologyError) -> ! {
+pub fn raise_ontology_error(source: &str, error: ReadError) -> ! {
     match error {
-        OntologyError::Syntax { line, message } => raise(
+        ReadError::Syntax { line, message } => raise(
             PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
             format!("cannot load {source}: line {line}: {message}"),
         ),
-        OntologyError::Invalid(message) => raise(
+        ReadError::Invalid(message) => raise(
             PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
             format!("cannot load {source}: {message}"),
         ),
-        OntologyError::NotFound(message) => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FILE, message),
-        OntologyError::PermissionDenied(message) => {
+        ReadError::NotFound(message) => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FILE, message),
+        ReadError::PermissionDenied(message) => {
             raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message)
         }
-        OntologyError::Io(message) => raise(PgSqlErrorCode::ERRCODE_IO_ERROR, message),
+        ReadError::Io(message) => raise(PgSqlErrorCode::ERRCODE_IO_ERROR, message),
     }
 }
 

@@ -1,5 +1,7 @@
 //! BeLink's core, free of PostgreSQL: what the extension, the model server and command-line
 //! tools share. Everything here is tested with plain `cargo test`.
 
+pub mod corpus;
+pub mod input;
 pub mod normalize;
 pub mod ontology;

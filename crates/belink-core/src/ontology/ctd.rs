@@ -5,9 +5,7 @@
 //! header the nine columns of the disease file are assumed. Lists inside a column are
 //! `|`-separated.
 
-use super::{
-    clip, split_list, Concept, ConceptList, Lines, NameKind, Ontology, OntologyError, Result,
-};
+use super::{clip, split_list, Concept, ConceptList, Lines, NameKind, Ontology, ReadError, Result};
 
 /// The disease file's columns, used when the file has no `# Fields:` header.
 const DISEASE_COLUMNS: [&str; 9] = [
@@ -40,7 +38,7 @@ impl Columns {
             find(&["DiseaseName", "ChemicalName"]),
             find(&["DiseaseID", "ChemicalID"]),
         ) else {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 line,
                 format!(
                     "the '# Fields:' header has no DiseaseName/DiseaseID (or ChemicalName/ChemicalID) columns: {}",
@@ -94,7 +92,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         };
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != columns.names.len() {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!(
                     "expected {} tab-separated columns ({}), found {}: '{}'",
@@ -109,7 +107,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         let id = fields[columns.id].trim();
         let name = fields[columns.name].trim();
         if id.is_empty() || name.is_empty() {
-            return Err(OntologyError::syntax(number, "empty concept id or name"));
+            return Err(ReadError::syntax(number, "empty concept id or name"));
         }
         let mut concept = Concept::new(id, name);
         let definition = field(columns.definition);

@@ -2,9 +2,7 @@
 //! `ID[|ALT_ID...]||preferred name[|synonym...]` (e.g. `medic_06Jul2012.txt`).
 //! Lines repeating an id add their names to it.
 
-use super::{
-    clip, split_list, Concept, ConceptList, Lines, NameKind, Ontology, OntologyError, Result,
-};
+use super::{clip, split_list, Concept, ConceptList, Lines, NameKind, Ontology, ReadError, Result};
 
 pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
     let mut concepts = ConceptList::default();
@@ -14,7 +12,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
             continue;
         }
         let Some((ids, names)) = line.split_once("||") else {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!(
                     "expected 'ID||name|synonym...' (no '||' separator): '{}'",
@@ -25,7 +23,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         let mut ids = split_list(ids);
         let mut names = split_list(names);
         let (Some(id), Some(name)) = (ids.next(), names.next()) else {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!("empty concept id or name: '{}'", clip(&line)),
             ));

@@ -7,7 +7,6 @@
 
 mod ctd;
 mod dictionary;
-mod input;
 mod obo;
 mod rrf;
 mod tsv;
@@ -16,36 +15,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-pub use input::{open_file, Lines};
+pub(crate) use crate::input::clip;
+pub use crate::input::{open_file, Lines, ReadError, Result};
 pub use rrf::UmlsFilter;
-
-/// An error while reading an ontology. `line` is 1-based where the problem has a line.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum OntologyError {
-    #[error("line {line}: {message}")]
-    Syntax { line: usize, message: String },
-    /// The content is not a valid ontology as a whole (empty, undetectable, corrupt gzip...).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// Reading failed for a reason that is not the content's fault.
-    #[error("{0}")]
-    Io(String),
-}
-
-impl OntologyError {
-    pub(crate) fn syntax(line: usize, message: impl Into<String>) -> Self {
-        OntologyError::Syntax {
-            line,
-            message: message.into(),
-        }
-    }
-}
-
-pub type Result<T> = std::result::Result<T, OntologyError>;
 
 /// The file formats BeLink reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +70,7 @@ pub fn parse_format_argument(text: &str) -> Result<Option<Format>> {
 }
 
 impl FromStr for Format {
-    type Err = OntologyError;
+    type Err = ReadError;
 
     fn from_str(text: &str) -> Result<Format> {
         let lower = text.trim().to_ascii_lowercase();
@@ -110,7 +82,7 @@ impl FromStr for Format {
             "tsv" => Format::Tsv,
             _ => {
                 let known: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                return Err(OntologyError::Invalid(format!(
+                return Err(ReadError::Invalid(format!(
                     "unknown ontology format '{text}': use one of auto, {}",
                     known.join(", ")
                 )));
@@ -243,7 +215,7 @@ pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Ontology> {
         if let Some(mrsty) = rrf::sibling_mrsty(path) {
             let mut sty_lines = Lines::new(open_file(&mrsty)?);
             rrf::add_semantic_types(&mut ontology, &mut sty_lines)
-                .map_err(|e| OntologyError::Invalid(format!("{}: {e}", mrsty.display())))?;
+                .map_err(|e| ReadError::Invalid(format!("{}: {e}", mrsty.display())))?;
         }
     }
     Ok(ontology)
@@ -252,7 +224,7 @@ pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Ontology> {
 /// Reads an ontology from in-memory content (for clients that cannot place files on the
 /// server). Gzip content is accepted too.
 pub fn load_bytes(content: &[u8], options: &LoadOptions) -> Result<Ontology> {
-    let mut lines = Lines::new(input::open_bytes(content.to_vec())?);
+    let mut lines = Lines::new(crate::input::open_bytes(content.to_vec())?);
     let format = match options.format {
         Some(format) => format,
         None => detect_format(&mut lines)?,
@@ -269,7 +241,7 @@ fn parse(format: Format, lines: &mut Lines, options: &LoadOptions) -> Result<Ont
         Format::Tsv => tsv::parse(lines)?,
     };
     if ontology.concepts.is_empty() {
-        return Err(OntologyError::Invalid(format!(
+        return Err(ReadError::Invalid(format!(
             "no concepts found (read {} lines as {format})",
             lines.line_number()
         )));
@@ -286,7 +258,7 @@ pub fn detect_format(lines: &mut Lines) -> Result<Format> {
         .filter(|l| !l.trim().is_empty())
         .peekable();
     if meaningful.peek().is_none() {
-        return Err(OntologyError::Invalid("the input is empty".into()));
+        return Err(ReadError::Invalid("the input is empty".into()));
     }
     for line in head.iter() {
         if line.starts_with("# The Comparative Toxicogenomics Database")
@@ -308,7 +280,7 @@ pub fn detect_format(lines: &mut Lines) -> Result<Format> {
         return Ok(Format::Rrf);
     }
     if rrf::is_mrsty_line(first_data) {
-        return Err(OntologyError::Invalid(
+        return Err(ReadError::Invalid(
             "this is UMLS MRSTY.RRF (semantic types): load MRCONSO.RRF instead; MRSTY.RRF next to it is read automatically"
                 .into(),
         ));
@@ -331,19 +303,10 @@ pub fn detect_format(lines: &mut Lines) -> Result<Format> {
     if head.iter().any(|l| l.contains(": ")) && head.iter().any(|l| l.starts_with('[')) {
         return Ok(Format::Obo);
     }
-    Err(OntologyError::Invalid(format!(
+    Err(ReadError::Invalid(format!(
         "cannot detect the format from the first lines; pass it explicitly (one of {})",
         Format::ALL.map(|f| f.name()).join(", ")
     )))
-}
-
-/// A long line shortened for an error message.
-pub(crate) fn clip(text: &str) -> String {
-    const MAX_CHARS: usize = 60;
-    match text.char_indices().nth(MAX_CHARS) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
-    }
 }
 
 /// Splits a `|`-separated field into its non-empty, trimmed parts.
@@ -386,7 +349,7 @@ impl ConceptList {
     /// Adds a concept whose id must be new.
     pub(crate) fn insert_unique(&mut self, concept: Concept, line: usize) -> Result<()> {
         if self.index.contains_key(&concept.id) {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 line,
                 format!("duplicate concept id '{}'", concept.id),
             ));

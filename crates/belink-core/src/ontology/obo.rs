@@ -4,7 +4,7 @@
 //! alt_id, is_a, xref, is_obsolete, replaced_by, and the header's data-version (or date).
 //! `[Typedef]` and `[Instance]` stanzas are skipped; any other stanza type is an error.
 
-use super::{clip, Concept, ConceptList, Lines, NameKind, Ontology, OntologyError, Result};
+use super::{clip, Concept, ConceptList, Lines, NameKind, Ontology, ReadError, Result};
 
 pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
     let mut concepts = ConceptList::default();
@@ -24,7 +24,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
                 concepts.insert_unique(done.finish()?, done.line)?;
             }
             let Some(kind) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
-                return Err(OntologyError::syntax(
+                return Err(ReadError::syntax(
                     number,
                     format!("malformed stanza header '{line}'"),
                 ));
@@ -36,7 +36,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
                 }
                 "Typedef" | "Instance" => Stanza::Skipped,
                 other => {
-                    return Err(OntologyError::syntax(
+                    return Err(ReadError::syntax(
                         number,
                         format!(
                         "unknown stanza type [{other}] (expected [Term], [Typedef] or [Instance])"
@@ -47,7 +47,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
             continue;
         }
         let Some((tag, value)) = line.split_once(':') else {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!("expected 'tag: value', found '{}'", clip(line)),
             ));
@@ -105,11 +105,11 @@ impl TermBuilder {
         match tag {
             "id" => {
                 if self.has_id {
-                    return Err(OntologyError::syntax(line, "a [Term] has two id tags"));
+                    return Err(ReadError::syntax(line, "a [Term] has two id tags"));
                 }
                 concept.id = first_word(&unquoted(value, line)?);
                 if concept.id.is_empty() {
-                    return Err(OntologyError::syntax(line, "empty id"));
+                    return Err(ReadError::syntax(line, "empty id"));
                 }
                 self.has_id = true;
             }
@@ -153,10 +153,7 @@ impl TermBuilder {
 
     fn finish(&self) -> Result<Concept> {
         if !self.has_id {
-            return Err(OntologyError::syntax(
-                self.line,
-                "[Term] stanza without an id",
-            ));
+            return Err(ReadError::syntax(self.line, "[Term] stanza without an id"));
         }
         let mut concept = self.concept.clone();
         let synonyms = std::mem::take(&mut concept.synonyms);
@@ -194,7 +191,7 @@ fn synonym_kind(rest: &str, line: usize) -> Result<Option<NameKind>> {
         "NARROW" => NameKind::Narrow,
         "BROAD" => NameKind::Broad,
         other => {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 line,
                 format!(
                     "unknown synonym scope '{other}' (expected EXACT, RELATED, NARROW or BROAD)"
@@ -208,7 +205,7 @@ fn synonym_kind(rest: &str, line: usize) -> Result<Option<NameKind>> {
 /// Parses `"text" rest`: the quoted string (escapes resolved) and what follows it.
 fn quoted(value: &str, line: usize) -> Result<(String, &str)> {
     let Some(body) = value.strip_prefix('"') else {
-        return Err(OntologyError::syntax(
+        return Err(ReadError::syntax(
             line,
             format!("expected a quoted string, found '{}'", clip(value)),
         ));
@@ -222,7 +219,7 @@ fn quoted(value: &str, line: usize) -> Result<(String, &str)> {
             _ => text.push(c),
         }
     }
-    Err(OntologyError::syntax(
+    Err(ReadError::syntax(
         line,
         "unterminated quoted string (no closing \")",
     ))
@@ -255,11 +252,11 @@ fn escaped(next: Option<char>, line: usize) -> Result<char> {
         Some(
             c @ ('"' | '\\' | ':' | ',' | '(' | ')' | '[' | ']' | '{' | '}' | '!' | '\'' | '/'),
         ) => Ok(c),
-        Some(c) => Err(OntologyError::syntax(
+        Some(c) => Err(ReadError::syntax(
             line,
             format!("bad escape sequence '\\{c}'"),
         )),
-        None => Err(OntologyError::syntax(
+        None => Err(ReadError::syntax(
             line,
             "bad escape: a backslash ends the line",
         )),

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{clip, Concept, ConceptList, Lines, NameKind, Ontology, OntologyError, Result};
+use super::{clip, Concept, ConceptList, Lines, NameKind, Ontology, ReadError, Result};
 
 const MRCONSO_COLUMNS: usize = 18;
 
@@ -61,7 +61,7 @@ pub(crate) fn parse(lines: &mut Lines, filter: &UmlsFilter) -> Result<Ontology> 
         }
         let fields: Vec<&str> = line.split('|').collect();
         if fields.len() < MRCONSO_COLUMNS || !is_cui(fields[0]) {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!(
                     "expected an MRCONSO row of {MRCONSO_COLUMNS} '|'-separated fields starting with a CUI, found {} fields: '{}'",
@@ -134,7 +134,7 @@ pub(crate) fn add_semantic_types(ontology: &mut Ontology, lines: &mut Lines) -> 
             continue;
         }
         if !is_mrsty_line(&line) {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!(
                     "expected an MRSTY row 'CUI|TUI|STN|STY|ATUI|CVF|', found '{}'",

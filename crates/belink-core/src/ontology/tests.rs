@@ -46,9 +46,9 @@ fn write_temp(dir: &tempfile::TempDir, name: &str, data: &[u8]) -> PathBuf {
     path
 }
 
-fn syntax_line(error: OntologyError) -> usize {
+fn syntax_line(error: ReadError) -> usize {
     match error {
-        OntologyError::Syntax { line, .. } => line,
+        ReadError::Syntax { line, .. } => line,
         other => panic!("expected a syntax error with a line, got {other:?}"),
     }
 }
@@ -481,7 +481,7 @@ fn dictionary_line_without_separator() {
     );
     assert_eq!(syntax_line(explicit), 2);
     assert!(
-        matches!(error, OntologyError::Syntax { line: 2, .. }),
+        matches!(error, ReadError::Syntax { line: 2, .. }),
         "{error:?}"
     );
 }

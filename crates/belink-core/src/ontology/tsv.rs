@@ -2,9 +2,7 @@
 //! Lines starting with `#` are comments; a first line `concept_id<TAB>name...` (or `id<TAB>...`)
 //! is a header. Lines repeating an id add their names to it.
 
-use super::{
-    clip, split_list, Concept, ConceptList, Lines, NameKind, Ontology, OntologyError, Result,
-};
+use super::{clip, split_list, Concept, ConceptList, Lines, NameKind, Ontology, ReadError, Result};
 
 pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
     let mut concepts = ConceptList::default();
@@ -21,7 +19,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         }
         seen_data = true;
         if !(2..=3).contains(&fields.len()) {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!(
                     "expected 2 or 3 tab-separated columns (concept_id, name, synonyms), found {}: '{}'",
@@ -31,7 +29,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
             ));
         }
         if fields[0].is_empty() || fields[1].is_empty() {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!("empty concept id or name: '{}'", clip(&line)),
             ));

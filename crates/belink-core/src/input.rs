@@ -1,5 +1,5 @@
-//! Reading ontology input: plain or gzip (detected by content), one line at a time, with
-//! line numbers and clear errors for binary or truncated data.
+//! Reading text input (ontologies, corpora): plain or gzip (detected by content), one line at
+//! a time, with line numbers and clear errors for binary or truncated data.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -8,7 +8,42 @@ use std::path::Path;
 
 use flate2::bufread::MultiGzDecoder;
 
-use super::{OntologyError, Result};
+/// An error while reading an ontology or a corpus. `line` is 1-based where the problem has a line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("line {line}: {message}")]
+    Syntax { line: usize, message: String },
+    /// The content is not valid as a whole (empty, undetectable format, corrupt gzip...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Reading failed for a reason that is not the content's fault.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl ReadError {
+    pub(crate) fn syntax(line: usize, message: impl Into<String>) -> Self {
+        ReadError::Syntax {
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ReadError>;
+
+/// A long line shortened for an error message.
+pub(crate) fn clip(text: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Longer lines are not text: an ontology line is at most a few kilobytes.
@@ -18,14 +53,14 @@ const MAX_LINE_BYTES: u64 = 16 << 20;
 pub fn open_file(path: &Path) -> Result<Box<dyn BufRead>> {
     let shown = path.display();
     let file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => OntologyError::NotFound(format!("cannot open {shown}: no such file")),
-        io::ErrorKind::PermissionDenied => OntologyError::PermissionDenied(format!(
+        io::ErrorKind::NotFound => ReadError::NotFound(format!("cannot open {shown}: no such file")),
+        io::ErrorKind::PermissionDenied => ReadError::PermissionDenied(format!(
             "cannot open {shown}: permission denied (the file must be readable by the OS user the server runs as)"
         )),
-        _ => OntologyError::Io(format!("cannot open {shown}: {e}")),
+        _ => ReadError::Io(format!("cannot open {shown}: {e}")),
     })?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(OntologyError::Io(format!(
+        return Err(ReadError::Io(format!(
             "cannot read {shown}: it is a directory"
         )));
     }
@@ -33,9 +68,9 @@ pub fn open_file(path: &Path) -> Result<Box<dyn BufRead>> {
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
     let reader = open_reader(BufReader::with_capacity(1 << 16, file))
-        .map_err(|e| OntologyError::Io(format!("cannot read {shown}: {e}")))?;
+        .map_err(|e| ReadError::Io(format!("cannot read {shown}: {e}")))?;
     if named_gz && !reader.is_gzip {
-        return Err(OntologyError::Invalid(format!(
+        return Err(ReadError::Invalid(format!(
             "{shown} is named .gz but is not gzip data"
         )));
     }
@@ -46,7 +81,7 @@ pub fn open_file(path: &Path) -> Result<Box<dyn BufRead>> {
 pub(crate) fn open_bytes(content: Vec<u8>) -> Result<Box<dyn BufRead>> {
     open_reader(BufReader::new(Cursor::new(content)))
         .map(|r| r.lines)
-        .map_err(|e| OntologyError::Io(e.to_string()))
+        .map_err(|e| ReadError::Io(e.to_string()))
 }
 
 struct Opened {
@@ -129,7 +164,7 @@ impl Lines {
             return Ok(None);
         }
         if self.buffer.len() as u64 > MAX_LINE_BYTES {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 format!(
                     "line is longer than {} MiB: this is not a text ontology file",
@@ -142,13 +177,13 @@ impl Lines {
             self.buffer.pop();
         }
         if self.buffer.contains(&0) {
-            return Err(OntologyError::syntax(
+            return Err(ReadError::syntax(
                 number,
                 "contains a NUL byte: this is binary data, not a text ontology file",
             ));
         }
         let text = std::str::from_utf8(&self.buffer).map_err(|e| {
-            OntologyError::syntax(
+            ReadError::syntax(
                 number,
                 format!(
                     "is not valid UTF-8 (byte {}): convert the file to UTF-8",
@@ -166,13 +201,13 @@ impl Lines {
     }
 }
 
-fn read_error(line: usize, error: io::Error) -> OntologyError {
+fn read_error(line: usize, error: io::Error) -> ReadError {
     match error.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
-            OntologyError::Invalid(format!(
+            ReadError::Invalid(format!(
                 "line {line}: gzip data is corrupt or truncated ({error})"
             ))
         }
-        _ => OntologyError::Io(format!("line {line}: read error: {error}")),
+        _ => ReadError::Io(format!("line {line}: read error: {error}")),
     }
 }
