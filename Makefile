@@ -19,6 +19,8 @@ HPO_OBO       := $(CACHE)/data/hp.obo
 
 DEMO_DIR      ?= $(CACHE)/demo
 DEMO_PORT     ?= 54329
+BENCH_DIR     ?= $(CACHE)/bench
+BENCH_PORT    ?= 54330
 
 ifeq ($(shell id -u),0)
 SUDO :=
@@ -32,7 +34,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data bench clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -73,7 +75,7 @@ install: deps
 test: deps test-core test-pg
 
 test-core:
-	cargo test -p belink-core
+	cargo test -p belink-core -p belink-eval
 
 # pg_tests run in a temporary cluster owned by $(PG_OS_USER) (initdb refuses root).
 test-pg: deps
@@ -100,6 +102,12 @@ demo: install $(HPO_OBO)
 	    cp $(HPO_OBO) $$dir/hp.obo && chmod 644 $$dir/hp.obo && \
 	    scripts/cluster.sh psql $(DEMO_DIR) $(DEMO_PORT) -v hpo_path=$$dir/hp.obo -f scripts/demo.sql && \
 	    echo && echo "The demo cluster is running: psql -h $$dir -p $(DEMO_PORT) -U postgres   (stop: make demo-stop)"
+
+## ---- benchmarks (figures for BENCHMARKS.md; never timed tests) ----------------------------
+
+bench: install
+	cargo build --release -p belink-eval
+	scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
 
 demo-stop:
 	scripts/cluster.sh stop $(DEMO_DIR)

@@ -21,7 +21,8 @@ as_owner() {
 
 # The directory the cluster really lives in (DIR, or a /tmp fallback).
 resolve_dir() {
-    dir=$1
+    mkdir -p "$1"
+    dir=$(cd "$1" && pwd)
     if [ "$(id -u)" = 0 ]; then
         mkdir -p "$dir" && chown "$PG_OS_USER" "$dir"
         if ! runuser -u "$PG_OS_USER" -- test -w "$dir" 2>/dev/null; then

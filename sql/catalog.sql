@@ -60,7 +60,7 @@ CREATE TABLE belink.names (
 COMMENT ON TABLE belink.names IS 'Names (preferred names and synonyms) of active concepts; kind user = added with belink_add_names';
 COMMENT ON COLUMN belink.names.normalized IS 'belink_normalize_text(name): what exact and trigram matching compare';
 CREATE INDEX names_normalized ON belink.names (ontology, normalized);
-CREATE INDEX names_normalized_trgm ON belink.names USING gist (normalized gist_trgm_ops);
+CREATE INDEX names_normalized_trgm ON belink.names USING gin (normalized gin_trgm_ops);
 CREATE INDEX names_concept ON belink.names (ontology, concept_id);
 
 GRANT SELECT ON belink.ontologies, belink.concepts, belink.names TO PUBLIC;

@@ -160,8 +160,26 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
                 ],
             )
             .or_raise("recording the counts");
+        refresh_statistics(client);
         summary
     })
+}
+
+/// Fresh planner statistics right after a load, so the first queries do not run on plans
+/// made for empty tables. ANALYZE needs ownership; other loaders wait for autovacuum.
+fn refresh_statistics(client: &mut SpiClient<'_>) {
+    let owner = client
+        .select("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'belink.names'::regclass", None, &[])
+        .or_raise("checking the catalog's owner")
+        .first()
+        .get_one::<bool>()
+        .or_raise("checking the catalog's owner")
+        .unwrap_or(false);
+    if owner {
+        client
+            .update("ANALYZE belink.concepts, belink.names", None, &[])
+            .or_raise("analyzing the catalog");
+    }
 }
 
 fn joined(items: &[String], concept: &Concept) -> String {

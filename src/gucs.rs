@@ -11,7 +11,20 @@ pub static UMLS_SOURCES: GucSetting<Option<std::ffi::CString>> =
 pub static UMLS_LANGUAGES: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"ENG"));
 
+/// Minimum pg_trgm similarity for a trigram candidate.
+pub static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
+
 pub fn init() {
+    GucRegistry::define_float_guc(
+        c"belink.trigram_threshold",
+        c"Minimum trigram similarity (pg_trgm) of a name to a mention for the name to be a candidate.",
+        c"Lower finds more distant names, at the cost of speed.",
+        &TRIGRAM_THRESHOLD,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
     GucRegistry::define_string_guc(
         c"belink.umls_sources",
         c"UMLS sources (SAB) kept when loading MRCONSO.RRF, comma-separated; empty keeps every source.",

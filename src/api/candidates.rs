@@ -8,6 +8,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::catalog;
 use crate::error::{raise, OrRaise};
+use crate::gucs;
 
 /// The most candidates one call may ask for.
 const MAX_K: i32 = 1000;
@@ -71,16 +72,16 @@ fn lexical_candidates(
     } else {
         "AND $2::text IS NULL"
     };
-    // The exact branch uses the B-tree on (ontology, normalized); the trigram branch walks the
-    // GiST index in distance order (KNN), so it always returns the nearest names.
+    // The exact branch uses the B-tree on (ontology, normalized); the trigram branch the GIN
+    // index, through pg_trgm's % operator (similarity at least pg_trgm.similarity_threshold).
     let query = format!(
         "WITH matches AS (
              SELECT n.ontology, n.concept_id, n.name AS matched, 1.0::real AS score, 'exact' AS source
              FROM belink.names n WHERE n.normalized = $1 {in_ontology}
              UNION ALL
-             (SELECT n.ontology, n.concept_id, n.name, {trgm}.similarity(n.normalized, $1), 'trigram'
-              FROM belink.names n WHERE true {in_ontology}
-              ORDER BY n.normalized OPERATOR({trgm}.<->) $1
+             (SELECT n.ontology, n.concept_id, n.name, {trgm}.similarity(n.normalized, $1) AS score, 'trigram'
+              FROM belink.names n WHERE n.normalized OPERATOR({trgm}.%) $1 {in_ontology}
+              ORDER BY score DESC, n.name_id
               LIMIT $3 * {NAMES_PER_CANDIDATE})
          ), best AS (
              SELECT DISTINCT ON (ontology, concept_id) *
@@ -92,26 +93,57 @@ fn lexical_candidates(
          ORDER BY b.score DESC, b.source = 'exact' DESC, b.ontology, b.concept_id
          LIMIT $3"
     );
-    client
-        .select(
-            &query,
-            None,
-            &[normalized.into(), ontology.into(), k.into()],
-        )
-        .or_raise("retrieving candidates")
-        .map(|row| {
-            let text = |i| {
-                row.get::<String>(i)
+    with_trigram_threshold(client, gucs::TRIGRAM_THRESHOLD.get(), || {
+        client
+            .select(
+                &query,
+                None,
+                &[normalized.into(), ontology.into(), k.into()],
+            )
+            .or_raise("retrieving candidates")
+            .map(|row| {
+                let text = |i| {
+                    row.get::<String>(i)
+                        .or_raise("reading a candidate")
+                        .unwrap_or_default()
+                };
+                let score = row
+                    .get::<f32>(4)
                     .or_raise("reading a candidate")
-                    .unwrap_or_default()
-            };
-            let score = row
-                .get::<f32>(4)
-                .or_raise("reading a candidate")
-                .unwrap_or_default();
-            (text(1), text(2), text(3), score, text(5), text(6))
-        })
-        .collect()
+                    .unwrap_or_default();
+                (text(1), text(2), text(3), score, text(5), text(6))
+            })
+            .collect()
+    })
+}
+
+/// Runs `f` with pg_trgm's similarity threshold (what `%` compares against) set to
+/// `threshold`, then restores the caller's value.
+fn with_trigram_threshold<T>(client: &SpiClient<'_>, threshold: f64, f: impl FnOnce() -> T) -> T {
+    let set = |value: &str| {
+        client
+            .select(
+                "SELECT set_config('pg_trgm.similarity_threshold', $1, true)",
+                None,
+                &[value.into()],
+            )
+            .or_raise("setting pg_trgm.similarity_threshold");
+    };
+    let previous = client
+        .select(
+            "SELECT current_setting('pg_trgm.similarity_threshold', true)",
+            None,
+            &[],
+        )
+        .or_raise("reading pg_trgm.similarity_threshold")
+        .first()
+        .get_one::<String>()
+        .or_raise("reading pg_trgm.similarity_threshold")
+        .unwrap_or_else(|| "0.3".to_string());
+    set(&threshold.to_string());
+    let result = f();
+    set(&previous);
+    result
 }
 
 /// The schema pg_trgm is installed in, quoted: its functions and operators are called

@@ -72,6 +72,28 @@ mod tests {
     }
 
     #[pg_test]
+    fn trigram_threshold_setting_and_caller_setting_preserved() {
+        load_fixtures();
+        Spi::run("SET LOCAL pg_trgm.similarity_threshold = 0.42").unwrap();
+        Spi::run("SET LOCAL belink.trigram_threshold = 0.95").unwrap();
+        assert!(
+            candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)")
+                .is_empty()
+        );
+        Spi::run("SET LOCAL belink.trigram_threshold = 0.3").unwrap();
+        assert!(
+            !candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)")
+                .is_empty()
+        );
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_setting('pg_trgm.similarity_threshold')")
+                .unwrap()
+                .as_deref(),
+            Some("0.42")
+        );
+    }
+
+    #[pg_test]
     fn british_spelling_and_plural_reach_the_hpo_term() {
         load_fixtures();
         let rows = candidates("SELECT * FROM belink_candidates('retinal haemorrhages', 'hpo', 3)");

@@ -1,0 +1,151 @@
+//! belink-eval: evaluation and benchmarks of BeLink, run through SQL on a real cluster, the
+//! way users call it. Prints Markdown tables.
+//!
+//!   belink-eval load --dsn DSN NAME=PATH[:FORMAT]...
+//!       loads each file with belink_load_ontology and reports counts and wall time
+//!   belink-eval retrieval --dsn DSN --corpus PATH --ontology NAME [--k 1,5,10]
+//!       candidate recall@k of belink_candidates on the corpus' gold mentions
+//!
+//! DSN is a libpq-style string, e.g. "host=/path/to/socket/dir port=54330 user=postgres".
+
+mod args;
+mod ids;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use belink_core::corpus::load_corpus;
+use postgres::{Client, NoTls};
+
+use args::Args;
+
+fn main() -> ExitCode {
+    let args = Args::from_env();
+    let result = match args.command.as_deref() {
+        Some("load") => load(&args),
+        Some("retrieval") => retrieval(&args),
+        _ => Err(format!(
+            "usage: belink-eval load|retrieval --dsn DSN ... (see {})",
+            file!()
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("belink-eval: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn connect(args: &Args) -> Result<Client, String> {
+    let dsn = args.required("dsn")?;
+    Client::connect(dsn, NoTls).map_err(|e| format!("cannot connect to {dsn}: {e}"))
+}
+
+fn load(args: &Args) -> Result<(), String> {
+    let mut client = connect(args)?;
+    println!("| ontology | file | format | version | concepts | names | obsolete | seconds |");
+    println!("|---|---|---|---|---:|---:|---:|---:|");
+    for spec in &args.positional {
+        let (name, rest) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=PATH[:FORMAT], got {spec}"))?;
+        let (path, format) = rest.rsplit_once(':').unwrap_or((rest, "auto"));
+        let started = Instant::now();
+        let row = client
+            .query_one(
+                "SELECT format, version, concepts, names, obsolete_skipped FROM belink_load_ontology($1, $2, $3)",
+                &[&name, &path, &format],
+            )
+            .map_err(|e| format!("loading {path}: {e}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let file = Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        println!(
+            "| {name} | {file} | {} | {} | {} | {} | {} | {seconds:.2} |",
+            row.get::<_, String>(0),
+            row.get::<_, Option<String>>(1).unwrap_or_default(),
+            row.get::<_, i64>(2),
+            row.get::<_, i64>(3),
+            row.get::<_, i64>(4),
+        );
+    }
+    Ok(())
+}
+
+fn retrieval(args: &Args) -> Result<(), String> {
+    let corpus_path = args.required("corpus")?;
+    let ontology = args.required("ontology")?;
+    let ks = args.list_of_numbers("k", &[1, 5, 10])?;
+    let max_k = *ks.iter().max().expect("at least one k");
+    let documents =
+        load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let mut client = connect(args)?;
+    let statement = client
+        .prepare(
+            "SELECT k.concept_id, k.alt_ids
+             FROM belink_candidates($1, $2, $3) WITH ORDINALITY AS c(concept_id, name, matched, score, source, ontology, rank)
+             JOIN belink.concepts k ON k.ontology = c.ontology AND k.concept_id = c.concept_id
+             ORDER BY c.rank",
+        )
+        .map_err(|e| e.to_string())?;
+
+    let mut hits = vec![0usize; ks.len()];
+    let mut mentions = 0usize;
+    let started = Instant::now();
+    for document in &documents {
+        for mention in &document.mentions {
+            if mention.is_nil() {
+                continue;
+            }
+            mentions += 1;
+            let gold: Vec<String> = mention
+                .concept_ids()
+                .iter()
+                .map(|id| ids::canonical(id))
+                .collect();
+            let rows = client
+                .query(&statement, &[&mention.text, &ontology, &(max_k as i32)])
+                .map_err(|e| format!("belink_candidates({:?}): {e}", mention.text))?;
+            let first_hit = rows.iter().position(|row| {
+                let id: String = row.get(0);
+                let alt_ids: Vec<String> = row.get(1);
+                std::iter::once(id)
+                    .chain(alt_ids)
+                    .any(|candidate| gold.contains(&ids::canonical(&candidate)))
+            });
+            if let Some(rank) = first_hit {
+                for (hit, k) in hits.iter_mut().zip(&ks) {
+                    if rank < *k {
+                        *hit += 1;
+                    }
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let corpus = Path::new(corpus_path)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header: Vec<String> = ks.iter().map(|k| format!("recall@{k}")).collect();
+    println!(
+        "| corpus | ontology | mentions | {} | mentions/s |",
+        header.join(" | ")
+    );
+    println!("|---|---|---:|{}---:|", "---:|".repeat(ks.len()));
+    let recalls: Vec<String> = hits
+        .iter()
+        .map(|h| format!("{:.3}", *h as f64 / mentions.max(1) as f64))
+        .collect();
+    println!(
+        "| {corpus} | {ontology} | {mentions} | {} | {:.0} |",
+        recalls.join(" | "),
+        mentions as f64 / seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,45 @@
+#!/bin/sh
+# make bench: the figures in BENCHMARKS.md, measured on a throw-away cluster through SQL.
+# usage: scripts/bench.sh DIR PORT   (data from $BELINK_DATA, default ../shared/data)
+set -eu
+DIR=${1:?cluster directory}
+PORT=${2:?port}
+DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
+EVAL=target/release/belink-eval
+
+if [ ! -d "$DATA" ]; then
+    echo "bench: no data directory $DATA (set BELINK_DATA to the folder holding medic/, hpo/, ncbi-disease/...)" >&2
+    exit 1
+fi
+
+scripts/cluster.sh stop "$DIR"
+dir=$(scripts/cluster.sh start "$DIR" "$PORT")
+scripts/cluster.sh psql "$DIR" "$PORT" -c 'DROP EXTENSION IF EXISTS belink CASCADE' -c 'CREATE EXTENSION belink CASCADE' 2>/dev/null
+# The server reads ontology files itself: give it copies it can reach.
+files=$dir/files
+mkdir -p "$files"
+for f in medic/medic_06Jul2012.txt ctd-diseases-2017/CTD_diseases.tsv.gz hpo/hp.obo disease-ontology/doid.obo; do
+    if [ -f "$DATA/$f" ]; then cp "$DATA/$f" "$files/"; else echo "bench: missing $DATA/$f" >&2; fi
+done
+chmod -R a+rX "$files"
+dsn="host=$dir port=$PORT user=postgres"
+
+echo "# belink bench, $(date -u +%Y-%m-%d), $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB,"
+echo "# PostgreSQL $(scripts/cluster.sh psql "$DIR" "$PORT" -tA -c 'SHOW server_version'), release build"
+echo
+echo "## Loading ontologies (belink_load_ontology, wall time)"
+echo
+set --
+[ -f "$files/medic_06Jul2012.txt" ] && set -- "$@" "medic=$files/medic_06Jul2012.txt"
+[ -f "$files/CTD_diseases.tsv.gz" ] && set -- "$@" "ctd2017=$files/CTD_diseases.tsv.gz"
+[ -f "$files/hp.obo" ] && set -- "$@" "hpo=$files/hp.obo"
+[ -f "$files/doid.obo" ] && set -- "$@" "doid=$files/doid.obo"
+$EVAL load --dsn "$dsn" "$@"
+echo
+echo "## Lexical candidate retrieval (belink_candidates: exact + trigram)"
+echo
+ncbi=$DATA/ncbi-disease/NCBIdevelopset_corpus.txt
+gsc=$DATA/gscplus/GSCplus_dev_gold.tsv
+[ -f "$ncbi" ] && $EVAL retrieval --dsn "$dsn" --corpus "$ncbi" --ontology medic --k 1,5,10
+[ -f "$gsc" ] && $EVAL retrieval --dsn "$dsn" --corpus "$gsc" --ontology hpo --k 1,5,10 | tail -n 1
+scripts/cluster.sh stop "$DIR"
