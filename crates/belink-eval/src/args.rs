@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 pub struct Args {
     pub command: Option<String>,
-    pub flags: HashMap<String, String>,
+    pub flags: HashMap<String, Vec<String>>,
     pub positional: Vec<String>,
 }
 
@@ -20,7 +20,10 @@ impl Args {
         while let Some(word) = words.next() {
             match word.strip_prefix("--") {
                 Some(flag) => {
-                    flags.insert(flag.to_string(), words.next().unwrap_or_default());
+                    flags
+                        .entry(flag.to_string())
+                        .or_insert_with(Vec::new)
+                        .push(words.next().unwrap_or_default());
                 }
                 None => positional.push(word),
             }
@@ -32,16 +35,27 @@ impl Args {
         }
     }
 
-    pub fn required(&self, flag: &str) -> Result<&str, String> {
+    /// The flag's value (the last one when it is repeated).
+    pub fn get(&self, flag: &str) -> Option<&str> {
         self.flags
             .get(flag)
+            .and_then(|values| values.last())
             .map(String::as_str)
+    }
+
+    /// Every value of a flag that may be repeated.
+    pub fn all(&self, flag: &str) -> &[String] {
+        self.flags.get(flag).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn required(&self, flag: &str) -> Result<&str, String> {
+        self.get(flag)
             .ok_or_else(|| format!("--{flag} is required"))
     }
 
     /// A comma-separated list of positive numbers, or `default` when the flag is absent.
     pub fn list_of_numbers(&self, flag: &str, default: &[usize]) -> Result<Vec<usize>, String> {
-        match self.flags.get(flag) {
+        match self.get(flag) {
             None => Ok(default.to_vec()),
             Some(text) => text
                 .split(',')
@@ -72,5 +86,12 @@ mod tests {
         assert_eq!(args.list_of_numbers("k", &[5]).unwrap(), [1, 10]);
         assert_eq!(args.list_of_numbers("missing", &[5]).unwrap(), [5]);
         assert!(args.required("corpus").is_err());
+        let repeated = Args::parse(
+            ["evaluate", "--dataset", "a", "--dataset", "b"]
+                .map(String::from)
+                .into_iter(),
+        );
+        assert_eq!(repeated.all("dataset"), ["a", "b"]);
+        assert_eq!(repeated.get("dataset"), Some("b"));
     }
 }

@@ -5,11 +5,18 @@
 //!       loads each file with belink_load_ontology and reports counts and wall time
 //!   belink-eval retrieval --dsn DSN --corpus PATH --ontology NAME [--k 1,5,10]
 //!       candidate recall@k of belink_candidates on the corpus' gold mentions
+//!   belink-eval evaluate --dsn DSN --out DIR --dataset SPEC [--dataset SPEC]...
+//!       the evaluation report: SPEC is
+//!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
 //!
 //! DSN is a libpq-style string, e.g. "host=/path/to/socket/dir port=54330 user=postgres".
 
 mod args;
+mod evaluate;
 mod ids;
+mod plots;
+mod protocol;
+mod report;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,8 +32,9 @@ fn main() -> ExitCode {
     let result = match args.command.as_deref() {
         Some("load") => load(&args),
         Some("retrieval") => retrieval(&args),
+        Some("evaluate") => evaluate(&args),
         _ => Err(format!(
-            "usage: belink-eval load|retrieval --dsn DSN ... (see {})",
+            "usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})",
             file!()
         )),
     };
@@ -146,6 +154,62 @@ fn retrieval(args: &Args) -> Result<(), String> {
         "| {corpus} | {ontology} | {mentions} | {} | {:.0} |",
         recalls.join(" | "),
         mentions as f64 / seconds
+    );
+    Ok(())
+}
+
+fn evaluate(args: &Args) -> Result<(), String> {
+    let out = Path::new(args.required("out")?);
+    let specs = args
+        .all("dataset")
+        .iter()
+        .map(|s| evaluate::DatasetSpec::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if specs.is_empty() {
+        return Err("no --dataset given".into());
+    }
+    plots::register_fonts()?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut client = connect(args)?;
+    let mut results = Vec::new();
+    for spec in &specs {
+        eprintln!(
+            "belink-eval: {} ({} with {})",
+            spec.name,
+            spec.corpus.display(),
+            spec.ontology
+        );
+        results.push(evaluate::evaluate_dataset(&mut client, spec)?);
+    }
+    let info = report::RunInfo {
+        command: args
+            .get("command-line")
+            .unwrap_or("belink-eval evaluate")
+            .to_string(),
+        machine: args.get("machine").unwrap_or("(not given)").to_string(),
+        server: client
+            .query_one("SELECT version()", &[])
+            .map(|row| row.get::<_, String>(0))
+            .map_err(|e| e.to_string())?,
+        date: args.get("date").unwrap_or("(not given)").to_string(),
+        commit: args.get("commit").unwrap_or("(not given)").to_string(),
+    };
+    let runs: Vec<&evaluate::NormalizationRun> = results.iter().flat_map(|r| &r.runs).collect();
+    plots::accuracy_at_k(&runs, &out.join("accuracy_at_k.png"))?;
+    let classic: Vec<&evaluate::NormalizationRun> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.protocol == protocol::Protocol::Classic)
+        .collect();
+    plots::latency(&classic, &out.join("latency.png"))?;
+    let write = |name: &str, text: String| {
+        std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    write("REPORT.md", report::report(&info, &results))?;
+    write("errors.md", report::error_analysis(&results))?;
+    eprintln!(
+        "belink-eval: report written to {}",
+        out.join("REPORT.md").display()
     );
     Ok(())
 }

@@ -1,0 +1,508 @@
+//! `belink-eval evaluate`: loads ontologies and corpora into a real cluster, runs BeLink
+//! through SQL as a user would, and measures it under both normalization protocols.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use belink_core::corpus::{load_corpus, Document};
+use postgres::Client;
+
+use crate::ids::canonical;
+use crate::protocol::{is_correct, queries, Protocol, Query};
+
+/// Candidates fetched per query: accuracy@k is reported up to this k.
+pub const MAX_K: usize = 10;
+
+/// One evaluation dataset: a corpus and the ontology its gold ids come from.
+#[derive(Debug, Clone)]
+pub struct DatasetSpec {
+    pub name: String,
+    pub corpus: PathBuf,
+    pub ontology: String,
+    /// A path the server can read; None when the ontology is already loaded.
+    pub ontology_file: Option<String>,
+    pub format: String,
+    /// Training corpus whose mentions may be added to the dictionary (the classic setting).
+    pub train: Option<PathBuf>,
+}
+
+impl DatasetSpec {
+    /// Parses `name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]`.
+    pub fn parse(spec: &str) -> Result<DatasetSpec, String> {
+        let mut fields: HashMap<&str, &str> = HashMap::new();
+        for part in spec.split(',') {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("dataset spec: expected key=value, got '{part}'"))?;
+            fields.insert(key.trim(), value.trim());
+        }
+        let get = |key: &str| fields.get(key).map(|v| v.to_string());
+        let need =
+            |key: &str| get(key).ok_or_else(|| format!("dataset spec '{spec}' has no {key}="));
+        Ok(DatasetSpec {
+            name: need("name")?,
+            corpus: PathBuf::from(need("corpus")?),
+            ontology: need("ontology")?,
+            ontology_file: get("ontology_file"),
+            format: get("format").unwrap_or_else(|| "auto".into()),
+            train: get("train").map(PathBuf::from),
+        })
+    }
+}
+
+/// What BeLink returned for one query.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub concept_id: String,
+    pub name: String,
+    /// The concept id followed by its alternative ids.
+    pub ids: Vec<String>,
+}
+
+/// Why a query's top-1 was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorCause {
+    /// BeLink returned no concept at all (a NIL answer).
+    NoCandidate,
+    /// The gold concept is not among the candidates.
+    NotRetrieved,
+    /// The gold concept was retrieved, below rank 1.
+    RankedBelow,
+}
+
+impl ErrorCause {
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorCause::NoCandidate => "no candidate (NIL answer)",
+            ErrorCause::NotRetrieved => "not retrieved",
+            ErrorCause::RankedBelow => "ranked below",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorCase {
+    pub document: String,
+    pub query: Query,
+    pub cause: ErrorCause,
+    /// 1-based rank of the first right candidate, when retrieved.
+    pub gold_rank: Option<usize>,
+    pub predicted: Option<(String, String)>,
+}
+
+/// Results of one dataset × dictionary × configuration × protocol.
+#[derive(Debug, Clone)]
+pub struct NormalizationRun {
+    pub dataset: String,
+    pub dictionary: String,
+    pub config: String,
+    pub protocol: Protocol,
+    pub queries: usize,
+    /// `hits_at[k - 1]`: queries whose first right candidate is within the first k.
+    pub hits_at: Vec<usize>,
+    /// Wall time of each query, milliseconds.
+    pub latencies_ms: Vec<f64>,
+    pub errors: Vec<ErrorCase>,
+}
+
+impl NormalizationRun {
+    pub fn accuracy_at(&self, k: usize) -> f64 {
+        self.hits_at[k - 1] as f64 / self.queries.max(1) as f64
+    }
+}
+
+/// A retrieval configuration, set through the session's GUCs.
+pub struct Config {
+    pub name: &'static str,
+    pub settings: &'static [&'static str],
+}
+
+/// The configurations this build can run. Hybrid retrieval and re-ranking join this list as
+/// they are built.
+pub const CONFIGS: &[Config] = &[Config {
+    name: "lexical",
+    settings: &[],
+}];
+
+pub struct DatasetResult {
+    pub spec: DatasetSpec,
+    pub documents: usize,
+    pub mentions: usize,
+    pub load_seconds: Option<f64>,
+    pub concept_names: HashMap<String, String>,
+    pub runs: Vec<NormalizationRun>,
+    pub training_names_added: Option<i64>,
+}
+
+pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<DatasetResult, String> {
+    let documents =
+        load_corpus(&spec.corpus).map_err(|e| format!("{}: {e}", spec.corpus.display()))?;
+    let load_seconds = match &spec.ontology_file {
+        Some(file) => Some(load_ontology(client, &spec.ontology, file, &spec.format)?),
+        None => None,
+    };
+    store_corpus(client, &spec.name, &documents)?;
+    let concept_names = concept_names(client, &spec.ontology)?;
+
+    let mut runs = Vec::new();
+    remove_user_names(client, &spec.ontology)?;
+    run_configs(client, spec, &documents, "ontology", &mut runs)?;
+    let mut training_names_added = None;
+    if let Some(train) = &spec.train {
+        let training = load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?;
+        training_names_added = Some(add_training_names(client, &spec.ontology, &training)?);
+        run_configs(
+            client,
+            spec,
+            &documents,
+            "ontology + training mentions",
+            &mut runs,
+        )?;
+        remove_user_names(client, &spec.ontology)?;
+    }
+    Ok(DatasetResult {
+        spec: spec.clone(),
+        documents: documents.len(),
+        mentions: documents.iter().map(|d| d.mentions.len()).sum(),
+        load_seconds,
+        concept_names,
+        runs,
+        training_names_added,
+    })
+}
+
+fn load_ontology(client: &mut Client, name: &str, file: &str, format: &str) -> Result<f64, String> {
+    let started = Instant::now();
+    client
+        .query_one(
+            "SELECT concepts FROM belink_load_ontology($1, $2, $3)",
+            &[&name, &file, &format],
+        )
+        .map_err(|e| format!("loading ontology {name} from {file}: {e}"))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The corpus goes into tables too, where SQL users (and end-to-end linking) find it.
+fn store_corpus(client: &mut Client, corpus: &str, documents: &[Document]) -> Result<(), String> {
+    let mut tx = client.transaction().map_err(|e| e.to_string())?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS belink_eval;
+         CREATE TABLE IF NOT EXISTS belink_eval.documents (
+             corpus text, doc_id text, body text NOT NULL, PRIMARY KEY (corpus, doc_id));
+         CREATE TABLE IF NOT EXISTS belink_eval.mentions (
+             corpus text, doc_id text, start_char integer, end_char integer, mention text,
+             entity_type text, concept_ids text,
+             FOREIGN KEY (corpus, doc_id) REFERENCES belink_eval.documents ON DELETE CASCADE);",
+    )
+    .map_err(|e| format!("creating the evaluation tables: {e}"))?;
+    tx.execute(
+        "DELETE FROM belink_eval.documents WHERE corpus = $1",
+        &[&corpus],
+    )
+    .map_err(|e| e.to_string())?;
+    let insert_document = tx
+        .prepare("INSERT INTO belink_eval.documents VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .map_err(|e| e.to_string())?;
+    let insert_mention = tx
+        .prepare("INSERT INTO belink_eval.mentions VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .map_err(|e| e.to_string())?;
+    for document in documents {
+        // NCBI-disease holds one abstract twice (PMID 8528200); the first copy is kept.
+        let inserted = tx
+            .execute(&insert_document, &[&corpus, &document.id, &document.text])
+            .map_err(|e| e.to_string())?;
+        if inserted == 0 {
+            continue;
+        }
+        for m in &document.mentions {
+            let (start, end) = (m.start as i32, m.end as i32);
+            tx.execute(
+                &insert_mention,
+                &[
+                    &corpus,
+                    &document.id,
+                    &start,
+                    &end,
+                    &m.text,
+                    &m.entity_type,
+                    &m.concept_field,
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+fn concept_names(client: &mut Client, ontology: &str) -> Result<HashMap<String, String>, String> {
+    let rows = client
+        .query(
+            "SELECT concept_id, name, alt_ids FROM belink.concepts WHERE ontology = $1",
+            &[&ontology],
+        )
+        .map_err(|e| e.to_string())?;
+    let mut names = HashMap::new();
+    for row in rows {
+        let (id, name, alt_ids): (String, String, Vec<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        for alt in alt_ids {
+            names.entry(canonical(&alt)).or_insert_with(|| name.clone());
+        }
+        names.insert(canonical(&id), name);
+    }
+    Ok(names)
+}
+
+fn run_configs(
+    client: &mut Client,
+    spec: &DatasetSpec,
+    documents: &[Document],
+    dictionary: &str,
+    runs: &mut Vec<NormalizationRun>,
+) -> Result<(), String> {
+    for config in CONFIGS {
+        for setting in config.settings {
+            client
+                .batch_execute(setting)
+                .map_err(|e| format!("{setting}: {e}"))?;
+        }
+        let mut cache: HashMap<String, (Vec<Candidate>, f64)> = HashMap::new();
+        for protocol in Protocol::ALL {
+            let mut run = NormalizationRun {
+                dataset: spec.name.clone(),
+                dictionary: dictionary.to_string(),
+                config: config.name.to_string(),
+                protocol,
+                queries: 0,
+                hits_at: vec![0; MAX_K],
+                latencies_ms: Vec::new(),
+                errors: Vec::new(),
+            };
+            for document in documents {
+                for mention in &document.mentions {
+                    for query in queries(mention, protocol) {
+                        if !cache.contains_key(&query.text) {
+                            let answer = candidates(client, &query.text, &spec.ontology)?;
+                            cache.insert(query.text.clone(), answer);
+                        }
+                        let (candidates, latency) = &cache[&query.text];
+                        run.latencies_ms.push(*latency);
+                        score(&mut run, &document.id, query, candidates);
+                    }
+                }
+            }
+            runs.push(run);
+        }
+    }
+    Ok(())
+}
+
+fn score(run: &mut NormalizationRun, document: &str, query: Query, candidates: &[Candidate]) {
+    run.queries += 1;
+    let rank = candidates
+        .iter()
+        .position(|c| is_correct(&query, run.protocol, &c.ids));
+    if let Some(rank) = rank {
+        for hits in &mut run.hits_at[rank..] {
+            *hits += 1;
+        }
+    }
+    if rank == Some(0) {
+        return;
+    }
+    let cause = match (candidates.is_empty(), rank) {
+        (true, _) => ErrorCause::NoCandidate,
+        (false, None) => ErrorCause::NotRetrieved,
+        (false, Some(_)) => ErrorCause::RankedBelow,
+    };
+    run.errors.push(ErrorCase {
+        document: document.to_string(),
+        query,
+        cause,
+        gold_rank: rank.map(|r| r + 1),
+        predicted: candidates
+            .first()
+            .map(|c| (c.concept_id.clone(), c.name.clone())),
+    });
+}
+
+/// BeLink's answer for one mention, and its wall time in milliseconds.
+fn candidates(
+    client: &mut Client,
+    text: &str,
+    ontology: &str,
+) -> Result<(Vec<Candidate>, f64), String> {
+    let started = Instant::now();
+    let rows = client
+        .query(
+            "SELECT c.concept_id, c.name, k.alt_ids
+             FROM belink_candidates($1, $2, $3) WITH ORDINALITY AS c(concept_id, name, matched, score, source, ontology, rank)
+             JOIN belink.concepts k ON k.ontology = c.ontology AND k.concept_id = c.concept_id
+             ORDER BY c.rank",
+            &[&text, &ontology, &(MAX_K as i32)],
+        )
+        .map_err(|e| format!("belink_candidates({text:?}): {e}"))?;
+    let latency = started.elapsed().as_secs_f64() * 1000.0;
+    let candidates = rows
+        .iter()
+        .map(|row| {
+            let concept_id: String = row.get(0);
+            let alt_ids: Vec<String> = row.get(2);
+            Candidate {
+                ids: std::iter::once(concept_id.clone()).chain(alt_ids).collect(),
+                concept_id,
+                name: row.get(1),
+            }
+        })
+        .collect();
+    Ok((candidates, latency))
+}
+
+/// Adds the training corpus' mentions as names of their gold concept (BioSyn's dictionary
+/// setting). Mentions with several gold ids or ids unknown to the ontology are skipped.
+fn add_training_names(
+    client: &mut Client,
+    ontology: &str,
+    training: &[Document],
+) -> Result<i64, String> {
+    let rows = client
+        .query(
+            "SELECT concept_id, alt_ids FROM belink.concepts WHERE ontology = $1 AND NOT obsolete",
+            &[&ontology],
+        )
+        .map_err(|e| e.to_string())?;
+    let mut concept_of: HashMap<String, String> = HashMap::new();
+    for row in rows {
+        let (id, alt_ids): (String, Vec<String>) = (row.get(0), row.get(1));
+        for alt in alt_ids {
+            concept_of
+                .entry(canonical(&alt))
+                .or_insert_with(|| id.clone());
+        }
+        concept_of.insert(canonical(&id), id);
+    }
+    let mut names: HashMap<String, Vec<String>> = HashMap::new();
+    for mention in training.iter().flat_map(|d| &d.mentions) {
+        if let [only] = mention.concept_ids()[..] {
+            if let Some(concept) = concept_of.get(&canonical(only)) {
+                names
+                    .entry(concept.clone())
+                    .or_default()
+                    .push(mention.text.clone());
+            }
+        }
+    }
+    let mut added = 0i64;
+    for (concept, texts) in names {
+        let row = client
+            .query_one(
+                "SELECT belink_add_names($1, $2, $3)",
+                &[&ontology, &concept, &texts],
+            )
+            .map_err(|e| format!("belink_add_names({concept}): {e}"))?;
+        added += row.get::<_, i64>(0);
+    }
+    Ok(added)
+}
+
+fn remove_user_names(client: &mut Client, ontology: &str) -> Result<(), String> {
+    client
+        .execute(
+            "DELETE FROM belink.names WHERE ontology = $1 AND kind = 'user'",
+            &[&ontology],
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Median and 95th percentile of a list of latencies.
+pub fn percentiles(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.95))
+}
+
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_spec() {
+        let spec = DatasetSpec::parse("name=ncbi-dev,corpus=/d/dev.txt,ontology=medic,ontology_file=/s/medic.txt,format=dictionary,train=/d/train.txt").unwrap();
+        assert_eq!(spec.ontology, "medic");
+        assert_eq!(spec.format, "dictionary");
+        assert_eq!(spec.train, Some(PathBuf::from("/d/train.txt")));
+        assert!(DatasetSpec::parse("name=x,corpus=/c")
+            .unwrap_err()
+            .contains("no ontology="));
+    }
+
+    #[test]
+    fn percentiles_of_latencies() {
+        assert_eq!(percentiles(&[5.0, 1.0, 3.0, 2.0, 4.0]), (3.0, 5.0));
+        assert_eq!(percentiles(&[]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn scoring_counts_ranks_and_causes() {
+        let mut run = NormalizationRun {
+            dataset: "d".into(),
+            dictionary: "ontology".into(),
+            config: "lexical".into(),
+            protocol: Protocol::Classic,
+            queries: 0,
+            hits_at: vec![0; MAX_K],
+            latencies_ms: vec![],
+            errors: vec![],
+        };
+        let query = |gold: &str| Query {
+            text: "x".into(),
+            gold: vec![gold.into()],
+            from_composite: false,
+        };
+        let candidate = |id: &str| Candidate {
+            concept_id: id.into(),
+            name: id.into(),
+            ids: vec![id.into()],
+        };
+        score(
+            &mut run,
+            "doc",
+            query("A"),
+            &[candidate("A"), candidate("B")],
+        );
+        score(
+            &mut run,
+            "doc",
+            query("B"),
+            &[candidate("A"), candidate("B")],
+        );
+        score(&mut run, "doc", query("C"), &[candidate("A")]);
+        score(&mut run, "doc", query("C"), &[]);
+        assert_eq!(run.queries, 4);
+        assert_eq!(run.hits_at[0], 1);
+        assert_eq!(run.hits_at[1], 2);
+        assert_eq!(run.accuracy_at(5), 0.5);
+        let causes: Vec<ErrorCause> = run.errors.iter().map(|e| e.cause).collect();
+        assert_eq!(
+            causes,
+            [
+                ErrorCause::RankedBelow,
+                ErrorCause::NotRetrieved,
+                ErrorCause::NoCandidate
+            ]
+        );
+        assert_eq!(run.errors[0].gold_rank, Some(2));
+    }
+}

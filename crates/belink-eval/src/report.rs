@@ -1,0 +1,264 @@
+//! The evaluation report (Markdown) and the error analysis, written by the harness.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::evaluate::{file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun};
+use crate::protocol::Protocol;
+
+/// A published accuracy@1, for the table our numbers stand next to.
+pub struct Published {
+    pub system: &'static str,
+    pub dataset: &'static str,
+    pub protocol: Protocol,
+    pub accuracy: f64,
+    pub source: &'static str,
+}
+
+/// Published test-set accuracies@1 (each checked against its source, cited in the table).
+pub const PUBLISHED: &[Published] = &[];
+
+/// Where the run happened, for the report's header.
+pub struct RunInfo {
+    pub command: String,
+    pub machine: String,
+    pub server: String,
+    pub date: String,
+    pub commit: String,
+}
+
+pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "# BeLink evaluation report\n");
+    let _ = writeln!(
+        w,
+        "Written by `belink-eval evaluate` (run it with `make eval`). Do not edit by hand.\n"
+    );
+    let _ = writeln!(
+        w,
+        "- date: {}\n- commit: {}\n- command: `{}`",
+        info.date, info.commit, info.command
+    );
+    let _ = writeln!(
+        w,
+        "- machine: {}\n- server: {}\n",
+        info.machine, info.server
+    );
+
+    let _ = writeln!(w, "## Datasets\n");
+    let _ = writeln!(w, "| dataset | corpus file | documents | gold mentions | ontology | ontology load (s) | training names added |");
+    let _ = writeln!(w, "|---|---|---:|---:|---|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.spec.name,
+            file_name(&r.spec.corpus),
+            r.documents,
+            r.mentions,
+            r.spec.ontology,
+            r.load_seconds
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "(preloaded)".into()),
+            r.training_names_added
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+
+    let _ = writeln!(w, "\n## Normalization (gold mentions given)\n");
+    let _ = writeln!(
+        w,
+        "Accuracy@k: the share of queries whose right concept is among BeLink's first k answers. \
+         *classic*: composite mentions split into their parts, right when matching any gold id (BioSyn, SapBERT); \
+         *strict*: no splitting, right only when the answer is exactly the gold concept (BELB). \
+         In both, a concept's alternative ids count as the concept. Dictionary *ontology + training mentions*: \
+         the training split's mentions added as user names (BioSyn's dictionary setting). \
+         Latency: one client, each mention a separate SQL call, wall time.\n"
+    );
+    let _ = writeln!(w, "| dataset | dictionary | configuration | protocol | queries | acc@1 | acc@5 | acc@10 | mentions/s | p50 ms | p95 ms |");
+    let _ = writeln!(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for run in results.iter().flat_map(|r| &r.runs) {
+        let (p50, p95) = percentiles(&run.latencies_ms);
+        let total: f64 = run.latencies_ms.iter().sum::<f64>() / 1000.0;
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {p50:.1} | {p95:.1} |",
+            run.dataset,
+            run.dictionary,
+            run.config,
+            run.protocol.name(),
+            run.queries,
+            run.accuracy_at(1),
+            run.accuracy_at(5),
+            run.accuracy_at(10),
+            run.queries as f64 / total.max(1e-9),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n"
+    );
+
+    let _ = writeln!(w, "## Published results (test sets)\n");
+    let _ = writeln!(
+        w,
+        "Published accuracy@1 on the **test** sets. Our figures above are on the **development** sets \
+         (the test sets are held out: we tune on train and dev only), so the comparison is indicative, not exact.\n"
+    );
+    if PUBLISHED.is_empty() {
+        let _ = writeln!(w, "(no verified published figures recorded)\n");
+    } else {
+        let _ = writeln!(w, "| system | dataset | protocol | acc@1 | source |");
+        let _ = writeln!(w, "|---|---|---|---:|---|");
+        for p in PUBLISHED {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.1} | {} |",
+                p.system,
+                p.dataset,
+                p.protocol.name(),
+                p.accuracy,
+                p.source
+            );
+        }
+        let _ = writeln!(w);
+    }
+
+    let _ = writeln!(w, "## End-to-end linking\n");
+    let _ = writeln!(
+        w,
+        "Not measured yet: linking from raw text (`belink_link`) is not built. When it is, this section \
+         reports precision, recall and F1 of (span, concept) pairs, strict and overlapping.\n"
+    );
+
+    let _ = writeln!(w, "## Errors by cause (classic protocol, top-1 wrong)\n");
+    let _ = writeln!(
+        w,
+        "The mentions themselves are listed in [errors.md](errors.md).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| dataset | dictionary | configuration | errors | {} |",
+        cause_labels().join(" | ")
+    );
+    let _ = writeln!(
+        w,
+        "|---|---|---|---:|{}",
+        "---:|".repeat(cause_labels().len())
+    );
+    for run in classic_runs(results) {
+        let counts = cause_counts(run);
+        let cells: Vec<String> = ALL_CAUSES
+            .iter()
+            .map(|c| counts.get(c).copied().unwrap_or(0).to_string())
+            .collect();
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} |",
+            run.dataset,
+            run.dictionary,
+            run.config,
+            run.errors.len(),
+            cells.join(" | ")
+        );
+    }
+    out
+}
+
+const ALL_CAUSES: [ErrorCause; 3] = [
+    ErrorCause::NotRetrieved,
+    ErrorCause::RankedBelow,
+    ErrorCause::NoCandidate,
+];
+
+fn cause_labels() -> Vec<&'static str> {
+    ALL_CAUSES.iter().map(|c| c.label()).collect()
+}
+
+fn cause_counts(run: &NormalizationRun) -> BTreeMap<ErrorCause, usize> {
+    let mut counts = BTreeMap::new();
+    for error in &run.errors {
+        *counts.entry(error.cause).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn classic_runs(results: &[DatasetResult]) -> impl Iterator<Item = &NormalizationRun> {
+    results
+        .iter()
+        .flat_map(|r| &r.runs)
+        .filter(|r| r.protocol == Protocol::Classic)
+}
+
+/// Every wrong classic-protocol answer, grouped by run and cause.
+pub fn error_analysis(results: &[DatasetResult]) -> String {
+    let mut out = String::from(
+        "# Normalization errors (classic protocol)\n\nWritten by `belink-eval evaluate`.\n",
+    );
+    for result in results {
+        for run in result
+            .runs
+            .iter()
+            .filter(|r| r.protocol == Protocol::Classic)
+        {
+            let _ = writeln!(
+                out,
+                "\n## {} · {} · {}\n",
+                run.dataset, run.dictionary, run.config
+            );
+            for cause in ALL_CAUSES {
+                let errors: Vec<_> = run.errors.iter().filter(|e| e.cause == cause).collect();
+                if errors.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(out, "### {} ({})\n", cause.label(), errors.len());
+                let _ = writeln!(
+                    out,
+                    "| document | mention | gold | BeLink's answer | gold rank |"
+                );
+                let _ = writeln!(out, "|---|---|---|---|---:|");
+                for e in errors {
+                    let gold: Vec<String> = e
+                        .query
+                        .gold
+                        .iter()
+                        .map(|id| match result.concept_names.get(id) {
+                            Some(name) => format!("{id} {name}"),
+                            None => format!("{id} (not in the ontology)"),
+                        })
+                        .collect();
+                    let answer = e
+                        .predicted
+                        .as_ref()
+                        .map(|(id, name)| format!("{id} {name}"))
+                        .unwrap_or_else(|| "-".into());
+                    let rank = e
+                        .gold_rank
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let split = if e.query.from_composite {
+                        " (part of a composite)"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {}{split} | {} | {} | {rank} |",
+                        e.document,
+                        escape(&e.query.text),
+                        escape(&gold.join("; ")),
+                        escape(&answer)
+                    );
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('|', "\\|")
+}

@@ -1,0 +1,57 @@
+#!/bin/sh
+# make eval: the evaluation report (eval/REPORT.md, plots, errors.md), measured through SQL
+# on a throw-away cluster.
+#
+# usage: scripts/eval.sh DIR PORT [--dataset SPEC]...
+# Without --dataset, the defaults use $BELINK_DATA (default ../shared/data):
+#   NCBI-disease dev against MEDIC (BioSyn's medic_06Jul2012.txt; NCBI train as the extra dictionary),
+#   GSC+ dev against HPO.
+# SPEC: name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
+# (ontology_file must be readable by the server; the defaults are copied where it can read them).
+set -eu
+DIR=${1:?cluster directory}
+PORT=${2:?port}
+shift 2
+OUT=${BELINK_EVAL_OUT:-eval}
+DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
+EVAL=target/release/belink-eval
+
+scripts/cluster.sh stop "$DIR"
+dir=$(scripts/cluster.sh start "$DIR" "$PORT")
+scripts/cluster.sh psql "$DIR" "$PORT" -c 'DROP EXTENSION IF EXISTS belink CASCADE' \
+    -c 'DROP SCHEMA IF EXISTS belink_eval CASCADE' -c 'CREATE EXTENSION belink CASCADE' 2>/dev/null
+
+# Default datasets, each only when its files are there.
+server_copy() {
+    mkdir -p "$dir/files" && cp "$1" "$dir/files/" && chmod -R a+rX "$dir/files"
+    echo "$dir/files/$(basename "$1")"
+}
+if [ $# -eq 0 ]; then
+    ncbi_dev=$DATA/ncbi-disease/NCBIdevelopset_corpus.txt
+    ncbi_train=$DATA/ncbi-disease/NCBItrainset_corpus.txt
+    medic=$DATA/medic/medic_06Jul2012.txt
+    gsc_dev=$DATA/gscplus/GSCplus_dev_gold.tsv
+    hpo=$DATA/hpo/hp.obo
+    if [ -f "$ncbi_dev" ] && [ -f "$medic" ]; then
+        spec="name=ncbi-disease-dev,corpus=$ncbi_dev,ontology=medic,ontology_file=$(server_copy "$medic"),format=dictionary"
+        [ -f "$ncbi_train" ] && spec="$spec,train=$ncbi_train"
+        set -- "$@" --dataset "$spec"
+    else
+        echo "eval: NCBI-disease dev or MEDIC missing under $DATA (need ncbi-disease/NCBIdevelopset_corpus.txt and medic/medic_06Jul2012.txt): skipped" >&2
+    fi
+    if [ -f "$gsc_dev" ] && [ -f "$hpo" ]; then
+        set -- "$@" --dataset "name=gscplus-dev,corpus=$gsc_dev,ontology=hpo,ontology_file=$(server_copy "$hpo"),format=obo"
+    else
+        echo "eval: GSC+ dev or HPO missing under $DATA (need gscplus/GSCplus_dev_gold.tsv and hpo/hp.obo): skipped" >&2
+    fi
+    if [ $# -eq 0 ]; then
+        echo "eval: no dataset to evaluate: set BELINK_DATA or pass --dataset SPEC" >&2
+        exit 1
+    fi
+fi
+
+machine="$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(. /etc/os-release && echo "$PRETTY_NAME")"
+$EVAL evaluate --dsn "host=$dir port=$PORT user=postgres" --out "$OUT" \
+    --command-line "make eval" --machine "$machine" --date "$(date -u +%Y-%m-%d)" \
+    --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$@"
+scripts/cluster.sh stop "$DIR"
