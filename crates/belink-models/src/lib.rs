@@ -1,0 +1,50 @@
+//! BeLink's neural models on candle, used by the model server only (never inside PostgreSQL).
+
+pub mod encoder;
+
+use candle_core::Device;
+
+/// Why a model could not be loaded or run. Each message names the file involved.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Weights(String),
+    #[error("{0}")]
+    Inference(String),
+}
+
+/// The device named by `belink.device`: `cpu`, `cuda` (or `cuda:N`), or `auto` (CUDA when this
+/// build has it and a GPU answers, else CPU).
+pub fn select_device(name: &str) -> Result<Device, ModelError> {
+    let name = name.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" | "" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        cuda if cuda.starts_with("cuda") => {
+            let ordinal = cuda
+                .strip_prefix("cuda")
+                .unwrap_or("")
+                .trim_start_matches(':');
+            let ordinal = if ordinal.is_empty() {
+                0
+            } else {
+                ordinal
+                    .parse()
+                    .map_err(|_| ModelError::Config(format!("bad device '{name}'")))?
+            };
+            Device::new_cuda(ordinal).map_err(|e| {
+                ModelError::Config(format!(
+                    "device '{name}' is not available ({e}); this build has CUDA: {}",
+                    cfg!(feature = "cuda")
+                ))
+            })
+        }
+        other => Err(ModelError::Config(format!(
+            "unknown device '{other}': use auto, cpu or cuda[:N]"
+        ))),
+    }
+}

@@ -1,0 +1,264 @@
+//! belink-server: the model server. One process per cluster, started and supervised by the
+//! belink background worker; it holds the models once and batches the requests of every
+//! backend. It runs outside PostgreSQL's process tree of children on purpose: if a model
+//! crashes or is killed for memory, one request fails, not the database.
+//!
+//!   belink-server --socket PATH --encoder-model DIR [--pooling auto|mean|cls] [--device auto|cpu|cuda]
+//!                 [--max-batch N] [--batch-wait-ms N] [--parent-pid PID]
+//!
+//! Logs go to stderr, which the supervisor forwards to the PostgreSQL log.
+
+mod batcher;
+mod stats;
+
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
+use belink_models::encoder::Pooling;
+
+use batcher::{Job, Queue, Settings};
+use stats::Stats;
+
+struct Options {
+    socket: PathBuf,
+    settings: Settings,
+    parent_pid: Option<i32>,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut socket = None;
+    let mut settings = Settings {
+        encoder_dir: PathBuf::new(),
+        pooling: None,
+        device: "auto".into(),
+        max_batch: 64,
+        batch_wait: Duration::from_millis(2),
+    };
+    let mut parent_pid = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--encoder-model" => settings.encoder_dir = PathBuf::from(value()?),
+            "--pooling" => {
+                settings.pooling = Pooling::parse(&value()?).map_err(|e| e.to_string())?
+            }
+            "--device" => settings.device = value()?,
+            "--max-batch" => settings.max_batch = number(&flag, &value()?)?.max(1),
+            "--batch-wait-ms" => {
+                settings.batch_wait = Duration::from_millis(number(&flag, &value()?)? as u64)
+            }
+            "--parent-pid" => parent_pid = Some(number(&flag, &value()?)? as i32),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(Options {
+        socket: socket.ok_or("--socket is required")?,
+        settings,
+        parent_pid,
+    })
+}
+
+fn number(flag: &str, text: &str) -> Result<usize, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: '{text}' is not a number"))
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("belink-server: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(parent) = options.parent_pid {
+        watch_parent(parent);
+    }
+    let listener = match listen(&options.socket) {
+        Ok(listener) => listener,
+        Err(message) => {
+            eprintln!("belink-server: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "belink-server: pid {} listening on {}",
+        std::process::id(),
+        options.socket.display()
+    );
+
+    let stats = Arc::new(Stats::new(&options.settings.device));
+    let queue = Arc::new(Queue::default());
+    {
+        let (queue, stats) = (queue.clone(), stats.clone());
+        let settings = options.settings;
+        std::thread::Builder::new()
+            .name("model".into())
+            .spawn(move || batcher::run(settings, queue, stats))
+            .expect("starting the model thread");
+    }
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let (queue, stats) = (queue.clone(), stats.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("connection".into())
+                    .spawn(move || serve_connection(stream, &queue, &stats));
+                if let Err(e) = spawned {
+                    eprintln!("belink-server: cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) => eprintln!("belink-server: accept failed: {e}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Listens on `path`, readable and writable by this OS user only.
+fn listen(path: &Path) -> Result<UnixListener, String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot remove the stale socket {}: {e}",
+                path.display()
+            ))
+        }
+    }
+    // Safety: umask only changes this process's file-creation mask. No other user may ever
+    // connect: the mask makes the socket 0600 from its creation on.
+    let previous = unsafe { libc::umask(0o177) };
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()));
+    unsafe { libc::umask(previous) };
+    let listener = listener?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Exits when the supervisor is gone (its pid is no longer our parent), so a server never
+/// outlives its cluster.
+fn watch_parent(parent: i32) {
+    std::thread::spawn(move || loop {
+        // Safety: getppid has no preconditions.
+        if unsafe { libc::getppid() } != parent {
+            eprintln!("belink-server: supervisor {parent} is gone; exiting");
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    });
+}
+
+fn serve_connection(mut stream: UnixStream, queue: &Queue, stats: &Stats) {
+    loop {
+        let (id, message) = match read_frame(&mut stream) {
+            Ok(frame) => frame,
+            Err(WireError::Closed) => return,
+            Err(WireError::Malformed(reason)) => {
+                let reply = Message::ErrorReply {
+                    code: ErrorCode::BadRequest,
+                    message: reason,
+                };
+                let _ = write_frame(&mut stream, 0, &reply);
+                return;
+            }
+            Err(WireError::Io(_)) => return,
+        };
+        let reply = match message {
+            Message::StatusRequest => Message::StatusReply {
+                json: stats.to_json(),
+            },
+            Message::EmbedRequest { texts } => match embed(&stream, queue, stats, texts) {
+                Some(Ok((dim, vectors))) => Message::EmbedReply { dim, vectors },
+                Some(Err((code, message))) => Message::ErrorReply { code, message },
+                None => return, // the client went away
+            },
+            other => Message::ErrorReply {
+                code: ErrorCode::BadRequest,
+                message: format!("not a request: {}", kind_name(&other)),
+            },
+        };
+        if write_frame(&mut stream, id, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn kind_name(message: &Message) -> &'static str {
+    match message {
+        Message::EmbedRequest { .. } => "embed request",
+        Message::StatusRequest => "status request",
+        Message::EmbedReply { .. } => "embed reply",
+        Message::StatusReply { .. } => "status reply",
+        Message::ErrorReply { .. } => "error reply",
+    }
+}
+
+/// Queues the texts and waits for their vectors; None when the client disconnects first
+/// (the queued job is then marked dead and skipped).
+fn embed(
+    stream: &UnixStream,
+    queue: &Queue,
+    stats: &Stats,
+    texts: Vec<String>,
+) -> Option<batcher::EmbedResult> {
+    let (reply, answer) = mpsc::channel();
+    let alive = Arc::new(AtomicBool::new(true));
+    queue.submit(
+        Job {
+            texts,
+            reply,
+            alive: alive.clone(),
+            enqueued: Instant::now(),
+        },
+        stats,
+    );
+    loop {
+        match answer.recv_timeout(Duration::from_millis(100)) {
+            Ok(result) => return Some(result),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Some(Err((
+                    ErrorCode::ShuttingDown,
+                    "the model thread stopped".into(),
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if !peer_connected(stream) {
+                    alive.store(false, Ordering::Release);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// False once the peer has closed its end (a cancelled or terminated backend).
+fn peer_connected(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // Safety: a one-byte peek into a local buffer on a socket this function borrows.
+    let read = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match read {
+        0 => false,
+        n if n > 0 => true,
+        _ => std::io::Error::last_os_error().kind() == ErrorKind::WouldBlock,
+    }
+}
