@@ -41,7 +41,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-pg demo demo-stop data models bench eval clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-e2e demo demo-stop data models bench eval clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -73,16 +73,34 @@ pgrx-init: cargo-pgrx apt-deps
 
 # The old library is unlinked first: a cluster that preloads belink keeps running its copy
 # (overwriting a mapped .so in place crashes that cluster).
-install: deps
+# The model server goes to PostgreSQL's bin directory and the default encoder next to the
+# extension's files, where the default settings find them.
+install: deps models
 	$(SUDO) rm -f "$$($(PG_CONFIG) --pkglibdir)/belink.so"
 	cargo pgrx install --release --pg-config $(PG_CONFIG) $(PGRX_SUDO)
+	cargo build --release -p belink-server
+	$(SUDO) rm -f "$$($(PG_CONFIG) --bindir)/belink-server"
+	$(SUDO) install -m 755 target/release/belink-server "$$($(PG_CONFIG) --bindir)/belink-server"
+	$(SUDO) rm -rf "$$($(PG_CONFIG) --sharedir)/extension/belink/all-MiniLM-L6-v2"
+	$(SUDO) mkdir -p "$$($(PG_CONFIG) --sharedir)/extension/belink"
+	$(SUDO) cp -r $(ENCODER_MODEL) "$$($(PG_CONFIG) --sharedir)/extension/belink/all-MiniLM-L6-v2"
+	$(SUDO) chmod -R a+rX "$$($(PG_CONFIG) --sharedir)/extension/belink"
 
 ## ---- tests ------------------------------------------------------------------------------
 
-test: deps test-core test-pg
+test: deps test-core test-models test-pg test-e2e
 
 test-core:
 	cargo test -p belink-core -p belink-eval
+
+# The encoder against sentence-transformers' reference vectors (release: candle is slow unoptimized).
+test-models: models
+	cargo test --release -p belink-models -p belink-server
+
+# Through a real cluster that preloads belink: the supervisor, the model server, the transport.
+test-e2e: install
+	cargo test --release -p belink-e2e -- --test-threads=1; status=$$?; \
+	    scripts/cluster.sh stop $(CURDIR)/target/e2e-cluster; exit $$status
 
 # pg_tests run in a temporary cluster owned by $(PG_OS_USER) (initdb refuses root).
 test-pg: deps

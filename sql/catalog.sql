@@ -20,7 +20,10 @@ CREATE TABLE belink.ontologies (
     obsolete_count integer NOT NULL DEFAULT 0,
     -- Bumped by every change to the ontology's concepts or names; per-backend caches
     -- (the mention dictionary) compare it to know when to rebuild.
-    generation     bigint NOT NULL DEFAULT 1
+    generation     bigint NOT NULL DEFAULT 1,
+    -- The sentence encoder the names' embeddings come from (belink_index), and its dimension.
+    embedding_model text,
+    embedding_dim   integer
 );
 COMMENT ON TABLE belink.ontologies IS 'One row per loaded ontology';
 COMMENT ON COLUMN belink.ontologies.source IS 'Server path the ontology was read from, or ''(text)'' for content given as text';
@@ -63,4 +66,24 @@ CREATE INDEX names_normalized ON belink.names (ontology, normalized);
 CREATE INDEX names_normalized_trgm ON belink.names USING gin (normalized gin_trgm_ops);
 CREATE INDEX names_concept ON belink.names (ontology, concept_id);
 
-GRANT SELECT ON belink.ontologies, belink.concepts, belink.names TO PUBLIC;
+-- Progress of belink_index, committed per batch so that other sessions see it.
+CREATE TABLE belink.index_progress (
+    ontology      text PRIMARY KEY REFERENCES belink.ontologies (name) ON DELETE CASCADE,
+    total         bigint NOT NULL,
+    done          bigint NOT NULL,
+    done_at_start bigint NOT NULL,
+    started_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    finished_at   timestamptz
+);
+CREATE VIEW belink.index_status AS
+SELECT ontology, total, done,
+       round(100.0 * done / nullif(total, 0), 1) AS percent,
+       round(((done - done_at_start) / nullif(extract(epoch FROM updated_at - started_at), 0))::numeric, 1) AS names_per_second,
+       CASE WHEN finished_at IS NULL AND done > done_at_start
+            THEN (total - done) * (updated_at - started_at) / (done - done_at_start) END AS eta,
+       started_at, updated_at, finished_at
+FROM belink.index_progress;
+COMMENT ON VIEW belink.index_status IS 'Progress of belink_index per ontology: done/total, rate and ETA';
+
+GRANT SELECT ON belink.ontologies, belink.concepts, belink.names, belink.index_progress, belink.index_status TO PUBLIC;

@@ -27,13 +27,8 @@ pub struct LoadSummary {
 pub fn validate_ontology_name(name: &str) {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !valid {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -44,14 +39,29 @@ pub fn validate_ontology_name(name: &str) {
     }
 }
 
+/// The schema an extension is installed in, quoted: BeLink calls other extensions' functions
+/// and operators schema-qualified so that the caller's search_path does not matter.
+pub fn extension_schema(client: &SpiClient<'_>, extension: &str) -> String {
+    client
+        .select(
+            "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+             WHERE e.extname = $1",
+            Some(1),
+            &[extension.into()],
+        )
+        .or_raise("finding an extension")
+        .first()
+        .get_one::<String>()
+        .or_raise("finding an extension")
+        .unwrap_or_else(|| {
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("extension {extension} is not installed"))
+        })
+}
+
 /// Names of the loaded ontologies, for error messages.
 fn loaded_ontologies(client: &SpiClient<'_>) -> Vec<String> {
     client
-        .select(
-            "SELECT name FROM belink.ontologies ORDER BY name",
-            None,
-            &[],
-        )
+        .select("SELECT name FROM belink.ontologies ORDER BY name", None, &[])
         .or_raise("listing ontologies")
         .filter_map(|row| row.get::<String>(1).ok().flatten())
         .collect()
@@ -60,11 +70,7 @@ fn loaded_ontologies(client: &SpiClient<'_>) -> Vec<String> {
 /// Raises "unknown ontology" unless `name` is loaded.
 pub fn require_ontology(client: &SpiClient<'_>, name: &str) {
     let exists = client
-        .select(
-            "SELECT 1 FROM belink.ontologies WHERE name = $1",
-            Some(1),
-            &[name.into()],
-        )
+        .select("SELECT 1 FROM belink.ontologies WHERE name = $1", Some(1), &[name.into()])
         .or_raise("looking up an ontology")
         .len()
         > 0;
@@ -75,11 +81,7 @@ pub fn require_ontology(client: &SpiClient<'_>, name: &str) {
         } else {
             format!("Loaded ontologies: {}.", loaded.join(", "))
         };
-        raise_with_hint(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("unknown ontology \"{name}\""),
-            hint,
-        );
+        raise_with_hint(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown ontology \"{name}\""), hint);
     }
 }
 
@@ -109,19 +111,22 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
             .or_raise("reading user names")
             .filter_map(|row| Some((row.get::<String>(1).ok()??, row.get::<String>(2).ok()??)))
             .collect();
+        // Embeddings of names that survive the reload are kept (same model: the ontology row
+        // keeps its embedding_model); belink_index then embeds only what is new.
         client
             .update(
-                "DELETE FROM belink.names WHERE ontology = $1",
+                "CREATE TEMP TABLE belink_kept_embeddings ON COMMIT DROP AS
+                 SELECT DISTINCT ON (name) name, embedding FROM belink.names
+                 WHERE ontology = $1 AND embedding IS NOT NULL",
                 None,
                 &[name.into()],
             )
+            .or_raise("keeping embeddings");
+        client
+            .update("DELETE FROM belink.names WHERE ontology = $1", None, &[name.into()])
             .or_raise("removing the previous names");
         client
-            .update(
-                "DELETE FROM belink.concepts WHERE ontology = $1",
-                None,
-                &[name.into()],
-            )
+            .update("DELETE FROM belink.concepts WHERE ontology = $1", None, &[name.into()])
             .or_raise("removing the previous concepts");
 
         insert_concepts(client, name, &ontology.concepts);
@@ -131,15 +136,22 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
                 names.push(&concept.id, text, kind);
             }
         }
-        let active: std::collections::HashSet<&str> =
-            ontology.active_concepts().map(|c| c.id.as_str()).collect();
-        let (kept, dropped): (Vec<_>, Vec<_>) = user_names
-            .iter()
-            .partition(|(concept_id, _)| active.contains(concept_id.as_str()));
+        let active: std::collections::HashSet<&str> = ontology.active_concepts().map(|c| c.id.as_str()).collect();
+        let (kept, dropped): (Vec<_>, Vec<_>) =
+            user_names.iter().partition(|(concept_id, _)| active.contains(concept_id.as_str()));
         for (concept_id, text) in &kept {
             names.push(concept_id, text, NameKind::User);
         }
         let name_count = insert_names(client, name, names);
+        client
+            .update(
+                "UPDATE belink.names n SET embedding = k.embedding FROM belink_kept_embeddings k
+                 WHERE n.ontology = $1 AND n.name = k.name",
+                None,
+                &[name.into()],
+            )
+            .or_raise("restoring embeddings");
+        client.update("DROP TABLE belink_kept_embeddings", None, &[]).or_raise("keeping embeddings");
 
         let summary = LoadSummary {
             concepts: active.len() as i64,
@@ -160,36 +172,15 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
                 ],
             )
             .or_raise("recording the counts");
-        refresh_statistics(client);
         summary
     })
-}
-
-/// Fresh planner statistics right after a load, so the first queries do not run on plans
-/// made for empty tables. ANALYZE needs ownership; other loaders wait for autovacuum.
-fn refresh_statistics(client: &mut SpiClient<'_>) {
-    let owner = client
-        .select("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'belink.names'::regclass", None, &[])
-        .or_raise("checking the catalog's owner")
-        .first()
-        .get_one::<bool>()
-        .or_raise("checking the catalog's owner")
-        .unwrap_or(false);
-    if owner {
-        client
-            .update("ANALYZE belink.concepts, belink.names", None, &[])
-            .or_raise("analyzing the catalog");
-    }
 }
 
 fn joined(items: &[String], concept: &Concept) -> String {
     if let Some(bad) = items.iter().find(|item| item.contains(LIST_SEPARATOR)) {
         raise(
             PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
-            format!(
-                "concept {}: value {bad:?} contains the control character U+001F",
-                concept.id
-            ),
+            format!("concept {}: value {bad:?} contains the control character U+001F", concept.id),
         );
     }
     items.join(&LIST_SEPARATOR.to_string())
@@ -206,31 +197,20 @@ fn insert_concepts(client: &mut SpiClient<'_>, ontology: &str, concepts: &[Conce
                     $9::bool[], $10::text[])
              AS t(id, name, definition, alt_ids, parents, xrefs, semantic_types, obsolete, replaced_by)";
     for chunk in concepts.chunks(INSERT_CHUNK) {
-        let column =
-            |f: &dyn Fn(&Concept) -> String| -> Vec<String> { chunk.iter().map(f).collect() };
+        let column = |f: &dyn Fn(&Concept) -> String| -> Vec<String> { chunk.iter().map(f).collect() };
         let args: Vec<DatumWithOid> = vec![
             ontology.into(),
             column(&|c| c.id.clone()).into(),
             column(&|c| c.name.clone()).into(),
-            chunk
-                .iter()
-                .map(|c| c.definition.clone())
-                .collect::<Vec<Option<String>>>()
-                .into(),
+            chunk.iter().map(|c| c.definition.clone()).collect::<Vec<Option<String>>>().into(),
             column(&|c| joined(&c.alt_ids, c)).into(),
             column(&|c| joined(&c.parents, c)).into(),
             column(&|c| joined(&c.xrefs, c)).into(),
             column(&|c| joined(&c.semantic_types, c)).into(),
-            chunk
-                .iter()
-                .map(|c| c.obsolete)
-                .collect::<Vec<bool>>()
-                .into(),
+            chunk.iter().map(|c| c.obsolete).collect::<Vec<bool>>().into(),
             column(&|c| joined(&c.replaced_by, c)).into(),
         ];
-        client
-            .update(INSERT, None, &args)
-            .or_raise("inserting concepts");
+        client.update(INSERT, None, &args).or_raise("inserting concepts");
     }
 }
 
@@ -275,9 +255,7 @@ pub fn insert_names(client: &mut SpiClient<'_>, ontology: &str, rows: NameRows) 
             rows.normalized[start..end].to_vec().into(),
             rows.kinds[start..end].to_vec().into(),
         ];
-        client
-            .update(INSERT, None, &args)
-            .or_raise("inserting names");
+        client.update(INSERT, None, &args).or_raise("inserting names");
         start = end;
     }
     total as i64

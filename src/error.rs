@@ -13,32 +13,22 @@ pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
 }
 
 /// Raises an ERROR with a hint line.
-pub fn raise_with_hint(
-    code: PgSqlErrorCode,
-    message: impl Into<String>,
-    hint: impl Into<String>,
-) -> ! {
-    ErrorReport::new(code, message.into(), "belink")
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
+pub fn raise_with_hint(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
+    ErrorReport::new(code, message.into(), "belink").set_hint(hint).report(PgLogLevel::ERROR);
     unreachable!("an ERROR does not return")
 }
 
 /// An ontology that could not be read from `source` (a path, or "the given text").
 pub fn raise_ontology_error(source: &str, error: ReadError) -> ! {
     match error {
-        ReadError::Syntax { line, message } => raise(
-            PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
-            format!("cannot load {source}: line {line}: {message}"),
-        ),
-        ReadError::Invalid(message) => raise(
-            PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
-            format!("cannot load {source}: {message}"),
-        ),
-        ReadError::NotFound(message) => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FILE, message),
-        ReadError::PermissionDenied(message) => {
-            raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message)
+        ReadError::Syntax { line, message } => {
+            raise(PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT, format!("cannot load {source}: line {line}: {message}"))
         }
+        ReadError::Invalid(message) => {
+            raise(PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT, format!("cannot load {source}: {message}"))
+        }
+        ReadError::NotFound(message) => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FILE, message),
+        ReadError::PermissionDenied(message) => raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message),
         ReadError::Io(message) => raise(PgSqlErrorCode::ERRCODE_IO_ERROR, message),
     }
 }
@@ -50,11 +40,6 @@ pub trait OrRaise<T> {
 
 impl<T> OrRaise<T> for Result<T, pgrx::spi::SpiError> {
     fn or_raise(self, context: &str) -> T {
-        self.unwrap_or_else(|e| {
-            raise(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("belink: {context}: {e}"),
-            )
-        })
+        self.unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("belink: {context}: {e}")))
     }
 }

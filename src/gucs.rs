@@ -1,20 +1,92 @@
 //! Every `belink.*` setting, in one place.
+//!
+//! Model-server settings (`belink.encoder_model`, `belink.device`...) take effect on reload
+//! (`SELECT pg_reload_conf()`): the supervisor restarts the server with them. The others are
+//! per session.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
-/// UMLS sources (SAB) kept when loading MRCONSO.RRF; empty keeps all.
-pub static UMLS_SOURCES: GucSetting<Option<std::ffi::CString>> =
-    GucSetting::<Option<std::ffi::CString>>::new(None);
-/// UMLS languages (LAT) kept when loading MRCONSO.RRF.
-pub static UMLS_LANGUAGES: GucSetting<Option<std::ffi::CString>> =
-    GucSetting::<Option<std::ffi::CString>>::new(Some(c"ENG"));
+type Text = GucSetting<Option<CString>>;
 
-/// Minimum pg_trgm similarity for a trigram candidate.
+pub static ENCODER_MODEL: Text = Text::new(None);
+pub static ENCODER_POOLING: Text = Text::new(Some(c"auto"));
+pub static DEVICE: Text = Text::new(Some(c"auto"));
+pub static SERVER_PATH: Text = Text::new(None);
+pub static SERVER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static SERVER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static SERVER_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+
+pub static RETRIEVAL: Text = Text::new(Some(c"hybrid"));
+pub static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
 
+pub static UMLS_SOURCES: Text = Text::new(None);
+pub static UMLS_LANGUAGES: Text = Text::new(Some(c"ENG"));
+
 pub fn init() {
+    text(&ENCODER_MODEL, c"belink.encoder_model", c"Directory of the sentence encoder (BERT family: config.json, tokenizer.json, model.safetensors); empty = the default all-MiniLM-L6-v2 installed with the extension.", GucContext::Sighup);
+    text(
+        &ENCODER_POOLING,
+        c"belink.encoder_pooling",
+        c"Sentence pooling of the encoder: auto (from its sentence-transformers configuration), mean or cls (SapBERT).",
+        GucContext::Sighup,
+    );
+    text(&DEVICE, c"belink.device", c"Where the model server runs the models: auto (GPU when built with CUDA and one is present), cpu, cuda or cuda:N.", GucContext::Sighup);
+    text(
+        &SERVER_PATH,
+        c"belink.server_path",
+        c"The belink-server executable; empty = belink-server in PostgreSQL's bin directory.",
+        GucContext::Sighup,
+    );
+    int(
+        &SERVER_BATCH_SIZE,
+        c"belink.server_batch_size",
+        c"Most texts the model server encodes in one forward pass.",
+        1,
+        4096,
+        GucContext::Sighup,
+    );
+    int(
+        &SERVER_BATCH_WAIT_MS,
+        c"belink.server_batch_wait_ms",
+        c"How long (ms) a request waits for others to join its batch.",
+        0,
+        1000,
+        GucContext::Sighup,
+    );
+    int(
+        &SERVER_THREADS,
+        c"belink.server_threads",
+        c"CPU threads of the model server; 0 = one per core.",
+        0,
+        1024,
+        GucContext::Sighup,
+    );
+    int(
+        &REQUEST_TIMEOUT_MS,
+        c"belink.request_timeout",
+        c"How long (ms) a call waits for the model server before failing.",
+        100,
+        i32::MAX,
+        GucContext::Userset,
+    );
+    text(
+        &RETRIEVAL,
+        c"belink.retrieval",
+        c"Candidate retrieval: hybrid (exact + trigram + dense, fused) or lexical (exact + trigram).",
+        GucContext::Userset,
+    );
+    int(
+        &RRF_K,
+        c"belink.rrf_k",
+        c"The constant k of reciprocal-rank fusion: score = sum of 1/(k + rank) over the retrieval sources.",
+        1,
+        10_000,
+        GucContext::Userset,
+    );
     GucRegistry::define_float_guc(
         c"belink.trigram_threshold",
         c"Minimum trigram similarity (pg_trgm) of a name to a mention for the name to be a candidate.",
@@ -25,34 +97,41 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::empty(),
     );
-    GucRegistry::define_string_guc(
+    text(
+        &UMLS_SOURCES,
         c"belink.umls_sources",
         c"UMLS sources (SAB) kept when loading MRCONSO.RRF, comma-separated; empty keeps every source.",
-        c"Overridden by the sources argument of belink_load_ontology. Example: 'MSH,SNOMEDCT_US,OMIM'.",
-        &UMLS_SOURCES,
         GucContext::Userset,
-        GucFlags::empty(),
     );
-    GucRegistry::define_string_guc(
+    text(
+        &UMLS_LANGUAGES,
         c"belink.umls_languages",
         c"UMLS languages (LAT) kept when loading MRCONSO.RRF, comma-separated; empty keeps every language.",
-        c"Overridden by the languages argument of belink_load_ontology.",
-        &UMLS_LANGUAGES,
         GucContext::Userset,
-        GucFlags::empty(),
     );
 }
 
+fn text(setting: &'static Text, name: &'static CStr, description: &'static CStr, context: GucContext) {
+    GucRegistry::define_string_guc(name, description, c"", setting, context, GucFlags::empty());
+}
+
+fn int(
+    setting: &'static GucSetting<i32>,
+    name: &'static CStr,
+    description: &'static CStr,
+    min: i32,
+    max: i32,
+    context: GucContext,
+) {
+    GucRegistry::define_int_guc(name, description, c"", setting, min, max, context, GucFlags::empty());
+}
+
+/// A text setting's value; None when unset or empty.
+pub fn get(setting: &Text) -> Option<String> {
+    setting.get().map(|s| s.to_string_lossy().trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// A comma-separated list setting as its items.
-pub fn list(setting: &GucSetting<Option<std::ffi::CString>>) -> Vec<String> {
-    setting
-        .get()
-        .as_deref()
-        .map(CStr::to_string_lossy)
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+pub fn list(setting: &Text) -> Vec<String> {
+    get(setting).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }

@@ -5,8 +5,10 @@ use pgrx::prelude::*;
 
 mod api;
 mod catalog;
+mod client;
 mod error;
 mod gucs;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -14,7 +16,10 @@ extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Runs in the postmaster when preloaded: settings and the supervisor's registration only
+    // (no model, no thread, no CUDA here).
     gucs::init();
+    worker::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,23 +1,24 @@
-//! Lexical candidate retrieval: exact match of the normalized mention, then trigram
-//! similarity (pg_trgm), one row per concept.
+//! Candidate retrieval: exact match of the normalized mention (B-tree), trigram similarity
+//! (pg_trgm GIN) and, for ontologies indexed with belink_index, dense similarity of sentence
+//! embeddings (pgvector HNSW), fused by reciprocal rank, one row per concept.
 
+use belink_core::fusion::{fuse, Fused, Hit, SOURCES};
 use belink_core::normalize::normalize;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
-use crate::catalog;
-use crate::error::{raise, OrRaise};
-use crate::gucs;
+use crate::catalog::{self, extension_schema};
+use crate::error::{raise, raise_with_hint, OrRaise};
+use crate::{client, gucs};
 
 /// The most candidates one call may ask for.
 const MAX_K: i32 = 1000;
-/// Names fetched by trigram distance per candidate wanted: a concept has several names.
+/// Names fetched per source and per candidate wanted: a concept has several names.
 const NAMES_PER_CANDIDATE: i32 = 5;
 
-/// Candidate concepts for a mention, best first: exact normalized matches (score 1), then the
-/// most similar names by trigram similarity. `ontology` NULL searches every ontology.
-#[pg_extern(stable, parallel_safe)]
+/// Candidate concepts for a mention, best first. `ontology` NULL searches every ontology.
+#[pg_extern(volatile, parallel_restricted)]
 fn belink_candidates(
     mention: Option<&str>,
     ontology: default!(Option<&str>, "NULL"),
@@ -28,137 +29,210 @@ fn belink_candidates(
         name!(concept_id, String),
         name!(name, String),
         name!(matched_name, String),
-        name!(score, f32),
+        name!(score, f64),
         name!(source, String),
         name!(ontology, String),
+        name!(exact_rank, Option<i32>),
+        name!(trigram_rank, Option<i32>),
+        name!(dense_rank, Option<i32>),
     ),
 > {
-    let k = k.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument k must not be NULL",
-        )
-    });
+    let k = k.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument k must not be NULL"));
     if !(1..=MAX_K).contains(&k) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("k must be between 1 and {MAX_K}, not {k}"),
-        );
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("k must be between 1 and {MAX_K}, not {k}"));
     }
-    let normalized = mention.map(normalize).unwrap_or_default();
+    let mention = mention.unwrap_or("");
     let rows = Spi::connect(|client| {
         if let Some(ontology) = ontology {
             catalog::require_ontology(client, ontology);
         }
-        if normalized.is_empty() {
-            return Vec::new();
-        }
-        lexical_candidates(client, &normalized, ontology, k)
+        candidates(client, mention, ontology, k as usize)
     });
-    TableIterator::new(rows)
+    TableIterator::new(rows.into_iter().map(|c| {
+        let rank = |source: usize| c.fused.ranks[source].map(|r| r as i32);
+        (
+            c.fused.concept_id.clone(),
+            c.preferred_name,
+            c.fused.matched_name.clone(),
+            c.fused.score,
+            SOURCES[c.fused.best_source].to_string(),
+            c.fused.ontology.clone(),
+            rank(0),
+            rank(1),
+            rank(2),
+        )
+    }))
 }
 
-type CandidateRow = (String, String, String, f32, String, String);
+pub struct Candidate {
+    pub fused: Fused,
+    pub preferred_name: String,
+}
 
-fn lexical_candidates(
-    client: &SpiClient<'_>,
-    normalized: &str,
-    ontology: Option<&str>,
-    k: i32,
-) -> Vec<CandidateRow> {
-    let trgm = trgm_schema(client);
-    let in_ontology = if ontology.is_some() {
+/// Which retrieval `belink.retrieval` asks for.
+fn dense_wanted() -> bool {
+    match gucs::get(&gucs::RETRIEVAL).as_deref().unwrap_or("hybrid") {
+        "hybrid" => true,
+        "lexical" => false,
+        other => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid belink.retrieval '{other}': use hybrid or lexical"),
+        ),
+    }
+}
+
+/// The fused candidates for one mention (the shared core of belink_candidates and linking).
+pub fn candidates(client: &SpiClient<'_>, mention: &str, ontology: Option<&str>, k: usize) -> Vec<Candidate> {
+    let normalized = normalize(mention);
+    if normalized.is_empty() {
+        return Vec::new();
+    }
+    let per_source = k as i32 * NAMES_PER_CANDIDATE;
+    let exact = exact_matches(client, &normalized, ontology);
+    let trigram = trigram_matches(client, &normalized, ontology, per_source);
+    let dense = if dense_wanted() { dense_matches(client, mention, ontology, per_source) } else { Vec::new() };
+    let mut fused = fuse([&exact, &trigram, &dense], gucs::RRF_K.get() as f64);
+    fused.truncate(k);
+    with_preferred_names(client, fused)
+}
+
+fn hits(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Hit> {
+    table
+        .map(|row| {
+            let text = |i| row.get::<String>(i).or_raise("reading a candidate").unwrap_or_default();
+            Hit { ontology: text(1), concept_id: text(2), matched_name: text(3) }
+        })
+        .collect()
+}
+
+/// Condition on the ontology for a query whose ontology parameter is $2.
+fn ontology_filter(ontology: Option<&str>) -> &'static str {
+    if ontology.is_some() {
         "AND n.ontology = $2"
     } else {
         "AND $2::text IS NULL"
-    };
-    // The exact branch uses the B-tree on (ontology, normalized); the trigram branch the GIN
-    // index, through pg_trgm's % operator (similarity at least pg_trgm.similarity_threshold).
+    }
+}
+
+fn exact_matches(client: &SpiClient<'_>, normalized: &str, ontology: Option<&str>) -> Vec<Hit> {
     let query = format!(
-        "WITH matches AS (
-             SELECT n.ontology, n.concept_id, n.name AS matched, 1.0::real AS score, 'exact' AS source
-             FROM belink.names n WHERE n.normalized = $1 {in_ontology}
-             UNION ALL
-             (SELECT n.ontology, n.concept_id, n.name, {trgm}.similarity(n.normalized, $1) AS score, 'trigram'
-              FROM belink.names n WHERE n.normalized OPERATOR({trgm}.%) $1 {in_ontology}
-              ORDER BY score DESC, n.name_id
-              LIMIT $3 * {NAMES_PER_CANDIDATE})
-         ), best AS (
-             SELECT DISTINCT ON (ontology, concept_id) *
-             FROM matches
-             ORDER BY ontology, concept_id, score DESC, source = 'exact' DESC, matched
-         )
-         SELECT b.concept_id, c.name, b.matched, b.score, b.source, b.ontology
-         FROM best b JOIN belink.concepts c USING (ontology, concept_id)
-         ORDER BY b.score DESC, b.source = 'exact' DESC, b.ontology, b.concept_id
-         LIMIT $3"
+        "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
+         WHERE n.normalized = $1 {} ORDER BY n.kind = 'preferred' DESC, n.name_id",
+        ontology_filter(ontology)
     );
-    with_trigram_threshold(client, gucs::TRIGRAM_THRESHOLD.get(), || {
-        client
-            .select(
-                &query,
-                None,
-                &[normalized.into(), ontology.into(), k.into()],
-            )
-            .or_raise("retrieving candidates")
-            .map(|row| {
-                let text = |i| {
-                    row.get::<String>(i)
-                        .or_raise("reading a candidate")
-                        .unwrap_or_default()
-                };
-                let score = row
-                    .get::<f32>(4)
-                    .or_raise("reading a candidate")
-                    .unwrap_or_default();
-                (text(1), text(2), text(3), score, text(5), text(6))
-            })
-            .collect()
+    hits(client.select(&query, None, &[normalized.into(), ontology.into()]).or_raise("exact matching"))
+}
+
+fn trigram_matches(client: &SpiClient<'_>, normalized: &str, ontology: Option<&str>, limit: i32) -> Vec<Hit> {
+    let trgm = extension_schema(client, "pg_trgm");
+    // pg_trgm's % uses the GIN index: names at least pg_trgm.similarity_threshold similar.
+    let query = format!(
+        "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
+         WHERE n.normalized OPERATOR({trgm}.%) $1 {}
+         ORDER BY {trgm}.similarity(n.normalized, $1) DESC, n.name_id LIMIT $3",
+        ontology_filter(ontology)
+    );
+    let threshold = gucs::TRIGRAM_THRESHOLD.get().to_string();
+    with_setting(client, "pg_trgm.similarity_threshold", &threshold, || {
+        hits(
+            client
+                .select(&query, None, &[normalized.into(), ontology.into(), limit.into()])
+                .or_raise("trigram matching"),
+        )
     })
 }
 
-/// Runs `f` with pg_trgm's similarity threshold (what `%` compares against) set to
-/// `threshold`, then restores the caller's value.
-fn with_trigram_threshold<T>(client: &SpiClient<'_>, threshold: f64, f: impl FnOnce() -> T) -> T {
-    let set = |value: &str| {
-        client
-            .select(
-                "SELECT set_config('pg_trgm.similarity_threshold', $1, true)",
-                None,
-                &[value.into()],
-            )
-            .or_raise("setting pg_trgm.similarity_threshold");
-    };
-    let previous = client
+/// Nearest names by cosine distance of embeddings, through each indexed ontology's HNSW index.
+fn dense_matches(client: &SpiClient<'_>, mention: &str, ontology: Option<&str>, limit: i32) -> Vec<Hit> {
+    let indexed: Vec<(String, i32, String)> = client
         .select(
-            "SELECT current_setting('pg_trgm.similarity_threshold', true)",
+            "SELECT name, embedding_dim, embedding_model FROM belink.ontologies
+             WHERE embedding_dim IS NOT NULL AND ($1::text IS NULL OR name = $1) ORDER BY name",
             None,
-            &[],
+            &[ontology.into()],
         )
-        .or_raise("reading pg_trgm.similarity_threshold")
-        .first()
-        .get_one::<String>()
-        .or_raise("reading pg_trgm.similarity_threshold")
-        .unwrap_or_else(|| "0.3".to_string());
-    set(&threshold.to_string());
-    let result = f();
-    set(&previous);
-    result
+        .or_raise("listing indexed ontologies")
+        .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??, row.get(3).ok()??)))
+        .collect();
+    if indexed.is_empty() {
+        return Vec::new();
+    }
+    let (dim, vectors) = client::embed(vec![mention.to_string()]);
+    let vector = &vectors[0];
+    let vec_schema = extension_schema(client, "vector");
+    let mut all = Vec::new();
+    for (name, indexed_dim, model) in indexed {
+        if indexed_dim as usize != dim {
+            raise_with_hint(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "ontology \"{name}\" was indexed with {model} ({indexed_dim} dimensions) but the model server's encoder has {dim}"
+                ),
+                format!("Run CALL belink_index('{name}') to re-embed its names, or SET belink.retrieval = 'lexical'."),
+            );
+        }
+        // The ontology as a literal, so the planner can use its partial HNSW index.
+        let query = format!(
+            "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
+             WHERE n.ontology = {} AND n.embedding IS NOT NULL
+             ORDER BY (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::real[]::{vec_schema}.vector({dim}))
+             LIMIT $2",
+            pgrx::spi::quote_literal(&name)
+        );
+        let ef_search = limit.max(40).to_string();
+        let found = with_setting(client, "hnsw.ef_search", &ef_search, || {
+            hits(client.select(&query, None, &[vector.clone().into(), limit.into()]).or_raise("dense retrieval"))
+        });
+        all.extend(found);
+    }
+    all
 }
 
-/// The schema pg_trgm is installed in, quoted: its functions and operators are called
-/// schema-qualified so that the caller's search_path does not matter.
-fn trgm_schema(client: &SpiClient<'_>) -> String {
-    client
+fn with_preferred_names(client: &SpiClient<'_>, fused: Vec<Fused>) -> Vec<Candidate> {
+    if fused.is_empty() {
+        return Vec::new();
+    }
+    let ontologies: Vec<String> = fused.iter().map(|f| f.ontology.clone()).collect();
+    let ids: Vec<String> = fused.iter().map(|f| f.concept_id.clone()).collect();
+    let names: std::collections::HashMap<(String, String), String> = client
         .select(
-            "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-             WHERE e.extname = 'pg_trgm'",
-            Some(1),
-            &[],
+            "SELECT c.ontology, c.concept_id, c.name FROM belink.concepts c
+             JOIN unnest($1::text[], $2::text[]) AS w(ontology, concept_id) USING (ontology, concept_id)",
+            None,
+            &[ontologies.into(), ids.into()],
         )
-        .or_raise("finding pg_trgm")
+        .or_raise("reading preferred names")
+        .filter_map(|row| Some(((row.get(1).ok()??, row.get(2).ok()??), row.get(3).ok()??)))
+        .collect();
+    fused
+        .into_iter()
+        .map(|f| {
+            let preferred_name = names.get(&(f.ontology.clone(), f.concept_id.clone())).cloned().unwrap_or_default();
+            Candidate { fused: f, preferred_name }
+        })
+        .collect()
+}
+
+/// Runs `f` with a setting changed for the current transaction, then restores the caller's
+/// value.
+fn with_setting<T>(client: &SpiClient<'_>, name: &str, value: &str, f: impl FnOnce() -> T) -> T {
+    let set = |value: &str| {
+        client
+            .select("SELECT set_config($1, $2, true)", None, &[name.into(), value.into()])
+            .or_raise("changing a setting");
+    };
+    let previous = client
+        .select("SELECT current_setting($1, true)", None, &[name.into()])
+        .or_raise("reading a setting")
         .first()
         .get_one::<String>()
-        .or_raise("finding pg_trgm")
-        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "extension pg_trgm is not installed"))
+        .or_raise("reading a setting");
+    set(value);
+    let result = f();
+    // A setting that did not exist yet (hnsw.* before pgvector is loaded) keeps our value
+    // until the end of the transaction: there is no caller's value to restore.
+    if let Some(previous) = previous {
+        set(&previous);
+    }
+    result
 }

@@ -1,6 +1,7 @@
 //! The SQL surface: one module per group of functions, all thin glue over the core crate and
 //! the catalog module.
 
-mod candidates;
+pub mod candidates;
+mod embed;
 mod ontology;
 mod text;

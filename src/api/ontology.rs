@@ -37,8 +37,7 @@ fn belink_load_ontology(
     catalog::validate_ontology_name(name);
     require_server_file_access(path);
     let options = load_options(format, sources, languages);
-    let parsed = ontology::load_file(Path::new(path), &options)
-        .unwrap_or_else(|e| raise_ontology_error(path, e));
+    let parsed = ontology::load_file(Path::new(path), &options).unwrap_or_else(|e| raise_ontology_error(path, e));
     store(name, path, parsed)
 }
 
@@ -76,11 +75,7 @@ fn belink_load_ontology_text(
 /// Adds user names (synonyms) to a concept; they survive reloads of the ontology while the
 /// concept exists. Returns how many names were new.
 #[pg_extern(volatile, parallel_unsafe)]
-fn belink_add_names(
-    ontology: Option<&str>,
-    concept_id: Option<&str>,
-    names: Option<Vec<Option<String>>>,
-) -> i64 {
+fn belink_add_names(ontology: Option<&str>, concept_id: Option<&str>, names: Option<Vec<Option<String>>>) -> i64 {
     let ontology = required("ontology", ontology);
     let concept_id = required("concept_id", concept_id);
     let names = names.unwrap_or_else(|| null_argument("names"));
@@ -101,20 +96,13 @@ fn belink_add_names(
         }
         let row = concept.first();
         if row.get::<bool>(1).or_raise("reading the concept") == Some(true) {
-            let replaced_by: Vec<String> = row
-                .get(2)
-                .or_raise("reading the concept")
-                .unwrap_or_default();
+            let replaced_by: Vec<String> = row.get(2).or_raise("reading the concept").unwrap_or_default();
             raise_with_hint(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("concept \"{concept_id}\" of ontology \"{ontology}\" is obsolete"),
                 format!(
                     "It is replaced by: {}.",
-                    if replaced_by.is_empty() {
-                        "nothing".into()
-                    } else {
-                        replaced_by.join(", ")
-                    }
+                    if replaced_by.is_empty() { "nothing".into() } else { replaced_by.join(", ") }
                 ),
             );
         }
@@ -154,11 +142,7 @@ fn belink_add_names(
 fn belink_drop_ontology(name: &str) -> bool {
     Spi::connect_mut(|client| {
         client
-            .update(
-                "DELETE FROM belink.ontologies WHERE name = $1",
-                None,
-                &[name.into()],
-            )
+            .update("DELETE FROM belink.ontologies WHERE name = $1", None, &[name.into()])
             .or_raise("dropping the ontology")
             .len()
             > 0
@@ -182,13 +166,8 @@ fn store(
         name!(user_names_dropped, i64),
     ),
 > {
-    let LoadSummary {
-        concepts,
-        names,
-        obsolete,
-        user_names_kept,
-        user_names_dropped,
-    } = catalog::replace_ontology(name, source, &parsed);
+    let LoadSummary { concepts, names, obsolete, user_names_kept, user_names_dropped } =
+        catalog::replace_ontology(name, source, &parsed);
     TableIterator::once((
         name.to_string(),
         parsed.format.name().to_string(),
@@ -201,17 +180,9 @@ fn store(
     ))
 }
 
-fn load_options(
-    format: Option<&str>,
-    sources: Option<Vec<String>>,
-    languages: Option<Vec<String>>,
-) -> LoadOptions {
-    let format = ontology::parse_format_argument(format.unwrap_or("auto")).unwrap_or_else(|e| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            e.to_string(),
-        )
-    });
+fn load_options(format: Option<&str>, sources: Option<Vec<String>>, languages: Option<Vec<String>>) -> LoadOptions {
+    let format = ontology::parse_format_argument(format.unwrap_or("auto"))
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
     LoadOptions {
         format,
         umls: UmlsFilter {
@@ -225,10 +196,7 @@ fn load_options(
 fn require_server_file_access(path: &str) {
     let allowed = unsafe {
         pg_sys::superuser()
-            || pg_sys::has_privs_of_role(
-                pg_sys::GetUserId(),
-                pg_sys::Oid::from(pg_sys::ROLE_PG_READ_SERVER_FILES),
-            )
+            || pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(pg_sys::ROLE_PG_READ_SERVER_FILES))
     };
     if !allowed {
         raise_with_hint(
@@ -245,8 +213,5 @@ fn required<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
 }
 
 fn null_argument(argument: &str) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("argument {argument} must not be NULL"),
-    )
+    raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("argument {argument} must not be NULL"))
 }

@@ -4,7 +4,7 @@ mod tests {
 
     use crate::tests::*;
 
-    type Row = (String, String, String, f32, String, String);
+    type Row = (String, String, String, f64, String, String, Option<i32>, Option<i32>);
 
     fn candidates(sql: &str) -> Vec<Row> {
         Spi::connect(|client| {
@@ -16,9 +16,11 @@ mod tests {
                         row.get::<String>(1).unwrap().unwrap(),
                         row.get::<String>(2).unwrap().unwrap(),
                         row.get::<String>(3).unwrap().unwrap(),
-                        row.get::<f32>(4).unwrap().unwrap(),
+                        row.get::<f64>(4).unwrap().unwrap(),
                         row.get::<String>(5).unwrap().unwrap(),
                         row.get::<String>(6).unwrap().unwrap(),
+                        row.get::<i32>(7).unwrap(),
+                        row.get::<i32>(8).unwrap(),
                     )
                 })
                 .collect()
@@ -27,29 +29,30 @@ mod tests {
 
     fn load_fixtures() {
         for (name, content) in [("medic", MEDIC), ("ctd", CTD), ("hpo", HPO)] {
-            Spi::run(&format!(
-                "SELECT * FROM belink_load_ontology_text({}, {})",
-                literal(name),
-                literal(content)
-            ))
-            .unwrap();
+            Spi::run(&format!("SELECT * FROM belink_load_ontology_text({}, {})", literal(name), literal(content)))
+                .unwrap();
         }
     }
 
     #[pg_test]
-    fn exact_match_comes_first_with_score_one() {
+    fn exact_match_comes_first() {
         load_fixtures();
         let rows = candidates("SELECT * FROM belink_candidates('BREAST CANCER', 'medic', 5)");
         let first = &rows[0];
-        assert_eq!(
-            (first.0.as_str(), first.1.as_str()),
-            ("114480", "Breast Neoplasms")
-        );
-        assert_eq!(
-            (first.3, first.4.as_str(), first.5.as_str()),
-            (1.0, "exact", "medic")
-        );
-        assert!(rows.iter().skip(1).all(|r| r.3 <= 1.0));
+        assert_eq!((first.0.as_str(), first.1.as_str()), ("114480", "Breast Neoplasms"));
+        assert_eq!((first.4.as_str(), first.5.as_str(), first.6), ("exact", "medic", Some(1)));
+        assert!(rows.iter().skip(1).all(|r| r.3 < first.3 && r.6.is_none()));
+    }
+
+    #[pg_test]
+    fn scores_are_reciprocal_rank_fusion() {
+        load_fixtures();
+        Spi::run("SET LOCAL belink.rrf_k = 10").unwrap();
+        let rows = candidates("SELECT * FROM belink_candidates('BREAST CANCER', 'medic', 5)");
+        for r in &rows {
+            let expected: f64 = [r.6, r.7].iter().flatten().map(|rank| 1.0 / (10.0 + *rank as f64)).sum();
+            assert!((r.3 - expected).abs() < 1e-9, "{r:?}");
+        }
     }
 
     #[pg_test]
@@ -57,18 +60,14 @@ mod tests {
         load_fixtures();
         let rows = candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)");
         assert_eq!(rows[0].0, "114500", "{rows:?}");
-        assert_eq!(rows[0].4, "trigram");
-        assert!(rows[0].3 > 0.5 && rows[0].3 < 1.0);
+        assert_eq!((rows[0].4.as_str(), rows[0].6, rows[0].7), ("trigram", None, Some(1)));
         let mut ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
         let before = ids.len();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), before, "one row per concept");
-        let scores: Vec<f32> = rows.iter().map(|r| r.3).collect();
-        assert!(
-            scores.windows(2).all(|w| w[0] >= w[1]),
-            "best first: {scores:?}"
-        );
+        let scores: Vec<f64> = rows.iter().map(|r| r.3).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
     }
 
     #[pg_test]
@@ -76,19 +75,11 @@ mod tests {
         load_fixtures();
         Spi::run("SET LOCAL pg_trgm.similarity_threshold = 0.42").unwrap();
         Spi::run("SET LOCAL belink.trigram_threshold = 0.95").unwrap();
-        assert!(
-            candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)")
-                .is_empty()
-        );
+        assert!(candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)").is_empty());
         Spi::run("SET LOCAL belink.trigram_threshold = 0.3").unwrap();
-        assert!(
-            !candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)")
-                .is_empty()
-        );
+        assert!(!candidates("SELECT * FROM belink_candidates('colorectal cancr', 'medic', 10)").is_empty());
         assert_eq!(
-            Spi::get_one::<String>("SELECT current_setting('pg_trgm.similarity_threshold')")
-                .unwrap()
-                .as_deref(),
+            Spi::get_one::<String>("SELECT current_setting('pg_trgm.similarity_threshold')").unwrap().as_deref(),
             Some("0.42")
         );
     }
@@ -97,28 +88,16 @@ mod tests {
     fn british_spelling_and_plural_reach_the_hpo_term() {
         load_fixtures();
         let rows = candidates("SELECT * FROM belink_candidates('retinal haemorrhages', 'hpo', 3)");
-        assert_eq!(
-            (rows[0].0.as_str(), rows[0].4.as_str()),
-            ("HP:0000573", "exact")
-        );
+        assert_eq!((rows[0].0.as_str(), rows[0].4.as_str()), ("HP:0000573", "exact"));
     }
 
     #[pg_test]
     fn k_limits_and_null_ontology_searches_all() {
         load_fixtures();
-        assert_eq!(
-            candidates("SELECT * FROM belink_candidates('adenomatous polyposis coli', 'medic', 1)")
-                .len(),
-            1
-        );
-        let everywhere =
-            candidates("SELECT * FROM belink_candidates('adenomatous polyposis coli', k => 20)");
-        let ontologies: std::collections::BTreeSet<&str> =
-            everywhere.iter().map(|r| r.5.as_str()).collect();
-        assert!(
-            ontologies.contains("medic") && ontologies.contains("ctd"),
-            "{ontologies:?}"
-        );
+        assert_eq!(candidates("SELECT * FROM belink_candidates('adenomatous polyposis coli', 'medic', 1)").len(), 1);
+        let everywhere = candidates("SELECT * FROM belink_candidates('adenomatous polyposis coli', k => 20)");
+        let ontologies: std::collections::BTreeSet<&str> = everywhere.iter().map(|r| r.5.as_str()).collect();
+        assert!(ontologies.contains("medic") && ontologies.contains("ctd"), "{ontologies:?}");
         assert!(everywhere.iter().take(2).all(|r| r.4 == "exact"));
     }
 
@@ -134,20 +113,14 @@ mod tests {
         load_fixtures();
         Spi::run("SELECT belink_add_names('hpo', 'HP:0000822', ARRAY['HTN'])").unwrap();
         let rows = candidates("SELECT * FROM belink_candidates('htn', 'hpo', 1)");
-        assert_eq!(
-            (rows[0].0.as_str(), rows[0].2.as_str(), rows[0].4.as_str()),
-            ("HP:0000822", "HTN", "exact")
-        );
+        assert_eq!((rows[0].0.as_str(), rows[0].2.as_str(), rows[0].4.as_str()), ("HP:0000822", "HTN", "exact"));
     }
 
     #[pg_test]
     fn works_whatever_the_search_path() {
         load_fixtures();
         Spi::run("SET LOCAL search_path = pg_catalog").unwrap();
-        assert!(!candidates(
-            "SELECT * FROM public.belink_candidates('colorectal cancer', 'medic')"
-        )
-        .is_empty());
+        assert!(!candidates("SELECT * FROM public.belink_candidates('colorectal cancer', 'medic')").is_empty());
     }
 
     #[pg_test]
@@ -155,20 +128,16 @@ mod tests {
         load_fixtures();
         assert!(candidates("SELECT * FROM belink_candidates(NULL, 'medic')").is_empty());
         assert!(candidates("SELECT * FROM belink_candidates(' -- ', 'medic')").is_empty());
-        assert_error(
-            "SELECT * FROM belink_candidates('x', 'nope')",
-            "42704",
-            "unknown ontology \"nope\"",
-        );
-        assert_error(
-            "SELECT * FROM belink_candidates('x', 'medic', 0)",
-            "22023",
-            "k must be between 1 and 1000",
-        );
-        assert_error(
-            "SELECT * FROM belink_candidates('x', 'medic', NULL)",
-            "22004",
-            "argument k must not be NULL",
-        );
+        assert_error("SELECT * FROM belink_candidates('x', 'nope')", "42704", "unknown ontology \"nope\"");
+        assert_error("SELECT * FROM belink_candidates('x', 'medic', 0)", "22023", "k must be between 1 and 1000");
+        assert_error("SELECT * FROM belink_candidates('x', 'medic', NULL)", "22004", "argument k must not be NULL");
+    }
+
+    #[pg_test]
+    fn embedding_needs_the_preloaded_model_server() {
+        // This test cluster does not preload belink: a clear error, not a hang.
+        assert_error("SELECT belink_embed('x')", "55000", "not in shared_preload_libraries");
+        let state = Spi::get_one::<pgrx::JsonB>("SELECT belink_worker_status_json()").unwrap().unwrap();
+        assert_eq!(state.0["preloaded"], false);
     }
 }

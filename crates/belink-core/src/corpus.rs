@@ -31,11 +31,7 @@ impl GoldMention {
     /// The ids in the concept field. `|` separates the concepts of a composite mention
     /// ("breast and ovarian cancer"), `+` the parts of a concept expressed as a combination.
     pub fn concept_ids(&self) -> Vec<&str> {
-        self.concept_field
-            .split(['|', '+', ','])
-            .map(str::trim)
-            .filter(|id| !id.is_empty() && *id != "-1")
-            .collect()
+        self.concept_field.split(['|', '+', ',']).map(str::trim).filter(|id| !id.is_empty() && *id != "-1").collect()
     }
 
     /// True when the corpus says no concept applies (NIL): an empty field or `-1`.
@@ -54,19 +50,10 @@ pub enum CorpusFormat {
 pub fn load_corpus(path: &Path) -> Result<Vec<Document>> {
     let mut lines = Lines::new(open_file(path)?);
     let head = lines.peek_lines(4)?;
-    let first = head
-        .iter()
-        .find(|l| !l.trim().is_empty())
-        .map(String::as_str)
-        .unwrap_or("");
+    let first = head.iter().find(|l| !l.trim().is_empty()).map(String::as_str).unwrap_or("");
     let format = if first.contains("|t|") || first.contains("|a|") {
         CorpusFormat::PubTator
-    } else if !first.is_empty()
-        && first
-            .trim()
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
+    } else if !first.is_empty() && first.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         CorpusFormat::GscPlus
     } else {
         return Err(ReadError::Invalid(
@@ -98,14 +85,7 @@ impl DocumentBuilder {
     fn start(&mut self, id: &str, text: String) {
         self.finish();
         let chars = text.chars().collect();
-        self.current = Some((
-            Document {
-                id: id.to_string(),
-                text,
-                mentions: Vec::new(),
-            },
-            chars,
-        ));
+        self.current = Some((Document { id: id.to_string(), text, mentions: Vec::new() }, chars));
     }
 
     fn append_text(&mut self, id: &str, text: &str, line: usize) -> Result<()> {
@@ -116,10 +96,7 @@ impl DocumentBuilder {
                 *chars = document.text.chars().collect();
                 Ok(())
             }
-            _ => Err(ReadError::syntax(
-                line,
-                format!("abstract of document {id} without its title line"),
-            )),
+            _ => Err(ReadError::syntax(line, format!("abstract of document {id} without its title line"))),
         }
     }
 
@@ -132,34 +109,26 @@ impl DocumentBuilder {
         line: usize,
     ) -> Result<()> {
         let Some((document, chars)) = &mut self.current else {
-            return Err(ReadError::syntax(
-                line,
-                "annotation before any document text",
-            ));
+            return Err(ReadError::syntax(line, "annotation before any document text"));
         };
         if document.id != id {
             return Err(ReadError::syntax(
                 line,
-                format!(
-                    "annotation of document {id} inside document {}",
-                    document.id
-                ),
+                format!("annotation of document {id} inside document {}", document.id),
             ));
         }
         let offset = |field: &str| {
-            field.trim().parse::<usize>().map_err(|_| {
-                ReadError::syntax(line, format!("offset '{}' is not a number", clip(field)))
-            })
+            field
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| ReadError::syntax(line, format!("offset '{}' is not a number", clip(field))))
         };
         let (start, end) = (offset(fields[0])?, offset(fields[1])?);
         let text = fields[2];
         if start >= end || end > chars.len() {
             return Err(ReadError::syntax(
                 line,
-                format!(
-                    "offsets {start}-{end} are outside document {id} ({} characters)",
-                    chars.len()
-                ),
+                format!("offsets {start}-{end} are outside document {id} ({} characters)", chars.len()),
             ));
         }
         let spanned: String = chars[start..end].iter().collect();
@@ -168,11 +137,7 @@ impl DocumentBuilder {
         if spanned.trim() != text.trim() {
             return Err(ReadError::syntax(
                 line,
-                format!(
-                    "offsets {start}-{end} select '{}', not the mention '{}'",
-                    clip(&spanned),
-                    clip(text)
-                ),
+                format!("offsets {start}-{end} select '{}', not the mention '{}'", clip(&spanned), clip(text)),
             ));
         }
         document.mentions.push(GoldMention {
@@ -259,10 +224,7 @@ pub fn parse_gscplus(lines: &mut Lines) -> Result<Vec<Document>> {
                 if fields.len() != 4 {
                     return Err(ReadError::syntax(
                         number,
-                        format!(
-                            "expected 'start<TAB>end<TAB>mention<TAB>concept', found '{}'",
-                            clip(&line)
-                        ),
+                        format!("expected 'start<TAB>end<TAB>mention<TAB>concept', found '{}'", clip(&line)),
                     ));
                 }
                 builder.annotate(&id, &fields[..3], None, fields[3], number)?;
@@ -303,10 +265,7 @@ mod tests {
         let documents = parse_pubtator(&mut lines(PUBTATOR)).unwrap();
         assert_eq!(documents.len(), 2);
         let first = &documents[0];
-        assert_eq!(
-            first.text,
-            "The ataxia-telangiectasia gene product. Breast and ovarian cancer in ATM carriers."
-        );
+        assert_eq!(first.text, "The ataxia-telangiectasia gene product. Breast and ovarian cancer in ATM carriers.");
         assert_eq!(first.mentions.len(), 2);
         let composite = &first.mentions[1];
         assert_eq!(composite.entity_type.as_deref(), Some("CompositeMention"));
@@ -318,20 +277,11 @@ mod tests {
     fn pubtator_offsets_are_checked() {
         let bad = PUBTATOR.replace("9050866\t4\t25", "9050866\t5\t25");
         let error = parse_pubtator(&mut lines(&bad)).unwrap_err();
-        assert!(
-            error.to_string().contains("line 3: offsets 5-25 select"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("line 3: offsets 5-25 select"), "{error}");
         let outside = PUBTATOR.replace("\t40\t65\t", "\t40\t650\t");
-        assert!(parse_pubtator(&mut lines(&outside))
-            .unwrap_err()
-            .to_string()
-            .contains("outside document"));
+        assert!(parse_pubtator(&mut lines(&outside)).unwrap_err().to_string().contains("outside document"));
         let garbage = format!("{PUBTATOR}not an annotation\n");
-        assert!(parse_pubtator(&mut lines(&garbage))
-            .unwrap_err()
-            .to_string()
-            .contains("line 9: expected"));
+        assert!(parse_pubtator(&mut lines(&garbage)).unwrap_err().to_string().contains("line 9: expected"));
     }
 
     #[test]
@@ -352,10 +302,7 @@ mod tests {
         };
         assert!(mention("-1").is_nil());
         assert!(mention("").is_nil());
-        assert_eq!(
-            mention("D007153+D040181").concept_ids(),
-            ["D007153", "D040181"]
-        );
+        assert_eq!(mention("D007153+D040181").concept_ids(), ["D007153", "D040181"]);
         assert_eq!(mention("OMIM:607374").concept_ids(), ["OMIM:607374"]);
     }
 
@@ -367,10 +314,7 @@ mod tests {
         assert_eq!(documents[0].mentions[0].concept_ids(), ["HP:0002671"]);
         assert!(documents[1].mentions.is_empty());
         let bad = text.replace("7\t27\tbasal", "7\t27\tbasal\textra");
-        assert!(parse_gscplus(&mut lines(&bad))
-            .unwrap_err()
-            .to_string()
-            .contains("line 3"));
+        assert!(parse_gscplus(&mut lines(&bad)).unwrap_err().to_string().contains("line 3"));
     }
 
     #[test]
@@ -392,18 +336,12 @@ mod tests {
         if dev.exists() {
             let documents = load_corpus(&dev).unwrap();
             assert_eq!(documents.len(), 100);
-            assert_eq!(
-                documents.iter().map(|d| d.mentions.len()).sum::<usize>(),
-                787
-            );
+            assert_eq!(documents.iter().map(|d| d.mentions.len()).sum::<usize>(), 787);
         }
         let gsc = data.join("gscplus/GSCplus_dev_gold.tsv");
         if gsc.exists() {
             let documents = load_corpus(&gsc).unwrap();
-            assert_eq!(
-                documents.iter().map(|d| d.mentions.len()).sum::<usize>(),
-                173
-            );
+            assert_eq!(documents.iter().map(|d| d.mentions.len()).sum::<usize>(), 173);
         }
     }
 }

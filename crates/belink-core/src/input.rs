@@ -27,10 +27,7 @@ pub enum ReadError {
 
 impl ReadError {
     pub(crate) fn syntax(line: usize, message: impl Into<String>) -> Self {
-        ReadError::Syntax {
-            line,
-            message: message.into(),
-        }
+        ReadError::Syntax { line, message: message.into() }
     }
 }
 
@@ -60,28 +57,20 @@ pub fn open_file(path: &Path) -> Result<Box<dyn BufRead>> {
         _ => ReadError::Io(format!("cannot open {shown}: {e}")),
     })?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(ReadError::Io(format!(
-            "cannot read {shown}: it is a directory"
-        )));
+        return Err(ReadError::Io(format!("cannot read {shown}: it is a directory")));
     }
-    let named_gz = path
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
+    let named_gz = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
     let reader = open_reader(BufReader::with_capacity(1 << 16, file))
         .map_err(|e| ReadError::Io(format!("cannot read {shown}: {e}")))?;
     if named_gz && !reader.is_gzip {
-        return Err(ReadError::Invalid(format!(
-            "{shown} is named .gz but is not gzip data"
-        )));
+        return Err(ReadError::Invalid(format!("{shown} is named .gz but is not gzip data")));
     }
     Ok(reader.lines)
 }
 
 /// Wraps in-memory content, decompressing it when it is gzip.
 pub(crate) fn open_bytes(content: Vec<u8>) -> Result<Box<dyn BufRead>> {
-    open_reader(BufReader::new(Cursor::new(content)))
-        .map(|r| r.lines)
-        .map_err(|e| ReadError::Io(e.to_string()))
+    open_reader(BufReader::new(Cursor::new(content))).map(|r| r.lines).map_err(|e| ReadError::Io(e.to_string()))
 }
 
 struct Opened {
@@ -93,10 +82,7 @@ fn open_reader<R: BufRead + 'static>(mut reader: R) -> io::Result<Opened> {
     let head = reader.fill_buf()?;
     let is_gzip = head.starts_with(&GZIP_MAGIC);
     let lines: Box<dyn BufRead> = if is_gzip {
-        Box::new(BufReader::with_capacity(
-            1 << 16,
-            MultiGzDecoder::new(reader),
-        ))
+        Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(reader)))
     } else {
         Box::new(reader)
     };
@@ -116,13 +102,7 @@ pub struct Lines {
 
 impl Lines {
     pub fn new(reader: Box<dyn BufRead>) -> Lines {
-        Lines {
-            reader,
-            peeked: VecDeque::new(),
-            lines_read: 0,
-            line_number: 0,
-            buffer: Vec::new(),
-        }
+        Lines { reader, peeked: VecDeque::new(), lines_read: 0, line_number: 0, buffer: Vec::new() }
     }
 
     /// The number of the line most recently returned by [`Lines::next_line`].
@@ -166,10 +146,7 @@ impl Lines {
         if self.buffer.len() as u64 > MAX_LINE_BYTES {
             return Err(ReadError::syntax(
                 number,
-                format!(
-                    "line is longer than {} MiB: this is not a text ontology file",
-                    MAX_LINE_BYTES >> 20
-                ),
+                format!("line is longer than {} MiB: this is not a text ontology file", MAX_LINE_BYTES >> 20),
             ));
         }
         self.lines_read = number;
@@ -185,18 +162,11 @@ impl Lines {
         let text = std::str::from_utf8(&self.buffer).map_err(|e| {
             ReadError::syntax(
                 number,
-                format!(
-                    "is not valid UTF-8 (byte {}): convert the file to UTF-8",
-                    e.valid_up_to() + 1
-                ),
+                format!("is not valid UTF-8 (byte {}): convert the file to UTF-8", e.valid_up_to() + 1),
             )
         })?;
         // A byte-order mark at the start of a file is not content.
-        let text = if number == 1 {
-            text.trim_start_matches('\u{FEFF}')
-        } else {
-            text
-        };
+        let text = if number == 1 { text.trim_start_matches('\u{FEFF}') } else { text };
         Ok(Some(text.to_string()))
     }
 }
@@ -204,9 +174,7 @@ impl Lines {
 fn read_error(line: usize, error: io::Error) -> ReadError {
     match error.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
-            ReadError::Invalid(format!(
-                "line {line}: gzip data is corrupt or truncated ({error})"
-            ))
+            ReadError::Invalid(format!("line {line}: gzip data is corrupt or truncated ({error})"))
         }
         _ => ReadError::Io(format!("line {line}: read error: {error}")),
     }

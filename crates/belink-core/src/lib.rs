@@ -2,6 +2,7 @@
 //! tools share. Everything here is tested with plain `cargo test`.
 
 pub mod corpus;
+pub mod fusion;
 pub mod input;
 pub mod normalize;
 pub mod ontology;

@@ -89,11 +89,7 @@ impl TokenBuilder {
                 self.flush();
             }
         }
-        let token = self.current.get_or_insert_with(|| Token {
-            text: String::new(),
-            start: index,
-            end: index + 1,
-        });
+        let token = self.current.get_or_insert_with(|| Token { text: String::new(), start: index, end: index + 1 });
         if c == 'ß' {
             token.text.push_str("ss");
         } else {
@@ -103,11 +99,7 @@ impl TokenBuilder {
     }
 
     fn push_token(&mut self, text: &str, index: usize) {
-        self.tokens.push(Token {
-            text: text.to_string(),
-            start: index,
-            end: index + 1,
-        });
+        self.tokens.push(Token { text: text.to_string(), start: index, end: index + 1 });
     }
 
     fn flush(&mut self) {
@@ -120,10 +112,7 @@ impl TokenBuilder {
 /// Characters that carry no content and must not split a word (soft hyphen, zero-width
 /// space and joiners, word joiner, byte-order mark).
 fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
-    )
+    matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
 }
 
 fn is_apostrophe(c: char) -> bool {
@@ -138,9 +127,7 @@ fn drop_possessive_s(tokens: &mut Vec<Token>, chars: &[char]) {
         let is_possessive = token.text == "s"
             && token.start >= 2
             && is_apostrophe(chars[token.start - 1])
-            && kept
-                .last()
-                .is_some_and(|previous| previous.end == token.start - 1);
+            && kept.last().is_some_and(|previous| previous.end == token.start - 1);
         if !is_possessive {
             kept.push(token);
         }
@@ -216,27 +203,15 @@ mod tests {
 
     #[test]
     fn folds_case_punctuation_and_whitespace() {
-        assert_eq!(
-            normalize("  Colorectal   ADENOMAS. "),
-            "colorectal adenomas"
-        );
-        assert_eq!(
-            normalize("Breast-Ovarian Cancer, Familial"),
-            "breast ovarian cancer familial"
-        );
+        assert_eq!(normalize("  Colorectal   ADENOMAS. "), "colorectal adenomas");
+        assert_eq!(normalize("Breast-Ovarian Cancer, Familial"), "breast ovarian cancer familial");
         assert_eq!(normalize("a\tb\nc"), "a b c");
     }
 
     #[test]
     fn hyphen_and_dash_variants_are_equivalent() {
         let expected = "non small cell";
-        for text in [
-            "non-small cell",
-            "non‐small cell",
-            "non–small cell",
-            "non—small cell",
-            "non−small cell",
-        ] {
+        for text in ["non-small cell", "non‐small cell", "non–small cell", "non—small cell", "non−small cell"] {
             assert_eq!(normalize(text), expected, "{text}");
         }
     }
@@ -303,10 +278,8 @@ mod tests {
         let text = "Ménière’s disease (MD) — ﬁbrosis";
         let tokens = tokenize(text);
         let chars: Vec<char> = text.chars().collect();
-        let spans: Vec<(String, String)> = tokens
-            .iter()
-            .map(|t| (t.text.clone(), chars[t.start..t.end].iter().collect()))
-            .collect();
+        let spans: Vec<(String, String)> =
+            tokens.iter().map(|t| (t.text.clone(), chars[t.start..t.end].iter().collect())).collect();
         assert_eq!(
             spans,
             vec![
@@ -320,12 +293,7 @@ mod tests {
 
     #[test]
     fn normalization_is_idempotent() {
-        for text in [
-            "Ménière’s disease",
-            "TNFα-induced Anaemia",
-            "16p11.2 deletion",
-            "Crohn's",
-        ] {
+        for text in ["Ménière’s disease", "TNFα-induced Anaemia", "16p11.2 deletion", "Crohn's"] {
             let once = normalize(text);
             assert_eq!(normalize(&once), once, "{text}");
         }

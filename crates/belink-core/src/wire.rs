@@ -128,9 +128,7 @@ impl Message {
                 let count = input.u32()? as usize;
                 // Each text takes at least its 4-byte length: bound the allocation by the input.
                 if count > input.bytes.len() / 4 {
-                    return Err(malformed(format!(
-                        "{count} texts announced, frame too short"
-                    )));
+                    return Err(malformed(format!("{count} texts announced, frame too short")));
                 }
                 let mut texts = Vec::with_capacity(count);
                 for _ in 0..count {
@@ -142,41 +140,23 @@ impl Message {
             KIND_EMBED_REPLY => {
                 let dim = input.u32()?;
                 let count = input.u32()? as usize;
-                let bytes = input.take(
-                    count
-                        .checked_mul(4)
-                        .ok_or_else(|| malformed("vector length overflows"))?,
-                )?;
+                let bytes = input.take(count.checked_mul(4).ok_or_else(|| malformed("vector length overflows"))?)?;
                 if dim == 0 || count % dim as usize != 0 {
-                    return Err(malformed(format!(
-                        "{count} floats are not whole vectors of {dim}"
-                    )));
+                    return Err(malformed(format!("{count} floats are not whole vectors of {dim}")));
                 }
-                let vectors = bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
+                let vectors = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
                 Message::EmbedReply { dim, vectors }
             }
-            KIND_STATUS_REPLY => Message::StatusReply {
-                json: input.string()?,
-            },
+            KIND_STATUS_REPLY => Message::StatusReply { json: input.string()? },
             KIND_ERROR_REPLY => {
                 let code = input.u8()?;
-                let code = ErrorCode::from_byte(code)
-                    .ok_or_else(|| malformed(format!("unknown error code {code}")))?;
-                Message::ErrorReply {
-                    code,
-                    message: input.string()?,
-                }
+                let code = ErrorCode::from_byte(code).ok_or_else(|| malformed(format!("unknown error code {code}")))?;
+                Message::ErrorReply { code, message: input.string()? }
             }
             other => return Err(malformed(format!("unknown message kind {other}"))),
         };
         if !input.bytes.is_empty() {
-            return Err(malformed(format!(
-                "{} bytes left after the message",
-                input.bytes.len()
-            )));
+            return Err(malformed(format!("{} bytes left after the message", input.bytes.len())));
         }
         Ok((request_id, message))
     }
@@ -192,9 +172,7 @@ pub fn read_frame(reader: &mut impl Read) -> Result<(u64, Message), WireError> {
     }
     let length = u32::from_le_bytes(length) as usize;
     if !(HEADER_BYTES..=MAX_FRAME_BYTES).contains(&length) {
-        return Err(malformed(format!(
-            "frame length {length} outside {HEADER_BYTES}..={MAX_FRAME_BYTES}"
-        )));
+        return Err(malformed(format!("frame length {length} outside {HEADER_BYTES}..={MAX_FRAME_BYTES}")));
     }
     let mut frame = vec![0u8; length];
     reader.read_exact(&mut frame).map_err(|e| match e.kind() {
@@ -204,17 +182,10 @@ pub fn read_frame(reader: &mut impl Read) -> Result<(u64, Message), WireError> {
     Message::decode(&frame)
 }
 
-pub fn write_frame(
-    writer: &mut impl Write,
-    request_id: u64,
-    message: &Message,
-) -> Result<(), WireError> {
+pub fn write_frame(writer: &mut impl Write, request_id: u64, message: &Message) -> Result<(), WireError> {
     let frame = message.encode(request_id);
     if frame.len() - 4 > MAX_FRAME_BYTES {
-        return Err(malformed(format!(
-            "message of {} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
-            frame.len()
-        )));
+        return Err(malformed(format!("message of {} bytes exceeds the {MAX_FRAME_BYTES}-byte limit", frame.len())));
     }
     writer.write_all(&frame)?;
     writer.flush()?;
@@ -237,10 +208,7 @@ struct Input<'a> {
 impl<'a> Input<'a> {
     fn take(&mut self, count: usize) -> Result<&'a [u8], WireError> {
         if count > self.bytes.len() {
-            return Err(malformed(format!(
-                "needs {count} more bytes, {} left",
-                self.bytes.len()
-            )));
+            return Err(malformed(format!("needs {count} more bytes, {} left", self.bytes.len())));
         }
         let (head, rest) = self.bytes.split_at(count);
         self.bytes = rest;
@@ -281,48 +249,26 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         round_trip(Message::EmbedRequest {
-            texts: vec![
-                "colorectal adenoma".into(),
-                "".into(),
-                "β-thalassämie".into(),
-            ],
+            texts: vec!["colorectal adenoma".into(), "".into(), "β-thalassämie".into()],
         });
         round_trip(Message::StatusRequest);
-        round_trip(Message::EmbedReply {
-            dim: 3,
-            vectors: vec![0.5, -1.0, 2.25, 0.0, 1e-9, f32::MAX],
-        });
-        round_trip(Message::StatusReply {
-            json: "{\"requests\":3}".into(),
-        });
-        round_trip(Message::ErrorReply {
-            code: ErrorCode::ModelUnavailable,
-            message: "no model.safetensors".into(),
-        });
+        round_trip(Message::EmbedReply { dim: 3, vectors: vec![0.5, -1.0, 2.25, 0.0, 1e-9, f32::MAX] });
+        round_trip(Message::StatusReply { json: "{\"requests\":3}".into() });
+        round_trip(Message::ErrorReply { code: ErrorCode::ModelUnavailable, message: "no model.safetensors".into() });
     }
 
     #[test]
     fn large_payloads() {
         let texts: Vec<String> = (0..1000).map(|i| format!("name number {i}")).collect();
         round_trip(Message::EmbedRequest { texts });
-        round_trip(Message::EmbedRequest {
-            texts: vec!["x".repeat(1 << 20)],
-        });
-        round_trip(Message::EmbedReply {
-            dim: 384,
-            vectors: vec![0.25; 384 * 1000],
-        });
+        round_trip(Message::EmbedRequest { texts: vec!["x".repeat(1 << 20)] });
+        round_trip(Message::EmbedReply { dim: 384, vectors: vec![0.25; 384 * 1000] });
     }
 
     #[test]
     fn consecutive_frames_on_one_stream() {
         let mut stream = Message::StatusRequest.encode(1);
-        stream.extend(
-            Message::EmbedRequest {
-                texts: vec!["a".into()],
-            }
-            .encode(2),
-        );
+        stream.extend(Message::EmbedRequest { texts: vec!["a".into()] }.encode(2));
         let mut reader = &stream[..];
         assert_eq!(read_frame(&mut reader).unwrap().0, 1);
         assert_eq!(read_frame(&mut reader).unwrap().0, 2);
@@ -331,10 +277,7 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
-        let good = Message::EmbedRequest {
-            texts: vec!["abc".into()],
-        }
-        .encode(7);
+        let good = Message::EmbedRequest { texts: vec!["abc".into()] }.encode(7);
         // Truncated at every length: never a panic.
         for cut in 0..good.len() {
             assert!(read_frame(&mut &good[..cut]).is_err(), "cut at {cut}");
@@ -342,17 +285,11 @@ mod tests {
         // A length beyond the limit is refused before allocating.
         let mut huge = good.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            read_frame(&mut &huge[..]),
-            Err(WireError::Malformed(_))
-        ));
+        assert!(matches!(read_frame(&mut &huge[..]), Err(WireError::Malformed(_))));
         // An absurd text count in a short frame.
         let mut lying = good.clone();
         lying[13..17].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            read_frame(&mut &lying[..]),
-            Err(WireError::Malformed(_))
-        ));
+        assert!(matches!(read_frame(&mut &lying[..]), Err(WireError::Malformed(_))));
         // Invalid UTF-8, unknown kind, trailing bytes.
         let mut bad_utf8 = good.clone();
         *bad_utf8.last_mut().unwrap() = 0xff;
@@ -365,11 +302,7 @@ mod tests {
         let length = (trailing.len() - 4) as u32;
         trailing[..4].copy_from_slice(&length.to_le_bytes());
         assert!(read_frame(&mut &trailing[..]).is_err());
-        let reply = Message::EmbedReply {
-            dim: 0,
-            vectors: vec![],
-        }
-        .encode(1);
+        let reply = Message::EmbedReply { dim: 0, vectors: vec![] }.encode(1);
         assert!(read_frame(&mut &reply[..]).is_err(), "dimension 0");
     }
 }

@@ -20,27 +20,17 @@ impl Args {
         while let Some(word) = words.next() {
             match word.strip_prefix("--") {
                 Some(flag) => {
-                    flags
-                        .entry(flag.to_string())
-                        .or_insert_with(Vec::new)
-                        .push(words.next().unwrap_or_default());
+                    flags.entry(flag.to_string()).or_insert_with(Vec::new).push(words.next().unwrap_or_default());
                 }
                 None => positional.push(word),
             }
         }
-        Args {
-            command,
-            flags,
-            positional,
-        }
+        Args { command, flags, positional }
     }
 
     /// The flag's value (the last one when it is repeated).
     pub fn get(&self, flag: &str) -> Option<&str> {
-        self.flags
-            .get(flag)
-            .and_then(|values| values.last())
-            .map(String::as_str)
+        self.flags.get(flag).and_then(|values| values.last()).map(String::as_str)
     }
 
     /// Every value of a flag that may be repeated.
@@ -49,8 +39,7 @@ impl Args {
     }
 
     pub fn required(&self, flag: &str) -> Result<&str, String> {
-        self.get(flag)
-            .ok_or_else(|| format!("--{flag} is required"))
+        self.get(flag).ok_or_else(|| format!("--{flag} is required"))
     }
 
     /// A comma-separated list of positive numbers, or `default` when the flag is absent.
@@ -77,8 +66,7 @@ mod tests {
 
     #[test]
     fn flags_and_positional_arguments() {
-        let words =
-            ["load", "--dsn", "host=/tmp", "hpo=/x/hp.obo", "--k", "1,10"].map(String::from);
+        let words = ["load", "--dsn", "host=/tmp", "hpo=/x/hp.obo", "--k", "1,10"].map(String::from);
         let args = Args::parse(words.into_iter());
         assert_eq!(args.command.as_deref(), Some("load"));
         assert_eq!(args.required("dsn").unwrap(), "host=/tmp");
@@ -86,11 +74,7 @@ mod tests {
         assert_eq!(args.list_of_numbers("k", &[5]).unwrap(), [1, 10]);
         assert_eq!(args.list_of_numbers("missing", &[5]).unwrap(), [5]);
         assert!(args.required("corpus").is_err());
-        let repeated = Args::parse(
-            ["evaluate", "--dataset", "a", "--dataset", "b"]
-                .map(String::from)
-                .into_iter(),
-        );
+        let repeated = Args::parse(["evaluate", "--dataset", "a", "--dataset", "b"].map(String::from).into_iter());
         assert_eq!(repeated.all("dataset"), ["a", "b"]);
         assert_eq!(repeated.get("dataset"), Some("b"));
     }

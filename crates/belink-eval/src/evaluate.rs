@@ -32,14 +32,12 @@ impl DatasetSpec {
     pub fn parse(spec: &str) -> Result<DatasetSpec, String> {
         let mut fields: HashMap<&str, &str> = HashMap::new();
         for part in spec.split(',') {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("dataset spec: expected key=value, got '{part}'"))?;
+            let (key, value) =
+                part.split_once('=').ok_or_else(|| format!("dataset spec: expected key=value, got '{part}'"))?;
             fields.insert(key.trim(), value.trim());
         }
         let get = |key: &str| fields.get(key).map(|v| v.to_string());
-        let need =
-            |key: &str| get(key).ok_or_else(|| format!("dataset spec '{spec}' has no {key}="));
+        let need = |key: &str| get(key).ok_or_else(|| format!("dataset spec '{spec}' has no {key}="));
         Ok(DatasetSpec {
             name: need("name")?,
             corpus: PathBuf::from(need("corpus")?),
@@ -120,10 +118,7 @@ pub struct Config {
 
 /// The configurations this build can run. Hybrid retrieval and re-ranking join this list as
 /// they are built.
-pub const CONFIGS: &[Config] = &[Config {
-    name: "lexical",
-    settings: &[],
-}];
+pub const CONFIGS: &[Config] = &[Config { name: "lexical", settings: &[] }];
 
 pub struct DatasetResult {
     pub spec: DatasetSpec,
@@ -136,8 +131,7 @@ pub struct DatasetResult {
 }
 
 pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<DatasetResult, String> {
-    let documents =
-        load_corpus(&spec.corpus).map_err(|e| format!("{}: {e}", spec.corpus.display()))?;
+    let documents = load_corpus(&spec.corpus).map_err(|e| format!("{}: {e}", spec.corpus.display()))?;
     let load_seconds = match &spec.ontology_file {
         Some(file) => Some(load_ontology(client, &spec.ontology, file, &spec.format)?),
         None => None,
@@ -152,13 +146,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     if let Some(train) = &spec.train {
         let training = load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?;
         training_names_added = Some(add_training_names(client, &spec.ontology, &training)?);
-        run_configs(
-            client,
-            spec,
-            &documents,
-            "ontology + training mentions",
-            &mut runs,
-        )?;
+        run_configs(client, spec, &documents, "ontology + training mentions", &mut runs)?;
         remove_user_names(client, &spec.ontology)?;
     }
     Ok(DatasetResult {
@@ -175,12 +163,11 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
 fn load_ontology(client: &mut Client, name: &str, file: &str, format: &str) -> Result<f64, String> {
     let started = Instant::now();
     client
-        .query_one(
-            "SELECT concepts FROM belink_load_ontology($1, $2, $3)",
-            &[&name, &file, &format],
-        )
+        .query_one("SELECT concepts FROM belink_load_ontology($1, $2, $3)", &[&name, &file, &format])
         .map_err(|e| format!("loading ontology {name} from {file}: {e}"))?;
-    Ok(started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    client.batch_execute("ANALYZE belink.concepts, belink.names").map_err(|e| e.to_string())?;
+    Ok(seconds)
 }
 
 /// The corpus goes into tables too, where SQL users (and end-to-end linking) find it.
@@ -196,11 +183,7 @@ fn store_corpus(client: &mut Client, corpus: &str, documents: &[Document]) -> Re
              FOREIGN KEY (corpus, doc_id) REFERENCES belink_eval.documents ON DELETE CASCADE);",
     )
     .map_err(|e| format!("creating the evaluation tables: {e}"))?;
-    tx.execute(
-        "DELETE FROM belink_eval.documents WHERE corpus = $1",
-        &[&corpus],
-    )
-    .map_err(|e| e.to_string())?;
+    tx.execute("DELETE FROM belink_eval.documents WHERE corpus = $1", &[&corpus]).map_err(|e| e.to_string())?;
     let insert_document = tx
         .prepare("INSERT INTO belink_eval.documents VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .map_err(|e| e.to_string())?;
@@ -209,9 +192,8 @@ fn store_corpus(client: &mut Client, corpus: &str, documents: &[Document]) -> Re
         .map_err(|e| e.to_string())?;
     for document in documents {
         // NCBI-disease holds one abstract twice (PMID 8528200); the first copy is kept.
-        let inserted = tx
-            .execute(&insert_document, &[&corpus, &document.id, &document.text])
-            .map_err(|e| e.to_string())?;
+        let inserted =
+            tx.execute(&insert_document, &[&corpus, &document.id, &document.text]).map_err(|e| e.to_string())?;
         if inserted == 0 {
             continue;
         }
@@ -219,15 +201,7 @@ fn store_corpus(client: &mut Client, corpus: &str, documents: &[Document]) -> Re
             let (start, end) = (m.start as i32, m.end as i32);
             tx.execute(
                 &insert_mention,
-                &[
-                    &corpus,
-                    &document.id,
-                    &start,
-                    &end,
-                    &m.text,
-                    &m.entity_type,
-                    &m.concept_field,
-                ],
+                &[&corpus, &document.id, &start, &end, &m.text, &m.entity_type, &m.concept_field],
             )
             .map_err(|e| e.to_string())?;
         }
@@ -237,15 +211,11 @@ fn store_corpus(client: &mut Client, corpus: &str, documents: &[Document]) -> Re
 
 fn concept_names(client: &mut Client, ontology: &str) -> Result<HashMap<String, String>, String> {
     let rows = client
-        .query(
-            "SELECT concept_id, name, alt_ids FROM belink.concepts WHERE ontology = $1",
-            &[&ontology],
-        )
+        .query("SELECT concept_id, name, alt_ids FROM belink.concepts WHERE ontology = $1", &[&ontology])
         .map_err(|e| e.to_string())?;
     let mut names = HashMap::new();
     for row in rows {
-        let (id, name, alt_ids): (String, String, Vec<String>) =
-            (row.get(0), row.get(1), row.get(2));
+        let (id, name, alt_ids): (String, String, Vec<String>) = (row.get(0), row.get(1), row.get(2));
         for alt in alt_ids {
             names.entry(canonical(&alt)).or_insert_with(|| name.clone());
         }
@@ -263,9 +233,7 @@ fn run_configs(
 ) -> Result<(), String> {
     for config in CONFIGS {
         for setting in config.settings {
-            client
-                .batch_execute(setting)
-                .map_err(|e| format!("{setting}: {e}"))?;
+            client.batch_execute(setting).map_err(|e| format!("{setting}: {e}"))?;
         }
         let mut cache: HashMap<String, (Vec<Candidate>, f64)> = HashMap::new();
         for protocol in Protocol::ALL {
@@ -300,9 +268,7 @@ fn run_configs(
 
 fn score(run: &mut NormalizationRun, document: &str, query: Query, candidates: &[Candidate]) {
     run.queries += 1;
-    let rank = candidates
-        .iter()
-        .position(|c| is_correct(&query, run.protocol, &c.ids));
+    let rank = candidates.iter().position(|c| is_correct(&query, run.protocol, &c.ids));
     if let Some(rank) = rank {
         for hits in &mut run.hits_at[rank..] {
             *hits += 1;
@@ -321,18 +287,12 @@ fn score(run: &mut NormalizationRun, document: &str, query: Query, candidates: &
         query,
         cause,
         gold_rank: rank.map(|r| r + 1),
-        predicted: candidates
-            .first()
-            .map(|c| (c.concept_id.clone(), c.name.clone())),
+        predicted: candidates.first().map(|c| (c.concept_id.clone(), c.name.clone())),
     });
 }
 
 /// BeLink's answer for one mention, and its wall time in milliseconds.
-fn candidates(
-    client: &mut Client,
-    text: &str,
-    ontology: &str,
-) -> Result<(Vec<Candidate>, f64), String> {
+fn candidates(client: &mut Client, text: &str, ontology: &str) -> Result<(Vec<Candidate>, f64), String> {
     let started = Instant::now();
     let rows = client
         .query(
@@ -361,24 +321,15 @@ fn candidates(
 
 /// Adds the training corpus' mentions as names of their gold concept (BioSyn's dictionary
 /// setting). Mentions with several gold ids or ids unknown to the ontology are skipped.
-fn add_training_names(
-    client: &mut Client,
-    ontology: &str,
-    training: &[Document],
-) -> Result<i64, String> {
+fn add_training_names(client: &mut Client, ontology: &str, training: &[Document]) -> Result<i64, String> {
     let rows = client
-        .query(
-            "SELECT concept_id, alt_ids FROM belink.concepts WHERE ontology = $1 AND NOT obsolete",
-            &[&ontology],
-        )
+        .query("SELECT concept_id, alt_ids FROM belink.concepts WHERE ontology = $1 AND NOT obsolete", &[&ontology])
         .map_err(|e| e.to_string())?;
     let mut concept_of: HashMap<String, String> = HashMap::new();
     for row in rows {
         let (id, alt_ids): (String, Vec<String>) = (row.get(0), row.get(1));
         for alt in alt_ids {
-            concept_of
-                .entry(canonical(&alt))
-                .or_insert_with(|| id.clone());
+            concept_of.entry(canonical(&alt)).or_insert_with(|| id.clone());
         }
         concept_of.insert(canonical(&id), id);
     }
@@ -386,20 +337,14 @@ fn add_training_names(
     for mention in training.iter().flat_map(|d| &d.mentions) {
         if let [only] = mention.concept_ids()[..] {
             if let Some(concept) = concept_of.get(&canonical(only)) {
-                names
-                    .entry(concept.clone())
-                    .or_default()
-                    .push(mention.text.clone());
+                names.entry(concept.clone()).or_default().push(mention.text.clone());
             }
         }
     }
     let mut added = 0i64;
     for (concept, texts) in names {
         let row = client
-            .query_one(
-                "SELECT belink_add_names($1, $2, $3)",
-                &[&ontology, &concept, &texts],
-            )
+            .query_one("SELECT belink_add_names($1, $2, $3)", &[&ontology, &concept, &texts])
             .map_err(|e| format!("belink_add_names({concept}): {e}"))?;
         added += row.get::<_, i64>(0);
     }
@@ -408,10 +353,7 @@ fn add_training_names(
 
 fn remove_user_names(client: &mut Client, ontology: &str) -> Result<(), String> {
     client
-        .execute(
-            "DELETE FROM belink.names WHERE ontology = $1 AND kind = 'user'",
-            &[&ontology],
-        )
+        .execute("DELETE FROM belink.names WHERE ontology = $1 AND kind = 'user'", &[&ontology])
         .map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -428,9 +370,7 @@ pub fn percentiles(values: &[f64]) -> (f64, f64) {
 }
 
 pub fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -443,9 +383,7 @@ mod tests {
         assert_eq!(spec.ontology, "medic");
         assert_eq!(spec.format, "dictionary");
         assert_eq!(spec.train, Some(PathBuf::from("/d/train.txt")));
-        assert!(DatasetSpec::parse("name=x,corpus=/c")
-            .unwrap_err()
-            .contains("no ontology="));
+        assert!(DatasetSpec::parse("name=x,corpus=/c").unwrap_err().contains("no ontology="));
     }
 
     #[test]
@@ -466,28 +404,10 @@ mod tests {
             latencies_ms: vec![],
             errors: vec![],
         };
-        let query = |gold: &str| Query {
-            text: "x".into(),
-            gold: vec![gold.into()],
-            from_composite: false,
-        };
-        let candidate = |id: &str| Candidate {
-            concept_id: id.into(),
-            name: id.into(),
-            ids: vec![id.into()],
-        };
-        score(
-            &mut run,
-            "doc",
-            query("A"),
-            &[candidate("A"), candidate("B")],
-        );
-        score(
-            &mut run,
-            "doc",
-            query("B"),
-            &[candidate("A"), candidate("B")],
-        );
+        let query = |gold: &str| Query { text: "x".into(), gold: vec![gold.into()], from_composite: false };
+        let candidate = |id: &str| Candidate { concept_id: id.into(), name: id.into(), ids: vec![id.into()] };
+        score(&mut run, "doc", query("A"), &[candidate("A"), candidate("B")]);
+        score(&mut run, "doc", query("B"), &[candidate("A"), candidate("B")]);
         score(&mut run, "doc", query("C"), &[candidate("A")]);
         score(&mut run, "doc", query("C"), &[]);
         assert_eq!(run.queries, 4);
@@ -495,14 +415,7 @@ mod tests {
         assert_eq!(run.hits_at[1], 2);
         assert_eq!(run.accuracy_at(5), 0.5);
         let causes: Vec<ErrorCause> = run.errors.iter().map(|e| e.cause).collect();
-        assert_eq!(
-            causes,
-            [
-                ErrorCause::RankedBelow,
-                ErrorCause::NotRetrieved,
-                ErrorCause::NoCandidate
-            ]
-        );
+        assert_eq!(causes, [ErrorCause::RankedBelow, ErrorCause::NotRetrieved, ErrorCause::NoCandidate]);
         assert_eq!(run.errors[0].gold_rank, Some(2));
     }
 }

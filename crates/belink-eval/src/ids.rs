@@ -5,11 +5,7 @@ const EQUIVALENT_PREFIXES: [&str; 2] = ["MESH:", "OMIM:"];
 
 pub fn canonical(id: &str) -> String {
     let id = id.trim();
-    EQUIVALENT_PREFIXES
-        .iter()
-        .find_map(|prefix| id.strip_prefix(prefix))
-        .unwrap_or(id)
-        .to_string()
+    EQUIVALENT_PREFIXES.iter().find_map(|prefix| id.strip_prefix(prefix)).unwrap_or(id).to_string()
 }
 
 #[cfg(test)]

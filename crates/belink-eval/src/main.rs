@@ -33,10 +33,7 @@ fn main() -> ExitCode {
         Some("load") => load(&args),
         Some("retrieval") => retrieval(&args),
         Some("evaluate") => evaluate(&args),
-        _ => Err(format!(
-            "usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})",
-            file!()
-        )),
+        _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,9 +54,7 @@ fn load(args: &Args) -> Result<(), String> {
     println!("| ontology | file | format | version | concepts | names | obsolete | seconds |");
     println!("|---|---|---|---|---:|---:|---:|---:|");
     for spec in &args.positional {
-        let (name, rest) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("expected NAME=PATH[:FORMAT], got {spec}"))?;
+        let (name, rest) = spec.split_once('=').ok_or_else(|| format!("expected NAME=PATH[:FORMAT], got {spec}"))?;
         let (path, format) = rest.rsplit_once(':').unwrap_or((rest, "auto"));
         let started = Instant::now();
         let row = client
@@ -69,10 +64,7 @@ fn load(args: &Args) -> Result<(), String> {
             )
             .map_err(|e| format!("loading {path}: {e}"))?;
         let seconds = started.elapsed().as_secs_f64();
-        let file = Path::new(path)
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file = Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         println!(
             "| {name} | {file} | {} | {} | {} | {} | {} | {seconds:.2} |",
             row.get::<_, String>(0),
@@ -82,6 +74,8 @@ fn load(args: &Args) -> Result<(), String> {
             row.get::<_, i64>(4),
         );
     }
+    // Fresh planner statistics, as a DBA would take after a bulk load.
+    client.batch_execute("ANALYZE belink.concepts, belink.names").map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -90,8 +84,7 @@ fn retrieval(args: &Args) -> Result<(), String> {
     let ontology = args.required("ontology")?;
     let ks = args.list_of_numbers("k", &[1, 5, 10])?;
     let max_k = *ks.iter().max().expect("at least one k");
-    let documents =
-        load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
     let mut client = connect(args)?;
     let statement = client
         .prepare(
@@ -111,20 +104,14 @@ fn retrieval(args: &Args) -> Result<(), String> {
                 continue;
             }
             mentions += 1;
-            let gold: Vec<String> = mention
-                .concept_ids()
-                .iter()
-                .map(|id| ids::canonical(id))
-                .collect();
+            let gold: Vec<String> = mention.concept_ids().iter().map(|id| ids::canonical(id)).collect();
             let rows = client
                 .query(&statement, &[&mention.text, &ontology, &(max_k as i32)])
                 .map_err(|e| format!("belink_candidates({:?}): {e}", mention.text))?;
             let first_hit = rows.iter().position(|row| {
                 let id: String = row.get(0);
                 let alt_ids: Vec<String> = row.get(1);
-                std::iter::once(id)
-                    .chain(alt_ids)
-                    .any(|candidate| gold.contains(&ids::canonical(&candidate)))
+                std::iter::once(id).chain(alt_ids).any(|candidate| gold.contains(&ids::canonical(&candidate)))
             });
             if let Some(rank) = first_hit {
                 for (hit, k) in hits.iter_mut().zip(&ks) {
@@ -136,35 +123,18 @@ fn retrieval(args: &Args) -> Result<(), String> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let corpus = Path::new(corpus_path)
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let corpus = Path::new(corpus_path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let header: Vec<String> = ks.iter().map(|k| format!("recall@{k}")).collect();
-    println!(
-        "| corpus | ontology | mentions | {} | mentions/s |",
-        header.join(" | ")
-    );
+    println!("| corpus | ontology | mentions | {} | mentions/s |", header.join(" | "));
     println!("|---|---|---:|{}---:|", "---:|".repeat(ks.len()));
-    let recalls: Vec<String> = hits
-        .iter()
-        .map(|h| format!("{:.3}", *h as f64 / mentions.max(1) as f64))
-        .collect();
-    println!(
-        "| {corpus} | {ontology} | {mentions} | {} | {:.0} |",
-        recalls.join(" | "),
-        mentions as f64 / seconds
-    );
+    let recalls: Vec<String> = hits.iter().map(|h| format!("{:.3}", *h as f64 / mentions.max(1) as f64)).collect();
+    println!("| {corpus} | {ontology} | {mentions} | {} | {:.0} |", recalls.join(" | "), mentions as f64 / seconds);
     Ok(())
 }
 
 fn evaluate(args: &Args) -> Result<(), String> {
     let out = Path::new(args.required("out")?);
-    let specs = args
-        .all("dataset")
-        .iter()
-        .map(|s| evaluate::DatasetSpec::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let specs = args.all("dataset").iter().map(|s| evaluate::DatasetSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
     if specs.is_empty() {
         return Err("no --dataset given".into());
     }
@@ -173,19 +143,11 @@ fn evaluate(args: &Args) -> Result<(), String> {
     let mut client = connect(args)?;
     let mut results = Vec::new();
     for spec in &specs {
-        eprintln!(
-            "belink-eval: {} ({} with {})",
-            spec.name,
-            spec.corpus.display(),
-            spec.ontology
-        );
+        eprintln!("belink-eval: {} ({} with {})", spec.name, spec.corpus.display(), spec.ontology);
         results.push(evaluate::evaluate_dataset(&mut client, spec)?);
     }
     let info = report::RunInfo {
-        command: args
-            .get("command-line")
-            .unwrap_or("belink-eval evaluate")
-            .to_string(),
+        command: args.get("command-line").unwrap_or("belink-eval evaluate").to_string(),
         machine: args.get("machine").unwrap_or("(not given)").to_string(),
         server: client
             .query_one("SELECT version()", &[])
@@ -196,20 +158,12 @@ fn evaluate(args: &Args) -> Result<(), String> {
     };
     let runs: Vec<&evaluate::NormalizationRun> = results.iter().flat_map(|r| &r.runs).collect();
     plots::accuracy_at_k(&runs, &out.join("accuracy_at_k.png"))?;
-    let classic: Vec<&evaluate::NormalizationRun> = runs
-        .iter()
-        .copied()
-        .filter(|r| r.protocol == protocol::Protocol::Classic)
-        .collect();
+    let classic: Vec<&evaluate::NormalizationRun> =
+        runs.iter().copied().filter(|r| r.protocol == protocol::Protocol::Classic).collect();
     plots::latency(&classic, &out.join("latency.png"))?;
-    let write = |name: &str, text: String| {
-        std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"))
-    };
+    let write = |name: &str, text: String| std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"));
     write("REPORT.md", report::report(&info, &results))?;
     write("errors.md", report::error_analysis(&results))?;
-    eprintln!(
-        "belink-eval: report written to {}",
-        out.join("REPORT.md").display()
-    );
+    eprintln!("belink-eval: report written to {}", out.join("REPORT.md").display());
     Ok(())
 }

@@ -8,29 +8,17 @@ use plotters::style::{register_font, FontStyle};
 use crate::evaluate::{NormalizationRun, MAX_K};
 
 /// Fonts a fresh Debian machine has after `apt-get install fonts-dejavu-core`.
-const FONT_FILES: [&str; 2] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-];
+const FONT_FILES: [&str; 2] =
+    ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"];
 
 /// Registers a font for the plots' text (plotters draws text itself, from a TTF file).
 pub fn register_fonts() -> Result<(), String> {
-    let path = FONT_FILES
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or_else(|| {
-            format!(
-                "no font for the plots: install fonts-dejavu-core (looked for {})",
-                FONT_FILES.join(", ")
-            )
-        })?;
+    let path = FONT_FILES.iter().find(|p| Path::new(p).exists()).ok_or_else(|| {
+        format!("no font for the plots: install fonts-dejavu-core (looked for {})", FONT_FILES.join(", "))
+    })?;
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(bytes.into_boxed_slice()),
-    )
-    .map_err(|_| format!("{path} is not a usable font"))
+    register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+        .map_err(|_| format!("{path} is not a usable font"))
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -43,18 +31,8 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 fn series_label(run: &NormalizationRun) -> String {
-    let dictionary = if run.dictionary == "ontology" {
-        ""
-    } else {
-        " +train"
-    };
-    format!(
-        "{} {}{} ({})",
-        run.dataset,
-        run.config,
-        dictionary,
-        run.protocol.name()
-    )
+    let dictionary = if run.dictionary == "ontology" { "" } else { " +train" };
+    format!("{} {}{} ({})", run.dataset, run.config, dictionary, run.protocol.name())
 }
 
 /// Accuracy@k for k = 1..MAX_K, one line per run.
@@ -64,10 +42,7 @@ pub fn accuracy_at_k(runs: &[&NormalizationRun], path: &Path) -> Result<(), Stri
     let low = runs.iter().map(|r| r.accuracy_at(1)).fold(1.0f64, f64::min);
     let y_min = ((low * 10.0).floor() / 10.0 - 0.05).max(0.0);
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Normalization accuracy@k (development sets)",
-            ("sans-serif", 24),
-        )
+        .caption("Normalization accuracy@k (development sets)", ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -85,19 +60,13 @@ pub fn accuracy_at_k(runs: &[&NormalizationRun], path: &Path) -> Result<(), Stri
         .map_err(|e| e.to_string())?;
     for (i, run) in runs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = (1..=MAX_K)
-            .map(|k| (k as f64, run.accuracy_at(k)))
-            .collect();
+        let points: Vec<(f64, f64)> = (1..=MAX_K).map(|k| (k as f64, run.accuracy_at(k))).collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
             .label(series_label(run))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| e.to_string())?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
     }
     chart
         .configure_series_labels()
@@ -115,18 +84,11 @@ pub fn accuracy_at_k(runs: &[&NormalizationRun], path: &Path) -> Result<(), Stri
 pub fn latency(runs: &[&NormalizationRun], path: &Path) -> Result<(), String> {
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let all: Vec<f64> = runs
-        .iter()
-        .flat_map(|r| r.latencies_ms.iter().copied())
-        .collect();
+    let all: Vec<f64> = runs.iter().flat_map(|r| r.latencies_ms.iter().copied()).collect();
     let mut sorted = all.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     // Clip the long tail at the 99th percentile so the bulk stays readable.
-    let max = sorted
-        .get(((sorted.len().max(1) - 1) as f64 * 0.99) as usize)
-        .copied()
-        .unwrap_or(1.0)
-        .max(1.0);
+    let max = sorted.get(((sorted.len().max(1) - 1) as f64 * 0.99) as usize).copied().unwrap_or(1.0).max(1.0);
     const BINS: usize = 40;
     let width = max / BINS as f64;
     let counts: Vec<Vec<usize>> = runs
@@ -141,10 +103,7 @@ pub fn latency(runs: &[&NormalizationRun], path: &Path) -> Result<(), String> {
         .collect();
     let top = counts.iter().flatten().copied().max().unwrap_or(1) as f64 * 1.1;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Latency per mention (one client, wall time through SQL)",
-            ("sans-serif", 24),
-        )
+        .caption("Latency per mention (one client, wall time through SQL)", ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -163,20 +122,13 @@ pub fn latency(runs: &[&NormalizationRun], path: &Path) -> Result<(), String> {
         let steps: Vec<(f64, f64)> = bins
             .iter()
             .enumerate()
-            .flat_map(|(b, &n)| {
-                [
-                    (b as f64 * width, n as f64),
-                    ((b + 1) as f64 * width, n as f64),
-                ]
-            })
+            .flat_map(|(b, &n)| [(b as f64 * width, n as f64), ((b + 1) as f64 * width, n as f64)])
             .collect();
         chart
             .draw_series(LineSeries::new(steps, color.stroke_width(2)))
             .map_err(|e| e.to_string())?
             .label(series_label(run))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     chart
         .configure_series_labels()

@@ -42,39 +42,20 @@ pub struct Query {
 
 /// The queries a gold mention yields under `protocol`. NIL mentions yield none.
 pub fn queries(mention: &GoldMention, protocol: Protocol) -> Vec<Query> {
-    let gold: Vec<String> = mention
-        .concept_ids()
-        .iter()
-        .map(|id| canonical(id))
-        .collect();
+    let gold: Vec<String> = mention.concept_ids().iter().map(|id| canonical(id)).collect();
     if gold.is_empty() {
         return Vec::new();
     }
-    let whole = Query {
-        text: mention.text.clone(),
-        gold: gold.clone(),
-        from_composite: false,
-    };
+    let whole = Query { text: mention.text.clone(), gold: gold.clone(), from_composite: false };
     if protocol == Protocol::Strict {
         return vec![whole];
     }
-    let composite_ids = mention
-        .concept_field
-        .split('|')
-        .filter(|s| !s.trim().is_empty())
-        .count();
+    let composite_ids = mention.concept_field.split('|').filter(|s| !s.trim().is_empty()).count();
     if composite_ids < 2 {
         return vec![whole];
     }
     match split_composite(&mention.text, composite_ids) {
-        Some(parts) => parts
-            .into_iter()
-            .map(|text| Query {
-                text,
-                gold: gold.clone(),
-                from_composite: true,
-            })
-            .collect(),
+        Some(parts) => parts.into_iter().map(|text| Query { text, gold: gold.clone(), from_composite: true }).collect(),
         None => vec![whole],
     }
 }
@@ -97,15 +78,10 @@ pub fn split_composite(text: &str, expected: usize) -> Option<Vec<String>> {
     if parts.len() != expected || parts.iter().any(|p| p.is_empty()) {
         return None;
     }
-    let words: Vec<Vec<&str>> = parts
-        .iter()
-        .map(|p| p.split_whitespace().collect())
-        .collect();
+    let words: Vec<Vec<&str>> = parts.iter().map(|p| p.split_whitespace().collect()).collect();
     let last = words.last()?;
     let first = &words[0];
-    let shorter_before_last = words[..words.len() - 1]
-        .iter()
-        .all(|w| w.len() < last.len());
+    let shorter_before_last = words[..words.len() - 1].iter().all(|w| w.len() < last.len());
     let shorter_after_first = words[1..].iter().all(|w| w.len() < first.len());
     let joined = |w: &[&str]| w.join(" ");
     let split = if shorter_before_last && last.len() >= 2 {
@@ -120,11 +96,7 @@ pub fn split_composite(text: &str, expected: usize) -> Option<Vec<String>> {
         // Shared modifier at the start: the first part's words before its last one.
         let modifier = &first[..first.len() - 1];
         std::iter::once(joined(first))
-            .chain(
-                words[1..]
-                    .iter()
-                    .map(|w| format!("{} {}", joined(modifier), joined(w))),
-            )
+            .chain(words[1..].iter().map(|w| format!("{} {}", joined(modifier), joined(w))))
             .collect()
     } else {
         parts.iter().map(|p| p.to_string()).collect()
@@ -161,31 +133,17 @@ mod tests {
 
     #[test]
     fn shared_head_and_shared_modifier() {
-        assert_eq!(
-            split_composite("breast and ovarian cancer", 2).unwrap(),
-            ["breast cancer", "ovarian cancer"]
-        );
+        assert_eq!(split_composite("breast and ovarian cancer", 2).unwrap(), ["breast cancer", "ovarian cancer"]);
         assert_eq!(
             split_composite("colorectal, endometrial, and ovarian cancers", 3).unwrap(),
-            [
-                "colorectal cancers",
-                "endometrial cancers",
-                "ovarian cancers"
-            ]
+            ["colorectal cancers", "endometrial cancers", "ovarian cancers"]
         );
         assert_eq!(
             split_composite("deficiency of factor VII and X", 2).unwrap(),
             ["deficiency of factor VII", "deficiency of factor X"]
         );
-        assert_eq!(
-            split_composite("ataxia and deafness", 2).unwrap(),
-            ["ataxia", "deafness"]
-        );
-        assert_eq!(
-            split_composite("breast and ovarian cancer", 3),
-            None,
-            "part count must match the ids"
-        );
+        assert_eq!(split_composite("ataxia and deafness", 2).unwrap(), ["ataxia", "deafness"]);
+        assert_eq!(split_composite("breast and ovarian cancer", 3), None, "part count must match the ids");
     }
 
     #[test]
@@ -193,50 +151,26 @@ mod tests {
         let composite = mention("breast and ovarian cancer", "D001943|D010051");
         let classic = queries(&composite, Protocol::Classic);
         assert_eq!(classic.len(), 2);
-        assert!(classic
-            .iter()
-            .all(|q| q.from_composite && q.gold == ["D001943", "D010051"]));
+        assert!(classic.iter().all(|q| q.from_composite && q.gold == ["D001943", "D010051"]));
         let strict = queries(&composite, Protocol::Strict);
         assert_eq!(strict.len(), 1);
         assert_eq!(strict[0].text, "breast and ovarian cancer");
         // A strict query with two gold concepts cannot be right for a one-concept prediction.
-        assert!(!is_correct(
-            &strict[0],
-            Protocol::Strict,
-            &["D001943".into()]
-        ));
-        assert!(is_correct(
-            &classic[0],
-            Protocol::Classic,
-            &["D001943".into()]
-        ));
+        assert!(!is_correct(&strict[0], Protocol::Strict, &["D001943".into()]));
+        assert!(is_correct(&classic[0], Protocol::Classic, &["D001943".into()]));
     }
 
     #[test]
     fn combined_concepts_are_not_split() {
-        let combined = mention(
-            "hereditary nonpolyposis colorectal cancer type 2",
-            "D003123+D012345",
-        );
+        let combined = mention("hereditary nonpolyposis colorectal cancer type 2", "D003123+D012345");
         assert_eq!(queries(&combined, Protocol::Classic).len(), 1);
     }
 
     #[test]
     fn alternative_ids_and_prefixes_count_as_the_concept() {
-        let query = &queries(
-            &mention("familial adenomatous polyposis", "OMIM:175100"),
-            Protocol::Strict,
-        )[0];
-        assert!(is_correct(
-            query,
-            Protocol::Strict,
-            &["D011125".into(), "175100".into()]
-        ));
-        assert!(is_correct(
-            query,
-            Protocol::Classic,
-            &["MESH:D011125".into(), "OMIM:175100".into()]
-        ));
+        let query = &queries(&mention("familial adenomatous polyposis", "OMIM:175100"), Protocol::Strict)[0];
+        assert!(is_correct(query, Protocol::Strict, &["D011125".into(), "175100".into()]));
+        assert!(is_correct(query, Protocol::Classic, &["MESH:D011125".into(), "OMIM:175100".into()]));
         assert!(!is_correct(query, Protocol::Strict, &["D011125".into()]));
     }
 

@@ -31,23 +31,15 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "# BeLink evaluation report\n");
-    let _ = writeln!(
-        w,
-        "Written by `belink-eval evaluate` (run it with `make eval`). Do not edit by hand.\n"
-    );
-    let _ = writeln!(
-        w,
-        "- date: {}\n- commit: {}\n- command: `{}`",
-        info.date, info.commit, info.command
-    );
-    let _ = writeln!(
-        w,
-        "- machine: {}\n- server: {}\n",
-        info.machine, info.server
-    );
+    let _ = writeln!(w, "Written by `belink-eval evaluate` (run it with `make eval`). Do not edit by hand.\n");
+    let _ = writeln!(w, "- date: {}\n- commit: {}\n- command: `{}`", info.date, info.commit, info.command);
+    let _ = writeln!(w, "- machine: {}\n- server: {}\n", info.machine, info.server);
 
     let _ = writeln!(w, "## Datasets\n");
-    let _ = writeln!(w, "| dataset | corpus file | documents | gold mentions | ontology | ontology load (s) | training names added |");
+    let _ = writeln!(
+        w,
+        "| dataset | corpus file | documents | gold mentions | ontology | ontology load (s) | training names added |"
+    );
     let _ = writeln!(w, "|---|---|---:|---:|---|---:|---:|");
     for r in results {
         let _ = writeln!(
@@ -58,12 +50,8 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
             r.documents,
             r.mentions,
             r.spec.ontology,
-            r.load_seconds
-                .map(|s| format!("{s:.2}"))
-                .unwrap_or_else(|| "(preloaded)".into()),
-            r.training_names_added
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into()),
+            r.load_seconds.map(|s| format!("{s:.2}")).unwrap_or_else(|| "(preloaded)".into()),
+            r.training_names_added.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         );
     }
 
@@ -96,10 +84,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
             run.queries as f64 / total.max(1e-9),
         );
     }
-    let _ = writeln!(
-        w,
-        "\n![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n"
-    );
+    let _ = writeln!(w, "\n![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n");
 
     let _ = writeln!(w, "## Published results (test sets)\n");
     let _ = writeln!(
@@ -134,26 +119,12 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     );
 
     let _ = writeln!(w, "## Errors by cause (classic protocol, top-1 wrong)\n");
-    let _ = writeln!(
-        w,
-        "The mentions themselves are listed in [errors.md](errors.md).\n"
-    );
-    let _ = writeln!(
-        w,
-        "| dataset | dictionary | configuration | errors | {} |",
-        cause_labels().join(" | ")
-    );
-    let _ = writeln!(
-        w,
-        "|---|---|---|---:|{}",
-        "---:|".repeat(cause_labels().len())
-    );
+    let _ = writeln!(w, "The mentions themselves are listed in [errors.md](errors.md).\n");
+    let _ = writeln!(w, "| dataset | dictionary | configuration | errors | {} |", cause_labels().join(" | "));
+    let _ = writeln!(w, "|---|---|---|---:|{}", "---:|".repeat(cause_labels().len()));
     for run in classic_runs(results) {
         let counts = cause_counts(run);
-        let cells: Vec<String> = ALL_CAUSES
-            .iter()
-            .map(|c| counts.get(c).copied().unwrap_or(0).to_string())
-            .collect();
+        let cells: Vec<String> = ALL_CAUSES.iter().map(|c| counts.get(c).copied().unwrap_or(0).to_string()).collect();
         let _ = writeln!(
             w,
             "| {} | {} | {} | {} | {} |",
@@ -167,11 +138,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     out
 }
 
-const ALL_CAUSES: [ErrorCause; 3] = [
-    ErrorCause::NotRetrieved,
-    ErrorCause::RankedBelow,
-    ErrorCause::NoCandidate,
-];
+const ALL_CAUSES: [ErrorCause; 3] = [ErrorCause::NotRetrieved, ErrorCause::RankedBelow, ErrorCause::NoCandidate];
 
 fn cause_labels() -> Vec<&'static str> {
     ALL_CAUSES.iter().map(|c| c.label()).collect()
@@ -186,38 +153,22 @@ fn cause_counts(run: &NormalizationRun) -> BTreeMap<ErrorCause, usize> {
 }
 
 fn classic_runs(results: &[DatasetResult]) -> impl Iterator<Item = &NormalizationRun> {
-    results
-        .iter()
-        .flat_map(|r| &r.runs)
-        .filter(|r| r.protocol == Protocol::Classic)
+    results.iter().flat_map(|r| &r.runs).filter(|r| r.protocol == Protocol::Classic)
 }
 
 /// Every wrong classic-protocol answer, grouped by run and cause.
 pub fn error_analysis(results: &[DatasetResult]) -> String {
-    let mut out = String::from(
-        "# Normalization errors (classic protocol)\n\nWritten by `belink-eval evaluate`.\n",
-    );
+    let mut out = String::from("# Normalization errors (classic protocol)\n\nWritten by `belink-eval evaluate`.\n");
     for result in results {
-        for run in result
-            .runs
-            .iter()
-            .filter(|r| r.protocol == Protocol::Classic)
-        {
-            let _ = writeln!(
-                out,
-                "\n## {} · {} · {}\n",
-                run.dataset, run.dictionary, run.config
-            );
+        for run in result.runs.iter().filter(|r| r.protocol == Protocol::Classic) {
+            let _ = writeln!(out, "\n## {} · {} · {}\n", run.dataset, run.dictionary, run.config);
             for cause in ALL_CAUSES {
                 let errors: Vec<_> = run.errors.iter().filter(|e| e.cause == cause).collect();
                 if errors.is_empty() {
                     continue;
                 }
                 let _ = writeln!(out, "### {} ({})\n", cause.label(), errors.len());
-                let _ = writeln!(
-                    out,
-                    "| document | mention | gold | BeLink's answer | gold rank |"
-                );
+                let _ = writeln!(out, "| document | mention | gold | BeLink's answer | gold rank |");
                 let _ = writeln!(out, "|---|---|---|---|---:|");
                 for e in errors {
                     let gold: Vec<String> = e
@@ -229,20 +180,10 @@ pub fn error_analysis(results: &[DatasetResult]) -> String {
                             None => format!("{id} (not in the ontology)"),
                         })
                         .collect();
-                    let answer = e
-                        .predicted
-                        .as_ref()
-                        .map(|(id, name)| format!("{id} {name}"))
-                        .unwrap_or_else(|| "-".into());
-                    let rank = e
-                        .gold_rank
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|| "-".into());
-                    let split = if e.query.from_composite {
-                        " (part of a composite)"
-                    } else {
-                        ""
-                    };
+                    let answer =
+                        e.predicted.as_ref().map(|(id, name)| format!("{id} {name}")).unwrap_or_else(|| "-".into());
+                    let rank = e.gold_rank.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+                    let split = if e.query.from_composite { " (part of a composite)" } else { "" };
                     let _ = writeln!(
                         out,
                         "| {} | {}{split} | {} | {} | {rank} |",

@@ -27,9 +27,7 @@ impl Pooling {
             "" | "auto" => Ok(None),
             "mean" => Ok(Some(Pooling::Mean)),
             "cls" => Ok(Some(Pooling::Cls)),
-            other => Err(ModelError::Config(format!(
-                "unknown pooling '{other}': use auto, mean or cls"
-            ))),
+            other => Err(ModelError::Config(format!("unknown pooling '{other}': use auto, mean or cls"))),
         }
     }
 
@@ -69,24 +67,13 @@ pub struct SentenceEncoder {
 impl SentenceEncoder {
     /// Loads the model in `dir`. `pooling` None reads it from the sentence-transformers
     /// configuration (mean when there is none).
-    pub fn load(
-        dir: &Path,
-        device: &Device,
-        pooling: Option<Pooling>,
-    ) -> Result<SentenceEncoder, ModelError> {
+    pub fn load(dir: &Path, device: &Device, pooling: Option<Pooling>) -> Result<SentenceEncoder, ModelError> {
         if !dir.is_dir() {
-            return Err(ModelError::Missing(format!(
-                "encoder model directory {} does not exist",
-                dir.display()
-            )));
+            return Err(ModelError::Missing(format!("encoder model directory {} does not exist", dir.display())));
         }
         let config_path = dir.join("config.json");
-        let config: Config = serde_json::from_str(&read(&config_path)?).map_err(|e| {
-            ModelError::Config(format!(
-                "{}: not a BERT configuration: {e}",
-                config_path.display()
-            ))
-        })?;
+        let config: Config = serde_json::from_str(&read(&config_path)?)
+            .map_err(|e| ModelError::Config(format!("{}: not a BERT configuration: {e}", config_path.display())))?;
         let tokenizer_path = dir.join("tokenizer.json");
         require(&tokenizer_path)?;
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
@@ -105,10 +92,7 @@ impl SentenceEncoder {
         // The shipped tokenizer.json may pad every input to a fixed length; pad to the longest
         // input of the batch instead, and truncate at the model's limit.
         let pad_id = tokenizer.get_padding().map(|p| p.pad_id).unwrap_or(0);
-        let pad_token = tokenizer
-            .get_padding()
-            .map(|p| p.pad_token.clone())
-            .unwrap_or_else(|| "[PAD]".into());
+        let pad_token = tokenizer.get_padding().map(|p| p.pad_token.clone()).unwrap_or_else(|| "[PAD]".into());
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             pad_id,
@@ -116,10 +100,7 @@ impl SentenceEncoder {
             ..PaddingParams::default()
         }));
         tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_tokens,
-                ..TruncationParams::default()
-            }))
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..TruncationParams::default() }))
             .map_err(|e| ModelError::Config(format!("{}: {e}", tokenizer_path.display())))?;
 
         let weights = dir.join("model.safetensors");
@@ -127,12 +108,8 @@ impl SentenceEncoder {
         // Safety: the file is memory-mapped read-only; BeLink never writes model files.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .map_err(|e| ModelError::Weights(format!("{}: {e}", weights.display())))?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
-            ModelError::Weights(format!(
-                "{}: does not hold a BERT model: {e}",
-                weights.display()
-            ))
-        })?;
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| ModelError::Weights(format!("{}: does not hold a BERT model: {e}", weights.display())))?;
         Ok(SentenceEncoder {
             model,
             tokenizer,
@@ -172,10 +149,7 @@ impl SentenceEncoder {
         let rows = encodings.len();
         let width = encodings[0].get_ids().len();
         let column = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings
-                .iter()
-                .flat_map(|e| f(e).iter().copied())
-                .collect()
+            encodings.iter().flat_map(|e| f(e).iter().copied()).collect()
         };
         let tensor = |data: Vec<u32>| Tensor::from_vec(data, (rows, width), &self.device);
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
@@ -192,11 +166,7 @@ impl SentenceEncoder {
                     summed.broadcast_div(&counts)?
                 }
             };
-            let norms = pooled
-                .sqr()?
-                .sum_keepdim(1)?
-                .sqrt()?
-                .clamp(1e-12, f64::MAX)?;
+            let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
             pooled.broadcast_div(&norms)?.to_vec2::<f32>()
         };
         run().map_err(|e| ModelError::Inference(e.to_string()))
@@ -208,32 +178,23 @@ fn pooling_from_config(dir: &Path) -> Result<Pooling, ModelError> {
     if !path.exists() {
         return Ok(Pooling::Mean);
     }
-    let config: PoolingConfig = serde_json::from_str(&read(&path)?)
-        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
-    Ok(
-        match (
-            config.pooling_mode_cls_token,
-            config.pooling_mode_mean_tokens,
-        ) {
-            (true, false) => Pooling::Cls,
-            _ => Pooling::Mean,
-        },
-    )
+    let config: PoolingConfig =
+        serde_json::from_str(&read(&path)?).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+    Ok(match (config.pooling_mode_cls_token, config.pooling_mode_mean_tokens) {
+        (true, false) => Pooling::Cls,
+        _ => Pooling::Mean,
+    })
 }
 
 fn require(path: &Path) -> Result<(), ModelError> {
     if path.is_file() {
         Ok(())
     } else {
-        Err(ModelError::Missing(format!(
-            "{} does not exist",
-            path.display()
-        )))
+        Err(ModelError::Missing(format!("{} does not exist", path.display())))
     }
 }
 
 fn read(path: &Path) -> Result<String, ModelError> {
     require(path)?;
-    std::fs::read_to_string(path)
-        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
 }

@@ -25,16 +25,11 @@ pub fn select_device(name: &str) -> Result<Device, ModelError> {
         "cpu" => Ok(Device::Cpu),
         "auto" | "" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
         cuda if cuda.starts_with("cuda") => {
-            let ordinal = cuda
-                .strip_prefix("cuda")
-                .unwrap_or("")
-                .trim_start_matches(':');
+            let ordinal = cuda.strip_prefix("cuda").unwrap_or("").trim_start_matches(':');
             let ordinal = if ordinal.is_empty() {
                 0
             } else {
-                ordinal
-                    .parse()
-                    .map_err(|_| ModelError::Config(format!("bad device '{name}'")))?
+                ordinal.parse().map_err(|_| ModelError::Config(format!("bad device '{name}'")))?
             };
             Device::new_cuda(ordinal).map_err(|e| {
                 ModelError::Config(format!(
@@ -43,8 +38,6 @@ pub fn select_device(name: &str) -> Result<Device, ModelError> {
                 ))
             })
         }
-        other => Err(ModelError::Config(format!(
-            "unknown device '{other}': use auto, cpu or cuda[:N]"
-        ))),
+        other => Err(ModelError::Config(format!("unknown device '{other}': use auto, cpu or cuda[:N]"))),
     }
 }

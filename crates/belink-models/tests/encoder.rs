@@ -16,11 +16,7 @@ fn model_dir() -> PathBuf {
     let dir = std::env::var_os("BELINK_ENCODER_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(".cache/models/all-MiniLM-L6-v2"));
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "no encoder model in {}: run `make models`",
-        dir.display()
-    );
+    assert!(dir.join("model.safetensors").exists(), "no encoder model in {}: run `make models`", dir.display());
     dir
 }
 
@@ -36,31 +32,16 @@ fn matches_sentence_transformers_within_1e4_cosine() {
         &std::fs::read_to_string(workspace().join("tests/fixtures/minilm_reference.json")).unwrap(),
     )
     .unwrap();
-    let texts: Vec<&str> = reference["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = reference["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let expected: Vec<Vec<f32>> = reference["vectors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
+        .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
         .collect();
     let encoder = SentenceEncoder::load(&model_dir(), &Device::Cpu, None).unwrap();
     assert_eq!(encoder.dim(), 384);
-    assert_eq!(
-        encoder.pooling(),
-        Pooling::Mean,
-        "read from 1_Pooling/config.json"
-    );
+    assert_eq!(encoder.pooling(), Pooling::Mean, "read from 1_Pooling/config.json");
     let vectors = encoder.embed(&texts).unwrap();
     for ((text, got), want) in texts.iter().zip(&vectors).zip(&expected) {
         let similarity = cosine(got, want);
@@ -74,12 +55,7 @@ fn matches_sentence_transformers_within_1e4_cosine() {
 fn a_text_gets_the_same_vector_alone_or_in_a_padded_batch() {
     let encoder = SentenceEncoder::load(&model_dir(), &Device::Cpu, None).unwrap();
     let alone = encoder.embed(&["G6PD deficiency"]).unwrap();
-    let batch = encoder
-        .embed(&[
-            "a much longer text that forces padding of the short one",
-            "G6PD deficiency",
-        ])
-        .unwrap();
+    let batch = encoder.embed(&["a much longer text that forces padding of the short one", "G6PD deficiency"]).unwrap();
     assert!(cosine(&alone[0], &batch[1]) > 1.0 - 1e-5);
     assert!(encoder.embed(&[]).unwrap().is_empty());
 }
@@ -90,65 +66,34 @@ fn cls_pooling_can_be_chosen() {
     let cls = SentenceEncoder::load(&model_dir(), &Device::Cpu, Some(Pooling::Cls)).unwrap();
     let a = mean.embed(&["short stature"]).unwrap();
     let b = cls.embed(&["short stature"]).unwrap();
-    assert!(
-        cosine(&a[0], &b[0]) < 0.999,
-        "CLS pooling gives another vector"
-    );
+    assert!(cosine(&a[0], &b[0]) < 0.999, "CLS pooling gives another vector");
 }
 
 #[test]
 fn missing_or_wrong_files_are_clear_errors() {
-    let nowhere = SentenceEncoder::load(Path::new("/nonexistent/model"), &Device::Cpu, None)
-        .err()
-        .unwrap();
-    assert!(
-        matches!(nowhere, ModelError::Missing(ref m) if m.contains("/nonexistent/model")),
-        "{nowhere}"
-    );
+    let nowhere = SentenceEncoder::load(Path::new("/nonexistent/model"), &Device::Cpu, None).err().unwrap();
+    assert!(matches!(nowhere, ModelError::Missing(ref m) if m.contains("/nonexistent/model")), "{nowhere}");
 
     let dir = std::env::temp_dir().join(format!("belink-encoder-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for file in ["config.json", "tokenizer.json"] {
         std::fs::copy(model_dir().join(file), dir.join(file)).unwrap();
     }
-    let no_weights = SentenceEncoder::load(&dir, &Device::Cpu, None)
-        .err()
-        .unwrap();
-    assert!(
-        no_weights
-            .to_string()
-            .contains("model.safetensors does not exist"),
-        "{no_weights}"
-    );
+    let no_weights = SentenceEncoder::load(&dir, &Device::Cpu, None).err().unwrap();
+    assert!(no_weights.to_string().contains("model.safetensors does not exist"), "{no_weights}");
 
-    std::fs::write(
-        dir.join("model.safetensors"),
-        b"this is not a safetensors file",
-    )
-    .unwrap();
-    let junk = SentenceEncoder::load(&dir, &Device::Cpu, None)
-        .err()
-        .unwrap();
-    assert!(
-        matches!(junk, ModelError::Weights(ref m) if m.contains("model.safetensors")),
-        "{junk}"
-    );
+    std::fs::write(dir.join("model.safetensors"), b"this is not a safetensors file").unwrap();
+    let junk = SentenceEncoder::load(&dir, &Device::Cpu, None).err().unwrap();
+    assert!(matches!(junk, ModelError::Weights(ref m) if m.contains("model.safetensors")), "{junk}");
 
     let full = std::fs::read(model_dir().join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &full[..full.len() / 3]).unwrap();
-    let truncated = SentenceEncoder::load(&dir, &Device::Cpu, None)
-        .err()
-        .unwrap();
+    let truncated = SentenceEncoder::load(&dir, &Device::Cpu, None).err().unwrap();
     assert!(matches!(truncated, ModelError::Weights(_)), "{truncated}");
 
     std::fs::write(dir.join("config.json"), b"{\"not\": \"bert\"}").unwrap();
-    let config = SentenceEncoder::load(&dir, &Device::Cpu, None)
-        .err()
-        .unwrap();
-    assert!(
-        config.to_string().contains("not a BERT configuration"),
-        "{config}"
-    );
+    let config = SentenceEncoder::load(&dir, &Device::Cpu, None).err().unwrap();
+    assert!(config.to_string().contains("not a BERT configuration"), "{config}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -63,11 +63,7 @@ impl Queue {
             if queued >= max_texts || now >= deadline {
                 break;
             }
-            jobs = self
-                .ready
-                .wait_timeout(jobs, deadline - now)
-                .expect("queue lock")
-                .0;
+            jobs = self.ready.wait_timeout(jobs, deadline - now).expect("queue lock").0;
         }
         let mut batch = Vec::new();
         let mut texts = 0;
@@ -88,9 +84,7 @@ pub fn run(settings: Settings, queue: Arc<Queue>, stats: Arc<Stats>) {
     let encoder = load(&settings, &stats);
     loop {
         let batch = queue.next_batch(settings.max_batch, settings.batch_wait, &stats);
-        let (live, dead): (Vec<Job>, Vec<Job>) = batch
-            .into_iter()
-            .partition(|j| j.alive.load(Ordering::Acquire));
+        let (live, dead): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.alive.load(Ordering::Acquire));
         stats.record_abandoned(dead.len());
         if live.is_empty() {
             continue;
@@ -99,9 +93,7 @@ pub fn run(settings: Settings, queue: Arc<Queue>, stats: Arc<Stats>) {
             Ok(encoder) => encoder,
             Err(message) => {
                 for job in live {
-                    let _ = job
-                        .reply
-                        .send(Err((ErrorCode::ModelUnavailable, message.clone())));
+                    let _ = job.reply.send(Err((ErrorCode::ModelUnavailable, message.clone())));
                 }
                 continue;
             }
@@ -112,6 +104,10 @@ pub fn run(settings: Settings, queue: Arc<Queue>, stats: Arc<Stats>) {
             Ok(results) => {
                 stats.record_batch(live.len(), texts, started.elapsed());
                 for (job, vectors) in live.into_iter().zip(results) {
+                    if !job.alive.load(Ordering::Acquire) {
+                        stats.record_abandoned(1);
+                        continue;
+                    }
                     stats.record_request(job.texts.len(), job.enqueued.elapsed());
                     let _ = job.reply.send(Ok((encoder.dim() as u32, vectors)));
                 }
@@ -155,27 +151,20 @@ fn load(settings: &Settings, stats: &Stats) -> Result<SentenceEncoder, String> {
 
 /// Embeds every job's texts together: sorted by length (less padding), in chunks of
 /// `max_batch`, then put back in each job's order. Returns each job's flattened vectors.
-fn embed_jobs(
-    encoder: &SentenceEncoder,
-    jobs: &[Job],
-    max_batch: usize,
-) -> Result<Vec<Vec<f32>>, String> {
-    let mut order: Vec<(usize, usize)> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(j, job)| (0..job.texts.len()).map(move |t| (j, t)))
-        .collect();
+fn embed_jobs(encoder: &SentenceEncoder, jobs: &[Job], max_batch: usize) -> Result<Vec<Vec<f32>>, String> {
+    let mut order: Vec<(usize, usize)> =
+        jobs.iter().enumerate().flat_map(|(j, job)| (0..job.texts.len()).map(move |t| (j, t))).collect();
     order.sort_by_key(|&(j, t)| std::cmp::Reverse(jobs[j].texts[t].len()));
     let dim = encoder.dim();
-    let mut results: Vec<Vec<f32>> = jobs
-        .iter()
-        .map(|job| vec![0.0; job.texts.len() * dim])
-        .collect();
+    let mut results: Vec<Vec<f32>> = jobs.iter().map(|job| vec![0.0; job.texts.len() * dim]).collect();
     for chunk in order.chunks(max_batch.max(1)) {
-        let texts: Vec<&str> = chunk
-            .iter()
-            .map(|&(j, t)| jobs[j].texts[t].as_str())
-            .collect();
+        // A client that went away (cancel, timeout) stops costing compute at the next chunk.
+        let chunk: Vec<(usize, usize)> =
+            chunk.iter().copied().filter(|&(j, _)| jobs[j].alive.load(Ordering::Acquire)).collect();
+        if chunk.is_empty() {
+            continue;
+        }
+        let texts: Vec<&str> = chunk.iter().map(|&(j, t)| jobs[j].texts[t].as_str()).collect();
         let vectors = encoder.embed(&texts).map_err(|e| e.to_string())?;
         for (&(j, t), vector) in chunk.iter().zip(vectors) {
             results[j][t * dim..(t + 1) * dim].copy_from_slice(&vector);

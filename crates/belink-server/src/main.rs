@@ -48,28 +48,19 @@ fn parse_options() -> Result<Options, String> {
         match flag.as_str() {
             "--socket" => socket = Some(PathBuf::from(value()?)),
             "--encoder-model" => settings.encoder_dir = PathBuf::from(value()?),
-            "--pooling" => {
-                settings.pooling = Pooling::parse(&value()?).map_err(|e| e.to_string())?
-            }
+            "--pooling" => settings.pooling = Pooling::parse(&value()?).map_err(|e| e.to_string())?,
             "--device" => settings.device = value()?,
             "--max-batch" => settings.max_batch = number(&flag, &value()?)?.max(1),
-            "--batch-wait-ms" => {
-                settings.batch_wait = Duration::from_millis(number(&flag, &value()?)? as u64)
-            }
+            "--batch-wait-ms" => settings.batch_wait = Duration::from_millis(number(&flag, &value()?)? as u64),
             "--parent-pid" => parent_pid = Some(number(&flag, &value()?)? as i32),
             other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok(Options {
-        socket: socket.ok_or("--socket is required")?,
-        settings,
-        parent_pid,
-    })
+    Ok(Options { socket: socket.ok_or("--socket is required")?, settings, parent_pid })
 }
 
 fn number(flag: &str, text: &str) -> Result<usize, String> {
-    text.parse()
-        .map_err(|_| format!("{flag}: '{text}' is not a number"))
+    text.parse().map_err(|_| format!("{flag}: '{text}' is not a number"))
 }
 
 fn main() -> ExitCode {
@@ -90,11 +81,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "belink-server: pid {} listening on {}",
-        std::process::id(),
-        options.socket.display()
-    );
+    eprintln!("belink-server: pid {} listening on {}", std::process::id(), options.socket.display());
 
     let stats = Arc::new(Stats::new(&options.settings.device));
     let queue = Arc::new(Queue::default());
@@ -128,18 +115,12 @@ fn listen(path: &Path) -> Result<UnixListener, String> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot remove the stale socket {}: {e}",
-                path.display()
-            ))
-        }
+        Err(e) => return Err(format!("cannot remove the stale socket {}: {e}", path.display())),
     }
     // Safety: umask only changes this process's file-creation mask. No other user may ever
     // connect: the mask makes the socket 0600 from its creation on.
     let previous = unsafe { libc::umask(0o177) };
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()));
+    let listener = UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()));
     unsafe { libc::umask(previous) };
     let listener = listener?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -166,19 +147,14 @@ fn serve_connection(mut stream: UnixStream, queue: &Queue, stats: &Stats) {
             Ok(frame) => frame,
             Err(WireError::Closed) => return,
             Err(WireError::Malformed(reason)) => {
-                let reply = Message::ErrorReply {
-                    code: ErrorCode::BadRequest,
-                    message: reason,
-                };
+                let reply = Message::ErrorReply { code: ErrorCode::BadRequest, message: reason };
                 let _ = write_frame(&mut stream, 0, &reply);
                 return;
             }
             Err(WireError::Io(_)) => return,
         };
         let reply = match message {
-            Message::StatusRequest => Message::StatusReply {
-                json: stats.to_json(),
-            },
+            Message::StatusRequest => Message::StatusReply { json: stats.to_json() },
             Message::EmbedRequest { texts } => match embed(&stream, queue, stats, texts) {
                 Some(Ok((dim, vectors))) => Message::EmbedReply { dim, vectors },
                 Some(Err((code, message))) => Message::ErrorReply { code, message },
@@ -207,31 +183,15 @@ fn kind_name(message: &Message) -> &'static str {
 
 /// Queues the texts and waits for their vectors; None when the client disconnects first
 /// (the queued job is then marked dead and skipped).
-fn embed(
-    stream: &UnixStream,
-    queue: &Queue,
-    stats: &Stats,
-    texts: Vec<String>,
-) -> Option<batcher::EmbedResult> {
+fn embed(stream: &UnixStream, queue: &Queue, stats: &Stats, texts: Vec<String>) -> Option<batcher::EmbedResult> {
     let (reply, answer) = mpsc::channel();
     let alive = Arc::new(AtomicBool::new(true));
-    queue.submit(
-        Job {
-            texts,
-            reply,
-            alive: alive.clone(),
-            enqueued: Instant::now(),
-        },
-        stats,
-    );
+    queue.submit(Job { texts, reply, alive: alive.clone(), enqueued: Instant::now() }, stats);
     loop {
         match answer.recv_timeout(Duration::from_millis(100)) {
             Ok(result) => return Some(result),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Some(Err((
-                    ErrorCode::ShuttingDown,
-                    "the model thread stopped".into(),
-                )))
+                return Some(Err((ErrorCode::ShuttingDown, "the model thread stopped".into())))
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if !peer_connected(stream) {
@@ -249,12 +209,7 @@ fn peer_connected(stream: &UnixStream) -> bool {
     let mut byte = 0u8;
     // Safety: a one-byte peek into a local buffer on a socket this function borrows.
     let read = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     };
     match read {
         0 => false,

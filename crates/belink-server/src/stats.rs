@@ -33,15 +33,8 @@ pub struct Stats {
 
 impl Stats {
     pub fn new(device: &str) -> Stats {
-        let counters = Counters {
-            encoder_state: "loading".into(),
-            ..Counters::default()
-        };
-        Stats {
-            started: Instant::now(),
-            device: device.to_string(),
-            counters: Mutex::new(counters),
-        }
+        let counters = Counters { encoder_state: "loading".into(), ..Counters::default() };
+        Stats { started: Instant::now(), device: device.to_string(), counters: Mutex::new(counters) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
@@ -100,16 +93,9 @@ impl Stats {
     pub fn to_json(&self) -> String {
         let (rss_kb, peak_rss_kb) = memory_kb();
         self.with(|c| {
-            let per_batch = if c.batches == 0 {
-                0.0
-            } else {
-                c.batch_requests_sum as f64 / c.batches as f64
-            };
-            let mean_latency = if c.requests == 0 {
-                0.0
-            } else {
-                c.latency_sum.as_secs_f64() * 1000.0 / c.requests as f64
-            };
+            let per_batch = if c.batches == 0 { 0.0 } else { c.batch_requests_sum as f64 / c.batches as f64 };
+            let mean_latency =
+                if c.requests == 0 { 0.0 } else { c.latency_sum.as_secs_f64() * 1000.0 / c.requests as f64 };
             serde_json::json!({
                 "pid": std::process::id(),
                 "uptime_s": self.started.elapsed().as_secs_f64(),

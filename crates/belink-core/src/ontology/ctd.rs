@@ -34,10 +34,8 @@ struct Columns {
 impl Columns {
     fn from_names(names: Vec<String>, line: usize) -> Result<Columns> {
         let find = |wanted: &[&str]| names.iter().position(|n| wanted.contains(&n.as_str()));
-        let (Some(name), Some(id)) = (
-            find(&["DiseaseName", "ChemicalName"]),
-            find(&["DiseaseID", "ChemicalID"]),
-        ) else {
+        let (Some(name), Some(id)) = (find(&["DiseaseName", "ChemicalName"]), find(&["DiseaseID", "ChemicalID"]))
+        else {
             return Err(ReadError::syntax(
                 line,
                 format!(
@@ -85,10 +83,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         }
         let columns = match &columns {
             Some(columns) => columns,
-            None => columns.insert(Columns::from_names(
-                DISEASE_COLUMNS.map(String::from).to_vec(),
-                number,
-            )?),
+            None => columns.insert(Columns::from_names(DISEASE_COLUMNS.map(String::from).to_vec(), number)?),
         };
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != columns.names.len() {
@@ -112,21 +107,13 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         let mut concept = Concept::new(id, name);
         let definition = field(columns.definition);
         concept.definition = (!definition.is_empty()).then(|| definition.to_string());
-        concept.alt_ids = split_list(field(columns.alt_ids))
-            .map(String::from)
-            .collect();
-        concept.parents = split_list(field(columns.parents))
-            .map(String::from)
-            .collect();
+        concept.alt_ids = split_list(field(columns.alt_ids)).map(String::from).collect();
+        concept.parents = split_list(field(columns.parents)).map(String::from).collect();
         concept.semantic_types = split_list(field(columns.slim)).map(String::from).collect();
         for synonym in split_list(field(columns.synonyms)) {
             concept.add_synonym(synonym, NameKind::Exact);
         }
         concepts.insert_unique(concept, number)?;
     }
-    Ok(Ontology {
-        format: super::Format::Ctd,
-        version,
-        concepts: concepts.into_vec(),
-    })
+    Ok(Ontology { format: super::Format::Ctd, version, concepts: concepts.into_vec() })
 }

@@ -14,19 +14,13 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         let Some((ids, names)) = line.split_once("||") else {
             return Err(ReadError::syntax(
                 number,
-                format!(
-                    "expected 'ID||name|synonym...' (no '||' separator): '{}'",
-                    clip(&line)
-                ),
+                format!("expected 'ID||name|synonym...' (no '||' separator): '{}'", clip(&line)),
             ));
         };
         let mut ids = split_list(ids);
         let mut names = split_list(names);
         let (Some(id), Some(name)) = (ids.next(), names.next()) else {
-            return Err(ReadError::syntax(
-                number,
-                format!("empty concept id or name: '{}'", clip(&line)),
-            ));
+            return Err(ReadError::syntax(number, format!("empty concept id or name: '{}'", clip(&line))));
         };
         let mut concept = Concept::new(id, name);
         concept.alt_ids = ids.map(String::from).collect();
@@ -35,9 +29,5 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         }
         concepts.merge(concept);
     }
-    Ok(Ontology {
-        format: super::Format::Dictionary,
-        version: None,
-        concepts: concepts.into_vec(),
-    })
+    Ok(Ontology { format: super::Format::Dictionary, version: None, concepts: concepts.into_vec() })
 }

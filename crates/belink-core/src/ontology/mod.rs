@@ -35,13 +35,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
-        Format::Obo,
-        Format::Ctd,
-        Format::Dictionary,
-        Format::Rrf,
-        Format::Tsv,
-    ];
+    pub const ALL: [Format; 5] = [Format::Obo, Format::Ctd, Format::Dictionary, Format::Rrf, Format::Tsv];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -141,11 +135,7 @@ pub struct Concept {
 
 impl Concept {
     pub(crate) fn new(id: impl Into<String>, name: impl Into<String>) -> Concept {
-        Concept {
-            id: id.into(),
-            name: name.into(),
-            ..Concept::default()
-        }
+        Concept { id: id.into(), name: name.into(), ..Concept::default() }
     }
 
     /// Adds a synonym unless the concept already has this exact name.
@@ -154,19 +144,13 @@ impl Concept {
         if text.is_empty() || text == self.name || self.synonyms.iter().any(|s| s.text == text) {
             return;
         }
-        self.synonyms.push(Synonym {
-            text: text.to_string(),
-            kind,
-        });
+        self.synonyms.push(Synonym { text: text.to_string(), kind });
     }
 
     /// Every distinct name of the concept, the preferred name first.
     pub fn names(&self) -> impl Iterator<Item = (&str, NameKind)> {
-        let preferred =
-            (!self.name.is_empty()).then_some((self.name.as_str(), NameKind::Preferred));
-        preferred
-            .into_iter()
-            .chain(self.synonyms.iter().map(|s| (s.text.as_str(), s.kind)))
+        let preferred = (!self.name.is_empty()).then_some((self.name.as_str(), NameKind::Preferred));
+        preferred.into_iter().chain(self.synonyms.iter().map(|s| (s.text.as_str(), s.kind)))
     }
 }
 
@@ -241,10 +225,7 @@ fn parse(format: Format, lines: &mut Lines, options: &LoadOptions) -> Result<Ont
         Format::Tsv => tsv::parse(lines)?,
     };
     if ontology.concepts.is_empty() {
-        return Err(ReadError::Invalid(format!(
-            "no concepts found (read {} lines as {format})",
-            lines.line_number()
-        )));
+        return Err(ReadError::Invalid(format!("no concepts found (read {} lines as {format})", lines.line_number())));
     }
     Ok(ontology)
 }
@@ -252,18 +233,12 @@ fn parse(format: Format, lines: &mut Lines, options: &LoadOptions) -> Result<Ont
 /// Detects the format from the first lines of the content (not from the file name).
 pub fn detect_format(lines: &mut Lines) -> Result<Format> {
     let head = lines.peek_lines(200)?;
-    let mut meaningful = head
-        .iter()
-        .map(|l| l.as_str())
-        .filter(|l| !l.trim().is_empty())
-        .peekable();
+    let mut meaningful = head.iter().map(|l| l.as_str()).filter(|l| !l.trim().is_empty()).peekable();
     if meaningful.peek().is_none() {
         return Err(ReadError::Invalid("the input is empty".into()));
     }
     for line in head.iter() {
-        if line.starts_with("# The Comparative Toxicogenomics Database")
-            || line.starts_with("# Fields:")
-        {
+        if line.starts_with("# The Comparative Toxicogenomics Database") || line.starts_with("# Fields:") {
             return Ok(Format::Ctd);
         }
         let trimmed = line.trim_end();
@@ -271,11 +246,8 @@ pub fn detect_format(lines: &mut Lines) -> Result<Format> {
             return Ok(Format::Obo);
         }
     }
-    let first_data = head
-        .iter()
-        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(String::as_str)
-        .unwrap_or("");
+    let first_data =
+        head.iter().find(|l| !l.trim().is_empty() && !l.starts_with('#')).map(String::as_str).unwrap_or("");
     if rrf::is_mrconso_line(first_data) {
         return Ok(Format::Rrf);
     }
@@ -289,12 +261,7 @@ pub fn detect_format(lines: &mut Lines) -> Result<Format> {
         return Ok(Format::Dictionary);
     }
     let columns = first_data.split('\t').count();
-    if columns >= 8
-        && first_data
-            .split('\t')
-            .nth(1)
-            .is_some_and(|id| id.starts_with("MESH:"))
-    {
+    if columns >= 8 && first_data.split('\t').nth(1).is_some_and(|id| id.starts_with("MESH:")) {
         return Ok(Format::Ctd);
     }
     if (2..=3).contains(&columns) {
@@ -349,10 +316,7 @@ impl ConceptList {
     /// Adds a concept whose id must be new.
     pub(crate) fn insert_unique(&mut self, concept: Concept, line: usize) -> Result<()> {
         if self.index.contains_key(&concept.id) {
-            return Err(ReadError::syntax(
-                line,
-                format!("duplicate concept id '{}'", concept.id),
-            ));
+            return Err(ReadError::syntax(line, format!("duplicate concept id '{}'", concept.id)));
         }
         self.merge(concept);
         Ok(())

@@ -24,10 +24,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
                 concepts.insert_unique(done.finish()?, done.line)?;
             }
             let Some(kind) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
-                return Err(ReadError::syntax(
-                    number,
-                    format!("malformed stanza header '{line}'"),
-                ));
+                return Err(ReadError::syntax(number, format!("malformed stanza header '{line}'")));
             };
             stanza = match kind.trim() {
                 "Term" => {
@@ -38,19 +35,14 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
                 other => {
                     return Err(ReadError::syntax(
                         number,
-                        format!(
-                        "unknown stanza type [{other}] (expected [Term], [Typedef] or [Instance])"
-                    ),
+                        format!("unknown stanza type [{other}] (expected [Term], [Typedef] or [Instance])"),
                     ))
                 }
             };
             continue;
         }
         let Some((tag, value)) = line.split_once(':') else {
-            return Err(ReadError::syntax(
-                number,
-                format!("expected 'tag: value', found '{}'", clip(line)),
-            ));
+            return Err(ReadError::syntax(number, format!("expected 'tag: value', found '{}'", clip(line))));
         };
         let (tag, value) = (tag.trim(), value.trim());
         match stanza {
@@ -69,11 +61,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
     if let Some(done) = term.take() {
         concepts.insert_unique(done.finish()?, done.line)?;
     }
-    Ok(Ontology {
-        format: super::Format::Obo,
-        version: version.or(date),
-        concepts: concepts.into_vec(),
-    })
+    Ok(Ontology { format: super::Format::Obo, version: version.or(date), concepts: concepts.into_vec() })
 }
 
 #[derive(Clone, Copy)]
@@ -92,12 +80,7 @@ struct TermBuilder {
 
 impl TermBuilder {
     fn new(line: usize) -> TermBuilder {
-        TermBuilder {
-            line,
-            concept: Concept::default(),
-            has_id: false,
-            has_name: false,
-        }
+        TermBuilder { line, concept: Concept::default(), has_id: false, has_name: false }
     }
 
     fn tag(&mut self, tag: &str, value: &str, line: usize) -> Result<()> {
@@ -137,9 +120,7 @@ impl TermBuilder {
             "alt_id" => concept.alt_ids.push(first_word(&unquoted(value, line)?)),
             "is_a" => concept.parents.push(first_word(&unquoted(value, line)?)),
             "xref" => concept.xrefs.push(first_word(&unquoted(value, line)?)),
-            "replaced_by" => concept
-                .replaced_by
-                .push(first_word(&unquoted(value, line)?)),
+            "replaced_by" => concept.replaced_by.push(first_word(&unquoted(value, line)?)),
             "is_obsolete" => concept.obsolete = unquoted(value, line)? == "true",
             _ => {}
         }
@@ -183,9 +164,7 @@ fn synonym_kind(rest: &str, line: usize) -> Result<Option<NameKind>> {
         return Ok(None);
     }
     let kind = match scope {
-        "EXACT" if synonym_type.contains("abbrev") || synonym_type.contains("acronym") => {
-            NameKind::Abbreviation
-        }
+        "EXACT" if synonym_type.contains("abbrev") || synonym_type.contains("acronym") => NameKind::Abbreviation,
         "EXACT" => NameKind::Exact,
         "RELATED" => NameKind::Related,
         "NARROW" => NameKind::Narrow,
@@ -193,9 +172,7 @@ fn synonym_kind(rest: &str, line: usize) -> Result<Option<NameKind>> {
         other => {
             return Err(ReadError::syntax(
                 line,
-                format!(
-                    "unknown synonym scope '{other}' (expected EXACT, RELATED, NARROW or BROAD)"
-                ),
+                format!("unknown synonym scope '{other}' (expected EXACT, RELATED, NARROW or BROAD)"),
             ))
         }
     };
@@ -205,10 +182,7 @@ fn synonym_kind(rest: &str, line: usize) -> Result<Option<NameKind>> {
 /// Parses `"text" rest`: the quoted string (escapes resolved) and what follows it.
 fn quoted(value: &str, line: usize) -> Result<(String, &str)> {
     let Some(body) = value.strip_prefix('"') else {
-        return Err(ReadError::syntax(
-            line,
-            format!("expected a quoted string, found '{}'", clip(value)),
-        ));
+        return Err(ReadError::syntax(line, format!("expected a quoted string, found '{}'", clip(value))));
     };
     let mut text = String::with_capacity(body.len());
     let mut chars = body.char_indices();
@@ -219,10 +193,7 @@ fn quoted(value: &str, line: usize) -> Result<(String, &str)> {
             _ => text.push(c),
         }
     }
-    Err(ReadError::syntax(
-        line,
-        "unterminated quoted string (no closing \")",
-    ))
+    Err(ReadError::syntax(line, "unterminated quoted string (no closing \")"))
 }
 
 /// An unquoted value: escapes resolved, trailing `! comment` and `{qualifiers}` removed.
@@ -249,17 +220,9 @@ fn unquoted(value: &str, line: usize) -> Result<String> {
 fn escaped(next: Option<char>, line: usize) -> Result<char> {
     match next {
         Some('n' | 't' | 'W') => Ok(' '),
-        Some(
-            c @ ('"' | '\\' | ':' | ',' | '(' | ')' | '[' | ']' | '{' | '}' | '!' | '\'' | '/'),
-        ) => Ok(c),
-        Some(c) => Err(ReadError::syntax(
-            line,
-            format!("bad escape sequence '\\{c}'"),
-        )),
-        None => Err(ReadError::syntax(
-            line,
-            "bad escape: a backslash ends the line",
-        )),
+        Some(c @ ('"' | '\\' | ':' | ',' | '(' | ')' | '[' | ']' | '{' | '}' | '!' | '\'' | '/')) => Ok(c),
+        Some(c) => Err(ReadError::syntax(line, format!("bad escape sequence '\\{c}'"))),
+        None => Err(ReadError::syntax(line, "bad escape: a backslash ends the line")),
     }
 }
 

@@ -23,10 +23,7 @@ pub struct UmlsFilter {
 
 impl Default for UmlsFilter {
     fn default() -> Self {
-        UmlsFilter {
-            languages: vec!["ENG".to_string()],
-            sources: Vec::new(),
-        }
+        UmlsFilter { languages: vec!["ENG".to_string()], sources: Vec::new() }
     }
 }
 
@@ -79,11 +76,7 @@ pub(crate) fn parse(lines: &mut Lines, filter: &UmlsFilter) -> Result<Ontology> 
             continue;
         }
         let preferred = term_status == "P" && string_type == "PF" && is_preferred == "Y";
-        let kind = if matches!(term_type, "AB" | "ACR") {
-            NameKind::Abbreviation
-        } else {
-            NameKind::Exact
-        };
+        let kind = if matches!(term_type, "AB" | "ACR") { NameKind::Abbreviation } else { NameKind::Exact };
         match concepts.get_mut(cui) {
             None => {
                 concepts.merge(Concept::new(cui, text.trim()));
@@ -104,11 +97,7 @@ pub(crate) fn parse(lines: &mut Lines, filter: &UmlsFilter) -> Result<Ontology> 
             }
         }
     }
-    Ok(Ontology {
-        format: super::Format::Rrf,
-        version: None,
-        concepts: concepts.into_vec(),
-    })
+    Ok(Ontology { format: super::Format::Rrf, version: None, concepts: concepts.into_vec() })
 }
 
 /// `MRSTY.RRF` (or `.gz`) in the directory of `mrconso`, if present.
@@ -122,12 +111,8 @@ pub(crate) fn sibling_mrsty(mrconso: &Path) -> Option<PathBuf> {
 
 /// Adds semantic type ids (TUIs, e.g. `T047`) from MRSTY rows `CUI|TUI|STN|STY|ATUI|CVF|`.
 pub(crate) fn add_semantic_types(ontology: &mut Ontology, lines: &mut Lines) -> Result<()> {
-    let positions: std::collections::HashMap<String, usize> = ontology
-        .concepts
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id.clone(), i))
-        .collect();
+    let positions: std::collections::HashMap<String, usize> =
+        ontology.concepts.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
     while let Some(line) = lines.next_line()? {
         let number = lines.line_number();
         if line.is_empty() {
@@ -136,10 +121,7 @@ pub(crate) fn add_semantic_types(ontology: &mut Ontology, lines: &mut Lines) -> 
         if !is_mrsty_line(&line) {
             return Err(ReadError::syntax(
                 number,
-                format!(
-                    "expected an MRSTY row 'CUI|TUI|STN|STY|ATUI|CVF|', found '{}'",
-                    clip(&line)
-                ),
+                format!("expected an MRSTY row 'CUI|TUI|STN|STY|ATUI|CVF|', found '{}'", clip(&line)),
             ));
         }
         let mut fields = line.split('|');

@@ -9,9 +9,7 @@ use flate2::Compression;
 use super::*;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
 }
 
 fn load(name: &str) -> Ontology {
@@ -23,11 +21,7 @@ fn load_text(content: &str) -> Result<Ontology> {
 }
 
 fn concept<'a>(ontology: &'a Ontology, id: &str) -> &'a Concept {
-    ontology
-        .concepts
-        .iter()
-        .find(|c| c.id == id)
-        .unwrap_or_else(|| panic!("no concept {id}"))
+    ontology.concepts.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no concept {id}"))
 }
 
 fn names(concept: &Concept) -> Vec<(&str, NameKind)> {
@@ -65,19 +59,8 @@ fn obo_hpo_excerpt() {
     assert_eq!(kidney.name, "Multicystic kidney dysplasia");
     assert_eq!(kidney.alt_ids, ["HP:0004715"]);
     assert_eq!(kidney.parents, ["HP:0000107"], "is_a comments are stripped");
-    assert_eq!(
-        kidney.xrefs,
-        [
-            "SNOMEDCT_US:204962002",
-            "SNOMEDCT_US:82525005",
-            "UMLS:C3714581"
-        ]
-    );
-    assert!(kidney
-        .definition
-        .as_deref()
-        .unwrap()
-        .starts_with("Multicystic dysplasia of the kidney"));
+    assert_eq!(kidney.xrefs, ["SNOMEDCT_US:204962002", "SNOMEDCT_US:82525005", "UMLS:C3714581"]);
+    assert!(kidney.definition.as_deref().unwrap().starts_with("Multicystic dysplasia of the kidney"));
     assert_eq!(
         names(kidney),
         [
@@ -89,26 +72,17 @@ fn obo_hpo_excerpt() {
     );
 
     // A synonym equal to the name is not a second name.
-    assert_eq!(
-        names(concept(&hpo, "HP:0000002")),
-        [("Abnormality of body height", NameKind::Preferred)]
-    );
+    assert_eq!(names(concept(&hpo, "HP:0000002")), [("Abnormality of body height", NameKind::Preferred)]);
 
     let infections = concept(&hpo, "HP:0000010");
-    assert!(infections
-        .names()
-        .any(|n| n == ("Recurrent UTIs", NameKind::Abbreviation)));
+    assert!(infections.names().any(|n| n == ("Recurrent UTIs", NameKind::Abbreviation)));
 
     let hypertension = concept(&hpo, "HP:0000822");
-    assert!(hypertension
-        .names()
-        .any(|n| n == ("High blood pressure", NameKind::Related)));
+    assert!(hypertension.names().any(|n| n == ("High blood pressure", NameKind::Related)));
 
     // Synonyms typed obsolete_synonym are discarded names.
     let stature = concept(&hpo, "HP:0008845");
-    assert!(!stature
-        .names()
-        .any(|(name, _)| name == "Mesomelic dwarfism"));
+    assert!(!stature.names().any(|(name, _)| name == "Mesomelic dwarfism"));
     assert_eq!(stature.alt_ids.len(), 3);
 
     let obsolete = concept(&hpo, "HP:0000057");
@@ -123,16 +97,8 @@ fn obo_escapes_and_header_date() {
     assert_eq!(doid.version.as_deref(), Some("releases/2016-09-01"));
     let tinea = concept(&doid, "DOID:0050108");
     assert!(tinea.obsolete);
-    assert!(tinea
-        .definition
-        .as_deref()
-        .unwrap()
-        .ends_with("looks like \"black dots\"."));
-    let fap = doid
-        .concepts
-        .iter()
-        .find(|c| c.name == "familial adenomatous polyposis")
-        .unwrap();
+    assert!(tinea.definition.as_deref().unwrap().ends_with("looks like \"black dots\"."));
+    let fap = doid.concepts.iter().find(|c| c.name == "familial adenomatous polyposis").unwrap();
     assert!(!fap.obsolete);
     assert!(fap.names().count() > 1);
 }
@@ -171,19 +137,10 @@ fn ctd_diseases_excerpt() {
     assert_eq!(deficiency.name, "18-Hydroxylase deficiency");
     assert_eq!(deficiency.alt_ids, ["OMIM:203400", "OMIM:610600"]);
     assert_eq!(deficiency.parents, ["MESH:D006994"]);
-    assert!(deficiency
-        .names()
-        .any(|n| n == ("18-Oxidase Deficiency", NameKind::Exact)));
+    assert!(deficiency.names().any(|n| n == ("18-Oxidase Deficiency", NameKind::Exact)));
     let deletion = concept(&ctd, "MESH:D058165");
-    assert!(deletion
-        .definition
-        .as_deref()
-        .unwrap()
-        .starts_with("Condition with a variable constellation"));
-    assert!(concept(&ctd, "MESH:D015179")
-        .semantic_types
-        .iter()
-        .any(|s| s == "Cancer"));
+    assert!(deletion.definition.as_deref().unwrap().starts_with("Condition with a variable constellation"));
+    assert!(concept(&ctd, "MESH:D015179").semantic_types.iter().any(|s| s == "Cancer"));
 }
 
 #[test]
@@ -193,17 +150,9 @@ fn dictionary_medic_excerpt() {
     let polyposis = concept(&medic, "D011125");
     assert_eq!(polyposis.name, "Adenomatous Polyposis Coli");
     assert_eq!(polyposis.alt_ids, ["175100"]);
-    assert!(polyposis
-        .names()
-        .any(|(n, _)| n == "Adenomatous Intestinal Polyposis"));
+    assert!(polyposis.names().any(|(n, _)| n == "Adenomatous Intestinal Polyposis"));
     let tooth = concept(&medic, "C567755");
-    assert_eq!(
-        names(tooth),
-        [
-            ("Tooth Agenesis, Selective, 6", NameKind::Preferred),
-            ("STHAG6", NameKind::Exact)
-        ]
-    );
+    assert_eq!(names(tooth), [("Tooth Agenesis, Selective, 6", NameKind::Preferred), ("STHAG6", NameKind::Exact)]);
 }
 
 #[test]
@@ -213,55 +162,29 @@ fn rrf_filters_languages_sources_and_suppressed_rows() {
     assert_eq!(umls.concepts.len(), 3);
     let diabetes = concept(&umls, "C0011849");
     assert_eq!(diabetes.name, "Diabetes Mellitus");
-    assert!(
-        !diabetes.names().any(|(n, _)| n == "Diabète"),
-        "French rows are filtered"
-    );
-    assert!(
-        !diabetes.names().any(|(n, _)| n.contains("Obsolete")),
-        "suppressed rows are filtered"
-    );
-    assert!(diabetes
-        .names()
-        .any(|n| n == ("DM", NameKind::Abbreviation)));
+    assert!(!diabetes.names().any(|(n, _)| n == "Diabète"), "French rows are filtered");
+    assert!(!diabetes.names().any(|(n, _)| n.contains("Obsolete")), "suppressed rows are filtered");
+    assert!(diabetes.names().any(|n| n == ("DM", NameKind::Abbreviation)));
     // The preferred atom wins even when another atom of the concept comes first.
     let hypertension = concept(&umls, "C0020538");
     assert_eq!(hypertension.name, "Hypertension");
-    assert!(hypertension
-        .names()
-        .any(|n| n == ("Hypertensive disorder", NameKind::Exact)));
-    assert!(hypertension
-        .names()
-        .any(|n| n == ("HTN", NameKind::Abbreviation)));
+    assert!(hypertension.names().any(|n| n == ("Hypertensive disorder", NameKind::Exact)));
+    assert!(hypertension.names().any(|n| n == ("HTN", NameKind::Abbreviation)));
     // Semantic types come from MRSTY.RRF next to MRCONSO.RRF.
     assert_eq!(concept(&umls, "C0027051").semantic_types, ["T047", "T046"]);
 
     let only_snomed = LoadOptions {
         format: None,
-        umls: UmlsFilter {
-            languages: vec!["ENG".into()],
-            sources: vec!["SNOMEDCT_US".into()],
-        },
+        umls: UmlsFilter { languages: vec!["ENG".into()], sources: vec!["SNOMEDCT_US".into()] },
     };
     let snomed = load_file(&fixture("MRCONSO.RRF"), &only_snomed).unwrap();
     assert_eq!(snomed.concepts.len(), 2);
-    assert_eq!(
-        concept(&snomed, "C0011849").name,
-        "Diabetes mellitus (disorder)"
-    );
+    assert_eq!(concept(&snomed, "C0011849").name, "Diabetes mellitus (disorder)");
 
-    let french = LoadOptions {
-        format: Some(Format::Rrf),
-        umls: UmlsFilter {
-            languages: vec!["FRE".into()],
-            sources: vec![],
-        },
-    };
+    let french =
+        LoadOptions { format: Some(Format::Rrf), umls: UmlsFilter { languages: vec!["FRE".into()], sources: vec![] } };
     assert_eq!(
-        names(concept(
-            &load_file(&fixture("MRCONSO.RRF"), &french).unwrap(),
-            "C0011849"
-        )),
+        names(concept(&load_file(&fixture("MRCONSO.RRF"), &french).unwrap(), "C0011849")),
         [("Diabète", NameKind::Preferred)]
     );
 }
@@ -270,11 +193,7 @@ fn rrf_filters_languages_sources_and_suppressed_rows() {
 fn tsv_user_dictionary() {
     let tsv = load("user_dictionary.tsv");
     assert_eq!(tsv.format, Format::Tsv);
-    assert_eq!(
-        tsv.concepts.len(),
-        3,
-        "the header and comments are not concepts"
-    );
+    assert_eq!(tsv.concepts.len(), 3, "the header and comments are not concepts");
     let fap = concept(&tsv, "X:2");
     assert_eq!(
         names(fap),
@@ -316,36 +235,22 @@ fn format_argument() {
     assert_eq!(parse_format_argument("OBO").unwrap(), Some(Format::Obo));
     assert_eq!(parse_format_argument("umls").unwrap(), Some(Format::Rrf));
     let error = parse_format_argument("owl").unwrap_err().to_string();
-    assert!(
-        error.contains("unknown ontology format 'owl'") && error.contains("obo"),
-        "{error}"
-    );
+    assert!(error.contains("unknown ontology format 'owl'") && error.contains("obo"), "{error}");
 }
 
 #[test]
 fn explicit_format_overrides_detection() {
-    let options = LoadOptions {
-        format: Some(Format::Tsv),
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions { format: Some(Format::Tsv), ..LoadOptions::default() };
     let tsv = load_bytes(b"A\tAlpha\nB\tBeta\n", &options).unwrap();
     assert_eq!(tsv.concepts.len(), 2);
-    let options = LoadOptions {
-        format: Some(Format::Obo),
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions { format: Some(Format::Obo), ..LoadOptions::default() };
     assert!(load_bytes(b"A\tAlpha\n", &options).is_err());
 }
 
 #[test]
 fn name_counts_cover_active_concepts_only() {
     let hpo = load("hp_excerpt.obo");
-    let expected: usize = hpo
-        .concepts
-        .iter()
-        .filter(|c| !c.obsolete)
-        .map(|c| c.names().count())
-        .sum();
+    let expected: usize = hpo.concepts.iter().filter(|c| !c.obsolete).map(|c| c.names().count()).sum();
     assert_eq!(hpo.name_count(), expected);
     assert!(hpo.name_count() > hpo.active_concepts().count());
 }
@@ -362,41 +267,22 @@ fn empty_input() {
 
 #[test]
 fn obo_unknown_stanza() {
-    let error =
-        load_text("format-version: 1.2\n\n[Term]\nid: X:1\nname: a\n\n[Frobnicate]\nid: Y\n")
-            .unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("unknown stanza type [Frobnicate]"),
-        "{error}"
-    );
+    let error = load_text("format-version: 1.2\n\n[Term]\nid: X:1\nname: a\n\n[Frobnicate]\nid: Y\n").unwrap_err();
+    assert!(error.to_string().contains("unknown stanza type [Frobnicate]"), "{error}");
     assert_eq!(syntax_line(error), 7);
 }
 
 #[test]
 fn obo_bad_escape_and_unterminated_quote() {
-    let error =
-        load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\ndef: \"bad \\q escape\" []\n")
-            .unwrap_err();
-    assert!(
-        error.to_string().contains("bad escape sequence '\\q'"),
-        "{error}"
-    );
+    let error = load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\ndef: \"bad \\q escape\" []\n").unwrap_err();
+    assert!(error.to_string().contains("bad escape sequence '\\q'"), "{error}");
     assert_eq!(syntax_line(error), 5);
     let error =
-        load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\nsynonym: \"truncated EXACT []\n")
-            .unwrap_err();
-    assert!(
-        error.to_string().contains("unterminated quoted string"),
-        "{error}"
-    );
+        load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\nsynonym: \"truncated EXACT []\n").unwrap_err();
+    assert!(error.to_string().contains("unterminated quoted string"), "{error}");
     assert_eq!(syntax_line(error), 5);
     let error = load_text("format-version: 1.2\n[Term]\nid: X:1\nname: trailing \\\n").unwrap_err();
-    assert!(
-        error.to_string().contains("backslash ends the line"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("backslash ends the line"), "{error}");
 }
 
 #[test]
@@ -404,34 +290,15 @@ fn obo_structure_errors() {
     let error = load_text("format-version: 1.2\n[Term]\nname: no id\n").unwrap_err();
     assert!(error.to_string().contains("without an id"), "{error}");
     assert_eq!(syntax_line(error), 2);
-    let error =
-        load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\n[Term]\nid: X:1\nname: b\n")
-            .unwrap_err();
-    assert!(
-        error.to_string().contains("duplicate concept id 'X:1'"),
-        "{error}"
-    );
-    let error =
-        load_text("format-version: 1.2\n[Term]\nid: X:1\nthis line has no colon\n").unwrap_err();
-    assert!(
-        error.to_string().contains("expected 'tag: value'"),
-        "{error}"
-    );
+    let error = load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\n[Term]\nid: X:1\nname: b\n").unwrap_err();
+    assert!(error.to_string().contains("duplicate concept id 'X:1'"), "{error}");
+    let error = load_text("format-version: 1.2\n[Term]\nid: X:1\nthis line has no colon\n").unwrap_err();
+    assert!(error.to_string().contains("expected 'tag: value'"), "{error}");
     assert_eq!(syntax_line(error), 4);
     let error = load_text("format-version: 1.2\n[Term\nid: X:1\n").unwrap_err();
-    assert!(
-        error.to_string().contains("malformed stanza header"),
-        "{error}"
-    );
-    let error =
-        load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\nsynonym: \"b\" SOMETIMES []\n")
-            .unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("unknown synonym scope 'SOMETIMES'"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("malformed stanza header"), "{error}");
+    let error = load_text("format-version: 1.2\n[Term]\nid: X:1\nname: a\nsynonym: \"b\" SOMETIMES []\n").unwrap_err();
+    assert!(error.to_string().contains("unknown synonym scope 'SOMETIMES'"), "{error}");
 }
 
 #[test]
@@ -440,29 +307,16 @@ fn ctd_truncated_line_names_its_line() {
     content.push_str("Truncated Disease\tMESH:D999999\tonly three columns\n");
     let lines = content.lines().count();
     let error = load_text(&content).unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("expected 9 tab-separated columns"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("expected 9 tab-separated columns"), "{error}");
     assert_eq!(syntax_line(error), lines);
 }
 
 #[test]
 fn tsv_wrong_column_count_and_empty_fields() {
     let error = load_text("A\tAlpha\nB\tBeta\tb1|b2\tfourth column\n").unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("expected 2 or 3 tab-separated columns"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("expected 2 or 3 tab-separated columns"), "{error}");
     assert_eq!(syntax_line(error), 2);
-    let options = LoadOptions {
-        format: Some(Format::Tsv),
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions { format: Some(Format::Tsv), ..LoadOptions::default() };
     let error = load_bytes(b"A\tAlpha\n\tnameless id\n", &options).unwrap_err();
     assert_eq!(syntax_line(error), 2);
 }
@@ -470,54 +324,28 @@ fn tsv_wrong_column_count_and_empty_fields() {
 #[test]
 fn dictionary_line_without_separator() {
     let error = load_text("D000001||Alpha\nD000002|Beta\n").unwrap_err();
-    let options = LoadOptions {
-        format: Some(Format::Dictionary),
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions { format: Some(Format::Dictionary), ..LoadOptions::default() };
     let explicit = load_bytes(b"D000001||Alpha\nD000002|Beta\n", &options).unwrap_err();
-    assert!(
-        explicit.to_string().contains("no '||' separator"),
-        "{explicit}"
-    );
+    assert!(explicit.to_string().contains("no '||' separator"), "{explicit}");
     assert_eq!(syntax_line(explicit), 2);
-    assert!(
-        matches!(error, ReadError::Syntax { line: 2, .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, ReadError::Syntax { line: 2, .. }), "{error:?}");
 }
 
 #[test]
 fn rrf_short_row() {
-    let options = LoadOptions {
-        format: Some(Format::Rrf),
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions { format: Some(Format::Rrf), ..LoadOptions::default() };
     let error = load_bytes(b"C0000001|ENG|P|L1|PF|S1|Y|A1\n", &options).unwrap_err();
-    assert!(
-        error.to_string().contains("expected an MRCONSO row"),
-        "{error}"
-    );
-    let error =
-        load_text("C0011849|T047|B2.2.1.2.1|Disease or Syndrome|AT17683839|256|\n").unwrap_err();
+    assert!(error.to_string().contains("expected an MRCONSO row"), "{error}");
+    let error = load_text("C0011849|T047|B2.2.1.2.1|Disease or Syndrome|AT17683839|256|\n").unwrap_err();
     assert!(error.to_string().contains("MRSTY"), "{error}");
 }
 
 #[test]
 fn binary_junk_is_rejected() {
-    let junk: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    let error = load_bytes(&junk, &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("binary data") || error.contains("not valid UTF-8"),
-        "{error}"
-    );
-    let options = LoadOptions {
-        format: Some(Format::Tsv),
-        ..LoadOptions::default()
-    };
+    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let error = load_bytes(&junk, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("binary data") || error.contains("not valid UTF-8"), "{error}");
+    let options = LoadOptions { format: Some(Format::Tsv), ..LoadOptions::default() };
     let error = load_bytes(b"A\tAlpha\nB\tB\xffeta\n", &options).unwrap_err();
     assert!(error.to_string().contains("not valid UTF-8"), "{error}");
     assert_eq!(syntax_line(error), 2);
@@ -525,9 +353,7 @@ fn binary_junk_is_rejected() {
 
 #[test]
 fn undetectable_format() {
-    let error = load_text("just some prose\nwithout any structure\n")
-        .unwrap_err()
-        .to_string();
+    let error = load_text("just some prose\nwithout any structure\n").unwrap_err().to_string();
     assert!(error.contains("cannot detect the format"), "{error}");
 }
 
@@ -535,47 +361,27 @@ fn undetectable_format() {
 fn gzip_problems() {
     let dir = tempfile::tempdir().unwrap();
     let plain = write_temp(&dir, "names.tsv.gz", b"A\tAlpha\n");
-    let error = load_file(&plain, &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("is named .gz but is not gzip data"),
-        "{error}"
-    );
+    let error = load_file(&plain, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("is named .gz but is not gzip data"), "{error}");
 
     let content = std::fs::read(fixture("CTD_diseases_excerpt.tsv")).unwrap();
     let compressed = gzip(&content);
-    let truncated = write_temp(
-        &dir,
-        "truncated.tsv.gz",
-        &compressed[..compressed.len() / 2],
-    );
-    let error = load_file(&truncated, &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("gzip data is corrupt or truncated"),
-        "{error}"
-    );
+    let truncated = write_temp(&dir, "truncated.tsv.gz", &compressed[..compressed.len() / 2]);
+    let error = load_file(&truncated, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("gzip data is corrupt or truncated"), "{error}");
 }
 
 #[test]
 fn missing_unreadable_and_directory_paths() {
-    let error = load_file(Path::new("/nonexistent/hp.obo"), &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let error = load_file(Path::new("/nonexistent/hp.obo"), &LoadOptions::default()).unwrap_err().to_string();
     assert_eq!(error, "cannot open /nonexistent/hp.obo: no such file");
     let dir = tempfile::tempdir().unwrap();
-    let error = load_file(dir.path(), &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let error = load_file(dir.path(), &LoadOptions::default()).unwrap_err().to_string();
     assert!(error.contains("is a directory"), "{error}");
 }
 
 #[test]
 fn no_concepts_is_an_error() {
-    let error = load_text("format-version: 1.2\n\n[Typedef]\nid: part_of\n")
-        .unwrap_err()
-        .to_string();
+    let error = load_text("format-version: 1.2\n\n[Typedef]\nid: part_of\n").unwrap_err().to_string();
     assert!(error.contains("no concepts found"), "{error}");
 }

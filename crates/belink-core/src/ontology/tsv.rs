@@ -29,10 +29,7 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
             ));
         }
         if fields[0].is_empty() || fields[1].is_empty() {
-            return Err(ReadError::syntax(
-                number,
-                format!("empty concept id or name: '{}'", clip(&line)),
-            ));
+            return Err(ReadError::syntax(number, format!("empty concept id or name: '{}'", clip(&line))));
         }
         let mut concept = Concept::new(fields[0], fields[1]);
         for synonym in split_list(fields.get(2).copied().unwrap_or("")) {
@@ -40,9 +37,5 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         }
         concepts.merge(concept);
     }
-    Ok(Ontology {
-        format: super::Format::Tsv,
-        version: None,
-        concepts: concepts.into_vec(),
-    })
+    Ok(Ontology { format: super::Format::Tsv, version: None, concepts: concepts.into_vec() })
 }

@@ -1,0 +1,344 @@
+//! Sentence embeddings through the model server: belink_embed, belink_index (embedding every
+//! name of an ontology into a per-ontology HNSW index), and belink_worker_status.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{JsonB, PgSqlErrorCode};
+
+use crate::catalog::{self, extension_schema};
+use crate::error::{raise, raise_with_hint, OrRaise};
+use crate::{client, worker};
+
+/// The embedding of one text as real[] (belink_embed(text) casts it to vector).
+#[pg_extern(volatile, strict, parallel_restricted)]
+fn belink_embed_real(text: &str) -> Vec<f32> {
+    let (_, mut vectors) = client::embed(vec![text.to_string()]);
+    vectors.pop().expect("one vector per text")
+}
+
+/// Embeddings of many texts in one request, as (ordinality, real[]) rows.
+#[pg_extern(volatile, strict, parallel_restricted)]
+fn belink_embed_many_real(
+    texts: Vec<Option<String>>,
+) -> TableIterator<'static, (name!(ordinality, i64), name!(embedding, Option<Vec<f32>>))> {
+    let present: Vec<String> = texts.iter().flatten().cloned().collect();
+    let (_, vectors) = client::embed(present);
+    let mut vectors = vectors.into_iter();
+    let rows: Vec<(i64, Option<Vec<f32>>)> =
+        texts.iter().enumerate().map(|(i, text)| (i as i64 + 1, text.as_ref().and_then(|_| vectors.next()))).collect();
+    TableIterator::new(rows)
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION belink_embed(text text) RETURNS vector
+    LANGUAGE sql VOLATILE STRICT PARALLEL RESTRICTED
+    RETURN belink_embed_real(text)::vector;
+COMMENT ON FUNCTION belink_embed(text) IS 'Sentence embedding (L2-normalized) of a text, computed by the model server';
+
+CREATE FUNCTION belink_embed(texts text[]) RETURNS SETOF vector
+    LANGUAGE sql VOLATILE STRICT PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT e.embedding::vector FROM belink_embed_many_real(texts) AS e ORDER BY e.ordinality;
+END;
+COMMENT ON FUNCTION belink_embed(text[]) IS 'Sentence embeddings of many texts, in order, computed in one request (NULL for NULL texts)';
+"#,
+    name = "embed_sql",
+    requires = [belink_embed_real, belink_embed_many_real]
+);
+
+/// The encoder the server runs: (model directory, dimension), or an ERROR saying why not.
+fn server_encoder() -> (String, i32) {
+    let json = client::status(request_timeout()).unwrap_or_else(|reason| {
+        raise_with_hint(
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!("the belink model server is not available: {reason}"),
+            "See belink_worker_status() and the PostgreSQL log.",
+        )
+    });
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    let state = status["encoder_state"].as_str().unwrap_or("unknown");
+    if state != "loaded" {
+        raise_with_hint(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the model server's sentence encoder is not ready ({state})"),
+            "Check belink.encoder_model, then SELECT pg_reload_conf().",
+        );
+    }
+    let model = status["encoder_model"].as_str().unwrap_or_default().to_string();
+    (model, status["encoder_dim"].as_i64().unwrap_or(0) as i32)
+}
+
+fn request_timeout() -> Duration {
+    Duration::from_millis(crate::gucs::REQUEST_TIMEOUT_MS.get().max(1) as u64)
+}
+
+/// Index name for an ontology's embeddings (ontology names may be up to 63 characters).
+fn index_name(ontology: &str) -> String {
+    let hash = ontology.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let short: String = ontology.chars().take(36).collect();
+    format!("names_embedding_{short}_{:06x}", hash & 0xffffff)
+}
+
+/// First step of belink_index: checks the ontology and the encoder, forgets embeddings made by
+/// another model, and records the job. Returns how many names are left to embed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_index_prepare(ontology: &str) -> i64 {
+    let (model, dim) = server_encoder();
+    Spi::connect_mut(|client| {
+        catalog::require_ontology(client, ontology);
+        let row = client
+            .update(
+                "SELECT embedding_model, embedding_dim FROM belink.ontologies WHERE name = $1 FOR UPDATE",
+                None,
+                &[ontology.into()],
+            )
+            .or_raise("reading the ontology");
+        let row = row.first();
+        let previous: (Option<String>, Option<i32>) =
+            (row.get(1).or_raise("reading the ontology"), row.get(2).or_raise("reading the ontology"));
+        if previous != (Some(model.clone()), Some(dim)) {
+            if previous.0.is_some() {
+                notice!(
+                    "belink_index({ontology}): the encoder changed ({} → {model}); embedding every name again",
+                    previous.0.as_deref().unwrap_or("")
+                );
+            }
+            client
+                .update(&format!("DROP INDEX IF EXISTS belink.{}", spi_ident(&index_name(ontology))), None, &[])
+                .or_raise("dropping the old index");
+            client
+                .update(
+                    "UPDATE belink.names SET embedding = NULL WHERE ontology = $1 AND embedding IS NOT NULL",
+                    None,
+                    &[ontology.into()],
+                )
+                .or_raise("forgetting old embeddings");
+            client
+                .update(
+                    "UPDATE belink.ontologies SET embedding_model = $2, embedding_dim = $3 WHERE name = $1",
+                    None,
+                    &[ontology.into(), model.as_str().into(), dim.into()],
+                )
+                .or_raise("recording the encoder");
+        }
+        let (total, done) = counts(client, ontology);
+        client
+            .update(
+                "INSERT INTO belink.index_progress AS p VALUES ($1, $2, $3, $3, now(), now(), NULL)
+                 ON CONFLICT (ontology) DO UPDATE SET total = $2, done = $3, done_at_start = $3,
+                     started_at = now(), updated_at = now(), finished_at = NULL",
+                None,
+                &[ontology.into(), total.into(), done.into()],
+            )
+            .or_raise("recording progress");
+        total - done
+    })
+}
+
+fn counts(client: &SpiClient<'_>, ontology: &str) -> (i64, i64) {
+    let row = client
+        .select("SELECT count(*), count(embedding) FROM belink.names WHERE ontology = $1", None, &[ontology.into()])
+        .or_raise("counting names");
+    let row = row.first();
+    (
+        row.get::<i64>(1).or_raise("counting names").unwrap_or(0),
+        row.get::<i64>(2).or_raise("counting names").unwrap_or(0),
+    )
+}
+
+/// Embeds the next `batch_size` names without an embedding and stores their vectors.
+/// Returns how many names it embedded (0 when none is left).
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
+    if !(1..=100_000).contains(&batch_size) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("batch_size must be between 1 and 100000, not {batch_size}"),
+        );
+    }
+    Spi::connect_mut(|client| {
+        let pending: Vec<(i64, String)> = client
+            .update(
+                "SELECT name_id, name FROM belink.names WHERE ontology = $1 AND embedding IS NULL
+                 ORDER BY name_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                None,
+                &[ontology.into(), (batch_size as i64).into()],
+            )
+            .or_raise("reading names to embed")
+            .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??)))
+            .collect();
+        if pending.is_empty() {
+            return 0;
+        }
+        let (ids, texts): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
+        let (dim, vectors) = client::embed(texts);
+        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        let vec_schema = extension_schema(client, "vector");
+        client
+            .update(
+                &format!(
+                    "UPDATE belink.names n SET embedding = (($2::real[])[(i - 1) * $3 + 1 : i * $3])::{vec_schema}.vector
+                     FROM generate_subscripts($1::bigint[], 1) AS i WHERE n.name_id = ($1::bigint[])[i]"
+                ),
+                None,
+                &[ids.clone().into(), flat.into(), (dim as i32).into()],
+            )
+            .or_raise("storing embeddings");
+        client
+            .update(
+                "UPDATE belink.index_progress SET done = done + $2, updated_at = now() WHERE ontology = $1",
+                None,
+                &[ontology.into(), (ids.len() as i64).into()],
+            )
+            .or_raise("recording progress");
+        ids.len() as i32
+    })
+}
+
+/// Last step of belink_index: the ontology's HNSW index (cosine), built once.
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_index_finish(ontology: &str) -> String {
+    Spi::connect_mut(|client| {
+        let dim: i32 = client
+            .select("SELECT embedding_dim FROM belink.ontologies WHERE name = $1", None, &[ontology.into()])
+            .or_raise("reading the ontology")
+            .first()
+            .get_one()
+            .or_raise("reading the ontology")
+            .unwrap_or_else(|| {
+                raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "run belink_index_prepare first")
+            });
+        let name = index_name(ontology);
+        let vec_schema = extension_schema(client, "vector");
+        // HNSW builds much faster when its graph fits in maintenance_work_mem.
+        client
+            .select("SELECT set_config('maintenance_work_mem', '1GB', true)", None, &[])
+            .or_raise("raising maintenance_work_mem");
+        client
+            .update(
+                &format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON belink.names USING hnsw
+                     ((embedding::{vec_schema}.vector({dim})) {vec_schema}.vector_cosine_ops) WHERE ontology = {}",
+                    spi_ident(&name),
+                    pgrx::spi::quote_literal(ontology)
+                ),
+                None,
+                &[],
+            )
+            .or_raise("building the HNSW index");
+        client
+            .update(
+                "UPDATE belink.index_progress SET finished_at = now(), updated_at = now() WHERE ontology = $1",
+                None,
+                &[ontology.into()],
+            )
+            .or_raise("recording progress");
+        format!("belink.{name}")
+    })
+}
+
+fn spi_ident(name: &str) -> String {
+    pgrx::spi::quote_identifier(name)
+}
+
+extension_sql!(
+    r#"
+CREATE PROCEDURE belink_index(ontology text, batch_size integer DEFAULT 1024)
+LANGUAGE plpgsql AS $procedure$
+DECLARE
+    remaining bigint;
+    embedded bigint := 0;
+    batch integer;
+    started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+    elapsed double precision;
+BEGIN
+    remaining := @extschema@.belink_index_prepare(ontology);
+    COMMIT;
+    RAISE NOTICE 'belink_index(%): % names to embed', ontology, remaining;
+    LOOP
+        batch := @extschema@.belink_index_batch(ontology, batch_size);
+        EXIT WHEN batch = 0;
+        embedded := embedded + batch;
+        COMMIT;
+        IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+            elapsed := extract(epoch FROM clock_timestamp() - started);
+            RAISE NOTICE 'belink_index(%): % of % names embedded (% names/s, about % s left)',
+                ontology, embedded, remaining, round((embedded / elapsed)::numeric, 1),
+                round(((remaining - embedded) / greatest(embedded / elapsed, 1e-9))::numeric);
+            last_notice := clock_timestamp();
+        END IF;
+    END LOOP;
+    RAISE NOTICE 'belink_index(%): % names embedded in % s; building the HNSW index', ontology, embedded,
+        round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+    PERFORM @extschema@.belink_index_finish(ontology);
+    COMMIT;
+END
+$procedure$;
+COMMENT ON PROCEDURE belink_index(text, integer) IS
+    'Embeds every name of an ontology through the model server (committing per batch: interrupt and call again to resume) and builds its HNSW index';
+"#,
+    name = "index_sql",
+    requires = [belink_index_prepare, belink_index_batch, belink_index_finish]
+);
+
+/// The supervisor's and the model server's state, for monitoring.
+#[pg_extern(volatile, parallel_restricted)]
+fn belink_worker_status_json() -> JsonB {
+    let mut status = serde_json::Map::new();
+    status.insert("preloaded".into(), worker::preloaded().into());
+    if !worker::preloaded() {
+        status.insert("state".into(), "not preloaded (add belink to shared_preload_libraries)".into());
+        return JsonB(serde_json::Value::Object(status));
+    }
+    let pid = worker::SERVER_PID.get().load(Ordering::Acquire);
+    status.insert("server_pid".into(), pid.into());
+    status.insert("server_starts".into(), worker::SERVER_STARTS.get().load(Ordering::Acquire).into());
+    let timeout = request_timeout().min(Duration::from_secs(5));
+    let state = match client::status(timeout) {
+        Ok(json) => {
+            if let Ok(serde_json::Value::Object(server)) = serde_json::from_str(&json) {
+                status.extend(server);
+            }
+            "running".to_string()
+        }
+        Err(reason) if pid == 0 => format!("down ({reason}); restarting"),
+        Err(reason) => format!("not answering ({reason})"),
+    };
+    status.insert("state".into(), state.into());
+    JsonB(serde_json::Value::Object(status))
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION belink_worker_status(
+    OUT state text, OUT server_pid integer, OUT server_starts integer, OUT device text,
+    OUT encoder_model text, OUT encoder_state text, OUT encoder_dim integer,
+    OUT requests bigint, OUT texts bigint, OUT abandoned_requests bigint, OUT batches bigint,
+    OUT mean_requests_per_batch double precision, OUT max_requests_per_batch integer,
+    OUT max_texts_per_batch integer, OUT mean_latency_ms double precision,
+    OUT max_latency_ms double precision, OUT queue_depth integer, OUT errors bigint,
+    OUT last_error text, OUT rss_mb double precision, OUT peak_rss_mb double precision,
+    OUT uptime_s double precision)
+    LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT s->>'state', (s->>'server_pid')::integer, (s->>'server_starts')::integer, s->>'device',
+           s->>'encoder_model', s->>'encoder_state', (s->>'encoder_dim')::integer,
+           (s->>'requests')::bigint, (s->>'texts')::bigint, (s->>'abandoned_requests')::bigint,
+           (s->>'batches')::bigint, (s->>'mean_requests_per_batch')::double precision,
+           (s->>'max_requests_per_batch')::integer, (s->>'max_texts_per_batch')::integer,
+           (s->>'mean_latency_ms')::double precision, (s->>'max_latency_ms')::double precision,
+           (s->>'queue_depth')::integer, (s->>'errors')::bigint, s->>'last_error',
+           (s->>'rss_kb')::double precision / 1024, (s->>'peak_rss_kb')::double precision / 1024,
+           (s->>'uptime_s')::double precision
+    FROM belink_worker_status_json() AS s;
+END;
+COMMENT ON FUNCTION belink_worker_status() IS 'State of the belink model server and its supervisor, one row';
+"#,
+    name = "status_sql",
+    requires = [belink_worker_status_json]
+);

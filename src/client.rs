@@ -1,0 +1,221 @@
+//! The backend's side of the model server connection.
+//!
+//! One connection per backend, kept between calls. A waiting backend sleeps on its latch and
+//! the socket together, so cancel requests, `statement_timeout` and postmaster death are
+//! honoured while it waits; `belink.request_timeout` bounds every wait. A request interrupted
+//! mid-flight leaves an unknown reply in the socket, so the next call starts a new connection
+//! (the server sees the old one close and drops the abandoned request).
+
+use std::cell::RefCell;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::{raise, raise_with_hint};
+use crate::{gucs, worker};
+
+struct Connection {
+    stream: UnixStream,
+    next_id: u64,
+    /// A request was sent and its reply not read (the call was interrupted).
+    in_flight: bool,
+}
+
+thread_local! {
+    static CONNECTION: RefCell<Option<Connection>> = const { RefCell::new(None) };
+}
+
+/// Sends `message` and returns the server's reply; every failure is an ERROR.
+pub fn request(message: &Message) -> Message {
+    require_preloaded();
+    let timeout = Duration::from_millis(gucs::REQUEST_TIMEOUT_MS.get().max(1) as u64);
+    try_request(message, timeout).unwrap_or_else(|failure| failure.raise(timeout))
+}
+
+fn require_preloaded() {
+    if !worker::preloaded() {
+        raise_with_hint(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the belink model server is not running: belink is not in shared_preload_libraries",
+            "Add belink to shared_preload_libraries in postgresql.conf and restart PostgreSQL.",
+        );
+    }
+}
+
+/// Like [`request`], but a server that is down, slow or gone is an `Err`, not an ERROR
+/// (cancel and statement_timeout still raise theirs).
+fn try_request(message: &Message, timeout: Duration) -> Result<Message, Failure> {
+    let deadline = Instant::now() + timeout;
+    CONNECTION.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_some_and(|c| c.in_flight) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Some(connect(deadline)?);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        let id = connection.next_id;
+        connection.next_id += 1;
+        connection.in_flight = true;
+        match exchange(connection, id, message, deadline) {
+            Ok(reply) => {
+                connection.in_flight = false;
+                Ok(reply)
+            }
+            Err(failure) => {
+                *slot = None;
+                Err(failure)
+            }
+        }
+    })
+}
+
+enum Failure {
+    NotRunning,
+    TimedOut,
+    Lost(String),
+}
+
+impl Failure {
+    fn raise(self, timeout: Duration) -> ! {
+        match self {
+            Failure::NotRunning => raise_with_hint(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("the belink model server is not running (waited {} ms)", timeout.as_millis()),
+                "Its supervisor starts it when the cluster starts and restarts it when it dies; see belink_worker_status() and the PostgreSQL log.",
+            ),
+            Failure::TimedOut => raise_with_hint(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("the belink model server did not answer within {} ms", timeout.as_millis()),
+                "Raise belink.request_timeout for large requests, or see belink_worker_status() and the server log.",
+            ),
+            Failure::Lost(reason) => raise_with_hint(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("lost the connection to the belink model server: {reason}"),
+                "The server stopped or crashed; its supervisor restarts it. Retry the statement; the PostgreSQL log has the server's messages.",
+            ),
+        }
+    }
+}
+
+/// Connects, retrying while the server is (re)starting, until `deadline`.
+fn connect(deadline: Instant) -> Result<Connection, Failure> {
+    loop {
+        match UnixStream::connect(worker::SOCKET_NAME) {
+            Ok(stream) => return Ok(Connection { stream, next_id: 1, in_flight: false }),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+                if Instant::now() >= deadline {
+                    return Err(Failure::NotRunning);
+                }
+                wait_for(None, Duration::from_millis(100), deadline);
+            }
+            Err(e) => return Err(Failure::Lost(format!("cannot connect: {e}"))),
+        }
+    }
+}
+
+fn exchange(connection: &mut Connection, id: u64, message: &Message, deadline: Instant) -> Result<Message, Failure> {
+    let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let _ = connection.stream.set_write_timeout(Some(remaining));
+    write_frame(&mut connection.stream, id, message).map_err(|e| match e {
+        WireError::Io(ref io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Failure::TimedOut,
+        other => Failure::Lost(other.to_string()),
+    })?;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(Failure::TimedOut);
+        }
+        if wait_for(Some(connection.stream.as_raw_fd()), Duration::from_millis(1000), deadline) {
+            break;
+        }
+    }
+    // The reply has started to arrive: the rest follows at once.
+    let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1000));
+    let _ = connection.stream.set_read_timeout(Some(remaining));
+    match read_frame(&mut connection.stream) {
+        Ok((reply_id, _)) if reply_id != id => Err(Failure::Lost(format!("reply {reply_id} to request {id}"))),
+        Ok((_, reply)) => Ok(reply),
+        Err(WireError::Closed) => Err(Failure::Lost("the server closed the connection".into())),
+        Err(e) => Err(Failure::Lost(e.to_string())),
+    }
+}
+
+/// Sleeps on the latch (and the socket, if given) for at most `step`, never past `deadline`,
+/// handling interrupts: a cancel or statement_timeout raises its ERROR from here. Returns
+/// true when the socket is readable.
+fn wait_for(socket: Option<i32>, step: Duration, deadline: Instant) -> bool {
+    let timeout = step.min(deadline.saturating_duration_since(Instant::now())).as_millis().max(1) as std::ffi::c_long;
+    let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+    if socket.is_some() {
+        events |= pg_sys::WL_SOCKET_READABLE;
+    }
+    let fired = unsafe {
+        let fired = pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            events as i32,
+            socket.unwrap_or(-1),
+            timeout,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        if fired & pg_sys::WL_LATCH_SET as i32 != 0 {
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        fired
+    };
+    pg_sys::check_for_interrupts!();
+    fired & pg_sys::WL_SOCKET_READABLE as i32 != 0
+}
+
+/// Embeds texts with the server's sentence encoder: one vector per text, and the dimension.
+pub fn embed(texts: Vec<String>) -> (usize, Vec<Vec<f32>>) {
+    let count = texts.len();
+    if count == 0 {
+        return (0, Vec::new());
+    }
+    match request(&Message::EmbedRequest { texts }) {
+        Message::EmbedReply { dim, vectors } if vectors.len() == count * dim as usize => {
+            let dim = dim as usize;
+            (dim, vectors.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+        }
+        Message::EmbedReply { dim, vectors } => raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("the model server answered {} floats of dimension {dim} for {count} texts", vectors.len()),
+        ),
+        other => raise_reply(other),
+    }
+}
+
+/// The server's state as JSON text, or why it could not be had within `timeout`.
+pub fn status(timeout: Duration) -> Result<String, String> {
+    require_preloaded();
+    match try_request(&Message::StatusRequest, timeout) {
+        Ok(Message::StatusReply { json }) => Ok(json),
+        Ok(other) => Err(format!("unexpected reply: {other:?}")),
+        Err(Failure::NotRunning) => Err("not running".into()),
+        Err(Failure::TimedOut) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        Err(Failure::Lost(reason)) => Err(reason),
+    }
+}
+
+fn raise_reply(reply: Message) -> ! {
+    match reply {
+        Message::ErrorReply { code: ErrorCode::ModelUnavailable, message } => raise_with_hint(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("belink model server: {message}"),
+            "Check belink.encoder_model (run `make install` for the default model), then SELECT pg_reload_conf().",
+        ),
+        Message::ErrorReply { code, message } => raise(
+            PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+            format!("belink model server ({code:?}): {message}"),
+        ),
+        other => {
+            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("unexpected reply from the model server: {other:?}"))
+        }
+    }
+}
