@@ -86,7 +86,6 @@ pub extern "C-unwind" fn belink_supervisor_main(_arg: pg_sys::Datum) {
 struct ServerCommand {
     program: PathBuf,
     args: Vec<String>,
-    threads: i32,
 }
 
 impl ServerCommand {
@@ -106,10 +105,12 @@ impl ServerCommand {
             gucs::SERVER_BATCH_SIZE.get().to_string(),
             "--batch-wait-ms".into(),
             gucs::SERVER_BATCH_WAIT_MS.get().to_string(),
+            "--threads".into(),
+            gucs::SERVER_THREADS.get().to_string(),
             "--parent-pid".into(),
             std::process::id().to_string(),
         ];
-        ServerCommand { program, args, threads: gucs::SERVER_THREADS.get() }
+        ServerCommand { program, args }
     }
 }
 
@@ -191,9 +192,6 @@ impl Supervisor {
     fn start(&mut self) {
         let mut command = Command::new(&self.command.program);
         command.args(&self.command.args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        if self.command.threads > 0 {
-            command.env("RAYON_NUM_THREADS", self.command.threads.to_string());
-        }
         // Safety: only async-signal-safe calls between fork and exec. The server dies with
         // its supervisor, and starts with no signal blocked.
         unsafe {

@@ -101,6 +101,8 @@ pub struct NormalizationRun {
     pub hits_at: Vec<usize>,
     /// Wall time of each query, milliseconds.
     pub latencies_ms: Vec<f64>,
+    /// Peak resident memory of the model server after the run (MB), when it runs.
+    pub server_peak_mb: Option<f64>,
     pub errors: Vec<ErrorCase>,
 }
 
@@ -114,17 +116,24 @@ impl NormalizationRun {
 pub struct Config {
     pub name: &'static str,
     pub settings: &'static [&'static str],
+    /// Dense retrieval: the ontology's names must be embedded first (belink_index).
+    pub needs_index: bool,
 }
 
 /// The configurations this build can run. Hybrid retrieval and re-ranking join this list as
 /// they are built.
-pub const CONFIGS: &[Config] = &[Config { name: "lexical", settings: &[] }];
+pub const CONFIGS: &[Config] = &[
+    Config { name: "lexical", settings: &["SET belink.retrieval = 'lexical'"], needs_index: false },
+    Config { name: "hybrid", settings: &["SET belink.retrieval = 'hybrid'"], needs_index: true },
+];
 
 pub struct DatasetResult {
     pub spec: DatasetSpec,
     pub documents: usize,
     pub mentions: usize,
     pub load_seconds: Option<f64>,
+    /// Wall time of belink_index on the ontology (every name embedded).
+    pub index_seconds: Option<f64>,
     pub concept_names: HashMap<String, String>,
     pub runs: Vec<NormalizationRun>,
     pub training_names_added: Option<i64>,
@@ -141,11 +150,15 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
 
     let mut runs = Vec::new();
     remove_user_names(client, &spec.ontology)?;
+    let index_seconds = if CONFIGS.iter().any(|c| c.needs_index) { Some(index(client, &spec.ontology)?) } else { None };
     run_configs(client, spec, &documents, "ontology", &mut runs)?;
     let mut training_names_added = None;
     if let Some(train) = &spec.train {
         let training = load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?;
         training_names_added = Some(add_training_names(client, &spec.ontology, &training)?);
+        if index_seconds.is_some() {
+            index(client, &spec.ontology)?;
+        }
         run_configs(client, spec, &documents, "ontology + training mentions", &mut runs)?;
         remove_user_names(client, &spec.ontology)?;
     }
@@ -154,6 +167,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         documents: documents.len(),
         mentions: documents.iter().map(|d| d.mentions.len()).sum(),
         load_seconds,
+        index_seconds,
         concept_names,
         runs,
         training_names_added,
@@ -245,6 +259,7 @@ fn run_configs(
                 queries: 0,
                 hits_at: vec![0; MAX_K],
                 latencies_ms: Vec::new(),
+                server_peak_mb: None,
                 errors: Vec::new(),
             };
             for document in documents {
@@ -260,10 +275,35 @@ fn run_configs(
                     }
                 }
             }
+            run.server_peak_mb = server_peak_mb(client);
             runs.push(run);
         }
     }
     Ok(())
+}
+
+/// Peak resident memory of the model server so far, in MB (None without a server).
+fn server_peak_mb(client: &mut Client) -> Option<f64> {
+    let row = client.query_one("SELECT peak_rss_mb FROM belink_worker_status()", &[]).ok()?;
+    row.get::<_, Option<f64>>(0)
+}
+
+/// Embeds the ontology's names not embedded yet (belink_index) and returns the wall time.
+fn index(client: &mut Client, ontology: &str) -> Result<f64, String> {
+    let started = Instant::now();
+    client
+        .batch_execute(&format!("CALL belink_index({})", literal(ontology)))
+        .map_err(|e| format!("belink_index({ontology}): {}", db_message(&e)))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The server's message for a failed statement.
+pub fn db_message(error: &postgres::Error) -> String {
+    error.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| error.to_string())
 }
 
 fn score(run: &mut NormalizationRun, document: &str, query: Query, candidates: &[Candidate]) {
@@ -302,7 +342,7 @@ fn candidates(client: &mut Client, text: &str, ontology: &str) -> Result<(Vec<Ca
              ORDER BY c.rank",
             &[&text, &ontology, &(MAX_K as i32)],
         )
-        .map_err(|e| format!("belink_candidates({text:?}): {e}"))?;
+        .map_err(|e| format!("belink_candidates({text:?}): {}", db_message(&e)))?;
     let latency = started.elapsed().as_secs_f64() * 1000.0;
     let candidates = rows
         .iter()
@@ -402,6 +442,7 @@ mod tests {
             queries: 0,
             hits_at: vec![0; MAX_K],
             latencies_ms: vec![],
+            server_peak_mb: None,
             errors: vec![],
         };
         let query = |gold: &str| Query { text: "x".into(), gold: vec![gold.into()], from_composite: false };

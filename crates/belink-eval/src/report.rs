@@ -44,13 +44,14 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     for r in results {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.spec.name,
             file_name(&r.spec.corpus),
             r.documents,
             r.mentions,
             r.spec.ontology,
             r.load_seconds.map(|s| format!("{s:.2}")).unwrap_or_else(|| "(preloaded)".into()),
+            r.index_seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
             r.training_names_added.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         );
     }
@@ -63,16 +64,21 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
          *strict*: no splitting, right only when the answer is exactly the gold concept (BELB). \
          In both, a concept's alternative ids count as the concept. Dictionary *ontology + training mentions*: \
          the training split's mentions added as user names (BioSyn's dictionary setting). \
-         Latency: one client, each mention a separate SQL call, wall time.\n"
+         *lexical*: exact + trigram; *hybrid*: exact + trigram + dense (sentence encoder, HNSW), fused by \
+         reciprocal rank. Latency: one client, each mention a separate SQL call, wall time. Server peak MB: \
+         peak resident memory of the model server.\n"
     );
-    let _ = writeln!(w, "| dataset | dictionary | configuration | protocol | queries | acc@1 | acc@5 | acc@10 | mentions/s | p50 ms | p95 ms |");
-    let _ = writeln!(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        w,
+        "| dataset | dictionary | configuration | protocol | queries | acc@1 | acc@5 | acc@10 | mentions/s | p50 ms | p95 ms | server peak MB |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for run in results.iter().flat_map(|r| &r.runs) {
         let (p50, p95) = percentiles(&run.latencies_ms);
         let total: f64 = run.latencies_ms.iter().sum::<f64>() / 1000.0;
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {p50:.1} | {p95:.1} |",
+            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {p50:.1} | {p95:.1} | {} |",
             run.dataset,
             run.dictionary,
             run.config,
@@ -82,6 +88,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
             run.accuracy_at(5),
             run.accuracy_at(10),
             run.queries as f64 / total.max(1e-9),
+            run.server_peak_mb.map(|mb| format!("{mb:.0}")).unwrap_or_else(|| "-".into()),
         );
     }
     let _ = writeln!(w, "\n![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n");

@@ -173,6 +173,14 @@ impl SentenceEncoder {
     }
 }
 
+/// Indices of `texts` grouped into chunks of at most `max_batch`, longest texts first: texts
+/// of similar length share a chunk, so little compute goes to padding.
+pub fn length_sorted_chunks<S: AsRef<str>>(texts: &[S], max_batch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
+    order.chunks(max_batch.max(1)).map(<[usize]>::to_vec).collect()
+}
+
 fn pooling_from_config(dir: &Path) -> Result<Pooling, ModelError> {
     let path = dir.join("1_Pooling").join("config.json");
     if !path.exists() {

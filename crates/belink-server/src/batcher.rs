@@ -10,7 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use belink_core::wire::ErrorCode;
-use belink_models::encoder::{Pooling, SentenceEncoder};
+use belink_models::encoder::{length_sorted_chunks, Pooling, SentenceEncoder};
+use belink_models::streams::Streams;
 
 use crate::stats::Stats;
 
@@ -33,6 +34,8 @@ pub struct Settings {
     pub max_batch: usize,
     /// How long the first request of a batch waits for others to join it.
     pub batch_wait: Duration,
+    /// CPU threads (0: every core).
+    pub threads: usize,
 }
 
 #[derive(Default)]
@@ -81,9 +84,10 @@ impl Queue {
 
 /// The model thread: loads the encoder, then serves batches forever.
 pub fn run(settings: Settings, queue: Arc<Queue>, stats: Arc<Stats>) {
-    let encoder = load(&settings, &stats);
+    let streams = Streams::new(settings.threads);
+    let encoder = streams.install(|| load(&settings, &stats));
     loop {
-        let batch = queue.next_batch(settings.max_batch, settings.batch_wait, &stats);
+        let batch = queue.next_batch(settings.max_batch * streams.threads(), settings.batch_wait, &stats);
         let (live, dead): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.alive.load(Ordering::Acquire));
         stats.record_abandoned(dead.len());
         if live.is_empty() {
@@ -100,7 +104,7 @@ pub fn run(settings: Settings, queue: Arc<Queue>, stats: Arc<Stats>) {
         };
         let started = Instant::now();
         let texts: usize = live.iter().map(|j| j.texts.len()).sum();
-        match embed_jobs(encoder, &live, settings.max_batch) {
+        match embed_jobs(encoder, &streams, &live, settings.max_batch) {
             Ok(results) => {
                 stats.record_batch(live.len(), texts, started.elapsed());
                 for (job, vectors) in live.into_iter().zip(results) {
@@ -149,26 +153,33 @@ fn load(settings: &Settings, stats: &Stats) -> Result<SentenceEncoder, String> {
     loaded
 }
 
-/// Embeds every job's texts together: sorted by length (less padding), in chunks of
-/// `max_batch`, then put back in each job's order. Returns each job's flattened vectors.
-fn embed_jobs(encoder: &SentenceEncoder, jobs: &[Job], max_batch: usize) -> Result<Vec<Vec<f32>>, String> {
-    let mut order: Vec<(usize, usize)> =
+/// Embeds every job's texts together: sorted by length (little padding), in chunks of
+/// `max_batch` spread over the cores, then put back in each job's order. Returns each job's
+/// flattened vectors.
+fn embed_jobs(
+    encoder: &SentenceEncoder,
+    streams: &Streams,
+    jobs: &[Job],
+    max_batch: usize,
+) -> Result<Vec<Vec<f32>>, String> {
+    let items: Vec<(usize, usize)> =
         jobs.iter().enumerate().flat_map(|(j, job)| (0..job.texts.len()).map(move |t| (j, t))).collect();
-    order.sort_by_key(|&(j, t)| std::cmp::Reverse(jobs[j].texts[t].len()));
+    let texts: Vec<&str> = items.iter().map(|&(j, t)| jobs[j].texts[t].as_str()).collect();
+    let chunks = length_sorted_chunks(&texts, max_batch);
+    let vectors = streams
+        .run(&chunks, |chunk| {
+            // A client that went away (cancel, timeout) stops costing compute at its next chunk.
+            let live: Vec<usize> =
+                chunk.iter().copied().filter(|&i| jobs[items[i].0].alive.load(Ordering::Acquire)).collect();
+            let vectors = encoder.embed(&live.iter().map(|&i| texts[i]).collect::<Vec<_>>())?;
+            Ok::<_, belink_models::ModelError>(live.into_iter().zip(vectors).collect::<Vec<_>>())
+        })
+        .map_err(|e| e.to_string())?;
     let dim = encoder.dim();
     let mut results: Vec<Vec<f32>> = jobs.iter().map(|job| vec![0.0; job.texts.len() * dim]).collect();
-    for chunk in order.chunks(max_batch.max(1)) {
-        // A client that went away (cancel, timeout) stops costing compute at the next chunk.
-        let chunk: Vec<(usize, usize)> =
-            chunk.iter().copied().filter(|&(j, _)| jobs[j].alive.load(Ordering::Acquire)).collect();
-        if chunk.is_empty() {
-            continue;
-        }
-        let texts: Vec<&str> = chunk.iter().map(|&(j, t)| jobs[j].texts[t].as_str()).collect();
-        let vectors = encoder.embed(&texts).map_err(|e| e.to_string())?;
-        for (&(j, t), vector) in chunk.iter().zip(vectors) {
-            results[j][t * dim..(t + 1) * dim].copy_from_slice(&vector);
-        }
+    for (i, vector) in vectors.into_iter().flatten() {
+        let (j, t) = items[i];
+        results[j][t * dim..(t + 1) * dim].copy_from_slice(&vector);
     }
     Ok(results)
 }

@@ -4,7 +4,7 @@
 //! crashes or is killed for memory, one request fails, not the database.
 //!
 //!   belink-server --socket PATH --encoder-model DIR [--pooling auto|mean|cls] [--device auto|cpu|cuda]
-//!                 [--max-batch N] [--batch-wait-ms N] [--parent-pid PID]
+//!                 [--max-batch N] [--batch-wait-ms N] [--threads N] [--parent-pid PID]
 //!
 //! Logs go to stderr, which the supervisor forwards to the PostgreSQL log.
 
@@ -38,8 +38,9 @@ fn parse_options() -> Result<Options, String> {
         encoder_dir: PathBuf::new(),
         pooling: None,
         device: "auto".into(),
-        max_batch: 64,
+        max_batch: 32,
         batch_wait: Duration::from_millis(2),
+        threads: 0,
     };
     let mut parent_pid = None;
     let mut args = std::env::args().skip(1);
@@ -52,6 +53,7 @@ fn parse_options() -> Result<Options, String> {
             "--device" => settings.device = value()?,
             "--max-batch" => settings.max_batch = number(&flag, &value()?)?.max(1),
             "--batch-wait-ms" => settings.batch_wait = Duration::from_millis(number(&flag, &value()?)? as u64),
+            "--threads" => settings.threads = number(&flag, &value()?)?,
             "--parent-pid" => parent_pid = Some(number(&flag, &value()?)? as i32),
             other => return Err(format!("unknown option {other}")),
         }
