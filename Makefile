@@ -138,9 +138,16 @@ demo: install $(HPO_OBO)
 
 ## ---- benchmarks (figures for BENCHMARKS.md; never timed tests) ----------------------------
 
-bench: install
-	cargo build --release -p belink-eval
-	scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
+# The Python peers the benchmarks compare against, in a virtual environment of the cache.
+PYREF := $(CACHE)/pyref
+$(PYREF)/.installed:
+	python3 -m venv $(PYREF)
+	$(PYREF)/bin/pip install --disable-pip-version-check --quiet sentence-transformers==6.2.0 torch==2.15.0
+	touch $@
+
+bench: install $(PYREF)/.installed
+	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin encoder-bench
+	PYREF=$(PYREF) ENCODER_MODEL=$(ENCODER_MODEL) scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
 
 ## ---- evaluation (eval/REPORT.md) --------------------------------------------------------
 

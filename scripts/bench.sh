@@ -40,6 +40,32 @@ echo "## Lexical candidate retrieval (belink_candidates: exact + trigram)"
 echo
 ncbi=$DATA/ncbi-disease/NCBIdevelopset_corpus.txt
 gsc=$DATA/gscplus/GSCplus_dev_gold.tsv
-[ -f "$ncbi" ] && $EVAL retrieval --dsn "$dsn" --corpus "$ncbi" --ontology medic --k 1,5,10
-[ -f "$gsc" ] && $EVAL retrieval --dsn "$dsn" --corpus "$gsc" --ontology hpo --k 1,5,10 | tail -n 1
+[ -f "$ncbi" ] && $EVAL retrieval --dsn "$dsn" --corpus "$ncbi" --ontology medic --k 1,5,10 --retrieval lexical
+[ -f "$gsc" ] && $EVAL retrieval --dsn "$dsn" --corpus "$gsc" --ontology hpo --k 1,5,10 --retrieval lexical | tail -n 1
+echo
+echo "## Embedding an ontology (CALL belink_index, default encoder all-MiniLM-L6-v2)"
+echo
+$EVAL index --dsn "$dsn" --ontology medic
+$EVAL index --dsn "$dsn" --ontology hpo | tail -n 1
+echo
+echo "## Hybrid candidate retrieval (exact + trigram + dense, reciprocal-rank fusion)"
+echo
+[ -f "$ncbi" ] && $EVAL retrieval --dsn "$dsn" --corpus "$ncbi" --ontology medic --k 1,5,10 --retrieval hybrid
+[ -f "$gsc" ] && $EVAL retrieval --dsn "$dsn" --corpus "$gsc" --ontology hpo --k 1,5,10 --retrieval hybrid | tail -n 1
+echo
+echo "## Memory: the model server and 16 backends that called belink_embed"
+echo
+$EVAL memory --dsn "$dsn" --connections 16
 scripts/cluster.sh stop "$DIR"
+
+echo
+echo "## Encoder throughput (names/s): requests of B names, the server's way vs sentence-transformers"
+echo
+# The same 1,024 MEDIC names for both, in file order; same thread counts.
+names=$(mktemp)
+cut -d'|' -f3- "$DATA/medic/medic_06Jul2012.txt" | tr '|' '\n' | head -n 1024 > "$names"
+for threads in 1 2; do
+    BELINK_THREADS=$threads target/release/encoder-bench "$ENCODER_MODEL" "$names" 1,32,256
+    HF_HUB_OFFLINE=1 "$PYREF/bin/python" scripts/encoder-bench.py "$ENCODER_MODEL" "$names" 1,32,256 $threads 2>/dev/null
+done
+rm -f "$names"

@@ -337,9 +337,9 @@ fn candidates(client: &mut Client, text: &str, ontology: &str) -> Result<(Vec<Ca
     let rows = client
         .query(
             "SELECT c.concept_id, c.name, k.alt_ids
-             FROM belink_candidates($1, $2, $3) WITH ORDINALITY AS c(concept_id, name, matched, score, source, ontology, rank)
+             FROM belink_candidates($1, $2, $3) WITH ORDINALITY AS c
              JOIN belink.concepts k ON k.ontology = c.ontology AND k.concept_id = c.concept_id
-             ORDER BY c.rank",
+             ORDER BY c.ordinality",
             &[&text, &ontology, &(MAX_K as i32)],
         )
         .map_err(|e| format!("belink_candidates({text:?}): {}", db_message(&e)))?;

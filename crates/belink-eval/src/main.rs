@@ -3,8 +3,12 @@
 //!
 //!   belink-eval load --dsn DSN NAME=PATH[:FORMAT]...
 //!       loads each file with belink_load_ontology and reports counts and wall time
-//!   belink-eval retrieval --dsn DSN --corpus PATH --ontology NAME [--k 1,5,10]
+//!   belink-eval retrieval --dsn DSN --corpus PATH --ontology NAME [--k 1,5,10] [--retrieval lexical|hybrid]
 //!       candidate recall@k of belink_candidates on the corpus' gold mentions
+//!   belink-eval index --dsn DSN --ontology NAME
+//!       CALL belink_index: wall time, names per second, the model server's peak memory
+//!   belink-eval memory --dsn DSN [--connections 16]
+//!       resident memory of the model server, and of backends before and after belink_embed
 //!   belink-eval evaluate --dsn DSN --out DIR --dataset SPEC [--dataset SPEC]...
 //!       the evaluation report: SPEC is
 //!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
         Some("load") => load(&args),
         Some("retrieval") => retrieval(&args),
         Some("evaluate") => evaluate(&args),
+        Some("index") => index(&args),
+        Some("memory") => memory(&args),
         _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
     };
     match result {
@@ -86,12 +92,16 @@ fn retrieval(args: &Args) -> Result<(), String> {
     let max_k = *ks.iter().max().expect("at least one k");
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
     let mut client = connect(args)?;
+    let mode = args.get("retrieval").unwrap_or("hybrid");
+    client
+        .execute("SELECT set_config('belink.retrieval', $1, false)", &[&mode])
+        .map_err(|e| evaluate::db_message(&e))?;
     let statement = client
         .prepare(
             "SELECT k.concept_id, k.alt_ids
-             FROM belink_candidates($1, $2, $3) WITH ORDINALITY AS c(concept_id, name, matched, score, source, ontology, rank)
+             FROM belink_candidates($1, $2, $3) WITH ORDINALITY AS c
              JOIN belink.concepts k ON k.ontology = c.ontology AND k.concept_id = c.concept_id
-             ORDER BY c.rank",
+             ORDER BY c.ordinality",
         )
         .map_err(|e| e.to_string())?;
 
@@ -125,10 +135,10 @@ fn retrieval(args: &Args) -> Result<(), String> {
     let seconds = started.elapsed().as_secs_f64();
     let corpus = Path::new(corpus_path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let header: Vec<String> = ks.iter().map(|k| format!("recall@{k}")).collect();
-    println!("| corpus | ontology | mentions | {} | mentions/s |", header.join(" | "));
-    println!("|---|---|---:|{}---:|", "---:|".repeat(ks.len()));
+    println!("| corpus | ontology | retrieval | mentions | {} | mentions/s |", header.join(" | "));
+    println!("|---|---|---|---:|{}---:|", "---:|".repeat(ks.len()));
     let recalls: Vec<String> = hits.iter().map(|h| format!("{:.3}", *h as f64 / mentions.max(1) as f64)).collect();
-    println!("| {corpus} | {ontology} | {mentions} | {} | {:.0} |", recalls.join(" | "), mentions as f64 / seconds);
+    println!("| {corpus} | {ontology} | {mode} | {mentions} | {} | {:.0} |", recalls.join(" | "), mentions as f64 / seconds);
     Ok(())
 }
 
@@ -165,5 +175,74 @@ fn evaluate(args: &Args) -> Result<(), String> {
     write("REPORT.md", report::report(&info, &results))?;
     write("errors.md", report::error_analysis(&results))?;
     eprintln!("belink-eval: report written to {}", out.join("REPORT.md").display());
+    Ok(())
+}
+
+fn index(args: &Args) -> Result<(), String> {
+    let ontology = args.required("ontology")?;
+    let mut client = connect(args)?;
+    let names: i64 = client
+        .query_one("SELECT count(*) FROM belink.names WHERE ontology = $1", &[&ontology])
+        .map_err(|e| evaluate::db_message(&e))?
+        .get(0);
+    let started = Instant::now();
+    client
+        .execute("CALL belink_index($1)", &[&ontology])
+        .map_err(|e| format!("belink_index({ontology}): {}", evaluate::db_message(&e)))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let row = client
+        .query_one("SELECT rss_mb, peak_rss_mb FROM belink_worker_status()", &[])
+        .map_err(|e| evaluate::db_message(&e))?;
+    println!("| ontology | names | seconds | names/s | server RSS MB | server peak RSS MB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| {ontology} | {names} | {seconds:.1} | {:.0} | {:.0} | {:.0} |",
+        names as f64 / seconds,
+        row.get::<_, f64>(0),
+        row.get::<_, f64>(1)
+    );
+    Ok(())
+}
+
+/// Resident memory (kB) of a process, from /proc (the bench runs on the database host).
+fn rss_kb(pid: i32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no VmRSS for {pid}"))
+}
+
+fn memory(args: &Args) -> Result<(), String> {
+    let connections = args.get("connections").map(|n| n.parse::<usize>()).transpose().map_err(|e| e.to_string())?.unwrap_or(16);
+    let mut clients = (0..connections).map(|_| connect(args)).collect::<Result<Vec<_>, _>>()?;
+    let mut before = Vec::new();
+    let mut pids = Vec::new();
+    for client in &mut clients {
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| e.to_string())?.get(0);
+        // Same warm-up for both measurements: the extension is loaded, the catalog read.
+        client.query_one("SELECT count(*) FROM belink.ontologies", &[]).map_err(|e| e.to_string())?;
+        pids.push(pid);
+        before.push(rss_kb(pid)?);
+    }
+    for client in &mut clients {
+        client.query_one("SELECT belink_embed('colorectal adenoma')::text", &[]).map_err(|e| evaluate::db_message(&e))?;
+    }
+    let after: Vec<u64> = pids.iter().map(|&pid| rss_kb(pid)).collect::<Result<_, _>>()?;
+    let deltas: Vec<f64> = before.iter().zip(&after).map(|(b, a)| (*a as f64 - *b as f64) / 1024.0).collect();
+    let mean = deltas.iter().sum::<f64>() / deltas.len() as f64;
+    let max = deltas.iter().cloned().fold(f64::MIN, f64::max);
+    let row = clients[0]
+        .query_one("SELECT server_pid, rss_mb, peak_rss_mb FROM belink_worker_status()", &[])
+        .map_err(|e| evaluate::db_message(&e))?;
+    println!("| connections | backend RSS before (MB, mean) | extra RSS after belink_embed (MB, mean / max) | model server RSS (MB) | server peak (MB) |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {connections} | {:.1} | {mean:.2} / {max:.2} | {:.0} | {:.0} |",
+        before.iter().sum::<u64>() as f64 / before.len() as f64 / 1024.0,
+        row.get::<_, f64>(1),
+        row.get::<_, f64>(2)
+    );
     Ok(())
 }
