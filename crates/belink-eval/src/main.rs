@@ -138,7 +138,11 @@ fn retrieval(args: &Args) -> Result<(), String> {
     println!("| corpus | ontology | retrieval | mentions | {} | mentions/s |", header.join(" | "));
     println!("|---|---|---|---:|{}---:|", "---:|".repeat(ks.len()));
     let recalls: Vec<String> = hits.iter().map(|h| format!("{:.3}", *h as f64 / mentions.max(1) as f64)).collect();
-    println!("| {corpus} | {ontology} | {mode} | {mentions} | {} | {:.0} |", recalls.join(" | "), mentions as f64 / seconds);
+    println!(
+        "| {corpus} | {ontology} | {mode} | {mentions} | {} | {:.0} |",
+        recalls.join(" | "),
+        mentions as f64 / seconds
+    );
     Ok(())
 }
 
@@ -215,7 +219,8 @@ fn rss_kb(pid: i32) -> Result<u64, String> {
 }
 
 fn memory(args: &Args) -> Result<(), String> {
-    let connections = args.get("connections").map(|n| n.parse::<usize>()).transpose().map_err(|e| e.to_string())?.unwrap_or(16);
+    let connections =
+        args.get("connections").map(|n| n.parse::<usize>()).transpose().map_err(|e| e.to_string())?.unwrap_or(16);
     let mut clients = (0..connections).map(|_| connect(args)).collect::<Result<Vec<_>, _>>()?;
     let mut before = Vec::new();
     let mut pids = Vec::new();
@@ -227,7 +232,9 @@ fn memory(args: &Args) -> Result<(), String> {
         before.push(rss_kb(pid)?);
     }
     for client in &mut clients {
-        client.query_one("SELECT belink_embed('colorectal adenoma')::text", &[]).map_err(|e| evaluate::db_message(&e))?;
+        client
+            .query_one("SELECT belink_embed('colorectal adenoma')::text", &[])
+            .map_err(|e| evaluate::db_message(&e))?;
     }
     let after: Vec<u64> = pids.iter().map(|&pid| rss_kb(pid)).collect::<Result<_, _>>()?;
     let deltas: Vec<f64> = before.iter().zip(&after).map(|(b, a)| (*a as f64 - *b as f64) / 1024.0).collect();

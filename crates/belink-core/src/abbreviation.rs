@@ -1,0 +1,250 @@
+//! Abbreviation definitions in running text, after Schwartz & Hearst (PSB 2003), the algorithm
+//! behind scispaCy's AbbreviationDetector: "long form (SF)" and "SF (long form)".
+//!
+//! Offsets are 0-based character offsets into the text, end exclusive.
+
+/// One definition found in the text, and every use of its short form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abbreviation {
+    pub short_form: String,
+    pub long_form: String,
+    /// The long form's span in the definition.
+    pub long_span: (usize, usize),
+    /// Every occurrence of the short form as a whole token, the definition's included.
+    pub uses: Vec<(usize, usize)>,
+}
+
+const MAX_SHORT_FORM_CHARS: usize = 10;
+
+/// Finds abbreviation definitions and the later (and earlier) uses of their short forms.
+pub fn find_abbreviations(text: &str) -> Vec<Abbreviation> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut found: Vec<Abbreviation> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '(' {
+            i += 1;
+            continue;
+        }
+        let Some(close) = (i + 1..chars.len().min(i + 200)).find(|&j| chars[j] == ')' || chars[j] == '(') else {
+            i += 1;
+            continue;
+        };
+        if chars[close] != ')' {
+            i = close;
+            continue;
+        }
+        let inside: String = chars[i + 1..close].iter().collect();
+        // "LF (SF)", or "SF (LF)" when the parenthesis holds more than a short form; a
+        // semicolon or comma inside keeps only its first part ("(FAP; OMIM 175100)").
+        let inside_trimmed = inside.split([';', ',']).next().unwrap_or("").trim();
+        let inside_start = i + 1 + inside.find(inside_trimmed).unwrap_or(0);
+        let definition = if is_short_form_candidate(inside_trimmed) {
+            let words = words_before(&chars, i, inside_trimmed.chars().count());
+            best_long_form(inside_trimmed, &words).map(|(long, span)| (inside_trimmed.to_string(), long, span))
+        } else {
+            word_before(&chars, i).and_then(|(short, _)| {
+                if !is_short_form_candidate(&short) {
+                    return None;
+                }
+                let words = tokens_in(&chars, inside_start, inside_start + inside_trimmed.chars().count());
+                best_long_form(&short, &words).map(|(long, span)| (short, long, span))
+            })
+        };
+        if let Some((short, long, span)) = definition {
+            if !found.iter().any(|a| a.short_form == short) {
+                found.push(Abbreviation { short_form: short, long_form: long, long_span: span, uses: Vec::new() });
+            }
+        }
+        i = close + 1;
+    }
+    for abbreviation in &mut found {
+        abbreviation.uses = token_occurrences(&chars, &abbreviation.short_form);
+    }
+    found
+}
+
+/// Schwartz & Hearst's short form: 2 to 10 characters, at most two words, a letter among
+/// them, starting with a letter or digit.
+fn is_short_form_candidate(text: &str) -> bool {
+    let length = text.chars().count();
+    (2..=MAX_SHORT_FORM_CHARS).contains(&length)
+        && text.split_whitespace().count() <= 2
+        && text.chars().any(char::is_alphabetic)
+        && text.chars().next().is_some_and(char::is_alphanumeric)
+}
+
+/// A word with its character span.
+type Word = (String, (usize, usize));
+
+fn is_word_char(c: char) -> bool {
+    !c.is_whitespace() && !matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | '.' | ':' | '"')
+}
+
+/// The words of `chars[start..end]`.
+fn tokens_in(chars: &[char], start: usize, end: usize) -> Vec<Word> {
+    let mut words = Vec::new();
+    let mut i = start;
+    while i < end {
+        if !is_word_char(chars[i]) {
+            i += 1;
+            continue;
+        }
+        let begin = i;
+        while i < end && is_word_char(chars[i]) {
+            i += 1;
+        }
+        words.push((chars[begin..i].iter().collect(), (begin, i)));
+    }
+    words
+}
+
+/// Up to min(|SF| + 5, 2|SF|) words before position `end`, within the sentence.
+fn words_before(chars: &[char], end: usize, short_length: usize) -> Vec<Word> {
+    let max_words = (short_length + 5).min(short_length * 2);
+    let sentence_start = (0..end)
+        .rev()
+        .find(|&j| matches!(chars[j], '.' | '!' | '?' | ';') && chars.get(j + 1).is_some_and(|c| c.is_whitespace()))
+        .map(|j| j + 1)
+        .unwrap_or(0);
+    let words = tokens_in(chars, sentence_start, end);
+    let skip = words.len().saturating_sub(max_words);
+    words.into_iter().skip(skip).collect()
+}
+
+fn word_before(chars: &[char], end: usize) -> Option<Word> {
+    tokens_in(chars, end.saturating_sub(MAX_SHORT_FORM_CHARS + 2), end).pop()
+}
+
+/// Schwartz & Hearst's best long form: match the short form's letters and digits from the
+/// end, right to left, in the words before it; the first one must start a word. The long form
+/// runs from that word to the end.
+fn best_long_form(short: &str, words: &[Word]) -> Option<(String, (usize, usize))> {
+    let short: Vec<char> = short.chars().flat_map(char::to_lowercase).collect();
+    // The window as characters, each with the index of its word (spaces belong to none).
+    let mut long: Vec<(char, Option<usize>)> = Vec::new();
+    for (w, word) in words.iter().enumerate() {
+        if w > 0 {
+            long.push((' ', None));
+        }
+        long.extend(word.0.chars().flat_map(char::to_lowercase).map(|c| (c, Some(w))));
+    }
+    let mut l = long.len() as isize - 1;
+    for s in (0..short.len()).rev() {
+        let wanted = short[s];
+        if !wanted.is_alphanumeric() {
+            continue;
+        }
+        // The first character must also start a word.
+        while l >= 0 && (long[l as usize].0 != wanted || (s == 0 && l > 0 && long[l as usize - 1].0.is_alphanumeric()))
+        {
+            l -= 1;
+        }
+        if l < 0 {
+            return None;
+        }
+        l -= 1;
+    }
+    let first_word = long[(l + 1) as usize].1?;
+    let chosen = &words[first_word..];
+    let text: Vec<&str> = chosen.iter().map(|w| w.0.as_str()).collect();
+    let long_form = text.join(" ");
+    // A long form no longer than its short form defines nothing.
+    let letters = |t: &str| t.chars().filter(|c| c.is_alphanumeric()).count();
+    if letters(&long_form) <= letters(&short.iter().collect::<String>()) {
+        return None;
+    }
+    Some((long_form, (chosen[0].1 .0, chosen[chosen.len() - 1].1 .1)))
+}
+
+/// Occurrences of `short` as a whole token (case-sensitive).
+fn token_occurrences(chars: &[char], short: &str) -> Vec<(usize, usize)> {
+    let needle: Vec<char> = short.chars().collect();
+    let boundary = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
+    let mut uses = Vec::new();
+    let mut i = 0;
+    while i + needle.len() <= chars.len() {
+        if chars[i..i + needle.len()] == needle[..] && boundary(i.checked_sub(1)) && boundary(Some(i + needle.len())) {
+            uses.push((i, i + needle.len()));
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    uses
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definitions(text: &str) -> Vec<(String, String)> {
+        find_abbreviations(text).into_iter().map(|a| (a.short_form, a.long_form)).collect()
+    }
+
+    #[test]
+    fn long_form_then_short_form() {
+        let text = "Patients with familial adenomatous polyposis (FAP) develop adenomas. FAP is inherited.";
+        let found = find_abbreviations(text);
+        assert_eq!(found.len(), 1);
+        let fap = &found[0];
+        assert_eq!((fap.short_form.as_str(), fap.long_form.as_str()), ("FAP", "familial adenomatous polyposis"));
+        let chars: Vec<char> = text.chars().collect();
+        let span = |s: (usize, usize)| chars[s.0..s.1].iter().collect::<String>();
+        assert_eq!(span(fap.long_span), "familial adenomatous polyposis");
+        assert_eq!(fap.uses.len(), 2);
+        assert!(fap.uses.iter().all(|&u| span(u) == "FAP"));
+    }
+
+    #[test]
+    fn classic_examples() {
+        assert_eq!(
+            definitions("hereditary nonpolyposis colorectal cancer (HNPCC)"),
+            [("HNPCC".into(), "hereditary nonpolyposis colorectal cancer".into())]
+        );
+        assert_eq!(
+            definitions("The ataxia-telangiectasia (A-T) gene"),
+            [("A-T".into(), "ataxia-telangiectasia".into())]
+        );
+        assert_eq!(
+            definitions("glucose-6-phosphate dehydrogenase (G6PD) deficiency"),
+            [("G6PD".into(), "glucose-6-phosphate dehydrogenase".into())]
+        );
+        assert_eq!(
+            definitions("dystrophia myotonica (DM; OMIM 160900)"),
+            [("DM".into(), "dystrophia myotonica".into())]
+        );
+        // The letters must appear in order: "myotonic dystrophy (DM)" defines nothing.
+        assert!(definitions("myotonic dystrophy (DM)").is_empty());
+    }
+
+    #[test]
+    fn short_form_then_long_form() {
+        assert_eq!(
+            definitions("mutations in APC (adenomatous polyposis coli) cause"),
+            [("APC".into(), "adenomatous polyposis coli".into())]
+        );
+    }
+
+    #[test]
+    fn not_definitions() {
+        assert!(definitions("the dose (10 mg) was").is_empty());
+        assert!(definitions("cancer (see above) and").is_empty(), "more than two words, no short form before");
+        assert!(definitions("a rare disease (p < 0.05)").is_empty());
+        assert!(definitions("unclosed (FAP and more").is_empty());
+        assert!(definitions("").is_empty());
+    }
+
+    #[test]
+    fn uses_are_whole_tokens_case_sensitive_and_multibyte_safe() {
+        let text = "β-thalassemia major (TM): TM patients, not TMs or tm; ✓ TM.";
+        let found = find_abbreviations(text);
+        // As Schwartz & Hearst: the long form starts at the white-space word holding the match.
+        assert_eq!(found[0].long_form, "β-thalassemia major");
+        let chars: Vec<char> = text.chars().collect();
+        assert_eq!(found[0].uses.len(), 3);
+        for &(s, e) in &found[0].uses {
+            assert_eq!(chars[s..e].iter().collect::<String>(), "TM");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! From raw text to the mentions to link: dictionary detection in every ontology asked for,
+//! abbreviations resolved to their long forms, overlaps settled. Retrieval and choice of the
+//! concept happen afterwards, in SQL, through the model server.
+
+use crate::abbreviation::find_abbreviations;
+use crate::detect::{resolve_overlaps, Detection, Dictionary};
+use crate::normalize::tokenize;
+
+/// A mention found in a document, ready for candidate retrieval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MentionToLink {
+    /// Character span in the document, end exclusive.
+    pub start: usize,
+    pub end: usize,
+    /// The text as written.
+    pub text: String,
+    /// What retrieval searches for: the text, or the long form of an abbreviation.
+    pub lookup: String,
+    /// Index of the dictionary (ontology) that detected it.
+    pub dictionary: usize,
+    /// Concept ids whose names matched exactly.
+    pub matched_concepts: Vec<String>,
+    /// The long form, when the mention is an abbreviation defined in the document.
+    pub abbreviation_of: Option<String>,
+}
+
+/// The mentions of `text` found by `dictionaries` (one per ontology), left to right.
+pub fn mentions_to_link(text: &str, dictionaries: &[&Dictionary]) -> Vec<MentionToLink> {
+    let chars: Vec<char> = text.chars().collect();
+    let span_text = |start: usize, end: usize| -> String { chars[start..end].iter().collect() };
+    let tokens = tokenize(text);
+
+    // (detection, dictionary, lookup override, long form)
+    let mut found: Vec<(Detection, usize, Option<String>, Option<String>)> = Vec::new();
+    for (d, dictionary) in dictionaries.iter().enumerate() {
+        found.extend(dictionary.find_all(text, &tokens).into_iter().map(|m| (m, d, None, None)));
+    }
+
+    // An abbreviation whose long form is a detected mention: every use of its short form is
+    // that mention again (looked up by the long form), whatever the short form alone matches.
+    for abbreviation in find_abbreviations(text) {
+        let (long_start, long_end) = abbreviation.long_span;
+        let defining = found
+            .iter()
+            .filter(|(m, ..)| m.end == long_end && m.start >= long_start)
+            .min_by_key(|(m, ..)| m.start)
+            .cloned();
+        let Some((definition, dictionary, ..)) = defining else { continue };
+        let lookup = span_text(definition.start, definition.end);
+        found.retain(|(m, ..)| !abbreviation.uses.contains(&(m.start, m.end)));
+        for &(start, end) in &abbreviation.uses {
+            found.push((
+                Detection { start, end, names: definition.names.clone() },
+                dictionary,
+                Some(lookup.clone()),
+                Some(abbreviation.long_form.clone()),
+            ));
+        }
+    }
+
+    // Settle overlaps across dictionaries, remembering where each kept detection came from.
+    let indexed: Vec<Detection> =
+        found.iter().enumerate().map(|(i, (m, ..))| Detection { start: m.start, end: m.end, names: vec![i] }).collect();
+    resolve_overlaps(indexed)
+        .into_iter()
+        .map(|kept| {
+            let (detection, dictionary, lookup, long_form) = &found[kept.names[0]];
+            let text = span_text(detection.start, detection.end);
+            let mut matched: Vec<String> =
+                detection.names.iter().map(|&n| dictionaries[*dictionary].name(n).concept_id.clone()).collect();
+            matched.dedup();
+            MentionToLink {
+                start: detection.start,
+                end: detection.end,
+                lookup: lookup.clone().unwrap_or_else(|| text.clone()),
+                text,
+                dictionary: *dictionary,
+                matched_concepts: matched,
+                abbreviation_of: long_form.clone(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::DictionaryName;
+    use crate::normalize::normalize;
+
+    fn dictionary(entries: &[(&str, &str)]) -> Dictionary {
+        Dictionary::build(
+            entries
+                .iter()
+                .map(|(id, name)| DictionaryName {
+                    concept_id: id.to_string(),
+                    name: name.to_string(),
+                    normalized: normalize(name),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn abbreviations_take_the_long_forms_concept() {
+        let medic = dictionary(&[
+            ("D011125", "Familial adenomatous polyposis"),
+            ("D003123", "Colorectal cancer"),
+            ("OTHER", "FAP"), // an unrelated concept also named FAP
+        ]);
+        let text =
+            "Patients with familial adenomatous polyposis (FAP) develop colorectal cancer. In FAP, screening helps.";
+        let mentions = mentions_to_link(text, &[&medic]);
+        let summary: Vec<(&str, &str, Option<&str>, Vec<String>)> = mentions
+            .iter()
+            .map(|m| (m.text.as_str(), m.lookup.as_str(), m.abbreviation_of.as_deref(), m.matched_concepts.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("familial adenomatous polyposis", "familial adenomatous polyposis", None, vec!["D011125".to_string()]),
+                (
+                    "FAP",
+                    "familial adenomatous polyposis",
+                    Some("familial adenomatous polyposis"),
+                    vec!["D011125".to_string()]
+                ),
+                ("colorectal cancer", "colorectal cancer", None, vec!["D003123".to_string()]),
+                (
+                    "FAP",
+                    "familial adenomatous polyposis",
+                    Some("familial adenomatous polyposis"),
+                    vec!["D011125".to_string()]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_abbreviation_of_something_unknown_stays_unlinked() {
+        let medic = dictionary(&[("D003123", "Colorectal cancer")]);
+        let text = "The adenomatous polyposis coli (APC) gene and colorectal cancer; APC again.";
+        let mentions = mentions_to_link(text, &[&medic]);
+        assert_eq!(mentions.len(), 1);
+        assert_eq!(mentions[0].text, "colorectal cancer");
+    }
+
+    #[test]
+    fn several_ontologies_and_overlaps_between_them() {
+        let hpo = dictionary(&[("HP:0000822", "Hypertension"), ("HP:0001250", "Seizure")]);
+        let medic = dictionary(&[("D006976", "Pulmonary hypertension")]);
+        let mentions = mentions_to_link("Pulmonary hypertension and seizure.", &[&hpo, &medic]);
+        let found: Vec<(&str, usize)> = mentions.iter().map(|m| (m.text.as_str(), m.dictionary)).collect();
+        assert_eq!(found, [("Pulmonary hypertension", 1), ("seizure", 0)]);
+    }
+
+    #[test]
+    fn nothing_to_link() {
+        let hpo = dictionary(&[("HP:0000822", "Hypertension")]);
+        assert!(mentions_to_link("", &[&hpo]).is_empty());
+        assert!(mentions_to_link("Nothing clinical here.", &[&hpo]).is_empty());
+        assert!(mentions_to_link("Hypertension", &[]).is_empty());
+    }
+}
