@@ -19,6 +19,8 @@ pub static SERVER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static SERVER_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
+pub static MAX_DOCUMENT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(10_000_000);
+
 pub static RETRIEVAL: Text = Text::new(Some(c"hybrid"));
 pub static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
@@ -70,6 +72,14 @@ pub fn init() {
         c"belink.request_timeout",
         c"How long (ms) a call waits for the model server before failing.",
         100,
+        i32::MAX,
+        GucContext::Userset,
+    );
+    int(
+        &MAX_DOCUMENT_CHARS,
+        c"belink.max_document_chars",
+        c"Longest document (in characters) belink_link accepts.",
+        1,
         i32::MAX,
         GucContext::Userset,
     );

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 mod api;
 mod catalog;
 mod client;
+mod dictionaries;
 mod error;
 mod gucs;
 mod worker;

@@ -46,7 +46,8 @@ fn belink_candidates(
         if let Some(ontology) = ontology {
             catalog::require_ontology(client, ontology);
         }
-        candidates(client, mention, ontology, k as usize)
+        let query = Query { text: mention, ontology };
+        retrieve(client, &[query], k as usize, Lexical::ExactAndTrigram).pop().unwrap_or_default()
     });
     TableIterator::new(rows.into_iter().map(|c| {
         let rank = |source: usize| c.fused.ranks[source].map(|r| r as i32);
@@ -81,19 +82,60 @@ fn dense_wanted() -> bool {
     }
 }
 
-/// The fused candidates for one mention (the shared core of belink_candidates and linking).
-pub fn candidates(client: &SpiClient<'_>, mention: &str, ontology: Option<&str>, k: usize) -> Vec<Candidate> {
-    let normalized = normalize(mention);
-    if normalized.is_empty() {
-        return Vec::new();
-    }
+/// One retrieval: a mention and the ontology to search (None: every ontology).
+pub struct Query<'a> {
+    pub text: &'a str,
+    pub ontology: Option<&'a str>,
+}
+
+/// Which lexical sources to use. Linking detected mentions (already exact dictionary matches)
+/// skips the trigram source, by far the slowest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lexical {
+    ExactAndTrigram,
+    ExactOnly,
+}
+
+/// The fused candidates of every query, in order: the shared core of belink_candidates and
+/// linking. The mentions that need dense retrieval are embedded in one model-server request.
+pub fn retrieve(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical) -> Vec<Vec<Candidate>> {
     let per_source = k as i32 * NAMES_PER_CANDIDATE;
-    let exact = exact_matches(client, &normalized, ontology);
-    let trigram = trigram_matches(client, &normalized, ontology, per_source);
-    let dense = if dense_wanted() { dense_matches(client, mention, ontology, per_source) } else { Vec::new() };
-    let mut fused = fuse([&exact, &trigram, &dense], gucs::RRF_K.get() as f64);
-    fused.truncate(k);
-    with_preferred_names(client, fused)
+    let indexed = if dense_wanted() { indexed_ontologies(client) } else { Vec::new() };
+    let dense_for = |query: &Query| -> Vec<&IndexedOntology> {
+        indexed.iter().filter(|o| query.ontology.is_none_or(|name| name == o.name)).collect()
+    };
+    let to_embed: Vec<String> = queries
+        .iter()
+        .filter(|q| !dense_for(q).is_empty() && !normalize(q.text).is_empty())
+        .map(|q| q.text.to_string())
+        .collect();
+    let (dim, vectors) = client::embed(to_embed);
+    let mut vectors = vectors.into_iter();
+    let mut all = Vec::with_capacity(queries.len());
+    for query in queries {
+        let normalized = normalize(query.text);
+        if normalized.is_empty() {
+            all.push(Vec::new());
+            continue;
+        }
+        let exact = exact_matches(client, &normalized, query.ontology);
+        let trigram = match lexical {
+            Lexical::ExactAndTrigram => trigram_matches(client, &normalized, query.ontology, per_source),
+            Lexical::ExactOnly => Vec::new(),
+        };
+        let targets = dense_for(query);
+        let dense = match targets.is_empty() {
+            true => Vec::new(),
+            false => {
+                let vector = vectors.next().expect("one vector per mention embedded");
+                dense_matches(client, &vector, dim, &targets, per_source)
+            }
+        };
+        let mut fused = fuse([&exact, &trigram, &dense], gucs::RRF_K.get() as f64);
+        fused.truncate(k);
+        all.push(fused);
+    }
+    with_preferred_names(client, all)
 }
 
 fn hits(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Hit> {
@@ -142,33 +184,53 @@ fn trigram_matches(client: &SpiClient<'_>, normalized: &str, ontology: Option<&s
     })
 }
 
-/// Nearest names by cosine distance of embeddings, through each indexed ontology's HNSW index.
-fn dense_matches(client: &SpiClient<'_>, mention: &str, ontology: Option<&str>, limit: i32) -> Vec<Hit> {
-    let indexed: Vec<(String, i32, String)> = client
+/// An ontology whose names are embedded (belink_index).
+struct IndexedOntology {
+    name: String,
+    dim: usize,
+    model: String,
+}
+
+fn indexed_ontologies(client: &SpiClient<'_>) -> Vec<IndexedOntology> {
+    client
         .select(
-            "SELECT name, embedding_dim, embedding_model FROM belink.ontologies
-             WHERE embedding_dim IS NOT NULL AND ($1::text IS NULL OR name = $1) ORDER BY name",
+            "SELECT name, embedding_dim, embedding_model FROM belink.ontologies WHERE embedding_dim IS NOT NULL ORDER BY name",
             None,
-            &[ontology.into()],
+            &[],
         )
         .or_raise("listing indexed ontologies")
-        .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??, row.get(3).ok()??)))
-        .collect();
-    if indexed.is_empty() {
-        return Vec::new();
-    }
-    let (dim, vectors) = client::embed(vec![mention.to_string()]);
-    let vector = &vectors[0];
+        .filter_map(|row| {
+            Some(IndexedOntology {
+                name: row.get(1).ok()??,
+                dim: row.get::<i32>(2).ok()?? as usize,
+                model: row.get(3).ok()??,
+            })
+        })
+        .collect()
+}
+
+/// Nearest names by cosine distance of embeddings, through each indexed ontology's HNSW index.
+fn dense_matches(
+    client: &SpiClient<'_>,
+    vector: &[f32],
+    dim: usize,
+    targets: &[&IndexedOntology],
+    limit: i32,
+) -> Vec<Hit> {
     let vec_schema = extension_schema(client, "vector");
     let mut all = Vec::new();
-    for (name, indexed_dim, model) in indexed {
-        if indexed_dim as usize != dim {
+    for ontology in targets {
+        if ontology.dim != dim {
             raise_with_hint(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(
-                    "ontology \"{name}\" was indexed with {model} ({indexed_dim} dimensions) but the model server's encoder has {dim}"
+                    "ontology \"{}\" was indexed with {} ({} dimensions) but the model server's encoder has {dim}",
+                    ontology.name, ontology.model, ontology.dim
                 ),
-                format!("Run CALL belink_index('{name}') to re-embed its names, or SET belink.retrieval = 'lexical'."),
+                format!(
+                    "Run CALL belink_index('{}') to re-embed its names, or SET belink.retrieval = 'lexical'.",
+                    ontology.name
+                ),
             );
         }
         // The ontology as a literal, so the planner can use its partial HNSW index.
@@ -177,38 +239,46 @@ fn dense_matches(client: &SpiClient<'_>, mention: &str, ontology: Option<&str>, 
              WHERE n.ontology = {} AND n.embedding IS NOT NULL
              ORDER BY (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::real[]::{vec_schema}.vector({dim}))
              LIMIT $2",
-            pgrx::spi::quote_literal(&name)
+            pgrx::spi::quote_literal(&ontology.name)
         );
         let ef_search = limit.max(40).to_string();
         let found = with_setting(client, "hnsw.ef_search", &ef_search, || {
-            hits(client.select(&query, None, &[vector.clone().into(), limit.into()]).or_raise("dense retrieval"))
+            hits(client.select(&query, None, &[vector.to_vec().into(), limit.into()]).or_raise("dense retrieval"))
         });
         all.extend(found);
     }
     all
 }
 
-fn with_preferred_names(client: &SpiClient<'_>, fused: Vec<Fused>) -> Vec<Candidate> {
-    if fused.is_empty() {
-        return Vec::new();
-    }
-    let ontologies: Vec<String> = fused.iter().map(|f| f.ontology.clone()).collect();
-    let ids: Vec<String> = fused.iter().map(|f| f.concept_id.clone()).collect();
-    let names: std::collections::HashMap<(String, String), String> = client
-        .select(
-            "SELECT c.ontology, c.concept_id, c.name FROM belink.concepts c
-             JOIN unnest($1::text[], $2::text[]) AS w(ontology, concept_id) USING (ontology, concept_id)",
-            None,
-            &[ontologies.into(), ids.into()],
-        )
-        .or_raise("reading preferred names")
-        .filter_map(|row| Some(((row.get(1).ok()??, row.get(2).ok()??), row.get(3).ok()??)))
-        .collect();
-    fused
+fn with_preferred_names(client: &SpiClient<'_>, lists: Vec<Vec<Fused>>) -> Vec<Vec<Candidate>> {
+    let wanted: Vec<&Fused> = lists.iter().flatten().collect();
+    let names: std::collections::HashMap<(String, String), String> = if wanted.is_empty() {
+        Default::default()
+    } else {
+        let ontologies: Vec<String> = wanted.iter().map(|f| f.ontology.clone()).collect();
+        let ids: Vec<String> = wanted.iter().map(|f| f.concept_id.clone()).collect();
+        client
+            .select(
+                "SELECT DISTINCT c.ontology, c.concept_id, c.name FROM belink.concepts c
+                 JOIN unnest($1::text[], $2::text[]) AS w(ontology, concept_id) USING (ontology, concept_id)",
+                None,
+                &[ontologies.into(), ids.into()],
+            )
+            .or_raise("reading preferred names")
+            .filter_map(|row| Some(((row.get(1).ok()??, row.get(2).ok()??), row.get(3).ok()??)))
+            .collect()
+    };
+    lists
         .into_iter()
-        .map(|f| {
-            let preferred_name = names.get(&(f.ontology.clone(), f.concept_id.clone())).cloned().unwrap_or_default();
-            Candidate { fused: f, preferred_name }
+        .map(|fused| {
+            fused
+                .into_iter()
+                .map(|f| {
+                    let preferred_name =
+                        names.get(&(f.ontology.clone(), f.concept_id.clone())).cloned().unwrap_or_default();
+                    Candidate { fused: f, preferred_name }
+                })
+                .collect()
         })
         .collect()
 }

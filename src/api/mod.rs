@@ -3,5 +3,6 @@
 
 pub mod candidates;
 mod embed;
+mod link;
 mod ontology;
 mod text;

@@ -2,6 +2,7 @@
 //! Each test runs in its own transaction, rolled back at the end.
 
 mod candidates;
+mod link;
 mod ontology;
 
 use pgrx::prelude::*;

@@ -1,0 +1,78 @@
+//! The mention dictionaries, built once per backend and ontology from `belink.names`, and
+//! rebuilt when the ontology's generation changes (a reload, new user names).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use belink_core::detect::{Dictionary, DictionaryName};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::{raise, OrRaise};
+
+/// Name kinds that detection uses: broad and narrow synonyms name other concepts too often.
+const DETECTION_KINDS: &str = "'preferred', 'exact', 'abbreviation', 'related', 'user'";
+
+pub struct Cached {
+    pub generation: i64,
+    pub dictionary: Rc<Dictionary>,
+    pub names: usize,
+    pub build_ms: f64,
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<String, Rc<Cached>>> = RefCell::new(HashMap::new());
+}
+
+/// The dictionaries of `ontology` (every ontology when None), up to date, in name order.
+pub fn dictionaries(client: &SpiClient<'_>, ontology: Option<&str>) -> Vec<(String, Rc<Cached>)> {
+    let current: Vec<(String, i64)> = client
+        .select(
+            "SELECT name, generation FROM belink.ontologies WHERE $1::text IS NULL OR name = $1 ORDER BY name",
+            None,
+            &[ontology.into()],
+        )
+        .or_raise("reading ontology generations")
+        .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??)))
+        .collect();
+    current
+        .into_iter()
+        .map(|(name, generation)| {
+            let cached = CACHE.with(|cache| cache.borrow().get(&name).cloned());
+            let fresh = match cached {
+                Some(cached) if cached.generation == generation => cached,
+                _ => {
+                    let built = Rc::new(build(client, &name, generation));
+                    CACHE.with(|cache| cache.borrow_mut().insert(name.clone(), built.clone()));
+                    built
+                }
+            };
+            (name, fresh)
+        })
+        .collect()
+}
+
+fn build(client: &SpiClient<'_>, ontology: &str, generation: i64) -> Cached {
+    let started = Instant::now();
+    let names: Vec<DictionaryName> = client
+        .select(
+            &format!("SELECT concept_id, name, normalized FROM belink.names WHERE ontology = $1 AND kind IN ({DETECTION_KINDS})"),
+            None,
+            &[ontology.into()],
+        )
+        .or_raise("reading names for the mention dictionary")
+        .filter_map(|row| {
+            Some(DictionaryName { concept_id: row.get(1).ok()??, name: row.get(2).ok()??, normalized: row.get(3).ok()?? })
+        })
+        .collect();
+    let count = names.len();
+    let dictionary = Dictionary::build(names).unwrap_or_else(|e| {
+        raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ontology \"{ontology}\": {e}"))
+    });
+    let build_ms = started.elapsed().as_secs_f64() * 1000.0;
+    debug1!("belink: mention dictionary of {ontology} built in {build_ms:.0} ms ({count} names)");
+    Cached { generation, dictionary: Rc::new(dictionary), names: count, build_ms }
+}

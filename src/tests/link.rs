@@ -1,0 +1,118 @@
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::tests::*;
+
+    const PARAGRAPH: &str = "A 6-year-old girl with multicystic kidney dysplasia (MCKD) and arterial hypertension \
+presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retinal haemorrhages.";
+
+    fn load_hpo() {
+        Spi::run(&format!("SELECT * FROM belink_load_ontology_text('hpo', {})", literal(HPO))).unwrap();
+    }
+
+    /// (mention, concept_id, abbreviation_of) of belink_link's output, checking each offset.
+    fn linked(text: &str) -> Vec<(String, String, Option<String>)> {
+        let json = Spi::get_one_with_args::<pgrx::JsonB>("SELECT belink_link($1, 'hpo')", &[text.into()])
+            .unwrap()
+            .expect("a jsonb array");
+        let chars: Vec<char> = text.chars().collect();
+        json.0
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
+                let mention = e["mention"].as_str().unwrap().to_string();
+                assert_eq!(chars[start..end].iter().collect::<String>(), mention, "offsets are characters");
+                (
+                    mention,
+                    e["concept_id"].as_str().unwrap().to_string(),
+                    e["abbreviation_of"].as_str().map(String::from),
+                )
+            })
+            .collect()
+    }
+
+    #[pg_test]
+    fn links_a_clinical_paragraph() {
+        load_hpo();
+        let long = Some("multicystic kidney dysplasia".to_string());
+        assert_eq!(
+            linked(PARAGRAPH),
+            [
+                ("multicystic kidney dysplasia".to_string(), "HP:0000003".to_string(), None),
+                ("MCKD".to_string(), "HP:0000003".to_string(), long.clone()),
+                ("arterial hypertension".to_string(), "HP:0000822".to_string(), None),
+                ("seizures".to_string(), "HP:0001250".to_string(), None),
+                ("MCKD".to_string(), "HP:0000003".to_string(), long),
+                ("retinal haemorrhages".to_string(), "HP:0000573".to_string(), None),
+            ]
+        );
+    }
+
+    #[pg_test]
+    fn multibyte_text_empty_text_and_null() {
+        load_hpo();
+        assert_eq!(linked("Ménière’s — « hypertension » ✓"), [("hypertension".into(), "HP:0000822".into(), None)]);
+        assert!(linked("").is_empty());
+        assert!(linked("Nothing to see here.").is_empty());
+        assert_eq!(Spi::get_one::<pgrx::JsonB>("SELECT belink_link(NULL::text, 'hpo')").unwrap().map(|j| j.0), None);
+    }
+
+    #[pg_test]
+    fn entities_rows_and_the_batched_form_agree() {
+        load_hpo();
+        let rows = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM belink_entities($1, 'hpo') WHERE concept_id IS NOT NULL AND end_char > start_char",
+            &[PARAGRAPH.into()],
+        )
+        .unwrap();
+        assert_eq!(rows, Some(6));
+        let same = Spi::get_one_with_args::<bool>(
+            "SELECT (SELECT array_agg(e ORDER BY n) FROM belink_link(ARRAY[$1, NULL, 'seizure'], 'hpo') WITH ORDINALITY AS t(e, n))
+                    IS NOT DISTINCT FROM ARRAY[belink_link($1, 'hpo'), NULL, belink_link('seizure', 'hpo')]",
+            &[PARAGRAPH.into()],
+        )
+        .unwrap();
+        assert_eq!(same, Some(true));
+    }
+
+    #[pg_test]
+    fn update_a_table_of_a_thousand_documents() {
+        load_hpo();
+        Spi::run(
+            "CREATE TEMP TABLE docs AS
+             SELECT g AS id, CASE g % 3 WHEN 0 THEN 'Seizures since birth.' WHEN 1 THEN 'No finding ' || g ELSE NULL END AS body,
+                    NULL::jsonb AS entities
+             FROM generate_series(1, 1000) g",
+        )
+        .unwrap();
+        Spi::run("UPDATE docs SET entities = belink_link(body, 'hpo')").unwrap();
+        assert_eq!(count("SELECT count(*) FROM docs WHERE jsonb_array_length(entities) = 1"), 333);
+        assert_eq!(count("SELECT count(*) FROM docs WHERE entities = '[]'::jsonb"), 334);
+        assert_eq!(count("SELECT count(*) FROM docs WHERE entities IS NULL"), 333, "NULL body, NULL entities");
+    }
+
+    #[pg_test]
+    fn the_dictionary_follows_changes_to_the_ontology() {
+        load_hpo();
+        assert!(linked("raised BP again").is_empty());
+        Spi::run("SELECT belink_add_names('hpo', 'HP:0000822', ARRAY['raised BP'])").unwrap();
+        assert_eq!(linked("raised BP again"), [("raised BP".into(), "HP:0000822".into(), None)]);
+        let stats = Spi::get_two::<i64, i64>("SELECT names, patterns FROM belink_dictionary_stats('hpo')").unwrap();
+        assert!(stats.0.unwrap() > 0 && stats.1.unwrap() > 0);
+    }
+
+    #[pg_test]
+    fn limits_and_volatility() {
+        load_hpo();
+        Spi::run("SET LOCAL belink.max_document_chars = 10").unwrap();
+        assert_error("SELECT belink_link(repeat('x', 11), 'hpo')", "54000", "exceeds belink.max_document_chars (10)");
+        assert_error("SELECT belink_link('x', 'nope')", "42704", "unknown ontology \"nope\"");
+        let volatile = count(
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('belink_link', 'belink_entities', 'belink_candidates') AND provolatile = 'v'",
+        );
+        assert_eq!(volatile, 4, "model-backed functions are never IMMUTABLE or STABLE");
+    }
+}
