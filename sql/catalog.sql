@@ -86,4 +86,56 @@ SELECT ontology, total, done,
 FROM belink.index_progress;
 COMMENT ON VIEW belink.index_status IS 'Progress of belink_index per ontology: done/total, rate and ETA';
 
-GRANT SELECT ON belink.ontologies, belink.concepts, belink.names, belink.index_progress, belink.index_status TO PUBLIC;
+-- belink_annotate: one row per job (a table's text column annotated into a jsonb column),
+-- the rows that failed, and the entities in relational form for BI tools.
+CREATE TABLE belink.annotation_jobs (
+    job           text PRIMARY KEY,
+    table_name    regclass NOT NULL,
+    text_column   name NOT NULL,
+    result_column name NOT NULL,
+    key_column    name NOT NULL,
+    ontology      text,
+    total         bigint NOT NULL,
+    done          bigint NOT NULL,
+    done_at_start bigint NOT NULL,
+    failed        bigint NOT NULL DEFAULT 0,
+    started_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    finished_at   timestamptz
+);
+CREATE VIEW belink.annotation_status AS
+SELECT job, table_name, total, done, failed,
+       round(100.0 * done / nullif(total, 0), 1) AS percent,
+       round(((done - done_at_start) / nullif(extract(epoch FROM updated_at - started_at), 0))::numeric, 1) AS rows_per_second,
+       CASE WHEN finished_at IS NULL AND done > done_at_start
+            THEN (total - done - failed) * (updated_at - started_at) / (done - done_at_start) END AS eta,
+       started_at, updated_at, finished_at
+FROM belink.annotation_jobs;
+COMMENT ON VIEW belink.annotation_status IS 'Progress of belink_annotate jobs: done/total, failures, rate and ETA';
+
+CREATE TABLE belink.annotation_errors (
+    job       text NOT NULL REFERENCES belink.annotation_jobs ON DELETE CASCADE,
+    row_key   text NOT NULL,
+    error     text NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job, row_key)
+);
+COMMENT ON TABLE belink.annotation_errors IS 'Rows belink_annotate could not annotate, with the reason; skipped until deleted from here';
+
+CREATE TABLE belink.annotations (
+    job             text NOT NULL REFERENCES belink.annotation_jobs ON DELETE CASCADE,
+    row_key         text NOT NULL,
+    start_char      integer NOT NULL,
+    end_char        integer NOT NULL,
+    mention         text NOT NULL,
+    concept_id      text NOT NULL,
+    name            text,
+    ontology        text NOT NULL,
+    score           double precision,
+    abbreviation_of text,
+    PRIMARY KEY (job, row_key, start_char)
+);
+COMMENT ON TABLE belink.annotations IS 'Entities found by belink_annotate, one row each (doc key, span, concept): for joins and BI tools';
+
+GRANT SELECT ON belink.ontologies, belink.concepts, belink.names, belink.index_progress, belink.index_status,
+    belink.annotation_jobs, belink.annotation_status, belink.annotation_errors, belink.annotations TO PUBLIC;

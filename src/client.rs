@@ -56,29 +56,39 @@ fn try_request(message: &Message, timeout: Duration) -> Result<Message, Failure>
         if slot.as_ref().is_some_and(|c| c.in_flight) {
             *slot = None;
         }
-        if slot.is_none() {
-            *slot = Some(connect(deadline)?);
-        }
-        let connection = slot.as_mut().expect("connected above");
-        let id = connection.next_id;
-        connection.next_id += 1;
-        connection.in_flight = true;
-        match exchange(connection, id, message, deadline) {
-            Ok(reply) => {
-                connection.in_flight = false;
-                Ok(reply)
+        // A kept connection may lead to a server that has since been restarted: a request that
+        // could not even be sent is sent again once on a fresh connection. (A server that dies
+        // while answering is never asked again: the request may be what killed it.)
+        let reused = slot.is_some();
+        for attempt in 0..2 {
+            if slot.is_none() {
+                *slot = Some(connect(deadline)?);
             }
-            Err(failure) => {
-                *slot = None;
-                Err(failure)
+            let connection = slot.as_mut().expect("connected above");
+            let id = connection.next_id;
+            connection.next_id += 1;
+            connection.in_flight = true;
+            match exchange(connection, id, message, deadline) {
+                Ok(reply) => {
+                    connection.in_flight = false;
+                    return Ok(reply);
+                }
+                Err(Failure::Unsent(_)) if reused && attempt == 0 => *slot = None,
+                Err(failure) => {
+                    *slot = None;
+                    return Err(failure);
+                }
             }
         }
+        unreachable!("the second attempt returns")
     })
 }
 
 enum Failure {
     NotRunning,
     TimedOut,
+    /// The request could not be written: the server behind the connection is gone.
+    Unsent(String),
     Lost(String),
 }
 
@@ -95,7 +105,7 @@ impl Failure {
                 format!("the belink model server did not answer within {} ms", timeout.as_millis()),
                 "Raise belink.request_timeout for large requests, or see belink_worker_status() and the server log.",
             ),
-            Failure::Lost(reason) => raise_with_hint(
+            Failure::Unsent(reason) | Failure::Lost(reason) => raise_with_hint(
                 PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
                 format!("lost the connection to the belink model server: {reason}"),
                 "The server stopped or crashed; its supervisor restarts it. Retry the statement; the PostgreSQL log has the server's messages.",
@@ -125,7 +135,7 @@ fn exchange(connection: &mut Connection, id: u64, message: &Message, deadline: I
     let _ = connection.stream.set_write_timeout(Some(remaining));
     write_frame(&mut connection.stream, id, message).map_err(|e| match e {
         WireError::Io(ref io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Failure::TimedOut,
-        other => Failure::Lost(other.to_string()),
+        other => Failure::Unsent(other.to_string()),
     })?;
     loop {
         if Instant::now() >= deadline {
@@ -199,7 +209,7 @@ pub fn status(timeout: Duration) -> Result<String, String> {
         Ok(other) => Err(format!("unexpected reply: {other:?}")),
         Err(Failure::NotRunning) => Err("not running".into()),
         Err(Failure::TimedOut) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        Err(Failure::Lost(reason)) => Err(reason),
+        Err(Failure::Unsent(reason) | Failure::Lost(reason)) => Err(reason),
     }
 }
 
