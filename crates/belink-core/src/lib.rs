@@ -9,4 +9,5 @@ pub mod input;
 pub mod linking;
 pub mod normalize;
 pub mod ontology;
+pub mod prompt;
 pub mod wire;

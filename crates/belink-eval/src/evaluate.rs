@@ -136,6 +136,7 @@ pub struct DatasetResult {
     pub index_seconds: Option<f64>,
     pub concept_names: HashMap<String, String>,
     pub runs: Vec<NormalizationRun>,
+    pub linking: Vec<crate::linking::LinkingRun>,
     pub training_names_added: Option<i64>,
 }
 
@@ -152,6 +153,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     remove_user_names(client, &spec.ontology)?;
     let index_seconds = if CONFIGS.iter().any(|c| c.needs_index) { Some(index(client, &spec.ontology)?) } else { None };
     run_configs(client, spec, &documents, "ontology", &mut runs)?;
+    let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
     let mut training_names_added = None;
     if let Some(train) = &spec.train {
         let training = load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?;
@@ -170,6 +172,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         index_seconds,
         concept_names,
         runs,
+        linking,
         training_names_added,
     })
 }

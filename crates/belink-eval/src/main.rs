@@ -7,6 +7,9 @@
 //!       candidate recall@k of belink_candidates on the corpus' gold mentions
 //!   belink-eval index --dsn DSN --ontology NAME
 //!       CALL belink_index: wall time, names per second, the model server's peak memory
+//!   belink-eval throughput --dsn DSN --corpus PATH --ontology NAME [--repeat N]
+//!       documents per second of belink_link (lexical, hybrid) in one UPDATE, and of
+//!       belink_annotate, over the corpus' documents (repeated N times) in table bench_docs
 //!   belink-eval memory --dsn DSN [--connections 16]
 //!       resident memory of the model server, and of backends before and after belink_embed
 //!   belink-eval evaluate --dsn DSN --out DIR --dataset SPEC [--dataset SPEC]...
@@ -18,6 +21,7 @@
 mod args;
 mod evaluate;
 mod ids;
+mod linking;
 mod plots;
 mod protocol;
 mod report;
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Some("evaluate") => evaluate(&args),
         Some("index") => index(&args),
         Some("memory") => memory(&args),
+        Some("throughput") => throughput(&args),
         _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
     };
     match result {
@@ -251,5 +256,49 @@ fn memory(args: &Args) -> Result<(), String> {
         row.get::<_, f64>(1),
         row.get::<_, f64>(2)
     );
+    Ok(())
+}
+
+fn throughput(args: &Args) -> Result<(), String> {
+    let corpus_path = args.required("corpus")?;
+    let ontology = args.required("ontology")?;
+    let repeat: usize = args.get("repeat").unwrap_or("10").parse().map_err(|_| "bad --repeat")?;
+    let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let mut client = connect(args)?;
+    let sql =
+        |client: &mut Client, statement: &str| client.batch_execute(statement).map_err(|e| evaluate::db_message(&e));
+    sql(
+        &mut client,
+        "DROP TABLE IF EXISTS bench_docs; CREATE TABLE bench_docs (id bigint PRIMARY KEY, body text, entities jsonb)",
+    )?;
+    let insert = client.prepare("INSERT INTO bench_docs VALUES ($1, $2, NULL)").map_err(|e| e.to_string())?;
+    let mut id = 0i64;
+    for _ in 0..repeat {
+        for document in &documents {
+            id += 1;
+            client.execute(&insert, &[&id, &document.text]).map_err(|e| e.to_string())?;
+        }
+    }
+    let characters: usize = documents.iter().map(|d| d.text.chars().count()).sum::<usize>() * repeat;
+    println!("{id} documents ({} characters on average)\n", characters / id.max(1) as usize);
+    println!("| how | retrieval | documents | seconds | documents/s |");
+    println!("|---|---|---:|---:|---:|");
+    let mut time = |client: &mut Client, how: &str, mode: &str, statement: &str| -> Result<(), String> {
+        sql(client, "UPDATE bench_docs SET entities = NULL; DELETE FROM belink.annotation_jobs WHERE job = 'bench_docs.entities'")?;
+        sql(client, "VACUUM ANALYZE bench_docs")?;
+        sql(client, &format!("SET belink.retrieval = '{mode}'"))?;
+        let started = Instant::now();
+        sql(client, statement)?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!("| {how} | {mode} | {id} | {seconds:.1} | {:.1} |", id as f64 / seconds);
+        Ok(())
+    };
+    let update = format!("UPDATE bench_docs SET entities = belink_link(body, '{ontology}')");
+    let annotate =
+        format!("CALL belink_annotate('bench_docs', 'body', 'entities', batch_size => 500, ontology => '{ontology}')");
+    time(&mut client, "UPDATE ... SET entities = belink_link(body)", "lexical", &update)?;
+    time(&mut client, "UPDATE ... SET entities = belink_link(body)", "hybrid", &update)?;
+    time(&mut client, "CALL belink_annotate(...)", "hybrid", &annotate)?;
+    sql(&mut client, "UPDATE bench_docs SET entities = NULL")?;
     Ok(())
 }

@@ -1,0 +1,230 @@
+//! The set-wise re-ranking prompt: an instruction, the mention in its context, and the
+//! candidate concepts, each with a one-token label, plus a "none of these" option. The
+//! instruction prefix is the same for every request, so the model server computes it once.
+
+/// One candidate concept as the prompt shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptCandidate {
+    pub name: String,
+    pub synonyms: Vec<String>,
+    pub definition: Option<String>,
+}
+
+/// What the re-ranker decides about: a mention, the text around it, and its candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RerankItem {
+    pub mention: String,
+    /// The text around the mention, the mention marked with [brackets]; None without context.
+    pub context: Option<String>,
+    pub candidates: Vec<PromptCandidate>,
+}
+
+/// The chat format a model was instruction-tuned with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// `<|im_start|>role ... <|im_end|>` (SmolLM2, Qwen2).
+    ChatMl,
+    /// `<|start_header_id|>role<|end_header_id|> ... <|eot_id|>` (Llama 3).
+    Llama3,
+    /// No chat markup (base models).
+    Plain,
+}
+
+impl ChatTemplate {
+    /// The template a GGUF file's `tokenizer.chat_template` describes.
+    pub fn detect(chat_template: Option<&str>) -> ChatTemplate {
+        match chat_template {
+            Some(t) if t.contains("<|im_start|>") => ChatTemplate::ChatMl,
+            Some(t) if t.contains("<|start_header_id|>") => ChatTemplate::Llama3,
+            _ => ChatTemplate::Plain,
+        }
+    }
+}
+
+/// Labels, in order: candidates take the first ones, "none of these" the next.
+pub const LABELS: [&str; 26] = [
+    "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "N", "O", "P", "Q", "R", "S", "T", "U", "V", "W",
+    "X", "Y", "Z",
+];
+/// Most candidates one prompt can hold (one label stays for "none of these").
+pub const MAX_CANDIDATES: usize = LABELS.len() - 1;
+
+const MAX_NAME_CHARS: usize = 120;
+const MAX_SYNONYMS: usize = 3;
+const MAX_SYNONYM_CHARS: usize = 60;
+const MAX_DEFINITION_CHARS: usize = 200;
+
+const INSTRUCTION: &str = "You link biomedical mentions to ontology concepts. You are given a text in which the \
+mention is marked with [brackets], the mention, and candidate concepts, each with a letter. Answer with the \
+letter of the concept the mention refers to, or with the letter of \"none of these\" when no candidate fits. \
+Answer with the letter only.";
+
+/// The part of every prompt that comes before the item: computed once, its KV cache reused.
+pub fn shared_prefix(template: ChatTemplate) -> String {
+    match template {
+        ChatTemplate::ChatMl => {
+            format!("<|im_start|>system\n{INSTRUCTION}<|im_end|>\n<|im_start|>user\n")
+        }
+        ChatTemplate::Llama3 => format!(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{INSTRUCTION}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+        ),
+        ChatTemplate::Plain => format!("{INSTRUCTION}\n\n"),
+    }
+}
+
+/// The item's part of the prompt, ending where the model writes its answer.
+pub fn item_suffix(item: &RerankItem, template: ChatTemplate) -> String {
+    let mut text = String::new();
+    if let Some(context) = &item.context {
+        text.push_str(&format!("Text: {}\n", clip(context, 1200)));
+    }
+    text.push_str(&format!("Mention: {}\nCandidates:\n", clip(&item.mention, MAX_NAME_CHARS)));
+    let count = item.candidates.len().min(MAX_CANDIDATES);
+    for (label, candidate) in LABELS.iter().zip(&item.candidates[..count]) {
+        text.push_str(&format!("{label}. {}", clip(&candidate.name, MAX_NAME_CHARS)));
+        let synonyms: Vec<String> = candidate
+            .synonyms
+            .iter()
+            .filter(|s| !s.eq_ignore_ascii_case(&candidate.name))
+            .take(MAX_SYNONYMS)
+            .map(|s| clip(s, MAX_SYNONYM_CHARS))
+            .collect();
+        if !synonyms.is_empty() {
+            text.push_str(&format!(" (also: {})", synonyms.join("; ")));
+        }
+        if let Some(definition) = candidate.definition.as_deref().filter(|d| !d.trim().is_empty()) {
+            text.push_str(&format!(" - {}", clip(definition, MAX_DEFINITION_CHARS)));
+        }
+        text.push('\n');
+    }
+    text.push_str(&format!("{}. none of these\n", LABELS[count]));
+    match template {
+        ChatTemplate::ChatMl => format!("{text}Answer:<|im_end|>\n<|im_start|>assistant\n"),
+        ChatTemplate::Llama3 => format!("{text}Answer:<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+        ChatTemplate::Plain => format!("{text}Answer:"),
+    }
+}
+
+/// The labels of an item's options: one per candidate, then "none of these".
+pub fn labels_for(candidates: usize) -> &'static [&'static str] {
+    &LABELS[..candidates.min(MAX_CANDIDATES) + 1]
+}
+
+/// Up to `window` characters of `text` on each side of the mention `[start, end)`, the mention
+/// in [brackets], cut at word boundaries.
+pub fn context_window(text: &str, start: usize, end: usize, window: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let (start, end) = (start.min(chars.len()), end.min(chars.len()).max(start.min(chars.len())));
+    let mut from = start.saturating_sub(window);
+    while from > 0 && from < start && !chars[from - 1].is_whitespace() {
+        from += 1;
+    }
+    let mut to = (end + window).min(chars.len());
+    while to < chars.len() && to > end && !chars[to].is_whitespace() {
+        to -= 1;
+    }
+    let piece = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
+    let before = if from > 0 { "... " } else { "" };
+    let after = if to < chars.len() { " ..." } else { "" };
+    format!("{before}{}[{}]{}{after}", piece(from, start), piece(start, end), piece(end, to))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn clip(text: &str, max_chars: usize) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}...", text[..i].trim_end()),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> RerankItem {
+        RerankItem {
+            mention: "FAP".into(),
+            context: Some("Patients with [FAP] develop adenomas.".into()),
+            candidates: vec![
+                PromptCandidate {
+                    name: "Adenomatous Polyposis Coli".into(),
+                    synonyms: vec![
+                        "FAP".into(),
+                        "Familial adenomatous polyposis".into(),
+                        "Adenomatous polyposis coli".into(),
+                    ],
+                    definition: Some(
+                        "A polyposis syndrome due to an autosomal dominant mutation of the APC genes.".into(),
+                    ),
+                },
+                PromptCandidate { name: "Familial Amyloid Polyneuropathy".into(), synonyms: vec![], definition: None },
+            ],
+        }
+    }
+
+    #[test]
+    fn chatml_prompt_ends_where_the_answer_starts() {
+        let prefix = shared_prefix(ChatTemplate::ChatMl);
+        let suffix = item_suffix(&item(), ChatTemplate::ChatMl);
+        assert!(prefix.starts_with("<|im_start|>system\n") && prefix.ends_with("<|im_start|>user\n"));
+        assert!(suffix.ends_with("<|im_start|>assistant\n"));
+        assert!(suffix.contains("Text: Patients with [FAP] develop adenomas.\nMention: FAP\n"));
+        assert!(suffix.contains(
+            "A. Adenomatous Polyposis Coli (also: FAP; Familial adenomatous polyposis) - A polyposis syndrome"
+        ));
+        assert!(suffix.contains("\nB. Familial Amyloid Polyneuropathy\nC. none of these\n"));
+        assert_eq!(labels_for(2), ["A", "B", "C"]);
+    }
+
+    #[test]
+    fn the_prefix_does_not_depend_on_the_item() {
+        let mut other = item();
+        other.mention = "colorectal cancer".into();
+        other.candidates.truncate(1);
+        for template in [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Plain] {
+            let full_a = format!("{}{}", shared_prefix(template), item_suffix(&item(), template));
+            let full_b = format!("{}{}", shared_prefix(template), item_suffix(&other, template));
+            assert!(full_a.starts_with(&shared_prefix(template)) && full_b.starts_with(&shared_prefix(template)));
+        }
+    }
+
+    #[test]
+    fn lengths_are_bounded() {
+        let mut long = item();
+        long.candidates[0].definition = Some("word ".repeat(500));
+        long.candidates[0].synonyms = (0..50).map(|i| format!("synonym {i}")).collect();
+        long.candidates.extend((0..40).map(|i| PromptCandidate {
+            name: format!("c{i}"),
+            synonyms: vec![],
+            definition: None,
+        }));
+        let suffix = item_suffix(&long, ChatTemplate::Plain);
+        assert!(suffix.contains("Y. c22\nZ. none of these"), "25 candidates at most, then none");
+        assert!(suffix.len() < 3000);
+        assert!(!suffix.contains("synonym 3"));
+    }
+
+    #[test]
+    fn templates_are_recognized() {
+        assert_eq!(ChatTemplate::detect(Some("{% for m in messages %}<|im_start|>{{m.role}}")), ChatTemplate::ChatMl);
+        assert_eq!(ChatTemplate::detect(Some("<|start_header_id|>")), ChatTemplate::Llama3);
+        assert_eq!(ChatTemplate::detect(None), ChatTemplate::Plain);
+    }
+
+    #[test]
+    fn context_windows_mark_the_mention() {
+        let text = "In this family, five members had familial adenomatous polyposis and two had colon cancer early.";
+        let start = text.find("familial").unwrap();
+        let end = start + "familial adenomatous polyposis".len();
+        assert_eq!(
+            context_window(text, start, end, 20),
+            "... five members had [familial adenomatous polyposis] and two had ..."
+        );
+        assert_eq!(context_window("FAP", 0, 3, 50), "[FAP]");
+        let multibyte = "Ménière’s — FAP ✓";
+        assert_eq!(context_window(multibyte, 12, 15, 100), "Ménière’s — [FAP] ✓");
+    }
+}

@@ -1,0 +1,106 @@
+//! rerank-bench: milliseconds per mention of set-wise re-ranking with a model, for k = 5, 10,
+//! 20 candidates: one-pass label scoring (batched, batch 1, without prefix reuse) and greedy
+//! generation. Prompts are built from NCBI-disease-like mentions with MEDIC-like candidates
+//! read from a TSV file (mention<TAB>name|name|...), the way belink_normalize builds them.
+//!
+//!   rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20]
+//! Prints one JSON line per measurement.
+
+use std::path::Path;
+use std::time::Instant;
+
+use belink_core::prompt::{PromptCandidate, RerankItem};
+use belink_models::llm::{parse_answer, Reranker};
+use belink_models::streams::Streams;
+use candle_core::Device;
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, prompts, rest @ ..] = &args[..] else {
+        return Err("usage: rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20]".into());
+    };
+    let flag = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1)).cloned();
+    let count: usize = flag("--items").map(|n| n.parse().unwrap_or(16)).unwrap_or(16);
+    let ks: Vec<usize> =
+        flag("--ks").unwrap_or_else(|| "5,10,20".into()).split(',').filter_map(|k| k.parse().ok()).collect();
+    let rows: Vec<(String, Vec<String>)> = std::fs::read_to_string(prompts)
+        .map_err(|e| format!("{prompts}: {e}"))?
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(m, names)| (m.to_string(), names.split('|').map(String::from).collect()))
+        .take(count)
+        .collect();
+    let streams = Streams::new(0);
+    let reranker = streams.install(|| Reranker::load(Path::new(model), &Device::Cpu)).map_err(|e| e.to_string())?;
+    let report = |mode: &str, k: usize, batch: usize, seconds: f64, items: usize, extra: &str| {
+        println!(
+            "{{\"mode\": \"{mode}\", \"k\": {k}, \"batch\": {batch}, \"ms_per_mention\": {:.1}{extra}}}",
+            seconds * 1000.0 / items as f64
+        );
+    };
+    for &k in &ks {
+        let items: Vec<RerankItem> = rows
+            .iter()
+            .map(|(mention, names)| RerankItem {
+                mention: mention.clone(),
+                context: Some(format!("Patients with [{mention}] were studied in this family.")),
+                candidates: names
+                    .iter()
+                    .cycle()
+                    .take(k)
+                    .map(|n| PromptCandidate { name: n.clone(), synonyms: vec![], definition: None })
+                    .collect(),
+            })
+            .collect();
+        let tokens: usize = items.iter().map(|i| reranker.suffix_tokens(i).map(|t| t.len()).unwrap_or(0)).sum();
+        let prompt =
+            format!(", \"prefix_tokens\": {}, \"mean_item_tokens\": {}", reranker.prefix_len(), tokens / items.len());
+        let time = |f: &dyn Fn() -> Result<(), String>| -> Result<f64, String> {
+            let started = Instant::now();
+            f()?;
+            Ok(started.elapsed().as_secs_f64())
+        };
+        let seconds =
+            time(&|| streams.install(|| reranker.label_logits(&items, true)).map(|_| ()).map_err(|e| e.to_string()))?;
+        report("score, batched, prefix reused", k, items.len(), seconds, items.len(), &prompt);
+        let seconds = time(&|| {
+            for item in &items {
+                streams
+                    .install(|| reranker.label_logits(std::slice::from_ref(item), true))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        report("score, batch 1, prefix reused", k, 1, seconds, items.len(), "");
+        let seconds = time(&|| {
+            for item in &items {
+                streams
+                    .install(|| reranker.label_logits(std::slice::from_ref(item), false))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        report("score, batch 1, whole prompt", k, 1, seconds, items.len(), "");
+        let mut answered = 0;
+        let seconds = time(&|| {
+            for item in &items {
+                streams.install(|| reranker.generate(item)).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        for item in &items {
+            if parse_answer(&reranker.generate(item).map_err(|e| e.to_string())?, k + 1).is_some() {
+                answered += 1;
+            }
+        }
+        report(
+            "greedy generation, batch 1, prefix reused",
+            k,
+            1,
+            seconds,
+            items.len(),
+            &format!(", \"answers_that_are_labels\": {answered}"),
+        );
+    }
+    Ok(())
+}

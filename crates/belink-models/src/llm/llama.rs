@@ -1,0 +1,392 @@
+//! A llama-family decoder (Llama 2/3, SmolLM2, Qwen2) written on candle-core ops for what
+//! set-wise scoring needs and candle-transformers' quantized model code lacks: a prefix KV
+//! cache shared by a whole batch, right-padded batches, logits computed for a few label tokens
+//! only. Weights come from GGUF (quantized blocks expanded to f32 at load: candle has no fast
+//! CPU kernel for Q4_1) or from safetensors checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_nn::{Linear, Module};
+
+use crate::ModelError;
+
+/// The shape of the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f64,
+    pub vocab: usize,
+    /// GGUF files from llama.cpp rotate interleaved pairs (their Q and K rows are permuted);
+    /// Hugging Face checkpoints rotate the two halves.
+    pub interleaved_rope: bool,
+}
+
+struct Layer {
+    attention_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    mlp_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+pub struct Llama {
+    pub config: LlamaConfig,
+    embeddings: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    /// Output projection, [vocab, hidden] (the embeddings when tied).
+    lm_head: Tensor,
+    device: Device,
+}
+
+/// Keys and values of every layer for the tokens seen so far: [batch, kv_heads, tokens, head_dim].
+#[derive(Clone)]
+pub struct KvCache {
+    pub keys: Vec<Tensor>,
+    pub values: Vec<Tensor>,
+    pub len: usize,
+}
+
+/// Where the weights of one layer live, per file format.
+struct Names {
+    embeddings: String,
+    norm: String,
+    lm_head: String,
+    layer: fn(usize, &str) -> String,
+}
+
+const GGUF_NAMES: fn() -> Names = || Names {
+    embeddings: "token_embd.weight".into(),
+    norm: "output_norm.weight".into(),
+    lm_head: "output.weight".into(),
+    layer: |i, part| {
+        let name = match part {
+            "attention_norm" => "attn_norm",
+            "q" => "attn_q",
+            "k" => "attn_k",
+            "v" => "attn_v",
+            "o" => "attn_output",
+            "mlp_norm" => "ffn_norm",
+            "gate" => "ffn_gate",
+            "up" => "ffn_up",
+            _ => "ffn_down",
+        };
+        format!("blk.{i}.{name}")
+    },
+};
+
+const HF_NAMES: fn() -> Names = || Names {
+    embeddings: "model.embed_tokens.weight".into(),
+    norm: "model.norm.weight".into(),
+    lm_head: "lm_head.weight".into(),
+    layer: |i, part| {
+        let name = match part {
+            "attention_norm" => "input_layernorm",
+            "q" => "self_attn.q_proj",
+            "k" => "self_attn.k_proj",
+            "v" => "self_attn.v_proj",
+            "o" => "self_attn.o_proj",
+            "mlp_norm" => "post_attention_layernorm",
+            "gate" => "mlp.gate_proj",
+            "up" => "mlp.up_proj",
+            _ => "mlp.down_proj",
+        };
+        format!("model.layers.{i}.{name}")
+    },
+};
+
+impl Llama {
+    /// Builds the model from named f32 tensors; `.bias` tensors are used where present (Qwen2).
+    fn from_tensors(
+        config: LlamaConfig,
+        mut tensors: HashMap<String, Tensor>,
+        names: Names,
+        device: &Device,
+    ) -> Result<Llama, ModelError> {
+        let mut take =
+            |name: &str| tensors.remove(name).ok_or_else(|| ModelError::Weights(format!("tensor {name} is missing")));
+        let embeddings = take(&names.embeddings)?;
+        let norm = take(&names.norm)?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let part = |p: &str| (names.layer)(i, p);
+            let mut linear = |p: &str| -> Result<Linear, ModelError> {
+                let weight = take(&format!("{}.weight", part(p)))?;
+                let bias = take(&format!("{}.bias", part(p))).ok();
+                Ok(Linear::new(weight, bias))
+            };
+            let layer = Layer {
+                q: linear("q")?,
+                k: linear("k")?,
+                v: linear("v")?,
+                o: linear("o")?,
+                gate: linear("gate")?,
+                up: linear("up")?,
+                down: linear("down")?,
+                attention_norm: take(&format!("{}.weight", part("attention_norm")))?,
+                mlp_norm: take(&format!("{}.weight", part("mlp_norm")))?,
+            };
+            layers.push(layer);
+        }
+        let lm_head = take(&names.lm_head).unwrap_or_else(|_| embeddings.clone());
+        Ok(Llama { config, embeddings, layers, norm, lm_head, device: device.clone() })
+    }
+
+    /// Loads a GGUF file of architecture `llama` or `qwen2`.
+    pub fn from_gguf(path: &Path, content: &gguf_file::Content, device: &Device) -> Result<Llama, ModelError> {
+        let shown = path.display();
+        let meta = |key: &str| content.metadata.get(key);
+        let arch = meta("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| ModelError::Config(format!("{shown}: no general.architecture")))?;
+        if !matches!(arch.as_str(), "llama" | "qwen2") {
+            return Err(ModelError::Config(format!(
+                "{shown}: architecture '{arch}' is not supported (llama family: llama, qwen2)"
+            )));
+        }
+        let number = |key: &str| -> Result<usize, ModelError> {
+            meta(&format!("{arch}.{key}"))
+                .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+                .map(|v| v as usize)
+                .ok_or_else(|| ModelError::Config(format!("{shown}: {arch}.{key} is missing")))
+        };
+        let heads = number("attention.head_count")?;
+        let hidden = number("embedding_length")?;
+        let config = LlamaConfig {
+            layers: number("block_count")?,
+            hidden,
+            heads,
+            kv_heads: number("attention.head_count_kv").unwrap_or(heads),
+            head_dim: number("rope.dimension_count").unwrap_or(hidden / heads),
+            rope_theta: meta(&format!("{arch}.rope.freq_base")).and_then(|v| v.to_f32().ok()).unwrap_or(10_000.0),
+            rms_eps: meta(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(1e-5) as f64,
+            vocab: 0,
+            interleaved_rope: true,
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| ModelError::Missing(format!("{shown}: {e}")))?;
+        let mut tensors = HashMap::new();
+        for name in content.tensor_infos.keys() {
+            let tensor = content
+                .tensor(&mut file, name, device)
+                .and_then(|q| q.dequantize(device))
+                .map_err(|e| ModelError::Weights(format!("{shown}: tensor {name}: {e}")))?;
+            tensors.insert(name.clone(), tensor);
+        }
+        let mut model = Llama::from_tensors(config, tensors, GGUF_NAMES(), device)
+            .map_err(|e| ModelError::Weights(format!("{shown}: {e}")))?;
+        model.config.vocab = model.lm_head.dim(0).map_err(|e| ModelError::Weights(e.to_string()))?;
+        model.check_shapes().map_err(|e| ModelError::Weights(format!("{shown}: {e}")))?;
+        Ok(model)
+    }
+
+    /// Loads a Hugging Face checkpoint directory (config.json, *.safetensors).
+    pub fn from_safetensors(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
+        #[derive(serde::Deserialize)]
+        struct HfConfig {
+            num_hidden_layers: usize,
+            hidden_size: usize,
+            num_attention_heads: usize,
+            num_key_value_heads: Option<usize>,
+            head_dim: Option<usize>,
+            rope_theta: Option<f32>,
+            rms_norm_eps: Option<f64>,
+            vocab_size: usize,
+            model_type: Option<String>,
+        }
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| ModelError::Missing(format!("{}: {e}", config_path.display())))?;
+        let hf: HfConfig =
+            serde_json::from_str(&text).map_err(|e| ModelError::Config(format!("{}: {e}", config_path.display())))?;
+        if let Some(kind) = hf.model_type.as_deref().filter(|k| !matches!(*k, "llama" | "qwen2")) {
+            return Err(ModelError::Config(format!(
+                "{}: model_type '{kind}' is not supported (llama, qwen2)",
+                config_path.display()
+            )));
+        }
+        let config = LlamaConfig {
+            layers: hf.num_hidden_layers,
+            hidden: hf.hidden_size,
+            heads: hf.num_attention_heads,
+            kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads),
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            rms_eps: hf.rms_norm_eps.unwrap_or(1e-5),
+            vocab: hf.vocab_size,
+            interleaved_rope: false,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| ModelError::Missing(format!("{}: {e}", dir.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(ModelError::Missing(format!("{}: no .safetensors file", dir.display())));
+        }
+        let mut tensors = HashMap::new();
+        for file in &files {
+            let loaded = candle_core::safetensors::load(file, device)
+                .map_err(|e| ModelError::Weights(format!("{}: {e}", file.display())))?;
+            for (name, tensor) in loaded {
+                let tensor = tensor.to_dtype(DType::F32).map_err(|e| ModelError::Weights(e.to_string()))?;
+                tensors.insert(name, tensor);
+            }
+        }
+        let model = Llama::from_tensors(config, tensors, HF_NAMES(), device)
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", dir.display())))?;
+        model.check_shapes().map_err(|e| ModelError::Weights(format!("{}: {e}", dir.display())))?;
+        Ok(model)
+    }
+
+    fn check_shapes(&self) -> Result<(), String> {
+        let c = &self.config;
+        let expect = |what: &str, tensor: &Tensor, dims: &[usize]| {
+            if tensor.dims() == dims {
+                Ok(())
+            } else {
+                Err(format!("{what} has shape {:?}, expected {dims:?}", tensor.dims()))
+            }
+        };
+        expect("the embeddings", &self.embeddings, &[self.lm_head.dims()[0], c.hidden])?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            expect(&format!("layer {i} q"), layer.q.weight(), &[c.heads * c.head_dim, c.hidden])?;
+            expect(&format!("layer {i} k"), layer.k.weight(), &[c.kv_heads * c.head_dim, c.hidden])?;
+        }
+        if c.heads % c.kv_heads != 0 || c.head_dim % 2 != 0 {
+            return Err(format!("{} heads do not share {} key/value heads", c.heads, c.kv_heads));
+        }
+        Ok(())
+    }
+
+    /// Rotary embedding tables for positions `start..start + len`: ([len, d/2], [len, d/2]).
+    fn rope_tables(&self, start: usize, len: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.config.head_dim / 2;
+        let inverse: Vec<f32> = (0..half)
+            .map(|i| 1.0 / self.config.rope_theta.powf(2.0 * i as f32 / self.config.head_dim as f32))
+            .collect();
+        let inverse = Tensor::from_vec(inverse, (1, half), &self.device)?;
+        let positions = Tensor::arange(start as u32, (start + len) as u32, &self.device)?
+            .to_dtype(DType::F32)?
+            .reshape((len, 1))?;
+        let angles = positions.broadcast_mul(&inverse)?;
+        Ok((angles.cos()?, angles.sin()?))
+    }
+
+    /// Runs `tokens` ([batch, len], right-padded) after the cached `prefix` (batch 1, shared
+    /// by every row, or none). Returns the last layer's hidden states [batch, len, hidden]
+    /// and the cache extended by these tokens.
+    pub fn forward(&self, tokens: &Tensor, prefix: Option<&KvCache>) -> candle_core::Result<(Tensor, KvCache)> {
+        let (batch, len) = tokens.dims2()?;
+        let c = &self.config;
+        let start = prefix.map(|p| p.len).unwrap_or(0);
+        let (cos, sin) = self.rope_tables(start, len)?;
+        let mask = causal_mask(len, start, &self.device)?;
+        let mut x = self.embeddings.index_select(&tokens.flatten_all()?, 0)?.reshape((batch, len, c.hidden))?;
+        let mut cache = KvCache { keys: Vec::new(), values: Vec::new(), len: start + len };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let residual = x.clone();
+            let h = candle_nn::ops::rms_norm(&x, &layer.attention_norm, c.rms_eps as f32)?;
+            let heads = |t: Tensor, n: usize| t.reshape((batch, len, n, c.head_dim))?.transpose(1, 2)?.contiguous();
+            let q = heads(layer.q.forward(&h)?, c.heads)?;
+            let k = heads(layer.k.forward(&h)?, c.kv_heads)?;
+            let v = heads(layer.v.forward(&h)?, c.kv_heads)?;
+            let rotate = |t: &Tensor| {
+                if c.interleaved_rope {
+                    candle_nn::rotary_emb::rope_i(t, &cos, &sin)
+                } else {
+                    candle_nn::rotary_emb::rope(t, &cos, &sin)
+                }
+            };
+            let (q, k) = (rotate(&q)?, rotate(&k)?);
+            let (k, v) = match prefix {
+                Some(p) => {
+                    let shared = |t: &Tensor| t.broadcast_as((batch, c.kv_heads, p.len, c.head_dim))?.contiguous();
+                    (Tensor::cat(&[&shared(&p.keys[i])?, &k], 2)?, Tensor::cat(&[&shared(&p.values[i])?, &v], 2)?)
+                }
+                None => (k, v),
+            };
+            cache.keys.push(k.clone());
+            cache.values.push(v.clone());
+            let repeat = c.heads / c.kv_heads;
+            let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
+            let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
+            let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(&mask)?;
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attended = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch, len, c.heads * c.head_dim))?;
+            x = (residual + layer.o.forward(&attended)?)?;
+            let residual = x.clone();
+            let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, c.rms_eps as f32)?;
+            let mlp =
+                layer.down.forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+            x = (residual + mlp)?;
+        }
+        Ok((x, cache))
+    }
+
+    /// The final norm of hidden states [rows, hidden].
+    pub fn final_norm(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(hidden, &self.norm, self.config.rms_eps as f32)
+    }
+
+    /// Logits of the given tokens only, for normed hidden states [rows, hidden] → [rows, ids].
+    pub fn logits_for(&self, normed: &Tensor, token_ids: &[u32]) -> candle_core::Result<Tensor> {
+        let ids = Tensor::new(token_ids, &self.device)?;
+        let rows = self.lm_head.index_select(&ids, 0)?;
+        normed.matmul(&rows.t()?)
+    }
+
+    /// Logits over the whole vocabulary, for normed hidden states [rows, hidden].
+    pub fn logits(&self, normed: &Tensor) -> candle_core::Result<Tensor> {
+        normed.matmul(&self.lm_head.t()?)
+    }
+
+    /// The hidden state of each row at its last real token: [batch, hidden].
+    pub fn last_positions(hidden: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor> {
+        let rows: Vec<Tensor> =
+            lengths.iter().enumerate().map(|(b, &l)| hidden.i((b, l - 1))).collect::<Result<_, _>>()?;
+        Tensor::stack(&rows, 0)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Additive mask [len, start + len]: query i (at position start + i) sees keys up to its own
+/// position. Keys of right-padding come after every real query, so it hides them too.
+fn causal_mask(len: usize, start: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let total = start + len;
+    let mask: Vec<f32> =
+        (0..len).flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::from_vec(mask, (len, total), device)
+}
+
+/// Softmax of one row of logits.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+/// The index of the largest value in the last dimension of a [vocab] tensor.
+pub fn argmax(logits: &Tensor) -> candle_core::Result<u32> {
+    logits.argmax(D::Minus1)?.to_scalar::<u32>()
+}

@@ -1,0 +1,225 @@
+//! The generative set-wise re-ranker: an instruction-following LLM reads the mention, its
+//! context and the candidates, and the next-token probabilities of the candidates' labels
+//! give the choice and a confidence, in one forward pass per mention. The instruction prefix
+//! shared by every prompt is computed once; its KV cache is reused by every batch.
+
+pub mod gguf_tokenizer;
+pub mod llama;
+
+use std::path::{Path, PathBuf};
+
+use belink_core::prompt::{item_suffix, labels_for, shared_prefix, ChatTemplate, RerankItem, LABELS};
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use tokenizers::Tokenizer;
+
+use crate::ModelError;
+use llama::{argmax, softmax, KvCache, Llama};
+
+/// Most tokens a greedy answer may take (reference mode).
+pub const MAX_ANSWER_TOKENS: usize = 8;
+
+pub struct Reranker {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    /// Token id of each label in [`LABELS`].
+    label_ids: Vec<u32>,
+    prefix_tokens: Vec<u32>,
+    prefix: KvCache,
+    pad_id: u32,
+    stop_ids: Vec<u32>,
+    path: PathBuf,
+}
+
+impl Reranker {
+    /// Loads a GGUF file (llama or qwen2 architecture; tokenizer.json beside it if present,
+    /// else rebuilt from the GGUF metadata) or a Hugging Face directory (config.json,
+    /// *.safetensors, tokenizer.json, optionally tokenizer_config.json for the chat template).
+    pub fn load(path: &Path, device: &Device) -> Result<Reranker, ModelError> {
+        let shown = path.display();
+        let (model, tokenizer, chat_template) = if path.is_dir() {
+            let model = Llama::from_safetensors(path, device)?;
+            let tokenizer = load_tokenizer_json(&path.join("tokenizer.json"))?;
+            let template = std::fs::read_to_string(path.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["chat_template"].as_str().map(String::from));
+            (model, tokenizer, template)
+        } else if path.is_file() {
+            let mut file = std::fs::File::open(path).map_err(|e| ModelError::Missing(format!("{shown}: {e}")))?;
+            let content = gguf_file::Content::read(&mut file)
+                .map_err(|e| ModelError::Weights(format!("{shown}: not a GGUF file: {e}")))?;
+            let model = Llama::from_gguf(path, &content, device)?;
+            let beside = path.with_file_name("tokenizer.json");
+            let tokenizer = if beside.is_file() {
+                load_tokenizer_json(&beside)?
+            } else {
+                gguf_tokenizer::from_gguf(&content).map_err(|e| ModelError::Config(format!("{shown}: {e}")))?
+            };
+            let template = content.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+            (model, tokenizer, template)
+        } else {
+            return Err(ModelError::Missing(format!("re-ranker model {shown} does not exist")));
+        };
+        let template = ChatTemplate::detect(chat_template.as_deref());
+        let single = |text: &str| -> Result<u32, ModelError> {
+            let ids = encode(&tokenizer, text)?;
+            match ids[..] {
+                [id] => Ok(id),
+                _ => Err(ModelError::Config(format!("{shown}: the label {text:?} is not one token ({ids:?})"))),
+            }
+        };
+        let label_ids = LABELS.iter().map(|l| single(l)).collect::<Result<Vec<_>, _>>()?;
+        let stop_ids: Vec<u32> = ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>", "\n"]
+            .iter()
+            .filter_map(|t| {
+                tokenizer.token_to_id(t).or_else(|| encode(&tokenizer, t).ok().filter(|i| i.len() == 1).map(|i| i[0]))
+            })
+            .collect();
+        let pad_id = stop_ids.first().copied().unwrap_or(0);
+        let prefix_tokens = encode(&tokenizer, &shared_prefix(template))?;
+        let prefix_tensor = Tensor::new(prefix_tokens.as_slice(), device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(|e| ModelError::Inference(e.to_string()))?;
+        let (_, prefix) =
+            model.forward(&prefix_tensor, None).map_err(|e| ModelError::Inference(format!("{shown}: {e}")))?;
+        Ok(Reranker {
+            model,
+            tokenizer,
+            template,
+            label_ids,
+            prefix_tokens,
+            prefix,
+            pad_id,
+            stop_ids,
+            path: path.into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn template(&self) -> ChatTemplate {
+        self.template
+    }
+
+    pub fn prefix_len(&self) -> usize {
+        self.prefix_tokens.len()
+    }
+
+    /// Tokens of an item's part of the prompt.
+    pub fn suffix_tokens(&self, item: &RerankItem) -> Result<Vec<u32>, ModelError> {
+        encode(&self.tokenizer, &item_suffix(item, self.template))
+    }
+
+    /// Raw next-token logits of every label, one row per item, in one batched forward pass
+    /// after the cached instruction prefix (or, with `reuse_prefix` false, over whole prompts
+    /// one at a time: the reference the cache is checked against).
+    pub fn label_logits(&self, items: &[RerankItem], reuse_prefix: bool) -> Result<Vec<Vec<f32>>, ModelError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let suffixes: Vec<Vec<u32>> = items
+                .iter()
+                .map(|item| self.suffix_tokens(item))
+                .collect::<Result<_, _>>()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            if !reuse_prefix {
+                let mut rows = Vec::new();
+                for suffix in &suffixes {
+                    let whole: Vec<u32> = self.prefix_tokens.iter().chain(suffix).copied().collect();
+                    let tokens = Tensor::new(whole.as_slice(), self.model.device())?.unsqueeze(0)?;
+                    let (hidden, _) = self.model.forward(&tokens, None)?;
+                    let last = Llama::last_positions(&hidden, &[whole.len()])?;
+                    let logits = self.model.logits_for(&self.model.final_norm(&last)?, &self.label_ids)?;
+                    rows.extend(logits.to_vec2::<f32>()?);
+                }
+                return Ok(rows);
+            }
+            let width = suffixes.iter().map(Vec::len).max().unwrap_or(1);
+            let lengths: Vec<usize> = suffixes.iter().map(Vec::len).collect();
+            let padded: Vec<u32> = suffixes
+                .iter()
+                .flat_map(|s| s.iter().copied().chain(std::iter::repeat(self.pad_id).take(width - s.len())))
+                .collect();
+            let tokens = Tensor::from_vec(padded, (suffixes.len(), width), self.model.device())?;
+            let (hidden, _) = self.model.forward(&tokens, Some(&self.prefix))?;
+            let last = Llama::last_positions(&hidden, &lengths)?;
+            self.model.logits_for(&self.model.final_norm(&last)?, &self.label_ids)?.to_vec2::<f32>()
+        };
+        run().map_err(|e| ModelError::Inference(e.to_string()))
+    }
+
+    /// Probabilities of each item's options (its candidates, then "none of these").
+    pub fn score(&self, items: &[RerankItem]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let logits = self.label_logits(items, true)?;
+        Ok(items
+            .iter()
+            .zip(logits)
+            .map(|(item, row)| softmax(&row[..labels_for(item.candidates.len()).len()]))
+            .collect())
+    }
+
+    /// Greedy generation of the answer (at most [`MAX_ANSWER_TOKENS`] tokens): the reference
+    /// mode label scoring is compared with.
+    pub fn generate(&self, item: &RerankItem) -> Result<String, ModelError> {
+        let run = || -> candle_core::Result<String> {
+            let suffix = self.suffix_tokens(item).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let tokens = Tensor::new(suffix.as_slice(), self.model.device())?.unsqueeze(0)?;
+            let (hidden, mut cache) = self.model.forward(&tokens, Some(&self.prefix))?;
+            let mut last = Llama::last_positions(&hidden, &[suffix.len()])?;
+            let mut answer = Vec::new();
+            for _ in 0..MAX_ANSWER_TOKENS {
+                let logits = self.model.logits(&self.model.final_norm(&last)?)?.squeeze(0)?;
+                let next = argmax(&logits)?;
+                if self.stop_ids.contains(&next) {
+                    break;
+                }
+                answer.push(next);
+                let token = Tensor::new(&[next], self.model.device())?.unsqueeze(0)?;
+                let (hidden, extended) = self.model.forward(&token, Some(&cache))?;
+                cache = extended;
+                last = Llama::last_positions(&hidden, &[1])?;
+            }
+            self.tokenizer.decode(&answer, true).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        };
+        run().map_err(|e| ModelError::Inference(e.to_string()))
+    }
+}
+
+/// The option a generated answer names: its first label-like word, or None.
+pub fn parse_answer(answer: &str, options: usize) -> Option<usize> {
+    let word = answer.trim().trim_start_matches(['(', '[', '*']).split(|c: char| !c.is_ascii_alphabetic()).next()?;
+    labels_for(options.saturating_sub(1)).iter().position(|l| *l == word)
+}
+
+fn load_tokenizer_json(path: &Path) -> Result<Tokenizer, ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::Missing(format!("{} does not exist", path.display())));
+    }
+    Tokenizer::from_file(path).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
+}
+
+fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ModelError> {
+    tokenizer
+        .encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| ModelError::Inference(format!("tokenizing: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_answer;
+
+    #[test]
+    fn answers_name_an_option() {
+        assert_eq!(parse_answer("B", 4), Some(1));
+        assert_eq!(parse_answer(" (C) because", 4), Some(2));
+        assert_eq!(parse_answer("D. none of these", 4), Some(3));
+        assert_eq!(parse_answer("E", 4), None, "beyond the options");
+        assert_eq!(parse_answer("The answer", 4), None);
+    }
+}

@@ -1,0 +1,106 @@
+"""The peer of belink_annotate: the same job done the way a user would without BeLink.
+
+A Python client pulls the documents, finds mentions with a dictionary (Aho-Corasick over the
+ontology's normalized names, leftmost-longest on token boundaries), embeds the mentions with
+the same sentence encoder (sentence-transformers, all-MiniLM-L6-v2), picks among the concepts
+whose names matched the one nearest to the mention, and writes the entities back.
+
+usage: client-pipeline.py DSN TABLE ONTOLOGY MODEL_DIR THREADS
+The table needs columns id, body and entities (jsonb). Prints one JSON line of timings.
+The ontology's names and their embeddings are read from BeLink's catalog, so the comparison
+times the per-document work only (set-up is reported apart).
+"""
+import json
+import re
+import sys
+import time
+import unicodedata
+
+import ahocorasick
+import numpy as np
+import psycopg
+import torch
+from sentence_transformers import SentenceTransformer
+
+dsn, table, ontology, model_dir, threads = sys.argv[1:6]
+torch.set_num_threads(int(threads))
+
+TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def normalize(text):
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return " ".join(TOKEN.findall(text))
+
+
+setup_started = time.perf_counter()
+conn = psycopg.connect(dsn)
+model = SentenceTransformer(model_dir, device="cpu")
+rows = conn.execute(
+    "SELECT concept_id, normalized, embedding::text FROM belink.names "
+    "WHERE ontology = %s AND kind IN ('preferred', 'exact', 'abbreviation', 'related', 'user') "
+    "AND embedding IS NOT NULL AND length(normalized) >= 3",
+    (ontology,),
+).fetchall()
+automaton = ahocorasick.Automaton()
+concepts_of = {}
+vectors = {}
+for concept_id, normalized, embedding in rows:
+    concepts_of.setdefault(normalized, set()).add(concept_id)
+    vectors.setdefault(concept_id, []).append(np.array(json.loads(embedding), dtype=np.float32))
+for normalized in concepts_of:
+    automaton.add_word(f" {normalized} ", normalized)
+automaton.make_automaton()
+setup_seconds = time.perf_counter() - setup_started
+
+
+def link(body):
+    """Entities of one document: (start, end, mention, concept_id) on the normalized text."""
+    if not body:
+        return []
+    tokens = [(m.group(), m.start(), m.end()) for m in TOKEN.finditer(body)]
+    haystack = " " + " ".join(normalize(t) for t, _, _ in tokens) + " "
+    starts = {}
+    position = 1
+    for i, (t, _, _) in enumerate(tokens):
+        starts[position] = i
+        position += len(normalize(t)) + 1
+    found = []
+    for end, normalized in automaton.iter(haystack):
+        begin = end - len(normalized) - 1
+        if begin in starts:
+            first = starts[begin]
+            last = first + normalized.count(" ")
+            found.append((tokens[first][1], tokens[last][2], normalized))
+    found.sort(key=lambda f: (f[0], -(f[1] - f[0])))
+    kept, last_end = [], -1
+    for f in found:
+        if f[0] >= last_end:
+            kept.append(f)
+            last_end = f[1]
+    if not kept:
+        return []
+    mentions = [body[s:e] for s, e, _ in kept]
+    embedded = model.encode(mentions, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+    entities = []
+    for (s, e, normalized), mention, vector in zip(kept, mentions, embedded):
+        best = max(concepts_of[normalized], key=lambda c: max(float(v @ vector) for v in vectors[c]))
+        entities.append({"start": s, "end": e, "mention": mention, "concept_id": best})
+    return entities
+
+
+started = time.perf_counter()
+documents = conn.execute(f"SELECT id, body FROM {table} ORDER BY id").fetchall()
+results = [(json.dumps(link(body)), doc_id) for doc_id, body in documents]
+with conn.cursor() as cursor:
+    cursor.executemany(f"UPDATE {table} SET entities = %s::jsonb WHERE id = %s", results)
+conn.commit()
+seconds = time.perf_counter() - started
+print(json.dumps({
+    "implementation": "python client (psycopg + pyahocorasick + sentence-transformers)",
+    "documents": len(documents),
+    "setup_seconds": round(setup_seconds, 2),
+    "seconds": round(seconds, 2),
+    "documents_per_s": round(len(documents) / seconds, 1),
+}))
