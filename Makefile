@@ -85,6 +85,7 @@ install: deps models
 	$(SUDO) rm -rf "$$($(PG_CONFIG) --sharedir)/extension/belink/all-MiniLM-L6-v2"
 	$(SUDO) mkdir -p "$$($(PG_CONFIG) --sharedir)/extension/belink"
 	$(SUDO) cp -r $(ENCODER_MODEL) "$$($(PG_CONFIG) --sharedir)/extension/belink/all-MiniLM-L6-v2"
+	$(SUDO) cp $(RERANKER_MODEL) "$$($(PG_CONFIG) --sharedir)/extension/belink/"
 	$(SUDO) chmod -R a+rX "$$($(PG_CONFIG) --sharedir)/extension/belink"
 
 ## ---- tests ------------------------------------------------------------------------------

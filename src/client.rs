@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use belink_core::prompt::RerankItem;
 use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -201,6 +202,23 @@ pub fn embed(texts: Vec<String>) -> (usize, Vec<Vec<f32>>) {
     }
 }
 
+/// Re-ranks items: per item, the probabilities of its candidates then "none of these", and
+/// (when `generate`) the greedy answer.
+pub fn rerank(items: Vec<RerankItem>, generate: bool) -> (Vec<Vec<f32>>, Vec<String>) {
+    if items.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let count = items.len();
+    match request(&Message::RerankRequest { generate, items }) {
+        Message::RerankReply { probabilities, answers } if probabilities.len() == count => (probabilities, answers),
+        Message::RerankReply { probabilities, .. } => raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("the model server answered {} items for {count}", probabilities.len()),
+        ),
+        other => raise_reply(other),
+    }
+}
+
 /// The server's state as JSON text, or why it could not be had within `timeout`.
 pub fn status(timeout: Duration) -> Result<String, String> {
     require_preloaded();
@@ -218,7 +236,7 @@ fn raise_reply(reply: Message) -> ! {
         Message::ErrorReply { code: ErrorCode::ModelUnavailable, message } => raise_with_hint(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("belink model server: {message}"),
-            "Check belink.encoder_model (run `make install` for the default model), then SELECT pg_reload_conf().",
+            "Check belink.encoder_model and belink.reranker_model (`make install` installs the defaults), then SELECT pg_reload_conf().",
         ),
         Message::ErrorReply { code, message } => raise(
             PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,

@@ -25,6 +25,14 @@ pub static RETRIEVAL: Text = Text::new(Some(c"hybrid"));
 pub static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
 
+pub static RERANKER_MODEL: Text = Text::new(None);
+pub static RERANK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
+pub static RERANK: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static RERANK_MODE: Text = Text::new(Some(c"score"));
+pub static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+pub static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
+
 pub static UMLS_SOURCES: Text = Text::new(None);
 pub static UMLS_LANGUAGES: Text = Text::new(Some(c"ENG"));
 
@@ -81,6 +89,60 @@ pub fn init() {
         c"Longest document (in characters) belink_link accepts.",
         1,
         i32::MAX,
+        GucContext::Userset,
+    );
+    text(
+        &RERANKER_MODEL,
+        c"belink.reranker_model",
+        c"The re-ranking LLM: a GGUF file (llama, qwen2) or a Hugging Face directory; empty = the default SmolLM2-135M-Instruct installed with the extension.",
+        GucContext::Sighup,
+    );
+    int(
+        &RERANK_BATCH_SIZE,
+        c"belink.rerank_batch_size",
+        c"Most mentions the re-ranker scores in one forward pass.",
+        1,
+        256,
+        GucContext::Sighup,
+    );
+    GucRegistry::define_bool_guc(
+        c"belink.rerank",
+        c"Whether an LLM re-ranks the retrieved candidates (off: retrieval's top candidate).",
+        c"",
+        &RERANK,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
+    text(
+        &RERANK_MODE,
+        c"belink.rerank_mode",
+        c"How the re-ranker answers: score (one forward pass, label probabilities) or generate (greedy generation, the slower reference).",
+        GucContext::Userset,
+    );
+    int(
+        &TOP_K,
+        c"belink.top_k",
+        c"Candidates retrieved and shown to the re-ranker per mention.",
+        1,
+        25,
+        GucContext::Userset,
+    );
+    GucRegistry::define_float_guc(
+        c"belink.nil_threshold",
+        c"Least re-ranker probability for a concept to be chosen; below it the mention is left unlinked (NIL).",
+        c"",
+        &NIL_THRESHOLD,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
+    int(
+        &CONTEXT_CHARS,
+        c"belink.context_chars",
+        c"Characters of text on each side of a mention shown to the re-ranker.",
+        0,
+        10_000,
         GucContext::Userset,
     );
     text(

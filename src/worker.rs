@@ -92,6 +92,7 @@ impl ServerCommand {
     fn from_settings() -> ServerCommand {
         let program = gucs::get(&gucs::SERVER_PATH).map(PathBuf::from).unwrap_or_else(default_server_path);
         let encoder = gucs::get(&gucs::ENCODER_MODEL).map(PathBuf::from).unwrap_or_else(default_encoder_dir);
+        let reranker = gucs::get(&gucs::RERANKER_MODEL).map(PathBuf::from).unwrap_or_else(default_reranker_path);
         let args = vec![
             "--socket".into(),
             SOCKET_NAME.into(),
@@ -107,6 +108,10 @@ impl ServerCommand {
             gucs::SERVER_BATCH_WAIT_MS.get().to_string(),
             "--threads".into(),
             gucs::SERVER_THREADS.get().to_string(),
+            "--reranker-model".into(),
+            reranker.display().to_string(),
+            "--rerank-batch".into(),
+            gucs::RERANK_BATCH_SIZE.get().to_string(),
             "--parent-pid".into(),
             std::process::id().to_string(),
         ];
@@ -121,12 +126,20 @@ fn default_server_path() -> PathBuf {
     exec.parent().map(|dir| dir.join("belink-server")).unwrap_or_else(|| PathBuf::from("belink-server"))
 }
 
-/// `<share>/extension/belink/all-MiniLM-L6-v2`, where `make install` puts the default encoder.
-pub fn default_encoder_dir() -> PathBuf {
+/// `<share>/extension/belink`, where `make install` puts the default models.
+fn models_dir() -> PathBuf {
     let mut share = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];
     unsafe { pg_sys::get_share_path(std::ptr::addr_of!(pg_sys::my_exec_path).cast(), share.as_mut_ptr()) };
     let share = unsafe { CStr::from_ptr(share.as_ptr()) }.to_string_lossy().into_owned();
-    PathBuf::from(share).join("extension/belink/all-MiniLM-L6-v2")
+    PathBuf::from(share).join("extension/belink")
+}
+
+fn default_encoder_dir() -> PathBuf {
+    models_dir().join("all-MiniLM-L6-v2")
+}
+
+fn default_reranker_path() -> PathBuf {
+    models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 struct Supervisor {

@@ -8,7 +8,10 @@ use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::json;
 
-use crate::api::candidates::{retrieve, Lexical, Query};
+use belink_core::prompt::context_window;
+
+use crate::api::candidates::Lexical;
+use crate::api::normalize::{decide, Request};
 use crate::error::raise;
 use crate::{catalog, dictionaries, gucs};
 
@@ -119,38 +122,58 @@ pub fn link_documents(docs: &[Option<&str>], ontology: Option<&str>) -> Vec<Opti
         let plans: Vec<Option<Vec<MentionToLink>>> =
             docs.iter().map(|doc| doc.map(|text| mentions_to_link(text, &refs))).collect();
         let names: Vec<&str> = dictionaries.iter().map(|(name, _)| name.as_str()).collect();
-        resolve(client, plans, &names)
+        resolve(client, docs, plans, &names)
     })
 }
 
-/// Retrieves the concept of every planned mention (each distinct lookup once) and builds the
-/// entities.
+/// Decides the concept of every planned mention (each distinct lookup once without
+/// re-ranking; with it, each mention in its own context) and builds the entities. Mentions
+/// left unlinked (NIL) are dropped.
 fn resolve(
     client: &SpiClient<'_>,
+    docs: &[Option<&str>],
     plans: Vec<Option<Vec<MentionToLink>>>,
     ontologies: &[&str],
 ) -> Vec<Option<Vec<Entity>>> {
-    let mut slot: HashMap<(String, usize), usize> = HashMap::new();
-    let mut lookups: Vec<(String, usize)> = Vec::new();
-    for mention in plans.iter().flatten().flatten() {
-        let key = (mention.lookup.clone(), mention.dictionary);
-        slot.entry(key.clone()).or_insert_with(|| {
-            lookups.push(key);
-            lookups.len() - 1
-        });
+    let rerank = gucs::RERANK.get();
+    let window = gucs::CONTEXT_CHARS.get().max(0) as usize;
+    let mut slot: HashMap<(String, usize, Option<String>), usize> = HashMap::new();
+    let mut requests: Vec<Request> = Vec::new();
+    let mut slots: Vec<Vec<usize>> = Vec::with_capacity(plans.len());
+    for (doc, plan) in docs.iter().zip(&plans) {
+        let mut mine = Vec::new();
+        for mention in plan.iter().flatten() {
+            let context = match (rerank, doc) {
+                (true, Some(text)) => Some(context_window(text, mention.start, mention.end, window)),
+                _ => None,
+            };
+            let key = (mention.lookup.clone(), mention.dictionary, context.clone());
+            let index = *slot.entry(key).or_insert_with(|| {
+                requests.push(Request {
+                    mention: &mention.lookup,
+                    context,
+                    ontology: Some(ontologies[mention.dictionary]),
+                });
+                requests.len() - 1
+            });
+            mine.push(index);
+        }
+        slots.push(mine);
     }
-    let queries: Vec<Query> =
-        lookups.iter().map(|(text, d)| Query { text: text.as_str(), ontology: Some(ontologies[*d]) }).collect();
     // Detected mentions are exact dictionary matches: exact and dense retrieval rank them.
-    let results = retrieve(client, &queries, 1, Lexical::ExactOnly);
+    let k = if rerank { gucs::TOP_K.get().max(1) as usize } else { 1 };
+    let decisions = decide(client, &requests, k, Lexical::ExactOnly);
     plans
         .into_iter()
-        .map(|plan| {
+        .zip(slots)
+        .map(|(plan, mine)| {
             plan.map(|mentions| {
                 mentions
                     .into_iter()
-                    .filter_map(|m| {
-                        let best = results[slot[&(m.lookup.clone(), m.dictionary)]].first()?;
+                    .zip(mine)
+                    .filter_map(|(m, index)| {
+                        let decision = &decisions[index];
+                        let best = decision.concept()?;
                         Some(Entity {
                             start: m.start,
                             end: m.end,
@@ -158,7 +181,7 @@ fn resolve(
                             concept_id: best.fused.concept_id.clone(),
                             name: best.preferred_name.clone(),
                             ontology: best.fused.ontology.clone(),
-                            score: best.fused.score,
+                            score: decision.confidence,
                             abbreviation_of: m.abbreviation_of,
                         })
                     })

@@ -4,5 +4,6 @@
 pub mod candidates;
 mod embed;
 mod link;
+pub mod normalize;
 mod ontology;
 mod text;

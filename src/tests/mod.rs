@@ -3,6 +3,7 @@
 
 mod candidates;
 mod link;
+mod normalize;
 mod ontology;
 
 use pgrx::prelude::*;

@@ -7,6 +7,8 @@
 
 use std::io::{self, Read, Write};
 
+use crate::prompt::{PromptCandidate, RerankItem};
+
 /// The largest frame either side accepts (a batch of thousands of texts or a long document
 /// fits comfortably).
 pub const MAX_FRAME_BYTES: usize = 256 << 20;
@@ -55,6 +57,17 @@ pub enum Message {
         code: ErrorCode,
         message: String,
     },
+    /// Re-rank these items: label probabilities (one pass), or greedy answers (`generate`).
+    RerankRequest {
+        generate: bool,
+        items: Vec<RerankItem>,
+    },
+    /// Per item: the probabilities of its candidates then "none of these"; with `generate`,
+    /// the generated answer too (empty otherwise).
+    RerankReply {
+        probabilities: Vec<Vec<f32>>,
+        answers: Vec<String>,
+    },
 }
 
 const KIND_EMBED_REQUEST: u8 = 1;
@@ -62,6 +75,8 @@ const KIND_STATUS_REQUEST: u8 = 2;
 const KIND_EMBED_REPLY: u8 = 3;
 const KIND_STATUS_REPLY: u8 = 4;
 const KIND_ERROR_REPLY: u8 = 5;
+const KIND_RERANK_REQUEST: u8 = 6;
+const KIND_RERANK_REPLY: u8 = 7;
 const HEADER_BYTES: usize = 1 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +124,38 @@ impl Message {
                 put_str(&mut body, message);
                 KIND_ERROR_REPLY
             }
+            Message::RerankRequest { generate, items } => {
+                body.push(u8::from(*generate));
+                put_u32(&mut body, items.len() as u32);
+                for item in items {
+                    put_str(&mut body, &item.mention);
+                    put_optional_str(&mut body, item.context.as_deref());
+                    put_u32(&mut body, item.candidates.len() as u32);
+                    for candidate in &item.candidates {
+                        put_str(&mut body, &candidate.name);
+                        put_optional_str(&mut body, candidate.definition.as_deref());
+                        put_u32(&mut body, candidate.synonyms.len() as u32);
+                        for synonym in &candidate.synonyms {
+                            put_str(&mut body, synonym);
+                        }
+                    }
+                }
+                KIND_RERANK_REQUEST
+            }
+            Message::RerankReply { probabilities, answers } => {
+                put_u32(&mut body, probabilities.len() as u32);
+                for row in probabilities {
+                    put_u32(&mut body, row.len() as u32);
+                    for p in row {
+                        body.extend_from_slice(&p.to_le_bytes());
+                    }
+                }
+                put_u32(&mut body, answers.len() as u32);
+                for answer in answers {
+                    put_str(&mut body, answer);
+                }
+                KIND_RERANK_REPLY
+            }
         };
         let mut frame = Vec::with_capacity(4 + HEADER_BYTES + body.len());
         put_u32(&mut frame, (HEADER_BYTES + body.len()) as u32);
@@ -152,6 +199,39 @@ impl Message {
                 let code = input.u8()?;
                 let code = ErrorCode::from_byte(code).ok_or_else(|| malformed(format!("unknown error code {code}")))?;
                 Message::ErrorReply { code, message: input.string()? }
+            }
+            KIND_RERANK_REQUEST => {
+                let generate = input.u8()? != 0;
+                let count = input.count(4)?;
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let mention = input.string()?;
+                    let context = input.optional_string()?;
+                    let candidates_count = input.count(4)?;
+                    let mut candidates = Vec::with_capacity(candidates_count);
+                    for _ in 0..candidates_count {
+                        let name = input.string()?;
+                        let definition = input.optional_string()?;
+                        let synonyms_count = input.count(4)?;
+                        let synonyms = (0..synonyms_count).map(|_| input.string()).collect::<Result<_, _>>()?;
+                        candidates.push(PromptCandidate { name, synonyms, definition });
+                    }
+                    items.push(RerankItem { mention, context, candidates });
+                }
+                Message::RerankRequest { generate, items }
+            }
+            KIND_RERANK_REPLY => {
+                let count = input.count(4)?;
+                let mut probabilities = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let n = input.count(4)?;
+                    let bytes = input.take(n * 4)?;
+                    probabilities
+                        .push(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
+                }
+                let answers_count = input.count(4)?;
+                let answers = (0..answers_count).map(|_| input.string()).collect::<Result<_, _>>()?;
+                Message::RerankReply { probabilities, answers }
             }
             other => return Err(malformed(format!("unknown message kind {other}"))),
         };
@@ -201,6 +281,16 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
+fn put_optional_str(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => {
+            out.push(1);
+            put_str(out, text);
+        }
+        None => out.push(0),
+    }
+}
+
 struct Input<'a> {
     bytes: &'a [u8],
 }
@@ -229,6 +319,23 @@ impl<'a> Input<'a> {
         Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 
+    /// A count of elements each at least `min_bytes` long: bounded by what is left.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, WireError> {
+        let count = self.u32()? as usize;
+        if count > self.bytes.len() / min_bytes.max(1) {
+            return Err(malformed(format!("{count} elements announced, frame too short")));
+        }
+        Ok(count)
+    }
+
+    fn optional_string(&mut self) -> Result<Option<String>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.string().map(Some),
+            other => Err(malformed(format!("bad optional marker {other}"))),
+        }
+    }
+
     fn string(&mut self) -> Result<String, WireError> {
         let length = self.u32()? as usize;
         let bytes = self.take(length)?;
@@ -255,6 +362,26 @@ mod tests {
         round_trip(Message::EmbedReply { dim: 3, vectors: vec![0.5, -1.0, 2.25, 0.0, 1e-9, f32::MAX] });
         round_trip(Message::StatusReply { json: "{\"requests\":3}".into() });
         round_trip(Message::ErrorReply { code: ErrorCode::ModelUnavailable, message: "no model.safetensors".into() });
+        let candidate = |name: &str| PromptCandidate {
+            name: name.into(),
+            synonyms: vec!["a synonym".into()],
+            definition: Some("a definition".into()),
+        };
+        round_trip(Message::RerankRequest {
+            generate: true,
+            items: vec![
+                RerankItem {
+                    mention: "FAP".into(),
+                    context: Some("with [FAP]".into()),
+                    candidates: vec![candidate("x"), candidate("y")],
+                },
+                RerankItem { mention: "DM".into(), context: None, candidates: vec![] },
+            ],
+        });
+        round_trip(Message::RerankReply {
+            probabilities: vec![vec![0.5, 0.25, 0.25], vec![1.0]],
+            answers: vec!["A".into(), "".into()],
+        });
     }
 
     #[test]
@@ -304,5 +431,13 @@ mod tests {
         assert!(read_frame(&mut &trailing[..]).is_err());
         let reply = Message::EmbedReply { dim: 0, vectors: vec![] }.encode(1);
         assert!(read_frame(&mut &reply[..]).is_err(), "dimension 0");
+        let rerank = Message::RerankRequest {
+            generate: false,
+            items: vec![RerankItem { mention: "m".into(), context: None, candidates: vec![] }],
+        }
+        .encode(3);
+        for cut in 0..rerank.len() {
+            assert!(read_frame(&mut &rerank[..cut]).is_err(), "rerank cut at {cut}");
+        }
     }
 }

@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use belink_core::prompt::{PromptCandidate, RerankItem};
 use belink_models::llm::{parse_answer, Reranker};
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -19,59 +18,6 @@ fn default_model() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     assert!(path.is_file(), "no re-ranker model at {}: run `make models`", path.display());
-    path
-}
-
-/// Writes a two-layer llama GGUF with random weights and SmolLM2's tokenizer metadata.
-fn tiny_model(dir: &Path) -> PathBuf {
-    let mut source = std::fs::File::open(default_model()).unwrap();
-    let real = gguf_file::Content::read(&mut source).unwrap();
-    let (hidden, heads, kv_heads, head_dim, ffn, layers) = (32usize, 4usize, 2usize, 8usize, 64usize, 2usize);
-    let vocab = real.metadata["tokenizer.ggml.tokens"].to_vec().unwrap().len();
-    let mut metadata: Vec<(String, Value)> = real
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    metadata.extend([
-        ("general.architecture".to_string(), Value::String("llama".into())),
-        ("llama.block_count".into(), Value::U32(layers as u32)),
-        ("llama.embedding_length".into(), Value::U32(hidden as u32)),
-        ("llama.feed_forward_length".into(), Value::U32(ffn as u32)),
-        ("llama.attention.head_count".into(), Value::U32(heads as u32)),
-        ("llama.attention.head_count_kv".into(), Value::U32(kv_heads as u32)),
-        ("llama.rope.dimension_count".into(), Value::U32(head_dim as u32)),
-        ("llama.rope.freq_base".into(), Value::F32(10000.0)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
-    ]);
-    let random = |dims: &[usize]| {
-        QTensor::quantize(&Tensor::randn(0f32, 0.5, dims, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap()
-    };
-    let ones = |n: usize| {
-        QTensor::quantize(&Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap()
-    };
-    // GGUF stores dimensions innermost first: a [out, in] matrix is written as such by candle.
-    let mut tensors: Vec<(String, QTensor)> =
-        vec![("token_embd.weight".into(), random(&[vocab, hidden])), ("output_norm.weight".into(), ones(hidden))];
-    for i in 0..layers {
-        tensors.extend([
-            (format!("blk.{i}.attn_norm.weight"), ones(hidden)),
-            (format!("blk.{i}.attn_q.weight"), random(&[heads * head_dim, hidden])),
-            (format!("blk.{i}.attn_k.weight"), random(&[kv_heads * head_dim, hidden])),
-            (format!("blk.{i}.attn_v.weight"), random(&[kv_heads * head_dim, hidden])),
-            (format!("blk.{i}.attn_output.weight"), random(&[hidden, heads * head_dim])),
-            (format!("blk.{i}.ffn_norm.weight"), ones(hidden)),
-            (format!("blk.{i}.ffn_gate.weight"), random(&[ffn, hidden])),
-            (format!("blk.{i}.ffn_up.weight"), random(&[ffn, hidden])),
-            (format!("blk.{i}.ffn_down.weight"), random(&[hidden, ffn])),
-        ]);
-    }
-    let path = dir.join("tiny-llama.gguf");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
     path
 }
 
@@ -119,7 +65,11 @@ fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 #[test]
 fn tiny_model_prefix_reuse_and_batching_give_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
-    let reranker = Reranker::load(&tiny_model(dir.path()), &Device::Cpu).unwrap();
+    let reranker = Reranker::load(
+        &belink_models::llm::testing::write_tiny_llama(&dir.path().join("tiny-llama.gguf"), &default_model()).unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(reranker.prefix_len() > 50, "the instruction prefix is cached");
     let items = items();
     let batched = reranker.label_logits(&items, true).unwrap();

@@ -4,11 +4,14 @@
 //! crashes or is killed for memory, one request fails, not the database.
 //!
 //!   belink-server --socket PATH --encoder-model DIR [--pooling auto|mean|cls] [--device auto|cpu|cuda]
+//!                 [--reranker-model FILE|DIR] [--rerank-batch N]
 //!                 [--max-batch N] [--batch-wait-ms N] [--threads N] [--parent-pid PID]
 //!
 //! Logs go to stderr, which the supervisor forwards to the PostgreSQL log.
 
-mod batcher;
+mod encoder;
+mod queue;
+mod reranker;
 mod stats;
 
 use std::io::ErrorKind;
@@ -22,26 +25,33 @@ use std::time::{Duration, Instant};
 
 use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
 use belink_models::encoder::Pooling;
+use belink_models::streams::Streams;
 
-use batcher::{Job, Queue, Settings};
+use encoder::EmbedQueue;
+use queue::{Failure, Job, Queue};
+use reranker::{RerankQueue, RerankWork};
 use stats::Stats;
 
 struct Options {
     socket: PathBuf,
-    settings: Settings,
+    encoder: encoder::Settings,
+    reranker: reranker::Settings,
+    threads: usize,
     parent_pid: Option<i32>,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut socket = None;
-    let mut settings = Settings {
+    let mut settings = encoder::Settings {
         encoder_dir: PathBuf::new(),
         pooling: None,
         device: "auto".into(),
         max_batch: 32,
         batch_wait: Duration::from_millis(2),
-        threads: 0,
     };
+    let mut reranker_model = None;
+    let mut rerank_batch = 8;
+    let mut threads = 0;
     let mut parent_pid = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -53,12 +63,20 @@ fn parse_options() -> Result<Options, String> {
             "--device" => settings.device = value()?,
             "--max-batch" => settings.max_batch = number(&flag, &value()?)?.max(1),
             "--batch-wait-ms" => settings.batch_wait = Duration::from_millis(number(&flag, &value()?)? as u64),
-            "--threads" => settings.threads = number(&flag, &value()?)?,
+            "--threads" => threads = number(&flag, &value()?)?,
+            "--reranker-model" => reranker_model = Some(PathBuf::from(value()?)).filter(|p| !p.as_os_str().is_empty()),
+            "--rerank-batch" => rerank_batch = number(&flag, &value()?)?.max(1),
             "--parent-pid" => parent_pid = Some(number(&flag, &value()?)? as i32),
             other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok(Options { socket: socket.ok_or("--socket is required")?, settings, parent_pid })
+    let reranker = reranker::Settings {
+        model: reranker_model,
+        device: settings.device.clone(),
+        max_batch: rerank_batch,
+        batch_wait: settings.batch_wait,
+    };
+    Ok(Options { socket: socket.ok_or("--socket is required")?, encoder: settings, reranker, threads, parent_pid })
 }
 
 fn number(flag: &str, text: &str) -> Result<usize, String> {
@@ -85,23 +103,32 @@ fn main() -> ExitCode {
     };
     eprintln!("belink-server: pid {} listening on {}", std::process::id(), options.socket.display());
 
-    let stats = Arc::new(Stats::new(&options.settings.device));
-    let queue = Arc::new(Queue::default());
+    let stats = Arc::new(Stats::new(&options.encoder.device, options.reranker.model.is_some()));
+    let streams = Arc::new(Streams::new(options.threads));
+    let queues = Arc::new(Queues {
+        embed: Queue::new(|texts: &Vec<String>| texts.len()),
+        rerank: Queue::new(|work: &RerankWork| work.items.len()),
+    });
+    let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new().name(name.into()).spawn(run).expect("starting a model thread");
+    };
     {
-        let (queue, stats) = (queue.clone(), stats.clone());
-        let settings = options.settings;
-        std::thread::Builder::new()
-            .name("model".into())
-            .spawn(move || batcher::run(settings, queue, stats))
-            .expect("starting the model thread");
+        let (streams, queues, stats) = (streams.clone(), queues.clone(), stats.clone());
+        let settings = options.encoder;
+        spawn("encoder", Box::new(move || encoder::run(settings, streams, queues, stats)));
+    }
+    {
+        let (streams, queues, stats) = (streams.clone(), queues.clone(), stats.clone());
+        let settings = options.reranker;
+        spawn("reranker", Box::new(move || reranker::run(settings, streams, queues, stats)));
     }
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
-                let (queue, stats) = (queue.clone(), stats.clone());
+                let (queues, stats) = (queues.clone(), stats.clone());
                 let spawned = std::thread::Builder::new()
                     .name("connection".into())
-                    .spawn(move || serve_connection(stream, &queue, &stats));
+                    .spawn(move || serve_connection(stream, &queues, &stats));
                 if let Err(e) = spawned {
                     eprintln!("belink-server: cannot start a connection thread: {e}");
                 }
@@ -143,7 +170,13 @@ fn watch_parent(parent: i32) {
     });
 }
 
-fn serve_connection(mut stream: UnixStream, queue: &Queue, stats: &Stats) {
+/// The models' queues.
+pub struct Queues {
+    pub embed: EmbedQueue,
+    pub rerank: RerankQueue,
+}
+
+fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
     loop {
         let (id, message) = match read_frame(&mut stream) {
             Ok(frame) => frame,
@@ -156,12 +189,21 @@ fn serve_connection(mut stream: UnixStream, queue: &Queue, stats: &Stats) {
             Err(WireError::Io(_)) => return,
         };
         let reply = match message {
-            Message::StatusRequest => Message::StatusReply { json: stats.to_json() },
-            Message::EmbedRequest { texts } => match embed(&stream, queue, stats, texts) {
+            Message::StatusRequest => {
+                Message::StatusReply { json: stats.to_json((queues.embed.depth(), queues.rerank.depth())) }
+            }
+            Message::EmbedRequest { texts } => match wait_for(&stream, &queues.embed, texts) {
                 Some(Ok((dim, vectors))) => Message::EmbedReply { dim, vectors },
                 Some(Err((code, message))) => Message::ErrorReply { code, message },
                 None => return, // the client went away
             },
+            Message::RerankRequest { generate, items } => {
+                match wait_for(&stream, &queues.rerank, RerankWork { generate, items }) {
+                    Some(Ok((probabilities, answers))) => Message::RerankReply { probabilities, answers },
+                    Some(Err((code, message))) => Message::ErrorReply { code, message },
+                    None => return,
+                }
+            }
             other => Message::ErrorReply {
                 code: ErrorCode::BadRequest,
                 message: format!("not a request: {}", kind_name(&other)),
@@ -180,15 +222,17 @@ fn kind_name(message: &Message) -> &'static str {
         Message::EmbedReply { .. } => "embed reply",
         Message::StatusReply { .. } => "status reply",
         Message::ErrorReply { .. } => "error reply",
+        Message::RerankRequest { .. } => "rerank request",
+        Message::RerankReply { .. } => "rerank reply",
     }
 }
 
-/// Queues the texts and waits for their vectors; None when the client disconnects first
-/// (the queued job is then marked dead and skipped).
-fn embed(stream: &UnixStream, queue: &Queue, stats: &Stats, texts: Vec<String>) -> Option<batcher::EmbedResult> {
+/// Queues the work and waits for its answer; None when the client disconnects first (the
+/// queued job is then marked dead and skipped).
+fn wait_for<W, R>(stream: &UnixStream, queue: &Queue<W, R>, work: W) -> Option<Result<R, Failure>> {
     let (reply, answer) = mpsc::channel();
     let alive = Arc::new(AtomicBool::new(true));
-    queue.submit(Job { texts, reply, alive: alive.clone(), enqueued: Instant::now() }, stats);
+    queue.submit(Job { work, reply, alive: alive.clone(), enqueued: Instant::now() });
     loop {
         match answer.recv_timeout(Duration::from_millis(100)) {
             Ok(result) => return Some(result),

@@ -1,26 +1,44 @@
-//! Counters the status request reports (belink_worker_status() in SQL).
+//! Counters the status request reports (belink_worker_status() in SQL), per model.
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Encoder,
+    Reranker,
+}
+
 #[derive(Default)]
 struct Counters {
-    encoder_state: String,
-    encoder_model: String,
-    encoder_dim: usize,
-    encoder_pooling: String,
+    state: String,
+    model: String,
     requests: u64,
-    texts: u64,
+    /// Texts (encoder) or items (re-ranker).
+    units: u64,
     abandoned: u64,
     batches: u64,
     batch_requests_sum: u64,
     batch_requests_max: usize,
-    batch_texts_max: usize,
+    batch_units_max: usize,
     compute_time: Duration,
     latency_sum: Duration,
     latency_max: Duration,
-    queue_depth: usize,
+}
+
+impl Counters {
+    fn new(state: &str) -> Counters {
+        Counters { state: state.into(), ..Counters::default() }
+    }
+}
+
+struct All {
+    encoder: Counters,
+    reranker: Counters,
+    encoder_dim: usize,
+    encoder_pooling: String,
     errors: u64,
     last_error: Option<String>,
 }
@@ -28,100 +46,111 @@ struct Counters {
 pub struct Stats {
     started: Instant,
     device: String,
-    counters: Mutex<Counters>,
+    all: Mutex<All>,
 }
 
 impl Stats {
-    pub fn new(device: &str) -> Stats {
-        let counters = Counters { encoder_state: "loading".into(), ..Counters::default() };
-        Stats { started: Instant::now(), device: device.to_string(), counters: Mutex::new(counters) }
+    pub fn new(device: &str, reranker_configured: bool) -> Stats {
+        let all = All {
+            encoder: Counters::new("loading"),
+            reranker: Counters::new(if reranker_configured { "loading" } else { "not configured" }),
+            encoder_dim: 0,
+            encoder_pooling: String::new(),
+            errors: 0,
+            last_error: None,
+        };
+        Stats { started: Instant::now(), device: device.to_string(), all: Mutex::new(all) }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
-        f(&mut self.counters.lock().expect("stats lock"))
+    fn with<T>(&self, kind: ModelKind, f: impl FnOnce(&mut Counters) -> T) -> T {
+        let mut all = self.all.lock().expect("stats lock");
+        match kind {
+            ModelKind::Encoder => f(&mut all.encoder),
+            ModelKind::Reranker => f(&mut all.reranker),
+        }
     }
 
-    pub fn set_encoder(&self, dir: &Path, dim: usize, pooling: &str) {
-        self.with(|c| {
-            c.encoder_state = "loaded".into();
-            c.encoder_model = dir.display().to_string();
-            c.encoder_dim = dim;
-            c.encoder_pooling = pooling.into();
+    pub fn set_model(&self, kind: ModelKind, model: &str, state: &str) {
+        self.with(kind, |c| {
+            c.model = model.to_string();
+            c.state = state.to_string();
         });
     }
 
-    pub fn set_encoder_failed(&self, message: &str) {
-        self.with(|c| c.encoder_state = format!("failed: {message}"));
+    pub fn set_encoder_dim(&self, dim: usize, pooling: &str) {
+        let mut all = self.all.lock().expect("stats lock");
+        all.encoder_dim = dim;
+        all.encoder_pooling = pooling.to_string();
     }
 
-    pub fn set_queue_depth(&self, depth: usize) {
-        self.with(|c| c.queue_depth = depth);
-    }
-
-    /// One forward batch: how many requests (from how many backends) and texts it served.
-    pub fn record_batch(&self, requests: usize, texts: usize, compute: Duration) {
-        self.with(|c| {
+    /// One batch: how many requests (from how many backends) and texts or items it served.
+    pub fn record_batch(&self, kind: ModelKind, requests: usize, units: usize, compute: Duration) {
+        self.with(kind, |c| {
             c.batches += 1;
             c.batch_requests_sum += requests as u64;
             c.batch_requests_max = c.batch_requests_max.max(requests);
-            c.batch_texts_max = c.batch_texts_max.max(texts);
+            c.batch_units_max = c.batch_units_max.max(units);
             c.compute_time += compute;
         });
     }
 
-    pub fn record_request(&self, texts: usize, latency: Duration) {
-        self.with(|c| {
+    pub fn record_request(&self, kind: ModelKind, units: usize, latency: Duration) {
+        self.with(kind, |c| {
             c.requests += 1;
-            c.texts += texts as u64;
+            c.units += units as u64;
             c.latency_sum += latency;
             c.latency_max = c.latency_max.max(latency);
         });
     }
 
     /// Requests whose client went away before they ran: skipped, not computed.
-    pub fn record_abandoned(&self, count: usize) {
-        self.with(|c| c.abandoned += count as u64);
+    pub fn record_abandoned(&self, kind: ModelKind, count: usize) {
+        self.with(kind, |c| c.abandoned += count as u64);
     }
 
     pub fn record_error(&self, message: &str) {
-        self.with(|c| {
-            c.errors += 1;
-            c.last_error = Some(message.to_string());
-        });
+        let mut all = self.all.lock().expect("stats lock");
+        all.errors += 1;
+        all.last_error = Some(message.to_string());
     }
 
-    pub fn to_json(&self) -> String {
+    pub fn to_json(&self, queue_depths: (usize, usize)) -> String {
         let (rss_kb, peak_rss_kb) = memory_kb();
-        self.with(|c| {
-            let per_batch = if c.batches == 0 { 0.0 } else { c.batch_requests_sum as f64 / c.batches as f64 };
-            let mean_latency =
-                if c.requests == 0 { 0.0 } else { c.latency_sum.as_secs_f64() * 1000.0 / c.requests as f64 };
-            serde_json::json!({
-                "pid": std::process::id(),
-                "uptime_s": self.started.elapsed().as_secs_f64(),
-                "device": self.device,
-                "encoder_state": c.encoder_state,
-                "encoder_model": c.encoder_model,
-                "encoder_dim": c.encoder_dim,
-                "encoder_pooling": c.encoder_pooling,
-                "requests": c.requests,
-                "texts": c.texts,
-                "abandoned_requests": c.abandoned,
-                "batches": c.batches,
-                "mean_requests_per_batch": per_batch,
-                "max_requests_per_batch": c.batch_requests_max,
-                "max_texts_per_batch": c.batch_texts_max,
-                "compute_s": c.compute_time.as_secs_f64(),
-                "mean_latency_ms": mean_latency,
-                "max_latency_ms": c.latency_max.as_secs_f64() * 1000.0,
-                "queue_depth": c.queue_depth,
-                "errors": c.errors,
-                "last_error": c.last_error,
-                "rss_kb": rss_kb,
-                "peak_rss_kb": peak_rss_kb,
-            })
-            .to_string()
+        let all = self.all.lock().expect("stats lock");
+        let (e, r) = (&all.encoder, &all.reranker);
+        let mean = |sum: f64, n: u64| if n == 0 { 0.0 } else { sum / n as f64 };
+        json!({
+            "pid": std::process::id(),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "device": self.device,
+            "encoder_state": e.state,
+            "encoder_model": e.model,
+            "encoder_dim": all.encoder_dim,
+            "encoder_pooling": all.encoder_pooling,
+            "requests": e.requests,
+            "texts": e.units,
+            "abandoned_requests": e.abandoned + r.abandoned,
+            "batches": e.batches,
+            "mean_requests_per_batch": mean(e.batch_requests_sum as f64, e.batches),
+            "max_requests_per_batch": e.batch_requests_max,
+            "max_texts_per_batch": e.batch_units_max,
+            "compute_s": e.compute_time.as_secs_f64(),
+            "mean_latency_ms": mean(e.latency_sum.as_secs_f64() * 1000.0, e.requests),
+            "max_latency_ms": e.latency_max.as_secs_f64() * 1000.0,
+            "queue_depth": queue_depths.0 + queue_depths.1,
+            "reranker_state": r.state,
+            "reranker_model": r.model,
+            "rerank_requests": r.requests,
+            "rerank_items": r.units,
+            "rerank_batches": r.batches,
+            "rerank_max_items_per_batch": r.batch_units_max,
+            "rerank_mean_latency_ms": mean(r.latency_sum.as_secs_f64() * 1000.0, r.requests),
+            "errors": all.errors,
+            "last_error": all.last_error,
+            "rss_kb": rss_kb,
+            "peak_rss_kb": peak_rss_kb,
         })
+        .to_string()
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod gguf_tokenizer;
 pub mod llama;
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 

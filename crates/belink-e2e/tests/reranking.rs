@@ -1,0 +1,118 @@
+//! Set-wise re-ranking through a real cluster, with a tiny llama model written by the test
+//! (random weights, a real GGUF file, SmolLM2's tokenizer): loading, prompts, one-pass
+//! scoring, batching, the NIL option, greedy generation; then the real default model.
+
+use std::time::Duration;
+
+use belink_e2e::{cluster, status, wait_until, workspace};
+use postgres::Client;
+
+fn use_reranker(client: &mut Client, path: &str) {
+    client.execute(&format!("ALTER SYSTEM SET belink.reranker_model = '{path}'"), &[]).unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until(Duration::from_secs(120), || {
+        let s = status(&mut cluster().connect());
+        s["reranker_model"].as_str() == Some(path) && s["reranker_state"] == "loaded"
+    });
+}
+
+fn reset_reranker(client: &mut Client) {
+    client.batch_execute("ALTER SYSTEM RESET belink.reranker_model").unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
+fn load_medic(client: &mut Client) {
+    let medic = std::fs::read_to_string(workspace().join("tests/fixtures/medic_excerpt.txt")).unwrap();
+    client.query_one("SELECT concepts FROM belink_load_ontology_text('medic_rerank', $1)", &[&medic]).unwrap();
+}
+
+#[test]
+fn a_tiny_model_goes_through_the_whole_path() {
+    let dir = std::env::temp_dir().join(format!("belink-e2e-tiny-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = workspace().join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let tiny = belink_models::llm::testing::write_tiny_llama(&dir.join("tiny.gguf"), &source).unwrap();
+    std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&dir).status().unwrap();
+    let tiny = tiny.display().to_string();
+    let mut client = cluster().connect();
+    load_medic(&mut client);
+    use_reranker(&mut client, &tiny);
+    client.batch_execute("SET belink.rerank = on; SET belink.retrieval = 'lexical'").unwrap();
+
+    // Not an exact match: the re-ranker decides, with one probability per candidate and one
+    // for "none of these".
+    let row = client
+        .query_one(
+            "SELECT decided_by, nil_probability, candidates FROM belink_normalize('colorectal cancr', 'Patients with [colorectal cancr].', 'medic_rerank', 4)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "reranker");
+    let nil: f64 = row.get(1);
+    let candidates: serde_json::Value = row.get(2);
+    let probabilities: Vec<f64> =
+        candidates.as_array().unwrap().iter().map(|c| c["probability"].as_f64().unwrap()).collect();
+    assert!(!probabilities.is_empty());
+    assert!((probabilities.iter().sum::<f64>() + nil - 1.0).abs() < 1e-4, "{probabilities:?} + {nil}");
+
+    // An exact match to one concept skips the LLM, and says so.
+    let decided: String = client
+        .query_one("SELECT decided_by FROM belink_normalize('breast cancer', NULL, 'medic_rerank')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(decided, "exact");
+
+    // Many mentions in one request are scored in batched forward passes.
+    let before = status(&mut client)["rerank_items"].as_u64().unwrap();
+    let rows = client
+        .query(
+            "SELECT * FROM belink_normalize(ARRAY['colorectal cancr', 'breast cancr', 'adenomatous poliposis', 'tooth agenesis 6', 'maturity onset diabetes'], ontology => 'medic_rerank', k => 3)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    let after = status(&mut client);
+    assert_eq!(after["rerank_items"].as_u64().unwrap() - before, 5);
+    assert!(after["rerank_max_items_per_batch"].as_u64().unwrap() >= 5);
+
+    // The NIL option: a threshold above every probability leaves the mention unlinked.
+    client.batch_execute("SET belink.nil_threshold = 1.0").unwrap();
+    let concept: Option<String> = client
+        .query_one("SELECT concept_id FROM belink_normalize('colorectal cancr', NULL, 'medic_rerank')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(concept, None);
+    client.batch_execute("RESET belink.nil_threshold").unwrap();
+
+    // Greedy generation, the reference mode, reports its answer.
+    client.batch_execute("SET belink.rerank_mode = 'generate'").unwrap();
+    let candidates: serde_json::Value = client
+        .query_one("SELECT candidates FROM belink_normalize('colorectal cancr', NULL, 'medic_rerank', 3)", &[])
+        .unwrap()
+        .get(0);
+    assert!(candidates["answer"].is_string(), "{candidates}");
+    client.batch_execute("RESET belink.rerank_mode; RESET belink.rerank; RESET belink.retrieval").unwrap();
+    reset_reranker(&mut client);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_default_model_reranks_and_links() {
+    let mut client = cluster().connect();
+    load_medic(&mut client);
+    reset_reranker(&mut client);
+    wait_until(Duration::from_secs(120), || status(&mut cluster().connect())["reranker_state"] == "loaded");
+    client.batch_execute("SET belink.rerank = on").unwrap();
+    let row = client
+        .query_one(
+            "SELECT decided_by, concept_id FROM belink_normalize('colorectal cancr', NULL, 'medic_rerank', 5)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "reranker");
+    // Linking with re-ranking on still returns entities with their spans.
+    let entities: serde_json::Value =
+        client.query_one("SELECT belink_link('Her mother had breast cancer.', 'medic_rerank')", &[]).unwrap().get(0);
+    assert_eq!(entities[0]["mention"], "breast cancer");
+    client.batch_execute("RESET belink.rerank").unwrap();
+}

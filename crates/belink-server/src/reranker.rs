@@ -1,0 +1,125 @@
+//! The re-ranker's thread: loads the LLM, then scores batches of items (one forward pass per
+//! batch, after the cached instruction prefix) or generates answers (reference mode).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use belink_core::prompt::RerankItem;
+use belink_core::wire::ErrorCode;
+use belink_models::llm::Reranker;
+use belink_models::streams::Streams;
+
+use crate::queue::{Job, Queue};
+use crate::stats::{ModelKind, Stats};
+use crate::Queues;
+
+/// A request: its items and whether to generate; the answer: probabilities and answers.
+pub struct RerankWork {
+    pub generate: bool,
+    pub items: Vec<RerankItem>,
+}
+pub type RerankAnswer = (Vec<Vec<f32>>, Vec<String>);
+pub type RerankJob = Job<RerankWork, RerankAnswer>;
+pub type RerankQueue = Queue<RerankWork, RerankAnswer>;
+
+pub struct Settings {
+    pub model: Option<PathBuf>,
+    pub device: String,
+    /// Most items per forward pass.
+    pub max_batch: usize,
+    pub batch_wait: Duration,
+}
+
+pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats: Arc<Stats>) {
+    let queue = &queues.rerank;
+    let reranker = streams.install(|| load(&settings, &stats));
+    loop {
+        let batch = queue.next_batch(settings.max_batch, settings.batch_wait);
+        let (live, dead): (Vec<RerankJob>, Vec<RerankJob>) = batch.into_iter().partition(|j| j.is_alive());
+        stats.record_abandoned(ModelKind::Reranker, dead.len());
+        let reranker = match &reranker {
+            Ok(reranker) => reranker,
+            Err(message) => {
+                for job in live {
+                    let _ = job.reply.send(Err((ErrorCode::ModelUnavailable, message.clone())));
+                }
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let (jobs, items) = (live.len(), live.iter().map(|j| j.work.items.len()).sum());
+        let (scoring, generating): (Vec<RerankJob>, Vec<RerankJob>) = live.into_iter().partition(|j| !j.work.generate);
+        // Scoring: every item of every job in one batched pass.
+        let all: Vec<RerankItem> = scoring.iter().flat_map(|j| j.work.items.iter().cloned()).collect();
+        match streams.install(|| reranker.score(&all)) {
+            Ok(probabilities) => {
+                let mut probabilities = probabilities.into_iter();
+                for job in scoring {
+                    let mine: Vec<Vec<f32>> = probabilities.by_ref().take(job.work.items.len()).collect();
+                    stats.record_request(ModelKind::Reranker, job.work.items.len(), job.enqueued.elapsed());
+                    let _ = job.reply.send(Ok((mine, Vec::new())));
+                }
+            }
+            Err(e) => fail(scoring, &e.to_string(), &stats),
+        }
+        // Generation, the reference mode: one item at a time.
+        for job in generating {
+            let answered: Result<RerankAnswer, String> = streams.install(|| {
+                let probabilities = reranker.score(&job.work.items).map_err(|e| e.to_string())?;
+                let answers = job
+                    .work
+                    .items
+                    .iter()
+                    .map(|item| reranker.generate(item))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?;
+                Ok((probabilities, answers))
+            });
+            match answered {
+                Ok(answer) => {
+                    stats.record_request(ModelKind::Reranker, job.work.items.len(), job.enqueued.elapsed());
+                    let _ = job.reply.send(Ok(answer));
+                }
+                Err(message) => fail(vec![job], &message, &stats),
+            }
+        }
+        stats.record_batch(ModelKind::Reranker, jobs, items, started.elapsed());
+    }
+}
+
+fn fail(jobs: Vec<RerankJob>, message: &str, stats: &Stats) {
+    stats.record_error(message);
+    eprintln!("belink-server: re-ranker error: {message}");
+    for job in jobs {
+        let _ = job.reply.send(Err((ErrorCode::Inference, message.to_string())));
+    }
+}
+
+fn load(settings: &Settings, stats: &Stats) -> Result<Reranker, String> {
+    let Some(path) = &settings.model else {
+        return Err("no re-ranker model is configured (belink.reranker_model)".into());
+    };
+    let started = Instant::now();
+    let loaded = belink_models::select_device(&settings.device)
+        .and_then(|device| Reranker::load(path, &device))
+        .map_err(|e| format!("re-ranker not loaded: {e}"));
+    match &loaded {
+        Ok(reranker) => {
+            eprintln!(
+                "belink-server: re-ranker {} loaded in {:.1} s ({:?} chat template, {}-token instruction prefix cached)",
+                path.display(),
+                started.elapsed().as_secs_f64(),
+                reranker.template(),
+                reranker.prefix_len()
+            );
+            stats.set_model(ModelKind::Reranker, &path.display().to_string(), "loaded");
+        }
+        Err(message) => {
+            eprintln!("belink-server: {message}");
+            stats.record_error(message);
+            stats.set_model(ModelKind::Reranker, &path.display().to_string(), &format!("failed: {message}"));
+        }
+    }
+    loaded
+}
