@@ -42,7 +42,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-e2e demo demo-stop data models bench eval clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-e2e demo demo-stop data models bench eval stress fuzz clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -149,12 +149,29 @@ PYREF := $(CACHE)/pyref
 $(PYREF)/.installed:
 	python3 -m venv $(PYREF)
 	$(PYREF)/bin/pip install --disable-pip-version-check --quiet sentence-transformers==6.2.0 torch==2.15.0 \
-	    "psycopg[binary]==3.3.9" pyahocorasick==2.3.1
+	    "psycopg[binary]==3.3.9" pyahocorasick==2.3.1 llama-cpp-python==0.3.36
 	touch $@
 
 bench: install $(PYREF)/.installed
-	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin encoder-bench
-	PYREF=$(PYREF) ENCODER_MODEL=$(ENCODER_MODEL) scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
+	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin encoder-bench --bin rerank-bench
+	PYREF=$(PYREF) ENCODER_MODEL=$(ENCODER_MODEL) RERANKER_MODEL=$(RERANKER_MODEL) scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
+
+# Load with faults injected (figures for BENCHMARKS.md): 16 clients for 5 minutes, the model
+# server killed 50 times, backends cancelled, an annotation job interrupted 20 times.
+STRESS_DIR  ?= $(CACHE)/stress
+STRESS_PORT ?= 54333
+stress: install
+	cargo build --release -p belink-eval
+	scripts/stress.sh $(STRESS_DIR) $(STRESS_PORT)
+
+# Every parser and decoder under cargo-fuzz (nightly toolchain), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 120
+fuzz: models
+	@cargo +nightly --version >/dev/null 2>&1 || { echo "fuzz: needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }
+	@[ -x $(CARGO_HOME)/bin/cargo-fuzz ] || cargo install cargo-fuzz --locked
+	cd fuzz && for target in ontology corpus wire text gguf; do \
+	    cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -max_len=65536 || exit 1; \
+	done
 
 ## ---- evaluation (eval/REPORT.md) --------------------------------------------------------
 

@@ -84,3 +84,14 @@ for threads in 1 2; do
     HF_HUB_OFFLINE=1 "$PYREF/bin/python" scripts/encoder-bench.py "$ENCODER_MODEL" "$names" 1,32,256 $threads 2>/dev/null
 done
 rm -f "$names"
+
+echo
+echo "## Set-wise re-ranking (ms per mention), the default model, this machine's cores"
+echo
+prompts=$(mktemp -d)
+python3 scripts/rerank-prompts.py "$ncbi" "$DATA/medic/medic_06Jul2012.txt" "$prompts/prompts.tsv" 16
+target/release/rerank-bench "$RERANKER_MODEL" "$prompts/prompts.tsv" --items 16 --ks 5,10,20 --dump-prompts "$prompts"
+for k in 5 10 20; do
+    "$PYREF/bin/python" scripts/rerank-bench-llamacpp.py "$RERANKER_MODEL" "$prompts/prompts-k$k.json" "$(nproc)" 2>/dev/null
+done
+rm -rf "$prompts"

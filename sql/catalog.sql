@@ -137,5 +137,6 @@ CREATE TABLE belink.annotations (
 );
 COMMENT ON TABLE belink.annotations IS 'Entities found by belink_annotate, one row each (doc key, span, concept): for joins and BI tools';
 
-GRANT SELECT ON belink.ontologies, belink.concepts, belink.names, belink.index_progress, belink.index_status,
-    belink.annotation_jobs, belink.annotation_status, belink.annotation_errors, belink.annotations TO PUBLIC;
+-- Ontologies are reference data: readable by everyone. Annotation jobs and results hold
+-- excerpts of users' documents: readable only by the roles granted them (see SECURITY.md).
+GRANT SELECT ON belink.ontologies, belink.concepts, belink.names, belink.index_progress, belink.index_status TO PUBLIC;

@@ -157,9 +157,11 @@ struct Running {
     started: Instant,
 }
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A server that ran this long before dying is restarted without delay.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// A server that ran this long before dying had started fine: restart it at once (a server
+/// dying sooner, at every start, is restarted ever more slowly).
+const HEALTHY_RUN: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     fn new() -> Supervisor {
@@ -181,15 +183,15 @@ impl Supervisor {
                     let ran = running.started.elapsed();
                     SERVER_PID.get().store(0, Ordering::Release);
                     self.backoff = if ran >= HEALTHY_RUN {
-                        Duration::from_secs(1)
+                        Duration::ZERO
                     } else {
-                        (self.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
+                        (self.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF)
                     };
                     warning!(
-                        "belink: model server (pid {}) exited after {:.1} s: {status}; restarting in {} s",
+                        "belink: model server (pid {}) exited after {:.1} s: {status}; restarting in {:.1} s",
                         running.child.id(),
                         ran.as_secs_f64(),
-                        self.backoff.as_secs()
+                        self.backoff.as_secs_f64()
                     );
                     self.next_start = Instant::now() + self.backoff;
                     self.child = None;
@@ -229,7 +231,7 @@ impl Supervisor {
                 self.child = Some(Running { child, stderr, pending: Vec::new(), started: Instant::now() });
             }
             Err(e) => {
-                self.backoff = (self.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                self.backoff = (self.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
                 self.next_start = Instant::now() + self.backoff;
                 warning!(
                     "belink: cannot start the model server {}: {e} (set belink.server_path; retrying in {} s)",

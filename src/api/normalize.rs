@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use belink_core::fusion::SOURCES;
-use belink_core::prompt::{context_window, labels_for, PromptCandidate, RerankItem};
+use belink_core::prompt::{context_window, labels_for, parse_answer, PromptCandidate, RerankItem};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode};
@@ -176,7 +176,7 @@ fn rerank_decisions(client: &SpiClient<'_>, requests: &[Request], decisions: &mu
         let choice = match mode {
             Mode::Score => argmax(&probabilities),
             // An answer that names no option counts as "none of these".
-            Mode::Generate => belink_models_parse(&answers[position], options).unwrap_or(options - 1),
+            Mode::Generate => parse_answer(&answers[position], options).unwrap_or(options - 1),
         };
         let confidence = probabilities.get(choice).copied().unwrap_or(0.0) as f64;
         let none = choice + 1 == options || choice >= decision.candidates.len();
@@ -186,12 +186,6 @@ fn rerank_decisions(client: &SpiClient<'_>, requests: &[Request], decisions: &mu
         decision.answer = answers.get(position).cloned().filter(|a| !a.is_empty());
         decision.probabilities = Some(probabilities);
     }
-}
-
-/// The option a generated answer names (its first word, when it is one of the labels).
-fn belink_models_parse(answer: &str, options: usize) -> Option<usize> {
-    let word = answer.trim().trim_start_matches(['(', '[', '*']).split(|c: char| !c.is_ascii_alphabetic()).next()?;
-    labels_for(options.saturating_sub(1)).iter().position(|l| *l == word)
 }
 
 fn argmax(values: &[f32]) -> usize {

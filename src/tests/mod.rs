@@ -5,6 +5,7 @@ mod candidates;
 mod link;
 mod normalize;
 mod ontology;
+mod security;
 
 use pgrx::prelude::*;
 

@@ -54,7 +54,8 @@ const MAX_SYNONYMS: usize = 3;
 const MAX_SYNONYM_CHARS: usize = 60;
 const MAX_DEFINITION_CHARS: usize = 200;
 
-const INSTRUCTION: &str = "You link biomedical mentions to ontology concepts. You are given a text in which the \
+/// The system instruction of every prompt.
+pub const INSTRUCTION: &str = "You link biomedical mentions to ontology concepts. You are given a text in which the \
 mention is marked with [brackets], the mention, and candidate concepts, each with a letter. Answer with the \
 letter of the concept the mention refers to, or with the letter of \"none of these\" when no candidate fits. \
 Answer with the letter only.";
@@ -72,8 +73,8 @@ pub fn shared_prefix(template: ChatTemplate) -> String {
     }
 }
 
-/// The item's part of the prompt, ending where the model writes its answer.
-pub fn item_suffix(item: &RerankItem, template: ChatTemplate) -> String {
+/// The user turn of an item: context, mention, labelled candidates, "none of these".
+pub fn user_message(item: &RerankItem) -> String {
     let mut text = String::new();
     if let Some(context) = &item.context {
         text.push_str(&format!("Text: {}\n", clip(context, 1200)));
@@ -97,17 +98,30 @@ pub fn item_suffix(item: &RerankItem, template: ChatTemplate) -> String {
         }
         text.push('\n');
     }
-    text.push_str(&format!("{}. none of these\n", LABELS[count]));
+    text.push_str(&format!("{}. none of these\nAnswer:", LABELS[count]));
+    text
+}
+
+/// The item's part of the prompt, ending where the model writes its answer.
+pub fn item_suffix(item: &RerankItem, template: ChatTemplate) -> String {
+    let text = user_message(item);
     match template {
-        ChatTemplate::ChatMl => format!("{text}Answer:<|im_end|>\n<|im_start|>assistant\n"),
-        ChatTemplate::Llama3 => format!("{text}Answer:<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
-        ChatTemplate::Plain => format!("{text}Answer:"),
+        ChatTemplate::ChatMl => format!("{text}<|im_end|>\n<|im_start|>assistant\n"),
+        ChatTemplate::Llama3 => format!("{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+        ChatTemplate::Plain => text,
     }
 }
 
 /// The labels of an item's options: one per candidate, then "none of these".
 pub fn labels_for(candidates: usize) -> &'static [&'static str] {
     &LABELS[..candidates.min(MAX_CANDIDATES) + 1]
+}
+
+/// The option a generated answer names (its first word, when it is one of the `options`
+/// labels), or None.
+pub fn parse_answer(answer: &str, options: usize) -> Option<usize> {
+    let word = answer.trim().trim_start_matches(['(', '[', '*']).split(|c: char| !c.is_ascii_alphabetic()).next()?;
+    labels_for(options.saturating_sub(1)).iter().position(|l| *l == word)
 }
 
 /// Up to `window` characters of `text` on each side of the mention `[start, end)`, the mention
@@ -205,6 +219,15 @@ mod tests {
         assert!(suffix.contains("Y. c22\nZ. none of these"), "25 candidates at most, then none");
         assert!(suffix.len() < 3000);
         assert!(!suffix.contains("synonym 3"));
+    }
+
+    #[test]
+    fn answers_name_an_option() {
+        assert_eq!(parse_answer("B", 4), Some(1));
+        assert_eq!(parse_answer(" (C) because", 4), Some(2));
+        assert_eq!(parse_answer("D. none of these", 4), Some(3));
+        assert_eq!(parse_answer("E", 4), None, "beyond the options");
+        assert_eq!(parse_answer("The answer", 4), None);
     }
 
     #[test]

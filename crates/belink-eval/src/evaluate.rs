@@ -61,20 +61,23 @@ pub struct Candidate {
 /// Why a query's top-1 was wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorCause {
-    /// BeLink returned no concept at all (a NIL answer).
-    NoCandidate,
     /// The gold concept is not among the candidates.
     NotRetrieved,
-    /// The gold concept was retrieved, below rank 1.
+    /// The gold concept was retrieved, below rank 1, and retrieval decided.
     RankedBelow,
+    /// The gold concept was retrieved and the re-ranker chose another.
+    RerankerWrong,
+    /// BeLink answered "no concept" (nothing retrieved, or the re-ranker chose none).
+    NilAnswer,
 }
 
 impl ErrorCause {
     pub fn label(self) -> &'static str {
         match self {
-            ErrorCause::NoCandidate => "no candidate (NIL answer)",
             ErrorCause::NotRetrieved => "not retrieved",
             ErrorCause::RankedBelow => "ranked below",
+            ErrorCause::RerankerWrong => "re-ranker chose wrong",
+            ErrorCause::NilAnswer => "NIL answer",
         }
     }
 }
@@ -123,8 +126,21 @@ pub struct Config {
 /// The configurations this build can run. Hybrid retrieval and re-ranking join this list as
 /// they are built.
 pub const CONFIGS: &[Config] = &[
-    Config { name: "lexical", settings: &["SET belink.retrieval = 'lexical'"], needs_index: false },
-    Config { name: "hybrid", settings: &["SET belink.retrieval = 'hybrid'"], needs_index: true },
+    Config {
+        name: "lexical",
+        settings: &["SET belink.retrieval = 'lexical'", "SET belink.rerank = off"],
+        needs_index: false,
+    },
+    Config {
+        name: "hybrid",
+        settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = off"],
+        needs_index: true,
+    },
+    Config {
+        name: "hybrid + re-ranking",
+        settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = on"],
+        needs_index: true,
+    },
 ];
 
 pub struct DatasetResult {
@@ -248,11 +264,12 @@ fn run_configs(
     dictionary: &str,
     runs: &mut Vec<NormalizationRun>,
 ) -> Result<(), String> {
+    let aliases = &crate::linking::concept_aliases(client, &spec.ontology)?;
     for config in CONFIGS {
         for setting in config.settings {
             client.batch_execute(setting).map_err(|e| format!("{setting}: {e}"))?;
         }
-        let mut cache: HashMap<String, (Vec<Candidate>, f64)> = HashMap::new();
+        let mut cache: HashMap<(String, String), (Answer, f64)> = HashMap::new();
         for protocol in Protocol::ALL {
             let mut run = NormalizationRun {
                 dataset: spec.name.clone(),
@@ -268,13 +285,15 @@ fn run_configs(
             for document in documents {
                 for mention in &document.mentions {
                     for query in queries(mention, protocol) {
-                        if !cache.contains_key(&query.text) {
-                            let answer = candidates(client, &query.text, &spec.ontology)?;
-                            cache.insert(query.text.clone(), answer);
+                        let context = context_window(&document.text, mention.start, mention.end);
+                        let key = (query.text.clone(), context.clone());
+                        if !cache.contains_key(&key) {
+                            let answer = normalize(client, &query.text, &context, &spec.ontology, aliases)?;
+                            cache.insert(key.clone(), answer);
                         }
-                        let (candidates, latency) = &cache[&query.text];
+                        let (answer, latency) = &cache[&key];
                         run.latencies_ms.push(*latency);
-                        score(&mut run, &document.id, query, candidates);
+                        score(&mut run, &document.id, query, answer);
                     }
                 }
             }
@@ -309,57 +328,101 @@ pub fn db_message(error: &postgres::Error) -> String {
     error.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| error.to_string())
 }
 
-fn score(run: &mut NormalizationRun, document: &str, query: Query, candidates: &[Candidate]) {
+fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answer) {
     run.queries += 1;
+    let candidates = &answer.candidates;
     let rank = candidates.iter().position(|c| is_correct(&query, run.protocol, &c.ids));
     if let Some(rank) = rank {
-        for hits in &mut run.hits_at[rank..] {
+        // A NIL answer has no first answer: its candidates count from k = 2 on.
+        let first = rank + usize::from(answer.nil);
+        for hits in run.hits_at.iter_mut().skip(first) {
             *hits += 1;
         }
     }
-    if rank == Some(0) {
+    if rank == Some(0) && !answer.nil {
         return;
     }
-    let cause = match (candidates.is_empty(), rank) {
-        (true, _) => ErrorCause::NoCandidate,
-        (false, None) => ErrorCause::NotRetrieved,
-        (false, Some(_)) => ErrorCause::RankedBelow,
+    let cause = match rank {
+        _ if answer.nil => ErrorCause::NilAnswer,
+        None => ErrorCause::NotRetrieved,
+        Some(_) if answer.decided_by == "reranker" => ErrorCause::RerankerWrong,
+        Some(_) => ErrorCause::RankedBelow,
     };
     run.errors.push(ErrorCase {
         document: document.to_string(),
         query,
         cause,
         gold_rank: rank.map(|r| r + 1),
-        predicted: candidates.first().map(|c| (c.concept_id.clone(), c.name.clone())),
+        predicted: if answer.nil { None } else { candidates.first().map(|c| (c.concept_id.clone(), c.name.clone())) },
     });
 }
 
-/// BeLink's answer for one mention, and its wall time in milliseconds.
-fn candidates(client: &mut Client, text: &str, ontology: &str) -> Result<(Vec<Candidate>, f64), String> {
+/// Up to 200 characters of the document on each side of the mention: what the re-ranker reads.
+fn context_window(text: &str, start: usize, end: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let from = start.saturating_sub(200);
+    let to = (end + 200).min(chars.len());
+    chars[from..to].iter().collect()
+}
+
+/// BeLink's answer for one mention: its candidates best first (the chosen one first), who
+/// decided, and whether it answered "no concept".
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub candidates: Vec<Candidate>,
+    pub decided_by: String,
+    pub nil: bool,
+}
+
+/// belink_normalize for one mention in its context, and its wall time in milliseconds.
+fn normalize(
+    client: &mut Client,
+    text: &str,
+    context: &str,
+    ontology: &str,
+    aliases: &HashMap<String, Vec<String>>,
+) -> Result<(Answer, f64), String> {
     let started = Instant::now();
-    let rows = client
-        .query(
-            "SELECT c.concept_id, c.name, k.alt_ids
-             FROM belink_candidates($1, $2, $3) WITH ORDINALITY AS c
-             JOIN belink.concepts k ON k.ontology = c.ontology AND k.concept_id = c.concept_id
-             ORDER BY c.ordinality",
-            &[&text, &ontology, &(MAX_K as i32)],
+    let row = client
+        .query_one(
+            "SELECT concept_id, decided_by, candidates FROM belink_normalize($1, $2, $3, $4)",
+            &[&text, &context, &ontology, &(MAX_K as i32)],
         )
-        .map_err(|e| format!("belink_candidates({text:?}): {}", db_message(&e)))?;
+        .map_err(|e| format!("belink_normalize({text:?}): {}", db_message(&e)))?;
     let latency = started.elapsed().as_secs_f64() * 1000.0;
-    let candidates = rows
+    let chosen: Option<String> = row.get(0);
+    let decided_by: String = row.get(1);
+    let listed: serde_json::Value = row.get(2);
+    let listed = listed.get("candidates").cloned().unwrap_or(listed);
+    let mut candidates: Vec<(f64, Candidate)> = listed
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
         .iter()
-        .map(|row| {
-            let concept_id: String = row.get(0);
-            let alt_ids: Vec<String> = row.get(2);
-            Candidate {
-                ids: std::iter::once(concept_id.clone()).chain(alt_ids).collect(),
+        .map(|c| {
+            let concept_id = c["concept_id"].as_str().unwrap_or_default().to_string();
+            let canonical_id = canonical(&concept_id);
+            let candidate = Candidate {
+                ids: aliases.get(&canonical_id).cloned().unwrap_or_else(|| vec![canonical_id]),
+                name: c["name"].as_str().unwrap_or_default().to_string(),
                 concept_id,
-                name: row.get(1),
-            }
+            };
+            (c["probability"].as_f64().unwrap_or(0.0), candidate)
         })
         .collect();
-    Ok((candidates, latency))
+    // The re-ranker's order is its probabilities; the chosen concept always comes first.
+    if decided_by == "reranker" {
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    }
+    if let Some(chosen) = &chosen {
+        if let Some(position) = candidates.iter().position(|(_, c)| &c.concept_id == chosen) {
+            let first = candidates.remove(position);
+            candidates.insert(0, first);
+        }
+    }
+    let answer =
+        Answer { candidates: candidates.into_iter().map(|(_, c)| c).collect(), decided_by, nil: chosen.is_none() };
+    Ok((answer, latency))
 }
 
 /// Adds the training corpus' mentions as names of their gold concept (BioSyn's dictionary
@@ -450,16 +513,24 @@ mod tests {
         };
         let query = |gold: &str| Query { text: "x".into(), gold: vec![gold.into()], from_composite: false };
         let candidate = |id: &str| Candidate { concept_id: id.into(), name: id.into(), ids: vec![id.into()] };
-        score(&mut run, "doc", query("A"), &[candidate("A"), candidate("B")]);
-        score(&mut run, "doc", query("B"), &[candidate("A"), candidate("B")]);
-        score(&mut run, "doc", query("C"), &[candidate("A")]);
-        score(&mut run, "doc", query("C"), &[]);
-        assert_eq!(run.queries, 4);
-        assert_eq!(run.hits_at[0], 1);
-        assert_eq!(run.hits_at[1], 2);
-        assert_eq!(run.accuracy_at(5), 0.5);
+        let answer = |ids: &[&str], decided_by: &str, nil: bool| Answer {
+            candidates: ids.iter().map(|id| candidate(id)).collect(),
+            decided_by: decided_by.into(),
+            nil,
+        };
+        score(&mut run, "doc", query("A"), &answer(&["A", "B"], "retrieval", false));
+        score(&mut run, "doc", query("B"), &answer(&["A", "B"], "retrieval", false));
+        score(&mut run, "doc", query("C"), &answer(&["A"], "retrieval", false));
+        score(&mut run, "doc", query("B"), &answer(&["A", "B"], "reranker", false));
+        score(&mut run, "doc", query("A"), &answer(&["A", "B"], "reranker", true));
+        assert_eq!(run.queries, 5);
+        assert_eq!(run.hits_at[0], 1, "a NIL answer is never right at k = 1");
+        assert_eq!(run.hits_at[1], 4);
         let causes: Vec<ErrorCause> = run.errors.iter().map(|e| e.cause).collect();
-        assert_eq!(causes, [ErrorCause::RankedBelow, ErrorCause::NotRetrieved, ErrorCause::NoCandidate]);
+        assert_eq!(
+            causes,
+            [ErrorCause::RankedBelow, ErrorCause::NotRetrieved, ErrorCause::RerankerWrong, ErrorCause::NilAnswer]
+        );
         assert_eq!(run.errors[0].gold_rank, Some(2));
     }
 }

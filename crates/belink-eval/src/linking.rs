@@ -152,7 +152,7 @@ pub fn evaluate_linking(
 }
 
 /// Each concept's id and alternative ids, canonical, keyed by its canonical id.
-fn concept_aliases(client: &mut Client, ontology: &str) -> Result<HashMap<String, Vec<String>>, String> {
+pub fn concept_aliases(client: &mut Client, ontology: &str) -> Result<HashMap<String, Vec<String>>, String> {
     let rows = client
         .query("SELECT concept_id, alt_ids FROM belink.concepts WHERE ontology = $1", &[&ontology])
         .map_err(|e| db_message(&e))?;

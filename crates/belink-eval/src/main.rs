@@ -12,6 +12,12 @@
 //!       belink_annotate, over the corpus' documents (repeated N times) in table bench_docs
 //!   belink-eval memory --dsn DSN [--connections 16]
 //!       resident memory of the model server, and of backends before and after belink_embed
+//!   belink-eval instructions --dsn DSN --corpus PATH --ontology NAME --out FILE.jsonl
+//!                            [--k 10] [--absent 0.15] [--seed 42] [--template chatml|llama3|plain]
+//!       set-wise instruction-tuning examples for the re-ranker (see README)
+//!   belink-eval stress --dsn DSN --corpus PATH --ontology NAME [--clients 16] [--seconds 300]
+//!                      [--kill-server N] [--cancel N] [--annotate-interrupts N]
+//!       load with faults injected (see stress.rs)
 //!   belink-eval evaluate --dsn DSN --out DIR --dataset SPEC [--dataset SPEC]...
 //!       the evaluation report: SPEC is
 //!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
@@ -21,14 +27,16 @@
 mod args;
 mod evaluate;
 mod ids;
+mod instructions;
 mod linking;
 mod plots;
 mod protocol;
 mod report;
+mod stress;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use belink_core::corpus::load_corpus;
 use postgres::{Client, NoTls};
@@ -44,6 +52,8 @@ fn main() -> ExitCode {
         Some("index") => index(&args),
         Some("memory") => memory(&args),
         Some("throughput") => throughput(&args),
+        Some("instructions") => instructions(&args),
+        Some("stress") => stress(&args),
         _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
     };
     match result {
@@ -283,7 +293,7 @@ fn throughput(args: &Args) -> Result<(), String> {
     println!("{id} documents ({} characters on average)\n", characters / id.max(1) as usize);
     println!("| how | retrieval | documents | seconds | documents/s |");
     println!("|---|---|---:|---:|---:|");
-    let mut time = |client: &mut Client, how: &str, mode: &str, statement: &str| -> Result<(), String> {
+    let time = |client: &mut Client, how: &str, mode: &str, statement: &str| -> Result<(), String> {
         sql(client, "UPDATE bench_docs SET entities = NULL; DELETE FROM belink.annotation_jobs WHERE job = 'bench_docs.entities'")?;
         sql(client, "VACUUM ANALYZE bench_docs")?;
         sql(client, &format!("SET belink.retrieval = '{mode}'"))?;
@@ -300,5 +310,51 @@ fn throughput(args: &Args) -> Result<(), String> {
     time(&mut client, "UPDATE ... SET entities = belink_link(body)", "hybrid", &update)?;
     time(&mut client, "CALL belink_annotate(...)", "hybrid", &annotate)?;
     sql(&mut client, "UPDATE bench_docs SET entities = NULL")?;
+    Ok(())
+}
+
+fn instructions(args: &Args) -> Result<(), String> {
+    use belink_core::prompt::ChatTemplate;
+    let corpus = Path::new(args.required("corpus")?);
+    let ontology = args.required("ontology")?;
+    let out = Path::new(args.required("out")?);
+    let number = |flag: &str, default: &str| args.get(flag).unwrap_or(default).to_string();
+    let options = instructions::Options {
+        k: number("k", "10").parse().map_err(|_| "bad --k")?,
+        absent_share: number("absent", "0.15").parse().map_err(|_| "bad --absent")?,
+        seed: number("seed", "42").parse().map_err(|_| "bad --seed")?,
+        template: match args.get("template").unwrap_or("chatml") {
+            "chatml" => ChatTemplate::ChatMl,
+            "llama3" => ChatTemplate::Llama3,
+            "plain" => ChatTemplate::Plain,
+            other => return Err(format!("unknown --template {other}: chatml, llama3 or plain")),
+        },
+        context_chars: 200,
+    };
+    if !(1..=belink_core::prompt::MAX_CANDIDATES).contains(&options.k) || !(0.0..=1.0).contains(&options.absent_share) {
+        return Err("--k must be 1..25 and --absent between 0 and 1".into());
+    }
+    let mut client = connect(args)?;
+    let (written, absent) = instructions::write_examples(&mut client, corpus, ontology, out, &options)?;
+    eprintln!("belink-eval: {written} examples ({absent} without their gold concept) written to {}", out.display());
+    Ok(())
+}
+
+fn stress(args: &Args) -> Result<(), String> {
+    let corpus = args.required("corpus")?;
+    let documents = load_corpus(Path::new(corpus)).map_err(|e| format!("{corpus}: {e}"))?;
+    let number = |flag: &str, default: usize| -> Result<usize, String> {
+        args.get(flag).map(|v| v.parse().map_err(|_| format!("bad --{flag}"))).transpose().map(|v| v.unwrap_or(default))
+    };
+    let options = stress::Options {
+        dsn: args.required("dsn")?.to_string(),
+        ontology: args.required("ontology")?.to_string(),
+        clients: number("clients", 16)?,
+        duration: Duration::from_secs(number("seconds", 300)? as u64),
+        server_kills: number("kill-server", 0)?,
+        cancels: number("cancel", 0)?,
+        annotate_interrupts: number("annotate-interrupts", 0)?,
+    };
+    println!("{}", stress::run(&options, &documents)?);
     Ok(())
 }

@@ -250,7 +250,8 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     out
 }
 
-const ALL_CAUSES: [ErrorCause; 3] = [ErrorCause::NotRetrieved, ErrorCause::RankedBelow, ErrorCause::NoCandidate];
+const ALL_CAUSES: [ErrorCause; 4] =
+    [ErrorCause::NotRetrieved, ErrorCause::RankedBelow, ErrorCause::RerankerWrong, ErrorCause::NilAnswer];
 
 fn cause_labels() -> Vec<&'static str> {
     ALL_CAUSES.iter().map(|c| c.label()).collect()

@@ -3,8 +3,9 @@
 //! generation. Prompts are built from NCBI-disease-like mentions with MEDIC-like candidates
 //! read from a TSV file (mention<TAB>name|name|...), the way belink_normalize builds them.
 //!
-//!   rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20]
-//! Prints one JSON line per measurement.
+//!   rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20] [--dump-prompts DIR]
+//! Prints one JSON line per measurement. --dump-prompts writes the full prompts (one JSON
+//! list per k) for the llama.cpp peer, scripts/rerank-bench-llamacpp.py.
 
 use std::path::Path;
 use std::time::Instant;
@@ -52,6 +53,24 @@ fn main() -> Result<(), String> {
                     .collect(),
             })
             .collect();
+        if let Some(dir) = flag("--dump-prompts") {
+            let template = reranker.template();
+            let prompts: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}{}",
+                        belink_core::prompt::shared_prefix(template),
+                        belink_core::prompt::item_suffix(i, template)
+                    )
+                })
+                .collect();
+            let labels: Vec<Vec<&str>> =
+                items.iter().map(|i| belink_core::prompt::labels_for(i.candidates.len()).to_vec()).collect();
+            let json = serde_json::json!({"k": k, "prompts": prompts, "labels": labels});
+            std::fs::write(Path::new(&dir).join(format!("prompts-k{k}.json")), json.to_string())
+                .map_err(|e| e.to_string())?;
+        }
         let tokens: usize = items.iter().map(|i| reranker.suffix_tokens(i).map(|t| t.len()).unwrap_or(0)).sum();
         let prompt =
             format!(", \"prefix_tokens\": {}, \"mean_item_tokens\": {}", reranker.prefix_len(), tokens / items.len());

@@ -3,18 +3,20 @@
 //! give the choice and a confidence, in one forward pass per mention. The instruction prefix
 //! shared by every prompt is computed once; its KV cache is reused by every batch.
 
+mod gguf_check;
 pub mod gguf_tokenizer;
 pub mod llama;
 pub mod testing;
 
 use std::path::{Path, PathBuf};
 
+pub use belink_core::prompt::parse_answer;
 use belink_core::prompt::{item_suffix, labels_for, shared_prefix, ChatTemplate, RerankItem, LABELS};
-use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
 use crate::ModelError;
+pub use gguf_check::read_gguf_header;
 use llama::{argmax, softmax, KvCache, Llama};
 
 /// Most tokens a greedy answer may take (reference mode).
@@ -49,8 +51,9 @@ impl Reranker {
             (model, tokenizer, template)
         } else if path.is_file() {
             let mut file = std::fs::File::open(path).map_err(|e| ModelError::Missing(format!("{shown}: {e}")))?;
-            let content = gguf_file::Content::read(&mut file)
-                .map_err(|e| ModelError::Weights(format!("{shown}: not a GGUF file: {e}")))?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let content =
+                read_gguf_header(&mut file, size).map_err(|e| ModelError::Weights(format!("{shown}: {e}")))?;
             let model = Llama::from_gguf(path, &content, device)?;
             let beside = path.with_file_name("tokenizer.json");
             let tokenizer = if beside.is_file() {
@@ -191,12 +194,6 @@ impl Reranker {
     }
 }
 
-/// The option a generated answer names: its first label-like word, or None.
-pub fn parse_answer(answer: &str, options: usize) -> Option<usize> {
-    let word = answer.trim().trim_start_matches(['(', '[', '*']).split(|c: char| !c.is_ascii_alphabetic()).next()?;
-    labels_for(options.saturating_sub(1)).iter().position(|l| *l == word)
-}
-
 fn load_tokenizer_json(path: &Path) -> Result<Tokenizer, ModelError> {
     if !path.is_file() {
         return Err(ModelError::Missing(format!("{} does not exist", path.display())));
@@ -209,18 +206,4 @@ fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ModelError> {
         .encode(text, false)
         .map(|e| e.get_ids().to_vec())
         .map_err(|e| ModelError::Inference(format!("tokenizing: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_answer;
-
-    #[test]
-    fn answers_name_an_option() {
-        assert_eq!(parse_answer("B", 4), Some(1));
-        assert_eq!(parse_answer(" (C) because", 4), Some(2));
-        assert_eq!(parse_answer("D. none of these", 4), Some(3));
-        assert_eq!(parse_answer("E", 4), None, "beyond the options");
-        assert_eq!(parse_answer("The answer", 4), None);
-    }
 }

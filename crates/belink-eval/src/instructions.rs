@@ -1,0 +1,176 @@
+//! `belink-eval instructions`: set-wise instruction-tuning data for the re-ranker, from an
+//! annotated corpus and an ontology loaded in BeLink. Each gold mention becomes one example:
+//! the mention in its context and k candidates from BeLink's own retrieval (hard negatives),
+//! the gold concept at a random position, or absent in a share of examples (answer: none).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use belink_core::corpus::load_corpus;
+use belink_core::prompt::{
+    context_window, item_suffix, labels_for, shared_prefix, user_message, ChatTemplate, PromptCandidate, RerankItem,
+    INSTRUCTION,
+};
+use postgres::Client;
+use serde_json::json;
+
+use crate::evaluate::db_message;
+use crate::ids::canonical;
+
+pub struct Options {
+    pub k: usize,
+    /// Share of examples whose gold concept is left out of the candidates.
+    pub absent_share: f64,
+    pub seed: u64,
+    pub template: ChatTemplate,
+    pub context_chars: usize,
+}
+
+/// A small deterministic generator (xorshift64*): the same seed gives the same data set.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+struct Concept {
+    id: String,
+    name: String,
+    definition: Option<String>,
+    synonyms: Vec<String>,
+    ids: Vec<String>,
+}
+
+/// Writes the examples to `out` (JSON lines) and returns how many (with the gold absent).
+pub fn write_examples(
+    client: &mut Client,
+    corpus: &Path,
+    ontology: &str,
+    out: &Path,
+    options: &Options,
+) -> Result<(usize, usize), String> {
+    let documents = load_corpus(corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+    let concepts = concepts(client, ontology)?;
+    let by_id: HashMap<&str, usize> =
+        concepts.iter().enumerate().flat_map(|(i, c)| c.ids.iter().map(move |id| (id.as_str(), i))).collect();
+    let mut random = Random(options.seed.max(1));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?);
+    let (mut written, mut absent) = (0, 0);
+    for document in &documents {
+        for mention in &document.mentions {
+            let gold_ids: Vec<String> = mention.concept_ids().iter().map(|id| canonical(id)).collect();
+            let [gold_id] = &gold_ids[..] else { continue }; // one concept per example
+            let Some(&gold) = by_id.get(gold_id.as_str()) else { continue };
+            let rows = client
+                .query(
+                    "SELECT concept_id FROM belink_candidates($1, $2, $3)",
+                    &[&mention.text, &ontology, &((options.k + 1) as i32)],
+                )
+                .map_err(|e| format!("belink_candidates({:?}): {}", mention.text, db_message(&e)))?;
+            let mut negatives: Vec<usize> = rows
+                .iter()
+                .filter_map(|r| by_id.get(canonical(&r.get::<_, String>(0)).as_str()).copied())
+                .filter(|&c| c != gold)
+                .collect();
+            negatives.dedup();
+            let leave_out = random.chance(options.absent_share);
+            let mut chosen: Vec<usize> =
+                negatives.into_iter().take(if leave_out { options.k } else { options.k - 1 }).collect();
+            let answer = if leave_out {
+                absent += 1;
+                chosen.len()
+            } else {
+                let position = random.below(chosen.len() + 1);
+                chosen.insert(position, gold);
+                position
+            };
+            let item = RerankItem {
+                mention: mention.text.clone(),
+                context: Some(context_window(&document.text, mention.start, mention.end, options.context_chars)),
+                candidates: chosen
+                    .iter()
+                    .map(|&c| PromptCandidate {
+                        name: concepts[c].name.clone(),
+                        synonyms: concepts[c].synonyms.clone(),
+                        definition: concepts[c].definition.clone(),
+                    })
+                    .collect(),
+            };
+            let label = labels_for(item.candidates.len())[answer];
+            let record = json!({
+                "prompt": format!("{}{}", shared_prefix(options.template), item_suffix(&item, options.template)),
+                "answer": label,
+                "messages": [
+                    {"role": "system", "content": INSTRUCTION},
+                    {"role": "user", "content": user_message(&item)},
+                    {"role": "assistant", "content": label},
+                ],
+                "gold": concepts[gold].id,
+                "gold_present": !leave_out,
+                "document": document.id,
+            });
+            writeln!(file, "{record}").map_err(|e| e.to_string())?;
+            written += 1;
+        }
+    }
+    file.flush().map_err(|e| e.to_string())?;
+    Ok((written, absent))
+}
+
+fn concepts(client: &mut Client, ontology: &str) -> Result<Vec<Concept>, String> {
+    let rows = client
+        .query(
+            "SELECT c.concept_id, c.name, c.definition, c.alt_ids,
+                    ARRAY(SELECT n.name FROM belink.names n WHERE n.ontology = c.ontology AND n.concept_id = c.concept_id
+                          AND n.kind IN ('exact', 'related', 'abbreviation') ORDER BY n.name_id LIMIT 3)
+             FROM belink.concepts c WHERE c.ontology = $1 AND NOT c.obsolete",
+            &[&ontology],
+        )
+        .map_err(|e| db_message(&e))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let id: String = row.get(0);
+            let alt: Vec<String> = row.get(3);
+            Concept {
+                ids: std::iter::once(canonical(&id)).chain(alt.iter().map(|a| canonical(a))).collect(),
+                id,
+                name: row.get(1),
+                definition: row.get(2),
+                synonyms: row.get(4),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Random;
+
+    #[test]
+    fn the_generator_is_deterministic_and_spread() {
+        let (mut a, mut b) = (Random(42), Random(42));
+        let draws: Vec<usize> = (0..1000).map(|_| a.below(10)).collect();
+        assert_eq!(draws, (0..1000).map(|_| b.below(10)).collect::<Vec<_>>());
+        for value in 0..10 {
+            let count = draws.iter().filter(|&&d| d == value).count();
+            assert!((60..=140).contains(&count), "{value}: {count}");
+        }
+        let heads = (0..10_000).filter(|_| a.chance(0.2)).count();
+        assert!((1800..=2200).contains(&heads), "{heads}");
+    }
+}
