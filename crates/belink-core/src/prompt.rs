@@ -244,7 +244,7 @@ mod tests {
         let end = start + "familial adenomatous polyposis".len();
         assert_eq!(
             context_window(text, start, end, 20),
-            "... five members had [familial adenomatous polyposis] and two had ..."
+            "... five members had [familial adenomatous polyposis] and two had colon ..."
         );
         assert_eq!(context_window("FAP", 0, 3, 50), "[FAP]");
         let multibyte = "Ménière’s — FAP ✓";
