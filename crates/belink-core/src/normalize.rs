@@ -90,10 +90,13 @@ impl TokenBuilder {
             }
         }
         let token = self.current.get_or_insert_with(|| Token { text: String::new(), start: index, end: index + 1 });
-        if c == 'ß' {
-            token.text.push_str("ss");
-        } else {
-            token.text.extend(c.to_lowercase());
+        // ß and capital ẞ (which lowercases to ß) fold to "ss", as German spelling allows.
+        for lower in c.to_lowercase() {
+            if lower == 'ß' {
+                token.text.push_str("ss");
+            } else {
+                token.text.push(lower);
+            }
         }
         token.end = index + 1;
     }
@@ -229,6 +232,7 @@ mod tests {
         assert_eq!(normalize("ﬁbrosis"), "fibrosis");
         assert_eq!(normalize("ＣＯＶＩＤ１９"), "covid 19");
         assert_eq!(normalize("Straße"), "strasse");
+        assert_eq!(normalize("STRAẞE"), "strasse");
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! Malformed and extreme input through every parser and decoder, in `cargo test` (the deeper,
+//! time-bounded search is `make fuzz`): deterministic mutations of real fixtures (bit flips,
+//! truncations, duplicated and deleted spans, binary junk) must give results or errors,
+//! never a panic; extreme texts must give correct results in bounded time.
+
+use std::path::Path;
+
+use belink_core::abbreviation::find_abbreviations;
+use belink_core::corpus::{parse_corpus, CorpusFormat};
+use belink_core::detect::{Dictionary, DictionaryName};
+use belink_core::input::Lines;
+use belink_core::linking::mentions_to_link;
+use belink_core::normalize::{normalize, tokenize};
+use belink_core::ontology::{load_bytes, Format, LoadOptions};
+use belink_core::wire::{read_frame, Message};
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)).unwrap()
+}
+
+/// xorshift: the same mutations on every run.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(random: &mut Random, input: &[u8]) -> Vec<u8> {
+    let mut data = input.to_vec();
+    for _ in 0..1 + random.below(4) {
+        if data.is_empty() {
+            data.push(random.next() as u8);
+            continue;
+        }
+        let at = random.below(data.len());
+        match random.below(6) {
+            0 => data[at] ^= 1 << random.below(8),
+            1 => data.truncate(at),
+            2 => {
+                let end = (at + random.below(64)).min(data.len());
+                let copy = data[at..end].to_vec();
+                let to = random.below(data.len());
+                data.splice(to..to, copy);
+            }
+            3 => {
+                let end = (at + random.below(64)).min(data.len());
+                data.drain(at..end);
+            }
+            4 => data[at] = [b'\t', b'|', b'"', b'\\', b'\n', b'[', b']', 0, 0xff][random.below(9)],
+            _ => {
+                let junk: Vec<u8> = (0..random.below(16)).map(|_| random.next() as u8).collect();
+                data.splice(at..at, junk);
+            }
+        }
+    }
+    data
+}
+
+const FIXTURES: [&str; 8] = [
+    "hp_excerpt.obo",
+    "doid_excerpt.obo",
+    "CTD_diseases_excerpt.tsv",
+    "medic_excerpt.txt",
+    "MRCONSO.RRF",
+    "user_dictionary.tsv",
+    "ncbi_dev_excerpt.txt",
+    "gscplus_dev_excerpt.tsv",
+];
+
+#[test]
+fn mutated_files_never_panic_any_parser() {
+    let mut random = Random(0x5eed);
+    let formats = [None, Some(Format::Obo), Some(Format::Ctd), Some(Format::Dictionary), Some(Format::Rrf), Some(Format::Tsv)];
+    for name in FIXTURES {
+        let original = fixture(name);
+        for _ in 0..300 {
+            let data = mutate(&mut random, &original);
+            for format in formats {
+                let _ = load_bytes(&data, &LoadOptions { format, ..LoadOptions::default() });
+            }
+            for format in [CorpusFormat::PubTator, CorpusFormat::GscPlus] {
+                let _ = parse_corpus(format, &mut Lines::new(Box::new(std::io::Cursor::new(data.clone()))));
+            }
+            if let Ok(text) = std::str::from_utf8(&data) {
+                let _ = normalize(text);
+                let _ = find_abbreviations(text);
+            }
+        }
+    }
+}
+
+#[test]
+fn mutated_frames_never_panic_the_decoder() {
+    let mut random = Random(42);
+    let frames = [
+        Message::EmbedRequest { texts: vec!["colorectal adenoma".into(), "β".into()] }.encode(1),
+        Message::EmbedReply { dim: 2, vectors: vec![0.5, 0.25, 1.0, -1.0] }.encode(2),
+        Message::StatusReply { json: "{}".into() }.encode(3),
+    ];
+    for frame in frames {
+        for _ in 0..2000 {
+            let data = mutate(&mut random, &frame);
+            let mut reader = &data[..];
+            while read_frame(&mut reader).is_ok() {}
+            if data.len() > 4 {
+                let _ = Message::decode(&data[4..]);
+            }
+        }
+    }
+}
+
+fn dictionary() -> Dictionary {
+    let names = ["Familial adenomatous polyposis", "FAP", "Colorectal cancer", "β-thalassemia"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| DictionaryName { concept_id: i.to_string(), name: n.to_string(), normalized: normalize(n) })
+        .collect();
+    Dictionary::build(names).unwrap()
+}
+
+#[test]
+fn a_million_mentions_in_one_text() {
+    let text = "FAP ".repeat(1_000_000);
+    let mentions = mentions_to_link(&text, &[&dictionary()]);
+    assert_eq!(mentions.len(), 1_000_000);
+    assert_eq!((mentions[999_999].start, mentions[999_999].end), (3_999_996, 3_999_999));
+}
+
+#[test]
+fn repeated_junk_and_extreme_unicode() {
+    let dictionary = dictionary();
+    let cases = [
+        "(".repeat(100_000),
+        "((((FAP))))".repeat(10_000),
+        "a (b (c (d (e".repeat(10_000),
+        "\u{200B}\u{FEFF}\u{00AD}".repeat(50_000),
+        "🧬".repeat(100_000),
+        "e\u{0301}\u{0301}\u{0301}".repeat(50_000),
+        "ﷺ".repeat(20_000), // expands to 18 characters under NFKD
+        "Ⅻ⑳㍱".repeat(20_000),
+        (0u32..0x3000).filter_map(char::from_u32).collect::<String>().repeat(20),
+        "x".repeat(1_000_000),
+    ];
+    for text in &cases {
+        let length = text.chars().count();
+        let tokens = tokenize(text);
+        assert!(tokens.iter().all(|t| t.start < t.end && t.end <= length));
+        let normalized = normalize(text);
+        // Normalizing twice changes nothing (names and mentions meet in the same form).
+        // Compared without assert_eq: the texts are megabytes long.
+        assert!(normalize(&normalized) == normalized, "normalize is not idempotent on case {:?}", text.chars().take(20).collect::<String>());
+        for mention in mentions_to_link(text, &[&dictionary]) {
+            assert!(mention.end <= length);
+        }
+        let _ = find_abbreviations(text);
+    }
+}
