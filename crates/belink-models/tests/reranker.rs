@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use belink_core::prompt::{PromptCandidate, RerankItem};
 use belink_models::llm::{parse_answer, Reranker};
+use belink_models::streams::Streams;
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
@@ -89,6 +90,10 @@ fn tiny_model_prefix_reuse_and_batching_give_the_same_logits() {
         assert_eq!(p.len(), item.candidates.len() + 1);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
     }
+    // Spread over two streams (the server's way), in the items' order.
+    let spread = reranker.score_on(&Streams::new(2), &items).unwrap();
+    assert!(max_difference(&spread, &probabilities) < 1e-5, "streams change the scores");
+    assert!(reranker.score_on(&Streams::new(2), &[]).unwrap().is_empty());
     assert!(reranker.generate(&items[0]).is_ok());
 }
 

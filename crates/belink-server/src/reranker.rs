@@ -50,9 +50,9 @@ pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats
         let started = Instant::now();
         let (jobs, items) = (live.len(), live.iter().map(|j| j.work.items.len()).sum());
         let (scoring, generating): (Vec<RerankJob>, Vec<RerankJob>) = live.into_iter().partition(|j| !j.work.generate);
-        // Scoring: every item of every job in one batched pass.
+        // Scoring: every item of every job in one batched pass per core.
         let all: Vec<RerankItem> = scoring.iter().flat_map(|j| j.work.items.iter().cloned()).collect();
-        match streams.install(|| reranker.score(&all)) {
+        match reranker.score_on(&streams, &all) {
             Ok(probabilities) => {
                 let mut probabilities = probabilities.into_iter();
                 for job in scoring {

@@ -16,6 +16,7 @@ use belink_models::streams::Streams;
 use candle_core::Device;
 
 fn main() -> Result<(), String> {
+    belink_models::run_elementwise_inline();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, prompts, rest @ ..] = &args[..] else {
         return Err("usage: rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20]".into());
@@ -79,9 +80,11 @@ fn main() -> Result<(), String> {
             f()?;
             Ok(started.elapsed().as_secs_f64())
         };
+        let seconds = time(&|| reranker.score_on(&streams, &items).map(|_| ()).map_err(|e| e.to_string()))?;
+        report("score, batched over the cores, prefix reused", k, items.len(), seconds, items.len(), &prompt);
         let seconds =
             time(&|| streams.install(|| reranker.label_logits(&items, true)).map(|_| ()).map_err(|e| e.to_string()))?;
-        report("score, batched, prefix reused", k, items.len(), seconds, items.len(), &prompt);
+        report("score, one batch, prefix reused", k, items.len(), seconds, items.len(), "");
         let seconds = time(&|| {
             for item in &items {
                 streams

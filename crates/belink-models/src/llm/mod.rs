@@ -15,6 +15,7 @@ use belink_core::prompt::{item_suffix, labels_for, shared_prefix, ChatTemplate, 
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
+use crate::streams::Streams;
 use crate::ModelError;
 pub use gguf_check::read_gguf_header;
 use llama::{argmax, softmax, KvCache, Llama};
@@ -165,6 +166,20 @@ impl Reranker {
             .zip(logits)
             .map(|(item, row)| softmax(&row[..labels_for(item.candidates.len()).len()]))
             .collect())
+    }
+
+    /// [`Reranker::score`] spread over the cores, the model server's way: the items are cut
+    /// into one chunk per core and each chunk is one batched pass on its own stream (whole
+    /// forward passes side by side beat splitting each small operation over the cores).
+    pub fn score_on(&self, streams: &Streams, items: &[RerankItem]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let per_stream = items.len().div_ceil(streams.threads()).max(1);
+        let indices: Vec<usize> = (0..items.len()).collect();
+        let chunks: Vec<Vec<usize>> = indices.chunks(per_stream).map(<[usize]>::to_vec).collect();
+        let scored = streams.run(&chunks, |chunk| {
+            let mine: Vec<RerankItem> = chunk.iter().map(|&i| items[i].clone()).collect();
+            self.score(&mine)
+        })?;
+        Ok(scored.into_iter().flatten().collect())
     }
 
     /// Greedy generation of the answer (at most [`MAX_ANSWER_TOKENS`] tokens): the reference
