@@ -68,7 +68,8 @@ def link(body):
         position += len(normalize(t)) + 1
     found = []
     for end, normalized in automaton.iter(haystack):
-        begin = end - len(normalized) - 1
+        # `end` is the index of the match's trailing space: its first token starts at `begin`.
+        begin = end - len(normalized)
         if begin in starts:
             first = starts[begin]
             last = first + normalized.count(" ")

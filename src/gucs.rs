@@ -100,7 +100,7 @@ pub fn init() {
     int(
         &RERANK_BATCH_SIZE,
         c"belink.rerank_batch_size",
-        c"Most mentions the re-ranker scores in one forward pass.",
+        c"Most mentions the re-ranker takes from its queue at once (each core scores one at a time).",
         1,
         256,
         GucContext::Sighup,

@@ -18,45 +18,30 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)).unwrap()
 }
 
-/// xorshift: the same mutations on every run.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn mutate(random: &mut Random, input: &[u8]) -> Vec<u8> {
+fn mutate(random: &mut fastrand::Rng, input: &[u8]) -> Vec<u8> {
     let mut data = input.to_vec();
-    for _ in 0..1 + random.below(4) {
+    for _ in 0..1 + random.usize(..4) {
         if data.is_empty() {
-            data.push(random.next() as u8);
+            data.push(random.u8(..));
             continue;
         }
-        let at = random.below(data.len());
-        match random.below(6) {
-            0 => data[at] ^= 1 << random.below(8),
+        let at = random.usize(..data.len());
+        match random.usize(..6) {
+            0 => data[at] ^= 1 << random.usize(..8),
             1 => data.truncate(at),
             2 => {
-                let end = (at + random.below(64)).min(data.len());
+                let end = (at + random.usize(..64)).min(data.len());
                 let copy = data[at..end].to_vec();
-                let to = random.below(data.len());
+                let to = random.usize(..data.len());
                 data.splice(to..to, copy);
             }
             3 => {
-                let end = (at + random.below(64)).min(data.len());
+                let end = (at + random.usize(..64)).min(data.len());
                 data.drain(at..end);
             }
-            4 => data[at] = [b'\t', b'|', b'"', b'\\', b'\n', b'[', b']', 0, 0xff][random.below(9)],
+            4 => data[at] = [b'\t', b'|', b'"', b'\\', b'\n', b'[', b']', 0, 0xff][random.usize(..9)],
             _ => {
-                let junk: Vec<u8> = (0..random.below(16)).map(|_| random.next() as u8).collect();
+                let junk: Vec<u8> = (0..random.usize(..16)).map(|_| random.u8(..)).collect();
                 data.splice(at..at, junk);
             }
         }
@@ -77,7 +62,7 @@ const FIXTURES: [&str; 8] = [
 
 #[test]
 fn mutated_files_never_panic_any_parser() {
-    let mut random = Random(0x5eed);
+    let mut random = fastrand::Rng::with_seed(0x5eed);
     let formats = [None, Some(Format::Obo), Some(Format::Ctd), Some(Format::Dictionary), Some(Format::Rrf), Some(Format::Tsv)];
     for name in FIXTURES {
         let original = fixture(name);
@@ -99,7 +84,7 @@ fn mutated_files_never_panic_any_parser() {
 
 #[test]
 fn mutated_frames_never_panic_the_decoder() {
-    let mut random = Random(42);
+    let mut random = fastrand::Rng::with_seed(42);
     let frames = [
         Message::EmbedRequest { texts: vec!["colorectal adenoma".into(), "β".into()] }.encode(1),
         Message::EmbedReply { dim: 2, vectors: vec![0.5, 0.25, 1.0, -1.0] }.encode(2),

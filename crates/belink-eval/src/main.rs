@@ -7,9 +7,11 @@
 //!       candidate recall@k of belink_candidates on the corpus' gold mentions
 //!   belink-eval index --dsn DSN --ontology NAME
 //!       CALL belink_index: wall time, names per second, the model server's peak memory
-//!   belink-eval throughput --dsn DSN --corpus PATH --ontology NAME [--repeat N]
-//!       documents per second of belink_link (lexical, hybrid) in one UPDATE, and of
-//!       belink_annotate, over the corpus' documents (repeated N times) in table bench_docs
+//!   belink-eval throughput --dsn DSN --corpus PATH --ontology NAME [--repeat N] [--rerank on]
+//!       documents per second of belink_link (lexical, hybrid, hybrid + re-ranking with
+//!       --rerank on) in one UPDATE, and of belink_annotate, over the corpus' documents
+//!       (repeated N times, default 1: copies share mentions, which batched calls look up once)
+//!       in table bench_docs
 //!   belink-eval memory --dsn DSN [--connections 16]
 //!       resident memory of the model server, and of backends before and after belink_embed
 //!   belink-eval instructions --dsn DSN --corpus PATH --ontology NAME --out FILE.jsonl
@@ -272,7 +274,7 @@ fn memory(args: &Args) -> Result<(), String> {
 fn throughput(args: &Args) -> Result<(), String> {
     let corpus_path = args.required("corpus")?;
     let ontology = args.required("ontology")?;
-    let repeat: usize = args.get("repeat").unwrap_or("10").parse().map_err(|_| "bad --repeat")?;
+    let repeat: usize = args.get("repeat").unwrap_or("1").parse().map_err(|_| "bad --repeat")?;
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
     let mut client = connect(args)?;
     let sql =
@@ -293,23 +295,27 @@ fn throughput(args: &Args) -> Result<(), String> {
     println!("{id} documents ({} characters on average)\n", characters / id.max(1) as usize);
     println!("| how | retrieval | documents | seconds | documents/s |");
     println!("|---|---|---:|---:|---:|");
-    let time = |client: &mut Client, how: &str, mode: &str, statement: &str| -> Result<(), String> {
+    let time = |client: &mut Client, how: &str, mode: &str, rerank: bool, statement: &str| -> Result<(), String> {
         sql(client, "UPDATE bench_docs SET entities = NULL; DELETE FROM belink.annotation_jobs WHERE job = 'bench_docs.entities'")?;
         sql(client, "VACUUM ANALYZE bench_docs")?;
-        sql(client, &format!("SET belink.retrieval = '{mode}'"))?;
+        sql(client, &format!("SET belink.retrieval = '{mode}'; SET belink.rerank = {rerank}"))?;
         let started = Instant::now();
         sql(client, statement)?;
         let seconds = started.elapsed().as_secs_f64();
-        println!("| {how} | {mode} | {id} | {seconds:.1} | {:.1} |", id as f64 / seconds);
+        let configuration = if rerank { format!("{mode} + re-ranking") } else { mode.to_string() };
+        println!("| {how} | {configuration} | {id} | {seconds:.1} | {:.1} |", id as f64 / seconds);
         Ok(())
     };
     let update = format!("UPDATE bench_docs SET entities = belink_link(body, '{ontology}')");
     let annotate =
         format!("CALL belink_annotate('bench_docs', 'body', 'entities', batch_size => 500, ontology => '{ontology}')");
-    time(&mut client, "UPDATE ... SET entities = belink_link(body)", "lexical", &update)?;
-    time(&mut client, "UPDATE ... SET entities = belink_link(body)", "hybrid", &update)?;
-    time(&mut client, "CALL belink_annotate(...)", "hybrid", &annotate)?;
-    sql(&mut client, "UPDATE bench_docs SET entities = NULL")?;
+    time(&mut client, "UPDATE ... SET entities = belink_link(body)", "lexical", false, &update)?;
+    time(&mut client, "UPDATE ... SET entities = belink_link(body)", "hybrid", false, &update)?;
+    time(&mut client, "CALL belink_annotate(...)", "hybrid", false, &annotate)?;
+    if args.get("rerank") == Some("on") {
+        time(&mut client, "UPDATE ... SET entities = belink_link(body)", "hybrid", true, &update)?;
+    }
+    sql(&mut client, "RESET belink.rerank; UPDATE bench_docs SET entities = NULL")?;
     Ok(())
 }
 

@@ -37,21 +37,6 @@ fn connect(dsn: &str) -> Result<Client, String> {
     Client::connect(dsn, NoTls).map_err(|e| format!("cannot connect: {e}"))
 }
 
-/// A tiny deterministic generator for the fault times and the work mix.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 fn rss_mb(pid: i32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
@@ -73,6 +58,9 @@ pub fn run(options: &Options, documents: &[Document]) -> Result<String, String> 
     let mut admin = connect(&options.dsn)?;
     let postmaster_started: String =
         admin.query_one("SELECT pg_postmaster_start_time()::text", &[]).map_err(|e| e.to_string())?.get(0);
+    if documents.iter().all(|d| d.mentions.is_empty()) {
+        return Err("stress: the corpus has no annotated mentions to send".into());
+    }
     let docs: Arc<Vec<String>> = Arc::new(documents.iter().map(|d| d.text.clone()).collect());
     let mentions: Arc<Vec<(String, String)>> = Arc::new(
         documents.iter().flat_map(|d| d.mentions.iter().map(move |m| (m.text.clone(), d.text.clone()))).collect(),
@@ -91,14 +79,14 @@ pub fn run(options: &Options, documents: &[Document]) -> Result<String, String> 
             let mut client = connect(&dsn)?;
             let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| e.to_string())?.get(0);
             pids.lock().unwrap().push(pid);
-            let mut random = Random(worker as u64 * 7919 + 1);
+            let mut random = fastrand::Rng::with_seed(worker as u64 * 7919 + 1);
             while !stop.load(Ordering::Relaxed) {
                 let call_started = Instant::now();
                 let outcome = if worker % 2 == 0 {
-                    let doc = &docs[random.below(docs.len())];
+                    let doc = &docs[random.usize(..docs.len())];
                     client.query_one("SELECT belink_link($1, $2)::text", &[doc, &ontology]).map(|_| ())
                 } else {
-                    let (mention, context) = &mentions[random.below(mentions.len())];
+                    let (mention, context) = &mentions[random.usize(..mentions.len())];
                     client
                         .query("SELECT concept_id FROM belink_normalize($1, $2, $3)", &[mention, context, &ontology])
                         .map(|_| ())
@@ -119,10 +107,10 @@ pub fn run(options: &Options, documents: &[Document]) -> Result<String, String> 
 
     // Memory samples: the model server and the clients' backends, every 10 seconds.
     let mut samples: Vec<(f64, f64, f64)> = Vec::new();
-    let mut random = Random(4242);
+    let mut random = fastrand::Rng::with_seed(4242);
     let kill_times: Vec<Duration> = {
         let mut times: Vec<Duration> = (0..options.server_kills)
-            .map(|_| options.duration.mul_f64(0.1 + 0.8 * (random.below(10_000) as f64 / 10_000.0)))
+            .map(|_| options.duration.mul_f64(0.1 + 0.8 * random.f64()))
             .collect();
         times.sort();
         times
@@ -136,12 +124,12 @@ pub fn run(options: &Options, documents: &[Document]) -> Result<String, String> 
         let period = options.duration / (total as u32 + 1);
         thread::spawn(move || {
             let Ok(mut client) = connect(&dsn) else { return };
-            let mut random = Random(99);
+            let mut random = fastrand::Rng::with_seed(99);
             while !stop.load(Ordering::Relaxed) && cancels_done.load(Ordering::Relaxed) < total {
                 thread::sleep(period);
                 let pid = {
                     let pids = pids.lock().unwrap();
-                    pids.get(random.below(pids.len().max(1))).copied()
+                    pids.get(random.usize(..pids.len().max(1))).copied()
                 };
                 if let Some(pid) = pid {
                     if client.execute("SELECT pg_cancel_backend($1)", &[&pid]).is_ok() {
@@ -256,14 +244,14 @@ fn annotate_interrupted(options: &Options) -> Result<String, String> {
         "CALL belink_annotate('stress_notes', 'body', 'entities', batch_size => 200, ontology => '{}')",
         options.ontology.replace('\'', "''")
     );
-    let mut random = Random(7);
+    let mut random = fastrand::Rng::with_seed(7);
     let mut interrupted = 0;
     for _ in 0..options.annotate_interrupts {
         let mut worker = connect(&options.dsn)?;
         let pid: i32 = worker.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| e.to_string())?.get(0);
         let statement = call.clone();
         let handle = thread::spawn(move || worker.batch_execute(&statement));
-        thread::sleep(Duration::from_millis(50 + random.below(400) as u64));
+        thread::sleep(Duration::from_millis(50 + random.usize(..400) as u64));
         client.execute("SELECT pg_cancel_backend($1)", &[&pid]).map_err(|e| e.to_string())?;
         if handle.join().map_err(|_| "annotation thread panicked")?.is_err() {
             interrupted += 1;

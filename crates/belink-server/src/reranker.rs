@@ -1,4 +1,4 @@
-//! The re-ranker's thread: loads the LLM, then scores batches of items (one forward pass per
+//! The re-ranker's thread: loads the LLM on the first request, then scores batches of items (one forward pass per
 //! batch, after the cached instruction prefix) or generates answers (reference mode).
 
 use std::path::PathBuf;
@@ -23,23 +23,34 @@ pub type RerankAnswer = (Vec<Vec<f32>>, Vec<String>);
 pub type RerankJob = Job<RerankWork, RerankAnswer>;
 pub type RerankQueue = Queue<RerankWork, RerankAnswer>;
 
+/// The re-ranker's state in belink_worker_status() until the first request loads it.
+const NOT_LOADED_YET: &str = "not loaded yet (loads on the first re-ranking request)";
+
 pub struct Settings {
     pub model: Option<PathBuf>,
     pub device: String,
-    /// Most items per forward pass.
+    /// Most items taken from the queue at once.
     pub max_batch: usize,
     pub batch_wait: Duration,
 }
 
 pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats: Arc<Stats>) {
     let queue = &queues.rerank;
-    let reranker = streams.install(|| load(&settings, &stats));
+    // Loaded on the first request: re-ranking is off by default, and the default model takes
+    // about 600 MB once its weights are expanded to f32.
+    if let Some(path) = &settings.model {
+        stats.set_model(ModelKind::Reranker, &path.display().to_string(), NOT_LOADED_YET);
+    }
+    let mut reranker: Option<Result<Reranker, String>> = None;
     loop {
         let batch = queue.next_batch(settings.max_batch, settings.batch_wait);
         let (live, dead): (Vec<RerankJob>, Vec<RerankJob>) = batch.into_iter().partition(|j| j.is_alive());
         stats.record_abandoned(ModelKind::Reranker, dead.len());
-        let reranker = match &reranker {
-            Ok(reranker) => reranker,
+        if live.is_empty() {
+            continue;
+        }
+        let reranker = match reranker.get_or_insert_with(|| streams.install(|| load(&settings, &stats))) {
+            Ok(reranker) => &*reranker,
             Err(message) => {
                 for job in live {
                     let _ = job.reply.send(Err((ErrorCode::ModelUnavailable, message.clone())));
@@ -50,7 +61,7 @@ pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats
         let started = Instant::now();
         let (jobs, items) = (live.len(), live.iter().map(|j| j.work.items.len()).sum());
         let (scoring, generating): (Vec<RerankJob>, Vec<RerankJob>) = live.into_iter().partition(|j| !j.work.generate);
-        // Scoring: every item of every job in one batched pass per core.
+        // Scoring: every item of every job, each on the next free core.
         let all: Vec<RerankItem> = scoring.iter().flat_map(|j| j.work.items.iter().cloned()).collect();
         match reranker.score_on(&streams, &all) {
             Ok(probabilities) => {

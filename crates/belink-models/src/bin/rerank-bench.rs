@@ -81,7 +81,7 @@ fn main() -> Result<(), String> {
             Ok(started.elapsed().as_secs_f64())
         };
         let seconds = time(&|| reranker.score_on(&streams, &items).map(|_| ()).map_err(|e| e.to_string()))?;
-        report("score, batched over the cores, prefix reused", k, items.len(), seconds, items.len(), &prompt);
+        report("score, items spread over the cores, prefix reused", k, items.len(), seconds, items.len(), &prompt);
         let seconds =
             time(&|| streams.install(|| reranker.label_logits(&items, true)).map(|_| ()).map_err(|e| e.to_string()))?;
         report("score, one batch, prefix reused", k, items.len(), seconds, items.len(), "");
