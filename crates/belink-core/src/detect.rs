@@ -228,9 +228,24 @@ impl Dictionary {
         self.patterns.len()
     }
 
-    /// Bytes of memory the automaton uses.
+    /// Bytes of heap the dictionary holds: the automaton, its patterns and the names.
     pub fn memory_usage(&self) -> usize {
-        self.automaton.memory_usage()
+        let patterns: usize = self
+            .patterns
+            .iter()
+            .map(|p| std::mem::size_of::<Pattern>() + p.names.capacity() * std::mem::size_of::<usize>())
+            .sum();
+        let names: usize = self
+            .names
+            .iter()
+            .map(|n| {
+                std::mem::size_of::<DictionaryName>()
+                    + n.concept_id.capacity()
+                    + n.name.capacity()
+                    + n.normalized.capacity()
+            })
+            .sum();
+        self.automaton.memory_usage() + patterns + names
     }
 
     /// Every match on token boundaries (overlaps included), in the text's tokens.
