@@ -2,8 +2,8 @@
 
 A Python client pulls the documents, finds mentions with a dictionary (Aho-Corasick over the
 ontology's normalized names, leftmost-longest on token boundaries), embeds the mentions with
-the same sentence encoder (sentence-transformers, all-MiniLM-L6-v2), picks among the concepts
-whose names matched the one nearest to the mention, and writes the entities back.
+the same sentence encoder (sentence-transformers, all-MiniLM-L6-v2) when the matched name
+belongs to several concepts, picks the one nearest to the mention, and writes the entities back.
 
 usage: client-pipeline.py DSN TABLE ONTOLOGY MODEL_DIR THREADS
 The table needs columns id, body and entities (jsonb). Prints one JSON line of timings.
@@ -82,12 +82,22 @@ def link(body):
             last_end = f[1]
     if not kept:
         return []
-    mentions = [body[s:e] for s, e, _ in kept]
-    embedded = model.encode(mentions, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+    # Only a name shared by several concepts needs the encoder to choose among them.
+    ambiguous = [(s, e) for s, e, normalized in kept if len(concepts_of[normalized]) > 1]
+    embedded = {}
+    if ambiguous:
+        vectors_of = model.encode([body[s:e] for s, e in ambiguous], batch_size=32,
+                                  normalize_embeddings=True, show_progress_bar=False)
+        embedded = dict(zip(ambiguous, vectors_of))
     entities = []
-    for (s, e, normalized), mention, vector in zip(kept, mentions, embedded):
-        best = max(concepts_of[normalized], key=lambda c: max(float(v @ vector) for v in vectors[c]))
-        entities.append({"start": s, "end": e, "mention": mention, "concept_id": best})
+    for s, e, normalized in kept:
+        concepts = concepts_of[normalized]
+        if len(concepts) == 1:
+            best = next(iter(concepts))
+        else:
+            vector = embedded[(s, e)]
+            best = max(concepts, key=lambda c: max(float(v @ vector) for v in vectors[c]))
+        entities.append({"start": s, "end": e, "mention": body[s:e], "concept_id": best})
     return entities
 
 

@@ -104,31 +104,41 @@ pub fn retrieve(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Le
     let dense_for = |query: &Query| -> Vec<&IndexedOntology> {
         indexed.iter().filter(|o| query.ontology.is_none_or(|name| name == o.name)).collect()
     };
-    let to_embed: Vec<String> = queries
+    let normalized: Vec<String> = queries.iter().map(|q| normalize(q.text)).collect();
+    let exact: Vec<Vec<Hit>> = queries
         .iter()
-        .filter(|q| !dense_for(q).is_empty() && !normalize(q.text).is_empty())
-        .map(|q| q.text.to_string())
+        .zip(&normalized)
+        .map(|(q, n)| if n.is_empty() { Vec::new() } else { exact_matches(client, n, q.ontology) })
         .collect();
+    // Linking decides a mention whose name belongs to one concept by that exact match (see
+    // normalize::decide), so it needs no embedding: most detected mentions are such.
+    let needs_dense: Vec<bool> = queries
+        .iter()
+        .zip(&normalized)
+        .zip(&exact)
+        .map(|((q, n), hits)| {
+            !n.is_empty() && !dense_for(q).is_empty() && !(lexical == Lexical::ExactOnly && one_concept(hits))
+        })
+        .collect();
+    let to_embed: Vec<String> =
+        queries.iter().zip(&needs_dense).filter(|(_, &needed)| needed).map(|(q, _)| q.text.to_string()).collect();
     let (dim, vectors) = client::embed(to_embed);
     let mut vectors = vectors.into_iter();
     let mut all = Vec::with_capacity(queries.len());
-    for query in queries {
-        let normalized = normalize(query.text);
+    for (((query, normalized), exact), needs_dense) in queries.iter().zip(&normalized).zip(exact).zip(needs_dense) {
         if normalized.is_empty() {
             all.push(Vec::new());
             continue;
         }
-        let exact = exact_matches(client, &normalized, query.ontology);
         let trigram = match lexical {
-            Lexical::ExactAndTrigram => trigram_matches(client, &normalized, query.ontology, per_source),
+            Lexical::ExactAndTrigram => trigram_matches(client, normalized, query.ontology, per_source),
             Lexical::ExactOnly => Vec::new(),
         };
-        let targets = dense_for(query);
-        let dense = match targets.is_empty() {
-            true => Vec::new(),
-            false => {
+        let dense = match needs_dense {
+            false => Vec::new(),
+            true => {
                 let vector = vectors.next().expect("one vector per mention embedded");
-                dense_matches(client, &vector, dim, &targets, per_source)
+                dense_matches(client, &vector, dim, &dense_for(query), per_source)
             }
         };
         let mut fused = fuse([&exact, &trigram, &dense], gucs::RRF_K.get() as f64);
@@ -136,6 +146,12 @@ pub fn retrieve(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Le
         all.push(fused);
     }
     with_preferred_names(client, all)
+}
+
+fn one_concept(hits: &[Hit]) -> bool {
+    hits.first().is_some_and(|first| {
+        hits.iter().all(|h| h.ontology == first.ontology && h.concept_id == first.concept_id)
+    })
 }
 
 fn hits(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Hit> {

@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,7 @@ fn main() -> ExitCode {
     let queues = Arc::new(Queues {
         embed: Queue::new(|texts: &Vec<String>| texts.len()),
         rerank: Queue::new(|work: &RerankWork| work.items.len()),
+        connections: AtomicUsize::new(0),
     });
     let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new().name(name.into()).spawn(run).expect("starting a model thread");
@@ -175,9 +176,41 @@ fn watch_parent(parent: i32) {
 pub struct Queues {
     pub embed: EmbedQueue,
     pub rerank: RerankQueue,
+    /// Open client connections (one per backend that has called the server).
+    pub connections: AtomicUsize,
+}
+
+impl Queues {
+    /// How long a model thread waits for more requests to batch with the first: not at all
+    /// when only one backend is connected (nobody else can send one; a single session's
+    /// UPDATE would pay the wait on every row).
+    pub fn batch_wait(&self, configured: Duration) -> Duration {
+        if self.connections.load(Ordering::Relaxed) > 1 {
+            configured
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// Counts a connection while it is open.
+struct Connected<'a>(&'a AtomicUsize);
+
+impl<'a> Connected<'a> {
+    fn new(count: &'a AtomicUsize) -> Connected<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Connected(count)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
+    let _connected = Connected::new(&queues.connections);
     loop {
         let (id, message) = match read_frame(&mut stream) {
             Ok(frame) => frame,
