@@ -162,9 +162,16 @@ fn fold_spelling(token: &mut String) {
     if !token.is_ascii() {
         return;
     }
-    for (british, american) in SPELLING_FOLDS {
-        if token.contains(british) {
-            *token = token.replace(british, american);
+    // Until nothing changes: a fold can make a new match ("aaem" -> "aem" -> "em"). It ends:
+    // every fold but isation -> ization shortens the token, and no fold writes an "s" anew.
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for (british, american) in SPELLING_FOLDS {
+            if token.contains(british) {
+                *token = token.replace(british, american);
+                changed = true;
+            }
         }
     }
 }
@@ -233,6 +240,13 @@ mod tests {
         assert_eq!(normalize("ＣＯＶＩＤ１９"), "covid 19");
         assert_eq!(normalize("Straße"), "strasse");
         assert_eq!(normalize("STRAẞE"), "strasse");
+    }
+
+    #[test]
+    fn spelling_folds_reach_a_fixed_point() {
+        // Found by cargo fuzz: each fold here makes a new match for the next one.
+        assert_eq!(normalize("aaaeme"), "eme");
+        assert_eq!(normalize(&normalize("aaaeme")), "eme");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The re-ranker's thread: loads the LLM on the first request, then scores batches of items (one forward pass per
-//! batch, after the cached instruction prefix) or generates answers (reference mode).
+//! The re-ranker's thread: loads the LLM on the first request, then scores the queued items
+//! (one forward pass per item after the cached instruction prefix, the cores taking items in
+//! turn) or generates answers (reference mode).
 
 use std::path::PathBuf;
 use std::sync::Arc;

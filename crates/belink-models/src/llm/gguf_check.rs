@@ -48,6 +48,32 @@ impl<R: Read> Walker<'_, R> {
         self.skip(length)
     }
 
+    /// A metadata key without trailing NULs, as candle reads it (its length was checked
+    /// against the file's size first).
+    fn key(&mut self) -> Result<Vec<u8>, String> {
+        let length = self.u64()?;
+        if length > self.remaining {
+            return Err(format!("a key of {length} bytes runs past the end of the file"));
+        }
+        let mut key = vec![0u8; length as usize];
+        self.reader.read_exact(&mut key).map_err(|e| e.to_string())?;
+        self.remaining -= length;
+        while key.last() == Some(&0) {
+            key.pop();
+        }
+        Ok(key)
+    }
+
+    /// Whether an integer value of GGUF type `kind` (u8, i8, u16, i16, u32 or i32) is zero.
+    fn integer_is_zero(&mut self, kind: u32) -> Result<bool, String> {
+        let bytes = match kind {
+            0 | 1 => self.bytes::<1>()?.to_vec(),
+            2 | 3 => self.bytes::<2>()?.to_vec(),
+            _ => self.bytes::<4>()?.to_vec(),
+        };
+        Ok(bytes.iter().all(|&b| b == 0))
+    }
+
     /// Skips one metadata value of GGUF type `kind`.
     fn value(&mut self, kind: u32, depth: u32) -> Result<(), String> {
         match kind {
@@ -97,9 +123,16 @@ pub fn read_gguf_header<R: Read + Seek>(reader: &mut R, size: u64) -> Result<Con
             return Err(format!("{tensors} tensors and {entries} metadata entries cannot fit in the file"));
         }
         for _ in 0..entries {
-            walker.string()?;
+            let key = walker.key()?;
             let kind = walker.u32()?;
-            walker.value(kind, 0)?;
+            // candle divides by the alignment it finds there (found by cargo fuzz).
+            if key == b"general.alignment" && kind <= 5 {
+                if walker.integer_is_zero(kind)? {
+                    return Err("general.alignment is 0".into());
+                }
+            } else {
+                walker.value(kind, 0)?;
+            }
         }
         for _ in 0..tensors {
             walker.string()?;
@@ -145,5 +178,20 @@ mod tests {
         assert!(error.to_string().contains("runs past the end"), "{error}");
         let error = read_gguf_header(&mut std::io::Cursor::new(b"GGML....".to_vec()), 8).err().unwrap();
         assert!(error.to_string().contains("no GGUF magic"), "{error}");
+    }
+
+    #[test]
+    fn a_zero_alignment_is_refused() {
+        let mut header = b"GGUF".to_vec();
+        header.extend(3u32.to_le_bytes());
+        header.extend(0u64.to_le_bytes()); // no tensors
+        header.extend(1u64.to_le_bytes()); // one metadata entry
+        header.extend(19u64.to_le_bytes());
+        header.extend(b"general.alignment\0\0"); // NULs at the end are dropped by candle
+        header.extend(4u32.to_le_bytes()); // a u32
+        header.extend(0u32.to_le_bytes()); // of value 0
+        let size = header.len() as u64;
+        let error = read_gguf_header(&mut std::io::Cursor::new(header), size).err().unwrap();
+        assert!(error.to_string().contains("general.alignment is 0"), "{error}");
     }
 }

@@ -170,8 +170,8 @@ impl Reranker {
 
     /// [`Reranker::score`] spread over the cores, the model server's way: each core takes the
     /// next item and scores it alone on its own stream. Measured on 2 cores (make bench):
-    /// padded batches (8 items per core) lose to this (padding and attention over the longest prompt),
-    /// and pairs win a little at k = 5 and lose at k = 10.
+    /// padded batches of 8 items per core lose to this (padding, and attention over the
+    /// longest prompt); pairs win a little at k = 5 and lose at k = 10.
     pub fn score_on(&self, streams: &Streams, items: &[RerankItem]) -> Result<Vec<Vec<f32>>, ModelError> {
         let chunks: Vec<Vec<usize>> = (0..items.len()).map(|i| vec![i]).collect();
         let scored = streams.run(&chunks, |chunk| self.score(std::slice::from_ref(&items[chunk[0]])))?;
