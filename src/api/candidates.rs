@@ -117,7 +117,8 @@ pub fn retrieve(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Le
         .zip(&normalized)
         .zip(&exact)
         .map(|((q, n), hits)| {
-            !n.is_empty() && !dense_for(q).is_empty() && !(lexical == Lexical::ExactOnly && one_concept(hits))
+            let decided_by_exact = lexical == Lexical::ExactOnly && one_concept(hits);
+            !n.is_empty() && !dense_for(q).is_empty() && !decided_by_exact
         })
         .collect();
     let to_embed: Vec<String> =

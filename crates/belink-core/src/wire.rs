@@ -188,7 +188,7 @@ impl Message {
                 let dim = input.u32()?;
                 let count = input.u32()? as usize;
                 let bytes = input.take(count.checked_mul(4).ok_or_else(|| malformed("vector length overflows"))?)?;
-                if dim == 0 || count % dim as usize != 0 {
+                if dim == 0 || !count.is_multiple_of(dim as usize) {
                     return Err(malformed(format!("{count} floats are not whole vectors of {dim}")));
                 }
                 let vectors = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();

@@ -79,7 +79,7 @@ impl<R: Read> Walker<'_, R> {
         match kind {
             0 | 1 | 7 => self.skip(1),
             2 | 3 => self.skip(2),
-            4 | 5 | 6 => self.skip(4),
+            4..=6 => self.skip(4),
             10..=12 => self.skip(8),
             8 => self.string(),
             9 if depth < 4 => {

@@ -269,7 +269,7 @@ impl Llama {
             expect(&format!("layer {i} q"), layer.q.weight(), &[c.heads * c.head_dim, c.hidden])?;
             expect(&format!("layer {i} k"), layer.k.weight(), &[c.kv_heads * c.head_dim, c.hidden])?;
         }
-        if c.heads % c.kv_heads != 0 || c.head_dim % 2 != 0 {
+        if c.kv_heads == 0 || !c.heads.is_multiple_of(c.kv_heads) || !c.head_dim.is_multiple_of(2) {
             return Err(format!("{} heads do not share {} key/value heads", c.heads, c.kv_heads));
         }
         Ok(())

@@ -148,7 +148,7 @@ impl Reranker {
             let lengths: Vec<usize> = suffixes.iter().map(Vec::len).collect();
             let padded: Vec<u32> = suffixes
                 .iter()
-                .flat_map(|s| s.iter().copied().chain(std::iter::repeat(self.pad_id).take(width - s.len())))
+                .flat_map(|s| s.iter().copied().chain(std::iter::repeat_n(self.pad_id, width - s.len())))
                 .collect();
             let tokens = Tensor::from_vec(padded, (suffixes.len(), width), self.model.device())?;
             let (hidden, _) = self.model.forward(&tokens, Some(&self.prefix))?;
