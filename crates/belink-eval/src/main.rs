@@ -225,14 +225,11 @@ fn index(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Resident memory (kB) of a process, from /proc (the bench runs on the database host).
-fn rss_kb(pid: i32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("no VmRSS for {pid}"))
+/// Resident memory (MB) of a process, from /proc (the bench runs on the database host).
+pub(crate) fn rss_mb(pid: i32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn memory(args: &Args) -> Result<(), String> {
@@ -246,15 +243,18 @@ fn memory(args: &Args) -> Result<(), String> {
         // Same warm-up for both measurements: the extension is loaded, the catalog read.
         client.query_one("SELECT count(*) FROM belink.ontologies", &[]).map_err(|e| e.to_string())?;
         pids.push(pid);
-        before.push(rss_kb(pid)?);
+        before.push(rss_mb(pid).ok_or(format!("no resident memory for backend {pid}"))?);
     }
     for client in &mut clients {
         client
             .query_one("SELECT belink_embed('colorectal adenoma')::text", &[])
             .map_err(|e| evaluate::db_message(&e))?;
     }
-    let after: Vec<u64> = pids.iter().map(|&pid| rss_kb(pid)).collect::<Result<_, _>>()?;
-    let deltas: Vec<f64> = before.iter().zip(&after).map(|(b, a)| (*a as f64 - *b as f64) / 1024.0).collect();
+    let after: Vec<f64> = pids
+        .iter()
+        .map(|&pid| rss_mb(pid).ok_or(format!("no resident memory for backend {pid}")))
+        .collect::<Result<_, _>>()?;
+    let deltas: Vec<f64> = before.iter().zip(&after).map(|(b, a)| a - b).collect();
     let mean = deltas.iter().sum::<f64>() / deltas.len() as f64;
     let max = deltas.iter().cloned().fold(f64::MIN, f64::max);
     let row = clients[0]
@@ -264,7 +264,7 @@ fn memory(args: &Args) -> Result<(), String> {
     println!("|---:|---:|---:|---:|---:|");
     println!(
         "| {connections} | {:.1} | {mean:.2} / {max:.2} | {:.0} | {:.0} |",
-        before.iter().sum::<u64>() as f64 / before.len() as f64 / 1024.0,
+        before.iter().sum::<f64>() / before.len() as f64,
         row.get::<_, f64>(1),
         row.get::<_, f64>(2)
     );

@@ -14,6 +14,7 @@ use belink_core::corpus::Document;
 use postgres::{Client, NoTls};
 
 use crate::evaluate::db_message;
+use crate::rss_mb;
 
 pub struct Options {
     pub dsn: String,
@@ -35,12 +36,6 @@ struct Calls {
 
 fn connect(dsn: &str) -> Result<Client, String> {
     Client::connect(dsn, NoTls).map_err(|e| format!("cannot connect: {e}"))
-}
-
-fn rss_mb(pid: i32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn server_pid(client: &mut Client) -> Option<i32> {

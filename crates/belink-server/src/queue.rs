@@ -81,6 +81,19 @@ impl<W, R> Queue<W, R> {
         self.depth.store(jobs.len(), Ordering::Relaxed);
         batch
     }
+
+    /// Like [`Queue::next_batch`], but only jobs whose client still waits: returns a non-empty
+    /// batch and how many jobs were dropped on the way because their client went away.
+    pub fn next_live_batch(&self, capacity: usize, wait: Duration) -> (Vec<Job<W, R>>, usize) {
+        let mut abandoned = 0;
+        loop {
+            let (live, dead): (Vec<_>, Vec<_>) = self.next_batch(capacity, wait).into_iter().partition(Job::is_alive);
+            abandoned += dead.len();
+            if !live.is_empty() {
+                return (live, abandoned);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -44,12 +44,8 @@ pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats
     }
     let mut reranker: Option<Result<Reranker, String>> = None;
     loop {
-        let batch = queue.next_batch(settings.max_batch, queues.batch_wait(settings.batch_wait));
-        let (live, dead): (Vec<RerankJob>, Vec<RerankJob>) = batch.into_iter().partition(|j| j.is_alive());
-        stats.record_abandoned(ModelKind::Reranker, dead.len());
-        if live.is_empty() {
-            continue;
-        }
+        let (live, abandoned) = queue.next_live_batch(settings.max_batch, queues.batch_wait(settings.batch_wait));
+        stats.record_abandoned(ModelKind::Reranker, abandoned);
         let reranker = match reranker.get_or_insert_with(|| streams.install(|| load(&settings, &stats))) {
             Ok(reranker) => &*reranker,
             Err(message) => {

@@ -85,36 +85,26 @@ fn main() -> Result<(), String> {
         let seconds =
             time(&|| streams.install(|| reranker.label_logits(&items, true)).map(|_| ()).map_err(|e| e.to_string()))?;
         report("score, one batch, prefix reused", k, items.len(), seconds, items.len(), "");
-        let seconds = time(&|| {
-            for item in &items {
-                streams
-                    .install(|| reranker.label_logits(std::slice::from_ref(item), true))
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })?;
-        report("score, batch 1, prefix reused", k, 1, seconds, items.len(), "");
-        let seconds = time(&|| {
-            for item in &items {
-                streams
-                    .install(|| reranker.label_logits(std::slice::from_ref(item), false))
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })?;
-        report("score, batch 1, whole prompt", k, 1, seconds, items.len(), "");
-        let mut answered = 0;
-        let seconds = time(&|| {
-            for item in &items {
-                streams.install(|| reranker.generate(item)).map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })?;
-        for item in &items {
-            if parse_answer(&reranker.generate(item).map_err(|e| e.to_string())?, k + 1).is_some() {
-                answered += 1;
-            }
+        for (reuse_prefix, mode) in [(true, "score, batch 1, prefix reused"), (false, "score, batch 1, whole prompt")] {
+            let seconds = time(&|| {
+                for item in &items {
+                    streams
+                        .install(|| reranker.label_logits(std::slice::from_ref(item), reuse_prefix))
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })?;
+            report(mode, k, 1, seconds, items.len(), "");
         }
+        let answers = std::cell::RefCell::new(Vec::new());
+        let seconds = time(&|| {
+            for item in &items {
+                let answer = streams.install(|| reranker.generate(item)).map_err(|e| e.to_string())?;
+                answers.borrow_mut().push(answer);
+            }
+            Ok(())
+        })?;
+        let answered = answers.borrow().iter().filter(|a| parse_answer(a, k + 1).is_some()).count();
         report(
             "greedy generation, batch 1, prefix reused",
             k,
