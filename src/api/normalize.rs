@@ -115,6 +115,8 @@ pub fn decide(client: &SpiClient<'_>, requests: &[Request], k: usize, lexical: L
                 answer: None,
             }
         } else if exact.len() == 1 {
+            // A unique exact match decides (candidates::retrieve relies on it when linking:
+            // such mentions are not embedded).
             Decision {
                 chosen: Some(exact[0]),
                 confidence: 1.0,

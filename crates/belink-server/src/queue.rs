@@ -119,4 +119,17 @@ mod tests {
         assert_eq!(sizes(queue.next_batch(10, Duration::ZERO)), [1]);
         assert_eq!(queue.depth(), 0);
     }
+
+    #[test]
+    fn jobs_whose_client_left_are_dropped_and_counted() {
+        let queue: Queue<usize, ()> = Queue::new(|w| *w);
+        let gone = job(1).0;
+        gone.alive.store(false, Ordering::Release);
+        queue.submit(gone);
+        queue.submit(job(2).0);
+        // The first batch holds only the abandoned job: the call goes on to the next one.
+        let (live, abandoned) = queue.next_live_batch(1, Duration::ZERO);
+        assert_eq!(live.iter().map(|j| j.work).collect::<Vec<_>>(), [2]);
+        assert_eq!(abandoned, 1);
+    }
 }
