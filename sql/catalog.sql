@@ -7,6 +7,11 @@ CREATE SCHEMA belink;
 COMMENT ON SCHEMA belink IS 'BeLink catalog: ontologies, concepts, names';
 GRANT USAGE ON SCHEMA belink TO PUBLIC;
 
+-- Values of belink.ontologies.generation and embedding_generation. A sequence never hands a
+-- value out twice, even to a transaction that rolls back: a cache can't mistake a rolled-back
+-- change for a later one.
+CREATE SEQUENCE belink.generations;
+
 CREATE TABLE belink.ontologies (
     name           text PRIMARY KEY
                    CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
@@ -18,12 +23,15 @@ CREATE TABLE belink.ontologies (
     concept_count  integer NOT NULL DEFAULT 0,
     name_count     integer NOT NULL DEFAULT 0,
     obsolete_count integer NOT NULL DEFAULT 0,
-    -- Bumped by every change to the ontology's concepts or names; per-backend caches
-    -- (the mention dictionary) compare it to know when to rebuild.
-    generation     bigint NOT NULL DEFAULT 1,
+    -- Renewed (from belink.generations) by every change to the ontology's concepts or names;
+    -- per-backend caches (the mention dictionary, retrieval results) compare it.
+    generation     bigint NOT NULL DEFAULT nextval('belink.generations'),
     -- The sentence encoder the names' embeddings come from (belink_index), and its dimension.
     embedding_model text,
-    embedding_dim   integer
+    embedding_dim   integer,
+    -- Renewed by belink_index whenever embeddings or their index change: per-backend caches
+    -- of retrieval results (belink.retrieval_cache_size) compare it, with generation.
+    embedding_generation bigint NOT NULL DEFAULT nextval('belink.generations')
 );
 COMMENT ON TABLE belink.ontologies IS 'One row per loaded ontology';
 COMMENT ON COLUMN belink.ontologies.source IS 'Server path the ontology was read from, or ''(text)'' for content given as text';

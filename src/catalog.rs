@@ -96,7 +96,7 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
                 "INSERT INTO belink.ontologies AS o (name, format, source, version) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET format = EXCLUDED.format, source = EXCLUDED.source,
                      version = EXCLUDED.version, loaded_at = now(), loaded_by = current_user,
-                     generation = o.generation + 1",
+                     generation = nextval('belink.generations')",
                 None,
                 &[name.into(), ontology.format.name().into(), source.into(), ontology.version.clone().into()],
             )

@@ -24,6 +24,7 @@ pub static MAX_DOCUMENT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(10_000_0
 pub static RETRIEVAL: Text = Text::new(Some(c"hybrid"));
 pub static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
+pub static RETRIEVAL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 pub static RERANKER_MODEL: Text = Text::new(None);
 pub static RERANK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
@@ -168,6 +169,14 @@ pub fn init() {
         1.0,
         GucContext::Userset,
         GucFlags::empty(),
+    );
+    int(
+        &RETRIEVAL_CACHE_SIZE,
+        c"belink.retrieval_cache_size",
+        c"Mentions whose retrieved candidates a session keeps for later belink_link calls (emptied when full, and when an ontology, its embeddings or a retrieval setting changes); 0 = no cache.",
+        0,
+        10_000_000,
+        GucContext::Userset,
     );
     text(
         &UMLS_SOURCES,

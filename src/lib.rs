@@ -9,6 +9,7 @@ mod client;
 mod dictionaries;
 mod error;
 mod gucs;
+mod retrieval_cache;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -10,7 +10,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::catalog::{self, extension_schema};
 use crate::error::{raise, raise_with_hint, OrRaise};
-use crate::{client, gucs};
+use crate::{client, gucs, retrieval_cache};
 
 /// The most candidates one call may ask for.
 const MAX_K: i32 = 1000;
@@ -65,6 +65,7 @@ fn belink_candidates(
     }))
 }
 
+#[derive(Clone)]
 pub struct Candidate {
     pub fused: Fused,
     pub preferred_name: String,
@@ -83,6 +84,7 @@ fn dense_wanted() -> bool {
 }
 
 /// One retrieval: a mention and the ontology to search (None: every ontology).
+#[derive(Clone, Copy)]
 pub struct Query<'a> {
     pub text: &'a str,
     pub ontology: Option<&'a str>,
@@ -97,8 +99,20 @@ pub enum Lexical {
 }
 
 /// The fused candidates of every query, in order: the shared core of belink_candidates and
-/// linking. The mentions that need dense retrieval are embedded in one model-server request.
+/// linking. Linking (exact matches only) reuses what this session retrieved before for the
+/// same mention (see retrieval_cache); belink_candidates always searches.
 pub fn retrieve(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical) -> Vec<Vec<Candidate>> {
+    match lexical {
+        Lexical::ExactOnly => {
+            retrieval_cache::retrieve_cached(client, queries, k, |missing| search(client, missing, k, lexical))
+        }
+        Lexical::ExactAndTrigram => search(client, queries, k, lexical),
+    }
+}
+
+/// Retrieval itself. The mentions that need dense retrieval are embedded in one model-server
+/// request.
+fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical) -> Vec<Vec<Candidate>> {
     let per_source = k as i32 * NAMES_PER_CANDIDATE;
     let indexed = if dense_wanted() { indexed_ontologies(client) } else { Vec::new() };
     let dense_for = |query: &Query| -> Vec<&IndexedOntology> {

@@ -119,7 +119,8 @@ fn belink_index_prepare(ontology: &str) -> i64 {
                 .or_raise("forgetting old embeddings");
             client
                 .update(
-                    "UPDATE belink.ontologies SET embedding_model = $2, embedding_dim = $3 WHERE name = $1",
+                    "UPDATE belink.ontologies SET embedding_model = $2, embedding_dim = $3,
+                         embedding_generation = nextval('belink.generations') WHERE name = $1",
                     None,
                     &[ontology.into(), model.as_str().into(), dim.into()],
                 )
@@ -195,6 +196,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
                 &[ontology.into(), (ids.len() as i64).into()],
             )
             .or_raise("recording progress");
+        embeddings_changed(client, ontology);
         ids.len() as i32
     })
 }
@@ -237,8 +239,21 @@ fn belink_index_finish(ontology: &str) -> String {
                 &[ontology.into()],
             )
             .or_raise("recording progress");
+        // Dense retrieval now goes through the (approximate) index.
+        embeddings_changed(client, ontology);
         format!("belink.{name}")
     })
+}
+
+/// Tells the per-backend retrieval caches that dense results of `ontology` may differ now.
+fn embeddings_changed(client: &mut SpiClient<'_>, ontology: &str) {
+    client
+        .update(
+            "UPDATE belink.ontologies SET embedding_generation = nextval('belink.generations') WHERE name = $1",
+            None,
+            &[ontology.into()],
+        )
+        .or_raise("recording the new embeddings");
 }
 
 fn spi_ident(name: &str) -> String {

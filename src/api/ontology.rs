@@ -127,7 +127,7 @@ fn belink_add_names(ontology: Option<&str>, concept_id: Option<&str>, names: Opt
         if added > 0 {
             client
                 .update(
-                    "UPDATE belink.ontologies SET name_count = name_count + $2, generation = generation + 1 WHERE name = $1",
+                    "UPDATE belink.ontologies SET name_count = name_count + $2, generation = nextval('belink.generations') WHERE name = $1",
                     None,
                     &[ontology.into(), (added as i32).into()],
                 )

@@ -105,6 +105,50 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
     }
 
     #[pg_test]
+    fn no_cache_outlives_a_rolled_back_reload() {
+        let reload = |id: &str| format!("SELECT * FROM belink_load_ontology_text('mine', E'{id}\\tFoo syndrome\\n')");
+        let linked_to = || {
+            Spi::get_one::<String>("SELECT belink_link('Foo syndrome again', 'mine')->0->>'concept_id'").unwrap()
+        };
+        Spi::run(&reload("X:1")).unwrap();
+        assert_eq!(linked_to().as_deref(), Some("X:1"));
+        // A reload that rolls back (after this session linked with it), then another one: the
+        // second must not be mistaken for the first (the mention dictionary and the retrieval
+        // cache both key on the ontology's generation).
+        Spi::run(
+            "CREATE FUNCTION pg_temp.linked_then_rolled_back(reload text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN
+                 BEGIN
+                     EXECUTE reload;
+                     RAISE EXCEPTION USING MESSAGE = belink_link('Foo syndrome again', 'mine')->0->>'concept_id';
+                 EXCEPTION WHEN raise_exception THEN
+                     RETURN SQLERRM;
+                 END;
+             END $$",
+        )
+        .unwrap();
+        let seen = Spi::get_one_with_args::<String>("SELECT pg_temp.linked_then_rolled_back($1)", &[reload("X:2").into()]);
+        assert_eq!(seen.unwrap().as_deref(), Some("X:2"));
+        assert_eq!(count("SELECT count(*) FROM belink.concepts WHERE ontology = 'mine' AND concept_id = 'X:2'"), 0);
+        Spi::run(&reload("X:3")).unwrap();
+        assert_eq!(linked_to().as_deref(), Some("X:3"));
+    }
+
+    #[pg_test]
+    fn cached_and_fresh_retrieval_agree() {
+        load_hpo();
+        Spi::run("SET LOCAL belink.retrieval_cache_size = 0").unwrap();
+        let fresh =
+            Spi::get_one_with_args::<pgrx::JsonB>("SELECT belink_link($1, 'hpo')", &[PARAGRAPH.into()]).unwrap().unwrap();
+        Spi::run("SET LOCAL belink.retrieval_cache_size = 10000").unwrap();
+        for _ in 0..2 {
+            let cached =
+                Spi::get_one_with_args::<pgrx::JsonB>("SELECT belink_link($1, 'hpo')", &[PARAGRAPH.into()]).unwrap();
+            assert_eq!(cached.map(|j| j.0), Some(fresh.0.clone()));
+        }
+    }
+
+    #[pg_test]
     fn limits_and_volatility() {
         load_hpo();
         Spi::run("SET LOCAL belink.max_document_chars = 10").unwrap();

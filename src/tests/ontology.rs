@@ -219,6 +219,7 @@ mod tests {
         let path = server_file("mine.tsv", USER_TSV.as_bytes());
         Spi::run("CREATE ROLE belink_test_reader").unwrap();
         Spi::run("GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA belink TO belink_test_reader").unwrap();
+        Spi::run("GRANT USAGE ON ALL SEQUENCES IN SCHEMA belink TO belink_test_reader").unwrap();
         Spi::run("SET LOCAL ROLE belink_test_reader").unwrap();
         assert_error(
             &format!("SELECT * FROM belink_load_ontology('mine', {})", literal(&path)),

@@ -281,6 +281,36 @@ fn belink_index_resumes_and_makes_candidates_hybrid() {
 }
 
 #[test]
+fn linking_reuses_retrieval_until_the_embeddings_change() {
+    let mut client = cluster().connect();
+    let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();
+    client.query_one("SELECT concepts FROM belink_load_ontology_text('hpo_cache', $1)", &[&hpo]).unwrap();
+    // A name two concepts share: once the ontology is indexed, linking it takes the encoder.
+    client
+        .batch_execute(
+            "SELECT belink_add_names('hpo_cache', 'HP:0000822', ARRAY['pressure trouble']);
+             SELECT belink_add_names('hpo_cache', 'HP:0001250', ARRAY['pressure trouble'])",
+        )
+        .unwrap();
+    let link = |client: &mut Client| {
+        let row = client.query_one("SELECT belink_link('pressure trouble', 'hpo_cache')->0->>'concept_id'", &[]).unwrap();
+        assert!(row.get::<_, Option<String>>(0).is_some());
+    };
+    let texts = |client: &mut Client| status(client)["texts"].as_u64().unwrap();
+    link(&mut client); // not indexed yet: lexical only
+    client.batch_execute("CALL belink_index('hpo_cache')").unwrap();
+    let before = texts(&mut client);
+    link(&mut client);
+    assert_eq!(texts(&mut client) - before, 1, "indexing invalidated the session's cache: the mention is embedded");
+    link(&mut client);
+    assert_eq!(texts(&mut client) - before, 1, "the second call reuses the first one's retrieval");
+    client.batch_execute("SET belink.retrieval_cache_size = 0").unwrap();
+    link(&mut client);
+    assert_eq!(texts(&mut client) - before, 2, "without the cache every call embeds");
+    client.batch_execute("RESET belink.retrieval_cache_size; SELECT belink_drop_ontology('hpo_cache')").unwrap();
+}
+
+#[test]
 fn belink_index_interrupted_then_resumed_embeds_every_name_once() {
     let mut client = cluster().connect();
     let tsv: String = (0..4000).map(|i| format!("Z:{i}\tsynthetic finding number {i}\n")).collect();
