@@ -6,15 +6,23 @@ pub mod streams;
 
 use candle_core::Device;
 
-/// Makes candle run element-wise operations inline on the calling thread. By default candle
-/// hands them to one global pool of its own, shared by every thread behind a lock, so our
-/// streams (one single-thread pool per core, see [`streams`]) would queue for it and its
-/// threads spin between operations. Measured on 2 cores: encoder batches of 256 went from
-/// 317 to 532 names/s. Call at the start of `main`, before any other thread exists; an
-/// explicit `CANDLE_NUM_THREADS` is respected.
-pub fn run_elementwise_inline() {
+/// Sets candle's thread counts; call at the start of `main`, before any other thread exists.
+/// Explicit `CANDLE_NUM_THREADS` and `RAYON_NUM_THREADS` are respected.
+///
+/// - Element-wise operations run inline on the calling thread. By default candle hands them
+///   to one global pool of its own, shared by every thread behind a lock, so our streams (one
+///   single-thread pool per core, see [`streams`]) would queue for it and its threads spin
+///   between operations. Measured on 2 cores: encoder batches of 256 went from 317 to 532
+///   names/s.
+/// - Matrix products ask for the thread count at every call; unset, candle counts physical
+///   cores by parsing /proc/cpuinfo each time (5% of the encoder's time on one short text).
+pub fn prepare_candle_threads() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
     }
 }
 

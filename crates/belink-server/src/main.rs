@@ -84,7 +84,7 @@ fn number(flag: &str, text: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    belink_models::run_elementwise_inline();
+    belink_models::prepare_candle_threads();
     let options = match parse_options() {
         Ok(options) => options,
         Err(message) => {

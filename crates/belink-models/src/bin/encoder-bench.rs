@@ -13,7 +13,7 @@ use belink_models::streams::Streams;
 use candle_core::Device;
 
 fn main() -> Result<(), String> {
-    belink_models::run_elementwise_inline();
+    belink_models::prepare_candle_threads();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, texts_file, batches, rest @ ..] = &args[..] else {
         return Err("usage: encoder-bench MODEL_DIR TEXTS_FILE BATCH[,BATCH...] [--limit N]".into());

@@ -16,7 +16,7 @@ use belink_models::streams::Streams;
 use candle_core::Device;
 
 fn main() -> Result<(), String> {
-    belink_models::run_elementwise_inline();
+    belink_models::prepare_candle_threads();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, prompts, rest @ ..] = &args[..] else {
         return Err("usage: rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20]".into());
