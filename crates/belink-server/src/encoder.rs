@@ -98,8 +98,8 @@ fn load(settings: &Settings, stats: &Stats) -> Result<SentenceEncoder, String> {
     loaded
 }
 
-/// Embeds every job's texts together: sorted by length (little padding), in chunks of
-/// `max_batch` spread over the cores, then put back in each job's order. Returns each job's
+/// Embeds every job's texts together: sorted by length (little padding), in chunks of at
+/// most `max_batch` spread over the cores, then put back in each job's order. Returns each job's
 /// flattened vectors.
 fn embed_jobs(
     encoder: &SentenceEncoder,
@@ -110,7 +110,7 @@ fn embed_jobs(
     let items: Vec<(usize, usize)> =
         jobs.iter().enumerate().flat_map(|(j, job)| (0..job.work.len()).map(move |t| (j, t))).collect();
     let texts: Vec<&str> = items.iter().map(|&(j, t)| jobs[j].work[t].as_str()).collect();
-    let chunks = length_sorted_chunks(&texts, max_batch);
+    let chunks = length_sorted_chunks(&texts, max_batch, streams.threads());
     let vectors = streams
         .run(&chunks, |chunk| {
             // A client that went away (cancel, timeout) stops costing compute at its next chunk.

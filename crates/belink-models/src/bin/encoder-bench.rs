@@ -42,7 +42,7 @@ fn main() -> Result<(), String> {
         // A request of `batch` texts, served as the server does: chunks of at most
         // `micro_batch`, spread over the cores.
         for request in texts.chunks(batch) {
-            let chunks = length_sorted_chunks(request, micro_batch);
+            let chunks = length_sorted_chunks(request, micro_batch, threads);
             streams
                 .run(&chunks, |chunk| {
                     let chunk: Vec<&str> = chunk.iter().map(|&i| request[i].as_str()).collect();
