@@ -250,26 +250,30 @@ impl Dictionary {
 
     /// Every match on token boundaries (overlaps included), in the text's tokens.
     pub fn find_all(&self, text: &str, tokens: &[Token]) -> Vec<Detection> {
-        let chars: Vec<char> = text.chars().collect();
-        // " tok1 tok2 ... " and where each token starts in it, so patterns " name " can only
-        // match whole tokens.
+        // " tok1 tok2 ... " and where each token starts in it (ascending), so patterns
+        // " name " can only match whole tokens.
         let mut haystack = String::with_capacity(text.len() + 2);
-        let mut token_at_byte: HashMap<usize, usize> = HashMap::with_capacity(tokens.len());
+        let mut token_starts: Vec<usize> = Vec::with_capacity(tokens.len());
         haystack.push(' ');
-        for (i, token) in tokens.iter().enumerate() {
-            token_at_byte.insert(haystack.len(), i);
+        for token in tokens {
+            token_starts.push(haystack.len());
             haystack.push_str(&token.text);
             haystack.push(' ');
         }
+        // The text as characters, for the capitals rule only (short acronyms are rare).
+        let mut chars: Option<Vec<char>> = None;
         let mut found = Vec::new();
         for m in self.automaton.find_overlapping_iter(&haystack) {
             let pattern = &self.patterns[m.pattern().as_usize()];
-            let Some(&first) = token_at_byte.get(&(m.start() + 1)) else { continue };
-            let words = haystack[m.start() + 1..m.end() - 1].split(' ').count();
-            let last = first + words - 1;
+            let Ok(first) = token_starts.binary_search(&(m.start() + 1)) else { continue };
+            // The match ends with the space before the next token, or at the end.
+            let last = token_starts.binary_search(&m.end()).map_or(tokens.len() - 1, |next| next - 1);
             let (start, end) = (tokens[first].start, tokens[last].end);
-            if pattern.capitals_only && !written_in_capitals(&chars[start..end]) {
-                continue;
+            if pattern.capitals_only {
+                let chars = chars.get_or_insert_with(|| text.chars().collect());
+                if !written_in_capitals(&chars[start..end]) {
+                    continue;
+                }
             }
             found.push(Detection { start, end, names: pattern.names.clone() });
         }

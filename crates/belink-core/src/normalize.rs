@@ -13,6 +13,9 @@
 //! Every token keeps the character span of the original text it came from, so a match found in
 //! normalized text maps back to 0-based character offsets of the original.
 
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
 /// One normalized token and the character span `[start, end)` of the original text it covers.
@@ -40,7 +43,17 @@ pub fn normalize(text: &str) -> String {
 pub fn tokenize(text: &str) -> Vec<Token> {
     let chars: Vec<char> = text.chars().collect();
     let mut builder = TokenBuilder::default();
+    let mut pieces: Vec<char> = Vec::with_capacity(4);
     for (index, &c) in chars.iter().enumerate() {
+        // ASCII is its own decomposition, and neither invisible nor Greek.
+        if c.is_ascii() {
+            if c.is_ascii_alphanumeric() {
+                builder.push_char(c, index);
+            } else {
+                builder.flush();
+            }
+            continue;
+        }
         if is_invisible(c) {
             continue;
         }
@@ -49,9 +62,9 @@ pub fn tokenize(text: &str) -> Vec<Token> {
             builder.push_token(name, index);
             continue;
         }
-        let mut pieces = Vec::with_capacity(2);
+        pieces.clear();
         decompose_compatible(c, |d| pieces.push(d));
-        for d in pieces {
+        for &d in &pieces {
             if is_combining_mark(d) {
                 continue;
             }
@@ -79,23 +92,29 @@ pub fn tokenize(text: &str) -> Vec<Token> {
 struct TokenBuilder {
     tokens: Vec<Token>,
     current: Option<Token>,
+    /// Whether the current token's last character is a digit: letters and digits split.
+    current_is_numeric: bool,
 }
 
 impl TokenBuilder {
     fn push_char(&mut self, c: char, index: usize) {
-        if let Some(current) = &self.current {
-            let last = current.text.chars().last().expect("tokens are never empty");
-            if last.is_numeric() != c.is_numeric() {
-                self.flush();
-            }
+        let numeric = c.is_numeric();
+        if self.current.is_some() && self.current_is_numeric != numeric {
+            self.flush();
         }
-        let token = self.current.get_or_insert_with(|| Token { text: String::new(), start: index, end: index + 1 });
-        // ß and capital ẞ (which lowercases to ß) fold to "ss", as German spelling allows.
-        for lower in c.to_lowercase() {
-            if lower == 'ß' {
-                token.text.push_str("ss");
-            } else {
-                token.text.push(lower);
+        self.current_is_numeric = numeric;
+        let token =
+            self.current.get_or_insert_with(|| Token { text: String::with_capacity(16), start: index, end: index + 1 });
+        if c.is_ascii() {
+            token.text.push(c.to_ascii_lowercase());
+        } else {
+            // ß and capital ẞ (which lowercases to ß) fold to "ss", as German spelling allows.
+            for lower in c.to_lowercase() {
+                if lower == 'ß' {
+                    token.text.push_str("ss");
+                } else {
+                    token.text.push(lower);
+                }
             }
         }
         token.end = index + 1;
@@ -159,7 +178,12 @@ const SPELLING_FOLDS: &[(&str, &str)] = &[
 ];
 
 fn fold_spelling(token: &mut String) {
-    if !token.is_ascii() {
+    // One scan for all folds: most tokens have none.
+    static ANY_FOLD: OnceLock<AhoCorasick> = OnceLock::new();
+    let any_fold = ANY_FOLD.get_or_init(|| {
+        AhoCorasick::new(SPELLING_FOLDS.iter().map(|(british, _)| british)).expect("spelling folds compile")
+    });
+    if !token.is_ascii() || !any_fold.is_match(token.as_str()) {
         return;
     }
     // Until nothing changes: a fold can make a new match ("aaem" -> "aem" -> "em"). It ends:
