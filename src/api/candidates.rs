@@ -2,11 +2,16 @@
 //! (pg_trgm GIN) and, for ontologies indexed with belink_index, dense similarity of sentence
 //! embeddings (pgvector HNSW), fused by reciprocal rank, one row per concept.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use belink_core::fusion::{fuse, Fused, Hit, SOURCES};
 use belink_core::normalize::normalize;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::PgSqlErrorCode;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgBuiltInOids, PgOid, PgSqlErrorCode};
 
 use crate::catalog::{self, extension_schema};
 use crate::error::{raise, raise_with_hint, OrRaise};
@@ -118,12 +123,11 @@ fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical)
     let dense_for = |query: &Query| -> Vec<&IndexedOntology> {
         indexed.iter().filter(|o| query.ontology.is_none_or(|name| name == o.name)).collect()
     };
+    if queries.is_empty() {
+        return Vec::new();
+    }
     let normalized: Vec<String> = queries.iter().map(|q| normalize(q.text)).collect();
-    let exact: Vec<Vec<Hit>> = queries
-        .iter()
-        .zip(&normalized)
-        .map(|(q, n)| if n.is_empty() { Vec::new() } else { exact_matches(client, n, q.ontology) })
-        .collect();
+    let exact = exact_matches(client, queries, &normalized);
     // Linking decides a mention whose name belongs to one concept by that exact match (see
     // normalize::decide), so it needs no embedding: most detected mentions are such.
     let needs_dense: Vec<bool> = queries
@@ -138,9 +142,27 @@ fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical)
     let to_embed: Vec<String> =
         queries.iter().zip(&needs_dense).filter(|(_, &needed)| needed).map(|(q, _)| q.text.to_string()).collect();
     let (dim, vectors) = client::embed(to_embed);
-    let mut vectors = vectors.into_iter();
+    let dense: Vec<Vec<Hit>> = if vectors.is_empty() {
+        vec![Vec::new(); queries.len()]
+    } else {
+        let ef_search = per_source.max(40).to_string();
+        with_setting(client, "hnsw.ef_search", &ef_search, || {
+            let mut vectors = vectors.iter();
+            queries
+                .iter()
+                .zip(&needs_dense)
+                .map(|(query, &needed)| match needed {
+                    false => Vec::new(),
+                    true => {
+                        let vector = vectors.next().expect("one vector per mention embedded");
+                        dense_matches(client, vector, dim, &dense_for(query), per_source)
+                    }
+                })
+                .collect()
+        })
+    };
     let mut all = Vec::with_capacity(queries.len());
-    for (((query, normalized), exact), needs_dense) in queries.iter().zip(&normalized).zip(exact).zip(needs_dense) {
+    for (((query, normalized), exact), dense) in queries.iter().zip(&normalized).zip(exact).zip(dense) {
         if normalized.is_empty() {
             all.push(Vec::new());
             continue;
@@ -148,13 +170,6 @@ fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical)
         let trigram = match lexical {
             Lexical::ExactAndTrigram => trigram_matches(client, normalized, query.ontology, per_source),
             Lexical::ExactOnly => Vec::new(),
-        };
-        let dense = match needs_dense {
-            false => Vec::new(),
-            true => {
-                let vector = vectors.next().expect("one vector per mention embedded");
-                dense_matches(client, &vector, dim, &dense_for(query), per_source)
-            }
         };
         let mut fused = fuse([&exact, &trigram, &dense], gucs::RRF_K.get() as f64);
         fused.truncate(k);
@@ -187,13 +202,38 @@ fn ontology_filter(ontology: Option<&str>) -> &'static str {
     }
 }
 
-fn exact_matches(client: &SpiClient<'_>, normalized: &str, ontology: Option<&str>) -> Vec<Hit> {
-    let query = format!(
-        "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
-         WHERE n.normalized = $1 {} ORDER BY n.kind = 'preferred' DESC, n.name_id",
-        ontology_filter(ontology)
-    );
-    hits(client.select(&query, None, &[normalized.into(), ontology.into()]).or_raise("exact matching"))
+/// The names equal to each query's normalized text, in one statement: preferred names first,
+/// then in load order. An empty text matches nothing.
+fn exact_matches(client: &SpiClient<'_>, queries: &[Query], normalized: &[String]) -> Vec<Vec<Hit>> {
+    let ontologies: Vec<Option<String>> = queries.iter().map(|q| q.ontology.map(str::to_string)).collect();
+    // Two branches so that queries naming their ontology use the (ontology, normalized) index.
+    let rows = client
+        .select(
+            "SELECT i, ontology, concept_id, name FROM (
+                 SELECT q.i, n.ontology, n.concept_id, n.name, n.kind, n.name_id
+                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(normalized, ontology, i)
+                 JOIN belink.names n ON n.ontology = q.ontology AND n.normalized = q.normalized
+                 WHERE q.normalized <> ''
+                 UNION ALL
+                 SELECT q.i, n.ontology, n.concept_id, n.name, n.kind, n.name_id
+                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(normalized, ontology, i)
+                 JOIN belink.names n ON q.ontology IS NULL AND n.normalized = q.normalized
+                 WHERE q.normalized <> ''
+             ) AS found
+             ORDER BY i, kind = 'preferred' DESC, name_id",
+            None,
+            &[normalized.to_vec().into(), ontologies.into()],
+        )
+        .or_raise("exact matching");
+    let mut exact: Vec<Vec<Hit>> = vec![Vec::new(); queries.len()];
+    for row in rows {
+        let text = |i| row.get::<String>(i).or_raise("reading a candidate").unwrap_or_default();
+        let query = row.get::<i64>(1).or_raise("reading a candidate").unwrap_or(0) as usize;
+        if let Some(hits) = query.checked_sub(1).and_then(|q| exact.get_mut(q)) {
+            hits.push(Hit { ontology: text(2), concept_id: text(3), matched_name: text(4) });
+        }
+    }
+    exact
 }
 
 fn trigram_matches(client: &SpiClient<'_>, normalized: &str, ontology: Option<&str>, limit: i32) -> Vec<Hit> {
@@ -240,7 +280,8 @@ fn indexed_ontologies(client: &SpiClient<'_>) -> Vec<IndexedOntology> {
         .collect()
 }
 
-/// Nearest names by cosine distance of embeddings, through each indexed ontology's HNSW index.
+/// Nearest names by cosine distance of embeddings, through each indexed ontology's HNSW index
+/// (the caller sets hnsw.ef_search).
 fn dense_matches(
     client: &SpiClient<'_>,
     vector: &[f32],
@@ -248,7 +289,6 @@ fn dense_matches(
     targets: &[&IndexedOntology],
     limit: i32,
 ) -> Vec<Hit> {
-    let vec_schema = extension_schema(client, "vector");
     let mut all = Vec::new();
     for ontology in targets {
         if ontology.dim != dim {
@@ -264,21 +304,35 @@ fn dense_matches(
                 ),
             );
         }
-        // The ontology as a literal, so the planner can use its partial HNSW index.
-        let query = format!(
-            "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
-             WHERE n.ontology = {} AND n.embedding IS NOT NULL
-             ORDER BY (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::real[]::{vec_schema}.vector({dim}))
-             LIMIT $2",
-            pgrx::spi::quote_literal(&ontology.name)
-        );
-        let ef_search = limit.max(40).to_string();
-        let found = with_setting(client, "hnsw.ef_search", &ef_search, || {
-            hits(client.select(&query, None, &[vector.to_vec().into(), limit.into()]).or_raise("dense retrieval"))
-        });
-        all.extend(found);
+        let plan = dense_plan(client, &ontology.name, dim);
+        all.extend(hits(client.select(&*plan, None, &[vector.to_vec().into(), limit.into()]).or_raise("dense retrieval")));
     }
     all
+}
+
+thread_local! {
+    /// Dense-query plans by query text, kept for the session: planning the query cost about
+    /// as much as running it. PostgreSQL re-plans a kept plan itself when the index changes.
+    static DENSE_PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+fn dense_plan(client: &SpiClient<'_>, ontology: &str, dim: usize) -> Rc<OwnedPreparedStatement> {
+    let vec_schema = extension_schema(client, "vector");
+    // The ontology as a literal, so the planner can use its partial HNSW index.
+    let query = format!(
+        "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
+         WHERE n.ontology = {} AND n.embedding IS NOT NULL
+         ORDER BY (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::{vec_schema}.vector({dim}))
+         LIMIT $2",
+        pgrx::spi::quote_literal(ontology)
+    );
+    if let Some(plan) = DENSE_PLANS.with(|plans| plans.borrow().get(&query).cloned()) {
+        return plan;
+    }
+    let args = [PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)];
+    let plan = Rc::new(client.prepare(query.as_str(), &args).or_raise("planning dense retrieval").keep());
+    DENSE_PLANS.with(|plans| plans.borrow_mut().insert(query, plan.clone()));
+    plan
 }
 
 fn with_preferred_names(client: &SpiClient<'_>, lists: Vec<Vec<Fused>>) -> Vec<Vec<Candidate>> {
