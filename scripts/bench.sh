@@ -70,11 +70,11 @@ for corpus in "$ncbi" "$train"; do
     echo
     rerank=off
     [ "$corpus" = "$ncbi" ] && rerank=on
-    $EVAL throughput --dsn "$dsn" --corpus "$corpus" --ontology medic --rerank $rerank
+    $EVAL throughput --dsn "$dsn" --corpus "$corpus" --ontology medic --runs 5 --rerank $rerank
     echo
     echo "The same job by a Python client (pull rows, link with the same encoder, write back):"
     echo
-    HF_HUB_OFFLINE=1 "$PYREF/bin/python" scripts/client-pipeline.py "$dsn dbname=postgres" bench_docs medic "$ENCODER_MODEL" "$(nproc)" 2>/dev/null
+    HF_HUB_OFFLINE=1 "$PYREF/bin/python" scripts/client-pipeline.py "$dsn dbname=postgres" bench_docs medic "$ENCODER_MODEL" "$(nproc)" 5 2>/dev/null
     echo
 done
 scripts/cluster.sh stop "$DIR"
