@@ -1,6 +1,6 @@
 //! The candidates retrieved for linked mentions, kept per backend between calls. An UPDATE
-//! over a table of documents meets the same mentions again and again ("aniridia" in 56 of the
-//! 593 NCBI-disease training abstracts), and each mention whose name belongs to several
+//! over a table of documents meets the same mentions again and again ("aniridia" 56 times in
+//! the 593 NCBI-disease training abstracts), and each mention whose name belongs to several
 //! concepts would otherwise cost an encoder request and an HNSW search every time.
 //!
 //! Entries are the results retrieval returned, reused as they are. The whole cache is emptied

@@ -118,14 +118,14 @@ pub fn retrieve(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Le
 /// Retrieval itself. The mentions that need dense retrieval are embedded in one model-server
 /// request.
 fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical) -> Vec<Vec<Candidate>> {
+    if queries.is_empty() {
+        return Vec::new();
+    }
     let per_source = k as i32 * NAMES_PER_CANDIDATE;
     let indexed = if dense_wanted() { indexed_ontologies(client) } else { Vec::new() };
     let dense_for = |query: &Query| -> Vec<&IndexedOntology> {
         indexed.iter().filter(|o| query.ontology.is_none_or(|name| name == o.name)).collect()
     };
-    if queries.is_empty() {
-        return Vec::new();
-    }
     let normalized: Vec<String> = queries.iter().map(|q| normalize(q.text)).collect();
     let exact = exact_matches(client, queries, &normalized);
     // Linking decides a mention whose name belongs to one concept by that exact match (see
@@ -337,7 +337,7 @@ fn dense_plan(client: &SpiClient<'_>, ontology: &str, dim: usize) -> Rc<OwnedPre
 
 fn with_preferred_names(client: &SpiClient<'_>, lists: Vec<Vec<Fused>>) -> Vec<Vec<Candidate>> {
     let wanted: Vec<&Fused> = lists.iter().flatten().collect();
-    let names: std::collections::HashMap<(String, String), String> = if wanted.is_empty() {
+    let names: HashMap<(String, String), String> = if wanted.is_empty() {
         Default::default()
     } else {
         let ontologies: Vec<String> = wanted.iter().map(|f| f.ontology.clone()).collect();

@@ -210,7 +210,7 @@ impl SimpleBackend for InputMajorLinears {
 /// of similar length share a chunk, so little compute goes to padding. A request too small to
 /// fill a chunk per core is still spread over `cores` chunks: whole forward passes in parallel
 /// beat one pass split across cores (on 2 cores, requests of 32 names: 226 names/s as one
-/// chunk, 440 as chunks of 5).
+/// pass, 360 as two).
 pub fn length_sorted_chunks<S: AsRef<str>>(texts: &[S], max_batch: usize, cores: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
