@@ -69,11 +69,10 @@ fn loaded_ontologies(client: &SpiClient<'_>) -> Vec<String> {
 
 /// Raises "unknown ontology" unless `name` is loaded.
 pub fn require_ontology(client: &SpiClient<'_>, name: &str) {
-    let exists = client
+    let exists = !client
         .select("SELECT 1 FROM belink.ontologies WHERE name = $1", Some(1), &[name.into()])
         .or_raise("looking up an ontology")
-        .len()
-        > 0;
+        .is_empty();
     if !exists {
         let loaded = loaded_ontologies(client);
         let hint = if loaded.is_empty() {

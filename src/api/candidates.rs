@@ -9,8 +9,8 @@ use std::rc::Rc;
 use belink_core::fusion::{fuse, Fused, Hit, SOURCES};
 use belink_core::normalize::normalize;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
 use pgrx::spi::OwnedPreparedStatement;
+use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid, PgSqlErrorCode};
 
 use crate::catalog::{self, extension_schema};
@@ -179,9 +179,8 @@ fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical)
 }
 
 fn one_concept(hits: &[Hit]) -> bool {
-    hits.first().is_some_and(|first| {
-        hits.iter().all(|h| h.ontology == first.ontology && h.concept_id == first.concept_id)
-    })
+    hits.first()
+        .is_some_and(|first| hits.iter().all(|h| h.ontology == first.ontology && h.concept_id == first.concept_id))
 }
 
 fn hits(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Hit> {
@@ -305,7 +304,9 @@ fn dense_matches(
             );
         }
         let plan = dense_plan(client, &ontology.name, dim);
-        all.extend(hits(client.select(&*plan, None, &[vector.to_vec().into(), limit.into()]).or_raise("dense retrieval")));
+        all.extend(hits(
+            client.select(&*plan, None, &[vector.to_vec().into(), limit.into()]).or_raise("dense retrieval"),
+        ));
     }
     all
 }

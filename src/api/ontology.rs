@@ -141,11 +141,10 @@ fn belink_add_names(ontology: Option<&str>, concept_id: Option<&str>, names: Opt
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_drop_ontology(name: &str) -> bool {
     Spi::connect_mut(|client| {
-        client
+        !client
             .update("DELETE FROM belink.ontologies WHERE name = $1", None, &[name.into()])
             .or_raise("dropping the ontology")
-            .len()
-            > 0
+            .is_empty()
     })
 }
 

@@ -107,9 +107,8 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
     #[pg_test]
     fn no_cache_outlives_a_rolled_back_reload() {
         let reload = |id: &str| format!("SELECT * FROM belink_load_ontology_text('mine', E'{id}\\tFoo syndrome\\n')");
-        let linked_to = || {
-            Spi::get_one::<String>("SELECT belink_link('Foo syndrome again', 'mine')->0->>'concept_id'").unwrap()
-        };
+        let linked_to =
+            || Spi::get_one::<String>("SELECT belink_link('Foo syndrome again', 'mine')->0->>'concept_id'").unwrap();
         Spi::run(&reload("X:1")).unwrap();
         assert_eq!(linked_to().as_deref(), Some("X:1"));
         // A reload that rolls back (after this session linked with it), then another one: the
@@ -127,7 +126,8 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
              END $$",
         )
         .unwrap();
-        let seen = Spi::get_one_with_args::<String>("SELECT pg_temp.linked_then_rolled_back($1)", &[reload("X:2").into()]);
+        let seen =
+            Spi::get_one_with_args::<String>("SELECT pg_temp.linked_then_rolled_back($1)", &[reload("X:2").into()]);
         assert_eq!(seen.unwrap().as_deref(), Some("X:2"));
         assert_eq!(count("SELECT count(*) FROM belink.concepts WHERE ontology = 'mine' AND concept_id = 'X:2'"), 0);
         Spi::run(&reload("X:3")).unwrap();
@@ -138,8 +138,9 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
     fn cached_and_fresh_retrieval_agree() {
         load_hpo();
         Spi::run("SET LOCAL belink.retrieval_cache_size = 0").unwrap();
-        let fresh =
-            Spi::get_one_with_args::<pgrx::JsonB>("SELECT belink_link($1, 'hpo')", &[PARAGRAPH.into()]).unwrap().unwrap();
+        let fresh = Spi::get_one_with_args::<pgrx::JsonB>("SELECT belink_link($1, 'hpo')", &[PARAGRAPH.into()])
+            .unwrap()
+            .unwrap();
         Spi::run("SET LOCAL belink.retrieval_cache_size = 10000").unwrap();
         for _ in 0..2 {
             let cached =

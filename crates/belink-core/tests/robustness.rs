@@ -63,7 +63,8 @@ const FIXTURES: [&str; 8] = [
 #[test]
 fn mutated_files_never_panic_any_parser() {
     let mut random = fastrand::Rng::with_seed(0x5eed);
-    let formats = [None, Some(Format::Obo), Some(Format::Ctd), Some(Format::Dictionary), Some(Format::Rrf), Some(Format::Tsv)];
+    let formats =
+        [None, Some(Format::Obo), Some(Format::Ctd), Some(Format::Dictionary), Some(Format::Rrf), Some(Format::Tsv)];
     for name in FIXTURES {
         let original = fixture(name);
         for _ in 0..300 {
@@ -141,7 +142,11 @@ fn repeated_junk_and_extreme_unicode() {
         let normalized = normalize(text);
         // Normalizing twice changes nothing (names and mentions meet in the same form).
         // Compared without assert_eq: the texts are megabytes long.
-        assert!(normalize(&normalized) == normalized, "normalize is not idempotent on case {:?}", text.chars().take(20).collect::<String>());
+        assert!(
+            normalize(&normalized) == normalized,
+            "normalize is not idempotent on case {:?}",
+            text.chars().take(20).collect::<String>()
+        );
         for mention in mentions_to_link(text, &[&dictionary]) {
             assert!(mention.end <= length);
         }

@@ -293,7 +293,8 @@ fn linking_reuses_retrieval_until_the_embeddings_change() {
         )
         .unwrap();
     let link = |client: &mut Client| {
-        let row = client.query_one("SELECT belink_link('pressure trouble', 'hpo_cache')->0->>'concept_id'", &[]).unwrap();
+        let row =
+            client.query_one("SELECT belink_link('pressure trouble', 'hpo_cache')->0->>'concept_id'", &[]).unwrap();
         assert!(row.get::<_, Option<String>>(0).is_some());
     };
     let texts = |client: &mut Client| status(client)["texts"].as_u64().unwrap();

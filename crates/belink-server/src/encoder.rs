@@ -31,7 +31,8 @@ pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats
     let queue = &queues.embed;
     let encoder = streams.install(|| load(&settings, &stats));
     loop {
-        let (live, abandoned) = queue.next_live_batch(settings.max_batch * streams.threads(), queues.batch_wait(settings.batch_wait));
+        let (live, abandoned) =
+            queue.next_live_batch(settings.max_batch * streams.threads(), queues.batch_wait(settings.batch_wait));
         stats.record_abandoned(ModelKind::Encoder, abandoned);
         let encoder = match &encoder {
             Ok(encoder) => encoder,
