@@ -208,14 +208,48 @@ impl SimpleBackend for InputMajorLinears {
 
 /// Indices of `texts` grouped into chunks of at most `max_batch`, longest texts first: texts
 /// of similar length share a chunk, so little compute goes to padding. A request too small to
-/// fill a chunk per core is still spread over `cores` chunks: whole forward passes in parallel
+/// fill a chunk per core is still spread over the `cores`: whole forward passes in parallel
 /// beat one pass split across cores (on 2 cores, requests of 32 names: 226 names/s as one
-/// pass, 360 as two).
+/// pass, 360 as two), and its cuts balance the passes, whose cost is about their number of
+/// texts times their longest (every text is padded to it).
 pub fn length_sorted_chunks<S: AsRef<str>>(texts: &[S], max_batch: usize, cores: usize) -> Vec<Vec<usize>> {
+    let (max_batch, cores) = (max_batch.max(1), cores.max(1));
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
-    let size = max_batch.min(texts.len().div_ceil(cores.max(1))).max(1);
-    order.chunks(size).map(<[usize]>::to_vec).collect()
+    if order.is_empty() || order.len() > max_batch * cores {
+        // Enough for every core: full chunks, taken by the cores as they finish.
+        return order.chunks(max_batch).map(<[usize]>::to_vec).collect();
+    }
+    // Padded length in bytes, plus about two tokens ([CLS], [SEP]).
+    let lengths: Vec<usize> = order.iter().map(|&i| texts[i].as_ref().len() + 8).collect();
+    // Where chunks start when none may cost more than `budget`, filled greedily.
+    let starts = |budget: usize| -> Vec<usize> {
+        let mut starts = Vec::new();
+        let mut i = 0;
+        while i < lengths.len() {
+            starts.push(i);
+            let fits = |count: usize| count <= max_batch && count * lengths[i] <= budget;
+            let mut count = 1;
+            while i + count < lengths.len() && fits(count + 1) {
+                count += 1;
+            }
+            i += count;
+        }
+        starts
+    };
+    // The smallest budget that needs no more chunks than cores.
+    let (mut low, mut high) = (lengths[0], max_batch.min(lengths.len()) * lengths[0]);
+    while low < high {
+        let middle = (low + high) / 2;
+        if starts(middle).len() <= cores {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    let starts = starts(low);
+    let ends = starts.iter().skip(1).copied().chain([order.len()]);
+    starts.iter().zip(ends).map(|(&start, end)| order[start..end].to_vec()).collect()
 }
 
 fn pooling_from_config(dir: &Path) -> Result<Pooling, ModelError> {
@@ -252,9 +286,32 @@ mod tests {
     fn chunks_group_similar_lengths_and_use_every_core() {
         let texts = ["a", "abcd", "ab", "abcdef", "abc"];
         assert_eq!(length_sorted_chunks(&texts, 32, 1), [vec![3, 1, 4, 2, 0]]);
-        assert_eq!(length_sorted_chunks(&texts, 32, 2), [vec![3, 1, 4], vec![2, 0]]);
+        // Two passes: 2 texts padded to 6 bytes and 3 padded to 3 cost less than 3 + 2.
+        assert_eq!(length_sorted_chunks(&texts, 32, 2), [vec![3, 1], vec![4, 2, 0]]);
+        assert_eq!(length_sorted_chunks(&texts, 32, 8), [vec![3], vec![1], vec![4], vec![2], vec![0]]);
         assert_eq!(length_sorted_chunks(&texts, 2, 1), [vec![3, 1], vec![4, 2], vec![0]]);
         assert_eq!(length_sorted_chunks(&texts[..1], 32, 4), [vec![0]]);
         assert!(length_sorted_chunks(&[] as &[&str], 32, 2).is_empty());
+    }
+
+    #[test]
+    fn chunks_cover_every_text_once_within_the_limits() {
+        let mut seed = 7u64;
+        let mut next = |bound: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % bound
+        };
+        for _ in 0..500 {
+            let texts: Vec<String> = (0..next(80)).map(|_| "x".repeat(next(60) as usize)).collect();
+            let (max_batch, cores) = (1 + next(32) as usize, 1 + next(4) as usize);
+            let chunks = length_sorted_chunks(&texts, max_batch, cores);
+            let mut seen: Vec<usize> = chunks.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..texts.len()).collect::<Vec<_>>());
+            assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= max_batch));
+            if texts.len() <= max_batch * cores {
+                assert!(chunks.len() <= cores, "{} chunks for {cores} cores", chunks.len());
+            }
+        }
     }
 }
