@@ -29,6 +29,10 @@ CREATE TABLE belink.ontologies (
     -- The sentence encoder the names' embeddings come from (belink_index), and its dimension.
     embedding_model text,
     embedding_dim   integer,
+    -- That encoder gives texts that differ only in the case of ASCII letters the same vector
+    -- (its tokenizer lowercases first): linking then reuses a name's stored vector for a
+    -- mention written like the name in another case, instead of embedding the mention.
+    embedding_ignores_case boolean,
     -- Renewed by belink_index whenever embeddings or their index change: per-backend caches
     -- of retrieval results (belink.retrieval_cache_size) compare it, with generation.
     embedding_generation bigint NOT NULL DEFAULT nextval('belink.generations')

@@ -157,6 +157,14 @@ fn exchange(connection: &mut Connection, id: u64, message: &Message, deadline: I
     }
 }
 
+/// Sleeps for `duration`, answering cancel and statement_timeout meanwhile.
+pub fn pause(duration: Duration) {
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        wait_for(None, duration, deadline);
+    }
+}
+
 /// Sleeps on the latch (and the socket, if given) for at most `step`, never past `deadline`,
 /// handling interrupts: a cancel or statement_timeout raises its ERROR from here. Returns
 /// true when the socket is readable.

@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
+use crate::catalog::Ontologies;
 use crate::error::{raise, OrRaise};
 
 /// Name kinds that detection uses: broad and narrow synonyms name other concepts too often.
@@ -28,29 +29,25 @@ thread_local! {
 }
 
 /// The dictionaries of `ontology` (every ontology when None), up to date, in name order.
-pub fn dictionaries(client: &SpiClient<'_>, ontology: Option<&str>) -> Vec<(String, Rc<Cached>)> {
-    let current: Vec<(String, i64)> = client
-        .select(
-            "SELECT name, generation FROM belink.ontologies WHERE $1::text IS NULL OR name = $1 ORDER BY name",
-            None,
-            &[ontology.into()],
-        )
-        .or_raise("reading ontology generations")
-        .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??)))
-        .collect();
-    current
-        .into_iter()
-        .map(|(name, generation)| {
-            let cached = CACHE.with(|cache| cache.borrow().get(&name).cloned());
+pub fn dictionaries(
+    client: &SpiClient<'_>,
+    ontologies: &Ontologies,
+    ontology: Option<&str>,
+) -> Vec<(String, Rc<Cached>)> {
+    ontologies
+        .selected(ontology)
+        .map(|state| {
+            let (name, generation) = (&state.name, state.generation);
+            let cached = CACHE.with(|cache| cache.borrow().get(name).cloned());
             let fresh = match cached {
                 Some(cached) if cached.generation == generation => cached,
                 _ => {
-                    let built = Rc::new(build(client, &name, generation));
+                    let built = Rc::new(build(client, name, generation));
                     CACHE.with(|cache| cache.borrow_mut().insert(name.clone(), built.clone()));
                     built
                 }
             };
-            (name, fresh)
+            (name.clone(), fresh)
         })
         .collect()
 }

@@ -9,6 +9,7 @@ mod client;
 mod dictionaries;
 mod error;
 mod gucs;
+mod plans;
 mod retrieval_cache;
 mod worker;
 

@@ -13,10 +13,8 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use pgrx::spi::SpiClient;
-
 use crate::api::candidates::{Candidate, Query};
-use crate::error::OrRaise;
+use crate::catalog::Ontologies;
 use crate::gucs;
 
 /// A mention's lookup text and the ontology searched (None: every ontology).
@@ -40,7 +38,7 @@ fn key(query: &Query) -> Key {
 /// The candidates of every query, in order: cached ones copied, the others from `fetch`
 /// (called once, with each missing query once) and then cached.
 pub fn retrieve_cached(
-    client: &SpiClient<'_>,
+    ontologies: &Ontologies,
     queries: &[Query],
     k: usize,
     fetch: impl FnOnce(&[Query]) -> Vec<Vec<Candidate>>,
@@ -49,7 +47,7 @@ pub fn retrieve_cached(
     if capacity == 0 {
         return fetch(queries);
     }
-    let epoch = epoch(client, k);
+    let epoch = epoch(ontologies, k);
     let missing: Vec<Query> = CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.epoch != epoch {
@@ -79,18 +77,9 @@ pub fn retrieve_cached(
 }
 
 /// Everything cached candidates depend on, as one comparable string.
-fn epoch(client: &SpiClient<'_>, k: usize) -> String {
-    let ontologies: Option<String> = client
-        .select(
-            "SELECT string_agg(format('%s:%s:%s', name, generation, embedding_generation), ',' ORDER BY name)
-             FROM belink.ontologies",
-            None,
-            &[],
-        )
-        .or_raise("reading ontology generations")
-        .first()
-        .get_one()
-        .or_raise("reading ontology generations");
+fn epoch(ontologies: &Ontologies, k: usize) -> String {
+    let generations: Vec<String> =
+        ontologies.selected(None).map(|o| format!("{}:{}:{}", o.name, o.generation, o.embedding_generation)).collect();
     let retrieval = gucs::get(&gucs::RETRIEVAL).unwrap_or_default();
-    format!("{}|{retrieval}|{}|{k}", ontologies.unwrap_or_default(), gucs::RRF_K.get())
+    format!("{}|{retrieval}|{}|{k}", generations.join(","), gucs::RRF_K.get())
 }

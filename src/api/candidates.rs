@@ -2,20 +2,18 @@
 //! (pg_trgm GIN) and, for ontologies indexed with belink_index, dense similarity of sentence
 //! embeddings (pgvector HNSW), fused by reciprocal rank, one row per concept.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 
+use belink_core::encoder_text::embed_alike;
 use belink_core::fusion::{fuse, Fused, Hit, SOURCES};
 use belink_core::normalize::normalize;
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
 use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid, PgSqlErrorCode};
 
-use crate::catalog::{self, extension_schema};
+use crate::catalog::{extension_schema, Ontologies, OntologyState};
 use crate::error::{raise, raise_with_hint, OrRaise};
-use crate::{client, gucs, retrieval_cache};
+use crate::{client, gucs, plans, retrieval_cache};
 
 /// The most candidates one call may ask for.
 const MAX_K: i32 = 1000;
@@ -48,11 +46,12 @@ fn belink_candidates(
     }
     let mention = mention.unwrap_or("");
     let rows = Spi::connect(|client| {
+        let ontologies = Ontologies::read(client);
         if let Some(ontology) = ontology {
-            catalog::require_ontology(client, ontology);
+            ontologies.require(ontology);
         }
         let query = Query { text: mention, ontology };
-        retrieve(client, &[query], k as usize, Lexical::ExactAndTrigram).pop().unwrap_or_default()
+        retrieve(client, &ontologies, &[query], k as usize, Lexical::ExactAndTrigram).pop().unwrap_or_default()
     });
     TableIterator::new(rows.into_iter().map(|c| {
         let rank = |source: usize| c.fused.ranks[source].map(|r| r as i32);
@@ -106,57 +105,69 @@ pub enum Lexical {
 /// The fused candidates of every query, in order: the shared core of belink_candidates and
 /// linking. Linking (exact matches only) reuses what this session retrieved before for the
 /// same mention (see retrieval_cache); belink_candidates always searches.
-pub fn retrieve(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical) -> Vec<Vec<Candidate>> {
+pub fn retrieve(
+    client: &SpiClient<'_>,
+    ontologies: &Ontologies,
+    queries: &[Query],
+    k: usize,
+    lexical: Lexical,
+) -> Vec<Vec<Candidate>> {
     match lexical {
-        Lexical::ExactOnly => {
-            retrieval_cache::retrieve_cached(client, queries, k, |missing| search(client, missing, k, lexical))
-        }
-        Lexical::ExactAndTrigram => search(client, queries, k, lexical),
+        Lexical::ExactOnly => retrieval_cache::retrieve_cached(ontologies, queries, k, |missing| {
+            search(client, ontologies, missing, k, lexical)
+        }),
+        Lexical::ExactAndTrigram => search(client, ontologies, queries, k, lexical),
     }
 }
 
-/// Retrieval itself. The mentions that need dense retrieval are embedded in one model-server
-/// request.
-fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical) -> Vec<Vec<Candidate>> {
+/// Retrieval itself. The mentions that need dense retrieval and are not written like a name
+/// whose embedding is stored are embedded in one model-server request.
+fn search(
+    client: &SpiClient<'_>,
+    ontologies: &Ontologies,
+    queries: &[Query],
+    k: usize,
+    lexical: Lexical,
+) -> Vec<Vec<Candidate>> {
     if queries.is_empty() {
         return Vec::new();
     }
     let per_source = k as i32 * NAMES_PER_CANDIDATE;
-    let indexed = if dense_wanted() { indexed_ontologies(client) } else { Vec::new() };
-    let dense_for = |query: &Query| -> Vec<&IndexedOntology> {
-        indexed.iter().filter(|o| query.ontology.is_none_or(|name| name == o.name)).collect()
+    let dense = dense_wanted();
+    let dense_for = |query: &Query<'_>| -> Vec<&OntologyState> {
+        match dense {
+            true => ontologies.selected(query.ontology).filter(|o| o.embeddings.is_some()).collect(),
+            false => Vec::new(),
+        }
     };
     let normalized: Vec<String> = queries.iter().map(|q| normalize(q.text)).collect();
     let exact = exact_matches(client, queries, &normalized);
     // Linking decides a mention whose name belongs to one concept by that exact match (see
     // normalize::decide), so it needs no embedding: most detected mentions are such.
-    let needs_dense: Vec<bool> = queries
+    let targets: Vec<Vec<&OntologyState>> = queries
         .iter()
         .zip(&normalized)
         .zip(&exact)
         .map(|((q, n), hits)| {
             let decided_by_exact = lexical == Lexical::ExactOnly && one_concept(hits);
-            !n.is_empty() && !dense_for(q).is_empty() && !decided_by_exact
+            match n.is_empty() || decided_by_exact {
+                true => Vec::new(),
+                false => dense_for(q),
+            }
         })
         .collect();
-    let to_embed: Vec<String> =
-        queries.iter().zip(&needs_dense).filter(|(_, &needed)| needed).map(|(q, _)| q.text.to_string()).collect();
-    let (dim, vectors) = client::embed(to_embed);
-    let dense: Vec<Vec<Hit>> = if vectors.is_empty() {
+    let vectors = query_vectors(client, ontologies, queries, &exact, &targets);
+    let dense: Vec<Vec<Hit>> = if vectors.iter().all(Option::is_none) {
         vec![Vec::new(); queries.len()]
     } else {
         let ef_search = per_source.max(40).to_string();
         with_setting(client, "hnsw.ef_search", &ef_search, || {
-            let mut vectors = vectors.iter();
-            queries
+            vectors
                 .iter()
-                .zip(&needs_dense)
-                .map(|(query, &needed)| match needed {
-                    false => Vec::new(),
-                    true => {
-                        let vector = vectors.next().expect("one vector per mention embedded");
-                        dense_matches(client, vector, dim, &dense_for(query), per_source)
-                    }
+                .zip(&targets)
+                .map(|(vector, targets)| match vector {
+                    Some(vector) => dense_matches(client, vector, targets, per_source),
+                    None => Vec::new(),
                 })
                 .collect()
         })
@@ -176,6 +187,74 @@ fn search(client: &SpiClient<'_>, queries: &[Query], k: usize, lexical: Lexical)
         all.push(fused);
     }
     with_preferred_names(client, all)
+}
+
+/// The vector each query is searched with in `targets` (None: no dense search). A mention
+/// written like one of its exact matches (see belink_core::encoder_text) takes that name's
+/// stored embedding, made by the same encoder as every target's: most detected mentions are
+/// such, and the model server is asked only for the others, in one request.
+fn query_vectors(
+    client: &SpiClient<'_>,
+    ontologies: &Ontologies,
+    queries: &[Query],
+    exact: &[Vec<Hit>],
+    targets: &[Vec<&OntologyState>],
+) -> Vec<Option<Vec<f32>>> {
+    let stored_alike = |query: &Query, hits: &[Hit], targets: &[&OntologyState]| -> Option<Hit> {
+        let model = |o: &OntologyState| o.embeddings.as_ref().map(|e| e.model.clone());
+        hits.iter()
+            .find(|hit| {
+                let Some(source) = ontologies.get(&hit.ontology) else { return false };
+                let Some(embeddings) = &source.embeddings else { return false };
+                embed_alike(query.text, &hit.matched_name, embeddings.ignores_case)
+                    && targets.iter().all(|t| model(t) == model(source))
+            })
+            .cloned()
+    };
+    let alike: Vec<Option<Hit>> = queries
+        .iter()
+        .zip(exact)
+        .zip(targets)
+        .map(|((q, hits), targets)| if targets.is_empty() { None } else { stored_alike(q, hits, targets) })
+        .collect();
+    let mut vectors = stored_vectors(client, &alike);
+    // Names added since the last belink_index have no embedding yet: those mentions too.
+    let to_embed: Vec<usize> = (0..queries.len()).filter(|&i| !targets[i].is_empty() && vectors[i].is_none()).collect();
+    let (_, embedded) = client::embed(to_embed.iter().map(|&i| queries[i].text.to_string()).collect());
+    for (i, vector) in to_embed.into_iter().zip(embedded) {
+        vectors[i] = Some(vector);
+    }
+    vectors
+}
+
+/// The stored embedding of each name given (None when absent or not embedded), in one
+/// statement.
+fn stored_vectors(client: &SpiClient<'_>, names: &[Option<Hit>]) -> Vec<Option<Vec<f32>>> {
+    let wanted: Vec<(usize, &Hit)> = names.iter().enumerate().filter_map(|(i, h)| Some((i, h.as_ref()?))).collect();
+    let mut vectors = vec![None; names.len()];
+    if wanted.is_empty() {
+        return vectors;
+    }
+    let column = |f: fn(&Hit) -> &String| -> Vec<String> { wanted.iter().map(|(_, h)| f(h).clone()).collect() };
+    let text_array = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+    let rows = plans::select(
+        client,
+        "SELECT q.i, (SELECT n.embedding::real[] FROM belink.names n
+                      WHERE n.ontology = q.ontology AND n.concept_id = q.concept_id AND n.name = q.name
+                        AND n.embedding IS NOT NULL LIMIT 1)
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(ontology, concept_id, name, i)",
+        &[text_array, text_array, text_array],
+        &[column(|h| &h.ontology).into(), column(|h| &h.concept_id).into(), column(|h| &h.matched_name).into()],
+        "reading stored embeddings",
+    );
+    for row in rows {
+        let position = row.get::<i64>(1).or_raise("reading stored embeddings").unwrap_or(0) as usize;
+        let vector = row.get::<Vec<f32>>(2).or_raise("reading stored embeddings");
+        if let Some(&(i, _)) = position.checked_sub(1).and_then(|p| wanted.get(p)) {
+            vectors[i] = vector;
+        }
+    }
+    vectors
 }
 
 fn one_concept(hits: &[Hit]) -> bool {
@@ -205,25 +284,26 @@ fn ontology_filter(ontology: Option<&str>) -> &'static str {
 /// then in load order. An empty text matches nothing.
 fn exact_matches(client: &SpiClient<'_>, queries: &[Query], normalized: &[String]) -> Vec<Vec<Hit>> {
     let ontologies: Vec<Option<String>> = queries.iter().map(|q| q.ontology.map(str::to_string)).collect();
+    let text_array = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
     // Two branches so that queries naming their ontology use the (ontology, normalized) index.
-    let rows = client
-        .select(
-            "SELECT i, ontology, concept_id, name FROM (
-                 SELECT q.i, n.ontology, n.concept_id, n.name, n.kind, n.name_id
-                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(normalized, ontology, i)
-                 JOIN belink.names n ON n.ontology = q.ontology AND n.normalized = q.normalized
-                 WHERE q.normalized <> ''
-                 UNION ALL
-                 SELECT q.i, n.ontology, n.concept_id, n.name, n.kind, n.name_id
-                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(normalized, ontology, i)
-                 JOIN belink.names n ON q.ontology IS NULL AND n.normalized = q.normalized
-                 WHERE q.normalized <> ''
-             ) AS found
-             ORDER BY i, kind = 'preferred' DESC, name_id",
-            None,
-            &[normalized.to_vec().into(), ontologies.into()],
-        )
-        .or_raise("exact matching");
+    let rows = plans::select(
+        client,
+        "SELECT i, ontology, concept_id, name FROM (
+             SELECT q.i, n.ontology, n.concept_id, n.name, n.kind, n.name_id
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(normalized, ontology, i)
+             JOIN belink.names n ON n.ontology = q.ontology AND n.normalized = q.normalized
+             WHERE q.normalized <> ''
+             UNION ALL
+             SELECT q.i, n.ontology, n.concept_id, n.name, n.kind, n.name_id
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(normalized, ontology, i)
+             JOIN belink.names n ON q.ontology IS NULL AND n.normalized = q.normalized
+             WHERE q.normalized <> ''
+         ) AS found
+         ORDER BY i, kind = 'preferred' DESC, name_id",
+        &[text_array, text_array],
+        &[normalized.to_vec().into(), ontologies.into()],
+        "exact matching",
+    );
     let mut exact: Vec<Vec<Hit>> = vec![Vec::new(); queries.len()];
     for row in rows {
         let text = |i| row.get::<String>(i).or_raise("reading a candidate").unwrap_or_default();
@@ -254,48 +334,20 @@ fn trigram_matches(client: &SpiClient<'_>, normalized: &str, ontology: Option<&s
     })
 }
 
-/// An ontology whose names are embedded (belink_index).
-struct IndexedOntology {
-    name: String,
-    dim: usize,
-    model: String,
-}
-
-fn indexed_ontologies(client: &SpiClient<'_>) -> Vec<IndexedOntology> {
-    client
-        .select(
-            "SELECT name, embedding_dim, embedding_model FROM belink.ontologies WHERE embedding_dim IS NOT NULL ORDER BY name",
-            None,
-            &[],
-        )
-        .or_raise("listing indexed ontologies")
-        .filter_map(|row| {
-            Some(IndexedOntology {
-                name: row.get(1).ok()??,
-                dim: row.get::<i32>(2).ok()?? as usize,
-                model: row.get(3).ok()??,
-            })
-        })
-        .collect()
-}
-
-/// Nearest names by cosine distance of embeddings, through each indexed ontology's HNSW index
+/// Nearest names by cosine distance of embeddings, through each target ontology's HNSW index
 /// (the caller sets hnsw.ef_search).
-fn dense_matches(
-    client: &SpiClient<'_>,
-    vector: &[f32],
-    dim: usize,
-    targets: &[&IndexedOntology],
-    limit: i32,
-) -> Vec<Hit> {
+fn dense_matches(client: &SpiClient<'_>, vector: &[f32], targets: &[&OntologyState], limit: i32) -> Vec<Hit> {
+    let vec_schema = extension_schema(client, "vector");
+    let dim = vector.len();
     let mut all = Vec::new();
     for ontology in targets {
-        if ontology.dim != dim {
+        let Some(embeddings) = &ontology.embeddings else { continue };
+        if embeddings.dim != dim {
             raise_with_hint(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(
                     "ontology \"{}\" was indexed with {} ({} dimensions) but the model server's encoder has {dim}",
-                    ontology.name, ontology.model, ontology.dim
+                    ontology.name, embeddings.model, embeddings.dim
                 ),
                 format!(
                     "Run CALL belink_index('{}') to re-embed its names, or SET belink.retrieval = 'lexical'.",
@@ -303,37 +355,24 @@ fn dense_matches(
                 ),
             );
         }
-        let plan = dense_plan(client, &ontology.name, dim);
-        all.extend(hits(
-            client.select(&*plan, None, &[vector.to_vec().into(), limit.into()]).or_raise("dense retrieval"),
-        ));
+        // The ontology as a literal, so the planner can use its partial HNSW index.
+        let query = format!(
+            "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
+             WHERE n.ontology = {} AND n.embedding IS NOT NULL
+             ORDER BY (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::{vec_schema}.vector({dim}))
+             LIMIT $2",
+            pgrx::spi::quote_literal(&ontology.name)
+        );
+        let types = [PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)];
+        all.extend(hits(plans::select(
+            client,
+            &query,
+            &types,
+            &[vector.to_vec().into(), limit.into()],
+            "dense retrieval",
+        )));
     }
     all
-}
-
-thread_local! {
-    /// Dense-query plans by query text, kept for the session: planning the query cost about
-    /// as much as running it. PostgreSQL re-plans a kept plan itself when the index changes.
-    static DENSE_PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
-}
-
-fn dense_plan(client: &SpiClient<'_>, ontology: &str, dim: usize) -> Rc<OwnedPreparedStatement> {
-    let vec_schema = extension_schema(client, "vector");
-    // The ontology as a literal, so the planner can use its partial HNSW index.
-    let query = format!(
-        "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
-         WHERE n.ontology = {} AND n.embedding IS NOT NULL
-         ORDER BY (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::{vec_schema}.vector({dim}))
-         LIMIT $2",
-        pgrx::spi::quote_literal(ontology)
-    );
-    if let Some(plan) = DENSE_PLANS.with(|plans| plans.borrow().get(&query).cloned()) {
-        return plan;
-    }
-    let args = [PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)];
-    let plan = Rc::new(client.prepare(query.as_str(), &args).or_raise("planning dense retrieval").keep());
-    DENSE_PLANS.with(|plans| plans.borrow_mut().insert(query, plan.clone()));
-    plan
 }
 
 fn with_preferred_names(client: &SpiClient<'_>, lists: Vec<Vec<Fused>>) -> Vec<Vec<Candidate>> {
@@ -343,16 +382,17 @@ fn with_preferred_names(client: &SpiClient<'_>, lists: Vec<Vec<Fused>>) -> Vec<V
     } else {
         let ontologies: Vec<String> = wanted.iter().map(|f| f.ontology.clone()).collect();
         let ids: Vec<String> = wanted.iter().map(|f| f.concept_id.clone()).collect();
-        client
-            .select(
-                "SELECT DISTINCT c.ontology, c.concept_id, c.name FROM belink.concepts c
-                 JOIN unnest($1::text[], $2::text[]) AS w(ontology, concept_id) USING (ontology, concept_id)",
-                None,
-                &[ontologies.into(), ids.into()],
-            )
-            .or_raise("reading preferred names")
-            .filter_map(|row| Some(((row.get(1).ok()??, row.get(2).ok()??), row.get(3).ok()??)))
-            .collect()
+        let text_array = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+        plans::select(
+            client,
+            "SELECT DISTINCT c.ontology, c.concept_id, c.name FROM belink.concepts c
+             JOIN unnest($1::text[], $2::text[]) AS w(ontology, concept_id) USING (ontology, concept_id)",
+            &[text_array, text_array],
+            &[ontologies.into(), ids.into()],
+            "reading preferred names",
+        )
+        .filter_map(|row| Some(((row.get(1).ok()??, row.get(2).ok()??), row.get(3).ok()??)))
+        .collect()
     };
     lists
         .into_iter()
@@ -372,17 +412,21 @@ fn with_preferred_names(client: &SpiClient<'_>, lists: Vec<Vec<Fused>>) -> Vec<V
 /// Runs `f` with a setting changed for the current transaction, then restores the caller's
 /// value.
 fn with_setting<T>(client: &SpiClient<'_>, name: &str, value: &str, f: impl FnOnce() -> T) -> T {
+    let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
     let set = |value: &str| {
-        client
-            .select("SELECT set_config($1, $2, true)", None, &[name.into(), value.into()])
-            .or_raise("changing a setting");
+        plans::select(
+            client,
+            "SELECT set_config($1, $2, true)",
+            &[text, text],
+            &[name.into(), value.into()],
+            "changing a setting",
+        );
     };
-    let previous = client
-        .select("SELECT current_setting($1, true)", None, &[name.into()])
-        .or_raise("reading a setting")
-        .first()
-        .get_one::<String>()
-        .or_raise("reading a setting");
+    let previous =
+        plans::select(client, "SELECT current_setting($1, true)", &[text], &[name.into()], "reading a setting")
+            .first()
+            .get_one::<String>()
+            .or_raise("reading a setting");
     set(value);
     let result = f();
     // A setting that did not exist yet (hnsw.* before pgvector is loaded) keeps our value

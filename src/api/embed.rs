@@ -2,7 +2,7 @@
 //! name of an ontology into a per-ontology HNSW index), and belink_worker_status.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -50,16 +50,24 @@ COMMENT ON FUNCTION belink_embed(text[]) IS 'Sentence embeddings of many texts, 
     requires = [belink_embed_real, belink_embed_many_real]
 );
 
-/// The encoder the server runs: (model directory, dimension), or an ERROR saying why not.
-fn server_encoder() -> (String, i32) {
-    let json = client::status(request_timeout()).unwrap_or_else(|reason| {
-        raise_with_hint(
-            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
-            format!("the belink model server is not available: {reason}"),
-            "See belink_worker_status() and the PostgreSQL log.",
-        )
-    });
-    let status: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+/// The encoder the server runs, or an ERROR saying why not. A server that is still loading
+/// it (just started or restarted) is waited for, up to belink.request_timeout.
+fn server_encoder() -> catalog::Embeddings {
+    let deadline = Instant::now() + request_timeout();
+    let status = loop {
+        let json = client::status(request_timeout()).unwrap_or_else(|reason| {
+            raise_with_hint(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("the belink model server is not available: {reason}"),
+                "See belink_worker_status() and the PostgreSQL log.",
+            )
+        });
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        if status["encoder_state"] != "loading" || Instant::now() >= deadline {
+            break status;
+        }
+        client::pause(Duration::from_millis(100));
+    };
     let state = status["encoder_state"].as_str().unwrap_or("unknown");
     if state != "loaded" {
         raise_with_hint(
@@ -68,8 +76,11 @@ fn server_encoder() -> (String, i32) {
             "Check belink.encoder_model, then SELECT pg_reload_conf().",
         );
     }
-    let model = status["encoder_model"].as_str().unwrap_or_default().to_string();
-    (model, status["encoder_dim"].as_i64().unwrap_or(0) as i32)
+    catalog::Embeddings {
+        model: status["encoder_model"].as_str().unwrap_or_default().to_string(),
+        dim: status["encoder_dim"].as_u64().unwrap_or(0) as usize,
+        ignores_case: status["encoder_ignores_case"].as_bool().unwrap_or(false),
+    }
 }
 
 fn request_timeout() -> Duration {
@@ -87,12 +98,14 @@ fn index_name(ontology: &str) -> String {
 /// another model, and records the job. Returns how many names are left to embed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_index_prepare(ontology: &str) -> i64 {
-    let (model, dim) = server_encoder();
+    let encoder = server_encoder();
+    let (model, dim) = (encoder.model.as_str(), encoder.dim as i32);
     Spi::connect_mut(|client| {
         catalog::require_ontology(client, ontology);
         let row = client
             .update(
-                "SELECT embedding_model, embedding_dim FROM belink.ontologies WHERE name = $1 FOR UPDATE",
+                "SELECT embedding_model, embedding_dim, embedding_ignores_case FROM belink.ontologies
+                 WHERE name = $1 FOR UPDATE",
                 None,
                 &[ontology.into()],
             )
@@ -100,7 +113,8 @@ fn belink_index_prepare(ontology: &str) -> i64 {
         let row = row.first();
         let previous: (Option<String>, Option<i32>) =
             (row.get(1).or_raise("reading the ontology"), row.get(2).or_raise("reading the ontology"));
-        if previous != (Some(model.clone()), Some(dim)) {
+        let previous_ignores_case: Option<bool> = row.get(3).or_raise("reading the ontology");
+        if previous != (Some(model.to_string()), Some(dim)) {
             if previous.0.is_some() {
                 notice!(
                     "belink_index({ontology}): the encoder changed ({} → {model}); embedding every name again",
@@ -122,7 +136,18 @@ fn belink_index_prepare(ontology: &str) -> i64 {
                     "UPDATE belink.ontologies SET embedding_model = $2, embedding_dim = $3,
                          embedding_generation = nextval('belink.generations') WHERE name = $1",
                     None,
-                    &[ontology.into(), model.as_str().into(), dim.into()],
+                    &[ontology.into(), model.into(), dim.into()],
+                )
+                .or_raise("recording the encoder");
+        }
+        if previous_ignores_case != Some(encoder.ignores_case) {
+            // Linking reuses stored vectors by this rule: cached retrieval results are stale.
+            client
+                .update(
+                    "UPDATE belink.ontologies SET embedding_ignores_case = $2,
+                         embedding_generation = nextval('belink.generations') WHERE name = $1",
+                    None,
+                    &[ontology.into(), encoder.ignores_case.into()],
                 )
                 .or_raise("recording the encoder");
         }

@@ -12,8 +12,9 @@ use belink_core::prompt::context_window;
 
 use crate::api::candidates::Lexical;
 use crate::api::normalize::{decide, Request};
+use crate::catalog::Ontologies;
 use crate::error::raise;
-use crate::{catalog, dictionaries, gucs};
+use crate::{dictionaries, gucs};
 
 /// One linked entity.
 pub struct Entity {
@@ -113,16 +114,17 @@ pub fn link_documents(docs: &[Option<&str>], ontology: Option<&str>) -> Vec<Opti
         }
     }
     Spi::connect(|client| {
+        let ontologies = Ontologies::read(client);
         if let Some(ontology) = ontology {
-            catalog::require_ontology(client, ontology);
+            ontologies.require(ontology);
         }
-        let dictionaries = dictionaries::dictionaries(client, ontology);
+        let dictionaries = dictionaries::dictionaries(client, &ontologies, ontology);
         let refs: Vec<&belink_core::detect::Dictionary> =
             dictionaries.iter().map(|(_, d)| d.dictionary.as_ref()).collect();
         let plans: Vec<Option<Vec<MentionToLink>>> =
             docs.iter().map(|doc| doc.map(|text| mentions_to_link(text, &refs))).collect();
         let names: Vec<&str> = dictionaries.iter().map(|(name, _)| name.as_str()).collect();
-        resolve(client, docs, plans, &names)
+        resolve(client, &ontologies, docs, plans, &names)
     })
 }
 
@@ -131,9 +133,10 @@ pub fn link_documents(docs: &[Option<&str>], ontology: Option<&str>) -> Vec<Opti
 /// left unlinked (NIL) are dropped.
 fn resolve(
     client: &SpiClient<'_>,
+    ontologies: &Ontologies,
     docs: &[Option<&str>],
     plans: Vec<Option<Vec<MentionToLink>>>,
-    ontologies: &[&str],
+    dictionary_ontologies: &[&str],
 ) -> Vec<Option<Vec<Entity>>> {
     let rerank = gucs::RERANK.get();
     let window = gucs::CONTEXT_CHARS.get().max(0) as usize;
@@ -152,7 +155,7 @@ fn resolve(
                 requests.push(Request {
                     mention: &mention.lookup,
                     context,
-                    ontology: Some(ontologies[mention.dictionary]),
+                    ontology: Some(dictionary_ontologies[mention.dictionary]),
                 });
                 requests.len() - 1
             });
@@ -162,7 +165,7 @@ fn resolve(
     }
     // Detected mentions are exact dictionary matches: exact and dense retrieval rank them.
     let k = if rerank { gucs::TOP_K.get().max(1) as usize } else { 1 };
-    let decisions = decide(client, &requests, k, Lexical::ExactOnly);
+    let decisions = decide(client, ontologies, &requests, k, Lexical::ExactOnly);
     plans
         .into_iter()
         .zip(slots)
@@ -201,8 +204,9 @@ fn belink_dictionary_stats(
     (name!(ontology, String), name!(names, i64), name!(patterns, i64), name!(memory_bytes, i64), name!(build_ms, f64)),
 > {
     let rows = Spi::connect(|client: &SpiClient<'_>| {
-        catalog::require_ontology(client, ontology);
-        dictionaries::dictionaries(client, Some(ontology))
+        let ontologies = Ontologies::read(client);
+        ontologies.require(ontology);
+        dictionaries::dictionaries(client, &ontologies, Some(ontology))
             .into_iter()
             .map(|(name, d)| {
                 (

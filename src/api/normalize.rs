@@ -12,8 +12,9 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::json;
 
 use crate::api::candidates::{retrieve, Candidate, Lexical, Query};
+use crate::catalog::Ontologies;
 use crate::error::{raise, OrRaise};
-use crate::{catalog, client, gucs};
+use crate::{client, gucs};
 
 /// One mention to decide about.
 pub struct Request<'a> {
@@ -97,9 +98,15 @@ fn rerank_mode() -> Mode {
 }
 
 /// Decides the concept of every request (k candidates each), re-ranking in one request.
-pub fn decide(client: &SpiClient<'_>, requests: &[Request], k: usize, lexical: Lexical) -> Vec<Decision> {
+pub fn decide(
+    client: &SpiClient<'_>,
+    ontologies: &Ontologies,
+    requests: &[Request],
+    k: usize,
+    lexical: Lexical,
+) -> Vec<Decision> {
     let queries: Vec<Query> = requests.iter().map(|r| Query { text: r.mention, ontology: r.ontology }).collect();
-    let retrieved = retrieve(client, &queries, k, lexical);
+    let retrieved = retrieve(client, ontologies, &queries, k, lexical);
     let rerank = gucs::RERANK.get();
     let mut decisions = Vec::with_capacity(requests.len());
     let mut to_rerank: Vec<usize> = Vec::new();
@@ -303,11 +310,12 @@ fn belink_normalize(
     let Some(mention) = mention else { return TableIterator::new(Vec::new()) };
     let k = top_k(k);
     let rows = Spi::connect(|client| {
+        let ontologies = Ontologies::read(client);
         if let Some(ontology) = ontology {
-            catalog::require_ontology(client, ontology);
+            ontologies.require(ontology);
         }
         let request = Request { mention, context: context.map(|c| marked_context(c, mention)), ontology };
-        decide(client, &[request], k, Lexical::ExactAndTrigram).iter().map(row).collect::<Vec<_>>()
+        decide(client, &ontologies, &[request], k, Lexical::ExactAndTrigram).iter().map(row).collect::<Vec<_>>()
     });
     TableIterator::new(rows)
 }
@@ -342,8 +350,9 @@ fn belink_normalize_many(
     }
     let k = top_k(k);
     let rows = Spi::connect(|client| {
+        let ontologies = Ontologies::read(client);
         if let Some(ontology) = ontology {
-            catalog::require_ontology(client, ontology);
+            ontologies.require(ontology);
         }
         let present: Vec<usize> = (0..mentions.len()).filter(|&i| mentions[i].is_some()).collect();
         let requests: Vec<Request> = present
@@ -354,7 +363,7 @@ fn belink_normalize_many(
                 Request { mention, context, ontology }
             })
             .collect();
-        let decisions = decide(client, &requests, k, Lexical::ExactAndTrigram);
+        let decisions = decide(client, &ontologies, &requests, k, Lexical::ExactAndTrigram);
         present
             .iter()
             .zip(decisions.iter())

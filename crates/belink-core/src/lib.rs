@@ -4,6 +4,7 @@
 pub mod abbreviation;
 pub mod corpus;
 pub mod detect;
+pub mod encoder_text;
 pub mod fusion;
 pub mod input;
 pub mod linking;

@@ -285,7 +285,9 @@ fn linking_reuses_retrieval_until_the_embeddings_change() {
     let mut client = cluster().connect();
     let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();
     client.query_one("SELECT concepts FROM belink_load_ontology_text('hpo_cache', $1)", &[&hpo]).unwrap();
-    // A name two concepts share: once the ontology is indexed, linking it takes the encoder.
+    // A name two concepts share: once the ontology is indexed, linking it takes the encoder
+    // (written with a hyphen, the mention is not written like the name, whose stored vector
+    // would otherwise stand in for it).
     client
         .batch_execute(
             "SELECT belink_add_names('hpo_cache', 'HP:0000822', ARRAY['pressure trouble']);
@@ -294,7 +296,7 @@ fn linking_reuses_retrieval_until_the_embeddings_change() {
         .unwrap();
     let link = |client: &mut Client| {
         let row =
-            client.query_one("SELECT belink_link('pressure trouble', 'hpo_cache')->0->>'concept_id'", &[]).unwrap();
+            client.query_one("SELECT belink_link('pressure-trouble', 'hpo_cache')->0->>'concept_id'", &[]).unwrap();
         assert!(row.get::<_, Option<String>>(0).is_some());
     };
     let texts = |client: &mut Client| status(client)["texts"].as_u64().unwrap();
@@ -309,6 +311,52 @@ fn linking_reuses_retrieval_until_the_embeddings_change() {
     link(&mut client);
     assert_eq!(texts(&mut client) - before, 2, "without the cache every call embeds");
     client.batch_execute("RESET belink.retrieval_cache_size; SELECT belink_drop_ontology('hpo_cache')").unwrap();
+}
+
+#[test]
+fn a_mention_written_like_a_name_takes_its_stored_vector() {
+    let mut client = cluster().connect();
+    let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();
+    client.query_one("SELECT concepts FROM belink_load_ontology_text('hpo_alike', $1)", &[&hpo]).unwrap();
+    client
+        .batch_execute(
+            "SELECT belink_add_names('hpo_alike', 'HP:0000822', ARRAY['pressure trouble']);
+             SELECT belink_add_names('hpo_alike', 'HP:0001250', ARRAY['pressure trouble'])",
+        )
+        .unwrap();
+    // One statement per call: a CALL that commits cannot run in a multi-statement transaction.
+    client.batch_execute("CALL belink_index('hpo_alike')").unwrap();
+    client.batch_execute("SET belink.retrieval_cache_size = 0").unwrap();
+    let ignores_case: bool = client
+        .query_one("SELECT embedding_ignores_case FROM belink.ontologies WHERE name = 'hpo_alike'", &[])
+        .unwrap()
+        .get(0);
+    assert!(ignores_case, "MiniLM is uncased: recorded by belink_index");
+    let texts = |client: &mut Client| status(client)["texts"].as_u64().unwrap();
+    let candidates = |client: &mut Client, mention: &str| -> Vec<(String, Option<i32>)> {
+        client
+            .query("SELECT concept_id, dense_rank FROM belink_candidates($1, 'hpo_alike', 5)", &[&mention])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    let before = texts(&mut client);
+    // The name in other letter case: its stored vector, no encoder request.
+    let stored = candidates(&mut client, "Pressure Trouble");
+    let linked: String = client
+        .query_one("SELECT belink_link('PRESSURE TROUBLE was noted', 'hpo_alike')->0->>'mention'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(linked, "PRESSURE TROUBLE");
+    assert_eq!(texts(&mut client), before, "no mention was embedded");
+    // Two spaces: not written like the name, so embedded, and the same vector comes back
+    // (the tokenizer splits on any white space): the same candidates in the same order.
+    let embedded = candidates(&mut client, "pressure  trouble");
+    assert_eq!(texts(&mut client), before + 1);
+    assert!(stored.iter().any(|(_, dense)| dense.is_some()), "{stored:?}");
+    assert_eq!(stored, embedded);
+    client.batch_execute("RESET belink.retrieval_cache_size; SELECT belink_drop_ontology('hpo_alike')").unwrap();
 }
 
 #[test]

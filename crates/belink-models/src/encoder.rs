@@ -10,6 +10,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config};
 use serde::Deserialize;
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::ModelError;
@@ -62,6 +63,7 @@ pub struct SentenceEncoder {
     pooling: Pooling,
     dim: usize,
     max_tokens: usize,
+    ignores_case: bool,
     device: Device,
     dir: PathBuf,
 }
@@ -115,12 +117,14 @@ impl SentenceEncoder {
         let vb = VarBuilder::from_backend(backend, DType::F32, device.clone());
         let model = BertModel::load(vb, &config)
             .map_err(|e| ModelError::Weights(format!("{}: does not hold a BERT model: {e}", weights.display())))?;
+        let ignores_case = lowercases_first(tokenizer.get_normalizer());
         Ok(SentenceEncoder {
             model,
             tokenizer,
             pooling,
             dim: config.hidden_size,
             max_tokens,
+            ignores_case,
             device: device.clone(),
             dir: dir.to_path_buf(),
         })
@@ -136,6 +140,13 @@ impl SentenceEncoder {
 
     pub fn max_tokens(&self) -> usize {
         self.max_tokens
+    }
+
+    /// Texts that differ only in the case of ASCII letters get the same vector (uncased
+    /// models), except around special tokens written out in a text ("[CLS]"), which the
+    /// tokenizer matches before it lowercases.
+    pub fn ignores_case(&self) -> bool {
+        self.ignores_case
     }
 
     pub fn dir(&self) -> &Path {
@@ -250,6 +261,18 @@ pub fn length_sorted_chunks<S: AsRef<str>>(texts: &[S], max_batch: usize, cores:
     let starts = starts(low);
     let ends = starts.iter().skip(1).copied().chain([order.len()]);
     starts.iter().zip(ends).map(|(&start, end)| order[start..end].to_vec()).collect()
+}
+
+/// Whether the tokenizer's normalization starts by lowercasing. BERT's normalizer cleans
+/// control characters, splits CJK characters and strips accents before it lowercases; none of
+/// these treats an ASCII letter differently by its case.
+fn lowercases_first(normalizer: Option<&NormalizerWrapper>) -> bool {
+    match normalizer {
+        Some(NormalizerWrapper::BertNormalizer(bert)) => bert.lowercase,
+        Some(NormalizerWrapper::Lowercase(_)) => true,
+        Some(NormalizerWrapper::Sequence(sequence)) => lowercases_first(sequence.as_ref().first()),
+        _ => false,
+    }
 }
 
 fn pooling_from_config(dir: &Path) -> Result<Pooling, ModelError> {

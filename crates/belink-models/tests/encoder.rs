@@ -61,6 +61,28 @@ fn a_text_gets_the_same_vector_alone_or_in_a_padded_batch() {
 }
 
 #[test]
+fn an_uncased_model_ignores_case_and_a_cased_one_does_not() {
+    let uncased = SentenceEncoder::load(&model_dir(), &Device::Cpu, None).unwrap();
+    assert!(uncased.ignores_case(), "MiniLM's tokenizer lowercases first");
+    let vectors = uncased.embed(&["Pelizaeus-Merzbacher Disease", "pelizaeus-merzbacher disease"]).unwrap();
+    assert!(cosine(&vectors[0], &vectors[1]) > 1.0 - 1e-6);
+
+    // The same model with a tokenizer that keeps case.
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::os::unix::fs::symlink(model_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_dir().join("tokenizer.json")).unwrap()).unwrap();
+    tokenizer["normalizer"]["lowercase"] = serde_json::Value::Bool(false);
+    std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let cased = SentenceEncoder::load(dir.path(), &Device::Cpu, None).unwrap();
+    assert!(!cased.ignores_case());
+    let vectors = cased.embed(&["Pelizaeus-Merzbacher Disease", "pelizaeus-merzbacher disease"]).unwrap();
+    assert!(cosine(&vectors[0], &vectors[1]) < 0.999, "case changes the tokens");
+}
+
+#[test]
 fn cls_pooling_can_be_chosen() {
     let mean = SentenceEncoder::load(&model_dir(), &Device::Cpu, None).unwrap();
     let cls = SentenceEncoder::load(&model_dir(), &Device::Cpu, Some(Pooling::Cls)).unwrap();

@@ -83,7 +83,7 @@ fn load(settings: &Settings, stats: &Stats) -> Result<SentenceEncoder, String> {
                 encoder.pooling().name(),
                 settings.device
             );
-            stats.set_encoder_dim(encoder.dim(), encoder.pooling().name());
+            stats.set_encoder(encoder.dim(), encoder.pooling().name(), encoder.ignores_case());
             stats.set_model(ModelKind::Encoder, &encoder.dir().display().to_string(), "loaded");
         }
         Err(message) => {

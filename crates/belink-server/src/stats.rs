@@ -39,6 +39,7 @@ struct All {
     reranker: Counters,
     encoder_dim: usize,
     encoder_pooling: String,
+    encoder_ignores_case: bool,
     errors: u64,
     last_error: Option<String>,
 }
@@ -56,6 +57,7 @@ impl Stats {
             reranker: Counters::new(if reranker_configured { "loading" } else { "not configured" }),
             encoder_dim: 0,
             encoder_pooling: String::new(),
+            encoder_ignores_case: false,
             errors: 0,
             last_error: None,
         };
@@ -77,10 +79,11 @@ impl Stats {
         });
     }
 
-    pub fn set_encoder_dim(&self, dim: usize, pooling: &str) {
+    pub fn set_encoder(&self, dim: usize, pooling: &str, ignores_case: bool) {
         let mut all = self.all.lock().expect("stats lock");
         all.encoder_dim = dim;
         all.encoder_pooling = pooling.to_string();
+        all.encoder_ignores_case = ignores_case;
     }
 
     /// One batch: how many requests (from how many backends) and texts or items it served.
@@ -127,6 +130,7 @@ impl Stats {
             "encoder_model": e.model,
             "encoder_dim": all.encoder_dim,
             "encoder_pooling": all.encoder_pooling,
+            "encoder_ignores_case": all.encoder_ignores_case,
             "requests": e.requests,
             "texts": e.units,
             "abandoned_requests": e.abandoned + r.abandoned,
