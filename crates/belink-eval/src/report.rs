@@ -117,9 +117,9 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     let _ = writeln!(w, "## Datasets\n");
     let _ = writeln!(
         w,
-        "| dataset | corpus file | documents | gold mentions | ontology | ontology load (s) | training names added |"
+        "| dataset | corpus file | documents | gold mentions | ontology | ontology load (s) | belink_index (s) | training names added |"
     );
-    let _ = writeln!(w, "|---|---|---:|---:|---|---:|---:|");
+    let _ = writeln!(w, "|---|---|---:|---:|---|---:|---:|---:|");
     for r in results {
         let _ = writeln!(
             w,
