@@ -201,13 +201,14 @@ fn query_vectors(
     targets: &[Vec<&OntologyState>],
 ) -> Vec<Option<Vec<f32>>> {
     let stored_alike = |query: &Query, hits: &[Hit], targets: &[&OntologyState]| -> Option<Hit> {
-        let model = |o: &OntologyState| o.embeddings.as_ref().map(|e| e.model.clone());
         hits.iter()
             .find(|hit| {
-                let Some(source) = ontologies.get(&hit.ontology) else { return false };
-                let Some(embeddings) = &source.embeddings else { return false };
-                embed_alike(query.text, &hit.matched_name, embeddings.ignores_case)
-                    && targets.iter().all(|t| model(t) == model(source))
+                let Some(embeddings) = ontologies.get(&hit.ontology).and_then(|o| o.embeddings.as_ref()) else {
+                    return false;
+                };
+                let same_model =
+                    |t: &&OntologyState| t.embeddings.as_ref().is_some_and(|e| e.model == embeddings.model);
+                embed_alike(query.text, &hit.matched_name, embeddings.ignores_case) && targets.iter().all(same_model)
             })
             .cloned()
     };
@@ -218,7 +219,8 @@ fn query_vectors(
         .map(|((q, hits), targets)| if targets.is_empty() { None } else { stored_alike(q, hits, targets) })
         .collect();
     let mut vectors = stored_vectors(client, &alike);
-    // Names added since the last belink_index have no embedding yet: those mentions too.
+    // The others are embedded, with those whose name was added after the last belink_index
+    // (it has no stored embedding yet).
     let to_embed: Vec<usize> = (0..queries.len()).filter(|&i| !targets[i].is_empty() && vectors[i].is_none()).collect();
     let (_, embedded) = client::embed(to_embed.iter().map(|&i| queries[i].text.to_string()).collect());
     for (i, vector) in to_embed.into_iter().zip(embedded) {

@@ -280,20 +280,22 @@ fn belink_index_resumes_and_makes_candidates_hybrid() {
     client.batch_execute("RESET belink.retrieval; SELECT belink_drop_ontology('hpo_e2e')").unwrap();
 }
 
+/// The HPO excerpt as `ontology`, with a name two concepts share: "pressure trouble".
+fn load_hpo_with_a_shared_name(client: &mut Client, ontology: &str) {
+    let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();
+    client.query_one("SELECT concepts FROM belink_load_ontology_text($1, $2)", &[&ontology, &hpo]).unwrap();
+    for concept in ["HP:0000822", "HP:0001250"] {
+        client.query_one("SELECT belink_add_names($1, $2, ARRAY['pressure trouble'])", &[&ontology, &concept]).unwrap();
+    }
+}
+
 #[test]
 fn linking_reuses_retrieval_until_the_embeddings_change() {
     let mut client = cluster().connect();
-    let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();
-    client.query_one("SELECT concepts FROM belink_load_ontology_text('hpo_cache', $1)", &[&hpo]).unwrap();
-    // A name two concepts share: once the ontology is indexed, linking it takes the encoder
-    // (written with a hyphen, the mention is not written like the name, whose stored vector
-    // would otherwise stand in for it).
-    client
-        .batch_execute(
-            "SELECT belink_add_names('hpo_cache', 'HP:0000822', ARRAY['pressure trouble']);
-             SELECT belink_add_names('hpo_cache', 'HP:0001250', ARRAY['pressure trouble'])",
-        )
-        .unwrap();
+    // Once the ontology is indexed, linking the shared name takes the encoder (written with
+    // a hyphen, the mention is not written like the name, whose stored vector would
+    // otherwise stand in for it).
+    load_hpo_with_a_shared_name(&mut client, "hpo_cache");
     let link = |client: &mut Client| {
         let row =
             client.query_one("SELECT belink_link('pressure-trouble', 'hpo_cache')->0->>'concept_id'", &[]).unwrap();
@@ -316,14 +318,7 @@ fn linking_reuses_retrieval_until_the_embeddings_change() {
 #[test]
 fn a_mention_written_like_a_name_takes_its_stored_vector() {
     let mut client = cluster().connect();
-    let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();
-    client.query_one("SELECT concepts FROM belink_load_ontology_text('hpo_alike', $1)", &[&hpo]).unwrap();
-    client
-        .batch_execute(
-            "SELECT belink_add_names('hpo_alike', 'HP:0000822', ARRAY['pressure trouble']);
-             SELECT belink_add_names('hpo_alike', 'HP:0001250', ARRAY['pressure trouble'])",
-        )
-        .unwrap();
+    load_hpo_with_a_shared_name(&mut client, "hpo_alike");
     // One statement per call: a CALL that commits cannot run in a multi-statement transaction.
     client.batch_execute("CALL belink_index('hpo_alike')").unwrap();
     client.batch_execute("SET belink.retrieval_cache_size = 0").unwrap();
