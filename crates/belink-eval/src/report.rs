@@ -203,8 +203,8 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     let _ = writeln!(w, "## End-to-end linking (from raw text)\n");
     let _ = writeln!(
         w,
-        "`belink_link(body, ontology)` over every document of the corpus (one SQL statement). \
-         A predicted entity is right when its span matches a gold mention's (*strict*: the same span; \
+        "`belink_link(body, ontology)` over every document of the corpus (one SQL statement, \
+         in one session whose mention dictionary was built before timing). A predicted entity is right when its span matches a gold mention's (*strict*: the same span; \
          *overlap*: overlapping spans) and its concept is one of that mention's gold concepts. \
          Precision over predicted entities, recall over gold mentions (NIL mentions left out).\n"
     );
