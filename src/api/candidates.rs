@@ -161,12 +161,13 @@ fn search(
         vec![Vec::new(); queries.len()]
     } else {
         let ef_search = per_source.max(40).to_string();
+        let vec_schema = extension_schema(client, "vector");
         with_setting(client, "hnsw.ef_search", &ef_search, || {
             vectors
                 .iter()
                 .zip(&targets)
                 .map(|(vector, targets)| match vector {
-                    Some(vector) => dense_matches(client, vector, targets, per_source),
+                    Some(vector) => dense_matches(client, &vec_schema, vector, targets, per_source),
                     None => Vec::new(),
                 })
                 .collect()
@@ -337,9 +338,14 @@ fn trigram_matches(client: &SpiClient<'_>, normalized: &str, ontology: Option<&s
 }
 
 /// Nearest names by cosine distance of embeddings, through each target ontology's HNSW index
-/// (the caller sets hnsw.ef_search).
-fn dense_matches(client: &SpiClient<'_>, vector: &[f32], targets: &[&OntologyState], limit: i32) -> Vec<Hit> {
-    let vec_schema = extension_schema(client, "vector");
+/// (the caller sets hnsw.ef_search and finds pgvector's schema).
+fn dense_matches(
+    client: &SpiClient<'_>,
+    vec_schema: &str,
+    vector: &[f32],
+    targets: &[&OntologyState],
+    limit: i32,
+) -> Vec<Hit> {
     let dim = vector.len();
     let mut all = Vec::new();
     for ontology in targets {

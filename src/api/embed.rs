@@ -111,15 +111,15 @@ fn belink_index_prepare(ontology: &str) -> i64 {
             )
             .or_raise("reading the ontology");
         let row = row.first();
-        let previous: (Option<String>, Option<i32>) =
-            (row.get(1).or_raise("reading the ontology"), row.get(2).or_raise("reading the ontology"));
-        let previous_ignores_case: Option<bool> = row.get(3).or_raise("reading the ontology");
-        if previous != (Some(model.to_string()), Some(dim)) {
-            if previous.0.is_some() {
-                notice!(
-                    "belink_index({ontology}): the encoder changed ({} → {model}); embedding every name again",
-                    previous.0.as_deref().unwrap_or("")
-                );
+        let (previous_model, previous_dim, previous_ignores_case): (Option<String>, Option<i32>, Option<bool>) = (
+            row.get(1).or_raise("reading the ontology"),
+            row.get(2).or_raise("reading the ontology"),
+            row.get(3).or_raise("reading the ontology"),
+        );
+        let encoder_changed = (previous_model.as_deref(), previous_dim) != (Some(model), Some(dim));
+        if encoder_changed {
+            if let Some(previous_model) = &previous_model {
+                notice!("belink_index({ontology}): the encoder changed ({previous_model} → {model}); embedding every name again");
             }
             client
                 .update(&format!("DROP INDEX IF EXISTS belink.{}", spi_ident(&index_name(ontology))), None, &[])
@@ -131,23 +131,15 @@ fn belink_index_prepare(ontology: &str) -> i64 {
                     &[ontology.into()],
                 )
                 .or_raise("forgetting old embeddings");
-            client
-                .update(
-                    "UPDATE belink.ontologies SET embedding_model = $2, embedding_dim = $3,
-                         embedding_generation = nextval('belink.generations') WHERE name = $1",
-                    None,
-                    &[ontology.into(), model.into(), dim.into()],
-                )
-                .or_raise("recording the encoder");
         }
-        if previous_ignores_case != Some(encoder.ignores_case) {
-            // Linking reuses stored vectors by this rule: cached retrieval results are stale.
+        if encoder_changed || previous_ignores_case != Some(encoder.ignores_case) {
+            // Linking's cached retrieval and its reuse of stored vectors depend on all three.
             client
                 .update(
-                    "UPDATE belink.ontologies SET embedding_ignores_case = $2,
+                    "UPDATE belink.ontologies SET embedding_model = $2, embedding_dim = $3, embedding_ignores_case = $4,
                          embedding_generation = nextval('belink.generations') WHERE name = $1",
                     None,
-                    &[ontology.into(), encoder.ignores_case.into()],
+                    &[ontology.into(), model.into(), dim.into(), encoder.ignores_case.into()],
                 )
                 .or_raise("recording the encoder");
         }

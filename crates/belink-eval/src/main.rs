@@ -296,8 +296,8 @@ fn throughput(args: &Args) -> Result<(), String> {
     }
     let characters: usize = documents.iter().map(|d| d.text.chars().count()).sum::<usize>() * repeat;
     println!("{id} documents ({} characters on average)\n", characters / id.max(1) as usize);
-    // Texts the model server embedded during the run: the mentions linking could not take a
-    // stored name vector for.
+    // Texts the model server embedded during the last run (every run embeds the same): the
+    // mentions linking could not take a stored name vector for.
     println!("| how | retrieval | documents | seconds | documents/s | texts embedded |");
     println!("|---|---|---:|---:|---:|---:|");
     let embedded_so_far = |client: &mut Client| -> Result<i64, String> {
