@@ -42,7 +42,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-e2e demo demo-stop data models bench eval stress fuzz clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models bench eval stress fuzz clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ install: deps models
 
 ## ---- tests ------------------------------------------------------------------------------
 
-test: deps test-core test-models test-pg test-e2e
+test: deps test-core test-models test-pg test-regress test-e2e
 
 test-core:
 	cargo test -p belink-core -p belink-eval
@@ -99,13 +99,22 @@ test-core:
 test-models: models
 	cargo test --release -p belink-models -p belink-server
 
+# Golden SQL tests (tests/regress): the SQL surface's outputs and errors, through pg_regress
+# on a cluster that preloads belink.
+REGRESS_DIR  ?= $(CURDIR)/target/regress-cluster
+REGRESS_PORT ?= 54334
+test-regress: install
+	scripts/regress.sh $(REGRESS_DIR) $(REGRESS_PORT)
+
 # Through a real cluster that preloads belink: the supervisor, the model server, the transport.
 test-e2e: install
 	cargo test --release -p belink-e2e -- --test-threads=1; status=$$?; \
 	    scripts/cluster.sh stop $(CURDIR)/target/e2e-cluster; exit $$status
 
-# pg_tests run in a temporary cluster owned by $(PG_OS_USER) (initdb refuses root).
-test-pg: deps
+# pg_tests run in a temporary cluster owned by $(PG_OS_USER) (initdb refuses root) that
+# preloads belink with the model server from target/release and the models of .cache.
+test-pg: deps models
+	cargo build --release -p belink-server
 	$(SUDO) rm -f "$$($(PG_CONFIG) --pkglibdir)/belink.so"
 	@if [ "$$(id -u)" = 0 ]; then \
 	    dir=$$(scripts/cluster.sh dir $(CURDIR)/target/pgrx-test); \

@@ -33,7 +33,7 @@ if [ $# -eq 0 ]; then
     gsc_dev=$DATA/gscplus/GSCplus_dev_gold.tsv
     hpo=$DATA/hpo/hp.obo
     if [ -f "$ncbi_dev" ] && [ -f "$medic" ]; then
-        spec="name=ncbi-disease-dev,corpus=$ncbi_dev,ontology=medic,ontology_file=$(server_copy "$medic"),format=dictionary"
+        spec="name=ncbi-disease-dev,corpus=$ncbi_dev,ontology=medic,ontology_file=$(server_copy "$medic"),format=biosyn"
         [ -f "$ncbi_train" ] && spec="$spec,train=$ncbi_train"
         set -- "$@" --dataset "$spec"
     else

@@ -73,7 +73,7 @@ CREATE TABLE belink.names (
     FOREIGN KEY (ontology, concept_id) REFERENCES belink.concepts (ontology, concept_id) ON DELETE CASCADE
 );
 COMMENT ON TABLE belink.names IS 'Names (preferred names and synonyms) of active concepts; kind user = added with belink_add_names';
-COMMENT ON COLUMN belink.names.normalized IS 'belink_normalize_text(name): what exact and trigram matching compare';
+COMMENT ON COLUMN belink.names.normalized IS 'belink_fold(name): what exact and trigram matching compare';
 CREATE INDEX names_normalized ON belink.names (ontology, normalized);
 CREATE INDEX names_normalized_trgm ON belink.names USING gin (normalized gin_trgm_ops);
 CREATE INDEX names_concept ON belink.names (ontology, concept_id);

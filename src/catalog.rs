@@ -1,13 +1,14 @@
 //! Reading and writing the belink catalog tables (sql/catalog.sql) through SPI.
 
-use belink_core::normalize::normalize;
+use belink_core::catalog::{Embeddings, Ontologies, OntologyState};
+use belink_core::fold::fold;
 use belink_core::ontology::{Concept, NameKind, Ontology};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::{raise, raise_with_hint, OrRaise};
+use crate::error::{raise, OrRaise, OrRaiseError};
 use crate::plans;
 
 /// Rows per INSERT statement: large enough to amortise planning, small enough for memory.
@@ -59,88 +60,41 @@ pub fn extension_schema(client: &SpiClient<'_>, extension: &str) -> String {
         })
 }
 
-/// The names' embeddings of an ontology indexed with belink_index.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Embeddings {
-    /// The sentence encoder that made them, and its dimension.
-    pub model: String,
-    pub dim: usize,
-    /// That encoder gives texts differing only in the case of ASCII letters the same vector
-    /// (its tokenizer lowercases first, as uncased BERT models do).
-    pub ignores_case: bool,
-}
-
-/// One row of belink.ontologies, as linking and retrieval need it.
-#[derive(Clone, Debug)]
-pub struct OntologyState {
-    pub name: String,
-    pub generation: i64,
-    pub embedding_generation: i64,
-    pub embeddings: Option<Embeddings>,
-}
-
 /// The loaded ontologies, read once per call: one statement answers whether an ontology
 /// exists, whether caches are current and which ontologies have embeddings.
-pub struct Ontologies(Vec<OntologyState>);
-
-impl Ontologies {
-    pub fn read(client: &SpiClient<'_>) -> Ontologies {
-        let rows = plans::select(
-            client,
-            "SELECT name, generation, embedding_generation, embedding_model, embedding_dim, embedding_ignores_case
-             FROM belink.ontologies ORDER BY name",
-            &[],
-            &[],
-            "reading the ontologies",
-        );
-        let states = rows
-            .filter_map(|row| {
-                let embeddings = match (row.get::<String>(4).ok()?, row.get::<i32>(5).ok()?) {
-                    (Some(model), Some(dim)) => Some(Embeddings {
-                        model,
-                        dim: dim as usize,
-                        ignores_case: row.get::<bool>(6).ok()?.unwrap_or(false),
-                    }),
-                    _ => None,
-                };
-                Some(OntologyState {
-                    name: row.get(1).ok()??,
-                    generation: row.get(2).ok()??,
-                    embedding_generation: row.get(3).ok()??,
-                    embeddings,
-                })
+pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
+    let rows = plans::select(
+        client,
+        "SELECT name, generation, embedding_generation, embedding_model, embedding_dim, embedding_ignores_case
+         FROM belink.ontologies ORDER BY name",
+        &[],
+        &[],
+        "reading the ontologies",
+    );
+    let states = rows
+        .filter_map(|row| {
+            let embeddings = match (row.get::<String>(4).ok()?, row.get::<i32>(5).ok()?) {
+                (Some(model), Some(dim)) => Some(Embeddings {
+                    model,
+                    dim: dim as usize,
+                    ignores_case: row.get::<bool>(6).ok()?.unwrap_or(false),
+                }),
+                _ => None,
+            };
+            Some(OntologyState {
+                name: row.get(1).ok()??,
+                generation: row.get(2).ok()??,
+                embedding_generation: row.get(3).ok()??,
+                embeddings,
             })
-            .collect();
-        Ontologies(states)
-    }
-
-    pub fn get(&self, name: &str) -> Option<&OntologyState> {
-        self.0.iter().find(|o| o.name == name)
-    }
-
-    /// `name`'s ontology, or every ontology when None, in name order.
-    pub fn selected<'a, 'n>(&'a self, name: Option<&'n str>) -> impl Iterator<Item = &'a OntologyState> + use<'a, 'n> {
-        self.0.iter().filter(move |o| name.is_none_or(|name| name == o.name))
-    }
-
-    /// Raises "unknown ontology" (with the loaded ones as a hint) unless `name` is loaded.
-    pub fn require(&self, name: &str) {
-        if self.get(name).is_some() {
-            return;
-        }
-        let hint = if self.0.is_empty() {
-            "No ontology is loaded yet: load one with belink_load_ontology(name, path).".to_string()
-        } else {
-            let loaded: Vec<&str> = self.0.iter().map(|o| o.name.as_str()).collect();
-            format!("Loaded ontologies: {}.", loaded.join(", "))
-        };
-        raise_with_hint(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown ontology \"{name}\""), hint);
-    }
+        })
+        .collect();
+    Ontologies::new(states)
 }
 
-/// Raises "unknown ontology" unless `name` is loaded.
+/// Raises "unknown ontology" (with the loaded ones as a hint) unless `name` is loaded.
 pub fn require_ontology(client: &SpiClient<'_>, name: &str) {
-    Ontologies::read(client).require(name);
+    read_ontologies(client).require(Some(name)).or_raise_error();
 }
 
 /// Replaces the ontology `name` by `ontology` (or creates it). Runs inside the caller's
@@ -285,7 +239,7 @@ impl NameRows {
     /// Queues a name; names that normalize to nothing (only punctuation) are not searchable
     /// and are left out.
     pub fn push(&mut self, concept_id: &str, name: &str, kind: NameKind) {
-        let normalized = normalize(name);
+        let normalized = fold(name);
         if normalized.is_empty() {
             return;
         }

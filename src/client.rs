@@ -12,12 +12,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use belink_core::prompt::RerankItem;
+use belink_core::decision::prompt::RerankItem;
+use belink_core::error::ModelServerError;
+use belink_core::ports::{Models, Reranked};
 use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode;
 
-use crate::error::{raise, raise_with_hint};
 use crate::{gucs, worker};
 
 struct Connection {
@@ -31,20 +31,17 @@ thread_local! {
     static CONNECTION: RefCell<Option<Connection>> = const { RefCell::new(None) };
 }
 
-/// Sends `message` and returns the server's reply; every failure is an ERROR.
-pub fn request(message: &Message) -> Message {
-    require_preloaded();
-    let timeout = Duration::from_millis(gucs::REQUEST_TIMEOUT_MS.get().max(1) as u64);
-    try_request(message, timeout).unwrap_or_else(|failure| failure.raise(timeout))
+/// Sends `message` and returns the server's reply.
+fn request(message: &Message) -> Result<Message, ModelServerError> {
+    require_preloaded()?;
+    let timeout = gucs::request_timeout();
+    try_request(message, timeout).map_err(|failure| failure.error(timeout))
 }
 
-fn require_preloaded() {
-    if !worker::preloaded() {
-        raise_with_hint(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "the belink model server is not running: belink is not in shared_preload_libraries",
-            "Add belink to shared_preload_libraries in postgresql.conf and restart PostgreSQL.",
-        );
+fn require_preloaded() -> Result<(), ModelServerError> {
+    match worker::preloaded() {
+        true => Ok(()),
+        false => Err(ModelServerError::NotPreloaded),
     }
 }
 
@@ -94,23 +91,12 @@ enum Failure {
 }
 
 impl Failure {
-    fn raise(self, timeout: Duration) -> ! {
+    fn error(self, timeout: Duration) -> ModelServerError {
+        let waited_ms = timeout.as_millis();
         match self {
-            Failure::NotRunning => raise_with_hint(
-                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
-                format!("the belink model server is not running (waited {} ms)", timeout.as_millis()),
-                "Its supervisor starts it when the cluster starts and restarts it when it dies; see belink_worker_status() and the PostgreSQL log.",
-            ),
-            Failure::TimedOut => raise_with_hint(
-                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
-                format!("the belink model server did not answer within {} ms", timeout.as_millis()),
-                "Raise belink.request_timeout for large requests, or see belink_worker_status() and the server log.",
-            ),
-            Failure::Unsent(reason) | Failure::Lost(reason) => raise_with_hint(
-                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
-                format!("lost the connection to the belink model server: {reason}"),
-                "The server stopped or crashed; its supervisor restarts it. Retry the statement; the PostgreSQL log has the server's messages.",
-            ),
+            Failure::NotRunning => ModelServerError::NotRunning { waited_ms },
+            Failure::TimedOut => ModelServerError::TimedOut { waited_ms },
+            Failure::Unsent(reason) | Failure::Lost(reason) => ModelServerError::Lost(reason),
         }
     }
 }
@@ -192,44 +178,61 @@ fn wait_for(socket: Option<i32>, step: Duration, deadline: Instant) -> bool {
 }
 
 /// Embeds texts with the server's sentence encoder: one vector per text, and the dimension.
-pub fn embed(texts: Vec<String>) -> (usize, Vec<Vec<f32>>) {
+pub fn embed(texts: Vec<String>) -> Result<(usize, Vec<Vec<f32>>), ModelServerError> {
     let count = texts.len();
     if count == 0 {
-        return (0, Vec::new());
+        return Ok((0, Vec::new()));
     }
-    match request(&Message::EmbedRequest { texts }) {
+    match request(&Message::EmbedRequest { texts })? {
         Message::EmbedReply { dim, vectors } if vectors.len() == count * dim as usize => {
             let dim = dim as usize;
-            (dim, vectors.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+            Ok((dim, vectors.chunks_exact(dim).map(<[f32]>::to_vec).collect()))
         }
-        Message::EmbedReply { dim, vectors } => raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("the model server answered {} floats of dimension {dim} for {count} texts", vectors.len()),
-        ),
-        other => raise_reply(other),
+        Message::EmbedReply { dim, vectors } => {
+            Err(ModelServerError::BadReply(format!("{} floats of dimension {dim} for {count} texts", vectors.len())))
+        }
+        other => Err(reply_error(other)),
     }
 }
 
 /// Re-ranks items: per item, the probabilities of its candidates then "none of these", and
 /// (when `generate`) the greedy answer.
-pub fn rerank(items: Vec<RerankItem>, generate: bool) -> (Vec<Vec<f32>>, Vec<String>) {
+pub fn rerank(items: Vec<RerankItem>, generate: bool) -> Result<Vec<Reranked>, ModelServerError> {
     if items.is_empty() {
-        return (Vec::new(), Vec::new());
+        return Ok(Vec::new());
     }
     let count = items.len();
-    match request(&Message::RerankRequest { generate, items }) {
-        Message::RerankReply { probabilities, answers } if probabilities.len() == count => (probabilities, answers),
-        Message::RerankReply { probabilities, .. } => raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("the model server answered {} items for {count}", probabilities.len()),
-        ),
-        other => raise_reply(other),
+    match request(&Message::RerankRequest { generate, items })? {
+        Message::RerankReply { probabilities, answers } if probabilities.len() == count => {
+            let mut answers = answers.into_iter();
+            Ok(probabilities
+                .into_iter()
+                .map(|probabilities| Reranked { probabilities, answer: answers.next().unwrap_or_default() })
+                .collect())
+        }
+        Message::RerankReply { probabilities, .. } => {
+            Err(ModelServerError::BadReply(format!("{} items for {count}", probabilities.len())))
+        }
+        other => Err(reply_error(other)),
+    }
+}
+
+/// The model server as the pipeline's models port.
+pub struct ServerModels;
+
+impl Models for ServerModels {
+    fn embed(&self, texts: Vec<String>) -> belink_core::error::Result<Vec<Vec<f32>>> {
+        Ok(embed(texts)?.1)
+    }
+
+    fn rerank(&self, items: Vec<RerankItem>, generate: bool) -> belink_core::error::Result<Vec<Reranked>> {
+        Ok(rerank(items, generate)?)
     }
 }
 
 /// The server's state as JSON text, or why it could not be had within `timeout`.
 pub fn status(timeout: Duration) -> Result<String, String> {
-    require_preloaded();
+    require_preloaded().map_err(|e| e.to_string())?;
     match try_request(&Message::StatusRequest, timeout) {
         Ok(Message::StatusReply { json }) => Ok(json),
         Ok(other) => Err(format!("unexpected reply: {other:?}")),
@@ -239,19 +242,12 @@ pub fn status(timeout: Duration) -> Result<String, String> {
     }
 }
 
-fn raise_reply(reply: Message) -> ! {
+fn reply_error(reply: Message) -> ModelServerError {
     match reply {
-        Message::ErrorReply { code: ErrorCode::ModelUnavailable, message } => raise_with_hint(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("belink model server: {message}"),
-            "Check belink.encoder_model and belink.reranker_model (`make install` installs the defaults), then SELECT pg_reload_conf().",
-        ),
-        Message::ErrorReply { code, message } => raise(
-            PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
-            format!("belink model server ({code:?}): {message}"),
-        ),
-        other => {
-            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("unexpected reply from the model server: {other:?}"))
+        Message::ErrorReply { code: ErrorCode::ModelUnavailable, message } => {
+            ModelServerError::ModelUnavailable(message)
         }
+        Message::ErrorReply { code, message } => ModelServerError::Failed { code, message },
+        other => ModelServerError::BadReply(format!("{other:?}")),
     }
 }

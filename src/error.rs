@@ -1,6 +1,8 @@
 //! Turning failures into PostgreSQL errors a user can act on: an SQLSTATE and a message that
-//! names the file, line, argument or setting involved.
+//! names the file, line, argument or setting involved. The core's typed errors get their
+//! SQLSTATE and hint here, in [`raise_error`].
 
+use belink_core::error::{Error, ErrorClass};
 use belink_core::ontology::ReadError;
 use pgrx::pg_sys::elog::PgLogLevel;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -18,22 +20,38 @@ pub fn raise_with_hint(code: PgSqlErrorCode, message: impl Into<String>, hint: i
     unreachable!("an ERROR does not return")
 }
 
-/// An ontology that could not be read from `source` (a path, or "the given text").
-pub fn raise_ontology_error(source: &str, error: ReadError) -> ! {
-    match error {
-        ReadError::Syntax { line, message } => {
-            raise(PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT, format!("cannot load {source}: line {line}: {message}"))
-        }
-        ReadError::Invalid(message) => {
-            raise(PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT, format!("cannot load {source}: {message}"))
-        }
-        ReadError::NotFound(message) => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FILE, message),
-        ReadError::PermissionDenied(message) => raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message),
-        ReadError::Io(message) => raise(PgSqlErrorCode::ERRCODE_IO_ERROR, message),
+fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
+    match class {
+        ErrorClass::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        ErrorClass::UndefinedObject => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        ErrorClass::NotInPrerequisiteState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        ErrorClass::ProgramLimitExceeded => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        ErrorClass::BadFileFormat => PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
+        ErrorClass::UndefinedFile => PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+        ErrorClass::InsufficientPrivilege => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        ErrorClass::Io => PgSqlErrorCode::ERRCODE_IO_ERROR,
+        ErrorClass::ConnectionFailure => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+        ErrorClass::ExternalRoutine => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+        ErrorClass::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
     }
 }
 
-/// Unwraps SPI results: an SPI failure here is a bug in BeLink's SQL, not a user error.
+/// Raises a core error with its SQLSTATE and hint.
+pub fn raise_error(error: Error) -> ! {
+    let code = sqlstate(error.class());
+    match error.hint() {
+        Some(hint) => raise_with_hint(code, error.message(), hint),
+        None => raise(code, error.message()),
+    }
+}
+
+/// An ontology that could not be read from `what` (a path, or "the given content").
+pub fn raise_ontology_error(what: &str, error: ReadError) -> ! {
+    raise_error(Error::Load { what: what.to_string(), error })
+}
+
+/// Unwraps results: a core error is raised as its SQLSTATE; an SPI failure is a bug in
+/// BeLink's SQL, not a user error.
 pub trait OrRaise<T> {
     fn or_raise(self, context: &str) -> T;
 }
@@ -41,5 +59,16 @@ pub trait OrRaise<T> {
 impl<T> OrRaise<T> for Result<T, pgrx::spi::SpiError> {
     fn or_raise(self, context: &str) -> T {
         self.unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("belink: {context}: {e}")))
+    }
+}
+
+/// Unwraps a core result, raising its error.
+pub trait OrRaiseError<T> {
+    fn or_raise_error(self) -> T;
+}
+
+impl<T> OrRaiseError<T> for Result<T, Error> {
+    fn or_raise_error(self) -> T {
+        self.unwrap_or_else(|e| raise_error(e))
     }
 }

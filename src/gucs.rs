@@ -1,41 +1,62 @@
-//! Every `belink.*` setting, in one place.
+//! Every `belink.*` setting, defined and read here only: the linking functions take them as
+//! one [`Settings`] value per call, the supervisor as [`ServerOptions`].
 //!
 //! Model-server settings (`belink.encoder_model`, `belink.device`...) take effect on reload
 //! (`SELECT pg_reload_conf()`): the supervisor restarts the server with them. The others are
-//! per session.
+//! per session. The `belink` prefix is reserved: setting an unknown `belink.*` name is an
+//! error, not a silent placeholder.
 
 use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use belink_core::settings::{RerankMode, Retrieval, Settings};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 type Text = GucSetting<Option<CString>>;
 
-pub static ENCODER_MODEL: Text = Text::new(None);
-pub static ENCODER_POOLING: Text = Text::new(Some(c"auto"));
-pub static DEVICE: Text = Text::new(Some(c"auto"));
-pub static SERVER_PATH: Text = Text::new(None);
-pub static SERVER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
-pub static SERVER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
-pub static SERVER_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static ENCODER_MODEL: Text = Text::new(None);
+static ENCODER_POOLING: Text = Text::new(Some(c"auto"));
+static DEVICE: Text = Text::new(Some(c"auto"));
+static SERVER_PATH: Text = Text::new(None);
+static SERVER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
+static SERVER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static SERVER_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
-pub static MAX_DOCUMENT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(10_000_000);
+static MAX_DOCUMENT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(10_000_000);
 
-pub static RETRIEVAL: Text = Text::new(Some(c"hybrid"));
-pub static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
-pub static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
-pub static RETRIEVAL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum RetrievalGuc {
+    #[name = c"hybrid"]
+    Hybrid,
+    #[name = c"lexical"]
+    Lexical,
+}
 
-pub static RERANKER_MODEL: Text = Text::new(None);
-pub static RERANK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
-pub static RERANK: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub static RERANK_MODE: Text = Text::new(Some(c"score"));
-pub static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
-pub static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
-pub static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum RerankModeGuc {
+    #[name = c"score"]
+    Score,
+    #[name = c"generate"]
+    Generate,
+}
 
-pub static UMLS_SOURCES: Text = Text::new(None);
-pub static UMLS_LANGUAGES: Text = Text::new(Some(c"ENG"));
+static RETRIEVAL: GucSetting<RetrievalGuc> = GucSetting::<RetrievalGuc>::new(RetrievalGuc::Hybrid);
+static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
+static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
+static RETRIEVAL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+static RERANKER_MODEL: Text = Text::new(None);
+static RERANK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
+static RERANK: GucSetting<bool> = GucSetting::<bool>::new(false);
+static RERANK_MODE: GucSetting<RerankModeGuc> = GucSetting::<RerankModeGuc>::new(RerankModeGuc::Score);
+static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
+static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
+
+static UMLS_SOURCES: Text = Text::new(None);
+static UMLS_LANGUAGES: Text = Text::new(Some(c"ENG"));
 
 pub fn init() {
     text(&ENCODER_MODEL, c"belink.encoder_model", c"Directory of the sentence encoder (BERT family: config.json, tokenizer.json, model.safetensors); empty = the default all-MiniLM-L6-v2 installed with the extension.", GucContext::Sighup);
@@ -60,13 +81,15 @@ pub fn init() {
         4096,
         GucContext::Sighup,
     );
-    int(
-        &SERVER_BATCH_WAIT_MS,
+    GucRegistry::define_int_guc(
         c"belink.server_batch_wait_ms",
-        c"How long (ms) a request waits for others to join its batch.",
+        c"How long a request waits for others to join its batch.",
+        c"",
+        &SERVER_BATCH_WAIT_MS,
         0,
         1000,
         GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     int(
         &SERVER_THREADS,
@@ -76,13 +99,15 @@ pub fn init() {
         1024,
         GucContext::Sighup,
     );
-    int(
-        &REQUEST_TIMEOUT_MS,
+    GucRegistry::define_int_guc(
         c"belink.request_timeout",
-        c"How long (ms) a call waits for the model server before failing.",
+        c"How long a call waits for the model server before failing.",
+        c"",
+        &REQUEST_TIMEOUT_MS,
         100,
         i32::MAX,
         GucContext::Userset,
+        GucFlags::UNIT_MS,
     );
     int(
         &MAX_DOCUMENT_CHARS,
@@ -114,11 +139,13 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::empty(),
     );
-    text(
-        &RERANK_MODE,
+    GucRegistry::define_enum_guc(
         c"belink.rerank_mode",
         c"How the re-ranker answers: score (one forward pass, label probabilities) or generate (greedy generation, the slower reference).",
+        c"",
+        &RERANK_MODE,
         GucContext::Userset,
+        GucFlags::empty(),
     );
     int(
         &TOP_K,
@@ -146,11 +173,13 @@ pub fn init() {
         10_000,
         GucContext::Userset,
     );
-    text(
-        &RETRIEVAL,
+    GucRegistry::define_enum_guc(
         c"belink.retrieval",
         c"Candidate retrieval: hybrid (exact + trigram + dense, fused) or lexical (exact + trigram).",
+        c"",
+        &RETRIEVAL,
         GucContext::Userset,
+        GucFlags::empty(),
     );
     int(
         &RRF_K,
@@ -190,6 +219,8 @@ pub fn init() {
         c"UMLS languages (LAT) kept when loading MRCONSO.RRF, comma-separated; empty keeps every language.",
         GucContext::Userset,
     );
+    // SAFETY: called from _PG_init with a static NUL-terminated name.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"belink".as_ptr()) };
 }
 
 fn text(setting: &'static Text, name: &'static CStr, description: &'static CStr, context: GucContext) {
@@ -208,11 +239,71 @@ fn int(
 }
 
 /// A text setting's value; None when unset or empty.
-pub fn get(setting: &Text) -> Option<String> {
+fn get(setting: &Text) -> Option<String> {
     setting.get().map(|s| s.to_string_lossy().trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// A comma-separated list setting as its items.
-pub fn list(setting: &Text) -> Vec<String> {
+fn list(setting: &Text) -> Vec<String> {
     get(setting).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// The session's settings for the linking pipeline.
+pub fn settings() -> Settings {
+    Settings {
+        retrieval: match RETRIEVAL.get() {
+            RetrievalGuc::Hybrid => Retrieval::Hybrid,
+            RetrievalGuc::Lexical => Retrieval::Lexical,
+        },
+        rrf_k: RRF_K.get() as f64,
+        trigram_threshold: TRIGRAM_THRESHOLD.get(),
+        retrieval_cache_size: RETRIEVAL_CACHE_SIZE.get().max(0) as usize,
+        rerank: RERANK.get(),
+        rerank_mode: match RERANK_MODE.get() {
+            RerankModeGuc::Score => RerankMode::Score,
+            RerankModeGuc::Generate => RerankMode::Generate,
+        },
+        top_k: TOP_K.get().max(1) as usize,
+        nil_threshold: NIL_THRESHOLD.get(),
+        context_chars: CONTEXT_CHARS.get().max(0) as usize,
+        max_document_chars: MAX_DOCUMENT_CHARS.get().max(1) as usize,
+    }
+}
+
+/// How long a call waits for the model server (belink.request_timeout).
+pub fn request_timeout() -> Duration {
+    Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(1) as u64)
+}
+
+/// UMLS sources and languages kept when loading MRCONSO.RRF.
+pub fn umls_filter() -> (Vec<String>, Vec<String>) {
+    (list(&UMLS_SOURCES), list(&UMLS_LANGUAGES))
+}
+
+/// What the supervisor starts the model server with; None where the setting is empty (the
+/// installed default applies).
+pub struct ServerOptions {
+    pub program: Option<PathBuf>,
+    pub encoder: Option<PathBuf>,
+    pub reranker: Option<PathBuf>,
+    pub pooling: String,
+    pub device: String,
+    pub batch_size: i32,
+    pub batch_wait_ms: i32,
+    pub threads: i32,
+    pub rerank_batch_size: i32,
+}
+
+pub fn server_options() -> ServerOptions {
+    ServerOptions {
+        program: get(&SERVER_PATH).map(PathBuf::from),
+        encoder: get(&ENCODER_MODEL).map(PathBuf::from),
+        reranker: get(&RERANKER_MODEL).map(PathBuf::from),
+        pooling: get(&ENCODER_POOLING).unwrap_or_else(|| "auto".into()),
+        device: get(&DEVICE).unwrap_or_else(|| "auto".into()),
+        batch_size: SERVER_BATCH_SIZE.get(),
+        batch_wait_ms: SERVER_BATCH_WAIT_MS.get(),
+        threads: SERVER_THREADS.get(),
+        rerank_batch_size: RERANK_BATCH_SIZE.get(),
+    }
 }

@@ -6,11 +6,12 @@ use pgrx::prelude::*;
 mod api;
 mod catalog;
 mod client;
-mod dictionaries;
 mod error;
 mod gucs;
+mod mention_dictionary_cache;
+mod pipeline;
 mod plans;
-mod retrieval_cache;
+mod store;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -33,8 +34,19 @@ mod tests;
 pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
+    /// The test cluster preloads belink, as a real deployment does, so the supervisor, the
+    /// model server and dense retrieval are covered here too: the server binary from
+    /// `cargo build --release -p belink-server` and the models `make models` fetched (the
+    /// Makefile's test-pg target does both first).
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        let checkout = env!("CARGO_MANIFEST_DIR");
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        vec![
+            "shared_preload_libraries = 'belink'",
+            leak(format!("belink.server_path = '{checkout}/target/release/belink-server'")),
+            leak(format!("belink.encoder_model = '{checkout}/.cache/models/all-MiniLM-L6-v2'")),
+            leak(format!("belink.reranker_model = '{checkout}/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf'")),
+        ]
     }
 }

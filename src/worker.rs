@@ -90,28 +90,29 @@ struct ServerCommand {
 
 impl ServerCommand {
     fn from_settings() -> ServerCommand {
-        let program = gucs::get(&gucs::SERVER_PATH).map(PathBuf::from).unwrap_or_else(default_server_path);
-        let encoder = gucs::get(&gucs::ENCODER_MODEL).map(PathBuf::from).unwrap_or_else(default_encoder_dir);
-        let reranker = gucs::get(&gucs::RERANKER_MODEL).map(PathBuf::from).unwrap_or_else(default_reranker_path);
+        let options = gucs::server_options();
+        let program = options.program.unwrap_or_else(default_server_path);
+        let encoder = options.encoder.unwrap_or_else(default_encoder_dir);
+        let reranker = options.reranker.unwrap_or_else(default_reranker_path);
         let args = vec![
             "--socket".into(),
             SOCKET_NAME.into(),
             "--encoder-model".into(),
             encoder.display().to_string(),
             "--pooling".into(),
-            gucs::get(&gucs::ENCODER_POOLING).unwrap_or_else(|| "auto".into()),
+            options.pooling,
             "--device".into(),
-            gucs::get(&gucs::DEVICE).unwrap_or_else(|| "auto".into()),
+            options.device,
             "--max-batch".into(),
-            gucs::SERVER_BATCH_SIZE.get().to_string(),
+            options.batch_size.to_string(),
             "--batch-wait-ms".into(),
-            gucs::SERVER_BATCH_WAIT_MS.get().to_string(),
+            options.batch_wait_ms.to_string(),
             "--threads".into(),
-            gucs::SERVER_THREADS.get().to_string(),
+            options.threads.to_string(),
             "--reranker-model".into(),
             reranker.display().to_string(),
             "--rerank-batch".into(),
-            gucs::RERANK_BATCH_SIZE.get().to_string(),
+            options.rerank_batch_size.to_string(),
             "--parent-pid".into(),
             std::process::id().to_string(),
         ];

@@ -1,6 +1,6 @@
 //! The PubTator and GSC+ corpus parsers on arbitrary bytes.
 #![no_main]
-use belink_core::corpus::{parse_corpus, CorpusFormat};
+use belink_eval::corpus::{parse_corpus, CorpusFormat};
 use belink_core::input::Lines;
 use libfuzzer_sys::fuzz_target;
 

@@ -3,29 +3,30 @@
 #![no_main]
 use std::sync::OnceLock;
 
-use belink_core::abbreviation::find_abbreviations;
-use belink_core::detect::{Dictionary, DictionaryName};
-use belink_core::linking::mentions_to_link;
-use belink_core::normalize::{normalize, tokenize};
-use belink_core::prompt::{context_window, item_suffix, ChatTemplate, PromptCandidate, RerankItem};
+use belink_core::mentions::abbreviations::find_abbreviations;
+use belink_core::mentions::dictionary::{MentionDictionary, DictionaryName};
+use belink_core::mentions::find_mentions;
+use belink_core::fold::{fold, tokenize};
+use belink_core::decision::context::context_window;
+use belink_core::decision::prompt::{item_suffix, ChatTemplate, PromptCandidate, RerankItem};
 use libfuzzer_sys::fuzz_target;
 
-fn dictionary() -> &'static Dictionary {
-    static DICTIONARY: OnceLock<Dictionary> = OnceLock::new();
+fn dictionary() -> &'static MentionDictionary {
+    static DICTIONARY: OnceLock<MentionDictionary> = OnceLock::new();
     DICTIONARY.get_or_init(|| {
         let names = ["Colorectal cancer", "FAP", "ALL", "β-thalassemia", "Crohn's disease", "a", "1 2 3"]
             .iter()
             .enumerate()
-            .map(|(i, n)| DictionaryName { concept_id: i.to_string(), name: n.to_string(), normalized: normalize(n) })
+            .map(|(i, n)| DictionaryName { concept_id: i.to_string(), name: n.to_string(), normalized: fold(n) })
             .collect();
-        Dictionary::build(names).unwrap()
+        MentionDictionary::build(names).unwrap()
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let normalized = normalize(text);
-    assert_eq!(normalize(&normalized), normalized, "normalization is idempotent");
+    let normalized = fold(text);
+    assert_eq!(fold(&normalized), normalized, "normalization is idempotent");
     let length = text.chars().count();
     for token in tokenize(text) {
         assert!(token.start < token.end && token.end <= length);
@@ -33,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     for abbreviation in find_abbreviations(text) {
         assert!(abbreviation.uses.iter().all(|&(s, e)| s < e && e <= length));
     }
-    for mention in mentions_to_link(text, &[dictionary()]) {
+    for mention in find_mentions(text, &[dictionary()]) {
         assert!(mention.start < mention.end && mention.end <= length);
     }
     let half = length / 2;

@@ -1,21 +1,22 @@
-//! Sentence embeddings through the model server: belink_embed, belink_index (embedding every
-//! name of an ontology into a per-ontology HNSW index), and belink_worker_status.
+//! Sentence embeddings through the model server: belink_embed, and belink_index (embedding
+//! every name of an ontology into a per-ontology HNSW index).
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use belink_core::catalog::Embeddings;
+use belink_core::error::Error;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{JsonB, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 
 use crate::catalog::{self, extension_schema};
-use crate::error::{raise, raise_with_hint, OrRaise};
-use crate::{client, worker};
+use crate::error::{raise, raise_with_hint, OrRaise, OrRaiseError};
+use crate::{client, gucs};
 
 /// The embedding of one text as real[] (belink_embed(text) casts it to vector).
 #[pg_extern(volatile, strict, parallel_restricted)]
 fn belink_embed_real(text: &str) -> Vec<f32> {
-    let (_, mut vectors) = client::embed(vec![text.to_string()]);
+    let (_, mut vectors) = client::embed(vec![text.to_string()]).map_err(Error::from).or_raise_error();
     vectors.pop().expect("one vector per text")
 }
 
@@ -25,37 +26,21 @@ fn belink_embed_many_real(
     texts: Vec<Option<String>>,
 ) -> TableIterator<'static, (name!(ordinality, i64), name!(embedding, Option<Vec<f32>>))> {
     let present: Vec<String> = texts.iter().flatten().cloned().collect();
-    let (_, vectors) = client::embed(present);
+    let (_, vectors) = client::embed(present).map_err(Error::from).or_raise_error();
     let mut vectors = vectors.into_iter();
     let rows: Vec<(i64, Option<Vec<f32>>)> =
         texts.iter().enumerate().map(|(i, text)| (i as i64 + 1, text.as_ref().and_then(|_| vectors.next()))).collect();
     TableIterator::new(rows)
 }
 
-extension_sql!(
-    r#"
-CREATE FUNCTION belink_embed(text text) RETURNS vector
-    LANGUAGE sql VOLATILE STRICT PARALLEL RESTRICTED
-    RETURN belink_embed_real(text)::vector;
-COMMENT ON FUNCTION belink_embed(text) IS 'Sentence embedding (L2-normalized) of a text, computed by the model server';
-
-CREATE FUNCTION belink_embed(texts text[]) RETURNS SETOF vector
-    LANGUAGE sql VOLATILE STRICT PARALLEL RESTRICTED
-BEGIN ATOMIC
-    SELECT e.embedding::vector FROM belink_embed_many_real(texts) AS e ORDER BY e.ordinality;
-END;
-COMMENT ON FUNCTION belink_embed(text[]) IS 'Sentence embeddings of many texts, in order, computed in one request (NULL for NULL texts)';
-"#,
-    name = "embed_sql",
-    requires = [belink_embed_real, belink_embed_many_real]
-);
+extension_sql_file!("../../sql/embed.sql", name = "embed_sql", requires = [belink_embed_real, belink_embed_many_real]);
 
 /// The encoder the server runs, or an ERROR saying why not. A server that is still loading
 /// it (just started or restarted) is waited for, up to belink.request_timeout.
-fn server_encoder() -> catalog::Embeddings {
-    let deadline = Instant::now() + request_timeout();
+fn server_encoder() -> Embeddings {
+    let deadline = Instant::now() + gucs::request_timeout();
     let status = loop {
-        let json = client::status(request_timeout()).unwrap_or_else(|reason| {
+        let json = client::status(gucs::request_timeout()).unwrap_or_else(|reason| {
             raise_with_hint(
                 PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
                 format!("the belink model server is not available: {reason}"),
@@ -76,15 +61,11 @@ fn server_encoder() -> catalog::Embeddings {
             "Check belink.encoder_model, then SELECT pg_reload_conf().",
         );
     }
-    catalog::Embeddings {
+    Embeddings {
         model: status["encoder_model"].as_str().unwrap_or_default().to_string(),
         dim: status["encoder_dim"].as_u64().unwrap_or(0) as usize,
         ignores_case: status["encoder_ignores_case"].as_bool().unwrap_or(false),
     }
-}
-
-fn request_timeout() -> Duration {
-    Duration::from_millis(crate::gucs::REQUEST_TIMEOUT_MS.get().max(1) as u64)
 }
 
 /// Index name for an ontology's embeddings (ontology names may be up to 63 characters).
@@ -193,7 +174,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
             return 0;
         }
         let (ids, texts): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
-        let (dim, vectors) = client::embed(texts);
+        let (dim, vectors) = client::embed(texts).map_err(Error::from).or_raise_error();
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
         let vec_schema = extension_schema(client, "vector");
         client
@@ -277,100 +258,8 @@ fn spi_ident(name: &str) -> String {
     pgrx::spi::quote_identifier(name)
 }
 
-extension_sql!(
-    r#"
-CREATE PROCEDURE belink_index(ontology text, batch_size integer DEFAULT 1024)
-LANGUAGE plpgsql AS $procedure$
-DECLARE
-    remaining bigint;
-    embedded bigint := 0;
-    batch integer;
-    started timestamptz := clock_timestamp();
-    last_notice timestamptz := clock_timestamp();
-    elapsed double precision;
-BEGIN
-    remaining := @extschema@.belink_index_prepare(ontology);
-    COMMIT;
-    RAISE NOTICE 'belink_index(%): % names to embed', ontology, remaining;
-    LOOP
-        batch := @extschema@.belink_index_batch(ontology, batch_size);
-        EXIT WHEN batch = 0;
-        embedded := embedded + batch;
-        COMMIT;
-        IF clock_timestamp() - last_notice > interval '5 seconds' THEN
-            elapsed := extract(epoch FROM clock_timestamp() - started);
-            RAISE NOTICE 'belink_index(%): % of % names embedded (% names/s, about % s left)',
-                ontology, embedded, remaining, round((embedded / elapsed)::numeric, 1),
-                round(((remaining - embedded) / greatest(embedded / elapsed, 1e-9))::numeric);
-            last_notice := clock_timestamp();
-        END IF;
-    END LOOP;
-    RAISE NOTICE 'belink_index(%): % names embedded in % s; building the HNSW index', ontology, embedded,
-        round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
-    PERFORM @extschema@.belink_index_finish(ontology);
-    COMMIT;
-END
-$procedure$;
-COMMENT ON PROCEDURE belink_index(text, integer) IS
-    'Embeds every name of an ontology through the model server (committing per batch: interrupt and call again to resume) and builds its HNSW index';
-"#,
+extension_sql_file!(
+    "../../sql/index.sql",
     name = "index_sql",
     requires = [belink_index_prepare, belink_index_batch, belink_index_finish]
-);
-
-/// The supervisor's and the model server's state, for monitoring.
-#[pg_extern(volatile, parallel_restricted)]
-fn belink_worker_status_json() -> JsonB {
-    let mut status = serde_json::Map::new();
-    status.insert("preloaded".into(), worker::preloaded().into());
-    if !worker::preloaded() {
-        status.insert("state".into(), "not preloaded (add belink to shared_preload_libraries)".into());
-        return JsonB(serde_json::Value::Object(status));
-    }
-    let pid = worker::SERVER_PID.get().load(Ordering::Acquire);
-    status.insert("server_pid".into(), pid.into());
-    status.insert("server_starts".into(), worker::SERVER_STARTS.get().load(Ordering::Acquire).into());
-    let timeout = request_timeout().min(Duration::from_secs(5));
-    let state = match client::status(timeout) {
-        Ok(json) => {
-            if let Ok(serde_json::Value::Object(server)) = serde_json::from_str(&json) {
-                status.extend(server);
-            }
-            "running".to_string()
-        }
-        Err(reason) if pid == 0 => format!("down ({reason}); restarting"),
-        Err(reason) => format!("not answering ({reason})"),
-    };
-    status.insert("state".into(), state.into());
-    JsonB(serde_json::Value::Object(status))
-}
-
-extension_sql!(
-    r#"
-CREATE FUNCTION belink_worker_status(
-    OUT state text, OUT server_pid integer, OUT server_starts integer, OUT device text,
-    OUT encoder_model text, OUT encoder_state text, OUT encoder_dim integer,
-    OUT requests bigint, OUT texts bigint, OUT abandoned_requests bigint, OUT batches bigint,
-    OUT mean_requests_per_batch double precision, OUT max_requests_per_batch integer,
-    OUT max_texts_per_batch integer, OUT mean_latency_ms double precision,
-    OUT max_latency_ms double precision, OUT queue_depth integer, OUT errors bigint,
-    OUT last_error text, OUT rss_mb double precision, OUT peak_rss_mb double precision,
-    OUT uptime_s double precision)
-    LANGUAGE sql VOLATILE PARALLEL RESTRICTED
-BEGIN ATOMIC
-    SELECT s->>'state', (s->>'server_pid')::integer, (s->>'server_starts')::integer, s->>'device',
-           s->>'encoder_model', s->>'encoder_state', (s->>'encoder_dim')::integer,
-           (s->>'requests')::bigint, (s->>'texts')::bigint, (s->>'abandoned_requests')::bigint,
-           (s->>'batches')::bigint, (s->>'mean_requests_per_batch')::double precision,
-           (s->>'max_requests_per_batch')::integer, (s->>'max_texts_per_batch')::integer,
-           (s->>'mean_latency_ms')::double precision, (s->>'max_latency_ms')::double precision,
-           (s->>'queue_depth')::integer, (s->>'errors')::bigint, s->>'last_error',
-           (s->>'rss_kb')::double precision / 1024, (s->>'peak_rss_kb')::double precision / 1024,
-           (s->>'uptime_s')::double precision
-    FROM belink_worker_status_json() AS s;
-END;
-COMMENT ON FUNCTION belink_worker_status() IS 'State of the belink model server and its supervisor, one row';
-"#,
-    name = "status_sql",
-    requires = [belink_worker_status_json]
 );

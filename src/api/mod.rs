@@ -1,9 +1,10 @@
-//! The SQL surface: one module per group of functions, all thin glue over the core crate and
-//! the catalog module.
+//! The SQL surface: one module per group of functions, each checking arguments and building
+//! rows around the core's pipeline (see src/pipeline.rs) or the catalog module.
 
-pub mod candidates;
+mod candidates;
 mod embed;
 mod link;
-pub mod normalize;
+mod normalize;
 mod ontology;
+mod status;
 mod text;

@@ -182,11 +182,12 @@ fn store(
 fn load_options(format: Option<&str>, sources: Option<Vec<String>>, languages: Option<Vec<String>>) -> LoadOptions {
     let format = ontology::parse_format_argument(format.unwrap_or("auto"))
         .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
+    let (default_sources, default_languages) = gucs::umls_filter();
     LoadOptions {
         format,
         umls: UmlsFilter {
-            sources: sources.unwrap_or_else(|| gucs::list(&gucs::UMLS_SOURCES)),
-            languages: languages.unwrap_or_else(|| gucs::list(&gucs::UMLS_LANGUAGES)),
+            sources: sources.unwrap_or(default_sources),
+            languages: languages.unwrap_or(default_languages),
         },
     }
 }

@@ -1,7 +1,8 @@
 use pgrx::prelude::*;
 
-/// The normalized form of a text: what BeLink compares names and mentions by.
+/// The folded form of a text: what BeLink compares names and mentions by (stored in
+/// belink.names.normalized).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn belink_normalize_text(text: &str) -> String {
-    belink_core::normalize::normalize(text)
+fn belink_fold(text: &str) -> String {
+    belink_core::fold::fold(text)
 }

@@ -134,10 +134,23 @@ mod tests {
     }
 
     #[pg_test]
-    fn embedding_needs_the_preloaded_model_server() {
-        // This test cluster does not preload belink: a clear error, not a hang.
-        assert_error("SELECT belink_embed('x')", "55000", "not in shared_preload_libraries");
+    fn dense_retrieval_through_the_preloaded_model_server() {
+        // The test cluster preloads belink: the supervisor runs the model server.
         let state = Spi::get_one::<pgrx::JsonB>("SELECT belink_worker_status_json()").unwrap().unwrap();
-        assert_eq!(state.0["preloaded"], false);
+        assert_eq!(state.0["preloaded"], true);
+        load_fixtures();
+        Spi::run("SELECT belink_index_prepare('hpo')").unwrap();
+        while Spi::get_one::<i32>("SELECT belink_index_batch('hpo', 512)").unwrap().unwrap() > 0 {}
+        Spi::run("SELECT belink_index_finish('hpo')").unwrap();
+        let dense_ranks = |sql: &str| -> Vec<Option<i32>> {
+            Spi::connect(|client| {
+                client.select(sql, None, &[]).unwrap().map(|row| row.get::<i32>(9).unwrap()).collect()
+            })
+        };
+        let hybrid = dense_ranks("SELECT * FROM belink_candidates('raised blood pressure', 'hpo', 5)");
+        assert!(hybrid.contains(&Some(1)), "{hybrid:?}");
+        Spi::run("SET LOCAL belink.retrieval = 'lexical'").unwrap();
+        let lexical = dense_ranks("SELECT * FROM belink_candidates('raised blood pressure', 'hpo', 5)");
+        assert!(lexical.iter().all(Option::is_none), "{lexical:?}");
     }
 }

@@ -246,9 +246,8 @@ mod tests {
 
     #[pg_test]
     fn normalize_text() {
-        let normalized =
-            Spi::get_one::<String>("SELECT belink_normalize_text('Alzheimer''s Disease, Type-2 (β)')").unwrap();
+        let normalized = Spi::get_one::<String>("SELECT belink_fold('Alzheimer''s Disease, Type-2 (β)')").unwrap();
         assert_eq!(normalized.as_deref(), Some("alzheimer disease type 2 beta"));
-        assert_eq!(Spi::get_one::<String>("SELECT belink_normalize_text(NULL)").unwrap(), None);
+        assert_eq!(Spi::get_one::<String>("SELECT belink_fold(NULL)").unwrap(), None);
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use flate2::bufread::MultiGzDecoder;
 
 /// An error while reading an ontology or a corpus. `line` is 1-based where the problem has a line.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ReadError {
     #[error("line {line}: {message}")]
     Syntax { line: usize, message: String },
@@ -26,7 +26,7 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    pub(crate) fn syntax(line: usize, message: impl Into<String>) -> Self {
+    pub fn syntax(line: usize, message: impl Into<String>) -> Self {
         ReadError::Syntax { line, message: message.into() }
     }
 }
@@ -34,7 +34,7 @@ impl ReadError {
 pub type Result<T> = std::result::Result<T, ReadError>;
 
 /// A long line shortened for an error message.
-pub(crate) fn clip(text: &str) -> String {
+pub fn clip(text: &str) -> String {
     const MAX_CHARS: usize = 60;
     match text.char_indices().nth(MAX_CHARS) {
         Some((i, _)) => format!("{}...", &text[..i]),

@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::prompt::{PromptCandidate, RerankItem};
+use crate::decision::prompt::{PromptCandidate, RerankItem};
 
 /// The largest frame either side accepts (a batch of thousands of texts or a long document
 /// fits comfortably).

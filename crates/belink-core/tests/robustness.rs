@@ -5,12 +5,10 @@
 
 use std::path::Path;
 
-use belink_core::abbreviation::find_abbreviations;
-use belink_core::corpus::{parse_corpus, CorpusFormat};
-use belink_core::detect::{Dictionary, DictionaryName};
-use belink_core::input::Lines;
-use belink_core::linking::mentions_to_link;
-use belink_core::normalize::{normalize, tokenize};
+use belink_core::fold::{fold, tokenize};
+use belink_core::mentions::abbreviations::find_abbreviations;
+use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
+use belink_core::mentions::find_mentions;
 use belink_core::ontology::{load_bytes, Format, LoadOptions};
 use belink_core::wire::{read_frame, Message};
 
@@ -64,7 +62,7 @@ const FIXTURES: [&str; 8] = [
 fn mutated_files_never_panic_any_parser() {
     let mut random = fastrand::Rng::with_seed(0x5eed);
     let formats =
-        [None, Some(Format::Obo), Some(Format::Ctd), Some(Format::Dictionary), Some(Format::Rrf), Some(Format::Tsv)];
+        [None, Some(Format::Obo), Some(Format::Ctd), Some(Format::Biosyn), Some(Format::Rrf), Some(Format::Tsv)];
     for name in FIXTURES {
         let original = fixture(name);
         for _ in 0..300 {
@@ -72,11 +70,8 @@ fn mutated_files_never_panic_any_parser() {
             for format in formats {
                 let _ = load_bytes(&data, &LoadOptions { format, ..LoadOptions::default() });
             }
-            for format in [CorpusFormat::PubTator, CorpusFormat::GscPlus] {
-                let _ = parse_corpus(format, &mut Lines::new(Box::new(std::io::Cursor::new(data.clone()))));
-            }
             if let Ok(text) = std::str::from_utf8(&data) {
-                let _ = normalize(text);
+                let _ = fold(text);
                 let _ = find_abbreviations(text);
             }
         }
@@ -103,19 +98,19 @@ fn mutated_frames_never_panic_the_decoder() {
     }
 }
 
-fn dictionary() -> Dictionary {
+fn dictionary() -> MentionDictionary {
     let names = ["Familial adenomatous polyposis", "FAP", "Colorectal cancer", "β-thalassemia"]
         .iter()
         .enumerate()
-        .map(|(i, n)| DictionaryName { concept_id: i.to_string(), name: n.to_string(), normalized: normalize(n) })
+        .map(|(i, n)| DictionaryName { concept_id: i.to_string(), name: n.to_string(), normalized: fold(n) })
         .collect();
-    Dictionary::build(names).unwrap()
+    MentionDictionary::build(names).unwrap()
 }
 
 #[test]
 fn a_million_mentions_in_one_text() {
     let text = "FAP ".repeat(1_000_000);
-    let mentions = mentions_to_link(&text, &[&dictionary()]);
+    let mentions = find_mentions(&text, &[&dictionary()]);
     assert_eq!(mentions.len(), 1_000_000);
     assert_eq!((mentions[999_999].start, mentions[999_999].end), (3_999_996, 3_999_999));
 }
@@ -139,17 +134,49 @@ fn repeated_junk_and_extreme_unicode() {
         let length = text.chars().count();
         let tokens = tokenize(text);
         assert!(tokens.iter().all(|t| t.start < t.end && t.end <= length));
-        let normalized = normalize(text);
+        let normalized = fold(text);
         // Normalizing twice changes nothing (names and mentions meet in the same form).
         // Compared without assert_eq: the texts are megabytes long.
         assert!(
-            normalize(&normalized) == normalized,
-            "normalize is not idempotent on case {:?}",
+            fold(&normalized) == normalized,
+            "fold is not idempotent on case {:?}",
             text.chars().take(20).collect::<String>()
         );
-        for mention in mentions_to_link(text, &[&dictionary]) {
+        for mention in find_mentions(text, &[&dictionary]) {
             assert!(mention.end <= length);
         }
         let _ = find_abbreviations(text);
     }
+}
+
+/// The worst shapes for abbreviation detection, at a size where quadratic work would take
+/// minutes (make bench times them): one sentence of "(XY)" tokens, an abbreviation defined and
+/// used throughout one sentence, and thousands of distinct short forms.
+#[test]
+fn adversarial_abbreviation_shapes_stay_linear() {
+    let dictionary = dictionary();
+    let no_definitions = "(XY) ".repeat(200_000);
+    assert!(find_abbreviations(&no_definitions).is_empty());
+
+    let defined_everywhere = format!("familial adenomatous polyposis (FAP) {}", "and FAP (FAP) ".repeat(100_000));
+    let found = find_abbreviations(&defined_everywhere);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].uses.len(), 200_001);
+    let mentions = find_mentions(&defined_everywhere, &[&dictionary]);
+    assert_eq!(mentions.len(), 200_002, "the long form and every use");
+    assert!(mentions[1..].iter().all(|m| m.abbreviation_of.as_deref() == Some("familial adenomatous polyposis")));
+
+    let letters = |i: usize| -> String {
+        [(i / 676) % 26, (i / 26) % 26, i % 26].iter().map(|&c| (b'a' + c as u8) as char).collect()
+    };
+    let distinct: String = (0..17_576)
+        .map(|i| {
+            let short = letters(i).to_uppercase();
+            let long: Vec<String> = short.chars().map(|c| format!("{c}{}", letters(i + 1))).collect();
+            format!("{} ({short}) ", long.join(" "))
+        })
+        .collect();
+    let found = find_abbreviations(&distinct);
+    assert_eq!(found.len(), 17_576);
+    assert!(found.iter().all(|a| a.uses.len() == 1));
 }

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use belink_core::corpus::{load_corpus, Document};
+use belink_eval::corpus::{load_corpus, Document};
 use postgres::Client;
 
+use crate::configs::CONFIGS;
+use crate::db::db_message;
 use crate::ids::canonical;
 use crate::protocol::{is_correct, queries, Protocol, Query};
 
@@ -114,34 +116,6 @@ impl NormalizationRun {
         self.hits_at[k - 1] as f64 / self.queries.max(1) as f64
     }
 }
-
-/// A retrieval configuration, set through the session's GUCs.
-pub struct Config {
-    pub name: &'static str,
-    pub settings: &'static [&'static str],
-    /// Dense retrieval: the ontology's names must be embedded first (belink_index).
-    pub needs_index: bool,
-}
-
-/// The configurations this build can run. Hybrid retrieval and re-ranking join this list as
-/// they are built.
-pub const CONFIGS: &[Config] = &[
-    Config {
-        name: "lexical",
-        settings: &["SET belink.retrieval = 'lexical'", "SET belink.rerank = off"],
-        needs_index: false,
-    },
-    Config {
-        name: "hybrid",
-        settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = off"],
-        needs_index: true,
-    },
-    Config {
-        name: "hybrid + re-ranking",
-        settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = on"],
-        needs_index: true,
-    },
-];
 
 pub struct DatasetResult {
     pub spec: DatasetSpec,
@@ -323,11 +297,6 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The server's message for a failed statement.
-pub fn db_message(error: &postgres::Error) -> String {
-    error.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| error.to_string())
-}
-
 fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answer) {
     run.queries += 1;
     let candidates = &answer.candidates;
@@ -485,9 +454,9 @@ mod tests {
 
     #[test]
     fn dataset_spec() {
-        let spec = DatasetSpec::parse("name=ncbi-dev,corpus=/d/dev.txt,ontology=medic,ontology_file=/s/medic.txt,format=dictionary,train=/d/train.txt").unwrap();
+        let spec = DatasetSpec::parse("name=ncbi-dev,corpus=/d/dev.txt,ontology=medic,ontology_file=/s/medic.txt,format=biosyn,train=/d/train.txt").unwrap();
         assert_eq!(spec.ontology, "medic");
-        assert_eq!(spec.format, "dictionary");
+        assert_eq!(spec.format, "biosyn");
         assert_eq!(spec.train, Some(PathBuf::from("/d/train.txt")));
         assert!(DatasetSpec::parse("name=x,corpus=/c").unwrap_err().contains("no ontology="));
     }

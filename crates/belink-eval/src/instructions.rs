@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use belink_core::corpus::load_corpus;
-use belink_core::prompt::{
-    context_window, item_suffix, labels_for, shared_prefix, user_message, ChatTemplate, PromptCandidate, RerankItem,
-    INSTRUCTION,
+use belink_core::decision::context::context_window;
+use belink_core::decision::prompt::{
+    item_suffix, labels_for, shared_prefix, user_message, ChatTemplate, PromptCandidate, RerankItem, INSTRUCTION,
 };
+use belink_core::ontology::NameKind;
+use belink_eval::corpus::load_corpus;
 use postgres::Client;
 use serde_json::json;
 
-use crate::evaluate::db_message;
+use crate::db::db_message;
 use crate::ids::canonical;
 
 pub struct Options {
@@ -136,9 +137,9 @@ fn concepts(client: &mut Client, ontology: &str) -> Result<Vec<Concept>, String>
         .query(
             "SELECT c.concept_id, c.name, c.definition, c.alt_ids,
                     ARRAY(SELECT n.name FROM belink.names n WHERE n.ontology = c.ontology AND n.concept_id = c.concept_id
-                          AND n.kind IN ('exact', 'related', 'abbreviation') ORDER BY n.name_id LIMIT 3)
+                          AND n.kind = ANY($2) ORDER BY n.name_id LIMIT 3)
              FROM belink.concepts c WHERE c.ontology = $1 AND NOT c.obsolete",
-            &[&ontology],
+            &[&ontology, &NameKind::texts(&NameKind::PROMPT_SYNONYMS)],
         )
         .map_err(|e| db_message(&e))?;
     Ok(rows

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use belink_core::corpus::Document;
+use belink_eval::corpus::Document;
 use postgres::Client;
 
-use crate::evaluate::{db_message, CONFIGS};
+use crate::configs::CONFIGS;
+use crate::db::db_message;
 use crate::ids::canonical;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,8 @@
 //! DSN is a libpq-style string, e.g. "host=/path/to/socket/dir port=54330 user=postgres".
 
 mod args;
+mod configs;
+mod db;
 mod evaluate;
 mod ids;
 mod instructions;
@@ -42,7 +44,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use belink_core::corpus::load_corpus;
+use belink_eval::corpus::load_corpus;
 use postgres::{Client, NoTls};
 
 use args::Args;
@@ -112,9 +114,7 @@ fn retrieval(args: &Args) -> Result<(), String> {
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
     let mut client = connect(args)?;
     let mode = args.get("retrieval").unwrap_or("hybrid");
-    client
-        .execute("SELECT set_config('belink.retrieval', $1, false)", &[&mode])
-        .map_err(|e| evaluate::db_message(&e))?;
+    client.execute("SELECT set_config('belink.retrieval', $1, false)", &[&mode]).map_err(|e| db::db_message(&e))?;
     let statement = client
         .prepare(
             "SELECT k.concept_id, k.alt_ids
@@ -206,16 +206,16 @@ fn index(args: &Args) -> Result<(), String> {
     let mut client = connect(args)?;
     let names: i64 = client
         .query_one("SELECT count(*) FROM belink.names WHERE ontology = $1", &[&ontology])
-        .map_err(|e| evaluate::db_message(&e))?
+        .map_err(|e| db::db_message(&e))?
         .get(0);
     let started = Instant::now();
     client
         .execute("CALL belink_index($1)", &[&ontology])
-        .map_err(|e| format!("belink_index({ontology}): {}", evaluate::db_message(&e)))?;
+        .map_err(|e| format!("belink_index({ontology}): {}", db::db_message(&e)))?;
     let seconds = started.elapsed().as_secs_f64();
     let row = client
         .query_one("SELECT rss_mb, peak_rss_mb FROM belink_worker_status()", &[])
-        .map_err(|e| evaluate::db_message(&e))?;
+        .map_err(|e| db::db_message(&e))?;
     println!("| ontology | names | seconds | names/s | server RSS MB | server peak RSS MB |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!(
@@ -248,9 +248,7 @@ fn memory(args: &Args) -> Result<(), String> {
         before.push(rss_mb(pid).ok_or(format!("no resident memory for backend {pid}"))?);
     }
     for client in &mut clients {
-        client
-            .query_one("SELECT belink_embed('colorectal adenoma')::text", &[])
-            .map_err(|e| evaluate::db_message(&e))?;
+        client.query_one("SELECT belink_embed('colorectal adenoma')::text", &[]).map_err(|e| db::db_message(&e))?;
     }
     let after: Vec<f64> = pids
         .iter()
@@ -261,7 +259,7 @@ fn memory(args: &Args) -> Result<(), String> {
     let max = deltas.iter().cloned().fold(f64::MIN, f64::max);
     let row = clients[0]
         .query_one("SELECT server_pid, rss_mb, peak_rss_mb FROM belink_worker_status()", &[])
-        .map_err(|e| evaluate::db_message(&e))?;
+        .map_err(|e| db::db_message(&e))?;
     println!("| connections | backend RSS before (MB, mean) | extra RSS after belink_embed (MB, mean / max) | model server RSS (MB) | server peak (MB) |");
     println!("|---:|---:|---:|---:|---:|");
     println!(
@@ -280,8 +278,7 @@ fn throughput(args: &Args) -> Result<(), String> {
     let runs: usize = args.get("runs").unwrap_or("1").parse().ok().filter(|&n| n > 0).ok_or("bad --runs")?;
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
     let mut client = connect(args)?;
-    let sql =
-        |client: &mut Client, statement: &str| client.batch_execute(statement).map_err(|e| evaluate::db_message(&e));
+    let sql = |client: &mut Client, statement: &str| client.batch_execute(statement).map_err(|e| db::db_message(&e));
     sql(
         &mut client,
         "DROP TABLE IF EXISTS bench_docs; CREATE TABLE bench_docs (id bigint PRIMARY KEY, body text, entities jsonb)",
@@ -304,7 +301,7 @@ fn throughput(args: &Args) -> Result<(), String> {
         client
             .query_one("SELECT (belink_worker_status_json()->>'texts')::bigint", &[])
             .map(|row| row.get::<_, Option<i64>>(0).unwrap_or(0))
-            .map_err(|e| evaluate::db_message(&e))
+            .map_err(|e| db::db_message(&e))
     };
     // Each run in a new session: what one run retrieves (the session's retrieval cache) must
     // not speed up the next. The session's mention dictionary is built before timing. The
@@ -346,7 +343,7 @@ fn throughput(args: &Args) -> Result<(), String> {
 }
 
 fn instructions(args: &Args) -> Result<(), String> {
-    use belink_core::prompt::ChatTemplate;
+    use belink_core::decision::prompt::ChatTemplate;
     let corpus = Path::new(args.required("corpus")?);
     let ontology = args.required("ontology")?;
     let out = Path::new(args.required("out")?);
@@ -363,7 +360,9 @@ fn instructions(args: &Args) -> Result<(), String> {
         },
         context_chars: 200,
     };
-    if !(1..=belink_core::prompt::MAX_CANDIDATES).contains(&options.k) || !(0.0..=1.0).contains(&options.absent_share) {
+    if !(1..=belink_core::decision::prompt::MAX_CANDIDATES).contains(&options.k)
+        || !(0.0..=1.0).contains(&options.absent_share)
+    {
         return Err("--k must be 1..25 and --absent between 0 and 1".into());
     }
     let mut client = connect(args)?;

@@ -9,7 +9,7 @@
 //! In both, a concept's alternative ids count as the concept, and ids are compared without
 //! the `MESH:`/`OMIM:` prefixes (see `ids`).
 
-use belink_core::corpus::GoldMention;
+use belink_eval::corpus::GoldMention;
 
 use crate::ids::canonical;
 

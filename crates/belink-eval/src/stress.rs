@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use belink_core::corpus::Document;
+use belink_eval::corpus::Document;
 use postgres::{Client, NoTls};
 
-use crate::evaluate::db_message;
+use crate::db::db_message;
 use crate::rss_mb;
 
 pub struct Options {

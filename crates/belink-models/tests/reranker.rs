@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use belink_core::prompt::{PromptCandidate, RerankItem};
+use belink_core::decision::prompt::{PromptCandidate, RerankItem};
 use belink_models::llm::{parse_answer, Reranker};
 use belink_models::streams::Streams;
 use candle_core::quantized::gguf_file;

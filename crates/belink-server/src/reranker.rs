@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use belink_core::prompt::RerankItem;
+use belink_core::decision::prompt::RerankItem;
 use belink_core::wire::ErrorCode;
 use belink_models::llm::Reranker;
 use belink_models::streams::Streams;

@@ -5,8 +5,8 @@
 //! each with its preferred name, synonyms (with their kind), definition, alternative ids,
 //! parents and semantic types.
 
+mod biosyn;
 mod ctd;
-mod dictionary;
 mod obo;
 mod rrf;
 mod tsv;
@@ -26,8 +26,8 @@ pub enum Format {
     Obo,
     /// CTD's disease or chemical vocabulary (`CTD_diseases.tsv`, `CTD_chemicals.tsv`).
     Ctd,
-    /// `ID[|ALT...]||name|synonym|...`, the dictionary format of BioSyn and SapBERT.
-    Dictionary,
+    /// `ID[|ALT...]||name|synonym|...`, the dictionary files of BioSyn and SapBERT.
+    Biosyn,
     /// UMLS `MRCONSO.RRF`, with `MRSTY.RRF` read from the same directory when present.
     Rrf,
     /// `concept_id<TAB>name[<TAB>synonym|synonym...]`.
@@ -35,13 +35,13 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [Format::Obo, Format::Ctd, Format::Dictionary, Format::Rrf, Format::Tsv];
+    pub const ALL: [Format; 5] = [Format::Obo, Format::Ctd, Format::Biosyn, Format::Rrf, Format::Tsv];
 
     pub fn name(self) -> &'static str {
         match self {
             Format::Obo => "obo",
             Format::Ctd => "ctd",
-            Format::Dictionary => "dictionary",
+            Format::Biosyn => "biosyn",
             Format::Rrf => "rrf",
             Format::Tsv => "tsv",
         }
@@ -71,7 +71,7 @@ impl FromStr for Format {
         let format = match lower.as_str() {
             "obo" => Format::Obo,
             "ctd" | "medic" => Format::Ctd,
-            "dictionary" | "dict" | "biosyn" => Format::Dictionary,
+            "biosyn" | "dictionary" | "dict" => Format::Biosyn,
             "rrf" | "umls" | "mrconso" => Format::Rrf,
             "tsv" => Format::Tsv,
             _ => {
@@ -99,6 +99,29 @@ pub enum NameKind {
 }
 
 impl NameKind {
+    /// Every kind: `belink.names.kind`'s CHECK in sql/catalog.sql lists the same (tested).
+    pub const ALL: [NameKind; 7] = [
+        NameKind::Preferred,
+        NameKind::Exact,
+        NameKind::Abbreviation,
+        NameKind::Related,
+        NameKind::Narrow,
+        NameKind::Broad,
+        NameKind::User,
+    ];
+    /// The kinds mention detection uses: broad and narrow synonyms name other concepts too
+    /// often.
+    pub const DETECTION: [NameKind; 5] =
+        [NameKind::Preferred, NameKind::Exact, NameKind::Abbreviation, NameKind::Related, NameKind::User];
+    /// The kinds the re-ranking prompt shows as a candidate's synonyms.
+    pub const PROMPT_SYNONYMS: [NameKind; 4] =
+        [NameKind::Exact, NameKind::Related, NameKind::Abbreviation, NameKind::User];
+
+    /// Kinds as text, for a `kind = ANY($n)` parameter.
+    pub fn texts(kinds: &[NameKind]) -> Vec<String> {
+        kinds.iter().map(|k| k.as_str().to_string()).collect()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NameKind::Preferred => "preferred",
@@ -220,7 +243,7 @@ fn parse(format: Format, lines: &mut Lines, options: &LoadOptions) -> Result<Ont
     let ontology = match format {
         Format::Obo => obo::parse(lines)?,
         Format::Ctd => ctd::parse(lines)?,
-        Format::Dictionary => dictionary::parse(lines)?,
+        Format::Biosyn => biosyn::parse(lines)?,
         Format::Rrf => rrf::parse(lines, &options.umls)?,
         Format::Tsv => tsv::parse(lines)?,
     };
@@ -258,7 +281,7 @@ pub fn detect_format(lines: &mut Lines) -> Result<Format> {
         ));
     }
     if first_data.contains("||") {
-        return Ok(Format::Dictionary);
+        return Ok(Format::Biosyn);
     }
     let columns = first_data.split('\t').count();
     if columns >= 8 && first_data.split('\t').nth(1).is_some_and(|id| id.starts_with("MESH:")) {

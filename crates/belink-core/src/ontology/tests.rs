@@ -146,7 +146,7 @@ fn ctd_diseases_excerpt() {
 #[test]
 fn dictionary_medic_excerpt() {
     let medic = load("medic_excerpt.txt");
-    assert_eq!(medic.format, Format::Dictionary);
+    assert_eq!(medic.format, Format::Biosyn);
     let polyposis = concept(&medic, "D011125");
     assert_eq!(polyposis.name, "Adenomatous Polyposis Coli");
     assert_eq!(polyposis.alt_ids, ["175100"]);
@@ -213,7 +213,7 @@ fn format_is_detected_from_content_plain_or_gzip() {
         ("hp_excerpt.obo", Format::Obo),
         ("doid_excerpt.obo", Format::Obo),
         ("CTD_diseases_excerpt.tsv", Format::Ctd),
-        ("medic_excerpt.txt", Format::Dictionary),
+        ("medic_excerpt.txt", Format::Biosyn),
         ("MRCONSO.RRF", Format::Rrf),
         ("user_dictionary.tsv", Format::Tsv),
     ];
@@ -324,7 +324,7 @@ fn tsv_wrong_column_count_and_empty_fields() {
 #[test]
 fn dictionary_line_without_separator() {
     let error = load_text("D000001||Alpha\nD000002|Beta\n").unwrap_err();
-    let options = LoadOptions { format: Some(Format::Dictionary), ..LoadOptions::default() };
+    let options = LoadOptions { format: Some(Format::Biosyn), ..LoadOptions::default() };
     let explicit = load_bytes(b"D000001||Alpha\nD000002|Beta\n", &options).unwrap_err();
     assert!(explicit.to_string().contains("no '||' separator"), "{explicit}");
     assert_eq!(syntax_line(explicit), 2);
@@ -384,4 +384,13 @@ fn missing_unreadable_and_directory_paths() {
 fn no_concepts_is_an_error() {
     let error = load_text("format-version: 1.2\n\n[Typedef]\nid: part_of\n").unwrap_err().to_string();
     assert!(error.contains("no concepts found"), "{error}");
+}
+
+#[test]
+fn the_catalog_checks_exactly_the_name_kinds() {
+    let catalog = include_str!("../../../../sql/catalog.sql");
+    let check = catalog.split("CHECK (kind IN (").nth(1).unwrap().split("))").next().unwrap();
+    let listed: Vec<&str> = check.split(',').map(|k| k.trim().trim_matches('\'')).collect();
+    let kinds: Vec<&str> = NameKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(listed, kinds);
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use belink_core::prompt::{PromptCandidate, RerankItem};
+use belink_core::decision::prompt::{PromptCandidate, RerankItem};
 use belink_models::llm::{parse_answer, Reranker};
 use belink_models::streams::Streams;
 use candle_core::Device;
@@ -61,13 +61,13 @@ fn main() -> Result<(), String> {
                 .map(|i| {
                     format!(
                         "{}{}",
-                        belink_core::prompt::shared_prefix(template),
-                        belink_core::prompt::item_suffix(i, template)
+                        belink_core::decision::prompt::shared_prefix(template),
+                        belink_core::decision::prompt::item_suffix(i, template)
                     )
                 })
                 .collect();
             let labels: Vec<Vec<&str>> =
-                items.iter().map(|i| belink_core::prompt::labels_for(i.candidates.len()).to_vec()).collect();
+                items.iter().map(|i| belink_core::decision::prompt::labels_for(i.candidates.len()).to_vec()).collect();
             let json = serde_json::json!({"k": k, "prompts": prompts, "labels": labels});
             std::fs::write(Path::new(&dir).join(format!("prompts-k{k}.json")), json.to_string())
                 .map_err(|e| e.to_string())?;

@@ -10,8 +10,8 @@ pub mod testing;
 
 use std::path::{Path, PathBuf};
 
-pub use belink_core::prompt::parse_answer;
-use belink_core::prompt::{item_suffix, labels_for, shared_prefix, ChatTemplate, RerankItem, LABELS};
+pub use belink_core::decision::prompt::parse_answer;
+use belink_core::decision::prompt::{item_suffix, labels_for, shared_prefix, ChatTemplate, RerankItem, LABELS};
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 

@@ -1,6 +1,6 @@
 //! Mention detection: dictionary matching of normalized ontology names in normalized text.
 //!
-//! Names and text go through the same normalization ([`crate::normalize`]), so a name matches
+//! Names and text go through the same normalization ([`crate::fold`]), so a name matches
 //! whatever its spelling variants in the text. Matching is Aho-Corasick over the normalized
 //! tokens joined by spaces, on token boundaries only, keeping the leftmost-longest match where
 //! matches overlap. Filters keep out names that are too short or are common words, and short
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
-use crate::normalize::{tokenize, Token};
+use crate::fold::{tokenize, Token};
 
 /// A name the dictionary can match, as stored in `belink.names`.
 #[derive(Debug, Clone)]
@@ -178,7 +178,7 @@ struct Pattern {
 }
 
 /// A compiled dictionary for one ontology.
-pub struct Dictionary {
+pub struct MentionDictionary {
     automaton: AhoCorasick,
     patterns: Vec<Pattern>,
     names: Vec<DictionaryName>,
@@ -190,12 +190,12 @@ pub struct Dictionary {
 pub struct Detection {
     pub start: usize,
     pub end: usize,
-    /// Indices into [`Dictionary::name`].
+    /// Indices into [`MentionDictionary::name`].
     pub names: Vec<usize>,
 }
 
-impl Dictionary {
-    pub fn build(names: Vec<DictionaryName>) -> Result<Dictionary, String> {
+impl MentionDictionary {
+    pub fn build(names: Vec<DictionaryName>) -> Result<MentionDictionary, String> {
         let mut by_form: HashMap<String, usize> = HashMap::new();
         let mut forms: Vec<String> = Vec::new();
         let mut patterns: Vec<Pattern> = Vec::new();
@@ -217,7 +217,7 @@ impl Dictionary {
             .match_kind(MatchKind::Standard)
             .build(&forms)
             .map_err(|e| format!("building the mention dictionary: {e}"))?;
-        Ok(Dictionary { automaton, patterns, names })
+        Ok(MentionDictionary { automaton, patterns, names })
     }
 
     pub fn name(&self, index: usize) -> &DictionaryName {
@@ -330,21 +330,21 @@ fn written_in_capitals(span: &[char]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::normalize;
+    use crate::fold::fold;
 
-    fn dictionary(entries: &[(&str, &str)]) -> Dictionary {
+    fn dictionary(entries: &[(&str, &str)]) -> MentionDictionary {
         let names = entries
             .iter()
             .map(|(id, name)| DictionaryName {
                 concept_id: id.to_string(),
                 name: name.to_string(),
-                normalized: normalize(name),
+                normalized: fold(name),
             })
             .collect();
-        Dictionary::build(names).unwrap()
+        MentionDictionary::build(names).unwrap()
     }
 
-    fn mentions(dictionary: &Dictionary, text: &str) -> Vec<(String, Vec<String>)> {
+    fn mentions(dictionary: &MentionDictionary, text: &str) -> Vec<(String, Vec<String>)> {
         let chars: Vec<char> = text.chars().collect();
         dictionary
             .detect(text)
@@ -357,7 +357,7 @@ mod tests {
             .collect()
     }
 
-    fn medic() -> Dictionary {
+    fn medic() -> MentionDictionary {
         dictionary(&[
             ("D003123", "Colorectal Neoplasms"),
             ("D003123", "Colorectal Cancer"),

@@ -29,5 +29,5 @@ pub(crate) fn parse(lines: &mut Lines) -> Result<Ontology> {
         }
         concepts.merge(concept);
     }
-    Ok(Ontology { format: super::Format::Dictionary, version: None, concepts: concepts.into_vec() })
+    Ok(Ontology { format: super::Format::Biosyn, version: None, concepts: concepts.into_vec() })
 }

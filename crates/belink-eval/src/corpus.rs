@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::input::{clip, open_file, Lines, ReadError, Result};
+use belink_core::input::{clip, open_file, Lines, ReadError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
@@ -342,6 +342,27 @@ mod tests {
         if gsc.exists() {
             let documents = load_corpus(&gsc).unwrap();
             assert_eq!(documents.iter().map(|d| d.mentions.len()).sum::<usize>(), 173);
+        }
+    }
+
+    #[test]
+    fn mutated_corpora_never_panic_the_parsers() {
+        let mut random = fastrand::Rng::with_seed(0x5eed);
+        for name in ["ncbi_dev_excerpt.txt", "gscplus_dev_excerpt.tsv"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name);
+            let original = std::fs::read(path).unwrap();
+            for _ in 0..500 {
+                let mut data = original.clone();
+                let at = random.usize(..data.len());
+                match random.usize(..3) {
+                    0 => data[at] ^= 1 << random.usize(..8),
+                    1 => data.truncate(at),
+                    _ => data.insert(at, [b'\t', b'|', b'\n', 0xff][random.usize(..4)]),
+                }
+                for format in [CorpusFormat::PubTator, CorpusFormat::GscPlus] {
+                    let _ = parse_corpus(format, &mut Lines::new(Box::new(std::io::Cursor::new(data.clone()))));
+                }
+            }
         }
     }
 }

@@ -1,14 +1,19 @@
 //! From raw text to the mentions to link: dictionary detection in every ontology asked for,
-//! abbreviations resolved to their long forms, overlaps settled. Retrieval and choice of the
-//! concept happen afterwards, in SQL, through the model server.
+//! abbreviations resolved to their long forms, overlaps settled. Retrieval and the choice of
+//! the concept come next (see [`crate::link`]).
 
-use crate::abbreviation::find_abbreviations;
-use crate::detect::{resolve_overlaps, Detection, Dictionary};
-use crate::normalize::tokenize;
+pub mod abbreviations;
+pub mod dictionary;
+
+use std::collections::HashMap;
+
+use crate::fold::tokenize;
+use crate::mentions::abbreviations::find_abbreviations;
+use crate::mentions::dictionary::{resolve_overlaps, Detection, MentionDictionary};
 
 /// A mention found in a document, ready for candidate retrieval.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MentionToLink {
+pub struct Mention {
     /// Character span in the document, end exclusive.
     pub start: usize,
     pub end: usize,
@@ -25,7 +30,7 @@ pub struct MentionToLink {
 }
 
 /// The mentions of `text` found by `dictionaries` (one per ontology), left to right.
-pub fn mentions_to_link(text: &str, dictionaries: &[&Dictionary]) -> Vec<MentionToLink> {
+pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Mention> {
     let chars: Vec<char> = text.chars().collect();
     let span_text = |start: usize, end: usize| -> String { chars[start..end].iter().collect() };
     let tokens = tokenize(text);
@@ -38,29 +43,52 @@ pub fn mentions_to_link(text: &str, dictionaries: &[&Dictionary]) -> Vec<Mention
 
     // An abbreviation whose long form is a detected mention: every use of its short form is
     // that mention again (looked up by the long form), whatever the short form alone matches.
+    // Detections are indexed by span and by end, so that this stays linear in the text.
+    let mut alive = vec![true; found.len()];
+    let mut by_span: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+    let mut by_end: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, (m, ..)) in found.iter().enumerate() {
+        by_span.entry((m.start, m.end)).or_default().push(i);
+        by_end.entry(m.end).or_default().push(i);
+    }
     for abbreviation in find_abbreviations(text) {
         let (long_start, long_end) = abbreviation.long_span;
-        let defining = found
-            .iter()
-            .filter(|(m, ..)| m.end == long_end && m.start >= long_start)
-            .min_by_key(|(m, ..)| m.start)
-            .cloned();
-        let Some((definition, dictionary, ..)) = defining else { continue };
+        let defining = by_end
+            .get(&long_end)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| alive[i] && found[i].0.start >= long_start)
+            .min_by_key(|&i| found[i].0.start);
+        let Some(defining) = defining else { continue };
+        let (definition, dictionary) = (found[defining].0.clone(), found[defining].1);
         let lookup = span_text(definition.start, definition.end);
-        found.retain(|(m, ..)| !abbreviation.uses.contains(&(m.start, m.end)));
+        for use_span in &abbreviation.uses {
+            for &i in by_span.get(use_span).into_iter().flatten() {
+                alive[i] = false;
+            }
+        }
         for &(start, end) in &abbreviation.uses {
+            let i = found.len();
             found.push((
                 Detection { start, end, names: definition.names.clone() },
                 dictionary,
                 Some(lookup.clone()),
                 Some(abbreviation.long_form.clone()),
             ));
+            alive.push(true);
+            by_span.entry((start, end)).or_default().push(i);
+            by_end.entry(end).or_default().push(i);
         }
     }
 
     // Settle overlaps across dictionaries, remembering where each kept detection came from.
-    let indexed: Vec<Detection> =
-        found.iter().enumerate().map(|(i, (m, ..))| Detection { start: m.start, end: m.end, names: vec![i] }).collect();
+    let indexed: Vec<Detection> = found
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| alive[i])
+        .map(|(i, (m, ..))| Detection { start: m.start, end: m.end, names: vec![i] })
+        .collect();
     resolve_overlaps(indexed)
         .into_iter()
         .map(|kept| {
@@ -69,7 +97,7 @@ pub fn mentions_to_link(text: &str, dictionaries: &[&Dictionary]) -> Vec<Mention
             let mut matched: Vec<String> =
                 detection.names.iter().map(|&n| dictionaries[*dictionary].name(n).concept_id.clone()).collect();
             matched.dedup();
-            MentionToLink {
+            Mention {
                 start: detection.start,
                 end: detection.end,
                 lookup: lookup.clone().unwrap_or_else(|| text.clone()),
@@ -85,17 +113,17 @@ pub fn mentions_to_link(text: &str, dictionaries: &[&Dictionary]) -> Vec<Mention
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::DictionaryName;
-    use crate::normalize::normalize;
+    use crate::fold::fold;
+    use crate::mentions::dictionary::DictionaryName;
 
-    fn dictionary(entries: &[(&str, &str)]) -> Dictionary {
-        Dictionary::build(
+    fn dictionary(entries: &[(&str, &str)]) -> MentionDictionary {
+        MentionDictionary::build(
             entries
                 .iter()
                 .map(|(id, name)| DictionaryName {
                     concept_id: id.to_string(),
                     name: name.to_string(),
-                    normalized: normalize(name),
+                    normalized: fold(name),
                 })
                 .collect(),
         )
@@ -111,7 +139,7 @@ mod tests {
         ]);
         let text =
             "Patients with familial adenomatous polyposis (FAP) develop colorectal cancer. In FAP, screening helps.";
-        let mentions = mentions_to_link(text, &[&medic]);
+        let mentions = find_mentions(text, &[&medic]);
         let summary: Vec<(&str, &str, Option<&str>, Vec<String>)> = mentions
             .iter()
             .map(|m| (m.text.as_str(), m.lookup.as_str(), m.abbreviation_of.as_deref(), m.matched_concepts.clone()))
@@ -141,7 +169,7 @@ mod tests {
     fn an_abbreviation_of_something_unknown_stays_unlinked() {
         let medic = dictionary(&[("D003123", "Colorectal cancer")]);
         let text = "The adenomatous polyposis coli (APC) gene and colorectal cancer; APC again.";
-        let mentions = mentions_to_link(text, &[&medic]);
+        let mentions = find_mentions(text, &[&medic]);
         assert_eq!(mentions.len(), 1);
         assert_eq!(mentions[0].text, "colorectal cancer");
     }
@@ -150,7 +178,7 @@ mod tests {
     fn several_ontologies_and_overlaps_between_them() {
         let hpo = dictionary(&[("HP:0000822", "Hypertension"), ("HP:0001250", "Seizure")]);
         let medic = dictionary(&[("D006976", "Pulmonary hypertension")]);
-        let mentions = mentions_to_link("Pulmonary hypertension and seizure.", &[&hpo, &medic]);
+        let mentions = find_mentions("Pulmonary hypertension and seizure.", &[&hpo, &medic]);
         let found: Vec<(&str, usize)> = mentions.iter().map(|m| (m.text.as_str(), m.dictionary)).collect();
         assert_eq!(found, [("Pulmonary hypertension", 1), ("seizure", 0)]);
     }
@@ -158,8 +186,8 @@ mod tests {
     #[test]
     fn nothing_to_link() {
         let hpo = dictionary(&[("HP:0000822", "Hypertension")]);
-        assert!(mentions_to_link("", &[&hpo]).is_empty());
-        assert!(mentions_to_link("Nothing clinical here.", &[&hpo]).is_empty());
-        assert!(mentions_to_link("Hypertension", &[]).is_empty());
+        assert!(find_mentions("", &[&hpo]).is_empty());
+        assert!(find_mentions("Nothing clinical here.", &[&hpo]).is_empty());
+        assert!(find_mentions("Hypertension", &[]).is_empty());
     }
 }

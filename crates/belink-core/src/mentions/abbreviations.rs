@@ -3,6 +3,10 @@
 //!
 //! Offsets are 0-based character offsets into the text, end exclusive.
 
+use std::collections::HashSet;
+
+use aho_corasick::AhoCorasick;
+
 /// One definition found in the text, and every use of its short form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abbreviation {
@@ -15,11 +19,17 @@ pub struct Abbreviation {
 }
 
 const MAX_SHORT_FORM_CHARS: usize = 10;
+/// How far before "(" a long form is looked for: far more than its at most 15 words need, and
+/// a bound, so that text without sentence ends (adversarial or not) stays linear.
+const MAX_LONG_FORM_CHARS: usize = 300;
 
-/// Finds abbreviation definitions and the later (and earlier) uses of their short forms.
+/// Finds abbreviation definitions and the later (and earlier) uses of their short forms, in
+/// time linear in the text: each "(" looks at a bounded stretch on either side, and the uses
+/// of every short form are found in one pass.
 pub fn find_abbreviations(text: &str) -> Vec<Abbreviation> {
     let chars: Vec<char> = text.chars().collect();
     let mut found: Vec<Abbreviation> = Vec::new();
+    let mut defined: HashSet<String> = HashSet::new();
     let mut i = 0;
     while i < chars.len() {
         if chars[i] != '(' {
@@ -52,14 +62,15 @@ pub fn find_abbreviations(text: &str) -> Vec<Abbreviation> {
             })
         };
         if let Some((short, long, span)) = definition {
-            if !found.iter().any(|a| a.short_form == short) {
+            if defined.insert(short.clone()) {
                 found.push(Abbreviation { short_form: short, long_form: long, long_span: span, uses: Vec::new() });
             }
         }
         i = close + 1;
     }
-    for abbreviation in &mut found {
-        abbreviation.uses = token_occurrences(&chars, &abbreviation.short_form);
+    let shorts: Vec<String> = found.iter().map(|a| a.short_form.clone()).collect();
+    for (abbreviation, uses) in found.iter_mut().zip(token_occurrences(text, &chars, &shorts)) {
+        abbreviation.uses = uses;
     }
     found
 }
@@ -99,14 +110,20 @@ fn tokens_in(chars: &[char], start: usize, end: usize) -> Vec<Word> {
     words
 }
 
-/// Up to min(|SF| + 5, 2|SF|) words before position `end`, within the sentence.
+/// Up to min(|SF| + 5, 2|SF|) words before position `end`, within the sentence and the last
+/// MAX_LONG_FORM_CHARS characters.
 fn words_before(chars: &[char], end: usize, short_length: usize) -> Vec<Word> {
     let max_words = (short_length + 5).min(short_length * 2);
-    let sentence_start = (0..end)
+    let mut floor = end.saturating_sub(MAX_LONG_FORM_CHARS);
+    // Not from the middle of a word.
+    while floor > 0 && floor < end && is_word_char(chars[floor - 1]) {
+        floor += 1;
+    }
+    let sentence_start = (floor..end)
         .rev()
         .find(|&j| matches!(chars[j], '.' | '!' | '?' | ';') && chars.get(j + 1).is_some_and(|c| c.is_whitespace()))
         .map(|j| j + 1)
-        .unwrap_or(0);
+        .unwrap_or(floor);
     let words = tokens_in(chars, sentence_start, end);
     let skip = words.len().saturating_sub(max_words);
     words.into_iter().skip(skip).collect()
@@ -157,18 +174,31 @@ fn best_long_form(short: &str, words: &[Word]) -> Option<(String, (usize, usize)
     Some((long_form, (chosen[0].1 .0, chosen[chosen.len() - 1].1 .1)))
 }
 
-/// Occurrences of `short` as a whole token (case-sensitive).
-fn token_occurrences(chars: &[char], short: &str) -> Vec<(usize, usize)> {
-    let needle: Vec<char> = short.chars().collect();
+/// The occurrences of each short form as a whole token (case-sensitive), all found in one
+/// pass over the text.
+fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(usize, usize)>> {
+    let mut uses = vec![Vec::new(); shorts.len()];
+    if shorts.is_empty() {
+        return uses;
+    }
+    let automaton = AhoCorasick::new(shorts).expect("short forms are at most 10 characters");
+    let lengths: Vec<usize> = shorts.iter().map(|s| s.chars().count()).collect();
     let boundary = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
-    let mut uses = Vec::new();
-    let mut i = 0;
-    while i + needle.len() <= chars.len() {
-        if chars[i..i + needle.len()] == needle[..] && boundary(i.checked_sub(1)) && boundary(Some(i + needle.len())) {
-            uses.push((i, i + needle.len()));
-            i += needle.len();
-        } else {
-            i += 1;
+    // Matches come in the order of their ends: byte offsets become character offsets as we go.
+    let mut bytes = text.char_indices().map(|(byte, _)| byte).chain([text.len()]);
+    let (mut end, mut end_byte) = (0, bytes.next().unwrap_or(0));
+    let mut next_free = vec![0usize; shorts.len()];
+    for found in automaton.find_overlapping_iter(text) {
+        while end_byte < found.end() {
+            end += 1;
+            end_byte = bytes.next().expect("a match ends on a char boundary");
+        }
+        let pattern = found.pattern().as_usize();
+        let start = end - lengths[pattern];
+        // As a scan per short form would: whole tokens only, none overlapping another.
+        if start >= next_free[pattern] && boundary(start.checked_sub(1)) && boundary(Some(end)) {
+            uses[pattern].push((start, end));
+            next_free[pattern] = end;
         }
     }
     uses

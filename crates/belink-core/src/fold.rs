@@ -1,5 +1,5 @@
-//! Text normalization: the one definition of "the same name", used for ontology names at load
-//! time and for mentions at query time.
+//! Text folding: the one definition of "the same name", used for ontology names at load time
+//! and for mentions at query time (stored as `belink.names.normalized`).
 //!
 //! Steps, per character: Unicode compatibility decomposition (NFKD, so ligatures, full-width
 //! forms and superscripts fold to plain letters and digits), diacritics removed, lower case,
@@ -8,7 +8,7 @@
 //! punctuation, symbols, white space) a token boundary. Then per token: a boundary between
 //! letters and digits (`type2` → `type 2`), the possessive `'s` dropped (`Crohn's` →
 //! `crohn`), and a few British spellings folded into American ones (`tumour` → `tumor`,
-//! `anaemia` → `anemia`). The normalized text is the tokens joined by single spaces.
+//! `anaemia` → `anemia`). The folded text is the tokens joined by single spaces.
 //!
 //! Every token keeps the character span of the original text it came from, so a match found in
 //! normalized text maps back to 0-based character offsets of the original.
@@ -26,8 +26,8 @@ pub struct Token {
     pub end: usize,
 }
 
-/// The normalized form of `text`: its tokens joined by single spaces.
-pub fn normalize(text: &str) -> String {
+/// The folded form of `text`: its tokens joined by single spaces.
+pub fn fold(text: &str) -> String {
     let tokens = tokenize(text);
     let mut out = String::with_capacity(text.len());
     for (i, token) in tokens.iter().enumerate() {
@@ -237,81 +237,81 @@ mod tests {
 
     #[test]
     fn folds_case_punctuation_and_whitespace() {
-        assert_eq!(normalize("  Colorectal   ADENOMAS. "), "colorectal adenomas");
-        assert_eq!(normalize("Breast-Ovarian Cancer, Familial"), "breast ovarian cancer familial");
-        assert_eq!(normalize("a\tb\nc"), "a b c");
+        assert_eq!(fold("  Colorectal   ADENOMAS. "), "colorectal adenomas");
+        assert_eq!(fold("Breast-Ovarian Cancer, Familial"), "breast ovarian cancer familial");
+        assert_eq!(fold("a\tb\nc"), "a b c");
     }
 
     #[test]
     fn hyphen_and_dash_variants_are_equivalent() {
         let expected = "non small cell";
         for text in ["non-small cell", "non‐small cell", "non–small cell", "non—small cell", "non−small cell"] {
-            assert_eq!(normalize(text), expected, "{text}");
+            assert_eq!(fold(text), expected, "{text}");
         }
     }
 
     #[test]
     fn soft_hyphen_and_zero_width_space_do_not_split_words() {
-        assert_eq!(normalize("hyper\u{AD}tension"), "hypertension");
-        assert_eq!(normalize("hyper\u{200B}tension"), "hypertension");
+        assert_eq!(fold("hyper\u{AD}tension"), "hypertension");
+        assert_eq!(fold("hyper\u{200B}tension"), "hypertension");
     }
 
     #[test]
     fn compatibility_forms_and_diacritics() {
-        assert_eq!(normalize("Sjögren syndrome"), "sjogren syndrome");
-        assert_eq!(normalize("Ménière’s disease"), "meniere disease");
-        assert_eq!(normalize("ﬁbrosis"), "fibrosis");
-        assert_eq!(normalize("ＣＯＶＩＤ１９"), "covid 19");
-        assert_eq!(normalize("Straße"), "strasse");
-        assert_eq!(normalize("STRAẞE"), "strasse");
+        assert_eq!(fold("Sjögren syndrome"), "sjogren syndrome");
+        assert_eq!(fold("Ménière’s disease"), "meniere disease");
+        assert_eq!(fold("ﬁbrosis"), "fibrosis");
+        assert_eq!(fold("ＣＯＶＩＤ１９"), "covid 19");
+        assert_eq!(fold("Straße"), "strasse");
+        assert_eq!(fold("STRAẞE"), "strasse");
     }
 
     #[test]
     fn spelling_folds_reach_a_fixed_point() {
         // Found by cargo fuzz: each fold here makes a new match for the next one.
-        assert_eq!(normalize("aaaeme"), "eme");
-        assert_eq!(normalize(&normalize("aaaeme")), "eme");
+        assert_eq!(fold("aaaeme"), "eme");
+        assert_eq!(fold(&fold("aaaeme")), "eme");
     }
 
     #[test]
     fn greek_letters_are_spelled_out() {
-        assert_eq!(normalize("α-thalassemia"), "alpha thalassemia");
-        assert_eq!(normalize("Alpha thalassemia"), "alpha thalassemia");
-        assert_eq!(normalize("TNFα"), "tnf alpha");
-        assert_eq!(normalize("β2-microglobulin"), "beta 2 microglobulin");
-        assert_eq!(normalize("5 µm"), "5 mu m");
+        assert_eq!(fold("α-thalassemia"), "alpha thalassemia");
+        assert_eq!(fold("Alpha thalassemia"), "alpha thalassemia");
+        assert_eq!(fold("TNFα"), "tnf alpha");
+        assert_eq!(fold("β2-microglobulin"), "beta 2 microglobulin");
+        assert_eq!(fold("5 µm"), "5 mu m");
     }
 
     #[test]
     fn letters_and_digits_are_split() {
-        assert_eq!(normalize("type2 diabetes"), normalize("Type 2 diabetes"));
-        assert_eq!(normalize("IL-6"), normalize("IL6"));
-        assert_eq!(normalize("16p11.2"), "16 p 11 2");
+        assert_eq!(fold("type2 diabetes"), fold("Type 2 diabetes"));
+        assert_eq!(fold("IL-6"), fold("IL6"));
+        assert_eq!(fold("16p11.2"), "16 p 11 2");
     }
 
     #[test]
     fn possessive_s_is_dropped() {
-        assert_eq!(normalize("Alzheimer's disease"), "alzheimer disease");
-        assert_eq!(normalize("Alzheimer’s disease"), "alzheimer disease");
-        assert_eq!(normalize("Alzheimer disease"), "alzheimer disease");
+        assert_eq!(fold("Alzheimer's disease"), "alzheimer disease");
+        assert_eq!(fold("Alzheimer’s disease"), "alzheimer disease");
+        assert_eq!(fold("Alzheimer disease"), "alzheimer disease");
         // A quoted single letter is not a possessive.
-        assert_eq!(normalize("vitamin 's'"), "vitamin s");
+        assert_eq!(fold("vitamin 's'"), "vitamin s");
     }
 
     #[test]
     fn british_spellings_fold_to_american() {
-        assert_eq!(normalize("Anaemia"), "anemia");
-        assert_eq!(normalize("haemorrhage"), "hemorrhage");
-        assert_eq!(normalize("ischaemic stroke"), "ischemic stroke");
-        assert_eq!(normalize("Oesophageal tumours"), "esophageal tumors");
-        assert_eq!(normalize("diarrhoea"), "diarrhea");
-        assert_eq!(normalize("paediatric"), "pediatric");
+        assert_eq!(fold("Anaemia"), "anemia");
+        assert_eq!(fold("haemorrhage"), "hemorrhage");
+        assert_eq!(fold("ischaemic stroke"), "ischemic stroke");
+        assert_eq!(fold("Oesophageal tumours"), "esophageal tumors");
+        assert_eq!(fold("diarrhoea"), "diarrhea");
+        assert_eq!(fold("paediatric"), "pediatric");
     }
 
     #[test]
     fn empty_and_symbol_only_text() {
-        assert_eq!(normalize(""), "");
-        assert_eq!(normalize(" -- ,; "), "");
+        assert_eq!(fold(""), "");
+        assert_eq!(fold(" -- ,; "), "");
         assert!(tokenize("").is_empty());
     }
 
@@ -336,8 +336,8 @@ mod tests {
     #[test]
     fn normalization_is_idempotent() {
         for text in ["Ménière’s disease", "TNFα-induced Anaemia", "16p11.2 deletion", "Crohn's"] {
-            let once = normalize(text);
-            assert_eq!(normalize(&once), once, "{text}");
+            let once = fold(text);
+            assert_eq!(fold(&once), once, "{text}");
         }
     }
 }

@@ -1,25 +1,24 @@
-//! The mention dictionaries, built once per backend and ontology from `belink.names`, and
-//! rebuilt when the ontology's generation changes (a reload, new user names).
+//! The session's cache of mention dictionaries: each built once per backend and ontology from
+//! `belink.names`, and rebuilt when the ontology's generation changes (a reload, new user
+//! names).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use belink_core::detect::{Dictionary, DictionaryName};
+use belink_core::catalog::Ontologies;
+use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
+use belink_core::ontology::NameKind;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
-use crate::catalog::Ontologies;
 use crate::error::{raise, OrRaise};
-
-/// Name kinds that detection uses: broad and narrow synonyms name other concepts too often.
-const DETECTION_KINDS: &str = "'preferred', 'exact', 'abbreviation', 'related', 'user'";
 
 pub struct Cached {
     pub generation: i64,
-    pub dictionary: Rc<Dictionary>,
+    pub dictionary: Rc<MentionDictionary>,
     pub names: usize,
     pub build_ms: f64,
 }
@@ -56,17 +55,21 @@ fn build(client: &SpiClient<'_>, ontology: &str, generation: i64) -> Cached {
     let started = Instant::now();
     let names: Vec<DictionaryName> = client
         .select(
-            &format!("SELECT concept_id, name, normalized FROM belink.names WHERE ontology = $1 AND kind IN ({DETECTION_KINDS})"),
+            "SELECT concept_id, name, normalized FROM belink.names WHERE ontology = $1 AND kind = ANY($2)",
             None,
-            &[ontology.into()],
+            &[ontology.into(), NameKind::texts(&NameKind::DETECTION).into()],
         )
         .or_raise("reading names for the mention dictionary")
         .filter_map(|row| {
-            Some(DictionaryName { concept_id: row.get(1).ok()??, name: row.get(2).ok()??, normalized: row.get(3).ok()?? })
+            Some(DictionaryName {
+                concept_id: row.get(1).ok()??,
+                name: row.get(2).ok()??,
+                normalized: row.get(3).ok()??,
+            })
         })
         .collect();
     let count = names.len();
-    let dictionary = Dictionary::build(names).unwrap_or_else(|e| {
+    let dictionary = MentionDictionary::build(names).unwrap_or_else(|e| {
         raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ontology \"{ontology}\": {e}"))
     });
     let build_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -124,28 +124,6 @@ pub fn parse_answer(answer: &str, options: usize) -> Option<usize> {
     labels_for(options.saturating_sub(1)).iter().position(|l| *l == word)
 }
 
-/// Up to `window` characters of `text` on each side of the mention `[start, end)`, the mention
-/// in [brackets], cut at word boundaries.
-pub fn context_window(text: &str, start: usize, end: usize, window: usize) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let (start, end) = (start.min(chars.len()), end.min(chars.len()).max(start.min(chars.len())));
-    let mut from = start.saturating_sub(window);
-    while from > 0 && from < start && !chars[from - 1].is_whitespace() {
-        from += 1;
-    }
-    let mut to = (end + window).min(chars.len());
-    while to < chars.len() && to > end && !chars[to].is_whitespace() {
-        to -= 1;
-    }
-    let piece = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
-    let before = if from > 0 { "... " } else { "" };
-    let after = if to < chars.len() { " ..." } else { "" };
-    format!("{before}{}[{}]{}{after}", piece(from, start), piece(start, end), piece(end, to))
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn clip(text: &str, max_chars: usize) -> String {
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match text.char_indices().nth(max_chars) {
@@ -235,19 +213,5 @@ mod tests {
         assert_eq!(ChatTemplate::detect(Some("{% for m in messages %}<|im_start|>{{m.role}}")), ChatTemplate::ChatMl);
         assert_eq!(ChatTemplate::detect(Some("<|start_header_id|>")), ChatTemplate::Llama3);
         assert_eq!(ChatTemplate::detect(None), ChatTemplate::Plain);
-    }
-
-    #[test]
-    fn context_windows_mark_the_mention() {
-        let text = "In this family, five members had familial adenomatous polyposis and two had colon cancer early.";
-        let start = text.find("familial").unwrap();
-        let end = start + "familial adenomatous polyposis".len();
-        assert_eq!(
-            context_window(text, start, end, 20),
-            "... five members had [familial adenomatous polyposis] and two had colon ..."
-        );
-        assert_eq!(context_window("FAP", 0, 3, 50), "[FAP]");
-        let multibyte = "Ménière’s — FAP ✓";
-        assert_eq!(context_window(multibyte, 12, 15, 100), "Ménière’s — [FAP] ✓");
     }
 }

@@ -1,0 +1,57 @@
+//! The loaded ontologies as the pipeline sees them: what exists, which generation of names and
+//! embeddings each is at (for caches), and which encoder embedded its names.
+
+use crate::error::Error;
+
+/// The names' embeddings of an ontology indexed with belink_index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    /// The sentence encoder that made them, and its dimension.
+    pub model: String,
+    pub dim: usize,
+    /// That encoder gives texts differing only in the case of ASCII letters the same vector
+    /// (its tokenizer lowercases first, as uncased BERT models do).
+    pub ignores_case: bool,
+}
+
+/// One loaded ontology.
+#[derive(Clone, Debug)]
+pub struct OntologyState {
+    pub name: String,
+    /// Renewed whenever its concepts or names change.
+    pub generation: i64,
+    /// Renewed whenever its embeddings or their index change.
+    pub embedding_generation: i64,
+    pub embeddings: Option<Embeddings>,
+}
+
+/// The loaded ontologies, in name order, read once per call.
+#[derive(Clone, Debug, Default)]
+pub struct Ontologies(Vec<OntologyState>);
+
+impl Ontologies {
+    pub fn new(mut states: Vec<OntologyState>) -> Ontologies {
+        states.sort_by(|a, b| a.name.cmp(&b.name));
+        Ontologies(states)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&OntologyState> {
+        self.0.iter().find(|o| o.name == name)
+    }
+
+    /// `name`'s ontology, or every ontology when None, in name order.
+    pub fn selected<'a, 'n>(&'a self, name: Option<&'n str>) -> impl Iterator<Item = &'a OntologyState> + use<'a, 'n> {
+        self.0.iter().filter(move |o| name.is_none_or(|name| name == o.name))
+    }
+
+    /// The ontology `name` (when given) must be loaded.
+    pub fn require(&self, name: Option<&str>) -> Result<(), Error> {
+        match name {
+            Some(name) if self.get(name).is_none() => Err(Error::UnknownOntology {
+                name: name.to_string(),
+                loaded: self.0.iter().map(|o| o.name.clone()).collect(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}

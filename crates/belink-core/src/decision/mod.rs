@@ -1,0 +1,139 @@
+//! Deciding a mention's concept: retrieval, then (belink.rerank) the set-wise re-ranker,
+//! except where retrieval is already certain: an exact match to a single concept decides.
+
+pub mod choose;
+pub mod context;
+pub mod prompt;
+
+use std::collections::HashMap;
+
+use crate::error::Result;
+use crate::pipeline::Pipeline;
+use crate::ports::{ConceptDetails, ConceptKey, Models, NameStore};
+use crate::retrieval::{Candidate, Lexical, Query};
+use crate::settings::RerankMode;
+use choose::choose;
+use prompt::{PromptCandidate, RerankItem};
+
+/// One mention to decide about.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub mention: &'a str,
+    /// The text around the mention, the mention in [brackets].
+    pub context: Option<String>,
+    pub ontology: Option<&'a str>,
+}
+
+/// Who chose the concept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// An exact match to a single concept: no need to ask the re-ranker.
+    Exact,
+    /// Retrieval's top candidate (re-ranking off).
+    Retrieval,
+    Reranker,
+}
+
+impl DecidedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecidedBy::Exact => "exact",
+            DecidedBy::Retrieval => "retrieval",
+            DecidedBy::Reranker => "reranker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Index into `candidates`; None is NIL (no concept fits, or nothing was retrieved).
+    pub chosen: Option<usize>,
+    pub confidence: f64,
+    pub decided_by: DecidedBy,
+    pub candidates: Vec<Candidate>,
+    /// The re-ranker's probabilities: one per candidate, then "none of these".
+    pub probabilities: Option<Vec<f32>>,
+    /// The generated answer (rerank mode generate).
+    pub answer: Option<String>,
+}
+
+impl Decision {
+    pub fn concept(&self) -> Option<&Candidate> {
+        self.chosen.map(|i| &self.candidates[i])
+    }
+
+    /// The decision retrieval alone makes: nothing retrieved is NIL; a unique exact match
+    /// decides with certainty; otherwise the top candidate, as sure as its share of the fused
+    /// scores.
+    fn from_retrieval(candidates: Vec<Candidate>) -> Decision {
+        let exact: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].fused.ranks.exact == Some(1)).collect();
+        let (chosen, confidence, decided_by) = if candidates.is_empty() {
+            (None, 0.0, DecidedBy::Retrieval)
+        } else if exact.len() == 1 {
+            // Linking relies on it: such mentions are not embedded (see retrieval::one_concept).
+            (Some(exact[0]), 1.0, DecidedBy::Exact)
+        } else {
+            let total: f64 = candidates.iter().map(|c| c.fused.score).sum();
+            (Some(0), candidates[0].fused.score / total.max(f64::MIN_POSITIVE), DecidedBy::Retrieval)
+        };
+        Decision { chosen, confidence, decided_by, candidates, probabilities: None, answer: None }
+    }
+}
+
+impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
+    /// Decides the concept of every request (k candidates each), re-ranking in one request.
+    pub fn decide(&self, requests: &[Request], k: usize, lexical: Lexical) -> Result<Vec<Decision>> {
+        let queries: Vec<Query> = requests.iter().map(|r| Query { text: r.mention, ontology: r.ontology }).collect();
+        let mut decisions: Vec<Decision> =
+            self.retrieve(&queries, k, lexical)?.into_iter().map(Decision::from_retrieval).collect();
+        if self.settings.rerank {
+            let undecided: Vec<usize> = (0..decisions.len())
+                .filter(|&i| decisions[i].decided_by == DecidedBy::Retrieval && !decisions[i].candidates.is_empty())
+                .collect();
+            if !undecided.is_empty() {
+                self.rerank(requests, &mut decisions, &undecided)?;
+            }
+        }
+        Ok(decisions)
+    }
+
+    fn rerank(&self, requests: &[Request], decisions: &mut [Decision], which: &[usize]) -> Result<()> {
+        let concepts: Vec<ConceptKey> =
+            which.iter().flat_map(|&i| decisions[i].candidates.iter().map(Candidate::key)).collect();
+        let details: HashMap<ConceptKey, ConceptDetails> = self.store.concept_details(&concepts)?;
+        let items: Vec<RerankItem> = which
+            .iter()
+            .map(|&i| RerankItem {
+                mention: requests[i].mention.to_string(),
+                context: requests[i].context.clone(),
+                candidates: decisions[i]
+                    .candidates
+                    .iter()
+                    .map(|c| {
+                        let details = details.get(&c.key()).cloned().unwrap_or_default();
+                        PromptCandidate {
+                            name: c.preferred_name.clone(),
+                            synonyms: details.synonyms,
+                            definition: details.definition,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mode = self.settings.rerank_mode;
+        let answers = self.models.rerank(items, mode == RerankMode::Generate)?;
+        for (&i, reranked) in which.iter().zip(answers) {
+            let decision = &mut decisions[i];
+            let choice = choose(&reranked, decision.candidates.len(), mode, self.settings.nil_threshold);
+            decision.chosen = choice.chosen;
+            decision.confidence = choice.confidence;
+            decision.decided_by = DecidedBy::Reranker;
+            decision.answer = Some(reranked.answer).filter(|a| !a.is_empty());
+            decision.probabilities = Some(reranked.probabilities);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+use super::*;
+use crate::fakes::{FakeModels, FakeStore};
+use crate::settings::Settings;
+
+fn store() -> FakeStore {
+    FakeStore::default().with(
+        "hpo",
+        &[
+            ("HP:0001250", &["Seizure", "Epileptic seizure"]),
+            ("HP:0002069", &["Bilateral tonic-clonic seizure", "Grand mal seizure"]),
+            ("HP:0000822", &["Hypertension", "High blood pressure"]),
+            ("HP:0100543", &["Cognitive impairment", "Dementia"]),
+            ("HP:0000726", &["Dementia"]),
+        ],
+    )
+}
+
+fn request(mention: &str) -> Request<'_> {
+    Request { mention, context: None, ontology: Some("hpo") }
+}
+
+#[test]
+fn a_unique_exact_match_decides_with_certainty_even_when_reranking() {
+    let store = store();
+    let models = FakeModels::default();
+    let settings = Settings { rerank: true, ..Settings::default() };
+    let ontologies = store.ontologies(true);
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let decisions = pipeline.decide(&[request("high blood pressure")], 5, Lexical::ExactAndTrigram).unwrap();
+    let decision = &decisions[0];
+    assert_eq!(decision.decided_by, DecidedBy::Exact);
+    assert_eq!(decision.confidence, 1.0);
+    assert_eq!(decision.concept().unwrap().fused.concept_id, "HP:0000822");
+    assert!(models.reranked.borrow().is_empty(), "the re-ranker is not asked");
+}
+
+#[test]
+fn without_reranking_the_top_candidate_wins_with_its_share_of_the_scores() {
+    let store = store();
+    let models = FakeModels::default();
+    let settings = Settings::default();
+    let ontologies = store.ontologies(true);
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let decision = pipeline.decide(&[request("seizures")], 5, Lexical::ExactAndTrigram).unwrap().remove(0);
+    assert_eq!(decision.decided_by, DecidedBy::Retrieval);
+    assert_eq!(decision.chosen, Some(0));
+    let total: f64 = decision.candidates.iter().map(|c| c.fused.score).sum();
+    assert!((decision.confidence - decision.candidates[0].fused.score / total).abs() < 1e-12);
+    assert!(decision.confidence < 1.0);
+}
+
+#[test]
+fn nothing_retrieved_is_nil() {
+    let store = store();
+    let models = FakeModels::default();
+    let settings = Settings { rerank: true, ..Settings::default() };
+    let ontologies = store.ontologies(false);
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let decision = pipeline.decide(&[request("xqzv")], 5, Lexical::ExactAndTrigram).unwrap().remove(0);
+    assert_eq!((decision.chosen, decision.confidence, decision.decided_by), (None, 0.0, DecidedBy::Retrieval));
+    assert!(models.reranked.borrow().is_empty());
+}
+
+#[test]
+fn the_reranker_chooses_among_the_candidates_it_is_shown() {
+    let store = store();
+    let mut models = FakeModels::default();
+    models.answers.insert("grand mal seizures".into(), vec![0.1, 0.8]);
+    let settings = Settings { rerank: true, ..Settings::default() };
+    let ontologies = store.ontologies(false);
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let mut with_context = request("grand mal seizures");
+    with_context.context = Some("He had [grand mal seizures] twice.".into());
+    let decision = pipeline.decide(&[with_context], 3, Lexical::ExactAndTrigram).unwrap().remove(0);
+    assert_eq!(decision.decided_by, DecidedBy::Reranker);
+    assert_eq!(decision.chosen, Some(1));
+    assert_eq!(decision.confidence, 0.8f32 as f64);
+    let shown = &models.reranked.borrow()[0];
+    assert_eq!(shown.context.as_deref(), Some("He had [grand mal seizures] twice."));
+    assert_eq!(shown.candidates.len(), decision.candidates.len());
+    let second = &decision.candidates[1];
+    assert_eq!(shown.candidates[1].name, second.preferred_name, "the prompt shows preferred names");
+    let probabilities = decision.probabilities.as_ref().unwrap();
+    assert_eq!(probabilities.len(), decision.candidates.len() + 1, "and a none-of-these option");
+}
+
+#[test]
+fn the_reranker_can_say_none_of_these_and_the_nil_threshold_holds() {
+    let store = store();
+    let mut models = FakeModels::default();
+    models.answers.insert("cognitive decline".into(), vec![0.4, 0.3]);
+    let ontologies = store.ontologies(false);
+    let unsure = Settings { rerank: true, nil_threshold: 0.5, ..Settings::default() };
+    let pipeline = Pipeline::new(&store, &models, &unsure, &ontologies);
+    let decisions = pipeline
+        .decide(&[request("cognitive decline"), request("seizure disorder")], 3, Lexical::ExactAndTrigram)
+        .unwrap();
+    assert_eq!(decisions[0].chosen, None, "0.4 is below the threshold");
+    assert_eq!(decisions[0].confidence, 0.4f32 as f64);
+    assert_eq!(decisions[1].chosen, None, "unscripted: none of these");
+    assert_eq!(models.reranked.borrow().len(), 2, "both in one request");
+}
+
+#[test]
+fn a_name_shared_by_two_concepts_goes_to_the_reranker() {
+    let store = store();
+    let mut models = FakeModels::default();
+    models.answers.insert("dementia".into(), vec![0.2, 0.7]);
+    let settings = Settings { rerank: true, ..Settings::default() };
+    let ontologies = store.ontologies(false);
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let decision = pipeline.decide(&[request("dementia")], 3, Lexical::ExactAndTrigram).unwrap().remove(0);
+    let exact: Vec<_> = decision.candidates.iter().filter(|c| c.fused.ranks.exact == Some(1)).collect();
+    assert_eq!(exact.len(), 2);
+    assert_eq!(decision.decided_by, DecidedBy::Reranker);
+    assert_eq!(decision.chosen, Some(1));
+}

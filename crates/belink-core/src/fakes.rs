@@ -1,0 +1,240 @@
+//! In-memory implementations of the two ports, for testing the pipeline without PostgreSQL or
+//! models: names in a vector, trigram similarity computed directly, dense search by exact
+//! cosine over vectors from a deterministic toy encoder, and a scripted re-ranker.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+
+use crate::catalog::{Embeddings, Ontologies, OntologyState};
+use crate::decision::prompt::RerankItem;
+use crate::error::Result;
+use crate::fold::fold;
+use crate::mentions::dictionary::{DictionaryName, MentionDictionary};
+use crate::ports::{ConceptDetails, ConceptKey, DenseSearch, Models, NameStore, Reranked};
+use crate::retrieval::fuse::Hit;
+
+pub const TOY_MODEL: &str = "toy-encoder";
+
+/// A toy sentence encoder: letter counts of the lowercased text, L2-normalized. Texts with
+/// the same letters get the same vector; it ignores case.
+pub fn toy_vector(text: &str) -> Vec<f32> {
+    let mut v = [0f32; 26];
+    for c in text.to_lowercase().chars().filter(char::is_ascii_lowercase) {
+        v[(c as u8 - b'a') as usize] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    v.iter().map(|x| x / norm).collect()
+}
+
+pub struct StoredName {
+    pub ontology: String,
+    pub concept_id: String,
+    pub name: String,
+    pub preferred: bool,
+    pub vector: Option<Vec<f32>>,
+}
+
+#[derive(Default)]
+pub struct FakeStore {
+    pub names: Vec<StoredName>,
+    pub definitions: HashMap<ConceptKey, String>,
+    /// Calls of `exact`, to see what the retrieval cache saves.
+    pub exact_calls: Cell<usize>,
+    pub stored_vector_reads: Cell<usize>,
+}
+
+impl FakeStore {
+    /// An ontology from (concept id, names): the first name is the preferred one; every name
+    /// embedded with the toy encoder.
+    pub fn with(mut self, ontology: &str, concepts: &[(&str, &[&str])]) -> Self {
+        for (id, names) in concepts {
+            for (i, name) in names.iter().enumerate() {
+                self.names.push(StoredName {
+                    ontology: ontology.into(),
+                    concept_id: id.to_string(),
+                    name: name.to_string(),
+                    preferred: i == 0,
+                    vector: Some(toy_vector(name)),
+                });
+            }
+        }
+        self
+    }
+
+    pub fn ontologies(&self, embedded: bool) -> Ontologies {
+        let names: HashSet<&str> = self.names.iter().map(|n| n.ontology.as_str()).collect();
+        Ontologies::new(
+            names
+                .into_iter()
+                .map(|name| OntologyState {
+                    name: name.into(),
+                    generation: 1,
+                    embedding_generation: 1,
+                    embeddings: embedded.then(|| Embeddings { model: TOY_MODEL.into(), dim: 26, ignores_case: true }),
+                })
+                .collect(),
+        )
+    }
+
+    pub fn dictionary(&self, ontology: &str) -> MentionDictionary {
+        MentionDictionary::build(
+            self.names
+                .iter()
+                .filter(|n| n.ontology == ontology)
+                .map(|n| DictionaryName {
+                    concept_id: n.concept_id.clone(),
+                    name: n.name.clone(),
+                    normalized: fold(&n.name),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn hit(name: &StoredName) -> Hit {
+        Hit { ontology: name.ontology.clone(), concept_id: name.concept_id.clone(), matched_name: name.name.clone() }
+    }
+
+    fn in_ontology<'a>(&'a self, ontology: Option<&'a str>) -> impl Iterator<Item = &'a StoredName> + 'a {
+        self.names.iter().filter(move |n| ontology.is_none_or(|o| o == n.ontology))
+    }
+}
+
+fn trigrams(text: &str) -> HashSet<String> {
+    // pg_trgm pads each word with two spaces before and one after.
+    let mut set = HashSet::new();
+    for word in text.split_whitespace() {
+        let padded: Vec<char> = format!("  {word} ").chars().collect();
+        for w in padded.windows(3) {
+            set.insert(w.iter().collect());
+        }
+    }
+    set
+}
+
+fn similarity(a: &str, b: &str) -> f64 {
+    let (a, b) = (trigrams(a), trigrams(b));
+    let shared = a.intersection(&b).count() as f64;
+    shared / (a.len() + b.len()).saturating_sub(shared as usize).max(1) as f64
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl NameStore for FakeStore {
+    fn exact(&self, queries: &[(&str, Option<&str>)]) -> Result<Vec<Vec<Hit>>> {
+        self.exact_calls.set(self.exact_calls.get() + 1);
+        Ok(queries
+            .iter()
+            .map(|(folded, ontology)| {
+                let mut found: Vec<&StoredName> =
+                    self.in_ontology(*ontology).filter(|n| !folded.is_empty() && fold(&n.name) == *folded).collect();
+                found.sort_by_key(|n| !n.preferred);
+                found.into_iter().map(Self::hit).collect()
+            })
+            .collect())
+    }
+
+    fn trigram(&self, folded: &str, ontology: Option<&str>, limit: usize, threshold: f64) -> Result<Vec<Hit>> {
+        let mut scored: Vec<(f64, &StoredName)> = self
+            .in_ontology(ontology)
+            .map(|n| (similarity(&fold(&n.name), folded), n))
+            .filter(|(s, _)| *s >= threshold)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ok(scored.into_iter().take(limit).map(|(_, n)| Self::hit(n)).collect())
+    }
+
+    fn dense(&self, searches: &[DenseSearch], limit: usize) -> Result<Vec<Vec<Hit>>> {
+        Ok(searches
+            .iter()
+            .map(|search| {
+                let mut all = Vec::new();
+                for ontology in &search.ontologies {
+                    let mut scored: Vec<(f32, &StoredName)> = self
+                        .in_ontology(Some(&ontology.name))
+                        .filter_map(|n| Some((cosine(n.vector.as_ref()?, &search.vector), n)))
+                        .collect();
+                    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    all.extend(scored.into_iter().take(limit).map(|(_, n)| Self::hit(n)));
+                }
+                all
+            })
+            .collect())
+    }
+
+    fn stored_vectors(&self, names: &[&Hit]) -> Result<Vec<Option<Vec<f32>>>> {
+        self.stored_vector_reads.set(self.stored_vector_reads.get() + names.len());
+        Ok(names
+            .iter()
+            .map(|hit| {
+                self.names
+                    .iter()
+                    .find(|n| {
+                        n.ontology == hit.ontology && n.concept_id == hit.concept_id && n.name == hit.matched_name
+                    })
+                    .and_then(|n| n.vector.clone())
+            })
+            .collect())
+    }
+
+    fn preferred_names(&self, concepts: &[ConceptKey]) -> Result<HashMap<ConceptKey, String>> {
+        let wanted: HashSet<&ConceptKey> = concepts.iter().collect();
+        Ok(self
+            .names
+            .iter()
+            .filter(|n| n.preferred)
+            .map(|n| ((n.ontology.clone(), n.concept_id.clone()), n.name.clone()))
+            .filter(|(key, _)| wanted.contains(key))
+            .collect())
+    }
+
+    fn concept_details(&self, concepts: &[ConceptKey]) -> Result<HashMap<ConceptKey, ConceptDetails>> {
+        Ok(concepts
+            .iter()
+            .map(|key| {
+                let synonyms = self
+                    .names
+                    .iter()
+                    .filter(|n| !n.preferred && (&n.ontology, &n.concept_id) == (&key.0, &key.1))
+                    .map(|n| n.name.clone())
+                    .take(3)
+                    .collect();
+                (key.clone(), ConceptDetails { definition: self.definitions.get(key).cloned(), synonyms })
+            })
+            .collect())
+    }
+}
+
+/// The toy encoder, and a re-ranker that answers from a script: for each item, the
+/// probabilities given by `answer` (mention → probabilities), else "none of these".
+#[derive(Default)]
+pub struct FakeModels {
+    pub answers: HashMap<String, Vec<f32>>,
+    pub embedded: RefCell<Vec<String>>,
+    pub reranked: RefCell<Vec<RerankItem>>,
+}
+
+impl Models for FakeModels {
+    fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        self.embedded.borrow_mut().extend(texts.iter().cloned());
+        Ok(texts.iter().map(|t| toy_vector(t)).collect())
+    }
+
+    fn rerank(&self, items: Vec<RerankItem>, _generate: bool) -> Result<Vec<Reranked>> {
+        let answers = items
+            .iter()
+            .map(|item| {
+                let mut probabilities = vec![0.0; item.candidates.len() + 1];
+                match self.answers.get(&item.mention) {
+                    Some(scripted) => probabilities[..scripted.len()].copy_from_slice(scripted),
+                    None => *probabilities.last_mut().unwrap() = 1.0,
+                }
+                Reranked { probabilities, answer: String::new() }
+            })
+            .collect();
+        self.reranked.borrow_mut().extend(items);
+        Ok(answers)
+    }
+}

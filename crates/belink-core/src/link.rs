@@ -1,0 +1,202 @@
+//! Linking documents: the mentions found in each, each distinct lookup decided once, and the
+//! entities built from the decisions. Mentions left unlinked (NIL) are dropped.
+
+use std::collections::HashMap;
+
+use crate::decision::context::context_window;
+use crate::decision::Request;
+use crate::error::{Error, Result};
+use crate::mentions::dictionary::MentionDictionary;
+use crate::mentions::{find_mentions, Mention};
+use crate::pipeline::Pipeline;
+use crate::ports::{Models, NameStore};
+use crate::retrieval::Lexical;
+
+/// One linked entity. Offsets are 0-based characters, end exclusive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    pub start: usize,
+    pub end: usize,
+    pub mention: String,
+    pub concept_id: String,
+    pub name: String,
+    pub ontology: String,
+    pub score: f64,
+    /// The long form, when the mention is an abbreviation defined in the document.
+    pub abbreviation_of: Option<String>,
+}
+
+/// A mention dictionary and the ontology it was built from.
+pub type OntologyDictionary<'a> = (&'a str, &'a MentionDictionary);
+
+impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
+    /// The entities of every document (None for a None document), found with `dictionaries`.
+    pub fn link(&self, docs: &[Option<&str>], dictionaries: &[OntologyDictionary]) -> Result<Vec<Option<Vec<Entity>>>> {
+        let limit = self.settings.max_document_chars;
+        for doc in docs.iter().flatten() {
+            // Bytes bound characters from above: count only when it could matter.
+            if doc.len() > limit && doc.chars().count() > limit {
+                return Err(Error::LimitExceeded(format!(
+                    "a document of {} characters exceeds belink.max_document_chars ({limit})",
+                    doc.chars().count()
+                )));
+            }
+        }
+        let automata: Vec<&MentionDictionary> = dictionaries.iter().map(|(_, d)| *d).collect();
+        let found: Vec<Option<Vec<Mention>>> =
+            docs.iter().map(|doc| doc.map(|text| find_mentions(text, &automata))).collect();
+        self.resolve(docs, found, dictionaries)
+    }
+
+    /// Decides every mention (each distinct lookup once without re-ranking; with it, each
+    /// mention in its own context) and builds the entities.
+    fn resolve(
+        &self,
+        docs: &[Option<&str>],
+        found: Vec<Option<Vec<Mention>>>,
+        dictionaries: &[OntologyDictionary],
+    ) -> Result<Vec<Option<Vec<Entity>>>> {
+        let rerank = self.settings.rerank;
+        let mut slot: HashMap<(&str, usize, Option<String>), usize> = HashMap::new();
+        let mut requests: Vec<Request> = Vec::new();
+        let mut slots: Vec<Vec<usize>> = Vec::with_capacity(found.len());
+        for (doc, mentions) in docs.iter().zip(&found) {
+            let mut mine = Vec::new();
+            for mention in mentions.iter().flatten() {
+                let context = match (rerank, doc) {
+                    (true, Some(text)) => {
+                        Some(context_window(text, mention.start, mention.end, self.settings.context_chars))
+                    }
+                    _ => None,
+                };
+                let key = (mention.lookup.as_str(), mention.dictionary, context.clone());
+                let index = *slot.entry(key).or_insert_with(|| {
+                    requests.push(Request {
+                        mention: &mention.lookup,
+                        context,
+                        ontology: Some(dictionaries[mention.dictionary].0),
+                    });
+                    requests.len() - 1
+                });
+                mine.push(index);
+            }
+            slots.push(mine);
+        }
+        // Detected mentions are exact dictionary matches: exact and dense retrieval rank them.
+        let k = if rerank { self.settings.top_k.max(1) } else { 1 };
+        let decisions = self.decide(&requests, k, Lexical::ExactOnly)?;
+        Ok(found
+            .into_iter()
+            .zip(slots)
+            .map(|(mentions, mine)| {
+                mentions.map(|mentions| {
+                    mentions
+                        .into_iter()
+                        .zip(mine)
+                        .filter_map(|(m, index)| {
+                            let decision = &decisions[index];
+                            let best = decision.concept()?;
+                            Some(Entity {
+                                start: m.start,
+                                end: m.end,
+                                mention: m.text,
+                                concept_id: best.fused.concept_id.clone(),
+                                name: best.preferred_name.clone(),
+                                ontology: best.fused.ontology.clone(),
+                                score: decision.confidence,
+                                abbreviation_of: m.abbreviation_of,
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::{FakeModels, FakeStore};
+    use crate::settings::Settings;
+
+    fn medic() -> FakeStore {
+        FakeStore::default().with(
+            "medic",
+            &[
+                ("D011125", &["Adenomatous Polyposis Coli", "Familial adenomatous polyposis"]),
+                ("D003110", &["Colonic Neoplasms", "Colon cancer"]),
+                ("OTHER", &["FAP"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn abbreviations_defined_in_the_text_link_to_their_long_forms_concept() {
+        let store = medic();
+        let models = FakeModels::default();
+        let settings = Settings::default();
+        let ontologies = store.ontologies(true);
+        let dictionary = store.dictionary("medic");
+        let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+        let text = "Familial adenomatous polyposis (FAP) leads to colon cancer. FAP is inherited.";
+        let linked = pipeline.link(&[Some(text), None], &[("medic", &dictionary)]).unwrap();
+        assert_eq!(linked[1], None);
+        let entities = linked[0].as_ref().unwrap();
+        let summary: Vec<(&str, &str, Option<&str>)> = entities
+            .iter()
+            .map(|e| (e.mention.as_str(), e.concept_id.as_str(), e.abbreviation_of.as_deref()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("Familial adenomatous polyposis", "D011125", None),
+                ("FAP", "D011125", Some("Familial adenomatous polyposis")),
+                ("colon cancer", "D003110", None),
+                ("FAP", "D011125", Some("Familial adenomatous polyposis")),
+            ]
+        );
+        let first = &entities[0];
+        assert_eq!(
+            (first.start, first.end, first.name.as_str(), first.score),
+            (0, 30, "Adenomatous Polyposis Coli", 1.0)
+        );
+        assert!(models.embedded.borrow().is_empty(), "mentions decided by exact matches are not embedded");
+        assert_eq!(store.exact_calls.get(), 1, "one batch for every distinct lookup");
+    }
+
+    #[test]
+    fn a_document_over_the_limit_is_refused() {
+        let store = medic();
+        let models = FakeModels::default();
+        let settings = Settings { max_document_chars: 10, ..Settings::default() };
+        let ontologies = store.ontologies(false);
+        let dictionary = store.dictionary("medic");
+        let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+        let error = pipeline.link(&[Some("colon cancer!")], &[("medic", &dictionary)]).unwrap_err();
+        assert_eq!(error.to_string(), "a document of 13 characters exceeds belink.max_document_chars (10)");
+        assert!(pipeline.link(&[Some("ççççççççç")], &[("medic", &dictionary)]).is_ok(), "characters, not bytes");
+    }
+
+    #[test]
+    fn reranking_sees_each_mention_in_its_own_context() {
+        let store = FakeStore::default().with(
+            "medic",
+            &[("A", &["Amyloid Neuropathies, Familial", "FAP"]), ("B", &["Adenomatous Polyposis Coli", "FAP"])],
+        );
+        let models = FakeModels::default();
+        let settings = Settings { rerank: true, context_chars: 12, ..Settings::default() };
+        let ontologies = store.ontologies(false);
+        let dictionary = store.dictionary("medic");
+        let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+        // "FAP" names two concepts: the re-ranker decides, and says none of these
+        // (unscripted), so the mentions stay unlinked.
+        let linked = pipeline.link(&[Some("We saw FAP here. And FAP there.")], &[("medic", &dictionary)]).unwrap();
+        assert_eq!(linked[0].as_ref().unwrap().len(), 0);
+        let contexts: Vec<Option<String>> = models.reranked.borrow().iter().map(|i| i.context.clone()).collect();
+        assert_eq!(
+            contexts,
+            [Some("We saw [FAP] here. And ...".to_string()), Some("... here. And [FAP] there.".to_string())]
+        );
+    }
+}

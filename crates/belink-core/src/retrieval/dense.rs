@@ -1,0 +1,111 @@
+//! The dense source's query side. A mention written like one of its exact matches takes that
+//! name's stored embedding, made by the same encoder as every target's: linking then needs no
+//! encoder request for a mention written like a name of the ontology. The model server embeds
+//! the others, in one request.
+
+use crate::catalog::OntologyState;
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use crate::ports::{Models, NameStore};
+use crate::retrieval::fuse::Hit;
+use crate::retrieval::Query;
+
+/// Whether the sentence encoder gives `a` and `b` the same vector: the same text, or, for an
+/// encoder that ignores case (its tokenizer lowercases first, as uncased BERT models do), texts
+/// that differ only in the case of ASCII letters. Special tokens written out in a text
+/// ("[CLS]", "<s>") are matched by tokenizers before they lowercase, so texts with `[` or `<`
+/// count as alike only when equal.
+pub fn embed_alike(a: &str, b: &str, encoder_ignores_case: bool) -> bool {
+    a == b || (encoder_ignores_case && a.eq_ignore_ascii_case(b) && !a.contains(['[', '<']))
+}
+
+/// A vector can only search ontologies embedded with an encoder of its dimension.
+pub(crate) fn check_dimensions(vector: &[f32], targets: &[&OntologyState]) -> Result<()> {
+    for ontology in targets {
+        let Some(embeddings) = &ontology.embeddings else { continue };
+        if embeddings.dim != vector.len() {
+            return Err(Error::EncoderMismatch {
+                ontology: ontology.name.clone(),
+                model: embeddings.model.clone(),
+                dim: embeddings.dim,
+                server_dim: vector.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
+    /// The vector each query is searched with in its `targets` (None: no dense search).
+    pub(crate) fn query_vectors(
+        &self,
+        queries: &[Query],
+        exact: &[Vec<Hit>],
+        targets: &[Vec<&OntologyState>],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let alike: Vec<Option<&Hit>> = queries
+            .iter()
+            .zip(exact)
+            .zip(targets)
+            .map(|((query, hits), targets)| match targets.is_empty() {
+                true => None,
+                false => self.stored_alike(query, hits, targets),
+            })
+            .collect();
+        let wanted: Vec<&Hit> = alike.iter().flatten().copied().collect();
+        let mut stored = match wanted.is_empty() {
+            true => Vec::new(),
+            false => self.store.stored_vectors(&wanted)?,
+        }
+        .into_iter();
+        let mut vectors: Vec<Option<Vec<f32>>> =
+            alike.iter().map(|hit| hit.and_then(|_| stored.next().flatten())).collect();
+        // The others are embedded, with those whose name was added after the last belink_index
+        // (it has no stored embedding yet).
+        let to_embed: Vec<usize> =
+            (0..queries.len()).filter(|&i| !targets[i].is_empty() && vectors[i].is_none()).collect();
+        if !to_embed.is_empty() {
+            let embedded = self.models.embed(to_embed.iter().map(|&i| queries[i].text.to_string()).collect())?;
+            for (i, vector) in to_embed.into_iter().zip(embedded) {
+                vectors[i] = Some(vector);
+            }
+        }
+        Ok(vectors)
+    }
+
+    /// An exact match written like the query whose ontology was embedded by the same encoder
+    /// as every target.
+    fn stored_alike<'h>(&self, query: &Query, hits: &'h [Hit], targets: &[&OntologyState]) -> Option<&'h Hit> {
+        hits.iter().find(|hit| {
+            let Some(embeddings) = self.ontologies.get(&hit.ontology).and_then(|o| o.embeddings.as_ref()) else {
+                return false;
+            };
+            let same_model = |t: &&OntologyState| t.embeddings.as_ref().is_some_and(|e| e.model == embeddings.model);
+            embed_alike(query.text, &hit.matched_name, embeddings.ignores_case) && targets.iter().all(same_model)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::embed_alike;
+
+    #[test]
+    fn equal_texts_always_and_other_cases_only_for_an_uncased_encoder() {
+        assert!(embed_alike("Aniridia", "Aniridia", false));
+        assert!(!embed_alike("Aniridia", "aniridia", false));
+        assert!(embed_alike("Aniridia", "aniridia", true));
+        assert!(embed_alike("Pelizaeus-Merzbacher disease", "pelizaeus-merzbacher Disease", true));
+    }
+
+    #[test]
+    fn other_characters_and_special_tokens_are_not_alike() {
+        // Hyphens, spaces and accents reach the tokenizer as they are.
+        assert!(!embed_alike("Pelizaeus Merzbacher disease", "Pelizaeus-Merzbacher disease", true));
+        assert!(!embed_alike("Sjögren syndrome", "Sjogren syndrome", true));
+        assert!(!embed_alike("ÉCLAMPSIA", "éclampsia", true), "only ASCII letters fold");
+        assert!(!embed_alike("a [MASK] b", "a [mask] b", true));
+        assert!(!embed_alike("<s> x", "<S> x", true));
+        assert!(embed_alike("a [MASK] b", "a [MASK] b", true));
+    }
+}

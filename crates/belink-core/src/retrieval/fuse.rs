@@ -1,0 +1,177 @@
+//! Fusing ranked candidate lists from the retrieval sources (exact, trigram, dense) into
+//! one list of concepts: reciprocal-rank fusion, score = Σ 1 / (k + rank) over the sources
+//! that found the concept.
+
+use std::collections::{HashMap, HashSet};
+
+/// A retrieval source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// The folded mention equals a name.
+    Exact,
+    /// Character trigram similarity of folded texts.
+    Trigram,
+    /// Cosine similarity of sentence embeddings.
+    Dense,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Exact => "exact",
+            Source::Trigram => "trigram",
+            Source::Dense => "dense",
+        }
+    }
+}
+
+/// One retrieved name: which concept it belongs to, and the name itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub ontology: String,
+    pub concept_id: String,
+    pub matched_name: String,
+}
+
+/// 1-based rank of a concept in each source's list, None where the source missed it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ranks {
+    pub exact: Option<usize>,
+    pub trigram: Option<usize>,
+    pub dense: Option<usize>,
+}
+
+impl Ranks {
+    pub fn of(&self, source: Source) -> Option<usize> {
+        match source {
+            Source::Exact => self.exact,
+            Source::Trigram => self.trigram,
+            Source::Dense => self.dense,
+        }
+    }
+
+    fn set(&mut self, source: Source, rank: usize) {
+        match source {
+            Source::Exact => self.exact = Some(rank),
+            Source::Trigram => self.trigram = Some(rank),
+            Source::Dense => self.dense = Some(rank),
+        }
+    }
+
+    fn best(&self) -> usize {
+        [self.exact, self.trigram, self.dense].into_iter().flatten().min().unwrap_or(usize::MAX)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fused {
+    pub ontology: String,
+    pub concept_id: String,
+    /// The name through which the best-ranking source found the concept.
+    pub matched_name: String,
+    pub score: f64,
+    pub ranks: Ranks,
+    /// The source that ranked the concept best.
+    pub best_source: Source,
+}
+
+/// Each source's hits, best first; several names per concept allowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceLists<'a> {
+    pub exact: &'a [Hit],
+    pub trigram: &'a [Hit],
+    pub dense: &'a [Hit],
+}
+
+/// Fuses the sources' lists into concepts, best first. Ranks count concepts, not names; all
+/// exact matches share rank 1.
+pub fn fuse(lists: SourceLists, rrf_k: f64) -> Vec<Fused> {
+    let mut fused: Vec<Fused> = Vec::new();
+    let mut position: HashMap<(&str, &str), usize> = HashMap::new();
+    let sources = [(Source::Exact, lists.exact), (Source::Trigram, lists.trigram), (Source::Dense, lists.dense)];
+    for (source, hits) in sources {
+        let mut rank = 0;
+        let mut seen = HashSet::new();
+        for hit in hits {
+            let key = (hit.ontology.as_str(), hit.concept_id.as_str());
+            if !seen.insert(key) {
+                continue;
+            }
+            rank = if source == Source::Exact { 1 } else { rank + 1 };
+            let index = *position.entry(key).or_insert_with(|| {
+                fused.push(Fused {
+                    ontology: hit.ontology.clone(),
+                    concept_id: hit.concept_id.clone(),
+                    matched_name: hit.matched_name.clone(),
+                    score: 0.0,
+                    ranks: Ranks::default(),
+                    best_source: source,
+                });
+                fused.len() - 1
+            });
+            let entry = &mut fused[index];
+            entry.ranks.set(source, rank);
+            entry.score += 1.0 / (rrf_k + rank as f64);
+            let best_rank = entry.ranks.of(entry.best_source).unwrap_or(usize::MAX);
+            if rank < best_rank {
+                entry.best_source = source;
+                entry.matched_name = hit.matched_name.clone();
+            }
+        }
+    }
+    fused.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.ranks.best().cmp(&b.ranks.best()))
+            .then_with(|| a.best_source.cmp(&b.best_source))
+            .then_with(|| (&a.ontology, &a.concept_id).cmp(&(&b.ontology, &b.concept_id)))
+    });
+    fused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(concepts: &[&str]) -> Vec<Hit> {
+        concepts
+            .iter()
+            .map(|c| Hit { ontology: "o".into(), concept_id: c.to_string(), matched_name: format!("name of {c}") })
+            .collect()
+    }
+
+    #[test]
+    fn concepts_found_by_more_sources_rank_higher() {
+        let exact = hits(&[]);
+        let trigram = hits(&["A", "B", "C"]);
+        let dense = hits(&["B", "D", "A"]);
+        let fused = fuse(SourceLists { exact: &exact, trigram: &trigram, dense: &dense }, 60.0);
+        let order: Vec<&str> = fused.iter().map(|f| f.concept_id.as_str()).collect();
+        assert_eq!(order, ["B", "A", "D", "C"]);
+        assert_eq!(fused[0].ranks, Ranks { exact: None, trigram: Some(2), dense: Some(1) });
+        assert_eq!(fused[0].best_source, Source::Dense, "dense ranked B first");
+        let expected = 1.0 / 62.0 + 1.0 / 61.0;
+        assert!((fused[0].score - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn several_names_of_one_concept_count_once_and_exact_matches_share_rank_one() {
+        let exact = hits(&["X", "Y"]);
+        let trigram = hits(&["X", "X", "Z"]);
+        let fused = fuse(SourceLists { exact: &exact, trigram: &trigram, dense: &[] }, 60.0);
+        assert_eq!(fused[0].concept_id, "X");
+        assert_eq!(fused[0].ranks, Ranks { exact: Some(1), trigram: Some(1), dense: None });
+        let y = fused.iter().find(|f| f.concept_id == "Y").unwrap();
+        assert_eq!(y.ranks.exact, Some(1));
+        let z = fused.iter().find(|f| f.concept_id == "Z").unwrap();
+        assert_eq!(z.ranks.trigram, Some(2), "ranks count concepts, not names");
+        assert_eq!(fused[0].best_source, Source::Exact);
+    }
+
+    #[test]
+    fn same_concept_id_in_two_ontologies_stays_apart() {
+        let a = Hit { ontology: "a".into(), concept_id: "1".into(), matched_name: "n".into() };
+        let b = Hit { ontology: "b".into(), concept_id: "1".into(), matched_name: "n".into() };
+        assert_eq!(fuse(SourceLists { trigram: &[a, b], ..Default::default() }, 60.0).len(), 2);
+    }
+}

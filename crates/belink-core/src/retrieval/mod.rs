@@ -1,0 +1,153 @@
+//! Candidate retrieval: the names equal to the folded mention (exact), similar to it by
+//! character trigrams, and, for ontologies indexed with belink_index, near it by sentence
+//! embedding (dense), fused by reciprocal rank into one list of concepts.
+
+pub mod cache;
+pub mod dense;
+pub mod fuse;
+pub mod query;
+
+use std::collections::HashMap;
+
+use crate::catalog::OntologyState;
+use crate::error::Result;
+use crate::fold::fold;
+use crate::pipeline::Pipeline;
+use crate::ports::{ConceptKey, DenseSearch, Models, NameStore};
+use crate::settings::Retrieval;
+use fuse::{fuse, Fused, Hit, SourceLists};
+pub use query::{Candidate, Query};
+
+/// The most candidates one call may ask for.
+pub const MAX_K: usize = 1000;
+/// Names fetched per source and per candidate wanted: a concept has several names.
+const NAMES_PER_CANDIDATE: usize = 5;
+
+/// Which lexical sources to use. Linking detected mentions (already exact dictionary matches)
+/// skips the trigram source, by far the slowest, and keeps its results in the retrieval cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lexical {
+    ExactAndTrigram,
+    ExactOnly,
+}
+
+/// Whether the exact matches all name one concept: such a mention is decided by its exact
+/// match (see [`crate::decision`]) and needs no dense retrieval when linking.
+pub(crate) fn one_concept(hits: &[Hit]) -> bool {
+    hits.first()
+        .is_some_and(|first| hits.iter().all(|h| h.ontology == first.ontology && h.concept_id == first.concept_id))
+}
+
+impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
+    /// The fused candidates of every query, at most `k` each, in order.
+    pub fn retrieve(&self, queries: &[Query], k: usize, lexical: Lexical) -> Result<Vec<Vec<Candidate>>> {
+        match lexical {
+            Lexical::ExactOnly => {
+                let epoch = cache::epoch(self.ontologies, self.settings, k);
+                let capacity = self.settings.retrieval_cache_size;
+                self.cache
+                    .borrow_mut()
+                    .get_or_fetch(epoch, capacity, queries, |missing| self.search(missing, k, lexical))
+            }
+            Lexical::ExactAndTrigram => self.search(queries, k, lexical),
+        }
+    }
+
+    fn search(&self, queries: &[Query], k: usize, lexical: Lexical) -> Result<Vec<Vec<Candidate>>> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let per_source = k * NAMES_PER_CANDIDATE;
+        let folded: Vec<String> = queries.iter().map(|q| fold(q.text)).collect();
+        let lookups: Vec<(&str, Option<&str>)> =
+            folded.iter().zip(queries).map(|(f, q)| (f.as_str(), q.ontology)).collect();
+        let exact = self.store.exact(&lookups)?;
+        let targets: Vec<Vec<&OntologyState>> = queries
+            .iter()
+            .zip(&folded)
+            .zip(&exact)
+            .map(|((query, folded), hits)| {
+                let decided_by_exact = lexical == Lexical::ExactOnly && one_concept(hits);
+                match folded.is_empty() || decided_by_exact {
+                    true => Vec::new(),
+                    false => self.dense_targets(query.ontology),
+                }
+            })
+            .collect();
+        let vectors = self.query_vectors(queries, &exact, &targets)?;
+        let dense = self.dense_matches(vectors, targets, per_source)?;
+        let mut all = Vec::with_capacity(queries.len());
+        for (((query, folded), exact), dense) in queries.iter().zip(&folded).zip(&exact).zip(&dense) {
+            if folded.is_empty() {
+                all.push(Vec::new());
+                continue;
+            }
+            let trigram = match lexical {
+                Lexical::ExactAndTrigram => {
+                    self.store.trigram(folded, query.ontology, per_source, self.settings.trigram_threshold)?
+                }
+                Lexical::ExactOnly => Vec::new(),
+            };
+            let mut fused = fuse(SourceLists { exact, trigram: &trigram, dense }, self.settings.rrf_k);
+            fused.truncate(k);
+            all.push(fused);
+        }
+        self.with_preferred_names(all)
+    }
+
+    /// The ontologies a query searches densely: those selected that have embeddings.
+    fn dense_targets(&self, ontology: Option<&str>) -> Vec<&OntologyState> {
+        match self.settings.retrieval {
+            Retrieval::Hybrid => self.ontologies.selected(ontology).filter(|o| o.embeddings.is_some()).collect(),
+            Retrieval::Lexical => Vec::new(),
+        }
+    }
+
+    /// The dense hits of each query with a vector, in one store call.
+    fn dense_matches(
+        &self,
+        vectors: Vec<Option<Vec<f32>>>,
+        targets: Vec<Vec<&OntologyState>>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let mut dense = vec![Vec::new(); vectors.len()];
+        let mut searches = Vec::new();
+        let mut positions = Vec::new();
+        for (i, (vector, ontologies)) in vectors.into_iter().zip(targets).enumerate() {
+            if let Some(vector) = vector {
+                dense::check_dimensions(&vector, &ontologies)?;
+                searches.push(DenseSearch { vector, ontologies });
+                positions.push(i);
+            }
+        }
+        if !searches.is_empty() {
+            for (i, hits) in positions.into_iter().zip(self.store.dense(&searches, limit)?) {
+                dense[i] = hits;
+            }
+        }
+        Ok(dense)
+    }
+
+    fn with_preferred_names(&self, lists: Vec<Vec<Fused>>) -> Result<Vec<Vec<Candidate>>> {
+        let wanted: Vec<ConceptKey> =
+            lists.iter().flatten().map(|f| (f.ontology.clone(), f.concept_id.clone())).collect();
+        let names: HashMap<ConceptKey, String> =
+            if wanted.is_empty() { HashMap::new() } else { self.store.preferred_names(&wanted)? };
+        Ok(lists
+            .into_iter()
+            .map(|fused| {
+                fused
+                    .into_iter()
+                    .map(|f| {
+                        let key = (f.ontology.clone(), f.concept_id.clone());
+                        let preferred_name = names.get(&key).cloned().unwrap_or_default();
+                        Candidate { fused: f, preferred_name }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

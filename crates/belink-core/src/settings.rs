@@ -1,0 +1,59 @@
+//! The settings one call of the pipeline runs under: read once per SQL call by the extension
+//! (from the `belink.*` GUCs) and passed down, so that no stage reads configuration itself.
+
+/// Which retrieval sources search for candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retrieval {
+    /// Exact + trigram + dense (for ontologies indexed with belink_index), fused.
+    Hybrid,
+    /// Exact + trigram only.
+    Lexical,
+}
+
+/// How the re-ranker answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RerankMode {
+    /// One forward pass: the probabilities of the option labels.
+    Score,
+    /// Greedy generation, the slower reference.
+    Generate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub retrieval: Retrieval,
+    /// The constant k of reciprocal-rank fusion.
+    pub rrf_k: f64,
+    /// Least trigram similarity for a name to be a lexical candidate.
+    pub trigram_threshold: f64,
+    /// Mentions whose candidates a session keeps between linking calls; 0 = no cache.
+    pub retrieval_cache_size: usize,
+    pub rerank: bool,
+    pub rerank_mode: RerankMode,
+    /// Candidates retrieved and shown to the re-ranker per mention.
+    pub top_k: usize,
+    /// Least re-ranker probability for a concept to be chosen.
+    pub nil_threshold: f64,
+    /// Characters of text on each side of a mention shown to the re-ranker.
+    pub context_chars: usize,
+    /// Longest document (in characters) linking accepts.
+    pub max_document_chars: usize,
+}
+
+impl Default for Settings {
+    /// The GUCs' defaults.
+    fn default() -> Self {
+        Settings {
+            retrieval: Retrieval::Hybrid,
+            rrf_k: 60.0,
+            trigram_threshold: 0.3,
+            retrieval_cache_size: 10_000,
+            rerank: false,
+            rerank_mode: RerankMode::Score,
+            top_k: 10,
+            nil_threshold: 0.0,
+            context_chars: 200,
+            max_document_chars: 10_000_000,
+        }
+    }
+}

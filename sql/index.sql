@@ -1,0 +1,36 @@
+-- belink_index: embedding every name of an ontology and building its HNSW index, in
+-- committed batches (included by src/api/embed.rs).
+CREATE PROCEDURE belink_index(ontology text, batch_size integer DEFAULT 1024)
+LANGUAGE plpgsql AS $procedure$
+DECLARE
+    remaining bigint;
+    embedded bigint := 0;
+    batch integer;
+    started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+    elapsed double precision;
+BEGIN
+    remaining := @extschema@.belink_index_prepare(ontology);
+    COMMIT;
+    RAISE NOTICE 'belink_index(%): % names to embed', ontology, remaining;
+    LOOP
+        batch := @extschema@.belink_index_batch(ontology, batch_size);
+        EXIT WHEN batch = 0;
+        embedded := embedded + batch;
+        COMMIT;
+        IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+            elapsed := extract(epoch FROM clock_timestamp() - started);
+            RAISE NOTICE 'belink_index(%): % of % names embedded (% names/s, about % s left)',
+                ontology, embedded, remaining, round((embedded / elapsed)::numeric, 1),
+                round(((remaining - embedded) / greatest(embedded / elapsed, 1e-9))::numeric);
+            last_notice := clock_timestamp();
+        END IF;
+    END LOOP;
+    RAISE NOTICE 'belink_index(%): % names embedded in % s; building the HNSW index', ontology, embedded,
+        round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+    PERFORM @extschema@.belink_index_finish(ontology);
+    COMMIT;
+END
+$procedure$;
+COMMENT ON PROCEDURE belink_index(text, integer) IS
+    'Embeds every name of an ontology through the model server (committing per batch: interrupt and call again to resume) and builds its HNSW index';

@@ -1,0 +1,23 @@
+-- Every belink setting, its type, unit and choices; the prefix is reserved.
+SELECT name, setting, unit, vartype, enumvals, context FROM pg_settings WHERE name LIKE 'belink.%' ORDER BY name;
+
+-- Fixed choices are enums: a wrong value is refused with the valid ones.
+SET belink.retrieval = 'lexical';
+SHOW belink.retrieval;
+SELECT error_of($$SET belink.retrieval = 'semantic'$$);
+SET belink.rerank_mode = 'generate';
+SHOW belink.rerank_mode;
+SELECT error_of($$SET belink.rerank_mode = 'sample'$$);
+RESET belink.rerank_mode;
+RESET belink.retrieval;
+
+-- Times take units.
+SET belink.request_timeout = '2s';
+SHOW belink.request_timeout;
+SELECT error_of($$SET belink.request_timeout = '50ms'$$);
+RESET belink.request_timeout;
+
+-- A mistyped belink setting is an error, not a silent placeholder.
+SELECT error_of($$SET belink.rerankk = on$$);
+SELECT error_of($$SET belink.no_such_setting = 1$$);
+SELECT error_of($$SELECT set_config('belink.typo', 'x', false)$$);
