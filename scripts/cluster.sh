@@ -58,7 +58,9 @@ shared_preload_libraries = 'belink'
 CONF
     fi
     if ! as_owner "$BINDIR/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-        as_owner "$BINDIR/pg_ctl" -D "$data" -l "$dir/server.log" -w start >/dev/null
+        # Without RUST_BACKTRACE from the caller's shell: pgrx would put Rust backtraces into
+        # the DETAIL of errors that users see.
+        as_owner env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$BINDIR/pg_ctl" -D "$data" -l "$dir/server.log" -w start >/dev/null
     fi
     echo "$dir"
     ;;

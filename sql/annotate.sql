@@ -1,12 +1,22 @@
--- belink_annotate: annotating a table's text column in batches, resumably (included by src/api/annotate.rs).
+-- belink_annotate: annotating a table's text column in batches, resumably (included by
+-- src/api/link.rs). Every argument is checked before the job row is written; a job is keyed
+-- by the table's OID and the result column; rows are read in key order through the key's
+-- unique index (keyset pagination), so each batch costs the same from the first to the last.
 CREATE PROCEDURE belink_annotate(
     table_name regclass, text_column name, result_column name,
     batch_size integer DEFAULT 500, ontology text DEFAULT NULL, key_column name DEFAULT NULL)
 LANGUAGE plpgsql AS $procedure$
 #variable_conflict use_variable
 DECLARE
-    job_name text := format('%s.%s', table_name, result_column);
+    label text;
     key_name name := key_column;
+    text_attnum smallint;
+    result_attnum smallint;
+    key_attnum smallint;
+    key_type text;
+    job bigint;
+    job_owner regrole;
+    last_key text;
     keys text[];
     texts text[];
     results jsonb[];
@@ -18,8 +28,33 @@ DECLARE
     last_notice timestamptz := clock_timestamp();
     elapsed double precision;
 BEGIN
+    -- The arguments, all checked before anything is written.
+    IF table_name IS NULL OR text_column IS NULL OR result_column IS NULL THEN
+        RAISE EXCEPTION 'belink_annotate: table_name, text_column and result_column must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'belink_annotate: batch_size must be at least 1';
+        RAISE EXCEPTION 'belink_annotate: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF ontology IS NOT NULL AND NOT EXISTS (SELECT 1 FROM belink.ontologies o WHERE o.name = ontology) THEN
+        RAISE EXCEPTION 'belink_annotate: unknown ontology "%"', ontology USING ERRCODE = 'undefined_object',
+            HINT = (SELECT 'Loaded ontologies: ' || coalesce(string_agg(o.name, ', ' ORDER BY o.name), 'none') || '.'
+                    FROM belink.ontologies o);
+    END IF;
+    SELECT a.attnum INTO text_attnum FROM pg_attribute a
+    WHERE a.attrelid = table_name AND a.attname = text_column AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype);
+    IF text_attnum IS NULL THEN
+        RAISE EXCEPTION 'belink_annotate: % has no text column %', table_name, quote_ident(text_column)
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    SELECT a.attnum INTO result_attnum FROM pg_attribute a
+    WHERE a.attrelid = table_name AND a.attname = result_column AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.atttypid = 'jsonb'::regtype;
+    IF result_attnum IS NULL THEN
+        RAISE EXCEPTION 'belink_annotate: % has no jsonb column %', table_name, quote_ident(result_column)
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('ALTER TABLE %s ADD COLUMN %I jsonb;', table_name, result_column);
     END IF;
     IF key_name IS NULL THEN
         SELECT a.attname INTO key_name
@@ -27,40 +62,64 @@ BEGIN
         WHERE i.indrelid = table_name AND i.indisprimary AND i.indnatts = 1;
         IF key_name IS NULL THEN
             RAISE EXCEPTION 'belink_annotate: % has no one-column primary key', table_name
-                USING HINT = 'Name a unique column with key_column => ''id''.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Name a unique, not-null column with key_column => ''id''.';
         END IF;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = table_name AND attname = result_column
-                   AND atttypid = 'jsonb'::regtype AND NOT attisdropped) THEN
-        RAISE EXCEPTION 'belink_annotate: % has no jsonb column %', table_name, result_column
-            USING HINT = format('ALTER TABLE %s ADD COLUMN %I jsonb;', table_name, result_column);
+    -- The key must identify rows: NOT NULL and alone in a unique index without a predicate.
+    SELECT a.attnum, format_type(a.atttypid, a.atttypmod) INTO key_attnum, key_type FROM pg_attribute a
+    WHERE a.attrelid = table_name AND a.attname = key_name AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull
+      AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = table_name AND i.indisunique AND i.indnatts = 1
+                  AND i.indkey[0] = a.attnum AND i.indpred IS NULL);
+    IF key_attnum IS NULL THEN
+        RAISE EXCEPTION 'belink_annotate: key column % of % is not a unique, not-null column', quote_ident(key_name), table_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name a column with a one-column unique index and NOT NULL (the primary key by default).';
+    END IF;
+    label := format('%s.%I', table_name, result_column);
+
+    -- Jobs of tables dropped since are forgotten (the caller's own: row-level security).
+    DELETE FROM belink.annotation_jobs j WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = j.table_oid);
+    -- The job: new, or resumed by its owner (a member of the owning role). Rows that failed in
+    -- an earlier run are tried again.
+    SELECT j.job_id, j.owner INTO job, job_owner FROM belink.annotation_jobs j
+    WHERE j.table_oid = table_name AND j.result_attnum = result_attnum;
+    IF job IS NOT NULL AND NOT pg_has_role(job_owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'belink_annotate: the annotation job of % belongs to role %', label, job_owner
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner (or a member of that role) can resume it.';
     END IF;
     EXECUTE format('SELECT count(*), count(%I) FROM %s', result_column, table_name) INTO total_rows, done_rows;
-    INSERT INTO belink.annotation_jobs AS j
-        VALUES (job_name, table_name, text_column, result_column, key_name, ontology, total_rows, done_rows, done_rows,
-                (SELECT count(*) FROM belink.annotation_errors e WHERE e.job = job_name), now(), now(), NULL)
-        ON CONFLICT (job) DO UPDATE SET text_column = excluded.text_column, key_column = excluded.key_column,
-            ontology = excluded.ontology, total = excluded.total, done = excluded.done,
-            done_at_start = excluded.done_at_start,
-            failed = (SELECT count(*) FROM belink.annotation_errors e WHERE e.job = j.job),
-            started_at = now(), updated_at = now(), finished_at = NULL;
+    IF job IS NULL THEN
+        INSERT INTO belink.annotation_jobs (table_oid, result_attnum, text_attnum, key_attnum, ontology, total, done,
+                                            done_at_start, backend_pid, started_at, updated_at)
+            VALUES (table_name, result_attnum, text_attnum, key_attnum, ontology, total_rows, done_rows, done_rows,
+                    pg_backend_pid(), now(), now())
+            RETURNING job_id INTO job;
+    ELSE
+        DELETE FROM belink.annotation_errors e WHERE e.job_id = job;
+        UPDATE belink.annotation_jobs j SET text_attnum = text_attnum, key_attnum = key_attnum, ontology = ontology,
+            total = total_rows, done = done_rows, done_at_start = done_rows, failed = 0, backend_pid = pg_backend_pid(),
+            started_at = now(), updated_at = now(), finished_at = NULL
+        WHERE j.job_id = job;
+    END IF;
     COMMIT;
 
     LOOP
-        -- The next rows without a result that have not failed before, locked for this batch.
+        -- The next rows without a result, after the last batch in key order (through the key's
+        -- index), locked for this batch.
         EXECUTE format(
-            'SELECT array_agg(k ORDER BY k), array_agg(t ORDER BY k) FROM (
-                 SELECT %1$I::text AS k, %2$I AS t FROM %3$s
-                 WHERE %4$I IS NULL AND %1$I::text NOT IN (SELECT row_key FROM belink.annotation_errors WHERE job = $1)
+            'SELECT array_agg(k::text ORDER BY k), array_agg(t ORDER BY k) FROM (
+                 SELECT %1$I AS k, %2$I AS t FROM %3$s
+                 WHERE %4$I IS NULL AND ($1::text IS NULL OR %1$I > $1::%5$s)
                  ORDER BY %1$I LIMIT $2 FOR UPDATE SKIP LOCKED) AS batch',
-            key_name, text_column, table_name, result_column)
-            INTO keys, texts USING job_name, batch_size;
+            key_name, text_column, table_name, result_column, key_type)
+            INTO keys, texts USING last_key, batch_size;
         EXIT WHEN keys IS NULL;
+        last_key := keys[array_length(keys, 1)];
         BEGIN
             -- The whole batch in one request to the model server.
             results := ARRAY(SELECT coalesce(r, '[]'::jsonb) FROM @extschema@.belink_link(texts, ontology) AS r);
         EXCEPTION
-            WHEN sqlstate '08006' OR sqlstate '08000' THEN RAISE;  -- the model server is down: stop, resume later
+            WHEN sqlstate '08006' OR sqlstate '08000' OR sqlstate '42704' THEN RAISE;  -- server down, ontology gone: stop, resume later
             WHEN others THEN
                 -- Some row breaks the batch: annotate one by one, recording the rows that fail.
                 results := ARRAY[]::jsonb[];
@@ -68,9 +127,9 @@ BEGIN
                     BEGIN
                         single := coalesce(@extschema@.belink_link(texts[i], ontology), '[]'::jsonb);
                     EXCEPTION
-                        WHEN sqlstate '08006' OR sqlstate '08000' THEN RAISE;
+                        WHEN sqlstate '08006' OR sqlstate '08000' OR sqlstate '42704' THEN RAISE;
                         WHEN others THEN
-                            INSERT INTO belink.annotation_errors (job, row_key, error) VALUES (job_name, keys[i], SQLERRM)
+                            INSERT INTO belink.annotation_errors (job_id, row_key, error) VALUES (job, keys[i], SQLERRM)
                                 ON CONFLICT ON CONSTRAINT annotation_errors_pkey
                                 DO UPDATE SET error = excluded.error, failed_at = now();
                             single := NULL;
@@ -79,12 +138,12 @@ BEGIN
                 END LOOP;
         END;
         -- Results, relational rows and progress commit together: exactly once per row.
-        EXECUTE format('UPDATE %s AS t SET %I = r.e FROM unnest($1, $2) AS r(k, e) WHERE t.%I::text = r.k AND r.e IS NOT NULL',
-                       table_name, result_column, key_name)
+        EXECUTE format('UPDATE %s AS t SET %I = r.e FROM unnest($1, $2) AS r(k, e) WHERE t.%I = r.k::%s AND r.e IS NOT NULL',
+                       table_name, result_column, key_name, key_type)
             USING keys, results;
-        DELETE FROM belink.annotations a WHERE a.job = job_name AND a.row_key = ANY (keys);
+        DELETE FROM belink.annotations a WHERE a.job_id = job AND a.row_key = ANY (keys);
         INSERT INTO belink.annotations
-            SELECT job_name, r.k, (e->>'start')::integer, (e->>'end')::integer, e->>'mention',
+            SELECT job, r.k, (e->>'start')::integer, (e->>'end')::integer, e->>'mention',
                    e->>'concept_id', e->>'name', e->>'ontology', (e->>'score')::double precision, e->>'abbreviation_of'
             FROM unnest(keys, results) AS r(k, doc), jsonb_array_elements(r.doc) AS e
             WHERE r.doc IS NOT NULL
@@ -92,21 +151,21 @@ BEGIN
         processed := processed + (SELECT count(*) FROM unnest(results) AS x WHERE x IS NOT NULL);
         UPDATE belink.annotation_jobs j SET
             done = j.done + (SELECT count(*) FROM unnest(results) AS x WHERE x IS NOT NULL),
-            failed = (SELECT count(*) FROM belink.annotation_errors e WHERE e.job = j.job),
+            failed = (SELECT count(*) FROM belink.annotation_errors e WHERE e.job_id = j.job_id),
             updated_at = now()
-        WHERE j.job = job_name;
+        WHERE j.job_id = job;
         COMMIT;
         IF clock_timestamp() - last_notice > interval '5 seconds' THEN
             elapsed := extract(epoch FROM clock_timestamp() - started);
-            RAISE NOTICE 'belink_annotate(%): % rows annotated (% rows/s)', job_name, processed, round((processed / elapsed)::numeric, 1);
+            RAISE NOTICE 'belink_annotate(%): % rows annotated (% rows/s)', label, processed, round((processed / elapsed)::numeric, 1);
             last_notice := clock_timestamp();
         END IF;
     END LOOP;
-    UPDATE belink.annotation_jobs SET finished_at = now(), updated_at = now() WHERE annotation_jobs.job = job_name;
+    UPDATE belink.annotation_jobs j SET finished_at = now(), updated_at = now(), backend_pid = NULL WHERE j.job_id = job;
     COMMIT;
     RAISE NOTICE 'belink_annotate(%): done, % rows annotated in % s (see belink.annotation_status, belink.annotation_errors)',
-        job_name, processed, round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+        label, processed, round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
 END
 $procedure$;
 COMMENT ON PROCEDURE belink_annotate(regclass, name, name, integer, text, name) IS
-    'Annotates a table''s text column into a jsonb column in batches, committing per batch; resumable, failing rows recorded in belink.annotation_errors, entities also in belink.annotations';
+    'Annotates a table''s text column into a jsonb column in batches, committing per batch; resumable, failing rows recorded in belink.annotation_errors (retried by the next run), entities also in belink.annotations';

@@ -78,6 +78,36 @@ CREATE INDEX names_normalized ON belink.names (ontology, normalized);
 CREATE INDEX names_normalized_trgm ON belink.names USING gin (normalized gin_trgm_ops);
 CREATE INDEX names_concept ON belink.names (ontology, concept_id);
 
+-- Any change to names (a load, belink_add_names, belink_remove_names, a DELETE by hand) renews
+-- the ontology's generation, so sessions rebuild their mention dictionaries and retrieval
+-- caches, and keeps name_count true. Embeddings are not names: storing them renews nothing.
+CREATE FUNCTION belink.names_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE belink.ontologies o SET generation = nextval('belink.generations'),
+            name_count = (SELECT count(*) FROM belink.names n WHERE n.ontology = o.name)
+        WHERE o.name IN (SELECT DISTINCT ontology FROM new_names);
+    ELSIF TG_OP = 'DELETE' THEN
+        UPDATE belink.ontologies o SET generation = nextval('belink.generations'),
+            name_count = (SELECT count(*) FROM belink.names n WHERE n.ontology = o.name)
+        WHERE o.name IN (SELECT DISTINCT ontology FROM old_names);
+    ELSE
+        -- Only rows whose name changed: belink_index updates embeddings batch by batch.
+        UPDATE belink.ontologies o SET generation = nextval('belink.generations'),
+            name_count = (SELECT count(*) FROM belink.names n WHERE n.ontology = o.name)
+        WHERE o.name IN (SELECT unnest(ARRAY[a.ontology, b.ontology]) FROM old_names a JOIN new_names b USING (name_id)
+                         WHERE (a.ontology, a.concept_id, a.name, a.normalized, a.kind)
+                               IS DISTINCT FROM (b.ontology, b.concept_id, b.name, b.normalized, b.kind));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER names_inserted AFTER INSERT ON belink.names REFERENCING NEW TABLE AS new_names
+    FOR EACH STATEMENT EXECUTE FUNCTION belink.names_changed();
+CREATE TRIGGER names_deleted AFTER DELETE ON belink.names REFERENCING OLD TABLE AS old_names
+    FOR EACH STATEMENT EXECUTE FUNCTION belink.names_changed();
+CREATE TRIGGER names_updated AFTER UPDATE ON belink.names REFERENCING OLD TABLE AS old_names NEW TABLE AS new_names
+    FOR EACH STATEMENT EXECUTE FUNCTION belink.names_changed();
+
 -- Progress of belink_index, committed per batch so that other sessions see it.
 CREATE TABLE belink.index_progress (
     ontology      text PRIMARY KEY REFERENCES belink.ontologies (name) ON DELETE CASCADE,
@@ -99,43 +129,60 @@ FROM belink.index_progress;
 COMMENT ON VIEW belink.index_status IS 'Progress of belink_index per ontology: done/total, rate and ETA';
 
 -- belink_annotate: one row per job (a table's text column annotated into a jsonb column),
--- the rows that failed, and the entities in relational form for BI tools.
+-- the rows that failed, and the entities in relational form for BI tools. A job is keyed by
+-- the table's OID and the result column's number, so it survives renames and a search_path
+-- never mixes two tables up. Jobs belong to the role that started them (and its members);
+-- their rows are readable by it and by whoever may read the annotated table (row-level
+-- security below).
 CREATE TABLE belink.annotation_jobs (
-    job           text PRIMARY KEY,
-    table_name    regclass NOT NULL,
-    text_column   name NOT NULL,
-    result_column name NOT NULL,
-    key_column    name NOT NULL,
+    job_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_oid     oid NOT NULL,
+    result_attnum smallint NOT NULL,
+    text_attnum   smallint NOT NULL,
+    key_attnum    smallint NOT NULL,
+    owner         regrole NOT NULL DEFAULT current_user::regrole,
     ontology      text,
     total         bigint NOT NULL,
     done          bigint NOT NULL,
     done_at_start bigint NOT NULL,
     failed        bigint NOT NULL DEFAULT 0,
+    -- The backend running the job, while it runs (an ETA only means something then).
+    backend_pid   integer,
     started_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL,
-    finished_at   timestamptz
+    finished_at   timestamptz,
+    UNIQUE (table_oid, result_attnum)
 );
-CREATE VIEW belink.annotation_status AS
-SELECT job, table_name, total, done, failed,
-       round(100.0 * done / nullif(total, 0), 1) AS percent,
-       round(((done - done_at_start) / nullif(extract(epoch FROM updated_at - started_at), 0))::numeric, 1) AS rows_per_second,
-       CASE WHEN finished_at IS NULL AND done > done_at_start
-            THEN (total - done - failed) * (updated_at - started_at) / (done - done_at_start) END AS eta,
-       started_at, updated_at, finished_at
-FROM belink.annotation_jobs;
-COMMENT ON VIEW belink.annotation_status IS 'Progress of belink_annotate jobs: done/total, failures, rate and ETA';
+CREATE VIEW belink.annotation_status WITH (security_invoker = true) AS
+SELECT j.job_id,
+       CASE WHEN c.oid IS NULL THEN format('(dropped table %s)', j.table_oid)
+            ELSE format('%s.%I', c.oid::regclass, a.attname) END AS job,
+       c.oid::regclass AS table_name, a.attname AS result_column, j.owner, j.ontology,
+       j.total, j.done, j.failed,
+       round(100.0 * j.done / nullif(j.total, 0), 1) AS percent,
+       round(((j.done - j.done_at_start) / nullif(extract(epoch FROM j.updated_at - j.started_at), 0))::numeric, 1) AS rows_per_second,
+       CASE WHEN j.finished_at IS NULL AND j.done > j.done_at_start AND running.pid IS NOT NULL
+            THEN (j.total - j.done - j.failed) * (j.updated_at - j.started_at) / (j.done - j.done_at_start) END AS eta,
+       running.pid IS NOT NULL AS running,
+       j.started_at, j.updated_at, j.finished_at
+FROM belink.annotation_jobs j
+LEFT JOIN pg_class c ON c.oid = j.table_oid
+LEFT JOIN pg_attribute a ON a.attrelid = j.table_oid AND a.attnum = j.result_attnum
+LEFT JOIN LATERAL (SELECT s.pid FROM pg_stat_activity s
+                   WHERE s.pid = j.backend_pid AND s.backend_start <= j.started_at AND j.finished_at IS NULL) running ON true;
+COMMENT ON VIEW belink.annotation_status IS 'Progress of belink_annotate jobs: done/total, failures, rate, and an ETA while the job runs';
 
 CREATE TABLE belink.annotation_errors (
-    job       text NOT NULL REFERENCES belink.annotation_jobs ON DELETE CASCADE,
+    job_id    bigint NOT NULL REFERENCES belink.annotation_jobs ON DELETE CASCADE,
     row_key   text NOT NULL,
     error     text NOT NULL,
     failed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (job, row_key)
+    PRIMARY KEY (job_id, row_key)
 );
-COMMENT ON TABLE belink.annotation_errors IS 'Rows belink_annotate could not annotate, with the reason; skipped until deleted from here';
+COMMENT ON TABLE belink.annotation_errors IS 'Rows the last run of belink_annotate could not annotate, with the reason; the next run retries them';
 
 CREATE TABLE belink.annotations (
-    job             text NOT NULL REFERENCES belink.annotation_jobs ON DELETE CASCADE,
+    job_id          bigint NOT NULL REFERENCES belink.annotation_jobs ON DELETE CASCADE,
     row_key         text NOT NULL,
     start_char      integer NOT NULL,
     end_char        integer NOT NULL,
@@ -145,9 +192,29 @@ CREATE TABLE belink.annotations (
     ontology        text NOT NULL,
     score           double precision,
     abbreviation_of text,
-    PRIMARY KEY (job, row_key, start_char)
+    PRIMARY KEY (job_id, row_key, start_char)
 );
 COMMENT ON TABLE belink.annotations IS 'Entities found by belink_annotate, one row each (doc key, span, concept): for joins and BI tools';
+
+-- Row-level security: a job and its rows are visible to the job's owner (and members of that
+-- role) and to whoever may SELECT the annotated table; only the owner may change them.
+ALTER TABLE belink.annotation_jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE belink.annotation_errors ENABLE ROW LEVEL SECURITY;
+ALTER TABLE belink.annotations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readers ON belink.annotation_jobs FOR SELECT
+    USING (coalesce(pg_has_role(owner, 'MEMBER'), false) OR coalesce(has_table_privilege(table_oid, 'SELECT'), false));
+CREATE POLICY owners ON belink.annotation_jobs FOR ALL
+    USING (coalesce(pg_has_role(owner, 'MEMBER'), false)) WITH CHECK (coalesce(pg_has_role(owner, 'MEMBER'), false));
+CREATE POLICY readers ON belink.annotation_errors FOR SELECT
+    USING (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotation_errors.job_id));
+CREATE POLICY owners ON belink.annotation_errors FOR ALL
+    USING (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotation_errors.job_id AND pg_has_role(j.owner, 'MEMBER')))
+    WITH CHECK (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotation_errors.job_id AND pg_has_role(j.owner, 'MEMBER')));
+CREATE POLICY readers ON belink.annotations FOR SELECT
+    USING (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotations.job_id));
+CREATE POLICY owners ON belink.annotations FOR ALL
+    USING (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotations.job_id AND pg_has_role(j.owner, 'MEMBER')))
+    WITH CHECK (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotations.job_id AND pg_has_role(j.owner, 'MEMBER')));
 
 -- Ontologies are reference data: readable by everyone. Annotation jobs and results hold
 -- excerpts of users' documents: readable only by the roles granted them (see SECURITY.md).

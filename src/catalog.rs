@@ -60,6 +60,27 @@ pub fn extension_schema(client: &SpiClient<'_>, extension: &str) -> String {
         })
 }
 
+/// Index name for an ontology's embeddings (ontology names may be up to 63 characters).
+pub fn embedding_index_name(ontology: &str) -> String {
+    let hash = ontology.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let short: String = ontology.chars().take(36).collect();
+    format!("names_embedding_{short}_{:06x}", hash & 0xffffff)
+}
+
+/// Drops an ontology's HNSW index, if it has one.
+pub fn drop_embedding_index(client: &mut SpiClient<'_>, ontology: &str) {
+    let index = format!("belink.{}", pgrx::spi::quote_identifier(embedding_index_name(ontology)));
+    let exists = client
+        .select("SELECT to_regclass($1) IS NOT NULL", None, &[index.clone().into()])
+        .or_raise("finding the HNSW index")
+        .first()
+        .get_one::<bool>()
+        .or_raise("finding the HNSW index");
+    if exists == Some(true) {
+        client.update(&format!("DROP INDEX {index}"), None, &[]).or_raise("dropping the HNSW index");
+    }
+}
+
 /// The loaded ontologies, read once per call: one statement answers whether an ontology
 /// exists, whether caches are current and which ontologies have embeddings.
 pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
@@ -145,14 +166,14 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
         let mut names = NameRows::default();
         for concept in ontology.active_concepts() {
             for (text, kind) in concept.names() {
-                names.push(&concept.id, text, kind);
+                let _ = names.push(&concept.id, text, kind); // refused names are counted in NameRows
             }
         }
         let active: std::collections::HashSet<&str> = ontology.active_concepts().map(|c| c.id.as_str()).collect();
         let (kept, dropped): (Vec<_>, Vec<_>) =
             user_names.iter().partition(|(concept_id, _)| active.contains(concept_id.as_str()));
         for (concept_id, text) in &kept {
-            names.push(concept_id, text, NameKind::User);
+            let _ = names.push(concept_id, text, NameKind::User);
         }
         let name_count = insert_names(client, name, names);
         client
@@ -233,20 +254,40 @@ pub struct NameRows {
     names: Vec<String>,
     normalized: Vec<String>,
     kinds: Vec<String>,
+    /// Names left out for their length, and the concept of the first.
+    too_long: usize,
+    first_too_long: Option<String>,
+}
+
+/// Longest name stored, in bytes: the B-tree on (ontology, normalized) takes index rows of at
+/// most about 2,700 bytes, and no real name comes near this.
+pub const MAX_NAME_BYTES: usize = 1000;
+
+/// Why a name was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// It folds to nothing (only punctuation or blanks): it could never match.
+    Unsearchable,
+    TooLong,
 }
 
 impl NameRows {
-    /// Queues a name; names that normalize to nothing (only punctuation) are not searchable
-    /// and are left out.
-    pub fn push(&mut self, concept_id: &str, name: &str, kind: NameKind) {
+    /// Queues a name, unless it could not be searched or stored.
+    pub fn push(&mut self, concept_id: &str, name: &str, kind: NameKind) -> Result<(), Refused> {
+        if name.len() > MAX_NAME_BYTES {
+            self.too_long += 1;
+            self.first_too_long.get_or_insert_with(|| concept_id.to_string());
+            return Err(Refused::TooLong);
+        }
         let normalized = fold(name);
         if normalized.is_empty() {
-            return;
+            return Err(Refused::Unsearchable);
         }
         self.concept_ids.push(concept_id.to_string());
         self.names.push(name.to_string());
         self.normalized.push(normalized);
         self.kinds.push(kind.as_str().to_string());
+        Ok(())
     }
 }
 
@@ -256,6 +297,12 @@ pub fn insert_names(client: &mut SpiClient<'_>, ontology: &str, rows: NameRows) 
         INSERT INTO belink.names (ontology, concept_id, name, normalized, kind)
         SELECT $1, concept_id, name, normalized, kind
         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS t(concept_id, name, normalized, kind)";
+    if let Some(first) = &rows.first_too_long {
+        warning!(
+            "belink: ontology \"{ontology}\": names longer than {MAX_NAME_BYTES} bytes left out: {} (the first of concept \"{first}\")",
+            rows.too_long
+        );
+    }
     let total = rows.names.len();
     let mut start = 0;
     while start < total {

@@ -112,10 +112,10 @@ pub fn init() {
     int(
         &MAX_DOCUMENT_CHARS,
         c"belink.max_document_chars",
-        c"Longest document (in characters) belink_link accepts.",
+        c"Longest document (in characters) belink_link accepts; a resource limit: superusers and roles granted SET on it change it.",
         1,
         i32::MAX,
-        GucContext::Userset,
+        GucContext::Suset,
     );
     text(
         &RERANKER_MODEL,
@@ -133,10 +133,10 @@ pub fn init() {
     );
     GucRegistry::define_bool_guc(
         c"belink.rerank",
-        c"Whether an LLM re-ranks the retrieved candidates (off: retrieval's top candidate).",
+        c"Whether an LLM re-ranks the retrieved candidates (off: retrieval's top candidate); it makes the model server load the LLM, so superusers and roles granted SET on it turn it on.",
         c"",
         &RERANK,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::empty(),
     );
     GucRegistry::define_enum_guc(

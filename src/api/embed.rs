@@ -68,13 +68,6 @@ fn server_encoder() -> Embeddings {
     }
 }
 
-/// Index name for an ontology's embeddings (ontology names may be up to 63 characters).
-fn index_name(ontology: &str) -> String {
-    let hash = ontology.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    let short: String = ontology.chars().take(36).collect();
-    format!("names_embedding_{short}_{:06x}", hash & 0xffffff)
-}
-
 /// First step of belink_index: checks the ontology and the encoder, forgets embeddings made by
 /// another model, and records the job. Returns how many names are left to embed.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -102,9 +95,7 @@ fn belink_index_prepare(ontology: &str) -> i64 {
             if let Some(previous_model) = &previous_model {
                 notice!("belink_index({ontology}): the encoder changed ({previous_model} → {model}); embedding every name again");
             }
-            client
-                .update(&format!("DROP INDEX IF EXISTS belink.{}", spi_ident(&index_name(ontology))), None, &[])
-                .or_raise("dropping the old index");
+            catalog::drop_embedding_index(client, ontology);
             client
                 .update(
                     "UPDATE belink.names SET embedding = NULL WHERE ontology = $1 AND embedding IS NOT NULL",
@@ -212,7 +203,7 @@ fn belink_index_finish(ontology: &str) -> String {
             .unwrap_or_else(|| {
                 raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "run belink_index_prepare first")
             });
-        let name = index_name(ontology);
+        let name = catalog::embedding_index_name(ontology);
         let vec_schema = extension_schema(client, "vector");
         // HNSW builds much faster when its graph fits in maintenance_work_mem.
         client

@@ -120,3 +120,5 @@ fn belink_dictionary_stats(
 }
 
 extension_sql_file!("../../sql/annotate.sql", name = "annotate_sql", requires = [belink_link_many]);
+
+extension_sql_file!("../../sql/planner.sql", name = "planner_sql", finalize);

@@ -32,7 +32,11 @@ fn candidates_json(decision: &Decision) -> serde_json::Value {
     serde_json::Value::Array(rows.collect())
 }
 
-type NormalizeRow = (Option<String>, Option<String>, Option<String>, f64, String, Option<f64>, JsonB);
+type NormalizeRow =
+    (Option<String>, Option<String>, Option<String>, Option<f64>, Option<String>, Option<f64>, Option<JsonB>);
+
+/// A NULL mention's row: no decision at all (an empty mention is decided: NIL).
+const NULL_ROW: NormalizeRow = (None, None, None, None, None, None, None);
 
 fn row(decision: &Decision) -> NormalizeRow {
     let chosen = decision.concept();
@@ -44,10 +48,10 @@ fn row(decision: &Decision) -> NormalizeRow {
         chosen.map(|c| c.fused.concept_id.clone()),
         chosen.map(|c| c.preferred_name.clone()),
         chosen.map(|c| c.fused.ontology.clone()),
-        decision.confidence,
-        decision.decided_by.name().to_string(),
+        Some(decision.confidence),
+        Some(decision.decided_by.name().to_string()),
         decision.probabilities.as_ref().and_then(|p| p.last()).map(|p| *p as f64),
-        JsonB(candidates),
+        Some(JsonB(candidates)),
     )
 }
 
@@ -63,7 +67,8 @@ fn top_k(k: Option<i32>, settings: &Settings) -> Result<usize> {
 /// The concept a mention refers to (classic normalization: the mention is given), how sure
 /// BeLink is, who decided (exact match, retrieval or the re-ranker), and every candidate with
 /// its retrieval ranks and re-ranker probability (`nil_probability`: the re-ranker's
-/// probability of "none of these"). No concept (NIL) gives NULLs.
+/// probability of "none of these"). No concept (NIL) gives NULL concept columns; a NULL
+/// mention gives a row of NULLs.
 #[pg_extern(volatile, parallel_restricted)]
 fn belink_normalize(
     mention: Option<&str>,
@@ -76,13 +81,13 @@ fn belink_normalize(
         name!(concept_id, Option<String>),
         name!(name, Option<String>),
         name!(ontology, Option<String>),
-        name!(confidence, f64),
-        name!(decided_by, String),
+        name!(confidence, Option<f64>),
+        name!(decided_by, Option<String>),
         name!(nil_probability, Option<f64>),
-        name!(candidates, JsonB),
+        name!(candidates, Option<JsonB>),
     ),
 > {
-    let Some(mention) = mention else { return TableIterator::new(Vec::new()) };
+    let Some(mention) = mention else { return TableIterator::new(vec![NULL_ROW]) };
     let decisions = pipeline::run(ontology, |pipeline, _| {
         let k = top_k(k, pipeline.settings)?;
         let context = context.map(|c| marked_context(c, mention, pipeline.settings.context_chars));
@@ -91,7 +96,8 @@ fn belink_normalize(
     TableIterator::new(decisions.iter().map(row).collect::<Vec<_>>())
 }
 
-/// belink_normalize over arrays of mentions (and their contexts), in one model-server request.
+/// belink_normalize over arrays of mentions (and their contexts), in one model-server request:
+/// one row per element, in order (a row of NULLs for a NULL element).
 #[pg_extern(name = "belink_normalize", volatile, parallel_restricted)]
 fn belink_normalize_many(
     mentions: Option<Vec<Option<String>>>,
@@ -105,10 +111,10 @@ fn belink_normalize_many(
         name!(concept_id, Option<String>),
         name!(name, Option<String>),
         name!(ontology, Option<String>),
-        name!(confidence, f64),
-        name!(decided_by, String),
+        name!(confidence, Option<f64>),
+        name!(decided_by, Option<String>),
         name!(nil_probability, Option<f64>),
-        name!(candidates, JsonB),
+        name!(candidates, Option<JsonB>),
     ),
 > {
     let mentions = mentions.unwrap_or_default();
@@ -133,11 +139,14 @@ fn belink_normalize_many(
             .collect();
         pipeline.decide(&requests, k, Lexical::ExactAndTrigram)
     });
-    let rows: Vec<_> = present
-        .iter()
-        .zip(decisions.iter())
-        .map(|(&i, d)| {
-            let (concept_id, name, ontology, confidence, decided_by, nil, candidates) = row(d);
+    let mut decided = present.iter().zip(decisions.iter()).map(|(&i, d)| (i, row(d))).peekable();
+    let rows: Vec<_> = (0..mentions.len())
+        .map(|i| {
+            let row = match decided.peek() {
+                Some((j, _)) if *j == i => decided.next().map(|(_, row)| row).unwrap_or(NULL_ROW),
+                _ => NULL_ROW,
+            };
+            let (concept_id, name, ontology, confidence, decided_by, nil, candidates) = row;
             (i as i32 + 1, concept_id, name, ontology, confidence, decided_by, nil, candidates)
         })
         .collect();

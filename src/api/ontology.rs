@@ -6,7 +6,7 @@ use belink_core::ontology::{self, LoadOptions, Ontology, UmlsFilter};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::catalog::{self, LoadSummary, NameRows};
+use crate::catalog::{self, LoadSummary, NameRows, Refused, MAX_NAME_BYTES};
 use crate::error::{raise, raise_ontology_error, raise_with_hint, OrRaise};
 use crate::gucs;
 
@@ -117,23 +117,47 @@ fn belink_add_names(ontology: Option<&str>, concept_id: Option<&str>, names: Opt
             .collect();
         let mut rows = NameRows::default();
         let mut seen: std::collections::HashSet<String> = existing.into_iter().collect();
+        // NULL elements add nothing; a name that could never match or be stored is an error.
         for name in names.into_iter().flatten() {
             let name = name.trim().to_string();
-            if !name.is_empty() && seen.insert(name.clone()) {
-                rows.push(concept_id, &name, ontology::NameKind::User);
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            match rows.push(concept_id, &name, ontology::NameKind::User) {
+                Ok(()) => {}
+                Err(Refused::Unsearchable) => raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("name {name:?} has no letter or digit: it could never match"),
+                ),
+                Err(Refused::TooLong) => raise(
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    format!("a name of {} bytes is longer than {MAX_NAME_BYTES} bytes", name.len()),
+                ),
             }
         }
-        let added = catalog::insert_names(client, ontology, rows);
-        if added > 0 {
-            client
-                .update(
-                    "UPDATE belink.ontologies SET name_count = name_count + $2, generation = nextval('belink.generations') WHERE name = $1",
-                    None,
-                    &[ontology.into(), (added as i32).into()],
-                )
-                .or_raise("recording the new names");
-        }
-        added
+        // The ontology's generation and name count follow (the trigger on belink.names).
+        catalog::insert_names(client, ontology, rows)
+    })
+}
+
+/// Removes user names (added with belink_add_names) from a concept. Returns how many were
+/// removed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn belink_remove_names(ontology: Option<&str>, concept_id: Option<&str>, names: Option<Vec<Option<String>>>) -> i64 {
+    let ontology = required("ontology", ontology);
+    let concept_id = required("concept_id", concept_id);
+    let names: Vec<String> =
+        names.unwrap_or_else(|| null_argument("names")).into_iter().flatten().map(|n| n.trim().to_string()).collect();
+    Spi::connect_mut(|client| {
+        catalog::require_ontology(client, ontology);
+        client
+            .update(
+                "DELETE FROM belink.names WHERE ontology = $1 AND concept_id = $2 AND kind = 'user' AND name = ANY($3)",
+                None,
+                &[ontology.into(), concept_id.into(), names.into()],
+            )
+            .or_raise("removing names")
+            .len() as i64
     })
 }
 
@@ -141,10 +165,15 @@ fn belink_add_names(ontology: Option<&str>, concept_id: Option<&str>, names: Opt
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_drop_ontology(name: &str) -> bool {
     Spi::connect_mut(|client| {
-        !client
+        let dropped = !client
             .update("DELETE FROM belink.ontologies WHERE name = $1", None, &[name.into()])
             .or_raise("dropping the ontology")
-            .is_empty()
+            .is_empty();
+        // Its partial HNSW index too (complete or left by an interrupted belink_index).
+        if dropped {
+            catalog::drop_embedding_index(client, name);
+        }
+        dropped
     })
 }
 

@@ -36,14 +36,17 @@ mod tests {
     }
 
     #[pg_test]
-    fn nothing_retrieved_is_nil_and_null_is_no_row() {
+    fn nothing_retrieved_is_nil_and_null_is_a_row_of_nulls() {
         load_medic();
         let row = Spi::get_two::<String, String>(
             "SELECT concept_id, decided_by FROM belink_normalize('zzzz qqqq', ontology => 'medic')",
         )
         .unwrap();
         assert_eq!(row, (None, Some("retrieval".into())));
-        assert_eq!(count("SELECT count(*) FROM belink_normalize(NULL::text)"), 0);
+        let null = Spi::get_two::<String, f64>("SELECT decided_by, confidence FROM belink_normalize(NULL::text)").unwrap();
+        assert_eq!(null, (None, None));
+        let empty = Spi::get_two::<String, f64>("SELECT decided_by, confidence FROM belink_normalize('')").unwrap();
+        assert_eq!(empty, (Some("retrieval".into()), Some(0.0)), "an empty mention is decided: NIL");
     }
 
     #[pg_test]
@@ -60,7 +63,7 @@ mod tests {
                 .map(|r| (r.get::<i32>(1).unwrap().unwrap(), r.get::<String>(2).unwrap()))
                 .collect::<Vec<_>>()
         });
-        assert_eq!(rows, [(1, Some("114480".to_string())), (3, Some("114500".to_string()))]);
+        assert_eq!(rows, [(1, Some("114480".to_string())), (2, None), (3, Some("114500".to_string()))]);
         assert_error(
             "SELECT * FROM belink_normalize(ARRAY['a', 'b'], ARRAY['only one context'])",
             "22023",

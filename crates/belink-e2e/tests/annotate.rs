@@ -33,7 +33,11 @@ fn assert_exactly_once(client: &mut Client, table: &str) {
     assert_eq!(missing, 0);
     let job = format!("{table}.entities");
     let row = client
-        .query_one("SELECT count(*), count(DISTINCT row_key) FROM belink.annotations WHERE job = $1", &[&job])
+        .query_one(
+            "SELECT count(*), count(DISTINCT row_key) FROM belink.annotations a
+             JOIN belink.annotation_status s USING (job_id) WHERE s.job = $1",
+            &[&job],
+        )
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3 * ROWS, ROWS), "three entities per row, no row twice");
     let per_row: i64 = client
@@ -136,7 +140,11 @@ fn rows_that_fail_are_recorded_and_skipped() {
         .collect();
     assert_eq!(rows, [("a".into(), Some(1)), ("b".into(), None), ("c".into(), Some(0)), ("d".into(), Some(1))]);
     let error: String = client
-        .query_one("SELECT error FROM belink.annotation_errors WHERE job = 'notes_bad.entities' AND row_key = 'b'", &[])
+        .query_one(
+            "SELECT error FROM belink.annotation_errors e JOIN belink.annotation_status s USING (job_id)
+             WHERE s.job = 'notes_bad.entities' AND e.row_key = 'b'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert!(error.contains("belink.max_document_chars"), "{error}");

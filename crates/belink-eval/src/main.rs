@@ -313,7 +313,7 @@ fn throughput(args: &Args) -> Result<(), String> {
         let mut embedded = 0;
         for _ in 0..runs {
             let mut client = connect(args)?;
-            sql(&mut client, "UPDATE bench_docs SET entities = NULL; DELETE FROM belink.annotation_jobs WHERE job = 'bench_docs.entities'")?;
+            sql(&mut client, "UPDATE bench_docs SET entities = NULL; DELETE FROM belink.annotation_jobs WHERE table_oid = 'bench_docs'::regclass")?;
             sql(&mut client, "VACUUM ANALYZE bench_docs")?;
             sql(&mut client, &format!("SET belink.retrieval = '{mode}'; SET belink.rerank = {rerank}"))?;
             sql(&mut client, &format!("SELECT belink_link('warm-up', '{ontology}')"))?;

@@ -234,11 +234,11 @@ fn annotate_interrupted(options: &Options) -> Result<String, String> {
     let rows = 20_000;
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS stress_notes;
+            "DELETE FROM belink.annotation_jobs WHERE table_oid = to_regclass('stress_notes');
+             DROP TABLE IF EXISTS stress_notes;
              CREATE TABLE stress_notes (id bigint PRIMARY KEY, body text, entities jsonb);
              INSERT INTO stress_notes SELECT g, 'Case ' || g || ': breast cancer and colorectal cancer.', NULL
-             FROM generate_series(1, {rows}) g;
-             DELETE FROM belink.annotation_jobs WHERE job = 'stress_notes.entities';"
+             FROM generate_series(1, {rows}) g;"
         ))
         .map_err(|e| db_message(&e))?;
     let call = format!(
@@ -262,8 +262,10 @@ fn annotate_interrupted(options: &Options) -> Result<String, String> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM stress_notes WHERE entities IS NULL),
-                    (SELECT count(*) FROM belink.annotations WHERE job = 'stress_notes.entities'),
-                    (SELECT count(DISTINCT (row_key, start_char)) FROM belink.annotations WHERE job = 'stress_notes.entities'),
+                    (SELECT count(*) FROM belink.annotations a JOIN belink.annotation_jobs j USING (job_id)
+                     WHERE j.table_oid = 'stress_notes'::regclass),
+                    (SELECT count(DISTINCT (row_key, start_char)) FROM belink.annotations a JOIN belink.annotation_jobs j USING (job_id)
+                     WHERE j.table_oid = 'stress_notes'::regclass),
                     (SELECT sum(jsonb_array_length(entities)) FROM stress_notes)::bigint",
             &[],
         )

@@ -11,3 +11,12 @@ RESET client_min_messages;
 SELECT embedding_model LIKE '%/all-MiniLM-L6-v2' AS default_encoder, embedding_dim FROM belink.ontologies WHERE name = 'mini';
 SELECT concept_id, name, source, exact_rank, dense_rank FROM belink_candidates('elevated arterial tension', 'mini', 1);
 SELECT concept_id, decided_by FROM belink_normalize('elevated arterial tension', ontology => 'mini');
+
+-- Dropping an ontology drops its HNSW index too.
+SELECT concepts FROM belink_load_ontology_text('throwaway', E'T:1\tTransient ischemic attack', 'tsv');
+SET client_min_messages = warning;
+CALL belink_index('throwaway');
+RESET client_min_messages;
+SELECT count(*) FROM pg_indexes WHERE schemaname = 'belink' AND indexname LIKE 'names_embedding_throwaway%';
+SELECT belink_drop_ontology('throwaway');
+SELECT count(*) FROM pg_indexes WHERE schemaname = 'belink' AND indexname LIKE 'names_embedding_throwaway%';

@@ -21,3 +21,19 @@ RESET belink.request_timeout;
 SELECT error_of($$SET belink.rerankk = on$$);
 SELECT error_of($$SET belink.no_such_setting = 1$$);
 SELECT error_of($$SELECT set_config('belink.typo', 'x', false)$$);
+
+-- Settings that are resource limits or load models belong to superusers and the roles granted
+-- SET on them.
+CREATE ROLE belink_plain;
+SET ROLE belink_plain;
+SELECT error_of($$SET belink.rerank = on$$);
+SELECT error_of($$SET belink.max_document_chars = 2000000000$$);
+SET belink.top_k = 5;
+RESET ROLE;
+GRANT SET ON PARAMETER belink.rerank TO belink_plain;
+SET ROLE belink_plain;
+SELECT error_of($$SET belink.rerank = on$$);
+RESET belink.rerank;
+RESET ROLE;
+REVOKE SET ON PARAMETER belink.rerank FROM belink_plain;
+DROP ROLE belink_plain;
