@@ -77,6 +77,10 @@ for corpus in "$ncbi" "$train"; do
     HF_HUB_OFFLINE=1 "$PYREF/bin/python" scripts/client-pipeline.py "$dsn dbname=postgres" bench_docs medic "$ENCODER_MODEL" "$(nproc)" 5 2>/dev/null
     echo
 done
+echo "## belink_annotate over a 1,000,000-row table (lexical, MEDIC): rows/s from the first to the last batch"
+echo
+$EVAL annotate-scale --dsn "$dsn" --ontology medic --rows 1000000 --batch 1000
+echo
 scripts/cluster.sh stop "$DIR"
 
 echo

@@ -89,29 +89,32 @@ BEGIN
     END IF;
     EXECUTE format('SELECT count(*), count(%I) FROM %s', result_column, table_name) INTO total_rows, done_rows;
     IF job IS NULL THEN
-        INSERT INTO belink.annotation_jobs (table_oid, result_attnum, text_attnum, key_attnum, ontology, total, done,
-                                            done_at_start, backend_pid, started_at, updated_at)
-            VALUES (table_name, result_attnum, text_attnum, key_attnum, ontology, total_rows, done_rows, done_rows,
-                    pg_backend_pid(), now(), now())
+        INSERT INTO belink.annotation_jobs (table_oid, result_attnum, text_attnum, key_attnum, ontology)
+            VALUES (table_name, result_attnum, text_attnum, key_attnum, ontology)
             RETURNING job_id INTO job;
     ELSE
         DELETE FROM belink.annotation_errors e WHERE e.job_id = job;
-        UPDATE belink.annotation_jobs j SET text_attnum = text_attnum, key_attnum = key_attnum, ontology = ontology,
-            total = total_rows, done = done_rows, done_at_start = done_rows, failed = 0, backend_pid = pg_backend_pid(),
-            started_at = now(), updated_at = now(), finished_at = NULL
+        UPDATE belink.annotation_jobs j SET text_attnum = text_attnum, key_attnum = key_attnum, ontology = ontology
         WHERE j.job_id = job;
     END IF;
+    INSERT INTO belink.annotation_progress AS p (job_id, total, done, done_at_start, backend_pid, started_at, updated_at)
+        VALUES (job, total_rows, done_rows, done_rows, pg_backend_pid(), now(), now())
+        ON CONFLICT (job_id) DO UPDATE SET total = excluded.total, done = excluded.done,
+            done_at_start = excluded.done_at_start, failed = 0, backend_pid = excluded.backend_pid,
+            started_at = excluded.started_at, updated_at = excluded.updated_at, finished_at = NULL;
     COMMIT;
 
     LOOP
         -- The next rows without a result, after the last batch in key order (through the key's
         -- index), locked for this batch.
+        -- (Two forms: "key > $1 OR $1 IS NULL" would hide the range from the index.)
         EXECUTE format(
             'SELECT array_agg(k::text ORDER BY k), array_agg(t ORDER BY k) FROM (
                  SELECT %1$I AS k, %2$I AS t FROM %3$s
-                 WHERE %4$I IS NULL AND ($1::text IS NULL OR %1$I > $1::%5$s)
+                 WHERE %4$I IS NULL %5$s
                  ORDER BY %1$I LIMIT $2 FOR UPDATE SKIP LOCKED) AS batch',
-            key_name, text_column, table_name, result_column, key_type)
+            key_name, text_column, table_name, result_column,
+            CASE WHEN last_key IS NULL THEN '' ELSE format('AND %I > $1::%s', key_name, key_type) END)
             INTO keys, texts USING last_key, batch_size;
         EXIT WHEN keys IS NULL;
         last_key := keys[array_length(keys, 1)];
@@ -141,7 +144,10 @@ BEGIN
         EXECUTE format('UPDATE %s AS t SET %I = r.e FROM unnest($1, $2) AS r(k, e) WHERE t.%I = r.k::%s AND r.e IS NOT NULL',
                        table_name, result_column, key_name, key_type)
             USING keys, results;
-        DELETE FROM belink.annotations a WHERE a.job_id = job AND a.row_key = ANY (keys);
+        -- Entities of an earlier annotation of these rows (their result was reset). Planned per
+        -- batch: a plan kept for the session can filter the batch's keys over every entity of
+        -- the job instead of looking them up (quadratic in the job's size).
+        EXECUTE 'DELETE FROM belink.annotations a WHERE a.job_id = $1 AND a.row_key = ANY ($2)' USING job, keys;
         INSERT INTO belink.annotations
             SELECT job, r.k, (e->>'start')::integer, (e->>'end')::integer, e->>'mention',
                    e->>'concept_id', e->>'name', e->>'ontology', (e->>'score')::double precision, e->>'abbreviation_of'
@@ -149,11 +155,11 @@ BEGIN
             WHERE r.doc IS NOT NULL
             ON CONFLICT DO NOTHING;
         processed := processed + (SELECT count(*) FROM unnest(results) AS x WHERE x IS NOT NULL);
-        UPDATE belink.annotation_jobs j SET
-            done = j.done + (SELECT count(*) FROM unnest(results) AS x WHERE x IS NOT NULL),
-            failed = (SELECT count(*) FROM belink.annotation_errors e WHERE e.job_id = j.job_id),
+        UPDATE belink.annotation_progress p SET
+            done = p.done + (SELECT count(*) FROM unnest(results) AS x WHERE x IS NOT NULL),
+            failed = (SELECT count(*) FROM belink.annotation_errors e WHERE e.job_id = p.job_id),
             updated_at = now()
-        WHERE j.job_id = job;
+        WHERE p.job_id = job;
         COMMIT;
         IF clock_timestamp() - last_notice > interval '5 seconds' THEN
             elapsed := extract(epoch FROM clock_timestamp() - started);
@@ -161,7 +167,7 @@ BEGIN
             last_notice := clock_timestamp();
         END IF;
     END LOOP;
-    UPDATE belink.annotation_jobs j SET finished_at = now(), updated_at = now(), backend_pid = NULL WHERE j.job_id = job;
+    UPDATE belink.annotation_progress p SET finished_at = now(), updated_at = now(), backend_pid = NULL WHERE p.job_id = job;
     COMMIT;
     RAISE NOTICE 'belink_annotate(%): done, % rows annotated in % s (see belink.annotation_status, belink.annotation_errors)',
         label, processed, round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);

@@ -43,7 +43,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(row, (None, Some("retrieval".into())));
-        let null = Spi::get_two::<String, f64>("SELECT decided_by, confidence FROM belink_normalize(NULL::text)").unwrap();
+        let null =
+            Spi::get_two::<String, f64>("SELECT decided_by, confidence FROM belink_normalize(NULL::text)").unwrap();
         assert_eq!(null, (None, None));
         let empty = Spi::get_two::<String, f64>("SELECT decided_by, confidence FROM belink_normalize('')").unwrap();
         assert_eq!(empty, (Some("retrieval".into()), Some(0.0)), "an empty mention is decided: NIL");

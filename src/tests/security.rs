@@ -26,7 +26,9 @@ mod tests {
             assert_eq!((read.unwrap(), write.unwrap()), (Some(true), Some(false)), "{table}");
         }
         // Annotation results hold excerpts of users' documents.
-        for table in ["belink.annotations", "belink.annotation_errors", "belink.annotation_jobs"] {
+        for table in
+            ["belink.annotations", "belink.annotation_errors", "belink.annotation_jobs", "belink.annotation_progress"]
+        {
             let read =
                 Spi::get_one_with_args::<bool>("SELECT has_table_privilege('public', $1, 'SELECT')", &[table.into()]);
             assert_eq!(read.unwrap(), Some(false), "{table}");

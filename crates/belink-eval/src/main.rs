@@ -14,6 +14,9 @@
 //!       (repeated N times, default 1: copies share mentions, which batched calls look up once)
 //!       in table bench_docs; the median of --runs runs (default 1; one with re-ranking), each
 //!       in a new session
+//!   belink-eval annotate-scale --dsn DSN --ontology NAME [--rows 1000000] [--batch 1000]
+//!       belink_annotate over a synthetic table of short clinical sentences: rows per second
+//!       overall and in the first and last progress windows (flat = no per-batch slowdown)
 //!   belink-eval memory --dsn DSN [--connections 16]
 //!       resident memory of the model server, and of backends before and after belink_embed
 //!   belink-eval instructions --dsn DSN --corpus PATH --ontology NAME --out FILE.jsonl
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Some("index") => index(&args),
         Some("memory") => memory(&args),
         Some("throughput") => throughput(&args),
+        Some("annotate-scale") => annotate_scale(&args),
         Some("instructions") => instructions(&args),
         Some("stress") => stress(&args),
         _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
@@ -339,6 +343,61 @@ fn throughput(args: &Args) -> Result<(), String> {
         time("UPDATE ... SET entities = belink_link(body)", "hybrid", true, &update)?;
     }
     sql(&mut client, "UPDATE bench_docs SET entities = NULL")?;
+    Ok(())
+}
+
+/// belink_annotate over `--rows` rows; its progress NOTICEs (every 5 s) give the rate in each
+/// window, so a job that slows down as it goes shows it.
+fn annotate_scale(args: &Args) -> Result<(), String> {
+    let ontology = args.required("ontology")?.replace('\'', "''");
+    let rows: i64 = args.get("rows").unwrap_or("1000000").parse().map_err(|_| "bad --rows")?;
+    let batch: i64 = args.get("batch").unwrap_or("1000").parse().map_err(|_| "bad --batch")?;
+    let mut setup = connect(args)?;
+    setup
+        .batch_execute(&format!(
+            "DELETE FROM belink.annotation_jobs WHERE table_oid = to_regclass('bench_scale');
+             DROP TABLE IF EXISTS bench_scale;
+             CREATE TABLE bench_scale (id bigint PRIMARY KEY, body text, entities jsonb);
+             INSERT INTO bench_scale
+             SELECT g, format('Patient %s: breast cancer at %s, then colorectal cancer and diabetes.', g, g % 90), NULL
+             FROM generate_series(1, {rows}) g;"
+        ))
+        .map_err(|e| db::db_message(&e))?;
+    setup.batch_execute("VACUUM ANALYZE bench_scale").map_err(|e| db::db_message(&e))?;
+    let progress: std::sync::Arc<std::sync::Mutex<Vec<(Instant, i64)>>> = Default::default();
+    let seen = progress.clone();
+    let mut config: postgres::Config = args.required("dsn")?.parse().map_err(|e| format!("--dsn: {e}"))?;
+    config.notice_callback(move |notice| {
+        // "belink_annotate(bench_scale.entities): N rows annotated (R rows/s)"
+        let done = notice.message().split("): ").nth(1).and_then(|rest| rest.split(' ').next()?.parse().ok());
+        if let Some(done) = done {
+            seen.lock().unwrap().push((Instant::now(), done));
+        }
+    });
+    let mut client = config.connect(NoTls).map_err(|e| e.to_string())?;
+    client.batch_execute("SET belink.retrieval = 'lexical'").map_err(|e| db::db_message(&e))?;
+    let started = Instant::now();
+    client
+        .batch_execute(&format!(
+            "CALL belink_annotate('bench_scale', 'body', 'entities', batch_size => {batch}, ontology => '{ontology}')"
+        ))
+        .map_err(|e| db::db_message(&e))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let windows: Vec<f64> = {
+        let progress = progress.lock().unwrap();
+        let points: Vec<(Instant, i64)> = std::iter::once((started, 0)).chain(progress.iter().copied()).collect();
+        points.windows(2).map(|w| (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0).as_secs_f64()).collect()
+    };
+    let (first, last) = (windows.first().copied().unwrap_or(f64::NAN), windows.last().copied().unwrap_or(f64::NAN));
+    let slowest = windows.iter().copied().fold(f64::NAN, f64::min);
+    println!("| rows | batch | seconds | rows/s | first 5 s | last 5 s | slowest 5 s | windows |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {rows} | {batch} | {seconds:.1} | {:.0} | {first:.0} | {last:.0} | {slowest:.0} | {} |",
+        rows as f64 / seconds,
+        windows.len()
+    );
+    setup.batch_execute("DROP TABLE bench_scale").map_err(|e| db::db_message(&e))?;
     Ok(())
 }
 

@@ -51,7 +51,7 @@ CREATE ROLE belink_alice;
 CREATE ROLE belink_bob;
 GRANT USAGE, CREATE ON SCHEMA s1 TO belink_alice;
 GRANT USAGE ON SCHEMA s1 TO belink_bob;
-GRANT SELECT, INSERT, UPDATE, DELETE ON belink.annotation_jobs, belink.annotation_errors, belink.annotations
+GRANT SELECT, INSERT, UPDATE, DELETE ON belink.annotation_jobs, belink.annotation_progress, belink.annotation_errors, belink.annotations
     TO belink_alice, belink_bob;
 GRANT SELECT ON belink.annotation_status TO belink_alice, belink_bob;
 SET ROLE belink_alice;
@@ -73,7 +73,7 @@ SET ROLE belink_bob;
 SELECT job, owner FROM belink.annotation_status;
 SELECT count(*) FROM belink.annotations;
 WITH deleted AS (DELETE FROM belink.annotations RETURNING 1) SELECT count(*) AS deleted FROM deleted;
-WITH changed AS (UPDATE belink.annotation_jobs SET done = 0 RETURNING 1) SELECT count(*) AS changed FROM changed;
+WITH changed AS (UPDATE belink.annotation_progress SET done = 0 RETURNING 1) SELECT count(*) AS changed FROM changed;
 SELECT error_of($$CALL belink_annotate('s1.alice_notes', 'body', 'entities', ontology => 'mini')$$);
 RESET ROLE;
 SELECT count(*) FROM belink.annotations a JOIN belink.annotation_status s USING (job_id) WHERE s.job = 's1.alice_notes.entities';

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 /// One definition found in the text, and every use of its short form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,14 +174,23 @@ fn best_long_form(short: &str, words: &[Word]) -> Option<(String, (usize, usize)
     Some((long_form, (chosen[0].1 .0, chosen[chosen.len() - 1].1 .1)))
 }
 
-/// The occurrences of each short form as a whole token (case-sensitive), all found in one
-/// pass over the text.
+/// Up to this many short forms, each is looked for by its own scan of the text.
+const FEW_SHORT_FORMS: usize = 8;
+
+/// The occurrences of each short form as a whole token (case-sensitive), in one pass over the
+/// text per short form when there are few, in one pass for all of them otherwise.
 fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(usize, usize)>> {
-    let mut uses = vec![Vec::new(); shorts.len()];
-    if shorts.is_empty() {
-        return uses;
+    // A few short forms (as in nearly every abstract): one scan each, cheaper than building an
+    // automaton and still linear.
+    if shorts.len() <= FEW_SHORT_FORMS {
+        return shorts.iter().map(|short| scan_occurrences(chars, short)).collect();
     }
-    let automaton = AhoCorasick::new(shorts).expect("short forms are at most 10 characters");
+    let mut uses = vec![Vec::new(); shorts.len()];
+    // A noncontiguous NFA: the cheapest to build, for a handful of short patterns.
+    let automaton = AhoCorasick::builder()
+        .kind(Some(AhoCorasickKind::NoncontiguousNFA))
+        .build(shorts)
+        .expect("short forms are at most 10 characters");
     let lengths: Vec<usize> = shorts.iter().map(|s| s.chars().count()).collect();
     let boundary = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
     // Matches come in the order of their ends: byte offsets become character offsets as we go.
@@ -199,6 +208,23 @@ fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(
         if start >= next_free[pattern] && boundary(start.checked_sub(1)) && boundary(Some(end)) {
             uses[pattern].push((start, end));
             next_free[pattern] = end;
+        }
+    }
+    uses
+}
+
+/// Occurrences of `short` as a whole token (case-sensitive), none overlapping another.
+fn scan_occurrences(chars: &[char], short: &str) -> Vec<(usize, usize)> {
+    let needle: Vec<char> = short.chars().collect();
+    let boundary = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
+    let mut uses = Vec::new();
+    let mut i = 0;
+    while i + needle.len() <= chars.len() {
+        if chars[i..i + needle.len()] == needle[..] && boundary(i.checked_sub(1)) && boundary(Some(i + needle.len())) {
+            uses.push((i, i + needle.len()));
+            i += needle.len();
+        } else {
+            i += 1;
         }
     }
     uses

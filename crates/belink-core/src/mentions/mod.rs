@@ -44,14 +44,17 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
     // An abbreviation whose long form is a detected mention: every use of its short form is
     // that mention again (looked up by the long form), whatever the short form alone matches.
     // Detections are indexed by span and by end, so that this stays linear in the text.
+    let abbreviations = find_abbreviations(text);
     let mut alive = vec![true; found.len()];
     let mut by_span: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     let mut by_end: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, (m, ..)) in found.iter().enumerate() {
-        by_span.entry((m.start, m.end)).or_default().push(i);
-        by_end.entry(m.end).or_default().push(i);
+    if !abbreviations.is_empty() {
+        for (i, (m, ..)) in found.iter().enumerate() {
+            by_span.entry((m.start, m.end)).or_default().push(i);
+            by_end.entry(m.end).or_default().push(i);
+        }
     }
-    for abbreviation in find_abbreviations(text) {
+    for abbreviation in abbreviations {
         let (long_start, long_end) = abbreviation.long_span;
         let defining = by_end
             .get(&long_end)
