@@ -10,6 +10,7 @@ use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use belink_core::retrieval::fuse::Source;
 use belink_core::settings::{RerankMode, Retrieval, Settings};
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
@@ -32,6 +33,12 @@ enum RetrievalGuc {
     Hybrid,
     #[name = c"lexical"]
     Lexical,
+    #[name = c"exact"]
+    Exact,
+    #[name = c"trigram"]
+    Trigram,
+    #[name = c"dense"]
+    Dense,
 }
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -175,7 +182,7 @@ pub fn init() {
     );
     GucRegistry::define_enum_guc(
         c"belink.retrieval",
-        c"Candidate retrieval: hybrid (exact + trigram + dense, fused) or lexical (exact + trigram).",
+        c"Candidate retrieval: hybrid (exact + trigram + dense, fused), lexical (exact + trigram), or one source alone (exact, trigram, dense) to measure it.",
         c"",
         &RETRIEVAL,
         GucContext::Userset,
@@ -254,6 +261,9 @@ pub fn settings() -> Settings {
         retrieval: match RETRIEVAL.get() {
             RetrievalGuc::Hybrid => Retrieval::Hybrid,
             RetrievalGuc::Lexical => Retrieval::Lexical,
+            RetrievalGuc::Exact => Retrieval::Only(Source::Exact),
+            RetrievalGuc::Trigram => Retrieval::Only(Source::Trigram),
+            RetrievalGuc::Dense => Retrieval::Only(Source::Dense),
         },
         rrf_k: RRF_K.get() as f64,
         trigram_threshold: TRIGRAM_THRESHOLD.get(),

@@ -1,6 +1,6 @@
 //! belink_normalize: the concept a mention refers to, and everything behind the decision.
 
-use belink_core::decision::context::marked_context;
+use belink_core::decision::context::{defined_long_form, marked_context};
 use belink_core::decision::prompt::MAX_CANDIDATES;
 use belink_core::decision::{Decision, Request};
 use belink_core::error::{Error, Result};
@@ -32,13 +32,30 @@ fn candidates_json(decision: &Decision) -> serde_json::Value {
     serde_json::Value::Array(rows.collect())
 }
 
-type NormalizeRow =
-    (Option<String>, Option<String>, Option<String>, Option<f64>, Option<String>, Option<f64>, Option<JsonB>);
+type NormalizeRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<String>,
+    Option<f64>,
+    Option<JsonB>,
+    Option<String>,
+);
 
 /// A NULL mention's row: no decision at all (an empty mention is decided: NIL).
-const NULL_ROW: NormalizeRow = (None, None, None, None, None, None, None);
+const NULL_ROW: NormalizeRow = (None, None, None, None, None, None, None, None);
 
-fn row(decision: &Decision) -> NormalizeRow {
+/// What a mention is looked up by: the long form when its context defines it as an
+/// abbreviation (as linking does), else itself; and that long form.
+fn lookup<'a>(mention: &'a str, context: Option<&str>) -> (std::borrow::Cow<'a, str>, Option<String>) {
+    match context.and_then(|c| defined_long_form(mention, c)) {
+        Some(long_form) => (long_form.clone().into(), Some(long_form)),
+        None => (mention.into(), None),
+    }
+}
+
+fn row(decision: &Decision, abbreviation_of: Option<String>) -> NormalizeRow {
     let chosen = decision.concept();
     let mut candidates = candidates_json(decision);
     if let Some(answer) = &decision.answer {
@@ -52,6 +69,7 @@ fn row(decision: &Decision) -> NormalizeRow {
         Some(decision.decided_by.name().to_string()),
         decision.probabilities.as_ref().and_then(|p| p.last()).map(|p| *p as f64),
         Some(JsonB(candidates)),
+        abbreviation_of,
     )
 }
 
@@ -68,7 +86,8 @@ fn top_k(k: Option<i32>, settings: &Settings) -> Result<usize> {
 /// BeLink is, who decided (exact match, retrieval or the re-ranker), and every candidate with
 /// its retrieval ranks and re-ranker probability (`nil_probability`: the re-ranker's
 /// probability of "none of these"). No concept (NIL) gives NULL concept columns; a NULL
-/// mention gives a row of NULLs.
+/// mention gives a row of NULLs. A mention that the context defines as an abbreviation is
+/// looked up by its long form (`abbreviation_of`), as belink_link does.
 #[pg_extern(volatile, parallel_restricted)]
 fn belink_normalize(
     mention: Option<&str>,
@@ -85,15 +104,17 @@ fn belink_normalize(
         name!(decided_by, Option<String>),
         name!(nil_probability, Option<f64>),
         name!(candidates, Option<JsonB>),
+        name!(abbreviation_of, Option<String>),
     ),
 > {
     let Some(mention) = mention else { return TableIterator::new(vec![NULL_ROW]) };
+    let (looked_up, abbreviation_of) = lookup(mention, context);
     let decisions = pipeline::run(ontology, |pipeline, _| {
         let k = top_k(k, pipeline.settings)?;
         let context = context.map(|c| marked_context(c, mention, pipeline.settings.context_chars));
-        pipeline.decide(&[Request { mention, context, ontology }], k, Lexical::ExactAndTrigram)
+        pipeline.decide(&[Request { mention: &looked_up, context, ontology }], k, Lexical::ExactAndTrigram)
     });
-    TableIterator::new(decisions.iter().map(row).collect::<Vec<_>>())
+    TableIterator::new(decisions.iter().map(|d| row(d, abbreviation_of.clone())).collect::<Vec<_>>())
 }
 
 /// belink_normalize over arrays of mentions (and their contexts), in one model-server request:
@@ -115,6 +136,7 @@ fn belink_normalize_many(
         name!(decided_by, Option<String>),
         name!(nil_probability, Option<f64>),
         name!(candidates, Option<JsonB>),
+        name!(abbreviation_of, Option<String>),
     ),
 > {
     let mentions = mentions.unwrap_or_default();
@@ -126,28 +148,36 @@ fn belink_normalize_many(
         );
     }
     let present: Vec<usize> = (0..mentions.len()).filter(|&i| mentions[i].is_some()).collect();
+    let context_of = |i: usize| contexts.get(i).and_then(Option::as_deref);
+    let lookups: Vec<_> =
+        present.iter().map(|&i| lookup(mentions[i].as_deref().unwrap_or_default(), context_of(i))).collect();
     let decisions = pipeline::run(ontology, |pipeline, _| {
         let k = top_k(k, pipeline.settings)?;
         let window = pipeline.settings.context_chars;
         let requests: Vec<Request> = present
             .iter()
-            .map(|&i| {
+            .zip(&lookups)
+            .map(|(&i, (looked_up, _))| {
                 let mention = mentions[i].as_deref().unwrap_or_default();
-                let context = contexts.get(i).cloned().flatten().map(|c| marked_context(&c, mention, window));
-                Request { mention, context, ontology }
+                let context = context_of(i).map(|c| marked_context(c, mention, window));
+                Request { mention: looked_up, context, ontology }
             })
             .collect();
         pipeline.decide(&requests, k, Lexical::ExactAndTrigram)
     });
-    let mut decided = present.iter().zip(decisions.iter()).map(|(&i, d)| (i, row(d))).peekable();
+    let mut decided = present
+        .iter()
+        .zip(decisions.iter().zip(lookups))
+        .map(|(&i, (d, (_, abbreviation_of)))| (i, row(d, abbreviation_of)))
+        .peekable();
     let rows: Vec<_> = (0..mentions.len())
         .map(|i| {
             let row = match decided.peek() {
                 Some((j, _)) if *j == i => decided.next().map(|(_, row)| row).unwrap_or(NULL_ROW),
                 _ => NULL_ROW,
             };
-            let (concept_id, name, ontology, confidence, decided_by, nil, candidates) = row;
-            (i as i32 + 1, concept_id, name, ontology, confidence, decided_by, nil, candidates)
+            let (concept_id, name, ontology, confidence, decided_by, nil, candidates, abbreviation_of) = row;
+            (i as i32 + 1, concept_id, name, ontology, confidence, decided_by, nil, candidates, abbreviation_of)
         })
         .collect();
     TableIterator::new(rows)

@@ -1,6 +1,8 @@
 //! The settings one call of the pipeline runs under: read once per SQL call by the extension
 //! (from the `belink.*` GUCs) and passed down, so that no stage reads configuration itself.
 
+use crate::retrieval::fuse::Source;
+
 /// Which retrieval sources search for candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retrieval {
@@ -8,6 +10,18 @@ pub enum Retrieval {
     Hybrid,
     /// Exact + trigram only.
     Lexical,
+    /// One source alone, to measure what each contributes.
+    Only(Source),
+}
+
+impl Retrieval {
+    pub fn uses(self, source: Source) -> bool {
+        match self {
+            Retrieval::Hybrid => true,
+            Retrieval::Lexical => source != Source::Dense,
+            Retrieval::Only(only) => source == only,
+        }
+    }
 }
 
 /// How the re-ranker answers.

@@ -1,29 +1,70 @@
 //! The configurations evaluated: retrieval and re-ranking settings, applied as GUCs.
 
+use postgres::Client;
+
 /// A retrieval configuration, set through the session's GUCs.
 pub struct Config {
     pub name: &'static str,
     pub settings: &'static [&'static str],
     /// Dense retrieval: the ontology's names must be embedded first (belink_index).
     pub needs_index: bool,
+    /// One retrieval source alone: measured for normalization, not for end-to-end linking.
+    pub single_source: bool,
 }
 
-/// The configurations this build can run. Hybrid retrieval and re-ranking join this list as
-/// they are built.
+impl Config {
+    /// Sets the session up for this configuration (from the defaults: RESET ALL first).
+    pub fn apply(&self, client: &mut Client) -> Result<(), String> {
+        for setting in std::iter::once(&"RESET ALL").chain(self.settings) {
+            client.batch_execute(setting).map_err(|e| format!("{setting}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The configurations evaluated: each retrieval source alone (dense both through the HNSW
+/// index and by exact search, the index turned off), then the combinations users run.
 pub const CONFIGS: &[Config] = &[
+    Config {
+        name: "exact only",
+        settings: &["SET belink.retrieval = 'exact'", "SET belink.rerank = off"],
+        needs_index: false,
+        single_source: true,
+    },
+    Config {
+        name: "trigram only",
+        settings: &["SET belink.retrieval = 'trigram'", "SET belink.rerank = off"],
+        needs_index: false,
+        single_source: true,
+    },
+    Config {
+        name: "dense only (HNSW)",
+        settings: &["SET belink.retrieval = 'dense'", "SET belink.rerank = off"],
+        needs_index: true,
+        single_source: true,
+    },
+    Config {
+        name: "dense only (exact search)",
+        settings: &["SET belink.retrieval = 'dense'", "SET belink.rerank = off", "SET enable_indexscan = off"],
+        needs_index: true,
+        single_source: true,
+    },
     Config {
         name: "lexical",
         settings: &["SET belink.retrieval = 'lexical'", "SET belink.rerank = off"],
         needs_index: false,
+        single_source: false,
     },
     Config {
         name: "hybrid",
         settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = off"],
         needs_index: true,
+        single_source: false,
     },
     Config {
         name: "hybrid + re-ranking",
         settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = on"],
         needs_index: true,
+        single_source: false,
     },
 ];

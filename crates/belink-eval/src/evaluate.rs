@@ -240,9 +240,7 @@ fn run_configs(
 ) -> Result<(), String> {
     let aliases = &crate::linking::concept_aliases(client, &spec.ontology)?;
     for config in CONFIGS {
-        for setting in config.settings {
-            client.batch_execute(setting).map_err(|e| format!("{setting}: {e}"))?;
-        }
+        config.apply(client)?;
         let mut cache: HashMap<(String, String), (Answer, f64)> = HashMap::new();
         for protocol in Protocol::ALL {
             let mut run = NormalizationRun {

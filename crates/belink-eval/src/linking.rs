@@ -109,10 +109,8 @@ pub fn evaluate_linking(
         .query_one("SELECT belink_link('warm-up', $1)::text", &[&ontology])
         .map_err(|e| format!("belink_link over {dataset}: {}", db_message(&e)))?;
     let mut runs = Vec::new();
-    for config in CONFIGS {
-        for setting in config.settings {
-            client.batch_execute(setting).map_err(|e| format!("{setting}: {}", db_message(&e)))?;
-        }
+    for config in CONFIGS.iter().filter(|c| !c.single_source) {
+        config.apply(client)?;
         let started = Instant::now();
         let rows = client
             .query(

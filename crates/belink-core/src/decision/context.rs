@@ -1,6 +1,8 @@
 //! The mention in its context, as the re-ranker is shown it: marked with [brackets], cut to a
 //! window of characters on each side.
 
+use crate::mentions::abbreviations::find_abbreviations;
+
 /// Up to `window` characters of `text` on each side of the mention `[start, end)`, the mention
 /// in [brackets], cut at word boundaries.
 pub fn context_window(text: &str, start: usize, end: usize, window: usize) -> String {
@@ -43,6 +45,14 @@ pub fn marked_context(context: &str, mention: &str, window: usize) -> String {
     }
 }
 
+/// The long form of `mention` when `context` defines it as an abbreviation ("familial
+/// adenomatous polyposis (FAP)"): what linking looks such a mention up by, and so does
+/// belink_normalize when given the context.
+pub fn defined_long_form(mention: &str, context: &str) -> Option<String> {
+    let mention = mention.trim();
+    find_abbreviations(context).into_iter().find(|a| a.short_form == mention).map(|a| a.long_form)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +84,15 @@ mod tests {
         );
         assert_eq!(marked_context(context, "aniridia", 10), "Two had ...");
         assert_eq!(marked_context("", "aniridia", 10), "");
+    }
+
+    #[test]
+    fn an_abbreviation_defined_in_the_context_gives_its_long_form() {
+        let context = "Patients with familial adenomatous polyposis (FAP) develop adenomas.";
+        assert_eq!(defined_long_form("FAP", context).as_deref(), Some("familial adenomatous polyposis"));
+        assert_eq!(defined_long_form(" FAP ", context).as_deref(), Some("familial adenomatous polyposis"));
+        assert_eq!(defined_long_form("fap", context), None, "short forms are case-sensitive");
+        assert_eq!(defined_long_form("adenomas", context), None);
+        assert_eq!(defined_long_form("FAP", "FAP was suspected."), None);
     }
 }

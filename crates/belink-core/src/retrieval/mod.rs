@@ -15,7 +15,7 @@ use crate::fold::fold;
 use crate::pipeline::Pipeline;
 use crate::ports::{ConceptKey, DenseSearch, Models, NameStore};
 use crate::settings::Retrieval;
-use fuse::{fuse, Fused, Hit, SourceLists};
+use fuse::{fuse, Fused, Hit, Source, SourceLists};
 pub use query::{Candidate, Query};
 
 /// The most candidates one call may ask for.
@@ -24,7 +24,8 @@ pub const MAX_K: usize = 1000;
 const NAMES_PER_CANDIDATE: usize = 5;
 
 /// Which lexical sources to use. Linking detected mentions (already exact dictionary matches)
-/// skips the trigram source, by far the slowest, and keeps its results in the retrieval cache.
+/// skips the trigram source, by far the slowest (unless belink.retrieval asks for it alone),
+/// and keeps its results in the retrieval cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lexical {
     ExactAndTrigram,
@@ -62,12 +63,14 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         let lookups: Vec<(&str, Option<&str>)> =
             folded.iter().zip(queries).map(|(f, q)| (f.as_str(), q.ontology)).collect();
         let exact = self.store.exact(&lookups)?;
+        let retrieval = self.settings.retrieval;
         let targets: Vec<Vec<&OntologyState>> = queries
             .iter()
             .zip(&folded)
             .zip(&exact)
             .map(|((query, folded), hits)| {
-                let decided_by_exact = lexical == Lexical::ExactOnly && one_concept(hits);
+                let decided_by_exact =
+                    lexical == Lexical::ExactOnly && retrieval.uses(Source::Exact) && one_concept(hits);
                 match folded.is_empty() || decided_by_exact {
                     true => Vec::new(),
                     false => self.dense_targets(query.ontology),
@@ -82,12 +85,15 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                 all.push(Vec::new());
                 continue;
             }
-            let trigram = match lexical {
-                Lexical::ExactAndTrigram => {
-                    self.store.trigram(folded, query.ontology, per_source, self.settings.trigram_threshold)?
-                }
-                Lexical::ExactOnly => Vec::new(),
+            // Linking skips the trigram source, unless it is the only one asked for.
+            let trigram_wanted = lexical == Lexical::ExactAndTrigram || retrieval == Retrieval::Only(Source::Trigram);
+            let trigram = match trigram_wanted && retrieval.uses(Source::Trigram) {
+                true => self.store.trigram(folded, query.ontology, per_source, self.settings.trigram_threshold)?,
+                false => Vec::new(),
             };
+            // The exact matches are always looked up (dense retrieval may reuse their vectors),
+            // and fused only when the exact source is used.
+            let exact: &[Hit] = if retrieval.uses(Source::Exact) { exact } else { &[] };
             let mut fused = fuse(SourceLists { exact, trigram: &trigram, dense }, self.settings.rrf_k);
             fused.truncate(k);
             all.push(fused);
@@ -97,9 +103,9 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
 
     /// The ontologies a query searches densely: those selected that have embeddings.
     fn dense_targets(&self, ontology: Option<&str>) -> Vec<&OntologyState> {
-        match self.settings.retrieval {
-            Retrieval::Hybrid => self.ontologies.selected(ontology).filter(|o| o.embeddings.is_some()).collect(),
-            Retrieval::Lexical => Vec::new(),
+        match self.settings.retrieval.uses(Source::Dense) {
+            true => self.ontologies.selected(ontology).filter(|o| o.embeddings.is_some()).collect(),
+            false => Vec::new(),
         }
     }
 

@@ -135,3 +135,24 @@ fn the_retrieval_cache_answers_repeated_linking_lookups_until_something_changes(
     assert_eq!(store.exact_calls.get(), 4);
     assert!(pipeline.into_cache().is_empty());
 }
+
+#[test]
+fn each_source_alone() {
+    let store = medic();
+    let models = FakeModels::default();
+    let ontologies = store.ontologies(true);
+    let alone = |source: Source| -> Vec<Candidate> {
+        let settings = Settings { retrieval: crate::settings::Retrieval::Only(source), ..Settings::default() };
+        let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+        pipeline.retrieve(&[query("heart attack")], 5, Lexical::ExactAndTrigram).unwrap().remove(0)
+    };
+    let exact = alone(Source::Exact);
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0].fused.ranks, Ranks { exact: Some(1), trigram: None, dense: None });
+    let trigram = alone(Source::Trigram);
+    assert!(!trigram.is_empty() && trigram.iter().all(|c| c.fused.best_source == Source::Trigram));
+    let dense = alone(Source::Dense);
+    assert!(
+        !dense.is_empty() && dense.iter().all(|c| c.fused.ranks.exact.is_none() && c.fused.ranks.trigram.is_none())
+    );
+}
