@@ -15,7 +15,7 @@ dir=$(scripts/cluster.sh start "$DIR" "$PORT")
 scripts/cluster.sh psql "$DIR" "$PORT" -c 'DROP EXTENSION IF EXISTS belink CASCADE' -c 'CREATE EXTENSION belink CASCADE' 2>/dev/null
 mkdir -p "$dir/files" && cp "$DATA/medic/medic_06Jul2012.txt" "$dir/files/" && chmod -R a+rX "$dir/files"
 dsn="host=$dir port=$PORT user=postgres"
-$EVAL load --dsn "$dsn" "medic=$dir/files/medic_06Jul2012.txt:dictionary" >/dev/null
+$EVAL load --dsn "$dsn" "medic=$dir/files/medic_06Jul2012.txt:biosyn" >/dev/null
 $EVAL index --dsn "$dsn" --ontology medic >/dev/null
 echo "# belink stress, $(date -u +%Y-%m-%d), $(nproc) vCPU, $CLIENTS clients, $SECONDS_RUN s"
 echo
