@@ -77,6 +77,9 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                 }
             })
             .collect();
+        // Linking skips the trigram source, unless it is the only one asked for.
+        let trigram_wanted = retrieval.uses(Source::Trigram)
+            && (lexical == Lexical::ExactAndTrigram || retrieval == Retrieval::Only(Source::Trigram));
         let vectors = self.query_vectors(queries, &exact, &targets)?;
         let dense = self.dense_matches(vectors, targets, per_source)?;
         let mut all = Vec::with_capacity(queries.len());
@@ -85,9 +88,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                 all.push(Vec::new());
                 continue;
             }
-            // Linking skips the trigram source, unless it is the only one asked for.
-            let trigram_wanted = lexical == Lexical::ExactAndTrigram || retrieval == Retrieval::Only(Source::Trigram);
-            let trigram = match trigram_wanted && retrieval.uses(Source::Trigram) {
+            let trigram = match trigram_wanted {
                 true => self.store.trigram(folded, query.ontology, per_source, self.settings.trigram_threshold)?,
                 false => Vec::new(),
             };
