@@ -80,24 +80,20 @@ CREATE INDEX names_concept ON belink.names (ontology, concept_id);
 
 -- Any change to names (a load, belink_add_names, belink_remove_names, a DELETE by hand) renews
 -- the ontology's generation, so sessions rebuild their mention dictionaries and retrieval
--- caches, and keeps name_count true. Embeddings are not names: storing them renews nothing.
+-- caches, and keeps name_count true, counted from the rows the statement changed. Storing
+-- embeddings (belink_index, batch by batch) changes no name and fires nothing.
 CREATE FUNCTION belink.names_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        UPDATE belink.ontologies o SET generation = nextval('belink.generations'),
-            name_count = (SELECT count(*) FROM belink.names n WHERE n.ontology = o.name)
-        WHERE o.name IN (SELECT DISTINCT ontology FROM new_names);
+        UPDATE belink.ontologies o SET generation = nextval('belink.generations'), name_count = o.name_count + c.n
+        FROM (SELECT ontology, count(*) AS n FROM new_names GROUP BY ontology) c WHERE o.name = c.ontology;
     ELSIF TG_OP = 'DELETE' THEN
+        UPDATE belink.ontologies o SET generation = nextval('belink.generations'), name_count = o.name_count - c.n
+        FROM (SELECT ontology, count(*) AS n FROM old_names GROUP BY ontology) c WHERE o.name = c.ontology;
+    ELSE  -- a name edited in place, one row at a time (see names_edited)
         UPDATE belink.ontologies o SET generation = nextval('belink.generations'),
-            name_count = (SELECT count(*) FROM belink.names n WHERE n.ontology = o.name)
-        WHERE o.name IN (SELECT DISTINCT ontology FROM old_names);
-    ELSE
-        -- Only rows whose name changed: belink_index updates embeddings batch by batch.
-        UPDATE belink.ontologies o SET generation = nextval('belink.generations'),
-            name_count = (SELECT count(*) FROM belink.names n WHERE n.ontology = o.name)
-        WHERE o.name IN (SELECT unnest(ARRAY[a.ontology, b.ontology]) FROM old_names a JOIN new_names b USING (name_id)
-                         WHERE (a.ontology, a.concept_id, a.name, a.normalized, a.kind)
-                               IS DISTINCT FROM (b.ontology, b.concept_id, b.name, b.normalized, b.kind));
+            name_count = o.name_count + (o.name = NEW.ontology)::integer - (o.name = OLD.ontology)::integer
+        WHERE o.name IN (OLD.ontology, NEW.ontology);
     END IF;
     RETURN NULL;
 END $$;
@@ -105,8 +101,8 @@ CREATE TRIGGER names_inserted AFTER INSERT ON belink.names REFERENCING NEW TABLE
     FOR EACH STATEMENT EXECUTE FUNCTION belink.names_changed();
 CREATE TRIGGER names_deleted AFTER DELETE ON belink.names REFERENCING OLD TABLE AS old_names
     FOR EACH STATEMENT EXECUTE FUNCTION belink.names_changed();
-CREATE TRIGGER names_updated AFTER UPDATE ON belink.names REFERENCING OLD TABLE AS old_names NEW TABLE AS new_names
-    FOR EACH STATEMENT EXECUTE FUNCTION belink.names_changed();
+CREATE TRIGGER names_edited AFTER UPDATE OF ontology, concept_id, name, normalized, kind ON belink.names
+    FOR EACH ROW EXECUTE FUNCTION belink.names_changed();
 
 -- Progress of belink_index, committed per batch so that other sessions see it.
 CREATE TABLE belink.index_progress (

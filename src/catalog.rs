@@ -195,14 +195,10 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
         };
         client
             .update(
-                "UPDATE belink.ontologies SET concept_count = $2, name_count = $3, obsolete_count = $4 WHERE name = $1",
+                // name_count follows the names themselves (the triggers on belink.names).
+                "UPDATE belink.ontologies SET concept_count = $2, obsolete_count = $3 WHERE name = $1",
                 None,
-                &[
-                    name.into(),
-                    (summary.concepts as i32).into(),
-                    (summary.names as i32).into(),
-                    (summary.obsolete as i32).into(),
-                ],
+                &[name.into(), (summary.concepts as i32).into(), (summary.obsolete as i32).into()],
             )
             .or_raise("recording the counts");
         summary

@@ -62,13 +62,13 @@ impl<T> OrRaise<T> for Result<T, pgrx::spi::SpiError> {
     }
 }
 
-/// Unwraps a core result, raising its error.
+/// Unwraps a core result (or a model-server one), raising its error.
 pub trait OrRaiseError<T> {
     fn or_raise_error(self) -> T;
 }
 
-impl<T> OrRaiseError<T> for Result<T, Error> {
+impl<T, E: Into<Error>> OrRaiseError<T> for Result<T, E> {
     fn or_raise_error(self) -> T {
-        self.unwrap_or_else(|e| raise_error(e))
+        self.unwrap_or_else(|e| raise_error(e.into()))
     }
 }

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use belink_core::catalog::Embeddings;
-use belink_core::error::Error;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
@@ -16,7 +15,7 @@ use crate::{client, gucs};
 /// The embedding of one text as real[] (belink_embed(text) casts it to vector).
 #[pg_extern(volatile, strict, parallel_restricted)]
 fn belink_embed_real(text: &str) -> Vec<f32> {
-    let (_, mut vectors) = client::embed(vec![text.to_string()]).map_err(Error::from).or_raise_error();
+    let (_, mut vectors) = client::embed(vec![text.to_string()]).or_raise_error();
     vectors.pop().expect("one vector per text")
 }
 
@@ -26,7 +25,7 @@ fn belink_embed_many_real(
     texts: Vec<Option<String>>,
 ) -> TableIterator<'static, (name!(ordinality, i64), name!(embedding, Option<Vec<f32>>))> {
     let present: Vec<String> = texts.iter().flatten().cloned().collect();
-    let (_, vectors) = client::embed(present).map_err(Error::from).or_raise_error();
+    let (_, vectors) = client::embed(present).or_raise_error();
     let mut vectors = vectors.into_iter();
     let rows: Vec<(i64, Option<Vec<f32>>)> =
         texts.iter().enumerate().map(|(i, text)| (i as i64 + 1, text.as_ref().and_then(|_| vectors.next()))).collect();
@@ -165,7 +164,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
             return 0;
         }
         let (ids, texts): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
-        let (dim, vectors) = client::embed(texts).map_err(Error::from).or_raise_error();
+        let (dim, vectors) = client::embed(texts).or_raise_error();
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
         let vec_schema = extension_schema(client, "vector");
         client

@@ -46,15 +46,6 @@ type NormalizeRow = (
 /// A NULL mention's row: no decision at all (an empty mention is decided: NIL).
 const NULL_ROW: NormalizeRow = (None, None, None, None, None, None, None, None);
 
-/// What a mention is looked up by: the long form when its context defines it as an
-/// abbreviation (as linking does), else itself; and that long form.
-fn lookup<'a>(mention: &'a str, context: Option<&str>) -> (std::borrow::Cow<'a, str>, Option<String>) {
-    match context.and_then(|c| defined_long_form(mention, c)) {
-        Some(long_form) => (long_form.clone().into(), Some(long_form)),
-        None => (mention.into(), None),
-    }
-}
-
 fn row(decision: &Decision, abbreviation_of: Option<String>) -> NormalizeRow {
     let chosen = decision.concept();
     let mut candidates = candidates_json(decision);
@@ -108,11 +99,14 @@ fn belink_normalize(
     ),
 > {
     let Some(mention) = mention else { return TableIterator::new(vec![NULL_ROW]) };
-    let (looked_up, abbreviation_of) = lookup(mention, context);
+    // A mention its context defines as an abbreviation is looked up by the long form, as
+    // linking does.
+    let abbreviation_of = context.and_then(|c| defined_long_form(mention, c));
+    let looked_up = abbreviation_of.as_deref().unwrap_or(mention);
     let decisions = pipeline::run(ontology, |pipeline, _| {
         let k = top_k(k, pipeline.settings)?;
         let context = context.map(|c| marked_context(c, mention, pipeline.settings.context_chars));
-        pipeline.decide(&[Request { mention: &looked_up, context, ontology }], k, Lexical::ExactAndTrigram)
+        pipeline.decide(&[Request { mention: looked_up, context, ontology }], k, Lexical::ExactAndTrigram)
     });
     TableIterator::new(decisions.iter().map(|d| row(d, abbreviation_of.clone())).collect::<Vec<_>>())
 }
@@ -149,26 +143,28 @@ fn belink_normalize_many(
     }
     let present: Vec<usize> = (0..mentions.len()).filter(|&i| mentions[i].is_some()).collect();
     let context_of = |i: usize| contexts.get(i).and_then(Option::as_deref);
-    let lookups: Vec<_> =
-        present.iter().map(|&i| lookup(mentions[i].as_deref().unwrap_or_default(), context_of(i))).collect();
+    let long_forms: Vec<Option<String>> = present
+        .iter()
+        .map(|&i| context_of(i).and_then(|c| defined_long_form(mentions[i].as_deref().unwrap_or_default(), c)))
+        .collect();
     let decisions = pipeline::run(ontology, |pipeline, _| {
         let k = top_k(k, pipeline.settings)?;
         let window = pipeline.settings.context_chars;
         let requests: Vec<Request> = present
             .iter()
-            .zip(&lookups)
-            .map(|(&i, (looked_up, _))| {
+            .zip(&long_forms)
+            .map(|(&i, long_form)| {
                 let mention = mentions[i].as_deref().unwrap_or_default();
                 let context = context_of(i).map(|c| marked_context(c, mention, window));
-                Request { mention: looked_up, context, ontology }
+                Request { mention: long_form.as_deref().unwrap_or(mention), context, ontology }
             })
             .collect();
         pipeline.decide(&requests, k, Lexical::ExactAndTrigram)
     });
     let mut decided = present
         .iter()
-        .zip(decisions.iter().zip(lookups))
-        .map(|(&i, (d, (_, abbreviation_of)))| (i, row(d, abbreviation_of)))
+        .zip(decisions.iter().zip(long_forms))
+        .map(|(&i, (d, long_form))| (i, row(d, long_form)))
         .peekable();
     let rows: Vec<_> = (0..mentions.len())
         .map(|i| {

@@ -73,6 +73,12 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_cores_default_settings_are_the_gucs_defaults() {
+        // The core's tests run with Settings::default(): it must be what a fresh session gets.
+        assert_eq!(crate::gucs::settings(), belink_core::settings::Settings::default());
+    }
+
+    #[pg_test]
     fn rerank_settings_are_checked() {
         assert_error("SELECT * FROM belink_normalize('x', k => 30)", "22023", "k must be between 1 and 25");
         assert_error(

@@ -192,7 +192,6 @@ fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(
         .build(shorts)
         .expect("short forms are at most 10 characters");
     let lengths: Vec<usize> = shorts.iter().map(|s| s.chars().count()).collect();
-    let boundary = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
     // Matches come in the order of their ends: byte offsets become character offsets as we go.
     let mut bytes = text.char_indices().map(|(byte, _)| byte).chain([text.len()]);
     let (mut end, mut end_byte) = (0, bytes.next().unwrap_or(0));
@@ -205,7 +204,7 @@ fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(
         let pattern = found.pattern().as_usize();
         let start = end - lengths[pattern];
         // As a scan per short form would: whole tokens only, none overlapping another.
-        if start >= next_free[pattern] && boundary(start.checked_sub(1)) && boundary(Some(end)) {
+        if start >= next_free[pattern] && whole_token(chars, start, end) {
             uses[pattern].push((start, end));
             next_free[pattern] = end;
         }
@@ -213,14 +212,19 @@ fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(
     uses
 }
 
+/// Whether `chars[start..end]` is not part of a longer run of letters and digits.
+fn whole_token(chars: &[char], start: usize, end: usize) -> bool {
+    let outside = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
+    outside(start.checked_sub(1)) && outside(Some(end))
+}
+
 /// Occurrences of `short` as a whole token (case-sensitive), none overlapping another.
 fn scan_occurrences(chars: &[char], short: &str) -> Vec<(usize, usize)> {
     let needle: Vec<char> = short.chars().collect();
-    let boundary = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
     let mut uses = Vec::new();
     let mut i = 0;
     while i + needle.len() <= chars.len() {
-        if chars[i..i + needle.len()] == needle[..] && boundary(i.checked_sub(1)) && boundary(Some(i + needle.len())) {
+        if chars[i..i + needle.len()] == needle[..] && whole_token(chars, i, i + needle.len()) {
             uses.push((i, i + needle.len()));
             i += needle.len();
         } else {
