@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder};
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::bert::Config;
 use serde::Deserialize;
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::bert::{pool, read_hf, Bert, NormKernel, Params};
 use crate::ModelError;
 
 /// How token vectors become one sentence vector.
@@ -58,7 +57,8 @@ struct SentenceBertConfig {
 }
 
 pub struct SentenceEncoder {
-    model: BertModel,
+    model: Bert,
+    config: Config,
     tokenizer: Tokenizer,
     pooling: Pooling,
     dim: usize,
@@ -107,16 +107,9 @@ impl SentenceEncoder {
             .with_truncation(Some(TruncationParams { max_length: max_tokens, ..TruncationParams::default() }))
             .map_err(|e| ModelError::Config(format!("{}: {e}", tokenizer_path.display())))?;
 
-        let weights = dir.join("model.safetensors");
-        require(&weights)?;
-        // Safety: the file is memory-mapped read-only; BeLink never writes model files.
-        let tensors = unsafe { MmapedSafetensors::new(&weights) }
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", weights.display())))?;
-        let backend: Box<dyn SimpleBackend> =
-            if device.is_cpu() { Box::new(InputMajorLinears(tensors)) } else { Box::new(tensors) };
-        let vb = VarBuilder::from_backend(backend, DType::F32, device.clone());
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| ModelError::Weights(format!("{}: does not hold a BERT model: {e}", weights.display())))?;
+        let params = read_params(dir, &config, device)?;
+        let model = Bert::new(&params, &config, NormKernel::Fast)
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", dir.join("model.safetensors").display())))?;
         let ignores_case = lowercases_first(tokenizer.get_normalizer());
         Ok(SentenceEncoder {
             model,
@@ -127,7 +120,18 @@ impl SentenceEncoder {
             ignores_case,
             device: device.clone(),
             dir: dir.to_path_buf(),
+            config,
         })
+    }
+
+    /// The model's BERT configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The tokenizer as served: padding to the longest text, truncation at [`Self::max_tokens`].
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     pub fn dim(&self) -> usize {
@@ -172,49 +176,23 @@ impl SentenceEncoder {
             let ids = tensor(column(&|e| e.get_ids()))?;
             let type_ids = tensor(column(&|e| e.get_type_ids()))?;
             let mask = tensor(column(&|e| e.get_attention_mask()))?;
-            let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?; // (rows, width, dim)
-            let pooled = match self.pooling {
-                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-                Pooling::Mean => {
-                    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, width, 1)
-                    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-                    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-                    summed.broadcast_div(&counts)?
-                }
-            };
-            let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            pooled.broadcast_div(&norms)?.to_vec2::<f32>()
+            let hidden = self.model.forward(&ids, &type_ids, &mask)?; // (rows, width, dim)
+            pool(&hidden, &mask, self.pooling == Pooling::Mean)?.to_vec2::<f32>()
         };
         run().map_err(|e| ModelError::Inference(e.to_string()))
     }
 }
 
-/// The model's weights with every linear layer's matrix stored transposed, (in, out) row by
-/// row. candle multiplies by `weight.t()`: with PyTorch's (out, in) layout that operand is
-/// strided, and gemm's path for few rows (a request of one short mention) is then 3-6 times
-/// slower than with contiguous rows (measured on AVX-512: 6 x 1536 by 1536 x 384 took 408 us
-/// strided, 66 us contiguous). Embedding tables keep their layout: they are read by row.
-struct InputMajorLinears(MmapedSafetensors);
-
-impl SimpleBackend for InputMajorLinears {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let tensor = SimpleBackend::get(&self.0, shape, name, init, dtype, device)?;
-        let linear = tensor.rank() == 2 && name.ends_with(".weight") && !name.contains("embeddings");
-        // Same shape and values, other memory order: `t()` of the result is contiguous.
-        if linear {
-            tensor.t()?.contiguous()?.t()
-        } else {
-            Ok(tensor)
-        }
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        SimpleBackend::get_unchecked(&self.0, name, dtype, device)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        SimpleBackend::contains_tensor(&self.0, name)
-    }
+/// The parameters of `dir/model.safetensors`, in [`Bert`]'s layout.
+pub(crate) fn read_params(dir: &Path, config: &Config, device: &Device) -> Result<Params, ModelError> {
+    let weights = dir.join("model.safetensors");
+    require(&weights)?;
+    // Safety: the file is memory-mapped read-only; BeLink never writes a model file in place
+    // (a trained model is written to a new directory).
+    let tensors = unsafe { MmapedSafetensors::new(&weights) }
+        .map_err(|e| ModelError::Weights(format!("{}: {e}", weights.display())))?;
+    read_hf(&tensors, config, device)
+        .map_err(|e| ModelError::Weights(format!("{}: does not hold a BERT model: {e}", weights.display())))
 }
 
 /// Indices of `texts` grouped into chunks of at most `max_batch`, longest texts first: texts

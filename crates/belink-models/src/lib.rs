@@ -1,8 +1,11 @@
 //! BeLink's neural models on candle, used by the model server only (never inside PostgreSQL).
 
+pub mod bert;
 pub mod encoder;
 pub mod llm;
+mod norm;
 pub mod streams;
+pub mod train;
 
 use candle_core::Device;
 
@@ -23,6 +26,21 @@ pub fn prepare_candle_threads() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
+    }
+}
+
+/// Makes the allocator keep freed memory for reuse instead of returning it to the system.
+/// Training allocates and frees buffers of megabytes at every step (activations, gradients);
+/// glibc serves each from fresh pages of the kernel, which it zeroes: measured on 2 cores, 30%
+/// of a training step went to page faults and page clearing, and names/s rose from 57 to 76 at
+/// batch 64 with this. Call at the start of a process that trains.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // Safety: mallopt only changes allocator thresholds.
+    unsafe {
+        // 32 MiB is the largest mmap threshold glibc accepts on 64-bit systems.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
 

@@ -1,0 +1,747 @@
+//! Fine-tuning the sentence encoder on an ontology's synonyms (SapBERT's self-alignment):
+//! names of the same concept are pulled together, names of different concepts pushed apart,
+//! on the vectors the encoder serves (mean pooling or CLS, L2-normalized).
+//!
+//! - Batches: each concept's names are shuffled and cut into groups of
+//!   `names_per_concept`; the groups are shuffled and packed into batches, so every batch
+//!   holds several names of each of its concepts. Concepts with one name are left out: they
+//!   have no synonym to align. The order is a function of the seed and the epoch only, so a
+//!   run resumed from a checkpoint sees the same batches as one never interrupted.
+//! - Loss: SapBERT's multi-similarity loss with online hard-pair mining, or InfoNCE with
+//!   in-batch negatives.
+//! - Optimizer: AdamW of our own (its moments are saved in checkpoints), constant learning
+//!   rate, as SapBERT.
+//! - Padding: a batch's names are sorted by length and run in micro-batches, each padded to
+//!   its own longest name; the loss is computed over the whole batch.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var, D};
+use candle_nn::VarMap;
+use candle_transformers::models::bert::Config;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::bert::{pool, to_hf, Bert, NormKernel, Params};
+use crate::encoder::{read_params, Pooling, SentenceEncoder};
+use crate::ModelError;
+
+/// The training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Loss {
+    /// Multi-similarity loss (Wang et al. 2019) as SapBERT uses it: alpha 2, beta 50, base
+    /// (lambda) 0.5; pairs mined online with margin `epsilon` 0.1 (a negative is kept when it is
+    /// closer than the hardest positive plus epsilon, a positive when it is farther than the
+    /// hardest negative minus epsilon).
+    MultiSimilarity { alpha: f64, beta: f64, base: f64, epsilon: f64 },
+    /// InfoNCE with in-batch negatives: each name's synonyms in the batch against every other
+    /// name of the batch, at `temperature`.
+    InfoNce { temperature: f64 },
+}
+
+impl Loss {
+    pub const SAPBERT: Loss = Loss::MultiSimilarity { alpha: 2.0, beta: 50.0, base: 0.5, epsilon: 0.1 };
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Names per optimizer step.
+    pub batch_size: usize,
+    /// Names of one concept put together in a batch.
+    pub names_per_concept: usize,
+    /// Names are truncated to this many tokens (SapBERT: 25).
+    pub max_tokens: usize,
+    /// Names per forward pass inside a batch (each padded to its own longest).
+    pub micro_batch: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub epochs: usize,
+    pub seed: u64,
+    pub loss: Loss,
+}
+
+impl Default for TrainConfig {
+    /// SapBERT's settings (batch 256, max length 25, AdamW at 2e-5 with weight decay 0.01,
+    /// one epoch, multi-similarity loss).
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 256,
+            names_per_concept: 4,
+            max_tokens: 25,
+            micro_batch: 64,
+            learning_rate: 2e-5,
+            weight_decay: 0.01,
+            epochs: 1,
+            seed: 42,
+            loss: Loss::SAPBERT,
+        }
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Steps done so far, this one included.
+    pub step: u64,
+    pub steps_total: u64,
+    pub epoch: usize,
+    pub loss: f32,
+    pub names: usize,
+}
+
+/// A checkpoint's small JSON part; the tensors are in `weights_file`.
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    config: TrainConfig,
+    /// Steps done (the next step's batch follows from it).
+    step: u64,
+    /// A hash of the training names: a resume on other names is refused.
+    fingerprint: u64,
+    weights_file: String,
+}
+
+const CHECKPOINT_JSON: &str = "checkpoint.json";
+
+/// AdamW's moments of one parameter.
+struct Moments {
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+pub struct Trainer {
+    config: TrainConfig,
+    bert_config: Config,
+    base_dir: PathBuf,
+    device: Device,
+    model: Bert,
+    mean_pooling: bool,
+    varmap: VarMap,
+    /// The trainable parameters by our names, with their AdamW moments.
+    vars: Vec<(String, Var, Moments)>,
+    /// Token ids of each distinct training name, [CLS] and [SEP] included.
+    tokens: Vec<Vec<u32>>,
+    pad_id: u32,
+    /// The names of each concept that has at least two.
+    concepts: Vec<Vec<usize>>,
+    fingerprint: u64,
+    step: u64,
+    steps_per_epoch: u64,
+    /// The batches of the current epoch: (name, concept) pairs.
+    plan: Vec<Vec<(usize, usize)>>,
+    plan_epoch: usize,
+    tokenizer: Tokenizer,
+}
+
+fn inference(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Inference(e.to_string())
+}
+
+impl Trainer {
+    /// A trainer starting from the encoder in `base_dir` on `examples`, (concept id, name) pairs.
+    pub fn new(
+        base_dir: &Path,
+        examples: &[(String, String)],
+        config: TrainConfig,
+        device: &Device,
+    ) -> Result<Trainer, ModelError> {
+        if config.batch_size < 2 || config.names_per_concept < 2 || config.micro_batch == 0 || config.epochs == 0 {
+            return Err(ModelError::Config(
+                "training needs batch_size >= 2, names_per_concept >= 2, micro_batch >= 1, epochs >= 1".into(),
+            ));
+        }
+        let encoder = SentenceEncoder::load(base_dir, device, None)?;
+        let bert_config = encoder.config().clone();
+        let mut tokenizer = encoder.tokenizer().clone();
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: config.max_tokens.min(encoder.max_tokens()),
+                ..Default::default()
+            }))
+            .map_err(inference)?;
+        let pad_id = encoder.tokenizer().get_padding().map(|p| p.pad_id).unwrap_or(0);
+
+        // Distinct names per concept, in a stable order.
+        let mut by_concept: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (concept, name) in examples {
+            let names = by_concept.entry(concept).or_default();
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        let mut texts = Vec::new();
+        let mut concepts = Vec::new();
+        for names in by_concept.values().filter(|names| names.len() >= 2) {
+            concepts.push((texts.len()..texts.len() + names.len()).collect());
+            texts.extend(names.iter().copied());
+        }
+        if concepts.is_empty() {
+            return Err(ModelError::Config("no concept has two names: there are no synonyms to learn from".into()));
+        }
+        let tokens = tokenizer
+            .encode_batch(texts.clone(), true)
+            .map_err(inference)?
+            .iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect();
+
+        let params = read_params(base_dir, &bert_config, device)?;
+        let varmap = VarMap::new();
+        let mut vars = Vec::new();
+        let mut var_params = Params::new();
+        for (name, tensor) in params {
+            let var = Var::from_tensor(&tensor).map_err(inference)?;
+            let n = tensor.elem_count();
+            varmap.data().lock().unwrap().insert(name.clone(), var.clone());
+            var_params.insert(name.clone(), var.as_tensor().clone());
+            vars.push((name, var, Moments { m: vec![0.0; n], v: vec![0.0; n] }));
+        }
+        let model = Bert::new(&var_params, &bert_config, NormKernel::Differentiable).map_err(inference)?;
+        let mut trainer = Trainer {
+            fingerprint: fingerprint(examples),
+            config,
+            bert_config,
+            base_dir: base_dir.to_path_buf(),
+            device: device.clone(),
+            model,
+            mean_pooling: encoder.pooling() == Pooling::Mean,
+            varmap,
+            vars,
+            tokens,
+            pad_id,
+            concepts,
+            step: 0,
+            steps_per_epoch: 0,
+            plan: Vec::new(),
+            plan_epoch: 0,
+            tokenizer,
+        };
+        trainer.plan = trainer.epoch_plan(0);
+        trainer.steps_per_epoch = trainer.plan.len() as u64;
+        Ok(trainer)
+    }
+
+    /// A trainer continuing the run saved in `checkpoint_dir` (by [`Trainer::save_checkpoint`])
+    /// on the same examples: same weights, optimizer moments, step and batch order.
+    pub fn resume(
+        base_dir: &Path,
+        checkpoint_dir: &Path,
+        examples: &[(String, String)],
+        device: &Device,
+    ) -> Result<Trainer, ModelError> {
+        let json_path = checkpoint_dir.join(CHECKPOINT_JSON);
+        let text = std::fs::read_to_string(&json_path)
+            .map_err(|e| ModelError::Missing(format!("{}: {e}", json_path.display())))?;
+        let state: CheckpointState =
+            serde_json::from_str(&text).map_err(|e| ModelError::Config(format!("{}: {e}", json_path.display())))?;
+        let mut trainer = Trainer::new(base_dir, examples, state.config, device)?;
+        if trainer.fingerprint != state.fingerprint {
+            return Err(ModelError::Config(format!(
+                "{}: the training names changed since this checkpoint was written",
+                checkpoint_dir.display()
+            )));
+        }
+        let weights_path = checkpoint_dir.join(&state.weights_file);
+        let weights_error = |e: candle_core::Error| ModelError::Weights(format!("{}: {e}", weights_path.display()));
+        let saved = candle_core::safetensors::load(&weights_path, device).map_err(weights_error)?;
+        let take = |key: &str| {
+            saved.get(key).ok_or_else(|| ModelError::Weights(format!("{}: no {key}", weights_path.display())))
+        };
+        for (name, var, moments) in &mut trainer.vars {
+            var.set(take(name)?).map_err(weights_error)?;
+            moments.m = take(&format!("adam.m.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
+            moments.v = take(&format!("adam.v.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
+        }
+        trainer.step = state.step;
+        trainer.plan_epoch = usize::MAX; // rebuilt for the current epoch at the next step
+        Ok(trainer)
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Steps done so far.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    pub fn steps_total(&self) -> u64 {
+        self.steps_per_epoch * self.config.epochs as u64
+    }
+
+    /// The parameters being trained, by name (in [`Bert`]'s layout).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The batches of `epoch`: a function of the seed and the epoch only.
+    fn epoch_plan(&self, epoch: usize) -> Vec<Vec<(usize, usize)>> {
+        let mut rng = SplitMix64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let k = self.config.names_per_concept;
+        let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
+        for (concept, names) in self.concepts.iter().enumerate() {
+            let mut names = names.clone();
+            rng.shuffle(&mut names);
+            for chunk in names.chunks(k) {
+                let mut group: Vec<(usize, usize)> = chunk.iter().map(|&n| (n, concept)).collect();
+                if group.len() == 1 {
+                    // A name alone has no positive: pair it with another name of its concept.
+                    let other = names[rng.below(names.len() - 1)];
+                    group.push((other, concept));
+                }
+                groups.push(group);
+            }
+        }
+        rng.shuffle(&mut groups);
+        let mut batches: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
+        for group in groups {
+            let current = batches.last_mut().unwrap();
+            if current.len() + group.len() > self.config.batch_size && !current.is_empty() {
+                batches.push(group);
+            } else {
+                current.extend(group);
+            }
+        }
+        batches
+    }
+
+    /// The batch the next step trains on, with its epoch; None when training is done.
+    fn next_batch(&mut self) -> Option<(usize, Vec<(usize, usize)>)> {
+        let epoch = (self.step / self.steps_per_epoch) as usize;
+        if epoch >= self.config.epochs {
+            return None;
+        }
+        if self.plan_epoch != epoch {
+            self.plan = self.epoch_plan(epoch);
+            self.plan_epoch = epoch;
+        }
+        Some((epoch, self.plan[(self.step % self.steps_per_epoch) as usize].clone()))
+    }
+
+    /// One optimizer step on the next batch; None when every epoch is done.
+    pub fn step(&mut self) -> Result<Option<StepReport>, ModelError> {
+        let Some((epoch, batch)) = self.next_batch() else {
+            return Ok(None);
+        };
+        let loss = self.batch_loss(&batch).map_err(inference)?;
+        let grads = loss.backward().map_err(inference)?;
+        self.step += 1;
+        let t = self.step as i32;
+        let config = &self.config;
+        let hyper = AdamW {
+            lr: config.learning_rate as f32,
+            weight_decay: config.weight_decay as f32,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            correction1: 1.0 - 0.9f32.powi(t),
+            correction2: 1.0 - 0.999f32.powi(t),
+        };
+        for (_, var, moments) in &mut self.vars {
+            if let Some(grad) = grads.get(var) {
+                hyper.update(var, grad, moments).map_err(inference)?;
+            }
+        }
+        Ok(Some(StepReport {
+            step: self.step,
+            steps_total: self.steps_total(),
+            epoch,
+            loss: loss.to_scalar::<f32>().map_err(inference)?,
+            names: batch.len(),
+        }))
+    }
+
+    /// The loss of a batch of (name, concept) pairs, differentiable.
+    fn batch_loss(&self, batch: &[(usize, usize)]) -> candle_core::Result<Tensor> {
+        let names: Vec<usize> = batch.iter().map(|&(n, _)| n).collect();
+        let (vectors, order) = self.embed_tokens(&names)?;
+        let labels: Vec<usize> = order.iter().map(|&i| batch[i].1).collect();
+        match self.config.loss {
+            Loss::MultiSimilarity { alpha, beta, base, epsilon } => {
+                multi_similarity(&vectors, &labels, alpha, beta, base, epsilon)
+            }
+            Loss::InfoNce { temperature } => info_nce(&vectors, &labels, temperature),
+        }
+    }
+
+    /// The loss on the next batch without training (for reports and tests).
+    pub fn next_batch_loss(&mut self) -> Result<Option<f32>, ModelError> {
+        let Some((_, batch)) = self.next_batch() else {
+            return Ok(None);
+        };
+        let loss = self.batch_loss(&batch).and_then(|l| l.to_scalar::<f32>()).map_err(inference)?;
+        Ok(Some(loss))
+    }
+
+    /// Sentence vectors of training names (indices into `tokens`), in micro-batches of names of
+    /// similar length; returns the vectors and, for each row, the index in `names` it embeds.
+    fn embed_tokens(&self, names: &[usize]) -> candle_core::Result<(Tensor, Vec<usize>)> {
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.tokens[names[i]].len()));
+        let mut parts = Vec::new();
+        for chunk in order.chunks(self.config.micro_batch) {
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| self.tokens[names[i]].as_slice()).collect();
+            parts.push(self.embed_rows(&rows)?);
+        }
+        Ok((Tensor::cat(&parts, 0)?, order))
+    }
+
+    /// Pooled, normalized vectors of token-id rows, padded to the longest.
+    fn embed_rows(&self, rows: &[&[u32]]) -> candle_core::Result<Tensor> {
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * width);
+        let mut mask = Vec::with_capacity(rows.len() * width);
+        for row in rows {
+            ids.extend(row.iter().copied().chain(std::iter::repeat(self.pad_id)).take(width));
+            mask.extend((0..width).map(|i| u32::from(i < row.len())));
+        }
+        let ids = Tensor::from_vec(ids, (rows.len(), width), &self.device)?;
+        let mask = Tensor::from_vec(mask, (rows.len(), width), &self.device)?;
+        let hidden = self.model.forward(&ids, &ids.zeros_like()?, &mask)?;
+        pool(&hidden, &mask, self.mean_pooling)
+    }
+
+    /// Vectors of arbitrary texts by the model being trained (as it would serve them).
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(inference)?;
+        let rows: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        self.embed_rows(&rows).and_then(|t| t.detach().to_vec2()).map_err(inference)
+    }
+
+    /// Saves weights, optimizer moments and progress in `dir` (created if needed). The JSON
+    /// file, renamed into place last, commits the checkpoint: a crash while saving leaves the
+    /// previous checkpoint whole.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<(), ModelError> {
+        let io = |e: std::io::Error| ModelError::Weights(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let weights_file = format!("checkpoint-{}.safetensors", self.step);
+        let mut tensors = HashMap::new();
+        for (name, var, moments) in &self.vars {
+            let shape = var.shape();
+            let state = |data: &[f32]| Tensor::from_slice(data, shape, &Device::Cpu);
+            tensors.insert(name.clone(), var.as_tensor().to_device(&Device::Cpu).map_err(inference)?);
+            tensors.insert(format!("adam.m.{name}"), state(&moments.m).map_err(inference)?);
+            tensors.insert(format!("adam.v.{name}"), state(&moments.v).map_err(inference)?);
+        }
+        let partial = dir.join(format!("{weights_file}.partial"));
+        candle_core::safetensors::save(&tensors, &partial)
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", partial.display())))?;
+        std::fs::rename(&partial, dir.join(&weights_file)).map_err(io)?;
+        let state = CheckpointState {
+            config: self.config.clone(),
+            step: self.step,
+            fingerprint: self.fingerprint,
+            weights_file: weights_file.clone(),
+        };
+        let json = dir.join(format!("{CHECKPOINT_JSON}.partial"));
+        std::fs::write(&json, serde_json::to_string_pretty(&state).map_err(inference)?).map_err(io)?;
+        std::fs::rename(&json, dir.join(CHECKPOINT_JSON)).map_err(io)?;
+        // Older weights files are no longer referenced.
+        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("checkpoint-") && name != weights_file {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the trained encoder as a model directory that [`SentenceEncoder::load`] reads:
+    /// the base model's configuration and tokenizer files, and the trained `model.safetensors`
+    /// under Hugging Face's names.
+    pub fn save_model(&self, out_dir: &Path) -> Result<(), ModelError> {
+        save_model_files(&self.base_dir, out_dir, &self.params(), &self.bert_config)
+    }
+
+    fn params(&self) -> Params {
+        self.vars.iter().map(|(name, var, _)| (name.clone(), var.as_tensor().clone())).collect()
+    }
+}
+
+/// The small files of a sentence-transformers model directory, copied from the base.
+const MODEL_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentence_bert_config.json",
+    "modules.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+];
+
+/// Writes `params` as a model directory `out_dir` with `base_dir`'s configuration files.
+pub fn save_model_files(base_dir: &Path, out_dir: &Path, params: &Params, config: &Config) -> Result<(), ModelError> {
+    let io = |path: &Path, e: std::io::Error| ModelError::Weights(format!("{}: {e}", path.display()));
+    for file in MODEL_FILES {
+        let from = base_dir.join(file);
+        if from.is_file() {
+            let to = out_dir.join(file);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| io(&to, e))?;
+        }
+    }
+    let tensors: HashMap<String, Tensor> = to_hf(params, config)
+        .and_then(|all| all.into_iter().map(|(name, t)| Ok((name, t.to_device(&Device::Cpu)?))).collect())
+        .map_err(inference)?;
+    // Written beside, then renamed: a reader never sees half a model.
+    let partial = out_dir.join("model.safetensors.partial");
+    candle_core::safetensors::save(&tensors, &partial)
+        .map_err(|e| ModelError::Weights(format!("{}: {e}", partial.display())))?;
+    let path = out_dir.join("model.safetensors");
+    std::fs::rename(&partial, &path).map_err(|e| io(&path, e))
+}
+
+/// Multi-similarity loss with online pair mining over a batch of L2-normalized `vectors`.
+/// Mining reads the similarities as numbers (no gradient); the loss is the mean over anchors
+/// of (1/alpha) log(1 + sum_pos exp(-alpha (s - base))) + (1/beta) log(1 + sum_neg exp(beta (s - base))).
+fn multi_similarity(
+    vectors: &Tensor,
+    labels: &[usize],
+    alpha: f64,
+    beta: f64,
+    base: f64,
+    epsilon: f64,
+) -> candle_core::Result<Tensor> {
+    let n = labels.len();
+    let sim = vectors.matmul(&vectors.t()?)?;
+    let values = sim.detach().to_vec2::<f32>()?;
+    let (mut positive, mut negative) = (vec![0f32; n * n], vec![0f32; n * n]);
+    for i in 0..n {
+        let others = || (0..n).filter(move |&j| j != i);
+        let pos = || others().filter(|&j| labels[j] == labels[i]);
+        let neg = || others().filter(|&j| labels[j] != labels[i]);
+        let hardest_pos = pos().map(|j| values[i][j] as f64).fold(f64::INFINITY, f64::min);
+        let hardest_neg = neg().map(|j| values[i][j] as f64).fold(f64::NEG_INFINITY, f64::max);
+        if hardest_pos.is_infinite() || hardest_neg.is_infinite() {
+            continue; // no positive or no negative: nothing to mine
+        }
+        for j in neg().filter(|&j| values[i][j] as f64 + epsilon > hardest_pos) {
+            negative[i * n + j] = 1.0;
+        }
+        for j in pos().filter(|&j| (values[i][j] as f64) - epsilon < hardest_neg) {
+            positive[i * n + j] = 1.0;
+        }
+    }
+    let device = vectors.device();
+    let positive = Tensor::from_vec(positive, (n, n), device)?;
+    let negative = Tensor::from_vec(negative, (n, n), device)?;
+    // Similarities lie in [-1, 1], so these exponentials stay finite (at most e^75 in f32).
+    let pos_term = ((((&sim - base)? * -alpha)?.exp()? * positive)?.sum(1)? + 1.0)?.log()? / alpha;
+    let neg_term = ((((&sim - base)? * beta)?.exp()? * negative)?.sum(1)? + 1.0)?.log()? / beta;
+    (pos_term? + neg_term?)?.mean_all()
+}
+
+/// InfoNCE with in-batch negatives: for each name, the mean over its synonyms in the batch of
+/// -log softmax(sim / temperature), the softmax over every other name of the batch.
+fn info_nce(vectors: &Tensor, labels: &[usize], temperature: f64) -> candle_core::Result<Tensor> {
+    let n = labels.len();
+    let mut not_self = vec![0f32; n * n];
+    let mut positive = vec![0f32; n * n];
+    let mut anchors = 0usize;
+    for i in 0..n {
+        let synonyms = (0..n).filter(|&j| j != i && labels[j] == labels[i]).count();
+        for j in 0..n {
+            if j == i {
+                not_self[i * n + j] = -1e4; // exp underflows to 0: a name is not its own candidate
+            } else if labels[j] == labels[i] {
+                positive[i * n + j] = 1.0 / synonyms as f32;
+            }
+        }
+        anchors += usize::from(synonyms > 0);
+    }
+    let device = vectors.device();
+    let logits = ((vectors.matmul(&vectors.t()?)? / temperature)? + Tensor::from_vec(not_self, (n, n), device)?)?;
+    // Stable log-softmax: the row maximum is a constant shift.
+    let max = logits.detach().max_keepdim(D::Minus1)?;
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_probs = shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)?;
+    let picked = (log_probs * Tensor::from_vec(positive, (n, n), device)?)?.sum_all()?;
+    picked.affine(-1.0 / anchors.max(1) as f64, 0.0)
+}
+
+/// AdamW (decoupled weight decay, bias-corrected moments), as PyTorch's.
+struct AdamW {
+    lr: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    correction1: f32,
+    correction2: f32,
+}
+
+impl AdamW {
+    fn update(&self, var: &Var, grad: &Tensor, moments: &mut Moments) -> candle_core::Result<()> {
+        let grad = grad.contiguous()?;
+        if var.device().is_cpu() && var.dtype() == DType::F32 && var.is_contiguous() {
+            // One fused pass, in place, over the parameter, its gradient and its moments.
+            var.as_tensor().inplace_op2(&grad, &InPlace { adam: self, moments: RefCell::new(moments) })
+        } else {
+            let mut param = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let grad = grad.flatten_all()?.to_vec1::<f32>()?;
+            self.apply(&mut param, &grad, moments);
+            var.set(&Tensor::from_vec(param, var.shape(), var.device())?)
+        }
+    }
+
+    fn apply(&self, param: &mut [f32], grad: &[f32], moments: &mut Moments) {
+        let (b1, b2) = (self.beta1, self.beta2);
+        let decay = 1.0 - self.lr * self.weight_decay;
+        for (((p, g), m), v) in param.iter_mut().zip(grad).zip(&mut moments.m).zip(&mut moments.v) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let update = (*m / self.correction1) / ((*v / self.correction2).sqrt() + self.eps);
+            *p = *p * decay - self.lr * update;
+        }
+    }
+}
+
+struct InPlace<'a> {
+    adam: &'a AdamW,
+    moments: RefCell<&'a mut Moments>,
+}
+
+impl InplaceOp2 for InPlace<'_> {
+    fn name(&self) -> &'static str {
+        "belink-adamw"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("adamw needs contiguous tensors");
+        };
+        let CpuStorage::F32(param) = s1 else {
+            candle_core::bail!("adamw needs f32 parameters");
+        };
+        self.adam.apply(&mut param[a..b], &s2.as_slice::<f32>()?[c..d], &mut self.moments.borrow_mut());
+        Ok(())
+    }
+}
+
+/// A hash of the training examples (FNV-1a), to recognize them on resume.
+fn fingerprint(examples: &[(String, String)]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for (concept, name) in examples {
+        for byte in concept.bytes().chain([0]).chain(name.bytes()).chain([0]) {
+            hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// A small seeded generator (SplitMix64): the batch order must not depend on a library's
+/// version.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..bound (bound > 0).
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_rows(rows: &[[f32; 2]]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let t = Tensor::from_vec(flat, (rows.len(), 2), &Device::Cpu).unwrap();
+        crate::bert::pool(&t.unsqueeze(1).unwrap(), &Tensor::ones((rows.len(), 1), DType::U32, &Device::Cpu).unwrap(), true)
+            .unwrap()
+    }
+
+    #[test]
+    fn multi_similarity_matches_a_hand_computation() {
+        // Two concepts, two names each, on the unit circle.
+        let v = unit_rows(&[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]);
+        let labels = [0, 0, 1, 1];
+        let got = multi_similarity(&v, &labels, 2.0, 50.0, 0.5, 0.1).unwrap().to_scalar::<f32>().unwrap() as f64;
+        // Similarities: s01 = 0.8, s23 = 0.8, s02 = 0, s03 = -0.6, s12 = 0.6, s13 = 0.
+        // Anchor 0: hardest positive 0.8, negatives {0, -0.6}: none above 0.7; positive kept
+        // only if 0.8 - 0.1 < max neg 0: no. Loss 0. Anchor 3 likewise (negatives -0.6, 0).
+        // Anchor 1: negatives {0.6, 0}: 0.6 > 0.7? no; positive 0.8 - 0.1 < 0.6? no. Loss 0.
+        // Anchor 2: negatives {0, 0.6} likewise: loss 0.
+        assert!(got.abs() < 1e-7, "{got}");
+        // Move name 1 next to concept 1: mined pairs appear.
+        let v = unit_rows(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [-0.6, 0.8]]);
+        let got = multi_similarity(&v, &labels, 2.0, 50.0, 0.5, 0.1).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let term = |pos: &[f64], neg: &[f64]| {
+            (1.0 + pos.iter().map(|s| (-2.0 * (s - 0.5)).exp()).sum::<f64>()).ln() / 2.0
+                + (1.0 + neg.iter().map(|s| (50.0 * (s - 0.5)).exp()).sum::<f64>()).ln() / 50.0
+        };
+        // Anchor 0: pos s01 = 0, negs {0, -0.6}: hardest pos 0, negs above -0.1: s02 = 0;
+        //   pos kept if 0 - 0.1 < max neg 0: yes.
+        // Anchor 1: pos s10 = 0, negs {s12 = 1, s13 = 0.8}: both above -0.1; pos kept (0 - 0.1 < 1).
+        // Anchor 2: pos s23 = 0.8, negs {s20 = 0, s21 = 1}: kept if > 0.7: s21; pos 0.7 < 1: kept.
+        // Anchor 3: pos s32 = 0.8, negs {s30 = -0.6, s31 = 0.8}: s31 kept; pos 0.7 < 0.8: kept.
+        let want = (term(&[0.0], &[0.0]) + term(&[0.0], &[1.0, 0.8]) + term(&[0.8], &[1.0]) + term(&[0.8], &[0.8])) / 4.0;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn info_nce_matches_a_hand_computation() {
+        let v = unit_rows(&[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]);
+        let got = info_nce(&v, &[0, 0, 1], 0.5).unwrap().to_scalar::<f32>().unwrap() as f64;
+        // Anchors 0 and 1 have a synonym; anchor 2 has none and does not count.
+        let lse = |xs: &[f64]| xs.iter().map(|x| (x / 0.5).exp()).sum::<f64>().ln();
+        let want = ((lse(&[0.8, 0.0]) - 0.8 / 0.5) + (lse(&[0.8, 0.6]) - 0.8 / 0.5)) / 2.0;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn adamw_matches_pytorch_formula() {
+        let adam = AdamW {
+            lr: 0.1,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            correction1: 0.1,
+            correction2: 1.0 - 0.999,
+        };
+        let mut moments = Moments { m: vec![0.0], v: vec![0.0] };
+        let mut p = [1.0f32];
+        adam.apply(&mut p, &[0.5], &mut moments);
+        // Step 1: m_hat = g, v_hat = g^2, so the update is lr * sign(g) after decay.
+        assert!((p[0] - (1.0 * (1.0 - 0.1 * 0.01) - 0.1)).abs() < 1e-6, "{}", p[0]);
+        // The fused in-place path gives the same.
+        let var = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+        let mut moments = Moments { m: vec![0.0], v: vec![0.0] };
+        adam.update(&var, &Tensor::new(&[0.5f32], &Device::Cpu).unwrap(), &mut moments).unwrap();
+        assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), p);
+    }
+
+    #[test]
+    fn the_batch_order_is_seeded_and_shuffles() {
+        let mut a = SplitMix64(7);
+        let mut b = SplitMix64(7);
+        let mut x: Vec<usize> = (0..50).collect();
+        let mut y = x.clone();
+        a.shuffle(&mut x);
+        b.shuffle(&mut y);
+        assert_eq!(x, y);
+        assert_ne!(x, (0..50).collect::<Vec<_>>());
+    }
+}
