@@ -35,7 +35,17 @@ CREATE TABLE belink.ontologies (
     embedding_ignores_case boolean,
     -- Renewed by belink_index whenever embeddings or their index change: per-backend caches
     -- of retrieval results (belink.retrieval_cache_size) compare it, with generation.
-    embedding_generation bigint NOT NULL DEFAULT nextval('belink.generations')
+    embedding_generation bigint NOT NULL DEFAULT nextval('belink.generations'),
+    -- How much each retrieval source's reciprocal rank counts in the fused score of this
+    -- ontology's candidates: equal until belink_tune_fusion measures better ones on labelled
+    -- mentions. Kept when the ontology is reloaded.
+    fusion_exact   float8 NOT NULL DEFAULT 1 CHECK (fusion_exact BETWEEN 0 AND 1000),
+    fusion_trigram float8 NOT NULL DEFAULT 1 CHECK (fusion_trigram BETWEEN 0 AND 1000),
+    fusion_dense   float8 NOT NULL DEFAULT 1 CHECK (fusion_dense BETWEEN 0 AND 1000),
+    -- What the last belink_tune_fusion measured (examples, acc@1 of each source alone, of equal
+    -- and of the chosen weights), NULL when the weights were never tuned.
+    fusion_tuning  jsonb,
+    CHECK (fusion_exact + fusion_trigram + fusion_dense > 0)
 );
 COMMENT ON TABLE belink.ontologies IS 'One row per loaded ontology';
 COMMENT ON COLUMN belink.ontologies.source IS 'Server path the ontology was read from, or ''(text)'' for content given as text';

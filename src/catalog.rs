@@ -3,6 +3,7 @@
 use belink_core::catalog::{Embeddings, Ontologies, OntologyState};
 use belink_core::fold::fold;
 use belink_core::ontology::{Concept, NameKind, Ontology};
+use belink_core::retrieval::fuse::FusionWeights;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -86,7 +87,8 @@ pub fn drop_embedding_index(client: &mut SpiClient<'_>, ontology: &str) {
 pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
     let rows = plans::select(
         client,
-        "SELECT name, generation, embedding_generation, embedding_model, embedding_dim, embedding_ignores_case
+        "SELECT name, generation, embedding_generation, embedding_model, embedding_dim, embedding_ignores_case,
+                fusion_exact, fusion_trigram, fusion_dense
          FROM belink.ontologies ORDER BY name",
         &[],
         &[],
@@ -107,6 +109,11 @@ pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
                 generation: row.get(2).ok()??,
                 embedding_generation: row.get(3).ok()??,
                 embeddings,
+                fusion: FusionWeights {
+                    exact: row.get(7).ok()??,
+                    trigram: row.get(8).ok()??,
+                    dense: row.get(9).ok()??,
+                },
             })
         })
         .collect();

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use belink_core::decision::prompt::RerankItem;
 use belink_core::error::ModelServerError;
-use belink_core::ports::{Models, Reranked};
+use belink_core::ports::{IndexPart, Models, Reranked};
 use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
 use pgrx::prelude::*;
 
 use crate::{gucs, worker};
+use belink_core::retrieval::trigram_index::ScoredNames;
 
 struct Connection {
     stream: UnixStream,
@@ -217,6 +218,49 @@ pub fn rerank(items: Vec<RerankItem>, generate: bool) -> Result<Vec<Reranked>, M
     }
 }
 
+/// The longest a trigram search waits for the server: it answers from memory, without a queue,
+/// and pg_trgm answers instead when it cannot (a restarting server is not waited for).
+const TRIGRAM_SEARCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Searches the server's trigram index of `ontology` at `generation`; Ok(None) when it has none.
+pub fn trigram_search(
+    ontology: &str,
+    generation: i64,
+    queries: Vec<String>,
+    limit: usize,
+    threshold: f64,
+) -> Result<Option<ScoredNames>, ModelServerError> {
+    require_preloaded()?;
+    let count = queries.len();
+    let limit = limit.min(u32::MAX as usize) as u32;
+    let message = Message::TrigramSearchRequest { ontology: ontology.into(), generation, threshold, limit, queries };
+    let timeout = TRIGRAM_SEARCH_TIMEOUT.min(gucs::request_timeout());
+    match try_request(&message, timeout).map_err(|failure| failure.error(timeout))? {
+        Message::TrigramSearchReply { hits } if hits.len() == count => Ok(Some(hits)),
+        Message::ErrorReply { code: ErrorCode::IndexMissing, .. } => Ok(None),
+        other => Err(reply_error(other)),
+    }
+}
+
+/// Sends a part of an ontology's names for the server's trigram index.
+pub fn load_trigram_part(ontology: &str, offset: u64, part: IndexPart) -> Result<(), ModelServerError> {
+    let sent = offset + part.names.len() as u64;
+    let message = Message::TrigramLoadRequest {
+        ontology: ontology.into(),
+        generation: part.generation,
+        offset,
+        last: part.last,
+        names: part.names,
+    };
+    match request(&message)? {
+        Message::TrigramLoadReply { names } if names == sent => Ok(()),
+        Message::TrigramLoadReply { names } => {
+            Err(ModelServerError::BadReply(format!("the server holds {names} names of the index, {sent} were sent")))
+        }
+        other => Err(reply_error(other)),
+    }
+}
+
 /// The model server as the pipeline's models port.
 pub struct ServerModels;
 
@@ -227,6 +271,22 @@ impl Models for ServerModels {
 
     fn rerank(&self, items: Vec<RerankItem>, generate: bool) -> belink_core::error::Result<Vec<Reranked>> {
         Ok(rerank(items, generate)?)
+    }
+
+    fn trigram_search(
+        &self,
+        ontology: &str,
+        generation: i64,
+        queries: &[&str],
+        limit: usize,
+        threshold: f64,
+    ) -> belink_core::error::Result<Option<ScoredNames>> {
+        let queries = queries.iter().map(|q| q.to_string()).collect();
+        Ok(trigram_search(ontology, generation, queries, limit, threshold)?)
+    }
+
+    fn load_trigram_part(&self, ontology: &str, offset: u64, part: IndexPart) -> belink_core::error::Result<()> {
+        Ok(load_trigram_part(ontology, offset, part)?)
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use belink_core::retrieval::fuse::Source;
-use belink_core::settings::{RerankMode, Retrieval, Settings};
+use belink_core::settings::{RerankMode, Retrieval, Settings, TrigramSearch};
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 type Text = GucSetting<Option<CString>>;
@@ -42,6 +42,14 @@ enum RetrievalGuc {
 }
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum TrigramSearchGuc {
+    #[name = c"server"]
+    Server,
+    #[name = c"pg_trgm"]
+    PgTrgm,
+}
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 enum RerankModeGuc {
     #[name = c"score"]
     Score,
@@ -51,7 +59,9 @@ enum RerankModeGuc {
 
 static RETRIEVAL: GucSetting<RetrievalGuc> = GucSetting::<RetrievalGuc>::new(RetrievalGuc::Hybrid);
 static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
+static TUNED_FUSION: GucSetting<bool> = GucSetting::<bool>::new(true);
 static TRIGRAM_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
+static TRIGRAM_SEARCH: GucSetting<TrigramSearchGuc> = GucSetting::<TrigramSearchGuc>::new(TrigramSearchGuc::Server);
 static RETRIEVAL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 static RERANKER_MODEL: Text = Text::new(None);
@@ -191,10 +201,26 @@ pub fn init() {
     int(
         &RRF_K,
         c"belink.rrf_k",
-        c"The constant k of reciprocal-rank fusion: score = sum of 1/(k + rank) over the retrieval sources.",
+        c"The constant k of reciprocal-rank fusion: score = sum of weight/(k + rank) over the retrieval sources.",
         1,
         10_000,
         GucContext::Userset,
+    );
+    GucRegistry::define_enum_guc(
+        c"belink.trigram_search",
+        c"Where the trigram source searches: server (the model server's shared in-memory index; pg_trgm when the server cannot answer) or pg_trgm (the GIN index on belink.names).",
+        c"",
+        &TRIGRAM_SEARCH,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_bool_guc(
+        c"belink.tuned_fusion",
+        c"Whether each ontology's candidates are fused with its own source weights (belink_tune_fusion); off: equal weights.",
+        c"",
+        &TUNED_FUSION,
+        GucContext::Userset,
+        GucFlags::empty(),
     );
     GucRegistry::define_float_guc(
         c"belink.trigram_threshold",
@@ -266,7 +292,12 @@ pub fn settings() -> Settings {
             RetrievalGuc::Dense => Retrieval::Only(Source::Dense),
         },
         rrf_k: RRF_K.get() as f64,
+        tuned_fusion: TUNED_FUSION.get(),
         trigram_threshold: TRIGRAM_THRESHOLD.get(),
+        trigram_search: match TRIGRAM_SEARCH.get() {
+            TrigramSearchGuc::Server => TrigramSearch::Server,
+            TrigramSearchGuc::PgTrgm => TrigramSearch::PgTrgm,
+        },
         retrieval_cache_size: RETRIEVAL_CACHE_SIZE.get().max(0) as usize,
         rerank: RERANK.get(),
         rerank_mode: match RERANK_MODE.get() {

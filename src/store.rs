@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use belink_core::error::Result;
 use belink_core::ontology::NameKind;
-use belink_core::ports::{ConceptDetails, ConceptKey, DenseSearch, NameStore};
+use belink_core::ports::{ConceptDetails, ConceptKey, DenseSearch, IndexPart, NameStore};
 use belink_core::retrieval::fuse::Hit;
 use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid};
@@ -16,6 +16,7 @@ use crate::error::OrRaise;
 use crate::plans;
 
 const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
 
 pub struct SpiNameStore<'c, 'conn> {
     client: &'c SpiClient<'conn>,
@@ -72,6 +73,18 @@ fn hits(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Hit> {
         .collect()
 }
 
+impl SpiNameStore<'_, '_> {
+    fn generation_of(&self, ontology: &str) -> i64 {
+        self.client
+            .select("SELECT generation FROM belink.ontologies WHERE name = $1", None, &[ontology.into()])
+            .or_raise("reading the ontology's generation")
+            .first()
+            .get_one::<i64>()
+            .or_raise("reading the ontology's generation")
+            .unwrap_or_default()
+    }
+}
+
 fn keys_columns(concepts: &[ConceptKey]) -> (Vec<String>, Vec<String>) {
     concepts.iter().cloned().unzip()
 }
@@ -126,6 +139,60 @@ impl NameStore for SpiNameStore<'_, '_> {
                     .or_raise("trigram matching"),
             )
         }))
+    }
+
+    fn index_names(&self, ontology: &str, part: usize, each: &mut dyn FnMut(IndexPart) -> Result<()>) -> Result<()> {
+        // One cursor, one snapshot: the names and the generation they make up, read in parts so
+        // that the backend never holds more than one part of a large ontology.
+        let mut cursor = self.client.open_cursor(
+            "SELECT o.generation, n.name_id, n.normalized FROM belink.names n
+             JOIN belink.ontologies o ON o.name = n.ontology
+             WHERE n.ontology = $1 ORDER BY n.name_id",
+            &[ontology.into()],
+        );
+        let mut generation = None;
+        let mut pending: Option<Vec<(i64, String)>> = None;
+        loop {
+            pgrx::pg_sys::check_for_interrupts!();
+            let rows = cursor.fetch(part as libc::c_long).or_raise("reading names for the trigram index");
+            let mut names = Vec::with_capacity(part);
+            for row in rows {
+                generation = row.get::<i64>(1).or_raise("reading names for the trigram index").or(generation);
+                let name_id = row.get::<i64>(2).or_raise("reading names for the trigram index").unwrap_or_default();
+                let folded = row.get::<String>(3).or_raise("reading names for the trigram index").unwrap_or_default();
+                names.push((name_id, folded));
+            }
+            let done = names.is_empty();
+            // A part is sent once the next is read, so the last one can say it is the last.
+            if let Some(previous) = pending.take() {
+                each(IndexPart { generation: generation.unwrap_or_default(), names: previous, last: done })?;
+            } else if done {
+                // No names at all: an empty index still answers (with nothing).
+                let generation = self.generation_of(ontology);
+                return each(IndexPart { generation, names: Vec::new(), last: true });
+            }
+            if done {
+                return Ok(());
+            }
+            pending = Some(names);
+        }
+    }
+
+    fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>> {
+        let rows = plans::select(
+            self.client,
+            "SELECT n.name_id, n.ontology, n.concept_id, n.name FROM belink.names n WHERE n.name_id = ANY ($1)",
+            &[INT8_ARRAY],
+            &[ids.to_vec().into()],
+            "reading trigram candidates",
+        );
+        Ok(rows
+            .map(|row| {
+                let text = |i| row.get::<String>(i).or_raise("reading a candidate").unwrap_or_default();
+                let id = row.get::<i64>(1).or_raise("reading a candidate").unwrap_or_default();
+                (id, Hit { ontology: text(2), concept_id: text(3), matched_name: text(4) })
+            })
+            .collect())
     }
 
     fn dense(&self, searches: &[DenseSearch], limit: usize) -> Result<Vec<Vec<Hit>>> {

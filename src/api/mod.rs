@@ -8,3 +8,4 @@ mod normalize;
 mod ontology;
 mod status;
 mod text;
+mod tune;

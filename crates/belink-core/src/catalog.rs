@@ -2,6 +2,7 @@
 //! embeddings each is at (for caches), and which encoder embedded its names.
 
 use crate::error::Error;
+use crate::retrieval::fuse::FusionWeights;
 
 /// The names' embeddings of an ontology indexed with belink_index.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +24,8 @@ pub struct OntologyState {
     /// Renewed whenever its embeddings or their index change.
     pub embedding_generation: i64,
     pub embeddings: Option<Embeddings>,
+    /// How its candidates' sources are weighed in fusion.
+    pub fusion: FusionWeights,
 }
 
 /// The loaded ontologies, in name order, read once per call.

@@ -1,5 +1,5 @@
 //! In-memory implementations of the two ports, for testing the pipeline without PostgreSQL or
-//! models: names in a vector, trigram similarity computed directly, dense search by exact
+//! models: names in a vector, trigram similarity from an index built per call, dense search by exact
 //! cosine over vectors from a deterministic toy encoder, and a scripted re-ranker.
 
 use std::cell::{Cell, RefCell};
@@ -7,11 +7,12 @@ use std::collections::{HashMap, HashSet};
 
 use crate::catalog::{Embeddings, Ontologies, OntologyState};
 use crate::decision::prompt::RerankItem;
-use crate::error::Result;
+use crate::error::{ModelServerError, Result};
 use crate::fold::fold;
 use crate::mentions::dictionary::{DictionaryName, MentionDictionary};
-use crate::ports::{ConceptDetails, ConceptKey, DenseSearch, Models, NameStore, Reranked};
+use crate::ports::{ConceptDetails, ConceptKey, DenseSearch, IndexPart, Models, NameStore, Reranked};
 use crate::retrieval::fuse::Hit;
+use crate::retrieval::trigram_index::{ScoredNames, TrigramIndex, TrigramIndexBuilder};
 
 pub const TOY_MODEL: &str = "toy-encoder";
 
@@ -41,6 +42,8 @@ pub struct FakeStore {
     /// Calls of `exact`, to see what the retrieval cache saves.
     pub exact_calls: Cell<usize>,
     pub stored_vector_reads: Cell<usize>,
+    /// Calls of `index_names`: trigram indexes loaded into the (fake) model server.
+    pub index_loads: Cell<usize>,
 }
 
 impl FakeStore {
@@ -71,6 +74,7 @@ impl FakeStore {
                     generation: 1,
                     embedding_generation: 1,
                     embeddings: embedded.then(|| Embeddings { model: TOY_MODEL.into(), dim: 26, ignores_case: true }),
+                    fusion: Default::default(),
                 })
                 .collect(),
         )
@@ -100,24 +104,6 @@ impl FakeStore {
     }
 }
 
-fn trigrams(text: &str) -> HashSet<String> {
-    // pg_trgm pads each word with two spaces before and one after.
-    let mut set = HashSet::new();
-    for word in text.split_whitespace() {
-        let padded: Vec<char> = format!("  {word} ").chars().collect();
-        for w in padded.windows(3) {
-            set.insert(w.iter().collect());
-        }
-    }
-    set
-}
-
-fn similarity(a: &str, b: &str) -> f64 {
-    let (a, b) = (trigrams(a), trigrams(b));
-    let shared = a.intersection(&b).count() as f64;
-    shared / (a.len() + b.len()).saturating_sub(shared as usize).max(1) as f64
-}
-
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -136,14 +122,33 @@ impl NameStore for FakeStore {
             .collect())
     }
 
+    /// pg_trgm's scores and order, from an index built for the call; name ids are positions.
     fn trigram(&self, folded: &str, ontology: Option<&str>, limit: usize, threshold: f64) -> Result<Vec<Hit>> {
-        let mut scored: Vec<(f64, &StoredName)> = self
-            .in_ontology(ontology)
-            .map(|n| (similarity(&fold(&n.name), folded), n))
-            .filter(|(s, _)| *s >= threshold)
+        let mut builder = TrigramIndexBuilder::default();
+        for (id, name) in self.names.iter().enumerate() {
+            if ontology.is_none_or(|o| o == name.ontology) {
+                builder.add(id as i64, &fold(&name.name));
+            }
+        }
+        let found = builder.finish().search(folded, limit, threshold);
+        Ok(found.into_iter().map(|(id, _)| Self::hit(&self.names[id as usize])).collect())
+    }
+
+    fn index_names(&self, ontology: &str, part: usize, each: &mut dyn FnMut(IndexPart) -> Result<()>) -> Result<()> {
+        self.index_loads.set(self.index_loads.get() + 1);
+        let names: Vec<(i64, String)> = (self.names.iter().enumerate())
+            .filter(|(_, n)| n.ontology == ontology)
+            .map(|(id, n)| (id as i64, fold(&n.name)))
             .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Ok(scored.into_iter().take(limit).map(|(_, n)| Self::hit(n)).collect())
+        let parts: Vec<&[(i64, String)]> = if names.is_empty() { vec![&[]] } else { names.chunks(part).collect() };
+        for (i, chunk) in parts.iter().enumerate() {
+            each(IndexPart { generation: 1, names: chunk.to_vec(), last: i + 1 == parts.len() })?;
+        }
+        Ok(())
+    }
+
+    fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>> {
+        Ok(ids.iter().filter_map(|&id| self.names.get(id as usize).map(|n| (id, Self::hit(n)))).collect())
     }
 
     fn dense(&self, searches: &[DenseSearch], limit: usize) -> Result<Vec<Vec<Hit>>> {
@@ -214,6 +219,17 @@ pub struct FakeModels {
     pub answers: HashMap<String, Vec<f32>>,
     pub embedded: RefCell<Vec<String>>,
     pub reranked: RefCell<Vec<RerankItem>>,
+    /// Trigram indexes as the server holds them, by (ontology, generation); None: the server
+    /// is down for trigram searches.
+    pub trigram_indexes: Option<RefCell<HashMap<(String, i64), TrigramIndex>>>,
+    loading: RefCell<Option<(String, i64, TrigramIndexBuilder)>>,
+}
+
+impl FakeModels {
+    /// With a model server that holds trigram indexes.
+    pub fn serving_trigrams() -> FakeModels {
+        FakeModels { trigram_indexes: Some(RefCell::default()), ..FakeModels::default() }
+    }
 }
 
 impl Models for FakeModels {
@@ -236,5 +252,36 @@ impl Models for FakeModels {
             .collect();
         self.reranked.borrow_mut().extend(items);
         Ok(answers)
+    }
+
+    fn trigram_search(
+        &self,
+        ontology: &str,
+        generation: i64,
+        queries: &[&str],
+        limit: usize,
+        threshold: f64,
+    ) -> Result<Option<ScoredNames>> {
+        let indexes = self.trigram_indexes.as_ref().ok_or(ModelServerError::NotRunning { waited_ms: 0 })?.borrow();
+        Ok(indexes
+            .get(&(ontology.to_string(), generation))
+            .map(|index| queries.iter().map(|q| index.search(q, limit, threshold)).collect()))
+    }
+
+    fn load_trigram_part(&self, ontology: &str, offset: u64, part: IndexPart) -> Result<()> {
+        let indexes = self.trigram_indexes.as_ref().ok_or(ModelServerError::NotRunning { waited_ms: 0 })?;
+        let mut loading = self.loading.borrow_mut();
+        if offset == 0 {
+            *loading = Some((ontology.to_string(), part.generation, TrigramIndexBuilder::default()));
+        }
+        let (_, _, builder) = loading.as_mut().expect("offset 0 first");
+        for (id, folded) in &part.names {
+            builder.add(*id, folded);
+        }
+        if part.last {
+            let (ontology, generation, builder) = loading.take().expect("loading");
+            indexes.borrow_mut().insert((ontology, generation), builder.finish());
+        }
+        Ok(())
     }
 }

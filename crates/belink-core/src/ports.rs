@@ -8,6 +8,7 @@ use crate::catalog::OntologyState;
 use crate::decision::prompt::RerankItem;
 use crate::error::Result;
 use crate::retrieval::fuse::Hit;
+use crate::retrieval::trigram_index::ScoredNames;
 
 /// A concept, as (ontology, concept id).
 pub type ConceptKey = (String, String);
@@ -26,6 +27,13 @@ pub struct DenseSearch<'a> {
     pub ontologies: Vec<&'a OntologyState>,
 }
 
+/// A part of an ontology's names sent to build its trigram index.
+pub struct IndexPart {
+    pub generation: i64,
+    pub names: Vec<(i64, String)>,
+    pub last: bool,
+}
+
 /// The names of the loaded ontologies.
 pub trait NameStore {
     /// The names whose folded form equals each query's (an empty one matches nothing), in
@@ -40,6 +48,12 @@ pub trait NameStore {
     /// The stored embedding of each name (None when it has none yet).
     fn stored_vectors(&self, names: &[&Hit]) -> Result<Vec<Option<Vec<f32>>>>;
     fn preferred_names(&self, concepts: &[ConceptKey]) -> Result<HashMap<ConceptKey, String>>;
+    /// The names of `ontology` for its trigram index, `(name_id, folded name)` in name id order,
+    /// read in one snapshot and handed to `each` in parts of at most `part` names with the
+    /// ontology's generation in that snapshot, the last part flagged.
+    fn index_names(&self, ontology: &str, part: usize, each: &mut dyn FnMut(IndexPart) -> Result<()>) -> Result<()>;
+    /// The names with these ids, as hits.
+    fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>>;
     fn concept_details(&self, concepts: &[ConceptKey]) -> Result<HashMap<ConceptKey, ConceptDetails>>;
 }
 
@@ -57,4 +71,19 @@ pub trait Models {
     /// One vector per text, in order.
     fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
     fn rerank(&self, items: Vec<RerankItem>, generate: bool) -> Result<Vec<Reranked>>;
+    /// The names of `ontology` at `generation` most similar to each folded query by character
+    /// trigrams, `(name_id, similarity)` best first, from the shared in-memory index (see
+    /// [`crate::retrieval::trigram_index`]); `Ok(None)` when no index of that generation is
+    /// loaded yet.
+    fn trigram_search(
+        &self,
+        ontology: &str,
+        generation: i64,
+        queries: &[&str],
+        limit: usize,
+        threshold: f64,
+    ) -> Result<Option<ScoredNames>>;
+    /// Sends a part of an ontology's names for its index; `offset` counts the names sent
+    /// before it (0 starts a new index); the last part builds it.
+    fn load_trigram_part(&self, ontology: &str, offset: u64, part: IndexPart) -> Result<()>;
 }

@@ -24,6 +24,16 @@ impl Retrieval {
     }
 }
 
+/// Where the trigram source searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrigramSearch {
+    /// The model server's in-memory index, loaded on first use per ontology generation;
+    /// pg_trgm when the server cannot answer.
+    Server,
+    /// pg_trgm's GIN index on belink.names.
+    PgTrgm,
+}
+
 /// How the re-ranker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RerankMode {
@@ -38,8 +48,11 @@ pub struct Settings {
     pub retrieval: Retrieval,
     /// The constant k of reciprocal-rank fusion.
     pub rrf_k: f64,
+    /// Fuse each ontology's candidates with its stored weights (else equal weights).
+    pub tuned_fusion: bool,
     /// Least trigram similarity for a name to be a lexical candidate.
     pub trigram_threshold: f64,
+    pub trigram_search: TrigramSearch,
     /// Mentions whose candidates a session keeps between linking calls; 0 = no cache.
     pub retrieval_cache_size: usize,
     pub rerank: bool,
@@ -60,7 +73,9 @@ impl Default for Settings {
         Settings {
             retrieval: Retrieval::Hybrid,
             rrf_k: 60.0,
+            tuned_fusion: true,
             trigram_threshold: 0.3,
+            trigram_search: TrigramSearch::Server,
             retrieval_cache_size: 10_000,
             rerank: false,
             rerank_mode: RerankMode::Score,

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     Inference = 3,
     /// The server is stopping.
     ShuttingDown = 4,
+    /// The server holds no trigram index of that ontology generation: load it, then ask again.
+    IndexMissing = 5,
 }
 
 impl ErrorCode {
@@ -32,6 +34,7 @@ impl ErrorCode {
             2 => ErrorCode::ModelUnavailable,
             3 => ErrorCode::Inference,
             4 => ErrorCode::ShuttingDown,
+            5 => ErrorCode::IndexMissing,
             _ => return None,
         })
     }
@@ -68,6 +71,33 @@ pub enum Message {
         probabilities: Vec<Vec<f32>>,
         answers: Vec<String>,
     },
+    /// The names of `ontology` at `generation` at least `threshold` similar to each folded
+    /// query by character trigrams, at most `limit` each (see retrieval::trigram).
+    TrigramSearchRequest {
+        ontology: String,
+        generation: i64,
+        threshold: f64,
+        limit: u32,
+        queries: Vec<String>,
+    },
+    /// Per query: `(name_id, similarity)`, most similar first.
+    TrigramSearchReply {
+        hits: Vec<Vec<(i64, f32)>>,
+    },
+    /// Part of the names `(name_id, folded name)` of `ontology` at `generation`, sent in order
+    /// on one connection, `offset` names sent before it (0 starts anew); `last` builds the
+    /// index and replaces older generations.
+    TrigramLoadRequest {
+        ontology: String,
+        generation: i64,
+        offset: u64,
+        last: bool,
+        names: Vec<(i64, String)>,
+    },
+    /// Names received so far for the index being loaded.
+    TrigramLoadReply {
+        names: u64,
+    },
 }
 
 const KIND_EMBED_REQUEST: u8 = 1;
@@ -77,6 +107,10 @@ const KIND_STATUS_REPLY: u8 = 4;
 const KIND_ERROR_REPLY: u8 = 5;
 const KIND_RERANK_REQUEST: u8 = 6;
 const KIND_RERANK_REPLY: u8 = 7;
+const KIND_TRIGRAM_SEARCH_REQUEST: u8 = 8;
+const KIND_TRIGRAM_SEARCH_REPLY: u8 = 9;
+const KIND_TRIGRAM_LOAD_REQUEST: u8 = 10;
+const KIND_TRIGRAM_LOAD_REPLY: u8 = 11;
 const HEADER_BYTES: usize = 1 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +190,44 @@ impl Message {
                 }
                 KIND_RERANK_REPLY
             }
+            Message::TrigramSearchRequest { ontology, generation, threshold, limit, queries } => {
+                put_str(&mut body, ontology);
+                body.extend_from_slice(&generation.to_le_bytes());
+                body.extend_from_slice(&threshold.to_le_bytes());
+                put_u32(&mut body, *limit);
+                put_u32(&mut body, queries.len() as u32);
+                for query in queries {
+                    put_str(&mut body, query);
+                }
+                KIND_TRIGRAM_SEARCH_REQUEST
+            }
+            Message::TrigramSearchReply { hits } => {
+                put_u32(&mut body, hits.len() as u32);
+                for list in hits {
+                    put_u32(&mut body, list.len() as u32);
+                    for (name_id, score) in list {
+                        body.extend_from_slice(&name_id.to_le_bytes());
+                        body.extend_from_slice(&score.to_le_bytes());
+                    }
+                }
+                KIND_TRIGRAM_SEARCH_REPLY
+            }
+            Message::TrigramLoadRequest { ontology, generation, offset, last, names } => {
+                put_str(&mut body, ontology);
+                body.extend_from_slice(&generation.to_le_bytes());
+                body.extend_from_slice(&offset.to_le_bytes());
+                body.push(u8::from(*last));
+                put_u32(&mut body, names.len() as u32);
+                for (name_id, folded) in names {
+                    body.extend_from_slice(&name_id.to_le_bytes());
+                    put_str(&mut body, folded);
+                }
+                KIND_TRIGRAM_LOAD_REQUEST
+            }
+            Message::TrigramLoadReply { names } => {
+                body.extend_from_slice(&names.to_le_bytes());
+                KIND_TRIGRAM_LOAD_REPLY
+            }
         };
         let mut frame = Vec::with_capacity(4 + HEADER_BYTES + body.len());
         put_u32(&mut frame, (HEADER_BYTES + body.len()) as u32);
@@ -233,6 +305,43 @@ impl Message {
                 let answers = (0..answers_count).map(|_| input.string()).collect::<Result<_, _>>()?;
                 Message::RerankReply { probabilities, answers }
             }
+            KIND_TRIGRAM_SEARCH_REQUEST => {
+                let ontology = input.string()?;
+                let generation = input.u64()? as i64;
+                let threshold = f64::from_bits(input.u64()?);
+                let limit = input.u32()?;
+                let count = input.count(4)?;
+                let queries = (0..count).map(|_| input.string()).collect::<Result<_, _>>()?;
+                Message::TrigramSearchRequest { ontology, generation, threshold, limit, queries }
+            }
+            KIND_TRIGRAM_SEARCH_REPLY => {
+                let count = input.count(4)?;
+                let mut hits = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let n = input.count(12)?;
+                    let mut list = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let name_id = input.u64()? as i64;
+                        list.push((name_id, f32::from_bits(input.u32()?)));
+                    }
+                    hits.push(list);
+                }
+                Message::TrigramSearchReply { hits }
+            }
+            KIND_TRIGRAM_LOAD_REQUEST => {
+                let ontology = input.string()?;
+                let generation = input.u64()? as i64;
+                let offset = input.u64()?;
+                let last = input.u8()? != 0;
+                let count = input.count(12)?;
+                let mut names = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name_id = input.u64()? as i64;
+                    names.push((name_id, input.string()?));
+                }
+                Message::TrigramLoadRequest { ontology, generation, offset, last, names }
+            }
+            KIND_TRIGRAM_LOAD_REPLY => Message::TrigramLoadReply { names: input.u64()? },
             other => return Err(malformed(format!("unknown message kind {other}"))),
         };
         if !input.bytes.is_empty() {
@@ -382,6 +491,23 @@ mod tests {
             probabilities: vec![vec![0.5, 0.25, 0.25], vec![1.0]],
             answers: vec!["A".into(), "".into()],
         });
+        round_trip(Message::ErrorReply { code: ErrorCode::IndexMissing, message: "medic@12".into() });
+        round_trip(Message::TrigramSearchRequest {
+            ontology: "medic".into(),
+            generation: -3,
+            threshold: 0.3,
+            limit: 50,
+            queries: vec!["g6pd deficiency".into(), "".into()],
+        });
+        round_trip(Message::TrigramSearchReply { hits: vec![vec![(7, 0.5), (i64::MAX, 1.0)], vec![]] });
+        round_trip(Message::TrigramLoadRequest {
+            ontology: "hpo".into(),
+            generation: 9,
+            offset: 50_000,
+            last: true,
+            names: vec![(1, "seizure".into()), (2, "".into())],
+        });
+        round_trip(Message::TrigramLoadReply { names: 76_237 });
     }
 
     #[test]

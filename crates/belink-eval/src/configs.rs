@@ -8,7 +8,8 @@ pub struct Config {
     pub settings: &'static [&'static str],
     /// Dense retrieval: the ontology's names must be embedded first (belink_index).
     pub needs_index: bool,
-    /// One retrieval source alone: measured for normalization, not for end-to-end linking.
+    /// One retrieval source alone (or another reference point): measured for normalization,
+    /// not for end-to-end linking.
     pub single_source: bool,
 }
 
@@ -22,8 +23,9 @@ impl Config {
     }
 }
 
-/// The configurations evaluated: each retrieval source alone (dense both through the HNSW
-/// index and by exact search, the index turned off), then the combinations users run.
+/// The configurations evaluated: each retrieval source alone (trigram both through the model
+/// server's index and through pg_trgm; dense both through the HNSW index and by exact search,
+/// the index turned off), then the combinations users run.
 pub const CONFIGS: &[Config] = &[
     Config {
         name: "exact only",
@@ -34,6 +36,12 @@ pub const CONFIGS: &[Config] = &[
     Config {
         name: "trigram only",
         settings: &["SET belink.retrieval = 'trigram'", "SET belink.rerank = off"],
+        needs_index: false,
+        single_source: true,
+    },
+    Config {
+        name: "trigram only (pg_trgm)",
+        settings: &["SET belink.retrieval = 'trigram'", "SET belink.rerank = off", "SET belink.trigram_search = 'pg_trgm'"],
         needs_index: false,
         single_source: true,
     },
@@ -54,6 +62,12 @@ pub const CONFIGS: &[Config] = &[
         settings: &["SET belink.retrieval = 'lexical'", "SET belink.rerank = off"],
         needs_index: false,
         single_source: false,
+    },
+    Config {
+        name: "hybrid, equal weights",
+        settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = off", "SET belink.tuned_fusion = off"],
+        needs_index: true,
+        single_source: true,
     },
     Config {
         name: "hybrid",

@@ -128,6 +128,21 @@ pub struct DatasetResult {
     pub runs: Vec<NormalizationRun>,
     pub linking: Vec<crate::linking::LinkingRun>,
     pub training_names_added: Option<i64>,
+    /// What belink_tune_fusion chose and measured on the training split, when there is one.
+    pub fusion: Option<FusionTuning>,
+}
+
+/// One row of belink_tune_fusion: acc@1 on the training mentions of each source alone, of
+/// equal weights and of the chosen weights.
+pub struct FusionTuning {
+    pub examples: i64,
+    pub reachable: f64,
+    pub exact: f64,
+    pub trigram: f64,
+    pub dense: f64,
+    pub equal_weights: f64,
+    pub tuned: f64,
+    pub weights: [f64; 3],
 }
 
 pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<DatasetResult, String> {
@@ -142,12 +157,19 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     let mut runs = Vec::new();
     remove_user_names(client, &spec.ontology)?;
     let index_seconds = if CONFIGS.iter().any(|c| c.needs_index) { Some(index(client, &spec.ontology)?) } else { None };
+    let training = match &spec.train {
+        Some(train) => Some(load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?),
+        None => None,
+    };
+    let fusion = match &training {
+        Some(training) => Some(tune_fusion(client, &spec.ontology, training)?),
+        None => None,
+    };
     run_configs(client, spec, &documents, "ontology", &mut runs)?;
     let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
     let mut training_names_added = None;
-    if let Some(train) = &spec.train {
-        let training = load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?;
-        training_names_added = Some(add_training_names(client, &spec.ontology, &training)?);
+    if let Some(training) = &training {
+        training_names_added = Some(add_training_names(client, &spec.ontology, training)?);
         if index_seconds.is_some() {
             index(client, &spec.ontology)?;
         }
@@ -164,6 +186,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         runs,
         linking,
         training_names_added,
+        fusion,
     })
 }
 
@@ -392,9 +415,9 @@ fn normalize(
     Ok((answer, latency))
 }
 
-/// Adds the training corpus' mentions as names of their gold concept (BioSyn's dictionary
-/// setting). Mentions with several gold ids or ids unknown to the ontology are skipped.
-fn add_training_names(client: &mut Client, ontology: &str, training: &[Document]) -> Result<i64, String> {
+/// The training corpus' mentions with one gold id known to the ontology, as (concept id in the
+/// ontology, mention text); the others are skipped.
+fn training_labels(client: &mut Client, ontology: &str, training: &[Document]) -> Result<Vec<(String, String)>, String> {
     let rows = client
         .query("SELECT concept_id, alt_ids FROM belink.concepts WHERE ontology = $1 AND NOT obsolete", &[&ontology])
         .map_err(|e| e.to_string())?;
@@ -406,13 +429,23 @@ fn add_training_names(client: &mut Client, ontology: &str, training: &[Document]
         }
         concept_of.insert(canonical(&id), id);
     }
-    let mut names: HashMap<String, Vec<String>> = HashMap::new();
+    let mut labels = Vec::new();
     for mention in training.iter().flat_map(|d| &d.mentions) {
         if let [only] = mention.concept_ids()[..] {
             if let Some(concept) = concept_of.get(&canonical(only)) {
-                names.entry(concept.clone()).or_default().push(mention.text.clone());
+                labels.push((concept.clone(), mention.text.clone()));
             }
         }
+    }
+    Ok(labels)
+}
+
+/// Adds the training corpus' mentions as names of their gold concept (BioSyn's dictionary
+/// setting). Mentions with several gold ids or ids unknown to the ontology are skipped.
+fn add_training_names(client: &mut Client, ontology: &str, training: &[Document]) -> Result<i64, String> {
+    let mut names: HashMap<String, Vec<String>> = HashMap::new();
+    for (concept, text) in training_labels(client, ontology, training)? {
+        names.entry(concept).or_default().push(text);
     }
     let mut added = 0i64;
     for (concept, texts) in names {
@@ -422,6 +455,42 @@ fn add_training_names(client: &mut Client, ontology: &str, training: &[Document]
         added += row.get::<_, i64>(0);
     }
     Ok(added)
+}
+
+/// Chooses the ontology's fusion weights on the training mentions (belink_tune_fusion), before
+/// any of them is added as a name: the weights of the ontology-only setting.
+fn tune_fusion(client: &mut Client, ontology: &str, training: &[Document]) -> Result<FusionTuning, String> {
+    client
+        .batch_execute(
+            "RESET ALL;
+             CREATE SCHEMA IF NOT EXISTS belink_eval;
+             DROP TABLE IF EXISTS belink_eval.fusion_examples;
+             CREATE TABLE belink_eval.fusion_examples (mention text, concept_id text);",
+        )
+        .map_err(|e| format!("creating the fusion examples: {e}"))?;
+    for (concept, text) in training_labels(client, ontology, training)? {
+        client
+            .execute("INSERT INTO belink_eval.fusion_examples VALUES ($1, $2)", &[&text, &concept])
+            .map_err(|e| e.to_string())?;
+    }
+    let row = client
+        .query_one(
+            "SELECT examples, reachable, exact_alone, trigram_alone, dense_alone, equal_weights, tuned,
+                    weight_exact, weight_trigram, weight_dense
+             FROM belink_tune_fusion($1, 'belink_eval.fusion_examples')",
+            &[&ontology],
+        )
+        .map_err(|e| format!("belink_tune_fusion({ontology}): {}", db_message(&e)))?;
+    Ok(FusionTuning {
+        examples: row.get(0),
+        reachable: row.get(1),
+        exact: row.get(2),
+        trigram: row.get(3),
+        dense: row.get(4),
+        equal_weights: row.get(5),
+        tuned: row.get(6),
+        weights: [row.get(7), row.get(8), row.get(9)],
+    })
 }
 
 fn remove_user_names(client: &mut Client, ontology: &str) -> Result<(), String> {

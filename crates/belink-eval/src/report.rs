@@ -135,6 +135,32 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
         );
     }
 
+    if results.iter().any(|r| r.fusion.is_some()) {
+        let _ = writeln!(w, "\n## Fusion weights (belink_tune_fusion on the training split)\n");
+        let _ = writeln!(
+            w,
+            "Chosen on the training split's mentions (one gold id known to the ontology), before they are added \
+             as names; acc@1 on those mentions (classic, hybrid retrieval without re-ranking). The dev figures \
+             below use these weights (*hybrid*) or equal weights (*hybrid, equal weights*). Datasets without a \
+             training split keep equal weights.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| dataset | examples | reachable | exact alone | trigram alone | dense alone | equal weights | tuned | weights (exact, trigram, dense) |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        for r in results {
+            if let Some(f) = &r.fusion {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {}, {}, {} |",
+                    r.spec.name, f.examples, f.reachable, f.exact, f.trigram, f.dense, f.equal_weights, f.tuned,
+                    f.weights[0], f.weights[1], f.weights[2],
+                );
+            }
+        }
+    }
+
     let _ = writeln!(w, "\n## Normalization (gold mentions given)\n");
     let _ = writeln!(
         w,
@@ -144,7 +170,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
          In both, a concept's alternative ids count as the concept. Dictionary *ontology + training mentions*: \
          the training split's mentions added as user names (BioSyn's dictionary setting). \
          *lexical*: exact + trigram; *hybrid*: exact + trigram + dense (sentence encoder, HNSW), fused by \
-         reciprocal rank. Latency: one client, each mention a separate SQL call, wall time. Server peak MB: \
+         reciprocal rank with the ontology's weights (see above; *hybrid, equal weights*: all 1). Latency: one client, each mention a separate SQL call, wall time. Server peak MB: \
          peak resident memory of the model server.\n"
     );
     let _ = writeln!(

@@ -13,6 +13,7 @@ mod encoder;
 mod queue;
 mod reranker;
 mod stats;
+mod trigrams;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
@@ -31,6 +32,7 @@ use encoder::EmbedQueue;
 use queue::{Failure, Job, Queue};
 use reranker::{RerankQueue, RerankWork};
 use stats::Stats;
+use trigrams::TrigramIndexes;
 
 struct Options {
     socket: PathBuf,
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
     let queues = Arc::new(Queues {
         embed: Queue::new(|texts: &Vec<String>| texts.len()),
         rerank: Queue::new(|work: &RerankWork| work.items.len()),
+        trigrams: TrigramIndexes::default(),
         connections: AtomicUsize::new(0),
     });
     let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
@@ -176,6 +179,8 @@ fn watch_parent(parent: i32) {
 pub struct Queues {
     pub embed: EmbedQueue,
     pub rerank: RerankQueue,
+    /// Not a queue: searched on the connection's thread.
+    pub trigrams: TrigramIndexes,
     /// Open client connections (one per backend that has called the server).
     pub connections: AtomicUsize,
 }
@@ -211,6 +216,7 @@ impl Drop for Connected<'_> {
 
 fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
     let _connected = Connected::new(&queues.connections);
+    let mut loading = None;
     loop {
         let (id, message) = match read_frame(&mut stream) {
             Ok(frame) => frame,
@@ -223,8 +229,14 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
             Err(WireError::Io(_)) => return,
         };
         let reply = match message {
-            Message::StatusRequest => {
-                Message::StatusReply { json: stats.to_json((queues.embed.depth(), queues.rerank.depth())) }
+            Message::StatusRequest => Message::StatusReply {
+                json: stats.to_json((queues.embed.depth(), queues.rerank.depth()), queues.trigrams.to_json()),
+            },
+            Message::TrigramSearchRequest { ontology, generation, threshold, limit, queries } => {
+                queues.trigrams.search(&ontology, generation, threshold, limit, &queries)
+            }
+            Message::TrigramLoadRequest { ontology, generation, offset, last, names } => {
+                queues.trigrams.load(&mut loading, ontology, generation, offset, last, names)
             }
             Message::EmbedRequest { texts } => match wait_for(&stream, &queues.embed, texts) {
                 Some(Ok((dim, vectors))) => Message::EmbedReply { dim, vectors },
@@ -258,6 +270,10 @@ fn kind_name(message: &Message) -> &'static str {
         Message::ErrorReply { .. } => "error reply",
         Message::RerankRequest { .. } => "rerank request",
         Message::RerankReply { .. } => "rerank reply",
+        Message::TrigramSearchRequest { .. } => "trigram search request",
+        Message::TrigramSearchReply { .. } => "trigram search reply",
+        Message::TrigramLoadRequest { .. } => "trigram load request",
+        Message::TrigramLoadReply { .. } => "trigram load reply",
     }
 }
 

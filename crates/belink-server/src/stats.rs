@@ -117,7 +117,7 @@ impl Stats {
         all.last_error = Some(message.to_string());
     }
 
-    pub fn to_json(&self, queue_depths: (usize, usize)) -> String {
+    pub fn to_json(&self, queue_depths: (usize, usize), trigram_indexes: serde_json::Value) -> String {
         let (rss_kb, peak_rss_kb) = memory_kb();
         let all = self.all.lock().expect("stats lock");
         let (e, r) = (&all.encoder, &all.reranker);
@@ -153,6 +153,7 @@ impl Stats {
             "last_error": all.last_error,
             "rss_kb": rss_kb,
             "peak_rss_kb": peak_rss_kb,
+            "trigram_indexes": trigram_indexes,
         })
         .to_string()
     }

@@ -5,7 +5,8 @@
 //!
 //! Entries are the results retrieval returned, reused as they are. The whole cache is emptied
 //! when anything they depend on changes (see [`epoch`]): an ontology's concepts or names, its
-//! embeddings or their index, the retrieval settings and the number of candidates asked for.
+//! embeddings or their index, its fusion weights, the retrieval settings and the number of
+//! candidates asked for.
 //! It is also emptied when full: simple, and a refill costs one batch.
 
 use std::collections::{HashMap, HashSet};
@@ -32,8 +33,11 @@ fn key(query: &Query) -> Key {
 /// Everything cached candidates depend on, as one comparable string.
 pub fn epoch(ontologies: &Ontologies, settings: &Settings, k: usize) -> String {
     let generations: Vec<String> =
-        ontologies.selected(None).map(|o| format!("{}:{}:{}", o.name, o.generation, o.embedding_generation)).collect();
-    format!("{}|{:?}|{}|{k}", generations.join(","), settings.retrieval, settings.rrf_k)
+        ontologies
+        .selected(None)
+        .map(|o| format!("{}:{}:{}:{:?}", o.name, o.generation, o.embedding_generation, o.fusion))
+        .collect();
+    format!("{}|{:?}|{}|{}|{k}", generations.join(","), settings.retrieval, settings.rrf_k, settings.tuned_fusion)
 }
 
 impl RetrievalCache {

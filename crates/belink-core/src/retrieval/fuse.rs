@@ -2,6 +2,7 @@
 //! one list of concepts: reciprocal-rank fusion, score = Σ 1 / (k + rank) over the sources
 //! that found the concept.
 
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
 /// A retrieval source.
@@ -16,6 +17,8 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 3] = [Source::Exact, Source::Trigram, Source::Dense];
+
     pub fn name(self) -> &'static str {
         match self {
             Source::Exact => "exact",
@@ -83,9 +86,55 @@ pub struct SourceLists<'a> {
     pub dense: &'a [Hit],
 }
 
-/// Fuses the sources' lists into concepts, best first. Ranks count concepts, not names; all
-/// exact matches share rank 1.
-pub fn fuse(lists: SourceLists, rrf_k: f64) -> Vec<Fused> {
+/// How much each source's reciprocal rank counts in an ontology's fused score. Stored per
+/// ontology (belink.ontologies.fusion_*), chosen by measurement ([`crate::retrieval::tune`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusionWeights {
+    pub exact: f64,
+    pub trigram: f64,
+    pub dense: f64,
+}
+
+impl Default for FusionWeights {
+    /// Plain reciprocal-rank fusion.
+    fn default() -> Self {
+        FusionWeights { exact: 1.0, trigram: 1.0, dense: 1.0 }
+    }
+}
+
+impl FusionWeights {
+    /// Only `source` counts.
+    pub fn only(source: Source) -> FusionWeights {
+        let mut weights = FusionWeights { exact: 0.0, trigram: 0.0, dense: 0.0 };
+        *weights.of_mut(source) = 1.0;
+        weights
+    }
+
+    pub fn of(&self, source: Source) -> f64 {
+        match source {
+            Source::Exact => self.exact,
+            Source::Trigram => self.trigram,
+            Source::Dense => self.dense,
+        }
+    }
+
+    fn of_mut(&mut self, source: Source) -> &mut f64 {
+        match source {
+            Source::Exact => &mut self.exact,
+            Source::Trigram => &mut self.trigram,
+            Source::Dense => &mut self.dense,
+        }
+    }
+
+    /// Σ weight / (k + rank) over the sources that found the concept.
+    pub fn score(&self, ranks: &Ranks, rrf_k: f64) -> f64 {
+        Source::ALL.iter().filter_map(|&s| ranks.of(s).map(|rank| self.of(s) / (rrf_k + rank as f64))).sum()
+    }
+}
+
+/// Fuses the sources' lists into concepts, best first, each ontology's concepts scored with its
+/// weights. Ranks count concepts, not names; all exact matches share rank 1.
+pub fn fuse(lists: SourceLists, rrf_k: f64, weights_of: impl Fn(&str) -> FusionWeights) -> Vec<Fused> {
     let mut fused: Vec<Fused> = Vec::new();
     let mut position: HashMap<(&str, &str), usize> = HashMap::new();
     let sources = [(Source::Exact, lists.exact), (Source::Trigram, lists.trigram), (Source::Dense, lists.dense)];
@@ -111,7 +160,6 @@ pub fn fuse(lists: SourceLists, rrf_k: f64) -> Vec<Fused> {
             });
             let entry = &mut fused[index];
             entry.ranks.set(source, rank);
-            entry.score += 1.0 / (rrf_k + rank as f64);
             let best_rank = entry.ranks.of(entry.best_source).unwrap_or(usize::MAX);
             if rank < best_rank {
                 entry.best_source = source;
@@ -119,19 +167,35 @@ pub fn fuse(lists: SourceLists, rrf_k: f64) -> Vec<Fused> {
             }
         }
     }
-    fused.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.ranks.best().cmp(&b.ranks.best()))
-            .then_with(|| a.best_source.cmp(&b.best_source))
-            .then_with(|| (&a.ontology, &a.concept_id).cmp(&(&b.ontology, &b.concept_id)))
-    });
+    rescore(&mut fused, rrf_k, weights_of);
     fused
+}
+
+/// Scores fused concepts with the given weights and sorts them, best first.
+pub fn rescore(fused: &mut [Fused], rrf_k: f64, weights_of: impl Fn(&str) -> FusionWeights) {
+    for entry in fused.iter_mut() {
+        entry.score = weights_of(&entry.ontology).score(&entry.ranks, rrf_k);
+    }
+    fused.sort_by(|a, b| order(a, a.score, b, b.score));
+}
+
+/// The order of fused concepts given their scores: the higher score first, then the better
+/// best rank, the earlier source, and the ids (so that the order never depends on the input's).
+pub(crate) fn order(a: &Fused, a_score: f64, b: &Fused, b_score: f64) -> Ordering {
+    b_score
+        .total_cmp(&a_score)
+        .then_with(|| a.ranks.best().cmp(&b.ranks.best()))
+        .then_with(|| a.best_source.cmp(&b.best_source))
+        .then_with(|| (&a.ontology, &a.concept_id).cmp(&(&b.ontology, &b.concept_id)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unit(_: &str) -> FusionWeights {
+        FusionWeights::default()
+    }
 
     fn hits(concepts: &[&str]) -> Vec<Hit> {
         concepts
@@ -145,7 +209,7 @@ mod tests {
         let exact = hits(&[]);
         let trigram = hits(&["A", "B", "C"]);
         let dense = hits(&["B", "D", "A"]);
-        let fused = fuse(SourceLists { exact: &exact, trigram: &trigram, dense: &dense }, 60.0);
+        let fused = fuse(SourceLists { exact: &exact, trigram: &trigram, dense: &dense }, 60.0, unit);
         let order: Vec<&str> = fused.iter().map(|f| f.concept_id.as_str()).collect();
         assert_eq!(order, ["B", "A", "D", "C"]);
         assert_eq!(fused[0].ranks, Ranks { exact: None, trigram: Some(2), dense: Some(1) });
@@ -158,7 +222,7 @@ mod tests {
     fn several_names_of_one_concept_count_once_and_exact_matches_share_rank_one() {
         let exact = hits(&["X", "Y"]);
         let trigram = hits(&["X", "X", "Z"]);
-        let fused = fuse(SourceLists { exact: &exact, trigram: &trigram, dense: &[] }, 60.0);
+        let fused = fuse(SourceLists { exact: &exact, trigram: &trigram, dense: &[] }, 60.0, unit);
         assert_eq!(fused[0].concept_id, "X");
         assert_eq!(fused[0].ranks, Ranks { exact: Some(1), trigram: Some(1), dense: None });
         let y = fused.iter().find(|f| f.concept_id == "Y").unwrap();
@@ -172,6 +236,20 @@ mod tests {
     fn same_concept_id_in_two_ontologies_stays_apart() {
         let a = Hit { ontology: "a".into(), concept_id: "1".into(), matched_name: "n".into() };
         let b = Hit { ontology: "b".into(), concept_id: "1".into(), matched_name: "n".into() };
-        assert_eq!(fuse(SourceLists { trigram: &[a, b], ..Default::default() }, 60.0).len(), 2);
+        assert_eq!(fuse(SourceLists { trigram: &[a, b], ..Default::default() }, 60.0, unit).len(), 2);
+    }
+
+    #[test]
+    fn each_ontology_weighs_its_sources() {
+        let trigram = hits(&["A", "B"]);
+        let dense = hits(&["B", "A"]);
+        let lists = SourceLists { trigram: &trigram, dense: &dense, ..Default::default() };
+        let dense_heavy = |_: &str| FusionWeights { exact: 1.0, trigram: 0.5, dense: 1.0 };
+        let order = |fused: Vec<Fused>| fused.into_iter().map(|f| f.concept_id).collect::<Vec<_>>();
+        assert_eq!(order(fuse(lists, 60.0, dense_heavy)), ["B", "A"]);
+        let trigram_heavy = |_: &str| FusionWeights { exact: 1.0, trigram: 1.0, dense: 0.5 };
+        let fused = fuse(lists, 60.0, trigram_heavy);
+        assert!((fused[0].score - (1.0 / 61.0 + 0.5 / 62.0)).abs() < 1e-12);
+        assert_eq!(order(fused), ["A", "B"]);
     }
 }

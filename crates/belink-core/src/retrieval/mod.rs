@@ -6,6 +6,9 @@ pub mod cache;
 pub mod dense;
 pub mod fuse;
 pub mod query;
+pub mod trigram_index;
+mod trigram_source;
+pub mod tune;
 
 use std::collections::HashMap;
 
@@ -15,7 +18,7 @@ use crate::fold::fold;
 use crate::pipeline::Pipeline;
 use crate::ports::{ConceptKey, DenseSearch, Models, NameStore};
 use crate::settings::Retrieval;
-use fuse::{fuse, Fused, Hit, Source, SourceLists};
+use fuse::{fuse, Fused, FusionWeights, Hit, Source, SourceLists};
 pub use query::{Candidate, Query};
 
 /// The most candidates one call may ask for.
@@ -78,34 +81,60 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             })
             .collect();
         // Linking skips the trigram source, unless it is the only one asked for.
-        let trigram_wanted = retrieval.uses(Source::Trigram)
-            && (lexical == Lexical::ExactAndTrigram || retrieval == Retrieval::Only(Source::Trigram));
+        let trigram_wanted = lexical == Lexical::ExactAndTrigram || retrieval == Retrieval::Only(Source::Trigram);
         let vectors = self.query_vectors(queries, &exact, &targets)?;
         let dense = self.dense_matches(vectors, targets, per_source)?;
+        let trigram_queries: Vec<(Option<&str>, Option<&str>)> = queries
+            .iter()
+            .zip(&folded)
+            .map(|(query, folded)| {
+                let wanted = trigram_wanted && !folded.is_empty() && self.searches(Source::Trigram, query.ontology);
+                (wanted.then_some(folded.as_str()), query.ontology)
+            })
+            .collect();
+        let trigram = self.trigram_matches(&trigram_queries, per_source)?;
         let mut all = Vec::with_capacity(queries.len());
-        for (((query, folded), exact), dense) in queries.iter().zip(&folded).zip(&exact).zip(&dense) {
+        for (((folded, exact), dense), trigram) in folded.iter().zip(&exact).zip(&dense).zip(&trigram) {
             if folded.is_empty() {
                 all.push(Vec::new());
                 continue;
             }
-            let trigram = match trigram_wanted {
-                true => self.store.trigram(folded, query.ontology, per_source, self.settings.trigram_threshold)?,
-                false => Vec::new(),
-            };
             // The exact matches are always looked up (dense retrieval may reuse their vectors),
             // and fused only when the exact source is used.
             let exact: &[Hit] = if retrieval.uses(Source::Exact) { exact } else { &[] };
-            let mut fused = fuse(SourceLists { exact, trigram: &trigram, dense }, self.settings.rrf_k);
+            let weights_of = |ontology: &str| self.fusion_weights(ontology);
+            let mut fused = fuse(SourceLists { exact, trigram, dense }, self.settings.rrf_k, weights_of);
             fused.truncate(k);
             all.push(fused);
         }
         self.with_preferred_names(all)
     }
 
-    /// The ontologies a query searches densely: those selected that have embeddings.
+    /// How `ontology`'s candidates are fused: its own weights (belink_tune_fusion) when
+    /// belink.tuned_fusion is on and several sources are fused, else equal weights.
+    fn fusion_weights(&self, ontology: &str) -> FusionWeights {
+        let several_sources = !matches!(self.settings.retrieval, Retrieval::Only(_));
+        match self.settings.tuned_fusion && several_sources {
+            true => self.ontologies.get(ontology).map(|o| o.fusion).unwrap_or_default(),
+            false => FusionWeights::default(),
+        }
+    }
+
+    /// Whether `source` is searched for a query in `ontology` (None: every ontology): used by
+    /// the settings and weighed above 0 for at least one of the ontologies searched (a source
+    /// weighed 0 cannot change the order, so it is not searched).
+    fn searches(&self, source: Source, ontology: Option<&str>) -> bool {
+        self.settings.retrieval.uses(source)
+            && self.ontologies.selected(ontology).any(|o| self.fusion_weights(&o.name).of(source) > 0.0)
+    }
+
+    /// The ontologies a query searches densely: those selected that have embeddings and weigh
+    /// dense search above 0.
     fn dense_targets(&self, ontology: Option<&str>) -> Vec<&OntologyState> {
         match self.settings.retrieval.uses(Source::Dense) {
-            true => self.ontologies.selected(ontology).filter(|o| o.embeddings.is_some()).collect(),
+            true => (self.ontologies.selected(ontology))
+                .filter(|o| o.embeddings.is_some() && self.fusion_weights(&o.name).dense > 0.0)
+                .collect(),
             false => Vec::new(),
         }
     }

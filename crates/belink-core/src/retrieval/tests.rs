@@ -1,5 +1,5 @@
 use super::*;
-use crate::catalog::Ontologies;
+use crate::catalog::{Ontologies, OntologyState};
 use crate::error::Error;
 use crate::fakes::{FakeModels, FakeStore};
 use crate::retrieval::fuse::{Ranks, Source};
@@ -155,4 +155,79 @@ fn each_source_alone() {
     assert!(
         !dense.is_empty() && dense.iter().all(|c| c.fused.ranks.exact.is_none() && c.fused.ranks.trigram.is_none())
     );
+}
+
+#[test]
+fn tuning_examples_retrieve_each_distinct_mention_once_with_every_source() {
+    let store = medic();
+    let models = FakeModels::default();
+    let settings = Settings::default();
+    let ontologies = store.ontologies(true);
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let labelled = [("heart attacks", "D009203"), ("cardiac diseases", "D006331"), ("heart attacks", "D009203")]
+        .map(|(m, c)| (m.to_string(), c.to_string()));
+    let examples = pipeline.tuning_examples("medic", &labelled).unwrap();
+    assert_eq!(examples.len(), 3);
+    assert_eq!(models.embedded.borrow().len(), 2, "two distinct mentions embedded, once each");
+    assert_eq!(examples[0].gold, ["D009203"]);
+    assert_eq!(examples[0].candidates, examples[2].candidates);
+    let found = &examples[1].candidates;
+    assert!(found.iter().any(|c| c.concept_id == "D006331" && c.ranks.trigram.is_some() && c.ranks.dense.is_some()));
+
+    // Every source, whatever the settings and the weights stored so far.
+    let lexical = Settings { retrieval: crate::settings::Retrieval::Lexical, ..Settings::default() };
+    let no_trigrams = crate::retrieval::fuse::FusionWeights { exact: 1.0, trigram: 0.0, dense: 1.0 };
+    let ontologies =
+        Ontologies::new(ontologies.selected(None).map(|o| OntologyState { fusion: no_trigrams, ..o.clone() }).collect());
+    let pipeline = Pipeline::new(&store, &models, &lexical, &ontologies);
+    let again = pipeline.tuning_examples("medic", &labelled).unwrap();
+    assert_eq!(again[1].candidates, examples[1].candidates);
+}
+
+#[test]
+fn the_servers_trigram_index_is_loaded_once_and_answers_as_pg_trgm_does() {
+    let store = medic().with("hpo", &[("HP:1", &["Heart block", "Atrioventricular block"])]);
+    let ontologies = store.ontologies(false);
+    let lexical = Settings { retrieval: crate::settings::Retrieval::Lexical, ..Settings::default() };
+    let by_sql = Settings { trigram_search: crate::settings::TrigramSearch::PgTrgm, ..lexical.clone() };
+    let texts = ["heart blocks", "cardiac diseases", "zzzz", "heart"];
+    let queries: Vec<Query> = texts.iter().map(|t| Query { text: t, ontology: None }).collect();
+
+    let reference = Pipeline::new(&store, &FakeModels::default(), &by_sql, &ontologies)
+        .retrieve(&queries, 5, Lexical::ExactAndTrigram)
+        .unwrap();
+    assert!(reference[0].iter().any(|c| c.fused.ontology == "hpo") && reference[0].iter().any(|c| c.fused.ontology == "medic"));
+
+    let server = FakeModels::serving_trigrams();
+    let pipeline = Pipeline::new(&store, &server, &lexical, &ontologies);
+    assert_eq!(pipeline.retrieve(&queries, 5, Lexical::ExactAndTrigram).unwrap(), reference);
+    assert_eq!(store.index_loads.get(), 2, "one index per ontology, loaded on first use");
+    assert_eq!(pipeline.retrieve(&queries, 5, Lexical::ExactAndTrigram).unwrap(), reference);
+    assert_eq!(store.index_loads.get(), 2, "and kept");
+
+    // A server that cannot answer: pg_trgm answers the same.
+    let down = FakeModels::default();
+    let pipeline = Pipeline::new(&store, &down, &lexical, &ontologies);
+    assert_eq!(pipeline.retrieve(&queries, 5, Lexical::ExactAndTrigram).unwrap(), reference);
+}
+
+#[test]
+fn a_source_weighed_zero_is_not_searched_and_single_sources_ignore_weights() {
+    let store = medic();
+    let models = FakeModels::default();
+    let mut ontologies = store.ontologies(true);
+    let settings = Settings::default();
+    let dense_only_weights = crate::retrieval::fuse::FusionWeights { exact: 1.0, trigram: 0.0, dense: 1.0 };
+    ontologies = Ontologies::new(
+        ontologies.selected(None).map(|o| OntologyState { fusion: dense_only_weights, ..o.clone() }).collect(),
+    );
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let found = pipeline.retrieve(&[query("heart diseas")], 5, Lexical::ExactAndTrigram).unwrap();
+    assert!(!found[0].is_empty() && found[0].iter().all(|c| c.fused.ranks.trigram.is_none()));
+
+    let trigram_alone = Settings { retrieval: crate::settings::Retrieval::Only(Source::Trigram), ..Settings::default() };
+    let pipeline = Pipeline::new(&store, &models, &trigram_alone, &ontologies);
+    let found = pipeline.retrieve(&[query("heart diseas")], 5, Lexical::ExactAndTrigram).unwrap();
+    assert_eq!(found[0][0].fused.ranks.trigram, Some(1));
+    assert!(found[0][0].fused.score > 0.0, "equal weights when one source is asked for");
 }

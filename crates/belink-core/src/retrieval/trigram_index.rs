@@ -1,0 +1,187 @@
+//! An in-memory character-trigram index over an ontology's folded names, scored as pg_trgm
+//! scores (the SQL fallback): each word padded with two spaces before and one after, the set
+//! of its 3-character windows, similarity = shared / (|query| + |name| - shared). Built once
+//! per ontology generation in the model server and shared by every backend; pg_trgm's GIN
+//! index rechecks thousands of names for a mention with common words ("G6PD deficiency"),
+//! while this index counts shared trigrams through posting lists, with no recheck.
+//!
+//! Names are folded text (lowercase letters and digits, single spaces: see [`crate::fold`]),
+//! so pg_trgm's word split and lowercasing change nothing. Trigrams are 3 characters packed
+//! into a u64 (21 bits each); pg_trgm hashes non-ASCII trigrams into 3 bytes, so the two can
+//! differ only where that hash collides.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+type Trigram = u64;
+
+/// Per query: the similar names as `(name_id, similarity)`, most similar first.
+pub type ScoredNames = Vec<Vec<(i64, f32)>>;
+
+/// The distinct trigrams of a folded text, sorted.
+pub fn trigrams(folded: &str) -> Vec<Trigram> {
+    let mut all = Vec::new();
+    for word in folded.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let padded: Vec<char> = [' ', ' '].into_iter().chain(word.chars()).chain([' ']).collect();
+        all.extend(padded.windows(3).map(|w| ((w[0] as u64) << 42) | ((w[1] as u64) << 21) | w[2] as u64));
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// pg_trgm's similarity from the counts, in float4 as pg_trgm computes it.
+fn similarity(shared: u32, query: usize, name: usize) -> f32 {
+    shared as f32 / (query + name - shared as usize) as f32
+}
+
+/// One indexed name: its id in belink.names (the caller's key, and the tie-break: pg_trgm's
+/// query orders equal similarities by name_id) and its number of trigrams.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    name_id: i64,
+    trigrams: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct TrigramIndex {
+    entries: Vec<Entry>,
+    /// Trigram → the entries holding it, ascending.
+    postings: HashMap<Trigram, Vec<u32>>,
+}
+
+/// Builds an index from names added in any order.
+#[derive(Default)]
+pub struct TrigramIndexBuilder {
+    index: TrigramIndex,
+}
+
+impl TrigramIndexBuilder {
+    pub fn add(&mut self, name_id: i64, folded: &str) {
+        let entry = self.index.entries.len() as u32;
+        let grams = trigrams(folded);
+        self.index.entries.push(Entry { name_id, trigrams: grams.len() as u32 });
+        for gram in grams {
+            self.index.postings.entry(gram).or_default().push(entry);
+        }
+    }
+
+    pub fn finish(mut self) -> TrigramIndex {
+        for list in self.index.postings.values_mut() {
+            list.shrink_to_fit();
+        }
+        self.index.entries.shrink_to_fit();
+        self.index
+    }
+}
+
+thread_local! {
+    /// Shared-trigram counts per entry, reused between searches (only touched slots are reset).
+    static COUNTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl TrigramIndex {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Approximate heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        let postings: usize = self.postings.values().map(|p| p.capacity() * 4 + 48).sum();
+        self.entries.capacity() * std::mem::size_of::<Entry>() + postings
+    }
+
+    /// The names at least `threshold` similar to the folded query, most similar first (equal
+    /// similarities by name id), at most `limit`: `(name_id, similarity)`.
+    pub fn search(&self, folded: &str, limit: usize, threshold: f64) -> Vec<(i64, f32)> {
+        let query = trigrams(folded);
+        if query.is_empty() || limit == 0 {
+            return Vec::new();
+        }
+        COUNTS.with(|counts| {
+            let mut counts = counts.borrow_mut();
+            if counts.len() < self.entries.len() {
+                counts.resize(self.entries.len(), 0);
+            }
+            let mut touched = Vec::new();
+            for gram in &query {
+                for &entry in self.postings.get(gram).map(Vec::as_slice).unwrap_or_default() {
+                    let count = &mut counts[entry as usize];
+                    if *count == 0 {
+                        touched.push(entry);
+                    }
+                    *count += 1;
+                }
+            }
+            let mut found: Vec<(i64, f32)> = Vec::new();
+            for &entry in &touched {
+                let shared = std::mem::take(&mut counts[entry as usize]);
+                let Entry { name_id, trigrams } = self.entries[entry as usize];
+                let score = similarity(shared, query.len(), trigrams as usize);
+                if score as f64 >= threshold {
+                    found.push((name_id, score));
+                }
+            }
+            found.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            found.truncate(limit);
+            found
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(names: &[&str]) -> TrigramIndex {
+        let mut builder = TrigramIndexBuilder::default();
+        for (i, name) in names.iter().enumerate() {
+            builder.add(100 + i as i64, name);
+        }
+        builder.finish()
+    }
+
+    #[test]
+    fn trigrams_are_pg_trgms() {
+        // SELECT show_trgm('cat 1'): {"  1","  c"," 1 "," ca","at ",cat}
+        let expected: Vec<Trigram> = {
+            let mut t: Vec<Trigram> = ["  1", "  c", " 1 ", " ca", "at ", "cat"]
+                .iter()
+                .map(|s| {
+                    let c: Vec<char> = s.chars().collect();
+                    ((c[0] as u64) << 42) | ((c[1] as u64) << 21) | c[2] as u64
+                })
+                .collect();
+            t.sort_unstable();
+            t
+        };
+        assert_eq!(trigrams("cat 1"), expected);
+        assert_eq!(trigrams("cat cat"), trigrams("cat"), "a set: repeated words count once");
+        assert!(trigrams("").is_empty() && trigrams("  ").is_empty());
+    }
+
+    #[test]
+    fn similarity_and_order_are_pg_trgms() {
+        let index = index(&["heart attack", "heart", "heart block", "attack", "myocardial infarction"]);
+        let found = index.search("heart attack", 10, 0.3);
+        // pg_trgm 1.6: similarity('heart attack', x) for attack, heart, heart block.
+        let expected: Vec<(i64, f32)> = vec![(100, 1.0), (103, 0.53846157), (101, 0.46153846), (102, 0.3888889)];
+        assert_eq!(found, expected);
+        assert_eq!(index.search("heart attack", 2, 0.3).len(), 2);
+        assert!(index.search("heart attack", 10, 0.3).iter().all(|(id, _)| *id != 104));
+    }
+
+    #[test]
+    fn ties_go_to_the_smaller_name_id_and_counts_reset_between_searches() {
+        let index = index(&["seizures", "seizure", "seizure"]);
+        let first = index.search("seizure", 10, 0.1);
+        assert_eq!(first.iter().map(|h| h.0).collect::<Vec<_>>(), [101, 102, 100]);
+        assert_eq!(index.search("seizure", 10, 0.1), first, "the same answer twice");
+        assert!(index.search("", 10, 0.0).is_empty());
+        assert!(index.search("zzz", 10, 0.3).is_empty());
+    }
+}

@@ -1,0 +1,67 @@
+#!/bin/sh
+# make scale: BeLink at the size of its largest users' vocabularies, on a throw-away cluster.
+# All four ontologies loaded together (MEDIC, CTD diseases, HPO, Disease Ontology), then a
+# synthetic UMLS-size Metathesaurus made from their names (scripts/synthetic-umls.py):
+# load time, the model server's trigram index (load time, memory), belink_normalize latency
+# and the backend's memory growth.
+# usage: scripts/scale.sh DIR PORT   (SCALE_CONCEPTS, SCALE_NAMES: default 3,000,000 / 10,000,000)
+set -eu
+DIR=${1:?cluster directory}
+PORT=${2:?port}
+CONCEPTS=${SCALE_CONCEPTS:-3000000}
+NAMES=${SCALE_NAMES:-10000000}
+DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
+EVAL=target/release/belink-eval
+ncbi=$DATA/ncbi-disease/NCBIdevelopset_corpus.txt
+
+scripts/cluster.sh stop "$DIR"
+dir=$(scripts/cluster.sh start "$DIR" "$PORT")
+psql() { scripts/cluster.sh psql "$DIR" "$PORT" "$@"; }
+psql -c 'DROP EXTENSION IF EXISTS belink CASCADE' -c 'CREATE EXTENSION belink CASCADE' 2>/dev/null
+files=$dir/files
+mkdir -p "$files"
+for f in medic/medic_06Jul2012.txt ctd-diseases-2017/CTD_diseases.tsv.gz hpo/hp.obo disease-ontology/doid.obo; do
+    cp "$DATA/$f" "$files/"
+done
+chmod -R a+rX "$files"
+dsn="host=$dir port=$PORT user=postgres"
+server_indexes() {
+    psql -tA -c "SELECT string_agg(format('%s: %s names, %s MB, loaded in %s s', i->>'ontology', i->>'names',
+                     round((i->>'memory_mb')::numeric), round((i->>'load_s')::numeric, 1)), '; ')
+                 FROM jsonb_array_elements(belink_worker_status_json()->'trigram_indexes') i"
+    psql -tA -c "SELECT format('model server RSS %s MB', round(rss_mb)) FROM belink_worker_status()"
+}
+
+echo "# belink scale, $(date -u +%Y-%m-%d), $(nproc) vCPU, $(free -g | awk '/Mem:/{print $2}') GiB"
+echo
+echo "## Four ontologies together"
+echo
+$EVAL load --dsn "$dsn" "medic=$files/medic_06Jul2012.txt" "ctd=$files/CTD_diseases.tsv.gz" \
+    "hpo=$files/hp.obo" "doid=$files/doid.obo"
+echo
+psql -tA -c "SELECT format('%s names in %s ontologies', sum(name_count), count(*)) FROM belink.ontologies"
+echo
+echo "Lexical belink_normalize (exact + trigram) of NCBI-disease dev mentions, all ontologies, then MEDIC alone:"
+echo
+$EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval lexical
+$EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval lexical --ontology medic | tail -n 1
+$EVAL normalize --dsn "$dsn options='-c belink.trigram_search=pg_trgm'" --corpus "$ncbi" --retrieval lexical --ontology medic | tail -n 1
+echo
+echo "(last row: belink.trigram_search = pg_trgm)"
+echo
+server_indexes
+echo
+echo "## A synthetic UMLS: $CONCEPTS concepts, $NAMES names"
+echo
+psql -tA -c "COPY (SELECT name FROM belink.names) TO STDOUT" > "$files/real-names.txt"
+python3 scripts/synthetic-umls.py "$files/MRCONSO.RRF" "$CONCEPTS" "$NAMES" "$files/real-names.txt"
+chmod a+r "$files/MRCONSO.RRF"
+$EVAL load --dsn "$dsn" "synthetic=$files/MRCONSO.RRF:umls"
+echo
+$EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval lexical --ontology synthetic
+$EVAL normalize --dsn "$dsn options='-c belink.trigram_search=pg_trgm'" --corpus "$ncbi" --retrieval lexical --ontology synthetic | tail -n 1
+echo
+echo "(last row: belink.trigram_search = pg_trgm)"
+echo
+server_indexes
+scripts/cluster.sh stop "$DIR"
