@@ -42,7 +42,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models bench eval stress fuzz clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models bench eval scale stress fuzz clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -164,6 +164,14 @@ $(PYREF)/.installed:
 bench: install $(PYREF)/.installed
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin encoder-bench --bin rerank-bench
 	PYREF=$(PYREF) ENCODER_MODEL=$(ENCODER_MODEL) RERANKER_MODEL=$(RERANKER_MODEL) scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
+
+# Scale (figures for BENCHMARKS.md): the four ontologies together, then a synthetic UMLS of
+# SCALE_CONCEPTS concepts and SCALE_NAMES names; about 30 minutes at the default 3 M / 10 M.
+SCALE_DIR  ?= $(CACHE)/scale
+SCALE_PORT ?= 54336
+scale: install
+	cargo build --release -p belink-eval
+	scripts/scale.sh $(SCALE_DIR) $(SCALE_PORT)
 
 # Load with faults injected (figures for BENCHMARKS.md): 16 clients for 5 minutes, the model
 # server killed 50 times, backends cancelled, an annotation job interrupted 20 times.

@@ -53,6 +53,12 @@ echo
 [ -f "$ncbi" ] && $EVAL retrieval --dsn "$dsn" --corpus "$ncbi" --ontology medic --k 1,5,10 --retrieval hybrid
 [ -f "$gsc" ] && $EVAL retrieval --dsn "$dsn" --corpus "$gsc" --ontology hpo --k 1,5,10 --retrieval hybrid | tail -n 1
 echo
+echo "## belink_normalize, one client: latency per call and mentions/s, one per call and in arrays"
+echo
+[ -f "$ncbi" ] && $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --ontology medic --retrieval hybrid
+[ -f "$ncbi" ] && $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --ontology medic --retrieval lexical | tail -n 1
+[ -f "$gsc" ] && $EVAL normalize --dsn "$dsn" --corpus "$gsc" --ontology hpo --retrieval hybrid | tail -n 1
+echo
 echo "## Memory: the model server and 16 backends that called belink_embed"
 echo
 $EVAL memory --dsn "$dsn" --connections 16

@@ -59,9 +59,10 @@ chmod a+r "$files/MRCONSO.RRF"
 $EVAL load --dsn "$dsn" "synthetic=$files/MRCONSO.RRF:umls"
 echo
 $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval lexical --ontology synthetic
-$EVAL normalize --dsn "$dsn options='-c belink.trigram_search=pg_trgm'" --corpus "$ncbi" --retrieval lexical --ontology synthetic | tail -n 1
+$EVAL normalize --dsn "$dsn options='-c belink.trigram_search=pg_trgm'" --corpus "$ncbi" --retrieval lexical --ontology synthetic \
+    --limit 100 | tail -n 1
 echo
-echo "(last row: belink.trigram_search = pg_trgm)"
+echo "(last row: belink.trigram_search = pg_trgm, the first 100 mentions)"
 echo
 server_indexes
 scripts/cluster.sh stop "$DIR"

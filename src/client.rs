@@ -218,10 +218,6 @@ pub fn rerank(items: Vec<RerankItem>, generate: bool) -> Result<Vec<Reranked>, M
     }
 }
 
-/// The longest a trigram search waits for the server: it answers from memory, without a queue,
-/// and pg_trgm answers instead when it cannot (a restarting server is not waited for).
-const TRIGRAM_SEARCH_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Searches the server's trigram index of `ontology` at `generation`; Ok(None) when it has none.
 pub fn trigram_search(
     ontology: &str,
@@ -230,12 +226,10 @@ pub fn trigram_search(
     limit: usize,
     threshold: f64,
 ) -> Result<Option<ScoredNames>, ModelServerError> {
-    require_preloaded()?;
     let count = queries.len();
     let limit = limit.min(u32::MAX as usize) as u32;
     let message = Message::TrigramSearchRequest { ontology: ontology.into(), generation, threshold, limit, queries };
-    let timeout = TRIGRAM_SEARCH_TIMEOUT.min(gucs::request_timeout());
-    match try_request(&message, timeout).map_err(|failure| failure.error(timeout))? {
+    match request(&message)? {
         Message::TrigramSearchReply { hits } if hits.len() == count => Ok(Some(hits)),
         Message::ErrorReply { code: ErrorCode::IndexMissing, .. } => Ok(None),
         other => Err(reply_error(other)),

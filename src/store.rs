@@ -162,6 +162,10 @@ impl NameStore for SpiNameStore<'_, '_> {
                 let folded = row.get::<String>(3).or_raise("reading names for the trigram index").unwrap_or_default();
                 names.push((name_id, folded));
             }
+            // SPI keeps every fetched part until the call ends (10 million names: 800 MB);
+            // this one has been copied out.
+            // Safety: SPI_tuptable is the table of the fetch above, no longer borrowed.
+            unsafe { pgrx::pg_sys::SPI_freetuptable(pgrx::pg_sys::SPI_tuptable) };
             let done = names.is_empty();
             // A part is sent once the next is read, so the last one can say it is the last.
             if let Some(previous) = pending.take() {

@@ -18,9 +18,11 @@
 //!       belink_annotate over a synthetic table of short clinical sentences: rows per second
 //!       overall and in the first and last progress windows (flat = no per-batch slowdown)
 //!   belink-eval normalize --dsn DSN --corpus PATH [--ontology NAME] [--retrieval MODE] [--batch 100]
+//!                         [--limit N]
 //!       belink_normalize over the corpus' gold mentions from one client: p50 / p95 per call,
-//!       mentions per second one call each and in arrays of --batch, and the backend's resident
-//!       memory growth (no --ontology: every loaded ontology)
+//!       mentions per second one call each and in arrays of --batch, and the growth of the
+//!       backend's private memory (no --ontology: every loaded ontology; --limit: the first N
+//!       mentions only)
 //!   belink-eval memory --dsn DSN [--connections 16]
 //!       resident memory of the model server, and of backends before and after belink_embed
 //!   belink-eval instructions --dsn DSN --corpus PATH --ontology NAME --out FILE.jsonl
@@ -238,8 +240,17 @@ fn index(args: &Args) -> Result<(), String> {
 
 /// Resident memory (MB) of a process, from /proc (the bench runs on the database host).
 pub(crate) fn rss_mb(pid: i32) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// Private (anonymous) resident memory: unlike VmRSS, not the shared buffers a backend touched.
+fn private_mb(pid: i32) -> Option<f64> {
+    status_mb(pid, "RssAnon:")
+}
+
+fn status_mb(pid: i32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix(field))?.split_whitespace().next()?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -248,14 +259,18 @@ fn normalize(args: &Args) -> Result<(), String> {
     let ontology = args.get("ontology");
     let batch: usize = args.get("batch").unwrap_or("100").parse().ok().filter(|&n| n > 0).ok_or("bad --batch")?;
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
-    let mentions: Vec<&str> =
-        documents.iter().flat_map(|d| &d.mentions).filter(|m| !m.is_nil()).map(|m| m.text.as_str()).collect();
+    let limit: usize = args.get("limit").map_or(Ok(usize::MAX), str::parse).map_err(|_| "bad --limit")?;
+    let mentions: Vec<&str> = (documents.iter().flat_map(|d| &d.mentions))
+        .filter(|m| !m.is_nil())
+        .map(|m| m.text.as_str())
+        .take(limit)
+        .collect();
     let mut client = connect(args)?;
     let mode = args.get("retrieval").unwrap_or("hybrid");
     client.execute("SELECT set_config('belink.retrieval', $1, false)", &[&mode]).map_err(|e| db::db_message(&e))?;
     let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| e.to_string())?.get(0);
     client.query_one("SELECT count(*) FROM belink.ontologies", &[]).map_err(|e| e.to_string())?;
-    let rss_before = rss_mb(pid).unwrap_or_default();
+    let private_before = private_mb(pid).unwrap_or_default();
     let one = client
         .prepare("SELECT count(*) FROM belink_normalize($1::text, NULL, $2)")
         .map_err(|e| e.to_string())?;
@@ -277,15 +292,15 @@ fn normalize(args: &Args) -> Result<(), String> {
         client.query_one(&many, &[&chunk, &ontology]).map_err(|e| db::db_message(&e))?;
     }
     let array_rate = mentions.len() as f64 / started.elapsed().as_secs_f64();
-    let rss_after = rss_mb(pid).unwrap_or_default();
+    let private_after = private_mb(pid).unwrap_or_default();
     let (p50, p95) = evaluate::percentiles(&latencies);
-    println!("| ontology | retrieval | mentions | p50 ms | p95 ms | mentions/s (one per call) | mentions/s (arrays of {batch}) | backend RSS growth (MB) |");
+    println!("| ontology | retrieval | mentions | p50 ms | p95 ms | mentions/s (one per call) | mentions/s (arrays of {batch}) | backend private memory growth (MB) |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {mode} | {} | {p50:.1} | {p95:.1} | {single_rate:.0} | {array_rate:.0} | {:.1} |",
         ontology.unwrap_or("(all)"),
         mentions.len(),
-        rss_after - rss_before
+        private_after - private_before
     );
     Ok(())
 }

@@ -71,3 +71,10 @@ SELECT concept_id, matched_name, trigram_rank FROM belink_candidates('convulsive
 SELECT count(*) AS generations_of_mini
 FROM jsonb_array_elements(belink_worker_status_json()->'trigram_indexes') i WHERE i->>'ontology' = 'mini';
 SELECT belink_remove_names('mini', 'MINI:0003', ARRAY['Convulsive fits']);
+
+-- Bad input through hybrid retrieval (exact, the server's trigram index, dense): sensible
+-- candidates or none, never an error.
+SELECT length(m) AS length, count(c.concept_id) AS candidates
+FROM unnest(ARRAY['', 'x', repeat('seizure ', 1250), '?!..;--', 'of the and with', '12345 678', 'αβγ']) WITH ORDINALITY AS u(m, i)
+LEFT JOIN LATERAL belink_candidates(m, 'mini', 3) c ON true
+GROUP BY i, m ORDER BY i;

@@ -110,11 +110,11 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         self.with_preferred_names(all)
     }
 
-    /// How `ontology`'s candidates are fused: its own weights (belink_tune_fusion) when
-    /// belink.tuned_fusion is on and several sources are fused, else equal weights.
+    /// How `ontology`'s candidates are fused: its own weights (belink_tune_fusion, which
+    /// tunes them for hybrid retrieval) when belink.tuned_fusion is on and retrieval is
+    /// hybrid, else equal weights.
     fn fusion_weights(&self, ontology: &str) -> FusionWeights {
-        let several_sources = !matches!(self.settings.retrieval, Retrieval::Only(_));
-        match self.settings.tuned_fusion && several_sources {
+        match self.settings.tuned_fusion && self.settings.retrieval == Retrieval::Hybrid {
             true => self.ontologies.get(ontology).map(|o| o.fusion).unwrap_or_default(),
             false => FusionWeights::default(),
         }

@@ -212,7 +212,7 @@ fn the_servers_trigram_index_is_loaded_once_and_answers_as_pg_trgm_does() {
 }
 
 #[test]
-fn a_source_weighed_zero_is_not_searched_and_single_sources_ignore_weights() {
+fn a_source_weighed_zero_is_not_searched_and_only_hybrid_retrieval_uses_weights() {
     let store = medic();
     let models = FakeModels::default();
     let mut ontologies = store.ontologies(true);
@@ -225,9 +225,12 @@ fn a_source_weighed_zero_is_not_searched_and_single_sources_ignore_weights() {
     let found = pipeline.retrieve(&[query("heart diseas")], 5, Lexical::ExactAndTrigram).unwrap();
     assert!(!found[0].is_empty() && found[0].iter().all(|c| c.fused.ranks.trigram.is_none()));
 
-    let trigram_alone = Settings { retrieval: crate::settings::Retrieval::Only(Source::Trigram), ..Settings::default() };
-    let pipeline = Pipeline::new(&store, &models, &trigram_alone, &ontologies);
-    let found = pipeline.retrieve(&[query("heart diseas")], 5, Lexical::ExactAndTrigram).unwrap();
-    assert_eq!(found[0][0].fused.ranks.trigram, Some(1));
-    assert!(found[0][0].fused.score > 0.0, "equal weights when one source is asked for");
+    // The weights are tuned for hybrid retrieval: other modes fuse with equal weights.
+    for retrieval in [crate::settings::Retrieval::Only(Source::Trigram), crate::settings::Retrieval::Lexical] {
+        let settings = Settings { retrieval, ..Settings::default() };
+        let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+        let found = pipeline.retrieve(&[query("heart diseas")], 5, Lexical::ExactAndTrigram).unwrap();
+        assert_eq!(found[0][0].fused.ranks.trigram, Some(1), "{retrieval:?}");
+        assert!(found[0][0].fused.score > 0.0, "{retrieval:?}");
+    }
 }

@@ -97,24 +97,54 @@ impl TrigramIndex {
 
     /// The names at least `threshold` similar to the folded query, most similar first (equal
     /// similarities by name id), at most `limit`: `(name_id, similarity)`.
+    ///
+    /// A name that similar shares at least ⌈threshold × |query|⌉ of the query's trigrams
+    /// (similarity ≤ shared / |query|), so it holds one of the |query| − that + 1 rarest: only
+    /// their posting lists are walked to find candidates, and the most common trigrams' lists
+    /// (" di", "ase": tens of thousands of names) are only probed for those candidates.
     pub fn search(&self, folded: &str, limit: usize, threshold: f64) -> Vec<(i64, f32)> {
         let query = trigrams(folded);
-        if query.is_empty() || limit == 0 {
+        if query.is_empty() || limit == 0 || threshold > 1.0 {
             return Vec::new();
         }
+        let mut lists: Vec<&[u32]> =
+            query.iter().map(|g| self.postings.get(g).map(Vec::as_slice).unwrap_or_default()).collect();
+        lists.sort_by_key(|list| list.len());
+        // The small margin keeps rounding from ever walking too few lists.
+        let needed = ((threshold * lists.len() as f64 - 1e-9).ceil() as usize).clamp(1, lists.len());
+        let (walked, probed) = lists.split_at(lists.len() - needed + 1);
         COUNTS.with(|counts| {
             let mut counts = counts.borrow_mut();
             if counts.len() < self.entries.len() {
                 counts.resize(self.entries.len(), 0);
             }
             let mut touched = Vec::new();
-            for gram in &query {
-                for &entry in self.postings.get(gram).map(Vec::as_slice).unwrap_or_default() {
+            for list in walked {
+                for &entry in *list {
                     let count = &mut counts[entry as usize];
                     if *count == 0 {
                         touched.push(entry);
                     }
                     *count += 1;
+                }
+            }
+            for list in probed {
+                // Lists are in entry order: a candidate is found by binary search when that is
+                // cheaper than reading the whole list.
+                let search_cost = touched.len() * (usize::BITS - list.len().leading_zeros()) as usize;
+                if search_cost < list.len() {
+                    for &entry in &touched {
+                        if list.binary_search(&entry).is_ok() {
+                            counts[entry as usize] += 1;
+                        }
+                    }
+                } else {
+                    for &entry in *list {
+                        let count = &mut counts[entry as usize];
+                        if *count > 0 {
+                            *count += 1;
+                        }
+                    }
                 }
             }
             let mut found: Vec<(i64, f32)> = Vec::new();
@@ -183,5 +213,48 @@ mod tests {
         assert_eq!(index.search("seizure", 10, 0.1), first, "the same answer twice");
         assert!(index.search("", 10, 0.0).is_empty());
         assert!(index.search("zzz", 10, 0.3).is_empty());
+    }
+
+    /// Every name scored directly, as pg_trgm's similarity() would.
+    fn brute_force(names: &[String], query: &str, limit: usize, threshold: f64) -> Vec<(i64, f32)> {
+        let q = trigrams(query);
+        let mut found: Vec<(i64, f32)> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let n = trigrams(name);
+                let shared = q.iter().filter(|g| n.binary_search(g).is_ok()).count() as u32;
+                let score = if q.is_empty() { 0.0 } else { similarity(shared, q.len(), n.len()) };
+                (shared > 0 && score as f64 >= threshold).then_some((100 + i as i64, score))
+            })
+            .collect();
+        found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        found.truncate(limit);
+        found
+    }
+
+    #[test]
+    fn skipping_common_trigrams_finds_exactly_what_scoring_every_name_finds() {
+        // Names built from a few words, so that some trigrams are in most names.
+        let words = ["disease", "deficiency", "g6pd", "heart", "cancer", "of", "the", "type", "2", "syndrome", "a"];
+        let mut state = 12345u64;
+        let mut next = |n: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize % n
+        };
+        let names: Vec<String> =
+            (0..400).map(|_| (0..1 + next(4)).map(|_| words[next(words.len())]).collect::<Vec<_>>().join(" ")).collect();
+        let index = index(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        for query in ["g6pd deficiency", "disease", "heart cancer syndrome", "type 2", "a", "zzz of", "the disease of the heart"] {
+            for threshold in [0.0, 0.1, 0.3, 0.5, 0.9, 1.0] {
+                for limit in [1, 5, 1000] {
+                    assert_eq!(
+                        index.search(query, limit, threshold),
+                        brute_force(&names, query, limit, threshold),
+                        "{query:?} at {threshold}, limit {limit}"
+                    );
+                }
+            }
+        }
     }
 }
