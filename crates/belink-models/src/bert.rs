@@ -86,6 +86,7 @@ pub struct Bert {
     layers: Vec<Layer>,
     heads: usize,
     hidden: usize,
+    kernel: NormKernel,
 }
 
 impl Bert {
@@ -114,6 +115,7 @@ impl Bert {
             layers,
             heads: config.num_attention_heads,
             hidden: config.hidden_size,
+            kernel,
         })
     }
 
@@ -140,7 +142,11 @@ impl Bert {
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
             let scores = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
-            let probs = norm::softmax_last_dim(&scores)?;
+            // Serving takes candle's softmax (vectorized, no backward); training ours.
+            let probs = match self.kernel {
+                NormKernel::Fast => candle_nn::ops::softmax_last_dim(&scores)?,
+                NormKernel::Differentiable => norm::softmax_last_dim(&scores)?,
+            };
             let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((rows, hidden))?;
             let attended = layer.attention_norm.forward(&(layer.attention_out.forward(&context)? + &x)?)?;
             let inner = layer.up.forward(&attended)?.gelu_erf()?;
