@@ -9,22 +9,26 @@ names are variants of the kind ontologies hold (words reordered, a word dropped,
 added, another walk). Concepts get NAMES / CONCEPTS names on average. Rows are English, not
 suppressed, in MRCONSO's 18 columns, so `belink_load_ontology(..., 'umls')` reads them as UMLS.
 """
+import argparse
+import sys
 import gzip
 import random
-import sys
 from collections import defaultdict
 
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
-seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1
-if "--seed" in sys.argv:
-    args.remove(str(seed))
-out_path, concepts, names = args[0], int(args[1]), int(args[2])
-random.seed(seed)
+parser = argparse.ArgumentParser()
+parser.add_argument("out")
+parser.add_argument("concepts", type=int)
+parser.add_argument("names", type=int)
+parser.add_argument("sources", nargs="+")
+parser.add_argument("--seed", type=int, default=1)
+options = parser.parse_args()
+out_path, concepts, names = options.out, options.concepts, options.names
+random.seed(options.seed)
 
 lengths = []
 following = defaultdict(list)
 starts = []
-for path in args[3:]:
+for path in options.sources:
     for line in open(path, encoding="utf-8"):
         words = line.split()
         if not words or len(words) > 12:

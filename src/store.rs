@@ -73,18 +73,6 @@ fn hits(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Hit> {
         .collect()
 }
 
-impl SpiNameStore<'_, '_> {
-    fn generation_of(&self, ontology: &str) -> i64 {
-        self.client
-            .select("SELECT generation FROM belink.ontologies WHERE name = $1", None, &[ontology.into()])
-            .or_raise("reading the ontology's generation")
-            .first()
-            .get_one::<i64>()
-            .or_raise("reading the ontology's generation")
-            .unwrap_or_default()
-    }
-}
-
 fn keys_columns(concepts: &[ConceptKey]) -> (Vec<String>, Vec<String>) {
     concepts.iter().cloned().unzip()
 }
@@ -143,39 +131,39 @@ impl NameStore for SpiNameStore<'_, '_> {
 
     fn index_names(&self, ontology: &str, part: usize, each: &mut dyn FnMut(IndexPart) -> Result<()>) -> Result<()> {
         // One cursor, one snapshot: the names and the generation they make up, read in parts so
-        // that the backend never holds more than one part of a large ontology.
+        // that the backend never holds more than one part of a large ontology. The outer join
+        // gives an ontology without names one row (no name), so that its empty index is built.
         let mut cursor = self.client.open_cursor(
-            "SELECT o.generation, n.name_id, n.normalized FROM belink.names n
-             JOIN belink.ontologies o ON o.name = n.ontology
-             WHERE n.ontology = $1 ORDER BY n.name_id",
+            "SELECT o.generation, n.name_id, n.normalized FROM belink.ontologies o
+             LEFT JOIN belink.names n ON n.ontology = o.name
+             WHERE o.name = $1 ORDER BY n.name_id",
             &[ontology.into()],
         );
-        let mut generation = None;
+        let context = "reading names for the trigram index";
+        let mut generation = 0;
         let mut pending: Option<Vec<(i64, String)>> = None;
         loop {
             pgrx::pg_sys::check_for_interrupts!();
-            let rows = cursor.fetch(part as libc::c_long).or_raise("reading names for the trigram index");
-            let mut names = Vec::with_capacity(part);
+            let rows = cursor.fetch(part as libc::c_long).or_raise(context);
+            let fetched = rows.len();
+            let mut names = Vec::with_capacity(fetched);
             for row in rows {
-                generation = row.get::<i64>(1).or_raise("reading names for the trigram index").or(generation);
-                let name_id = row.get::<i64>(2).or_raise("reading names for the trigram index").unwrap_or_default();
-                let folded = row.get::<String>(3).or_raise("reading names for the trigram index").unwrap_or_default();
-                names.push((name_id, folded));
+                generation = row.get::<i64>(1).or_raise(context).unwrap_or(generation);
+                if let (Some(name_id), Some(folded)) =
+                    (row.get::<i64>(2).or_raise(context), row.get::<String>(3).or_raise(context))
+                {
+                    names.push((name_id, folded));
+                }
             }
             // SPI keeps every fetched part until the call ends (10 million names: 800 MB);
             // this one has been copied out.
             // Safety: SPI_tuptable is the table of the fetch above, no longer borrowed.
             unsafe { pgrx::pg_sys::SPI_freetuptable(pgrx::pg_sys::SPI_tuptable) };
-            let done = names.is_empty();
             // A part is sent once the next is read, so the last one can say it is the last.
             if let Some(previous) = pending.take() {
-                each(IndexPart { generation: generation.unwrap_or_default(), names: previous, last: done })?;
-            } else if done {
-                // No names at all: an empty index still answers (with nothing).
-                let generation = self.generation_of(ontology);
-                return each(IndexPart { generation, names: Vec::new(), last: true });
+                each(IndexPart { generation, names: previous, last: fetched == 0 })?;
             }
-            if done {
+            if fetched == 0 {
                 return Ok(());
             }
             pending = Some(names);

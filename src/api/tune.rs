@@ -46,7 +46,9 @@ fn belink_tune_fusion(
     if labelled.is_empty() {
         raise_with_hint(
             pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{examples} has no mention labelled with a concept of ontology \"{ontology}\" ({skipped} rows skipped)"),
+            format!(
+                "{examples} has no mention labelled with a concept of ontology \"{ontology}\" ({skipped} rows skipped)"
+            ),
             "each row needs a mention and the concept_id of an active concept in belink.concepts",
         );
     }

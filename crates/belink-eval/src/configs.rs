@@ -41,7 +41,11 @@ pub const CONFIGS: &[Config] = &[
     },
     Config {
         name: "trigram only (pg_trgm)",
-        settings: &["SET belink.retrieval = 'trigram'", "SET belink.rerank = off", "SET belink.trigram_search = 'pg_trgm'"],
+        settings: &[
+            "SET belink.retrieval = 'trigram'",
+            "SET belink.rerank = off",
+            "SET belink.trigram_search = 'pg_trgm'",
+        ],
         needs_index: false,
         single_source: true,
     },

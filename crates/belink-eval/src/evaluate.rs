@@ -157,19 +157,24 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     let mut runs = Vec::new();
     remove_user_names(client, &spec.ontology)?;
     let index_seconds = if CONFIGS.iter().any(|c| c.needs_index) { Some(index(client, &spec.ontology)?) } else { None };
-    let training = match &spec.train {
-        Some(train) => Some(load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?),
+    // The training split's mentions labelled with concepts of the ontology, read once: the
+    // fusion weights are tuned on them, then they are added as names.
+    let labels = match &spec.train {
+        Some(train) => {
+            let training = load_corpus(train).map_err(|e| format!("{}: {e}", train.display()))?;
+            Some(training_labels(client, &spec.ontology, &training)?)
+        }
         None => None,
     };
-    let fusion = match &training {
-        Some(training) => Some(tune_fusion(client, &spec.ontology, training)?),
+    let fusion = match &labels {
+        Some(labels) => Some(tune_fusion(client, &spec.ontology, labels)?),
         None => None,
     };
     run_configs(client, spec, &documents, "ontology", &mut runs)?;
     let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
     let mut training_names_added = None;
-    if let Some(training) = &training {
-        training_names_added = Some(add_training_names(client, &spec.ontology, training)?);
+    if let Some(labels) = &labels {
+        training_names_added = Some(add_training_names(client, &spec.ontology, labels)?);
         if index_seconds.is_some() {
             index(client, &spec.ontology)?;
         }
@@ -417,7 +422,11 @@ fn normalize(
 
 /// The training corpus' mentions with one gold id known to the ontology, as (concept id in the
 /// ontology, mention text); the others are skipped.
-fn training_labels(client: &mut Client, ontology: &str, training: &[Document]) -> Result<Vec<(String, String)>, String> {
+fn training_labels(
+    client: &mut Client,
+    ontology: &str,
+    training: &[Document],
+) -> Result<Vec<(String, String)>, String> {
     let rows = client
         .query("SELECT concept_id, alt_ids FROM belink.concepts WHERE ontology = $1 AND NOT obsolete", &[&ontology])
         .map_err(|e| e.to_string())?;
@@ -440,12 +449,12 @@ fn training_labels(client: &mut Client, ontology: &str, training: &[Document]) -
     Ok(labels)
 }
 
-/// Adds the training corpus' mentions as names of their gold concept (BioSyn's dictionary
-/// setting). Mentions with several gold ids or ids unknown to the ontology are skipped.
-fn add_training_names(client: &mut Client, ontology: &str, training: &[Document]) -> Result<i64, String> {
+/// Adds the training mentions (see [`training_labels`]) as names of their gold concept
+/// (BioSyn's dictionary setting).
+fn add_training_names(client: &mut Client, ontology: &str, labels: &[(String, String)]) -> Result<i64, String> {
     let mut names: HashMap<String, Vec<String>> = HashMap::new();
-    for (concept, text) in training_labels(client, ontology, training)? {
-        names.entry(concept).or_default().push(text);
+    for (concept, text) in labels {
+        names.entry(concept.clone()).or_default().push(text.clone());
     }
     let mut added = 0i64;
     for (concept, texts) in names {
@@ -459,7 +468,7 @@ fn add_training_names(client: &mut Client, ontology: &str, training: &[Document]
 
 /// Chooses the ontology's fusion weights on the training mentions (belink_tune_fusion), before
 /// any of them is added as a name: the weights of the ontology-only setting.
-fn tune_fusion(client: &mut Client, ontology: &str, training: &[Document]) -> Result<FusionTuning, String> {
+fn tune_fusion(client: &mut Client, ontology: &str, labels: &[(String, String)]) -> Result<FusionTuning, String> {
     client
         .batch_execute(
             "RESET ALL;
@@ -468,9 +477,9 @@ fn tune_fusion(client: &mut Client, ontology: &str, training: &[Document]) -> Re
              CREATE TABLE belink_eval.fusion_examples (mention text, concept_id text);",
         )
         .map_err(|e| format!("creating the fusion examples: {e}"))?;
-    for (concept, text) in training_labels(client, ontology, training)? {
+    for (concept, text) in labels {
         client
-            .execute("INSERT INTO belink_eval.fusion_examples VALUES ($1, $2)", &[&text, &concept])
+            .execute("INSERT INTO belink_eval.fusion_examples VALUES ($1, $2)", &[text, concept])
             .map_err(|e| e.to_string())?;
     }
     let row = client

@@ -271,9 +271,7 @@ fn normalize(args: &Args) -> Result<(), String> {
     let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| e.to_string())?.get(0);
     client.query_one("SELECT count(*) FROM belink.ontologies", &[]).map_err(|e| e.to_string())?;
     let private_before = private_mb(pid).unwrap_or_default();
-    let one = client
-        .prepare("SELECT count(*) FROM belink_normalize($1::text, NULL, $2)")
-        .map_err(|e| e.to_string())?;
+    let one = client.prepare("SELECT count(*) FROM belink_normalize($1::text, NULL, $2)").map_err(|e| e.to_string())?;
     // Warm-up (the trigram index is loaded by the first call that needs it): not timed.
     client.query_one(&one, &[&mentions[0], &ontology]).map_err(|e| db::db_message(&e))?;
     let mut latencies = Vec::with_capacity(mentions.len());
@@ -284,9 +282,8 @@ fn normalize(args: &Args) -> Result<(), String> {
         latencies.push(call.elapsed().as_secs_f64() * 1000.0);
     }
     let single_rate = mentions.len() as f64 / started.elapsed().as_secs_f64();
-    let many = client
-        .prepare("SELECT count(*) FROM belink_normalize($1::text[], NULL, $2)")
-        .map_err(|e| e.to_string())?;
+    let many =
+        client.prepare("SELECT count(*) FROM belink_normalize($1::text[], NULL, $2)").map_err(|e| e.to_string())?;
     let started = Instant::now();
     for chunk in mentions.chunks(batch) {
         client.query_one(&many, &[&chunk, &ontology]).map_err(|e| db::db_message(&e))?;

@@ -154,8 +154,17 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
                 let _ = writeln!(
                     w,
                     "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {}, {}, {} |",
-                    r.spec.name, f.examples, f.reachable, f.exact, f.trigram, f.dense, f.equal_weights, f.tuned,
-                    f.weights[0], f.weights[1], f.weights[2],
+                    r.spec.name,
+                    f.examples,
+                    f.reachable,
+                    f.exact,
+                    f.trigram,
+                    f.dense,
+                    f.equal_weights,
+                    f.tuned,
+                    f.weights[0],
+                    f.weights[1],
+                    f.weights[2],
                 );
             }
         }

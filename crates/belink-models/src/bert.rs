@@ -129,7 +129,8 @@ impl Bert {
         // Embeddings, kept as (rows, hidden) so every linear layer is one plain matrix product.
         let words = self.word.index_select(&ids.flatten_all()?, 0)?;
         let types = self.token_type.index_select(&type_ids.flatten_all()?, 0)?;
-        let embedded = (words + types)?.reshape((batch, seq, hidden))?.broadcast_add(&self.position.narrow(0, 0, seq)?)?;
+        let embedded =
+            (words + types)?.reshape((batch, seq, hidden))?.broadcast_add(&self.position.narrow(0, 0, seq)?)?;
         let mut x = self.embedding_norm.forward(&embedded.reshape((rows, hidden))?)?;
         // Padding gets a large negative score, as in Hugging Face's BERT (finfo.min).
         let mask = mask.to_dtype(DType::F32)?.reshape((batch, 1, 1, seq))?;

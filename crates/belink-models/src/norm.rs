@@ -211,10 +211,7 @@ mod tests {
             }
             Ok(())
         };
-        check(
-            super::layer_norm(&x, &w, &b, 1e-5)?,
-            candle_nn::ops::layer_norm_slow(&x, &w, &b, 1e-5)?,
-        )?;
+        check(super::layer_norm(&x, &w, &b, 1e-5)?, candle_nn::ops::layer_norm_slow(&x, &w, &b, 1e-5)?)?;
         check(super::softmax_last_dim(&x)?, candle_nn::ops::softmax(&x, D::Minus1)?)?;
         Ok(())
     }

@@ -251,8 +251,10 @@ impl Trainer {
         };
         for (name, var, moments) in &mut trainer.vars {
             var.set(take(name)?).map_err(weights_error)?;
-            moments.m = take(&format!("adam.m.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
-            moments.v = take(&format!("adam.v.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
+            moments.m =
+                take(&format!("adam.m.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
+            moments.v =
+                take(&format!("adam.v.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
         }
         trainer.step = state.step;
         trainer.plan_epoch = usize::MAX; // rebuilt for the current epoch at the next step
@@ -668,8 +670,12 @@ mod tests {
     fn unit_rows(rows: &[[f32; 2]]) -> Tensor {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         let t = Tensor::from_vec(flat, (rows.len(), 2), &Device::Cpu).unwrap();
-        crate::bert::pool(&t.unsqueeze(1).unwrap(), &Tensor::ones((rows.len(), 1), DType::U32, &Device::Cpu).unwrap(), true)
-            .unwrap()
+        crate::bert::pool(
+            &t.unsqueeze(1).unwrap(),
+            &Tensor::ones((rows.len(), 1), DType::U32, &Device::Cpu).unwrap(),
+            true,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -696,7 +702,8 @@ mod tests {
         // Anchor 1: pos s10 = 0, negs {s12 = 1, s13 = 0.8}: both above -0.1; pos kept (0 - 0.1 < 1).
         // Anchor 2: pos s23 = 0.8, negs {s20 = 0, s21 = 1}: kept if > 0.7: s21; pos 0.7 < 1: kept.
         // Anchor 3: pos s32 = 0.8, negs {s30 = -0.6, s31 = 0.8}: s31 kept; pos 0.7 < 0.8: kept.
-        let want = (term(&[0.0], &[0.0]) + term(&[0.0], &[1.0, 0.8]) + term(&[0.8], &[1.0]) + term(&[0.8], &[0.8])) / 4.0;
+        let want =
+            (term(&[0.0], &[0.0]) + term(&[0.0], &[1.0, 0.8]) + term(&[0.8], &[1.0]) + term(&[0.8], &[0.8])) / 4.0;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 

@@ -28,7 +28,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
 
-const TEXTS: &[&str] = &["myocardial infarction", "G6PD deficiency", "a longer text: autosomal dominant polycystic kidney disease", "MI"];
+const TEXTS: &[&str] =
+    &["myocardial infarction", "G6PD deficiency", "a longer text: autosomal dominant polycystic kidney disease", "MI"];
 
 /// Token ids, type ids and mask of TEXTS, padded to the longest.
 fn batch(dir: &Path) -> (Tensor, Tensor, Tensor) {

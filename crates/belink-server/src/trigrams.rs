@@ -76,7 +76,10 @@ impl TrigramIndexes {
                 names: 0,
                 started: Instant::now(),
             });
-        } else if !loading.as_ref().is_some_and(|l| l.ontology == ontology && l.generation == generation && l.names == offset) {
+        } else if !loading
+            .as_ref()
+            .is_some_and(|l| l.ontology == ontology && l.generation == generation && l.names == offset)
+        {
             *loading = None;
             return Message::ErrorReply {
                 code: ErrorCode::BadRequest,
@@ -167,7 +170,10 @@ mod tests {
         let mut loading = None;
         let reply = indexes.load(&mut loading, "medic".into(), 7, 0, false, names(&[(1, "heart attack")]));
         assert_eq!(reply, Message::TrigramLoadReply { names: 1 });
-        assert!(matches!(indexes.search("medic", 7, 0.3, 10, &query), Message::ErrorReply { .. }), "not before the last part");
+        assert!(
+            matches!(indexes.search("medic", 7, 0.3, 10, &query), Message::ErrorReply { .. }),
+            "not before the last part"
+        );
         let out_of_order = indexes.load(&mut None, "medic".into(), 7, 1, true, names(&[(2, "heart block")]));
         assert!(matches!(out_of_order, Message::ErrorReply { code: ErrorCode::BadRequest, .. }));
         indexes.load(&mut loading, "medic".into(), 7, 1, true, names(&[(2, "heart block")]));

@@ -32,8 +32,7 @@ fn key(query: &Query) -> Key {
 
 /// Everything cached candidates depend on, as one comparable string.
 pub fn epoch(ontologies: &Ontologies, settings: &Settings, k: usize) -> String {
-    let generations: Vec<String> =
-        ontologies
+    let generations: Vec<String> = ontologies
         .selected(None)
         .map(|o| format!("{}:{}:{}:{:?}", o.name, o.generation, o.embedding_generation, o.fusion))
         .collect();

@@ -177,8 +177,9 @@ fn tuning_examples_retrieve_each_distinct_mention_once_with_every_source() {
     // Every source, whatever the settings and the weights stored so far.
     let lexical = Settings { retrieval: crate::settings::Retrieval::Lexical, ..Settings::default() };
     let no_trigrams = crate::retrieval::fuse::FusionWeights { exact: 1.0, trigram: 0.0, dense: 1.0 };
-    let ontologies =
-        Ontologies::new(ontologies.selected(None).map(|o| OntologyState { fusion: no_trigrams, ..o.clone() }).collect());
+    let ontologies = Ontologies::new(
+        ontologies.selected(None).map(|o| OntologyState { fusion: no_trigrams, ..o.clone() }).collect(),
+    );
     let pipeline = Pipeline::new(&store, &models, &lexical, &ontologies);
     let again = pipeline.tuning_examples("medic", &labelled).unwrap();
     assert_eq!(again[1].candidates, examples[1].candidates);
@@ -196,7 +197,10 @@ fn the_servers_trigram_index_is_loaded_once_and_answers_as_pg_trgm_does() {
     let reference = Pipeline::new(&store, &FakeModels::default(), &by_sql, &ontologies)
         .retrieve(&queries, 5, Lexical::ExactAndTrigram)
         .unwrap();
-    assert!(reference[0].iter().any(|c| c.fused.ontology == "hpo") && reference[0].iter().any(|c| c.fused.ontology == "medic"));
+    assert!(
+        reference[0].iter().any(|c| c.fused.ontology == "hpo")
+            && reference[0].iter().any(|c| c.fused.ontology == "medic")
+    );
 
     let server = FakeModels::serving_trigrams();
     let pipeline = Pipeline::new(&store, &server, &lexical, &ontologies);

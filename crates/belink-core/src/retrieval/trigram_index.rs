@@ -242,10 +242,13 @@ mod tests {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) as usize % n
         };
-        let names: Vec<String> =
-            (0..400).map(|_| (0..1 + next(4)).map(|_| words[next(words.len())]).collect::<Vec<_>>().join(" ")).collect();
+        let names: Vec<String> = (0..400)
+            .map(|_| (0..1 + next(4)).map(|_| words[next(words.len())]).collect::<Vec<_>>().join(" "))
+            .collect();
         let index = index(&names.iter().map(String::as_str).collect::<Vec<_>>());
-        for query in ["g6pd deficiency", "disease", "heart cancer syndrome", "type 2", "a", "zzz of", "the disease of the heart"] {
+        for query in
+            ["g6pd deficiency", "disease", "heart cancer syndrome", "type 2", "a", "zzz of", "the disease of the heart"]
+        {
             for threshold in [0.0, 0.1, 0.3, 0.5, 0.9, 1.0] {
                 for limit in [1, 5, 1000] {
                     assert_eq!(

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::ports::{Models, NameStore};
 use crate::retrieval::fuse::Hit;
-use crate::settings::TrigramSearch;
 use crate::retrieval::trigram_index::ScoredNames;
+use crate::settings::TrigramSearch;
 
 /// Names per part sent to build an index: bounds the backend's memory while loading.
 const NAMES_PER_PART: usize = 50_000;
@@ -68,7 +68,9 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         let ids: Vec<i64> = scored.iter().flatten().map(|(_, id)| *id).collect();
         let names = if ids.is_empty() { HashMap::new() } else { self.store.names_by_id(&ids)? };
         // A name deleted since the index was built is left out.
-        Ok(Some(scored.into_iter().map(|list| list.iter().filter_map(|(_, id)| names.get(id).cloned()).collect()).collect()))
+        Ok(Some(
+            scored.into_iter().map(|list| list.iter().filter_map(|(_, id)| names.get(id).cloned()).collect()).collect(),
+        ))
     }
 
     /// One ontology's index searched, loaded first when the server has none of its generation.

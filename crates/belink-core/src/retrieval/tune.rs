@@ -84,10 +84,7 @@ pub fn tune_fusion(examples: &[Example], rrf_k: f64) -> Tuning {
     Tuning {
         weights,
         examples: examples.len(),
-        reachable: examples
-            .iter()
-            .filter(|e| e.candidates.iter().any(|c| e.gold.contains(&c.concept_id)))
-            .count(),
+        reachable: examples.iter().filter(|e| e.candidates.iter().any(|c| e.gold.contains(&c.concept_id))).count(),
         correct,
         correct_with_equal_weights: correct_at_1(examples, &FusionWeights::default(), rrf_k),
         correct_alone: Source::ALL.map(|source| correct_at_1(examples, &FusionWeights::only(source), rrf_k)),
