@@ -45,6 +45,14 @@ CREATE TABLE belink.ontologies (
     -- What the last belink_tune_fusion measured (examples, acc@1 of each source alone, of equal
     -- and of the chosen weights), NULL when the weights were never tuned.
     fusion_tuning  jsonb,
+    -- The encoder belink_adapt_encoder adapted to this ontology (a directory under the data
+    -- directory), the generation of the names it learned from, when, and its final training
+    -- loss (on the ontology's synonyms: it says nothing of accuracy). Kept when the ontology
+    -- is reloaded; NULL: the configured encoder.
+    adapted_encoder         text,
+    adapted_from_generation bigint,
+    adapted_at              timestamptz,
+    adapted_loss            real,
     CHECK (fusion_exact + fusion_trigram + fusion_dense > 0)
 );
 COMMENT ON TABLE belink.ontologies IS 'One row per loaded ontology';

@@ -88,7 +88,7 @@ pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
     let rows = plans::select(
         client,
         "SELECT name, generation, embedding_generation, embedding_model, embedding_dim, embedding_ignores_case,
-                fusion_exact, fusion_trigram, fusion_dense
+                fusion_exact, fusion_trigram, fusion_dense, embedding_model = adapted_encoder
          FROM belink.ontologies ORDER BY name",
         &[],
         &[],
@@ -101,6 +101,7 @@ pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
                     model,
                     dim: dim as usize,
                     ignores_case: row.get::<bool>(6).ok()?.unwrap_or(false),
+                    adapted: row.get::<bool>(10).ok()?.unwrap_or(false),
                 }),
                 _ => None,
             };

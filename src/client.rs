@@ -178,13 +178,14 @@ fn wait_for(socket: Option<i32>, step: Duration, deadline: Instant) -> bool {
     fired & pg_sys::WL_SOCKET_READABLE as i32 != 0
 }
 
-/// Embeds texts with the server's sentence encoder: one vector per text, and the dimension.
-pub fn embed(texts: Vec<String>) -> Result<(usize, Vec<Vec<f32>>), ModelServerError> {
+/// Embeds texts with the server's sentence encoder (`model` ""), or the adapted encoder in
+/// directory `model`: one vector per text, and the dimension.
+pub fn embed(model: &str, texts: Vec<String>) -> Result<(usize, Vec<Vec<f32>>), ModelServerError> {
     let count = texts.len();
     if count == 0 {
         return Ok((0, Vec::new()));
     }
-    match request(&Message::EmbedRequest { texts })? {
+    match request(&Message::EmbedRequest { model: model.to_string(), texts })? {
         Message::EmbedReply { dim, vectors } if vectors.len() == count * dim as usize => {
             let dim = dim as usize;
             Ok((dim, vectors.chunks_exact(dim).map(<[f32]>::to_vec).collect()))
@@ -259,8 +260,8 @@ pub fn load_trigram_part(ontology: &str, offset: u64, part: IndexPart) -> Result
 pub struct ServerModels;
 
 impl Models for ServerModels {
-    fn embed(&self, texts: Vec<String>) -> belink_core::error::Result<Vec<Vec<f32>>> {
-        Ok(embed(texts)?.1)
+    fn embed(&self, model: &str, texts: Vec<String>) -> belink_core::error::Result<Vec<Vec<f32>>> {
+        Ok(embed(model, texts)?.1)
     }
 
     fn rerank(&self, items: Vec<RerankItem>, generate: bool) -> belink_core::error::Result<Vec<Reranked>> {
@@ -293,6 +294,35 @@ pub fn status(timeout: Duration) -> Result<String, String> {
         Err(Failure::NotRunning) => Err("not running".into()),
         Err(Failure::TimedOut) => Err(format!("no answer within {} ms", timeout.as_millis())),
         Err(Failure::Unsent(reason) | Failure::Lost(reason)) => Err(reason),
+    }
+}
+
+/// One training slice of an encoder adaptation (see `Message::AdaptRequest`): the progress
+/// JSON, or None when the server holds no run for `work_dir` and `examples` were not sent
+/// (send them). The wait allows for the run's set-up (embedding the names once to build
+/// batches: minutes for a large ontology) on top of the slice.
+pub fn adapt(
+    ontology: &str,
+    base_model: &str,
+    work_dir: &str,
+    config: &str,
+    seconds: u32,
+    examples: Vec<(String, String)>,
+) -> Result<Option<String>, ModelServerError> {
+    require_preloaded()?;
+    let message = Message::AdaptRequest {
+        ontology: ontology.into(),
+        base_model: base_model.into(),
+        work_dir: work_dir.into(),
+        config: config.into(),
+        seconds,
+        examples,
+    };
+    let timeout = gucs::request_timeout().max(Duration::from_secs(seconds as u64 + 3600));
+    match try_request(&message, timeout).map_err(|failure| failure.error(timeout))? {
+        Message::AdaptReply { json } => Ok(Some(json)),
+        Message::ErrorReply { code: ErrorCode::TrainerMissing, .. } => Ok(None),
+        other => Err(reply_error(other)),
     }
 }
 

@@ -115,6 +115,8 @@ impl ServerCommand {
             options.rerank_batch_size.to_string(),
             "--parent-pid".into(),
             std::process::id().to_string(),
+            "--adapted-dir".into(),
+            crate::api::adapted_root().display().to_string(),
         ];
         ServerCommand { program, args }
     }

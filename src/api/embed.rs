@@ -15,7 +15,7 @@ use crate::{client, gucs};
 /// The embedding of one text as real[] (belink_embed(text) casts it to vector).
 #[pg_extern(volatile, strict, parallel_restricted)]
 fn belink_embed_real(text: &str) -> Vec<f32> {
-    let (_, mut vectors) = client::embed(vec![text.to_string()]).or_raise_error();
+    let (_, mut vectors) = client::embed("", vec![text.to_string()]).or_raise_error();
     vectors.pop().expect("one vector per text")
 }
 
@@ -25,7 +25,7 @@ fn belink_embed_many_real(
     texts: Vec<Option<String>>,
 ) -> TableIterator<'static, (name!(ordinality, i64), name!(embedding, Option<Vec<f32>>))> {
     let present: Vec<String> = texts.iter().flatten().cloned().collect();
-    let (_, vectors) = client::embed(present).or_raise_error();
+    let (_, vectors) = client::embed("", present).or_raise_error();
     let mut vectors = vectors.into_iter();
     let rows: Vec<(i64, Option<Vec<f32>>)> =
         texts.iter().enumerate().map(|(i, text)| (i as i64 + 1, text.as_ref().and_then(|_| vectors.next()))).collect();
@@ -36,7 +36,7 @@ extension_sql_file!("../../sql/embed.sql", name = "embed_sql", requires = [belin
 
 /// The encoder the server runs, or an ERROR saying why not. A server that is still loading
 /// it (just started or restarted) is waited for, up to belink.request_timeout.
-fn server_encoder() -> Embeddings {
+pub(crate) fn server_encoder() -> Embeddings {
     let deadline = Instant::now() + gucs::request_timeout();
     let status = loop {
         let json = client::status(gucs::request_timeout()).unwrap_or_else(|reason| {
@@ -64,17 +64,55 @@ fn server_encoder() -> Embeddings {
         model: status["encoder_model"].as_str().unwrap_or_default().to_string(),
         dim: status["encoder_dim"].as_u64().unwrap_or(0) as usize,
         ignores_case: status["encoder_ignores_case"].as_bool().unwrap_or(false),
+        adapted: false,
     }
+}
+
+/// The encoder that embeds `ontology`'s names: its adapted encoder (belink_adapt_encoder) when
+/// it has one, else the server's.
+fn ontology_encoder(client: &SpiClient<'_>, ontology: &str) -> Embeddings {
+    let adapted: Option<String> = client
+        .select("SELECT adapted_encoder FROM belink.ontologies WHERE name = $1", None, &[ontology.into()])
+        .or_raise("reading the ontology")
+        .first()
+        .get_one::<String>()
+        .or_raise("reading the ontology");
+    match adapted {
+        Some(dir) => adapted_encoder(&dir),
+        None => server_encoder(),
+    }
+}
+
+/// An adapted encoder's dimension, and whether it ignores case, asked of the encoder itself.
+pub(crate) fn adapted_encoder(dir: &str) -> Embeddings {
+    let (dim, vectors) = client::embed(dir, vec!["Ab".into(), "ab".into()]).or_raise_error();
+    Embeddings { model: dir.to_string(), dim, ignores_case: vectors[0] == vectors[1], adapted: true }
+}
+
+/// The encoder to ask the server for when embedding `ontology`'s names ("" for its own).
+fn request_model(client: &SpiClient<'_>, ontology: &str) -> String {
+    client
+        .select(
+            "SELECT CASE WHEN embedding_model = adapted_encoder THEN adapted_encoder ELSE '' END
+             FROM belink.ontologies WHERE name = $1",
+            None,
+            &[ontology.into()],
+        )
+        .or_raise("reading the ontology")
+        .first()
+        .get_one::<String>()
+        .or_raise("reading the ontology")
+        .unwrap_or_default()
 }
 
 /// First step of belink_index: checks the ontology and the encoder, forgets embeddings made by
 /// another model, and records the job. Returns how many names are left to embed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_index_prepare(ontology: &str) -> i64 {
-    let encoder = server_encoder();
-    let (model, dim) = (encoder.model.as_str(), encoder.dim as i32);
     Spi::connect_mut(|client| {
         catalog::require_ontology(client, ontology);
+        let encoder = ontology_encoder(client, ontology);
+        let (model, dim) = (encoder.model.as_str(), encoder.dim as i32);
         let row = client
             .update(
                 "SELECT embedding_model, embedding_dim, embedding_ignores_case FROM belink.ontologies
@@ -164,7 +202,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
             return 0;
         }
         let (ids, texts): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
-        let (dim, vectors) = client::embed(texts).or_raise_error();
+        let (dim, vectors) = client::embed(&request_model(client, ontology), texts).or_raise_error();
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
         let vec_schema = extension_schema(client, "vector");
         client
@@ -202,24 +240,7 @@ fn belink_index_finish(ontology: &str) -> String {
             .unwrap_or_else(|| {
                 raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "run belink_index_prepare first")
             });
-        let name = catalog::embedding_index_name(ontology);
-        let vec_schema = extension_schema(client, "vector");
-        // HNSW builds much faster when its graph fits in maintenance_work_mem.
-        client
-            .select("SELECT set_config('maintenance_work_mem', '1GB', true)", None, &[])
-            .or_raise("raising maintenance_work_mem");
-        client
-            .update(
-                &format!(
-                    "CREATE INDEX IF NOT EXISTS {} ON belink.names USING hnsw
-                     ((embedding::{vec_schema}.vector({dim})) {vec_schema}.vector_cosine_ops) WHERE ontology = {}",
-                    spi_ident(&name),
-                    pgrx::spi::quote_literal(ontology)
-                ),
-                None,
-                &[],
-            )
-            .or_raise("building the HNSW index");
+        let name = build_embedding_index(client, ontology, dim);
         client
             .update(
                 "UPDATE belink.index_progress SET finished_at = now(), updated_at = now() WHERE ontology = $1",
@@ -233,8 +254,32 @@ fn belink_index_finish(ontology: &str) -> String {
     })
 }
 
+/// Builds `ontology`'s HNSW index (cosine) over its names' embeddings of dimension `dim`,
+/// unless it exists; returns its name.
+pub(crate) fn build_embedding_index(client: &mut SpiClient<'_>, ontology: &str, dim: i32) -> String {
+    let name = catalog::embedding_index_name(ontology);
+    let vec_schema = extension_schema(client, "vector");
+    // HNSW builds much faster when its graph fits in maintenance_work_mem.
+    client
+        .select("SELECT set_config('maintenance_work_mem', '1GB', true)", None, &[])
+        .or_raise("raising maintenance_work_mem");
+    client
+        .update(
+            &format!(
+                "CREATE INDEX IF NOT EXISTS {} ON belink.names USING hnsw
+                 ((embedding::{vec_schema}.vector({dim})) {vec_schema}.vector_cosine_ops) WHERE ontology = {}",
+                spi_ident(&name),
+                pgrx::spi::quote_literal(ontology)
+            ),
+            None,
+            &[],
+        )
+        .or_raise("building the HNSW index");
+    name
+}
+
 /// Tells the per-backend retrieval caches that dense results of `ontology` may differ now.
-fn embeddings_changed(client: &mut SpiClient<'_>, ontology: &str) {
+pub(crate) fn embeddings_changed(client: &mut SpiClient<'_>, ontology: &str) {
     client
         .update(
             "UPDATE belink.ontologies SET embedding_generation = nextval('belink.generations') WHERE name = $1",

@@ -1,6 +1,7 @@
 //! The SQL surface: one module per group of functions, each checking arguments and building
 //! rows around the core's pipeline (see src/pipeline.rs) or the catalog module.
 
+mod adapt;
 mod candidates;
 mod embed;
 mod link;
@@ -9,3 +10,5 @@ mod ontology;
 mod status;
 mod text;
 mod tune;
+
+pub use adapt::adapted_root;

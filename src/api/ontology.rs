@@ -165,6 +165,7 @@ fn belink_remove_names(ontology: Option<&str>, concept_id: Option<&str>, names: 
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_drop_ontology(name: &str) -> bool {
     Spi::connect_mut(|client| {
+        crate::api::adapt::remove_files_after_commit(client, name);
         let dropped = !client
             .update("DELETE FROM belink.ontologies WHERE name = $1", None, &[name.into()])
             .or_raise("dropping the ontology")

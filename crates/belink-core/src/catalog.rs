@@ -13,6 +13,20 @@ pub struct Embeddings {
     /// That encoder gives texts differing only in the case of ASCII letters the same vector
     /// (its tokenizer lowercases first, as uncased BERT models do).
     pub ignores_case: bool,
+    /// `model` is an encoder adapted to the ontology (belink_adapt_encoder), which the model
+    /// server is asked for by its directory; otherwise the server's configured encoder.
+    pub adapted: bool,
+}
+
+impl Embeddings {
+    /// The encoder to ask the model server for: "" for its configured one.
+    pub fn request_model(&self) -> &str {
+        if self.adapted {
+            &self.model
+        } else {
+            ""
+        }
+    }
 }
 
 /// One loaded ontology.

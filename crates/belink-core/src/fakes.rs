@@ -73,7 +73,12 @@ impl FakeStore {
                     name: name.into(),
                     generation: 1,
                     embedding_generation: 1,
-                    embeddings: embedded.then(|| Embeddings { model: TOY_MODEL.into(), dim: 26, ignores_case: true }),
+                    embeddings: embedded.then(|| Embeddings {
+                        model: TOY_MODEL.into(),
+                        dim: 26,
+                        ignores_case: true,
+                        adapted: false,
+                    }),
                     fusion: Default::default(),
                 })
                 .collect(),
@@ -218,6 +223,8 @@ impl NameStore for FakeStore {
 pub struct FakeModels {
     pub answers: HashMap<String, Vec<f32>>,
     pub embedded: RefCell<Vec<String>>,
+    /// The encoder each embed request asked for.
+    pub encoders_asked: RefCell<Vec<String>>,
     pub reranked: RefCell<Vec<RerankItem>>,
     /// Trigram indexes as the server holds them, by (ontology, generation); None: the server
     /// is down for trigram searches.
@@ -233,8 +240,9 @@ impl FakeModels {
 }
 
 impl Models for FakeModels {
-    fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    fn embed(&self, model: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         self.embedded.borrow_mut().extend(texts.iter().cloned());
+        self.encoders_asked.borrow_mut().push(model.to_string());
         Ok(texts.iter().map(|t| toy_vector(t)).collect())
     }
 

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod decision;
 pub mod error;
 pub mod fold;
+pub mod ids;
 pub mod input;
 pub mod link;
 pub mod mentions;

@@ -69,7 +69,9 @@ pub struct Reranked {
 /// The models: the sentence encoder and the set-wise re-ranker.
 pub trait Models {
     /// One vector per text, in order.
-    fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
+    /// Vectors of `texts` by the encoder `model` ("" for the server's configured one; see
+    /// [`crate::catalog::Embeddings::request_model`]).
+    fn embed(&self, model: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
     fn rerank(&self, items: Vec<RerankItem>, generate: bool) -> Result<Vec<Reranked>>;
     /// The names of `ontology` at `generation` most similar to each folded query by character
     /// trigrams, `(name_id, similarity)` best first, from the shared in-memory index (see

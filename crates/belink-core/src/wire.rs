@@ -25,6 +25,8 @@ pub enum ErrorCode {
     ShuttingDown = 4,
     /// The server holds no trigram index of that ontology generation: load it, then ask again.
     IndexMissing = 5,
+    /// The server holds no training run for that directory: send the examples, then go on.
+    TrainerMissing = 6,
 }
 
 impl ErrorCode {
@@ -35,6 +37,7 @@ impl ErrorCode {
             3 => ErrorCode::Inference,
             4 => ErrorCode::ShuttingDown,
             5 => ErrorCode::IndexMissing,
+            6 => ErrorCode::TrainerMissing,
             _ => return None,
         })
     }
@@ -42,8 +45,10 @@ impl ErrorCode {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    /// Embed these texts with the sentence encoder.
+    /// Embed these texts with the sentence encoder: the server's configured one when `model`
+    /// is empty, else the adapted encoder in directory `model` (see [`Message::AdaptRequest`]).
     EmbedRequest {
+        model: String,
         texts: Vec<String>,
     },
     /// The server's state, as a JSON object.
@@ -98,6 +103,22 @@ pub enum Message {
     TrigramLoadReply {
         names: u64,
     },
+    /// Train the encoder in `base_model` on `examples` ((concept id, name) pairs) for at most
+    /// `seconds`, in `work_dir` (checkpoints; the adapted model in `work_dir/model` when done);
+    /// `config` is the training configuration as JSON. Empty `examples` go on with the run the
+    /// server holds for `work_dir` (TrainerMissing when it holds none: send them again).
+    AdaptRequest {
+        ontology: String,
+        base_model: String,
+        work_dir: String,
+        config: String,
+        seconds: u32,
+        examples: Vec<(String, String)>,
+    },
+    /// The run's progress as a JSON object.
+    AdaptReply {
+        json: String,
+    },
 }
 
 const KIND_EMBED_REQUEST: u8 = 1;
@@ -111,6 +132,8 @@ const KIND_TRIGRAM_SEARCH_REQUEST: u8 = 8;
 const KIND_TRIGRAM_SEARCH_REPLY: u8 = 9;
 const KIND_TRIGRAM_LOAD_REQUEST: u8 = 10;
 const KIND_TRIGRAM_LOAD_REPLY: u8 = 11;
+const KIND_ADAPT_REQUEST: u8 = 12;
+const KIND_ADAPT_REPLY: u8 = 13;
 const HEADER_BYTES: usize = 1 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +155,8 @@ impl Message {
     pub fn encode(&self, request_id: u64) -> Vec<u8> {
         let mut body = Vec::new();
         let kind = match self {
-            Message::EmbedRequest { texts } => {
+            Message::EmbedRequest { model, texts } => {
+                put_str(&mut body, model);
                 put_u32(&mut body, texts.len() as u32);
                 for text in texts {
                     put_str(&mut body, text);
@@ -228,6 +252,22 @@ impl Message {
                 body.extend_from_slice(&names.to_le_bytes());
                 KIND_TRIGRAM_LOAD_REPLY
             }
+            Message::AdaptRequest { ontology, base_model, work_dir, config, seconds, examples } => {
+                for text in [ontology, base_model, work_dir, config] {
+                    put_str(&mut body, text);
+                }
+                put_u32(&mut body, *seconds);
+                put_u32(&mut body, examples.len() as u32);
+                for (concept, name) in examples {
+                    put_str(&mut body, concept);
+                    put_str(&mut body, name);
+                }
+                KIND_ADAPT_REQUEST
+            }
+            Message::AdaptReply { json } => {
+                put_str(&mut body, json);
+                KIND_ADAPT_REPLY
+            }
         };
         let mut frame = Vec::with_capacity(4 + HEADER_BYTES + body.len());
         put_u32(&mut frame, (HEADER_BYTES + body.len()) as u32);
@@ -244,6 +284,7 @@ impl Message {
         let request_id = input.u64()?;
         let message = match kind {
             KIND_EMBED_REQUEST => {
+                let model = input.string()?;
                 let count = input.u32()? as usize;
                 // Each text takes at least its 4-byte length: bound the allocation by the input.
                 if count > input.bytes.len() / 4 {
@@ -253,7 +294,7 @@ impl Message {
                 for _ in 0..count {
                     texts.push(input.string()?);
                 }
-                Message::EmbedRequest { texts }
+                Message::EmbedRequest { model, texts }
             }
             KIND_STATUS_REQUEST => Message::StatusRequest,
             KIND_EMBED_REPLY => {
@@ -342,6 +383,17 @@ impl Message {
                 Message::TrigramLoadRequest { ontology, generation, offset, last, names }
             }
             KIND_TRIGRAM_LOAD_REPLY => Message::TrigramLoadReply { names: input.u64()? },
+            KIND_ADAPT_REQUEST => {
+                let (ontology, base_model, work_dir, config) =
+                    (input.string()?, input.string()?, input.string()?, input.string()?);
+                let seconds = input.u32()?;
+                let count = input.count(8)?;
+                let examples = (0..count)
+                    .map(|_| Ok::<_, WireError>((input.string()?, input.string()?)))
+                    .collect::<Result<_, _>>()?;
+                Message::AdaptRequest { ontology, base_model, work_dir, config, seconds, examples }
+            }
+            KIND_ADAPT_REPLY => Message::AdaptReply { json: input.string()? },
             other => return Err(malformed(format!("unknown message kind {other}"))),
         };
         if !input.bytes.is_empty() {
@@ -465,8 +517,27 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         round_trip(Message::EmbedRequest {
+            model: String::new(),
             texts: vec!["colorectal adenoma".into(), "".into(), "β-thalassämie".into()],
         });
+        round_trip(Message::AdaptRequest {
+            ontology: "medic".into(),
+            base_model: "/models/all-MiniLM-L6-v2".into(),
+            work_dir: "/data/belink/encoders/medic-7".into(),
+            config: "{\"epochs\": 1}".into(),
+            seconds: 10,
+            examples: vec![("D003920".into(), "diabetes".into()), ("D003920".into(), "".into())],
+        });
+        round_trip(Message::AdaptRequest {
+            ontology: "".into(),
+            base_model: "".into(),
+            work_dir: "".into(),
+            config: "".into(),
+            seconds: 0,
+            examples: vec![],
+        });
+        round_trip(Message::AdaptReply { json: "{\"step\": 3}".into() });
+        round_trip(Message::ErrorReply { code: ErrorCode::TrainerMissing, message: "send the examples".into() });
         round_trip(Message::StatusRequest);
         round_trip(Message::EmbedReply { dim: 3, vectors: vec![0.5, -1.0, 2.25, 0.0, 1e-9, f32::MAX] });
         round_trip(Message::StatusReply { json: "{\"requests\":3}".into() });
@@ -513,15 +584,18 @@ mod tests {
     #[test]
     fn large_payloads() {
         let texts: Vec<String> = (0..1000).map(|i| format!("name number {i}")).collect();
-        round_trip(Message::EmbedRequest { texts });
-        round_trip(Message::EmbedRequest { texts: vec!["x".repeat(1 << 20)] });
+        round_trip(Message::EmbedRequest { model: String::new(), texts });
+        round_trip(Message::EmbedRequest {
+            model: "/data/belink/encoders/medic".into(),
+            texts: vec!["x".repeat(1 << 20)],
+        });
         round_trip(Message::EmbedReply { dim: 384, vectors: vec![0.25; 384 * 1000] });
     }
 
     #[test]
     fn consecutive_frames_on_one_stream() {
         let mut stream = Message::StatusRequest.encode(1);
-        stream.extend(Message::EmbedRequest { texts: vec!["a".into()] }.encode(2));
+        stream.extend(Message::EmbedRequest { model: String::new(), texts: vec!["a".into()] }.encode(2));
         let mut reader = &stream[..];
         assert_eq!(read_frame(&mut reader).unwrap().0, 1);
         assert_eq!(read_frame(&mut reader).unwrap().0, 2);
@@ -530,7 +604,7 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
-        let good = Message::EmbedRequest { texts: vec!["abc".into()] }.encode(7);
+        let good = Message::EmbedRequest { model: String::new(), texts: vec!["abc".into()] }.encode(7);
         // Truncated at every length: never a panic.
         for cut in 0..good.len() {
             assert!(read_frame(&mut &good[..cut]).is_err(), "cut at {cut}");

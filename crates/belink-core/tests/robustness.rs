@@ -82,7 +82,7 @@ fn mutated_files_never_panic_any_parser() {
 fn mutated_frames_never_panic_the_decoder() {
     let mut random = fastrand::Rng::with_seed(42);
     let frames = [
-        Message::EmbedRequest { texts: vec!["colorectal adenoma".into(), "β".into()] }.encode(1),
+        Message::EmbedRequest { model: String::new(), texts: vec!["colorectal adenoma".into(), "β".into()] }.encode(1),
         Message::EmbedReply { dim: 2, vectors: vec![0.5, 0.25, 1.0, -1.0] }.encode(2),
         Message::StatusReply { json: "{}".into() }.encode(3),
     ];

@@ -24,6 +24,19 @@ impl Cluster {
         self.dir.join("data")
     }
 
+    /// Stops and starts the cluster (data kept); waits for the model server.
+    pub fn restart(&self) {
+        let script = workspace().join("scripts/cluster.sh");
+        let dir = self.dir.to_string_lossy().into_owned();
+        for args in [vec!["stop", dir.as_str()], vec!["start", dir.as_str(), &PORT.to_string()]] {
+            let output = Command::new(&script).args(&args).output().expect("running scripts/cluster.sh");
+            assert!(output.status.success(), "cluster.sh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        wait_until(Duration::from_secs(60), || {
+            self.connect().query_one("SELECT belink_embed('warm-up')::text", &[]).is_ok()
+        });
+    }
+
     pub fn connect(&self) -> Client {
         let dsn = format!("host={} port={PORT} user=postgres dbname=postgres", self.dir.display());
         Client::connect(&dsn, NoTls).unwrap_or_else(|e| panic!("connecting to {dsn}: {e}"))

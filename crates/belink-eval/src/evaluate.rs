@@ -10,8 +10,8 @@ use postgres::Client;
 
 use crate::configs::CONFIGS;
 use crate::db::db_message;
-use crate::ids::canonical;
 use crate::protocol::{is_correct, queries, Protocol, Query};
+use belink_core::ids::canonical;
 
 /// Candidates fetched per query: accuracy@k is reported up to this k.
 pub const MAX_K: usize = 10;
@@ -27,6 +27,9 @@ pub struct DatasetSpec {
     pub format: String,
     /// Training corpus whose mentions may be added to the dictionary (the classic setting).
     pub train: Option<PathBuf>,
+    /// Adapt the encoder to the ontology (belink_adapt_encoder) and measure again
+    /// (`adapt=off` skips it: it takes about half an hour per ontology on 2 cores).
+    pub adapt: bool,
 }
 
 impl DatasetSpec {
@@ -47,6 +50,11 @@ impl DatasetSpec {
             ontology_file: get("ontology_file"),
             format: get("format").unwrap_or_else(|| "auto".into()),
             train: get("train").map(PathBuf::from),
+            adapt: get("adapt").map_or(Ok(true), |v| match v.as_str() {
+                "on" => Ok(true),
+                "off" => Ok(false),
+                other => Err(format!("dataset spec: adapt=on or adapt=off, not '{other}'")),
+            })?,
         })
     }
 }
@@ -130,7 +138,25 @@ pub struct DatasetResult {
     pub training_names_added: Option<i64>,
     /// What belink_tune_fusion chose and measured on the training split, when there is one.
     pub fusion: Option<FusionTuning>,
+    /// The weights tuned again with the adapted encoder.
+    pub adapted_fusion: Option<FusionTuning>,
+    /// The encoder adaptations run (belink_adapt_encoder), by dictionary.
+    pub adaptations: Vec<Adaptation>,
 }
+
+/// One belink_adapt_encoder run, as belink.encoder_adaptations recorded it.
+pub struct Adaptation {
+    pub dictionary: String,
+    pub names: i64,
+    pub steps: i64,
+    pub loss: f64,
+    pub names_per_s: f64,
+    /// Wall time of the CALL: training, re-embedding the names, the switch.
+    pub seconds: f64,
+}
+
+/// The configurations measured again with the adapted encoder.
+const ADAPTED_CONFIGS: [&str; 3] = ["dense only (HNSW)", "dense only (exact search)", "hybrid"];
 
 /// One row of belink_tune_fusion: acc@1 on the training mentions of each source alone, of
 /// equal weights and of the chosen weights.
@@ -170,7 +196,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         Some(labels) => Some(tune_fusion(client, &spec.ontology, labels)?),
         None => None,
     };
-    run_configs(client, spec, &documents, "ontology", &mut runs)?;
+    run_configs(client, spec, &documents, "ontology", None, &mut runs)?;
     let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
     let mut training_names_added = None;
     if let Some(labels) = &labels {
@@ -178,8 +204,27 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         if index_seconds.is_some() {
             index(client, &spec.ontology)?;
         }
-        run_configs(client, spec, &documents, "ontology + training mentions", &mut runs)?;
+        run_configs(client, spec, &documents, "ontology + training mentions", None, &mut runs)?;
         remove_user_names(client, &spec.ontology)?;
+    }
+    // The encoder adapted to the ontology's synonyms, then (with the training mentions added as
+    // names, which it learns from too) to both: BioSyn's setting.
+    let mut adaptations = Vec::new();
+    let mut adapted_fusion = None;
+    if spec.adapt && index_seconds.is_some() {
+        let dictionary = "ontology, adapted encoder";
+        adaptations.push(adapt_encoder(client, &spec.ontology, dictionary)?);
+        if let Some(labels) = &labels {
+            adapted_fusion = Some(tune_fusion(client, &spec.ontology, labels)?);
+        }
+        run_configs(client, spec, &documents, dictionary, Some(&ADAPTED_CONFIGS), &mut runs)?;
+        if let Some(labels) = &labels {
+            add_training_names(client, &spec.ontology, labels)?;
+            let dictionary = "ontology + training mentions, adapted encoder";
+            adaptations.push(adapt_encoder(client, &spec.ontology, dictionary)?);
+            run_configs(client, spec, &documents, dictionary, Some(&ADAPTED_CONFIGS), &mut runs)?;
+            remove_user_names(client, &spec.ontology)?;
+        }
     }
     Ok(DatasetResult {
         spec: spec.clone(),
@@ -192,6 +237,38 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         linking,
         training_names_added,
         fusion,
+        adapted_fusion,
+        adaptations,
+    })
+}
+
+/// CALL belink_adapt_encoder on the ontology's names (user names included) and what it
+/// recorded.
+fn adapt_encoder(client: &mut Client, ontology: &str, dictionary: &str) -> Result<Adaptation, String> {
+    let started = Instant::now();
+    client
+        .batch_execute(&format!("RESET ALL; CALL belink_adapt_encoder({}, max_minutes => 240)", literal(ontology)))
+        .map_err(|e| format!("belink_adapt_encoder({ontology}): {}", db_message(&e)))?;
+    let row = client
+        .query_one(
+            "SELECT names, step, loss::float8, names_per_s::float8, state FROM belink.encoder_adaptations
+             WHERE ontology = $1",
+            &[&ontology],
+        )
+        .map_err(|e| e.to_string())?;
+    if row.get::<_, String>(4) != "done" {
+        return Err(format!(
+            "belink_adapt_encoder({ontology}) stopped before the end (state {})",
+            row.get::<_, String>(4)
+        ));
+    }
+    Ok(Adaptation {
+        dictionary: dictionary.to_string(),
+        names: row.get(0),
+        steps: row.get(1),
+        loss: row.get::<_, Option<f64>>(2).unwrap_or(f64::NAN),
+        names_per_s: row.get::<_, Option<f64>>(3).unwrap_or(f64::NAN),
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -264,10 +341,11 @@ fn run_configs(
     spec: &DatasetSpec,
     documents: &[Document],
     dictionary: &str,
+    only: Option<&[&str]>,
     runs: &mut Vec<NormalizationRun>,
 ) -> Result<(), String> {
     let aliases = &crate::linking::concept_aliases(client, &spec.ontology)?;
-    for config in CONFIGS {
+    for config in CONFIGS.iter().filter(|c| only.is_none_or(|names| names.contains(&c.name))) {
         config.apply(client)?;
         let mut cache: HashMap<(String, String), (Answer, f64)> = HashMap::new();
         for protocol in Protocol::ALL {

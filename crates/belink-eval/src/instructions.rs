@@ -17,7 +17,7 @@ use postgres::Client;
 use serde_json::json;
 
 use crate::db::db_message;
-use crate::ids::canonical;
+use belink_core::ids::canonical;
 
 pub struct Options {
     pub k: usize,

@@ -9,7 +9,7 @@ use postgres::Client;
 
 use crate::configs::CONFIGS;
 use crate::db::db_message;
-use crate::ids::canonical;
+use belink_core::ids::canonical;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Counts {

@@ -35,13 +35,21 @@
 //!       the evaluation report: SPEC is
 //!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
 //!
+//!   belink-eval mentions --corpus PATH
+//!       the corpus' mentions with one gold id as TSV lines "id<TAB>text" (training names for
+//!       encoder-train --names)
+//!   belink-eval dense-probe --model DIR --ontology FILE --corpus PATH [--names TSV]
+//!       dense retrieval alone without a cluster: exact cosine search of the corpus' gold
+//!       mentions over the ontology file's names (and the TSV's), recall@1/5/10
+//!
 //! DSN is a libpq-style string, e.g. "host=/path/to/socket/dir port=54330 user=postgres".
 
 mod args;
 mod configs;
 mod db;
 mod evaluate;
-mod ids;
+use belink_core::ids;
+mod dense_probe;
 mod instructions;
 mod linking;
 mod plots;
@@ -71,6 +79,8 @@ fn main() -> ExitCode {
         Some("annotate-scale") => annotate_scale(&args),
         Some("instructions") => instructions(&args),
         Some("stress") => stress(&args),
+        Some("mentions") => mentions(&args),
+        Some("dense-probe") => dense_probe(&args),
         _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
     };
     match result {
@@ -510,5 +520,38 @@ fn stress(args: &Args) -> Result<(), String> {
         annotate_interrupts: number("annotate-interrupts", 0)?,
     };
     println!("{}", stress::run(&options, &documents)?);
+    Ok(())
+}
+
+fn mentions(args: &Args) -> Result<(), String> {
+    let path = args.required("corpus")?;
+    let documents = load_corpus(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
+    for (id, text) in dense_probe::single_id_mentions(&documents) {
+        println!("{id}\t{}", text.replace(['\t', '\n'], " "));
+    }
+    Ok(())
+}
+
+fn dense_probe(args: &Args) -> Result<(), String> {
+    let corpus_path = args.required("corpus")?;
+    let corpus = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let mut extra = Vec::new();
+    for path in args.all("names") {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (id, name) = line.split_once('\t').ok_or_else(|| format!("{path}: expected 'id<TAB>name' lines"))?;
+            extra.push((ids::canonical(id), name.to_string()));
+        }
+    }
+    let model = args.required("model")?;
+    let result = dense_probe::probe(Path::new(model), Path::new(args.required("ontology")?), &extra, &corpus)?;
+    let recall: Vec<String> = result.recall_at.iter().map(|(k, r)| format!("\"recall@{k}\": {r:.4}")).collect();
+    println!(
+        "{{\"model\": \"{model}\", \"mentions\": {}, \"names\": {}, {}, \"seconds\": {:.0}}}",
+        result.mentions,
+        result.names,
+        recall.join(", "),
+        result.seconds
+    );
     Ok(())
 }

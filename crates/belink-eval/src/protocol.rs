@@ -11,7 +11,7 @@
 
 use belink_eval::corpus::GoldMention;
 
-use crate::ids::canonical;
+use belink_core::ids::canonical;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {

@@ -66,6 +66,7 @@ pub struct SentenceEncoder {
     ignores_case: bool,
     device: Device,
     dir: PathBuf,
+    parameter_bytes: usize,
 }
 
 impl SentenceEncoder {
@@ -108,6 +109,7 @@ impl SentenceEncoder {
             .map_err(|e| ModelError::Config(format!("{}: {e}", tokenizer_path.display())))?;
 
         let params = read_params(dir, &config, device)?;
+        let parameter_bytes = params.values().map(|t| t.elem_count() * t.dtype().size_in_bytes()).sum();
         let model = Bert::new(&params, &config, NormKernel::Fast)
             .map_err(|e| ModelError::Weights(format!("{}: {e}", dir.join("model.safetensors").display())))?;
         let ignores_case = lowercases_first(tokenizer.get_normalizer());
@@ -121,7 +123,13 @@ impl SentenceEncoder {
             device: device.clone(),
             dir: dir.to_path_buf(),
             config,
+            parameter_bytes,
         })
+    }
+
+    /// Memory taken by the model's parameters.
+    pub fn parameter_bytes(&self) -> usize {
+        self.parameter_bytes
     }
 
     /// The model's BERT configuration.
@@ -180,6 +188,22 @@ impl SentenceEncoder {
             pool(&hidden, &mask, self.pooling == Pooling::Mean)?.to_vec2::<f32>()
         };
         run().map_err(|e| ModelError::Inference(e.to_string()))
+    }
+}
+
+impl SentenceEncoder {
+    /// Vectors of many texts, row after row in one flat buffer (`texts.len() * dim`), embedded
+    /// in length-sorted batches of 256 (for offline work: training set-up, probes).
+    pub fn embed_all(&self, texts: &[&str]) -> Result<Vec<f32>, ModelError> {
+        let dim = self.dim();
+        let mut flat = vec![0f32; texts.len() * dim];
+        for chunk in length_sorted_chunks(texts, 256, 1) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            for (i, vector) in chunk.into_iter().zip(self.embed(&batch)?) {
+                flat[i * dim..(i + 1) * dim].copy_from_slice(&vector);
+            }
+        }
+        Ok(flat)
     }
 }
 

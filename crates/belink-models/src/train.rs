@@ -3,10 +3,14 @@
 //! on the vectors the encoder serves (mean pooling or CLS, L2-normalized).
 //!
 //! - Batches: each concept's names are shuffled and cut into groups of
-//!   `names_per_concept`; the groups are shuffled and packed into batches, so every batch
-//!   holds several names of each of its concepts. Concepts with one name are left out: they
-//!   have no synonym to align. The order is a function of the seed and the epoch only, so a
-//!   run resumed from a checkpoint sees the same batches as one never interrupted.
+//!   `names_per_concept`, so every batch holds several names of each of its concepts.
+//!   Concepts with one name are left out: they have no synonym to align. The groups are
+//!   packed into batches at random ([`Batching::Random`]) or by neighbourhood
+//!   ([`Batching::Neighbours`]: a concept's group with groups of the concepts the base encoder
+//!   places nearest to it, so that a batch's negatives are the confusable ones; random
+//!   in-batch negatives are too easy to teach anything in one epoch). The order is a function
+//!   of the seed, the epoch and the base encoder only, and the neighbours are saved in
+//!   checkpoints, so a resumed run sees the same batches as one never interrupted.
 //! - Loss: SapBERT's multi-similarity loss with online hard-pair mining, or InfoNCE with
 //!   in-batch negatives.
 //! - Optimizer: AdamW of our own (its moments are saved in checkpoints), constant learning
@@ -41,11 +45,24 @@ pub enum Loss {
     InfoNce { temperature: f64 },
 }
 
+/// How the groups of names are packed into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Batching {
+    /// Groups shuffled at random (SapBERT's batches, drawn from all of UMLS).
+    Random,
+    /// Each batch gathers one group of a seed concept and one of each of its nearest concepts
+    /// (cosine of the mean of their names' vectors by the base encoder), in turn for seeds
+    /// taken in random order until every group is used.
+    Neighbours,
+}
+
 impl Loss {
     pub const SAPBERT: Loss = Loss::MultiSimilarity { alpha: 2.0, beta: 50.0, base: 0.5, epsilon: 0.1 };
 }
 
+/// Fields missing from a serialized configuration take their [`Default`] value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainConfig {
     /// Names per optimizer step.
     pub batch_size: usize,
@@ -60,6 +77,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub seed: u64,
     pub loss: Loss,
+    pub batching: Batching,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +94,7 @@ impl Default for TrainConfig {
             epochs: 1,
             seed: 42,
             loss: Loss::SAPBERT,
+            batching: Batching::Neighbours,
         }
     }
 }
@@ -103,6 +122,8 @@ struct CheckpointState {
 }
 
 const CHECKPOINT_JSON: &str = "checkpoint.json";
+/// The checkpoint tensor holding [`Trainer::neighbours`].
+const NEIGHBOURS_KEY: &str = "batching.neighbours";
 
 /// AdamW's moments of one parameter.
 struct Moments {
@@ -125,8 +146,12 @@ pub struct Trainer {
     pad_id: u32,
     /// The names of each concept that has at least two.
     concepts: Vec<Vec<usize>>,
+    /// With [`Batching::Neighbours`]: each concept's nearest concepts, nearest first.
+    neighbours: Vec<Vec<u32>>,
     fingerprint: u64,
     step: u64,
+    /// The step this trainer started from (0, or the checkpoint's).
+    steps_at_start: u64,
     steps_per_epoch: u64,
     /// The batches of the current epoch: (name, concept) pairs.
     plan: Vec<Vec<(usize, usize)>>,
@@ -145,6 +170,18 @@ impl Trainer {
         examples: &[(String, String)],
         config: TrainConfig,
         device: &Device,
+    ) -> Result<Trainer, ModelError> {
+        Trainer::build(base_dir, examples, config, device, None)
+    }
+
+    /// `neighbours`: those of a checkpoint, or None to compute them (when the batching needs
+    /// them).
+    fn build(
+        base_dir: &Path,
+        examples: &[(String, String)],
+        config: TrainConfig,
+        device: &Device,
+        neighbours: Option<Vec<Vec<u32>>>,
     ) -> Result<Trainer, ModelError> {
         if config.batch_size < 2 || config.names_per_concept < 2 || config.micro_batch == 0 || config.epochs == 0 {
             return Err(ModelError::Config(
@@ -186,6 +223,19 @@ impl Trainer {
             .iter()
             .map(|e| e.get_ids().to_vec())
             .collect();
+        let neighbours = match (config.batching, neighbours) {
+            (Batching::Random, _) => Vec::new(),
+            (Batching::Neighbours, Some(saved)) => saved,
+            (Batching::Neighbours, None) => {
+                let per_concept = config.batch_size.div_ceil(config.names_per_concept);
+                nearest_concepts(&encoder, &texts, &concepts, per_concept)?
+            }
+        };
+        if neighbours.len() != if config.batching == Batching::Neighbours { concepts.len() } else { 0 } {
+            return Err(ModelError::Config("the saved neighbours do not match the training names".into()));
+        }
+        let mean_pooling = encoder.pooling() == Pooling::Mean;
+        drop(encoder); // its weights: the trainer has its own copy
 
         let params = read_params(base_dir, &bert_config, device)?;
         let varmap = VarMap::new();
@@ -206,13 +256,15 @@ impl Trainer {
             base_dir: base_dir.to_path_buf(),
             device: device.clone(),
             model,
-            mean_pooling: encoder.pooling() == Pooling::Mean,
+            mean_pooling,
             varmap,
             vars,
             tokens,
             pad_id,
             concepts,
+            neighbours,
             step: 0,
+            steps_at_start: 0,
             steps_per_epoch: 0,
             plan: Vec::new(),
             plan_epoch: 0,
@@ -236,19 +288,23 @@ impl Trainer {
             .map_err(|e| ModelError::Missing(format!("{}: {e}", json_path.display())))?;
         let state: CheckpointState =
             serde_json::from_str(&text).map_err(|e| ModelError::Config(format!("{}: {e}", json_path.display())))?;
-        let mut trainer = Trainer::new(base_dir, examples, state.config, device)?;
-        if trainer.fingerprint != state.fingerprint {
-            return Err(ModelError::Config(format!(
-                "{}: the training names changed since this checkpoint was written",
-                checkpoint_dir.display()
-            )));
-        }
         let weights_path = checkpoint_dir.join(&state.weights_file);
         let weights_error = |e: candle_core::Error| ModelError::Weights(format!("{}: {e}", weights_path.display()));
         let saved = candle_core::safetensors::load(&weights_path, device).map_err(weights_error)?;
         let take = |key: &str| {
             saved.get(key).ok_or_else(|| ModelError::Weights(format!("{}: no {key}", weights_path.display())))
         };
+        let neighbours = match saved.get(NEIGHBOURS_KEY) {
+            Some(table) => Some(table.to_vec2::<u32>().map_err(weights_error)?),
+            None => None,
+        };
+        if fingerprint(examples) != state.fingerprint {
+            return Err(ModelError::Config(format!(
+                "{}: the training names changed since this checkpoint was written",
+                checkpoint_dir.display()
+            )));
+        }
+        let mut trainer = Trainer::build(base_dir, examples, state.config, device, neighbours)?;
         for (name, var, moments) in &mut trainer.vars {
             var.set(take(name)?).map_err(weights_error)?;
             moments.m =
@@ -257,6 +313,7 @@ impl Trainer {
                 take(&format!("adam.v.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
         }
         trainer.step = state.step;
+        trainer.steps_at_start = state.step;
         trainer.plan_epoch = usize::MAX; // rebuilt for the current epoch at the next step
         Ok(trainer)
     }
@@ -270,6 +327,11 @@ impl Trainer {
         self.step
     }
 
+    /// The step this trainer started from: 0, or its checkpoint's.
+    pub fn steps_at_start(&self) -> u64 {
+        self.steps_at_start
+    }
+
     pub fn steps_total(&self) -> u64 {
         self.steps_per_epoch * self.config.epochs as u64
     }
@@ -279,35 +341,8 @@ impl Trainer {
         &self.varmap
     }
 
-    /// The batches of `epoch`: a function of the seed and the epoch only.
     fn epoch_plan(&self, epoch: usize) -> Vec<Vec<(usize, usize)>> {
-        let mut rng = SplitMix64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let k = self.config.names_per_concept;
-        let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
-        for (concept, names) in self.concepts.iter().enumerate() {
-            let mut names = names.clone();
-            rng.shuffle(&mut names);
-            for chunk in names.chunks(k) {
-                let mut group: Vec<(usize, usize)> = chunk.iter().map(|&n| (n, concept)).collect();
-                if group.len() == 1 {
-                    // A name alone has no positive: pair it with another name of its concept.
-                    let other = names[rng.below(names.len() - 1)];
-                    group.push((other, concept));
-                }
-                groups.push(group);
-            }
-        }
-        rng.shuffle(&mut groups);
-        let mut batches: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
-        for group in groups {
-            let current = batches.last_mut().unwrap();
-            if current.len() + group.len() > self.config.batch_size && !current.is_empty() {
-                batches.push(group);
-            } else {
-                current.extend(group);
-            }
-        }
-        batches
+        epoch_plan(&self.config, &self.concepts, &self.neighbours, epoch)
     }
 
     /// The batch the next step trains on, with its epoch; None when training is done.
@@ -428,6 +463,12 @@ impl Trainer {
             tensors.insert(format!("adam.m.{name}"), state(&moments.m).map_err(inference)?);
             tensors.insert(format!("adam.v.{name}"), state(&moments.v).map_err(inference)?);
         }
+        if !self.neighbours.is_empty() {
+            let width = self.neighbours[0].len();
+            let flat: Vec<u32> = self.neighbours.concat();
+            let table = Tensor::from_vec(flat, (self.neighbours.len(), width), &Device::Cpu).map_err(inference)?;
+            tensors.insert(NEIGHBOURS_KEY.to_string(), table);
+        }
         let partial = dir.join(format!("{weights_file}.partial"));
         candle_core::safetensors::save(&tensors, &partial)
             .map_err(|e| ModelError::Weights(format!("{}: {e}", partial.display())))?;
@@ -498,6 +539,129 @@ pub fn save_model_files(base_dir: &Path, out_dir: &Path, params: &Params, config
         .map_err(|e| ModelError::Weights(format!("{}: {e}", partial.display())))?;
     let path = out_dir.join("model.safetensors");
     std::fs::rename(&partial, &path).map_err(|e| io(&path, e))
+}
+
+/// The batches of `epoch`, (name, concept) pairs: a function of the configuration, the
+/// concepts' names and neighbours, and the epoch only.
+fn epoch_plan(
+    config: &TrainConfig,
+    concepts: &[Vec<usize>],
+    neighbours: &[Vec<u32>],
+    epoch: usize,
+) -> Vec<Vec<(usize, usize)>> {
+    let mut rng = SplitMix64(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let k = config.names_per_concept;
+    // Each concept's groups of names, shuffled.
+    let mut groups: Vec<Vec<Vec<(usize, usize)>>> = Vec::with_capacity(concepts.len());
+    for (concept, names) in concepts.iter().enumerate() {
+        let mut names = names.clone();
+        rng.shuffle(&mut names);
+        let mut own = Vec::new();
+        for chunk in names.chunks(k) {
+            let mut group: Vec<(usize, usize)> = chunk.iter().map(|&n| (n, concept)).collect();
+            if group.len() == 1 {
+                // A name alone has no positive: pair it with another name of its concept.
+                let other = names[rng.below(names.len() - 1)];
+                group.push((other, concept));
+            }
+            own.push(group);
+        }
+        groups.push(own);
+    }
+    // Clusters of groups, each at most a batch, packed in order.
+    let clusters: Vec<Vec<(usize, usize)>> = match config.batching {
+        Batching::Random => {
+            let mut all: Vec<_> = groups.into_iter().flatten().collect();
+            rng.shuffle(&mut all);
+            all
+        }
+        Batching::Neighbours => {
+            let mut seeds: Vec<usize> = (0..groups.len()).collect();
+            rng.shuffle(&mut seeds);
+            let mut clusters = Vec::new();
+            let mut left: usize = groups.iter().map(Vec::len).sum();
+            while left > 0 {
+                for &seed in &seeds {
+                    let Some(mut cluster) = groups[seed].pop() else { continue };
+                    left -= 1;
+                    for &near in &neighbours[seed] {
+                        if cluster.len() + 2 > config.batch_size {
+                            break;
+                        }
+                        let near = near as usize;
+                        if groups[near].last().is_some_and(|g| cluster.len() + g.len() <= config.batch_size) {
+                            cluster.extend(groups[near].pop().expect("checked above"));
+                            left -= 1;
+                        }
+                    }
+                    clusters.push(cluster);
+                }
+            }
+            clusters
+        }
+    };
+    let mut batches: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
+    for cluster in clusters {
+        let current = batches.last_mut().expect("one batch at least");
+        if current.len() + cluster.len() > config.batch_size && !current.is_empty() {
+            batches.push(cluster);
+        } else {
+            current.extend(cluster);
+        }
+    }
+    batches
+}
+
+/// For each concept (the names of `texts` at `concepts`' indices), the `count` concepts whose
+/// mean name vector by `encoder` is nearest by cosine, nearest first (fewer when there are
+/// fewer concepts). Exact search: quadratic in the concepts, a few seconds for MEDIC's 9,000
+/// concepts with synonyms.
+fn nearest_concepts(
+    encoder: &SentenceEncoder,
+    texts: &[&str],
+    concepts: &[Vec<usize>],
+    count: usize,
+) -> Result<Vec<Vec<u32>>, ModelError> {
+    let dim = encoder.dim();
+    let vectors = encoder.embed_all(texts)?;
+    let mut centroids = vec![0f32; concepts.len() * dim];
+    for (c, names) in concepts.iter().enumerate() {
+        let centroid = &mut centroids[c * dim..(c + 1) * dim];
+        for &n in names {
+            centroid.iter_mut().zip(&vectors[n * dim..(n + 1) * dim]).for_each(|(a, b)| *a += b);
+        }
+        let norm = centroid.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        centroid.iter_mut().for_each(|x| *x /= norm);
+    }
+    let count = count.min(concepts.len() - 1);
+    let all = Tensor::from_vec(centroids, (concepts.len(), dim), &Device::Cpu).map_err(inference)?;
+    let mut neighbours = Vec::with_capacity(concepts.len());
+    const ROWS: usize = 1024;
+    for start in (0..concepts.len()).step_by(ROWS) {
+        let rows = ROWS.min(concepts.len() - start);
+        let sims: Vec<Vec<f32>> = all
+            .narrow(0, start, rows)
+            .and_then(|q| q.matmul(&all.t()?))
+            .and_then(|s| s.to_vec2())
+            .map_err(inference)?;
+        for (r, row) in sims.into_iter().enumerate() {
+            let mut order: Vec<u32> = (0..concepts.len() as u32).filter(|&j| j as usize != start + r).collect();
+            let key = |j: &u32| std::cmp::Reverse(ordered(row[*j as usize]));
+            if count < order.len() {
+                order.select_nth_unstable_by_key(count, key);
+                order.truncate(count);
+            }
+            order.sort_by_key(key);
+            neighbours.push(order);
+        }
+    }
+    Ok(neighbours)
+}
+
+/// An f32 as a totally ordered integer key (for sorting similarities without NaN handling).
+fn ordered(x: f32) -> i32 {
+    let bits = x.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
 }
 
 /// Multi-similarity loss with online pair mining over a batch of L2-normalized `vectors`.
@@ -738,6 +902,44 @@ mod tests {
         let mut moments = Moments { m: vec![0.0], v: vec![0.0] };
         adam.update(&var, &Tensor::new(&[0.5f32], &Device::Cpu).unwrap(), &mut moments).unwrap();
         assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), p);
+    }
+
+    #[test]
+    fn neighbour_batches_use_every_name_once_and_gather_neighbours() {
+        // Six concepts of four names; concepts 0-2 are each other's nearest, as are 3-5.
+        let concepts: Vec<Vec<usize>> = (0..6).map(|c| (c * 4..c * 4 + 4).collect()).collect();
+        let neighbours: Vec<Vec<u32>> = (0..6u32)
+            .map(|c| {
+                let (own, other) = if c < 3 { (0..3, 3..6) } else { (3..6, 0..3) };
+                own.filter(|&o| o != c).chain(other).collect()
+            })
+            .collect();
+        let config = TrainConfig {
+            batch_size: 12,
+            names_per_concept: 4,
+            batching: Batching::Neighbours,
+            ..TrainConfig::default()
+        };
+        for epoch in 0..3 {
+            let plan = epoch_plan(&config, &concepts, &neighbours, epoch);
+            let mut names: Vec<usize> = plan.iter().flatten().map(|&(n, _)| n).collect();
+            names.sort_unstable();
+            assert_eq!(names, (0..24).collect::<Vec<_>>(), "epoch {epoch}: every name once");
+            assert_eq!(plan.len(), 2);
+            for batch in &plan {
+                let mut sides: Vec<bool> = batch.iter().map(|&(_, c)| c < 3).collect();
+                sides.dedup();
+                assert_eq!(sides.len(), 1, "a batch holds one neighbourhood: {batch:?}");
+            }
+        }
+        // Random batching mixes them (in some epoch).
+        let random = TrainConfig { batching: Batching::Random, ..config };
+        let mixed = (0..5).any(|epoch| {
+            epoch_plan(&random, &concepts, &[], epoch)
+                .iter()
+                .any(|batch| batch.iter().any(|&(_, c)| c < 3) && batch.iter().any(|&(_, c)| c >= 3))
+        });
+        assert!(mixed);
     }
 
     #[test]

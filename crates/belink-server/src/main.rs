@@ -6,9 +6,14 @@
 //!   belink-server --socket PATH --encoder-model DIR [--pooling auto|mean|cls] [--device auto|cpu|cuda]
 //!                 [--reranker-model FILE|DIR] [--rerank-batch N]
 //!                 [--max-batch N] [--batch-wait-ms N] [--threads N] [--parent-pid PID]
+//!                 [--adapted-dir DIR]
+//!
+//! `--adapted-dir`: where belink_adapt_encoder's encoders are trained and stored (under the
+//! cluster's data directory); requests may name only directories inside it.
 //!
 //! Logs go to stderr, which the supervisor forwards to the PostgreSQL log.
 
+mod adapt;
 mod encoder;
 mod queue;
 mod reranker;
@@ -28,7 +33,8 @@ use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
 use belink_models::encoder::Pooling;
 use belink_models::streams::Streams;
 
-use encoder::EmbedQueue;
+use adapt::{AdaptRequest, Adaptations};
+use encoder::{AdaptedEncoders, EmbedQueue, EmbedWork};
 use queue::{Failure, Job, Queue};
 use reranker::{RerankQueue, RerankWork};
 use stats::Stats;
@@ -46,6 +52,7 @@ fn parse_options() -> Result<Options, String> {
     let mut socket = None;
     let mut settings = encoder::Settings {
         encoder_dir: PathBuf::new(),
+        adapted_dir: None,
         pooling: None,
         device: "auto".into(),
         max_batch: 32,
@@ -61,6 +68,9 @@ fn parse_options() -> Result<Options, String> {
         match flag.as_str() {
             "--socket" => socket = Some(PathBuf::from(value()?)),
             "--encoder-model" => settings.encoder_dir = PathBuf::from(value()?),
+            "--adapted-dir" => {
+                settings.adapted_dir = Some(PathBuf::from(value()?)).filter(|p| !p.as_os_str().is_empty())
+            }
             "--pooling" => settings.pooling = Pooling::parse(&value()?).map_err(|e| e.to_string())?,
             "--device" => settings.device = value()?,
             "--max-batch" => settings.max_batch = number(&flag, &value()?)?.max(1),
@@ -109,9 +119,11 @@ fn main() -> ExitCode {
     let stats = Arc::new(Stats::new(&options.encoder.device, options.reranker.model.is_some()));
     let streams = Arc::new(Streams::new(options.threads));
     let queues = Arc::new(Queues {
-        embed: Queue::new(|texts: &Vec<String>| texts.len()),
+        embed: Queue::new(|work: &EmbedWork| work.texts.len()),
         rerank: Queue::new(|work: &RerankWork| work.items.len()),
         trigrams: TrigramIndexes::default(),
+        adapted_encoders: AdaptedEncoders::default(),
+        adaptations: Adaptations::new(options.encoder.adapted_dir.clone(), &options.encoder.device),
         connections: AtomicUsize::new(0),
     });
     let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
@@ -181,6 +193,10 @@ pub struct Queues {
     pub rerank: RerankQueue,
     /// Not a queue: searched on the connection's thread.
     pub trigrams: TrigramIndexes,
+    /// The adapted encoders the encoder thread holds (for the status).
+    pub adapted_encoders: AdaptedEncoders,
+    /// Training runs, on the connections' threads.
+    pub adaptations: Adaptations,
     /// Open client connections (one per backend that has called the server).
     pub connections: AtomicUsize,
 }
@@ -230,7 +246,14 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
         };
         let reply = match message {
             Message::StatusRequest => Message::StatusReply {
-                json: stats.to_json((queues.embed.depth(), queues.rerank.depth()), queues.trigrams.to_json()),
+                json: stats.to_json(
+                    (queues.embed.depth(), queues.rerank.depth()),
+                    serde_json::json!({
+                        "trigram_indexes": queues.trigrams.to_json(),
+                        "adapted_encoders": queues.adapted_encoders.to_json(),
+                        "adaptations": queues.adaptations.to_json(),
+                    }),
+                ),
             },
             Message::TrigramSearchRequest { ontology, generation, threshold, limit, queries } => {
                 queues.trigrams.search(&ontology, generation, threshold, limit, &queries)
@@ -238,11 +261,17 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
             Message::TrigramLoadRequest { ontology, generation, offset, last, names } => {
                 queues.trigrams.load(&mut loading, ontology, generation, offset, last, names)
             }
-            Message::EmbedRequest { texts } => match wait_for(&stream, &queues.embed, texts) {
-                Some(Ok((dim, vectors))) => Message::EmbedReply { dim, vectors },
-                Some(Err((code, message))) => Message::ErrorReply { code, message },
-                None => return, // the client went away
-            },
+            Message::AdaptRequest { ontology, base_model, work_dir, config, seconds, examples } => {
+                let request = AdaptRequest { ontology, base_model, work_dir, config, seconds, examples };
+                queues.adaptations.adapt(&stream, request)
+            }
+            Message::EmbedRequest { model, texts } => {
+                match wait_for(&stream, &queues.embed, EmbedWork { model, texts }) {
+                    Some(Ok((dim, vectors))) => Message::EmbedReply { dim, vectors },
+                    Some(Err((code, message))) => Message::ErrorReply { code, message },
+                    None => return, // the client went away
+                }
+            }
             Message::RerankRequest { generate, items } => {
                 match wait_for(&stream, &queues.rerank, RerankWork { generate, items }) {
                     Some(Ok((probabilities, answers))) => Message::RerankReply { probabilities, answers },
@@ -274,6 +303,8 @@ fn kind_name(message: &Message) -> &'static str {
         Message::TrigramSearchReply { .. } => "trigram search reply",
         Message::TrigramLoadRequest { .. } => "trigram load request",
         Message::TrigramLoadReply { .. } => "trigram load reply",
+        Message::AdaptRequest { .. } => "adapt request",
+        Message::AdaptReply { .. } => "adapt reply",
     }
 }
 
@@ -300,7 +331,7 @@ fn wait_for<W, R>(stream: &UnixStream, queue: &Queue<W, R>, work: W) -> Option<R
 }
 
 /// False once the peer has closed its end (a cancelled or terminated backend).
-fn peer_connected(stream: &UnixStream) -> bool {
+pub(crate) fn peer_connected(stream: &UnixStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut byte = 0u8;
     // Safety: a one-byte peek into a local buffer on a socket this function borrows.

@@ -117,12 +117,13 @@ impl Stats {
         all.last_error = Some(message.to_string());
     }
 
-    pub fn to_json(&self, queue_depths: (usize, usize), trigram_indexes: serde_json::Value) -> String {
+    /// The status; `more`'s fields (a JSON object) are added to it.
+    pub fn to_json(&self, queue_depths: (usize, usize), more: serde_json::Value) -> String {
         let (rss_kb, peak_rss_kb) = memory_kb();
         let all = self.all.lock().expect("stats lock");
         let (e, r) = (&all.encoder, &all.reranker);
         let mean = |sum: f64, n: u64| if n == 0 { 0.0 } else { sum / n as f64 };
-        json!({
+        let mut status = json!({
             "pid": std::process::id(),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "device": self.device,
@@ -153,9 +154,11 @@ impl Stats {
             "last_error": all.last_error,
             "rss_kb": rss_kb,
             "peak_rss_kb": peak_rss_kb,
-            "trigram_indexes": trigram_indexes,
-        })
-        .to_string()
+        });
+        if let (Some(status), serde_json::Value::Object(more)) = (status.as_object_mut(), more) {
+            status.extend(more);
+        }
+        status.to_string()
     }
 }
 

@@ -35,23 +35,30 @@ pub(crate) fn check_dimensions(vector: &[f32], targets: &[&OntologyState]) -> Re
     Ok(())
 }
 
+/// A query's dense targets split by the encoder they were embedded with: each part is searched
+/// with the query's vector by that encoder.
+pub(crate) fn by_encoder<'a>(targets: Vec<&'a OntologyState>) -> Vec<Vec<&'a OntologyState>> {
+    let mut parts: Vec<Vec<&OntologyState>> = Vec::new();
+    for target in targets {
+        let model = target.embeddings.as_ref().map(|e| e.request_model());
+        match parts.iter_mut().find(|p| p[0].embeddings.as_ref().map(|e| e.request_model()) == model) {
+            Some(part) => part.push(target),
+            None => parts.push(vec![target]),
+        }
+    }
+    parts
+}
+
 impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
-    /// The vector each query is searched with in its `targets` (None: no dense search).
+    /// The vector of each (query index, targets of one encoder) search.
     pub(crate) fn query_vectors(
         &self,
         queries: &[Query],
         exact: &[Vec<Hit>],
-        targets: &[Vec<&OntologyState>],
+        searches: &[(usize, Vec<&OntologyState>)],
     ) -> Result<Vec<Option<Vec<f32>>>> {
-        let alike: Vec<Option<&Hit>> = queries
-            .iter()
-            .zip(exact)
-            .zip(targets)
-            .map(|((query, hits), targets)| match targets.is_empty() {
-                true => None,
-                false => self.stored_alike(query, hits, targets),
-            })
-            .collect();
+        let alike: Vec<Option<&Hit>> =
+            searches.iter().map(|(i, targets)| self.stored_alike(&queries[*i], &exact[*i], targets)).collect();
         let wanted: Vec<&Hit> = alike.iter().flatten().copied().collect();
         let mut stored = match wanted.is_empty() {
             true => Vec::new(),
@@ -60,14 +67,18 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         .into_iter();
         let mut vectors: Vec<Option<Vec<f32>>> =
             alike.iter().map(|hit| hit.and_then(|_| stored.next().flatten())).collect();
-        // The others are embedded, with those whose name was added after the last belink_index
-        // (it has no stored embedding yet).
-        let to_embed: Vec<usize> =
-            (0..queries.len()).filter(|&i| !targets[i].is_empty() && vectors[i].is_none()).collect();
-        if !to_embed.is_empty() {
-            let embedded = self.models.embed(to_embed.iter().map(|&i| queries[i].text.to_string()).collect())?;
-            for (i, vector) in to_embed.into_iter().zip(embedded) {
-                vectors[i] = Some(vector);
+        // The others are embedded, one request per encoder, with those whose name was added
+        // after the last belink_index (it has no stored embedding yet).
+        let model_of = |s: usize| searches[s].1[0].embeddings.as_ref().map_or("", |e| e.request_model());
+        let mut models: Vec<&str> = (0..searches.len()).filter(|&s| vectors[s].is_none()).map(model_of).collect();
+        models.sort_unstable();
+        models.dedup();
+        for model in models {
+            let to_embed: Vec<usize> =
+                (0..searches.len()).filter(|&s| vectors[s].is_none() && model_of(s) == model).collect();
+            let texts = to_embed.iter().map(|&s| queries[searches[s].0].text.to_string()).collect();
+            for (s, vector) in to_embed.into_iter().zip(self.models.embed(model, texts)?) {
+                vectors[s] = Some(vector);
             }
         }
         Ok(vectors)

@@ -82,8 +82,14 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             .collect();
         // Linking skips the trigram source, unless it is the only one asked for.
         let trigram_wanted = lexical == Lexical::ExactAndTrigram || retrieval == Retrieval::Only(Source::Trigram);
-        let vectors = self.query_vectors(queries, &exact, &targets)?;
-        let dense = self.dense_matches(vectors, targets, per_source)?;
+        // One dense search per query and encoder of its targets.
+        let searches: Vec<(usize, Vec<&OntologyState>)> = targets
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, targets)| dense::by_encoder(targets).into_iter().map(move |part| (i, part)))
+            .collect();
+        let vectors = self.query_vectors(queries, &exact, &searches)?;
+        let dense = self.dense_matches(queries.len(), vectors, searches, per_source)?;
         let trigram_queries: Vec<(Option<&str>, Option<&str>)> = queries
             .iter()
             .zip(&folded)
@@ -139,29 +145,31 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         }
     }
 
-    /// The dense hits of each query with a vector, in one store call.
+    /// The dense hits of each query, in one store call; a query searched with several encoders
+    /// (ontologies adapted apart) takes their lists' hits in turn, rank by rank.
     fn dense_matches(
         &self,
+        query_count: usize,
         vectors: Vec<Option<Vec<f32>>>,
-        targets: Vec<Vec<&OntologyState>>,
+        searches: Vec<(usize, Vec<&OntologyState>)>,
         limit: usize,
     ) -> Result<Vec<Vec<Hit>>> {
-        let mut dense = vec![Vec::new(); vectors.len()];
-        let mut searches = Vec::new();
+        let mut lists: Vec<Vec<Vec<Hit>>> = vec![Vec::new(); query_count];
+        let mut store_searches = Vec::new();
         let mut positions = Vec::new();
-        for (i, (vector, ontologies)) in vectors.into_iter().zip(targets).enumerate() {
+        for (vector, (query, ontologies)) in vectors.into_iter().zip(searches) {
             if let Some(vector) = vector {
                 dense::check_dimensions(&vector, &ontologies)?;
-                searches.push(DenseSearch { vector, ontologies });
-                positions.push(i);
+                store_searches.push(DenseSearch { vector, ontologies });
+                positions.push(query);
             }
         }
-        if !searches.is_empty() {
-            for (i, hits) in positions.into_iter().zip(self.store.dense(&searches, limit)?) {
-                dense[i] = hits;
+        if !store_searches.is_empty() {
+            for (query, hits) in positions.into_iter().zip(self.store.dense(&store_searches, limit)?) {
+                lists[query].push(hits);
             }
         }
-        Ok(dense)
+        Ok(lists.into_iter().map(interleave).collect())
     }
 
     fn with_preferred_names(&self, lists: Vec<Vec<Fused>>) -> Result<Vec<Vec<Candidate>>> {
@@ -183,6 +191,21 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             })
             .collect())
     }
+}
+
+/// The hits of several ranked lists, rank by rank (the first list's first, the second's
+/// first...).
+fn interleave(mut lists: Vec<Vec<Hit>>) -> Vec<Hit> {
+    if lists.len() <= 1 {
+        return lists.pop().unwrap_or_default();
+    }
+    let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+    let mut iters: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
+    let mut merged = Vec::new();
+    for _ in 0..longest {
+        merged.extend(iters.iter_mut().filter_map(Iterator::next));
+    }
+    merged
 }
 
 #[cfg(test)]

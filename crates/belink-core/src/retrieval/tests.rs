@@ -238,3 +238,35 @@ fn a_source_weighed_zero_is_not_searched_and_only_hybrid_retrieval_uses_weights(
         assert!(found[0][0].fused.score > 0.0, "{retrieval:?}");
     }
 }
+
+#[test]
+fn ontologies_with_their_own_encoders_are_searched_with_their_own_query_vectors() {
+    let store = medic().with("hpo", &[("HP:0001658", &["Myocardial infarction", "Heart attack"])]);
+    let models = FakeModels::default();
+    let settings = Settings { retrieval: crate::settings::Retrieval::Only(Source::Dense), ..Settings::default() };
+    // hpo's names were embedded by an encoder adapted to it; medic's by the server's.
+    let states: Vec<OntologyState> = store
+        .ontologies(true)
+        .selected(None)
+        .cloned()
+        .map(|mut o| {
+            if o.name == "hpo" {
+                let embeddings = o.embeddings.as_mut().unwrap();
+                embeddings.model = "/data/belink/encoders/hpo-7/model".into();
+                embeddings.adapted = true;
+            }
+            o
+        })
+        .collect();
+    let ontologies = Ontologies::new(states);
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let all = Query { text: "cardiac infarct", ontology: None };
+    let found = pipeline.retrieve(&[all, query("cardiac infarct")], 5, Lexical::ExactAndTrigram).unwrap();
+    // One request per encoder; the medic-only query shares the server encoder's request.
+    assert_eq!(*models.encoders_asked.borrow(), ["", "/data/belink/encoders/hpo-7/model"]);
+    assert_eq!(*models.embedded.borrow(), ["cardiac infarct", "cardiac infarct", "cardiac infarct"]);
+    // Both ontologies' hits come back for the query over every ontology, taken in turn.
+    let ontologies_found: Vec<&str> = found[0].iter().map(|c| c.fused.ontology.as_str()).collect();
+    assert!(ontologies_found.contains(&"hpo") && ontologies_found.contains(&"medic"), "{ontologies_found:?}");
+    assert!(found[1].iter().all(|c| c.fused.ontology == "medic"));
+}

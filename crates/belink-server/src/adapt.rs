@@ -1,0 +1,232 @@
+//! Adapting the encoder to an ontology (belink_adapt_encoder): the server trains in slices of a
+//! few seconds, one request each, so the calling procedure can report progress, commit and be
+//! cancelled between them. The run stays in memory between slices; checkpoints (every minute,
+//! and when the client goes away) let a new run resume after a cancel, a server kill or a
+//! restart. Training runs on the connection's thread: embedding requests keep being served
+//! by the encoder thread meanwhile (sharing the cores).
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use belink_core::wire::{ErrorCode, Message};
+use belink_models::train::{StepReport, TrainConfig, Trainer};
+use serde_json::json;
+
+/// How often a run saves a checkpoint while it trains, unless the request's configuration
+/// says otherwise (`checkpoint_seconds`).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether `path` lies inside `root` (lexically: no `..`, absolute, below root).
+pub fn is_inside(root: &Path, path: &Path) -> bool {
+    path.is_absolute()
+        && !path.components().any(|c| c == Component::ParentDir)
+        && path.starts_with(root)
+        && path != root
+}
+
+struct Run {
+    ontology: String,
+    trainer: Trainer,
+    /// Training time and names in this process (for the rate and the ETA).
+    trained: Duration,
+    names: usize,
+    last: Option<StepReport>,
+    last_checkpoint: Instant,
+    checkpoint_every: Duration,
+}
+
+impl Run {
+    fn progress(&self, done: bool, model: Option<&Path>) -> serde_json::Value {
+        let steps_total = self.trainer.steps_total();
+        let step = self.trainer.steps_done();
+        let seconds = self.trained.as_secs_f64();
+        let steps_here = self.trainer.steps_done() - self.trainer.steps_at_start();
+        let eta = (steps_here > 0).then(|| seconds / steps_here as f64 * (steps_total - step) as f64);
+        json!({
+            "ontology": self.ontology,
+            "step": step,
+            "steps_total": steps_total,
+            "epoch": self.last.map(|r| r.epoch),
+            "loss": self.last.map(|r| r.loss),
+            "names_per_s": if seconds > 0.0 { self.names as f64 / seconds } else { 0.0 },
+            "eta_s": eta,
+            "done": done,
+            "resumed_from": self.trainer.steps_at_start(),
+            "model": model.map(|p| p.display().to_string()),
+        })
+    }
+}
+
+/// The training runs held in memory, by work directory.
+pub struct Adaptations {
+    root: Option<PathBuf>,
+    device: String,
+    runs: Mutex<HashMap<PathBuf, Arc<Mutex<Run>>>>,
+}
+
+pub struct AdaptRequest {
+    pub ontology: String,
+    pub base_model: String,
+    pub work_dir: String,
+    pub config: String,
+    pub seconds: u32,
+    pub examples: Vec<(String, String)>,
+}
+
+impl Adaptations {
+    pub fn new(root: Option<PathBuf>, device: &str) -> Adaptations {
+        Adaptations { root, device: device.to_string(), runs: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let runs = self.runs.lock().expect("runs lock");
+        let list: Vec<_> =
+            runs.values().filter_map(|run| run.try_lock().ok().map(|run| run.progress(false, None))).collect();
+        serde_json::Value::Array(list)
+    }
+
+    /// Trains for at most `request.seconds` and replies the progress; stops at once (with a
+    /// checkpoint) when the client goes away.
+    pub fn adapt(&self, stream: &UnixStream, request: AdaptRequest) -> Message {
+        match self.try_adapt(stream, request) {
+            Ok(json) => Message::AdaptReply { json: json.to_string() },
+            Err((code, message)) => Message::ErrorReply { code, message },
+        }
+    }
+
+    fn try_adapt(&self, stream: &UnixStream, request: AdaptRequest) -> Result<serde_json::Value, (ErrorCode, String)> {
+        let work_dir = PathBuf::from(&request.work_dir);
+        let bad = |message: String| (ErrorCode::BadRequest, message);
+        match &self.root {
+            Some(root) if is_inside(root, &work_dir) => {}
+            Some(root) => return Err(bad(format!("{} is not inside {}", work_dir.display(), root.display()))),
+            None => return Err(bad("this server was started without a directory for adapted encoders".into())),
+        }
+        let run = self.run_for(&work_dir, &request)?;
+        let mut run =
+            run.try_lock().map_err(|_| bad(format!("{} is being trained by another request", work_dir.display())))?;
+        let checkpoints = work_dir.join("checkpoint");
+        let failed = |e: belink_models::ModelError| (ErrorCode::Inference, e.to_string());
+        let started = Instant::now();
+        let budget = Duration::from_secs(request.seconds.max(1) as u64);
+        loop {
+            if !crate::peer_connected(stream) {
+                run.trainer.save_checkpoint(&checkpoints).map_err(failed)?;
+                eprintln!(
+                    "belink-server: adapting {}: the client went away at step {}; checkpoint saved",
+                    run.ontology,
+                    run.trainer.steps_done()
+                );
+                self.runs.lock().expect("runs lock").remove(&work_dir);
+                return Err((ErrorCode::ShuttingDown, "the client went away".into()));
+            }
+            let step_started = Instant::now();
+            let Some(report) = run.trainer.step().map_err(failed)? else {
+                let model = work_dir.join("model");
+                run.trainer.save_model(&model).map_err(failed)?;
+                run.trainer.save_checkpoint(&checkpoints).map_err(failed)?;
+                self.runs.lock().expect("runs lock").remove(&work_dir);
+                eprintln!("belink-server: adapting {}: done, model in {}", run.ontology, model.display());
+                return Ok(run.progress(true, Some(&model)));
+            };
+            run.trained += step_started.elapsed();
+            run.names += report.names;
+            run.last = Some(report);
+            if run.last_checkpoint.elapsed() >= run.checkpoint_every {
+                run.trainer.save_checkpoint(&checkpoints).map_err(failed)?;
+                run.last_checkpoint = Instant::now();
+            }
+            if started.elapsed() >= budget {
+                return Ok(run.progress(false, None));
+            }
+        }
+    }
+
+    /// The run held for `work_dir`, or a new one (resumed from its checkpoint when it has
+    /// one for the same names and configuration) when the request brings the examples.
+    fn run_for(&self, work_dir: &Path, request: &AdaptRequest) -> Result<Arc<Mutex<Run>>, (ErrorCode, String)> {
+        if let Some(run) = self.runs.lock().expect("runs lock").get(work_dir) {
+            if request.examples.is_empty() || run.try_lock().is_err() {
+                return Ok(run.clone());
+            }
+        }
+        if request.examples.is_empty() {
+            return Err((ErrorCode::TrainerMissing, format!("no training run for {} in memory", work_dir.display())));
+        }
+        let bad_config = |e: serde_json::Error| (ErrorCode::BadRequest, format!("bad training configuration: {e}"));
+        let config: TrainConfig = serde_json::from_str(&request.config).map_err(bad_config)?;
+        let checkpoint_every = serde_json::from_str::<serde_json::Value>(&request.config).map_err(bad_config)?
+            ["checkpoint_seconds"]
+            .as_f64()
+            .map_or(CHECKPOINT_EVERY, |s| Duration::from_secs_f64(s.max(0.0)));
+        let base = Path::new(&request.base_model);
+        let device =
+            belink_models::select_device(&self.device).map_err(|e| (ErrorCode::ModelUnavailable, e.to_string()))?;
+        let checkpoints = work_dir.join("checkpoint");
+        let started = Instant::now();
+        let resumed = checkpoints
+            .join("checkpoint.json")
+            .is_file()
+            .then(|| Trainer::resume(base, &checkpoints, &request.examples, &device))
+            .and_then(|resumed| match resumed {
+                Ok(trainer) if *trainer.config() == config => Some(trainer),
+                Ok(_) => {
+                    eprintln!(
+                        "belink-server: adapting {}: other settings than the checkpoint's; starting anew",
+                        request.ontology
+                    );
+                    None
+                }
+                Err(e) => {
+                    eprintln!("belink-server: adapting {}: not resuming ({e}); starting anew", request.ontology);
+                    None
+                }
+            });
+        let trainer = match resumed {
+            Some(trainer) => trainer,
+            None => {
+                let _ = std::fs::remove_dir_all(&checkpoints);
+                Trainer::new(base, &request.examples, config, &device)
+                    .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?
+            }
+        };
+        eprintln!(
+            "belink-server: adapting {}: {} names, step {} of {}, ready in {:.1} s",
+            request.ontology,
+            request.examples.len(),
+            trainer.steps_done(),
+            trainer.steps_total(),
+            started.elapsed().as_secs_f64()
+        );
+        let run = Arc::new(Mutex::new(Run {
+            ontology: request.ontology.clone(),
+            trainer,
+            trained: Duration::ZERO,
+            names: 0,
+            last: None,
+            last_checkpoint: Instant::now(),
+            checkpoint_every,
+        }));
+        self.runs.lock().expect("runs lock").insert(work_dir.to_path_buf(), run.clone());
+        Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_inside;
+    use std::path::Path;
+
+    #[test]
+    fn only_paths_below_the_root_are_inside() {
+        let root = Path::new("/data/belink/encoders");
+        assert!(is_inside(root, Path::new("/data/belink/encoders/medic-7")));
+        assert!(!is_inside(root, Path::new("/data/belink/encoders")));
+        assert!(!is_inside(root, Path::new("/data/belink/encoders/../../etc")));
+        assert!(!is_inside(root, Path::new("/data/belink/encodersx/a")));
+        assert!(!is_inside(root, Path::new("medic-7")));
+    }
+}

@@ -1,0 +1,94 @@
+-- belink_adapt_encoder: the encoder adapted to an ontology's synonyms (included by
+-- src/api/adapt.rs). Each step commits, so progress is visible to every session, a cancel
+-- loses at most a slice, and calling again resumes.
+
+-- One row per ontology: its last or current adaptation (the progress view).
+CREATE TABLE belink.encoder_adaptations (
+    ontology    text PRIMARY KEY REFERENCES belink.ontologies (name) ON DELETE CASCADE,
+    -- training -> embedding (the names, with the adapted encoder, into adapted_embeddings)
+    -- -> done (the ontology switched to it)
+    state       text NOT NULL CHECK (state IN ('training', 'embedding', 'done')),
+    work_dir    text NOT NULL,
+    base_model  text NOT NULL,
+    -- epochs, seed, and the ontology generation whose names it learns from
+    settings    jsonb NOT NULL,
+    names       bigint NOT NULL,
+    step        bigint NOT NULL DEFAULT 0,
+    steps_total bigint,
+    loss        real,
+    names_per_s real,
+    eta_s       real,
+    -- the step the model server's run started from (0, or a checkpoint's after an interruption)
+    resumed_from bigint,
+    embedded    bigint NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+COMMENT ON TABLE belink.encoder_adaptations IS
+    'Progress of belink_adapt_encoder per ontology: state, training step, loss, names/s, ETA, names re-embedded';
+
+-- The adapted encoder's vectors of an ontology's names, until the switch takes them.
+CREATE TABLE belink.adapted_embeddings (
+    name_id   bigint PRIMARY KEY REFERENCES belink.names (name_id) ON DELETE CASCADE,
+    ontology  text NOT NULL,
+    embedding real[] NOT NULL
+);
+CREATE INDEX adapted_embeddings_ontology ON belink.adapted_embeddings (ontology);
+
+CREATE PROCEDURE belink_adapt_encoder(
+    ontology text,
+    max_minutes double precision DEFAULT 60,
+    epochs integer DEFAULT 1,
+    seed bigint DEFAULT 42,
+    checkpoint_seconds integer DEFAULT 60
+)
+LANGUAGE plpgsql AS $procedure$
+DECLARE
+    state text;
+    progress jsonb;
+    started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+    batch integer;
+    embedded bigint := 0;
+BEGIN
+    IF max_minutes IS NULL OR max_minutes <= 0 THEN
+        RAISE EXCEPTION 'max_minutes must be positive, not %', max_minutes;
+    END IF;
+    state := @extschema@.belink_adapt_prepare(ontology, epochs, seed);
+    COMMIT;
+    IF state = 'training' THEN
+        LOOP
+            progress := @extschema@.belink_adapt_train(ontology, checkpoint_seconds);
+            COMMIT;
+            EXIT WHEN (progress->>'done')::boolean;
+            IF clock_timestamp() - last_notice > interval '30 seconds' THEN
+                RAISE NOTICE 'belink_adapt_encoder(%): step % of %, loss %, % names/s, about % s left',
+                    ontology, progress->>'step', progress->>'steps_total',
+                    round((progress->>'loss')::numeric, 4), round((progress->>'names_per_s')::numeric, 1),
+                    round((progress->>'eta_s')::numeric);
+                last_notice := clock_timestamp();
+            END IF;
+            IF clock_timestamp() - started > make_interval(secs => max_minutes * 60) THEN
+                RAISE NOTICE 'belink_adapt_encoder(%): stopped after % minutes at step % of %; CALL it again to resume',
+                    ontology, max_minutes, progress->>'step', progress->>'steps_total';
+                RETURN;
+            END IF;
+        END LOOP;
+        RAISE NOTICE 'belink_adapt_encoder(%): trained in % s; embedding the names with the adapted encoder',
+            ontology, round(extract(epoch FROM clock_timestamp() - started)::numeric);
+    END IF;
+    LOOP
+        batch := @extschema@.belink_adapt_embed_batch(ontology, 1024);
+        EXIT WHEN batch = 0;
+        embedded := embedded + batch;
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE 'belink_adapt_encoder(%): % names embedded; switching the ontology to the adapted encoder',
+        ontology, embedded;
+    PERFORM @extschema@.belink_adapt_switch(ontology);
+    COMMIT;
+END
+$procedure$;
+COMMENT ON PROCEDURE belink_adapt_encoder(text, double precision, integer, bigint, integer) IS
+    'Adapts the sentence encoder to the ontology''s synonyms in the model server (progress: belink.encoder_adaptations; cancel and call again to resume), re-embeds its names, then switches the ontology to it in one transaction';
