@@ -6,6 +6,7 @@
 //! synonym of every third concept is held back (adapt_held_out.tsv) to measure retrieval of a
 //! synonym the encoder never saw.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
@@ -65,6 +66,20 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
     assert!(format!("{error:?}").contains("no synonyms to learn from"), "{error:?}");
     let recorded: i64 = client.query_one("SELECT count(*) FROM belink.encoder_adaptations", &[]).unwrap().get(0);
     assert_eq!(recorded, 0);
+    // An unwritable encoder directory: a clear error, nothing recorded.
+    let data_dir: String = client.query_one("SELECT current_setting('data_directory')", &[]).unwrap().get(0);
+    let encoders = std::fs::canonicalize(&data_dir).unwrap().join("belink/encoders");
+    std::fs::create_dir_all(&encoders).unwrap();
+    let owner = Command::new("stat").args(["-c", "%U", data_dir.as_str()]).output().unwrap();
+    let owner = String::from_utf8_lossy(&owner.stdout).trim().to_string();
+    assert!(Command::new("chown").args([&owner, encoders.to_str().unwrap()]).status().unwrap().success());
+    std::fs::set_permissions(&encoders, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let refused = client.batch_execute(&format!("CALL belink_adapt_encoder('{ONTOLOGY}')"));
+    std::fs::set_permissions(&encoders, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let error = format!("{:?}", refused.unwrap_err());
+    assert!(error.contains("cannot create") && error.contains("Permission denied"), "{error}");
+    let recorded: i64 = client.query_one("SELECT count(*) FROM belink.encoder_adaptations", &[]).unwrap().get(0);
+    assert_eq!(recorded, 0);
 
     let before = held_out_retrieval(&mut client);
     let (model_before, vectors_before): (String, i64) = {
@@ -121,9 +136,7 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
 
     // Switched: every name has an adapted vector, recorded in the ontology row.
     let encoder = adapted_encoder(&mut client).expect("the ontology records its adapted encoder");
-    let data_dir: String = client.query_one("SELECT current_setting('data_directory')", &[]).unwrap().get(0);
-    let data_dir = std::fs::canonicalize(&data_dir).unwrap();
-    assert!(Path::new(&encoder).starts_with(data_dir.join("belink/encoders")), "{encoder}");
+    assert!(Path::new(&encoder).starts_with(&encoders), "{encoder}");
     assert!(Path::new(&encoder).join("model.safetensors").is_file());
     let row = client
         .query_one(
