@@ -318,6 +318,8 @@ fn belink_adapt_switch(ontology: &str) -> String {
                 &[ontology.into()],
             )
             .or_raise("recording the adaptation");
+        // The training checkpoints served the run; its model is what stays.
+        remove_after_commit(Path::new(&run.work_dir).join("checkpoint"));
         if let Some(previous) = previous.filter(|p| *p != model) {
             if let Some(run_dir) = Path::new(&previous).parent() {
                 remove_after_commit(run_dir.to_path_buf());

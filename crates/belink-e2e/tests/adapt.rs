@@ -116,8 +116,15 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
         client.query_one("SELECT embedding_model FROM belink.ontologies WHERE name = $1", &[&ONTOLOGY]).unwrap().get(0);
     assert_eq!(model_now, model_before);
 
+    // The server's status shows the run while it trains (a run is busy for most of the time).
+    let server = status(&mut client);
+    let runs = server["adaptations"].as_array().expect("adaptations in the status");
+    assert_eq!(runs.len(), 1, "{server}");
+    assert_eq!(runs[0]["ontology"], ONTOLOGY);
+    assert!(runs[0]["step"].as_i64().unwrap() >= 6, "{server}");
+
     // Kill the server mid-training: the CALL fails, PostgreSQL does not.
-    let server_pid = status(&mut client)["server_pid"].as_i64().unwrap();
+    let server_pid = server["server_pid"].as_i64().unwrap();
     assert!(Command::new("kill").args(["-9", &server_pid.to_string()]).status().unwrap().success());
     let outcome = first_call.join().unwrap();
     assert!(outcome.is_err(), "the CALL in flight fails when the server dies");
@@ -138,6 +145,8 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
     let encoder = adapted_encoder(&mut client).expect("the ontology records its adapted encoder");
     assert!(Path::new(&encoder).starts_with(&encoders), "{encoder}");
     assert!(Path::new(&encoder).join("model.safetensors").is_file());
+    let checkpoints = Path::new(&encoder).with_file_name("checkpoint");
+    assert!(!checkpoints.exists(), "the training checkpoints are removed once switched: {}", checkpoints.display());
     let row = client
         .query_one(
             "SELECT embedding_model, adapted_loss IS NOT NULL, adapted_from_generation = generation,

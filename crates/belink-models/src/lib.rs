@@ -44,6 +44,16 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Gives the memory that [`keep_freed_memory`] kept back to the system: a long-running
+/// process calls it when a training run ends, so its peak does not stay resident.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // Safety: malloc_trim only returns free pages of the heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Why a model could not be loaded or run. Each message names the file involved.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ModelError {

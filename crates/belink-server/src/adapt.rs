@@ -5,7 +5,7 @@
 //! restart. Training runs on the connection's thread: embedding requests keep being served
 //! by the encoder thread meanwhile (sharing the cores).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,24 @@ pub struct Adaptations {
     root: Option<PathBuf>,
     device: String,
     runs: Mutex<HashMap<PathBuf, Arc<Mutex<Run>>>>,
+    /// Each held run's progress as of its last step (the status reads this: a run is locked
+    /// for the whole of a slice).
+    latest: Mutex<HashMap<PathBuf, serde_json::Value>>,
+    /// Work directories whose run is being set up (minutes for a large ontology): a second
+    /// request for one of them is refused rather than building a second trainer.
+    preparing: Mutex<HashSet<PathBuf>>,
+}
+
+/// Marks a work directory as being set up until dropped.
+struct Preparing<'a> {
+    set: &'a Mutex<HashSet<PathBuf>>,
+    work_dir: PathBuf,
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("preparing lock").remove(&self.work_dir);
+    }
 }
 
 pub struct AdaptRequest {
@@ -78,23 +96,34 @@ pub struct AdaptRequest {
 
 impl Adaptations {
     pub fn new(root: Option<PathBuf>, device: &str) -> Adaptations {
-        Adaptations { root, device: device.to_string(), runs: Mutex::new(HashMap::new()) }
+        Adaptations {
+            root,
+            device: device.to_string(),
+            runs: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
+            preparing: Mutex::new(HashSet::new()),
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        let runs = self.runs.lock().expect("runs lock");
-        let list: Vec<_> =
-            runs.values().filter_map(|run| run.try_lock().ok().map(|run| run.progress(false, None))).collect();
-        serde_json::Value::Array(list)
+        serde_json::Value::Array(self.latest.lock().expect("progress lock").values().cloned().collect())
     }
 
     /// Trains for at most `request.seconds` and replies the progress; stops at once (with a
     /// checkpoint) when the client goes away.
     pub fn adapt(&self, stream: &UnixStream, request: AdaptRequest) -> Message {
-        match self.try_adapt(stream, request) {
+        let work_dir = PathBuf::from(&request.work_dir);
+        let reply = match self.try_adapt(stream, request) {
             Ok(json) => Message::AdaptReply { json: json.to_string() },
             Err((code, message)) => Message::ErrorReply { code, message },
+        };
+        // A run that ended (done, abandoned, failed) has dropped its trainer by now: give
+        // its memory back to the system.
+        if !self.runs.lock().expect("runs lock").contains_key(&work_dir) {
+            self.latest.lock().expect("progress lock").remove(&work_dir);
+            belink_models::release_freed_memory();
         }
+        reply
     }
 
     fn try_adapt(&self, stream: &UnixStream, request: AdaptRequest) -> Result<serde_json::Value, (ErrorCode, String)> {
@@ -135,6 +164,7 @@ impl Adaptations {
             run.trained += step_started.elapsed();
             run.names += report.names;
             run.last = Some(report);
+            self.latest.lock().expect("progress lock").insert(work_dir.clone(), run.progress(false, None));
             if run.last_checkpoint.elapsed() >= run.checkpoint_every {
                 run.trainer.save_checkpoint(&checkpoints).map_err(failed)?;
                 run.last_checkpoint = Instant::now();
@@ -156,6 +186,16 @@ impl Adaptations {
         if request.examples.is_empty() {
             return Err((ErrorCode::TrainerMissing, format!("no training run for {} in memory", work_dir.display())));
         }
+        if !self.preparing.lock().expect("preparing lock").insert(work_dir.to_path_buf()) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!(
+                    "{} is being set up by another request (another session is adapting this ontology)",
+                    work_dir.display()
+                ),
+            ));
+        }
+        let _preparing = Preparing { set: &self.preparing, work_dir: work_dir.to_path_buf() };
         let bad_config = |e: serde_json::Error| (ErrorCode::BadRequest, format!("bad training configuration: {e}"));
         let config: TrainConfig = serde_json::from_str(&request.config).map_err(bad_config)?;
         let checkpoint_every = serde_json::from_str::<serde_json::Value>(&request.config).map_err(bad_config)?
@@ -217,8 +257,35 @@ impl Adaptations {
 
 #[cfg(test)]
 mod tests {
-    use super::is_inside;
+    use super::{is_inside, AdaptRequest, Adaptations};
+    use std::os::unix::net::UnixStream;
     use std::path::Path;
+
+    #[test]
+    fn a_run_being_set_up_is_not_set_up_a_second_time() {
+        let root = std::env::temp_dir().join("belink-adapt-guard-test");
+        let work_dir = root.join("medic-1");
+        let adaptations = Adaptations::new(Some(root), "cpu");
+        let (stream, _peer) = UnixStream::pair().unwrap();
+        let request = || AdaptRequest {
+            ontology: "medic".into(),
+            base_model: "/nonexistent/encoder".into(),
+            work_dir: work_dir.display().to_string(),
+            config: "{}".into(),
+            seconds: 1,
+            examples: vec![("D1".into(), "heart attack".into()), ("D1".into(), "myocardial infarction".into())],
+        };
+        adaptations.preparing.lock().unwrap().insert(work_dir.clone());
+        let (_, message) = adaptations.try_adapt(&stream, request()).unwrap_err();
+        assert!(message.contains("being set up by another request"), "{message}");
+
+        // Once that set-up is over, the request is tried (and fails here on the missing
+        // model), and a failed set-up does not leave its work directory marked.
+        adaptations.preparing.lock().unwrap().clear();
+        let (_, message) = adaptations.try_adapt(&stream, request()).unwrap_err();
+        assert!(!message.contains("being set up"), "{message}");
+        assert!(adaptations.preparing.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn only_paths_below_the_root_are_inside() {
