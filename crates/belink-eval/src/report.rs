@@ -177,7 +177,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
         let _ = writeln!(
             w,
             "The configured encoder adapted to the ontology's names (synonyms of a concept pulled together, \
-             multi-similarity loss, batches of neighbouring concepts; one epoch, seed 42), then the names \
+             multi-similarity loss, random batches of 64 concepts x 4 names; one epoch, seed 42), then the names \
              re-embedded and the ontology switched to it. *ontology + training mentions*: a second adaptation \
              from the configured encoder, with the training split's mentions added as names (BioSyn's \
              setting). Loss: the last steps' training loss, on the training names. The dev figures are \

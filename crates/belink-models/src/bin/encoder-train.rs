@@ -3,7 +3,7 @@
 //! database). Checkpoints every few minutes and resumes from them when run again.
 //!
 //!   encoder-train --base DIR --out DIR --ontology FILE [--ontology FILE]... [--names TSV]...
-//!                 [--checkpoints DIR] [--loss ms|infonce] [--batching neighbours|random]
+//!                 [--checkpoints DIR] [--loss ms|infonce] [--batching random|neighbours]
 //!                 [--epochs N] [--batch N] [--names-per-concept N] [--lr X] [--seed N]
 //!                 [--max-minutes M]
 //!
@@ -50,10 +50,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
         "infonce" => Loss::InfoNce { temperature: number("temperature", 0.05)? },
         other => return Err(format!("--loss: ms or infonce, not '{other}'")),
     };
-    config.batching = match one("batching").unwrap_or("neighbours") {
+    config.batching = match one("batching").unwrap_or("random") {
         "neighbours" => Batching::Neighbours,
         "random" => Batching::Random,
-        other => return Err(format!("--batching: neighbours or random, not '{other}'")),
+        other => return Err(format!("--batching: random or neighbours, not '{other}'")),
     };
     config.epochs = number("epochs", config.epochs as f64)? as usize;
     config.batch_size = number("batch", config.batch_size as f64)? as usize;
@@ -101,13 +101,8 @@ fn examples(options: &Options) -> Result<Vec<(String, String)>, String> {
 
 fn main() -> Result<(), String> {
     belink_models::keep_freed_memory();
-    // As encoder-train-bench: matrix products on 2 threads, element-wise operations inline.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "2");
-    }
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    // As encoder-train-bench: matrix products on every core, element-wise operations inline.
+    belink_models::prepare_candle_threads();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = parse(&args)?;
     let examples = examples(&options)?;
