@@ -1,5 +1,5 @@
 //! belink_adapt_encoder through a real cluster: bad input, training in the model server while
-//! it keeps serving, a server killed mid-training and the run resumed from its checkpoint, the
+//! it keeps serving, a cancelled CALL resumed, a server killed mid-training and the run resumed from its checkpoint, the
 //! switch to the adapted encoder, a restart that keeps it, and a drop that removes its files.
 //!
 //! The fixture (tests/fixtures/adapt_medic.txt) is 93 MEDIC concepts of 4 to 8 names; one
@@ -95,18 +95,42 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
 
     // Training in the background: 12 epochs of 2 steps, a checkpoint every 5 seconds.
     let call = format!("CALL belink_adapt_encoder('{ONTOLOGY}', epochs => 12, checkpoint_seconds => 5)");
-    let first_call = {
+    let step_at_least = |step: i64| {
+        wait_until(Duration::from_secs(300), || {
+            cluster()
+                .connect()
+                .query_opt(
+                    "SELECT step FROM belink.encoder_adaptations WHERE ontology = $1 AND step >= $2",
+                    &[&ONTOLOGY, &step],
+                )
+                .map(|row| row.is_some())
+                .unwrap_or(false)
+        })
+    };
+
+    // Cancelled: the CALL fails, the server saves a checkpoint as its client goes away and
+    // forgets the run; the next CALL resumes from that checkpoint.
+    let (cancelled_pid, cancelled_call) = {
+        let mut trainer = cluster().connect();
+        let pid: i32 = trainer.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        let call = call.clone();
+        (pid, thread::spawn(move || trainer.batch_execute(&call)))
+    };
+    step_at_least(3);
+    client.execute("SELECT pg_cancel_backend($1)", &[&cancelled_pid]).unwrap();
+    let error = cancelled_call.join().unwrap().expect_err("a cancelled CALL fails");
+    assert!(format!("{error:?}").contains("canceling statement"), "{error:?}");
+    let step_at_cancel = adaptation(&mut client)["step"].as_i64().unwrap();
+    wait_until(Duration::from_secs(60), || status(&mut cluster().connect())["adaptations"] == serde_json::json!([]));
+
+    let killed_call = {
         let mut trainer = cluster().connect();
         let call = call.clone();
         thread::spawn(move || trainer.batch_execute(&call))
     };
-    wait_until(Duration::from_secs(300), || {
-        cluster()
-            .connect()
-            .query_opt("SELECT step FROM belink.encoder_adaptations WHERE ontology = $1 AND step >= 6", &[&ONTOLOGY])
-            .map(|row| row.is_some())
-            .unwrap_or(false)
-    });
+    step_at_least(step_at_cancel + 3);
+    let resumed_from = adaptation(&mut client)["resumed_from"].as_i64().unwrap();
+    assert!(resumed_from >= step_at_cancel, "resumed from {resumed_from} after a cancel at step {step_at_cancel}");
     // The server keeps answering embedding requests while it trains.
     let vector: String = client.query_one("SELECT belink_embed('still served')::text", &[]).unwrap().get(0);
     assert!(vector.starts_with('['));
@@ -121,12 +145,12 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
     let runs = server["adaptations"].as_array().expect("adaptations in the status");
     assert_eq!(runs.len(), 1, "{server}");
     assert_eq!(runs[0]["ontology"], ONTOLOGY);
-    assert!(runs[0]["step"].as_i64().unwrap() >= 6, "{server}");
+    assert!(runs[0]["step"].as_i64().unwrap() >= step_at_cancel + 3, "{server}");
 
     // Kill the server mid-training: the CALL fails, PostgreSQL does not.
     let server_pid = server["server_pid"].as_i64().unwrap();
     assert!(Command::new("kill").args(["-9", &server_pid.to_string()]).status().unwrap().success());
-    let outcome = first_call.join().unwrap();
+    let outcome = killed_call.join().unwrap();
     assert!(outcome.is_err(), "the CALL in flight fails when the server dies");
     let step_at_kill: i64 = adaptation(&mut client)["step"].as_i64().unwrap();
     wait_until(Duration::from_secs(60), || {
