@@ -6,7 +6,7 @@
 # Without --dataset, the defaults use $BELINK_DATA (default ../shared/data):
 #   NCBI-disease dev against MEDIC (BioSyn's medic_06Jul2012.txt; NCBI train as the extra dictionary),
 #   GSC+ dev against HPO.
-# SPEC: name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
+# SPEC: name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH][,adapt=off]
 # (ontology_file must be readable by the server; the defaults are copied where it can read them).
 set -eu
 DIR=${1:?cluster directory}
