@@ -135,8 +135,13 @@ impl Adaptations {
             None => return Err(bad("this server was started without a directory for adapted encoders".into())),
         }
         let run = self.run_for(&work_dir, &request)?;
-        let mut run =
-            run.try_lock().map_err(|_| bad(format!("{} is being trained by another request", work_dir.display())))?;
+        // Busy also right after a cancel: the abandoned slice notices at the end of its step.
+        let mut run = run.try_lock().map_err(|_| {
+            bad(format!(
+                "{} is being trained by another request (after a cancel, call again in a few seconds)",
+                work_dir.display()
+            ))
+        })?;
         let checkpoints = work_dir.join("checkpoint");
         let failed = |e: belink_models::ModelError| (ErrorCode::Inference, e.to_string());
         let started = Instant::now();
