@@ -37,7 +37,7 @@ pub(crate) fn check_dimensions(vector: &[f32], targets: &[&OntologyState]) -> Re
 
 /// A query's dense targets split by the encoder they were embedded with: each part is searched
 /// with the query's vector by that encoder.
-pub(crate) fn by_encoder<'a>(targets: Vec<&'a OntologyState>) -> Vec<Vec<&'a OntologyState>> {
+pub(crate) fn by_encoder(targets: Vec<&OntologyState>) -> Vec<Vec<&OntologyState>> {
     let mut parts: Vec<Vec<&OntologyState>> = Vec::new();
     for target in targets {
         let model = target.embeddings.as_ref().map(|e| e.request_model());
