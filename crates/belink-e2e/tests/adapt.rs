@@ -1,6 +1,7 @@
 //! belink_adapt_encoder through a real cluster: bad input, training in the model server while
-//! it keeps serving, a cancelled CALL resumed, a server killed mid-training and the run resumed from its checkpoint, the
-//! switch to the adapted encoder, a restart that keeps it, and a drop that removes its files.
+//! it keeps serving, a cancelled CALL resumed, a server killed mid-training and the run resumed
+//! from its checkpoint, the switch to the adapted encoder, a restart that keeps it, and a drop
+//! that removes its files.
 //!
 //! The fixture (tests/fixtures/adapt_medic.txt) is 93 MEDIC concepts of 4 to 8 names; one
 //! synonym of every third concept is held back (adapt_held_out.tsv) to measure retrieval of a

@@ -5,7 +5,7 @@
 //! restart. Training runs on the connection's thread: embedding requests keep being served
 //! by the encoder thread meanwhile (sharing the cores).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -64,25 +64,22 @@ impl Run {
 pub struct Adaptations {
     root: Option<PathBuf>,
     device: String,
-    runs: Mutex<HashMap<PathBuf, Arc<Mutex<Run>>>>,
-    /// Each held run's progress as of its last step (the status reads this: a run is locked
-    /// for the whole of a slice).
-    latest: Mutex<HashMap<PathBuf, serde_json::Value>>,
-    /// Work directories whose run is being set up (minutes for a large ontology): a second
-    /// request for one of them is refused rather than building a second trainer.
-    preparing: Mutex<HashSet<PathBuf>>,
+    runs: Mutex<HashMap<PathBuf, Slot>>,
 }
 
-/// Marks a work directory as being set up until dropped.
-struct Preparing<'a> {
-    set: &'a Mutex<HashSet<PathBuf>>,
-    work_dir: PathBuf,
+/// What the server holds for a work directory.
+enum Slot {
+    /// A request is building the run's trainer (minutes for a large ontology): other
+    /// requests for it are refused rather than building a second one.
+    SettingUp,
+    Ready(Arc<Held>),
 }
 
-impl Drop for Preparing<'_> {
-    fn drop(&mut self) {
-        self.set.lock().expect("preparing lock").remove(&self.work_dir);
-    }
+/// A run in memory, locked for the whole of a slice, and its progress as of its last step
+/// (what the status reads meanwhile).
+struct Held {
+    run: Mutex<Run>,
+    progress: Mutex<serde_json::Value>,
 }
 
 pub struct AdaptRequest {
@@ -96,17 +93,16 @@ pub struct AdaptRequest {
 
 impl Adaptations {
     pub fn new(root: Option<PathBuf>, device: &str) -> Adaptations {
-        Adaptations {
-            root,
-            device: device.to_string(),
-            runs: Mutex::new(HashMap::new()),
-            latest: Mutex::new(HashMap::new()),
-            preparing: Mutex::new(HashSet::new()),
-        }
+        Adaptations { root, device: device.to_string(), runs: Mutex::new(HashMap::new()) }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Array(self.latest.lock().expect("progress lock").values().cloned().collect())
+        let runs = self.runs.lock().expect("runs lock");
+        let progress = runs.values().filter_map(|slot| match slot {
+            Slot::Ready(held) => Some(held.progress.lock().expect("progress lock").clone()),
+            Slot::SettingUp => None,
+        });
+        serde_json::Value::Array(progress.collect())
     }
 
     /// Trains for at most `request.seconds` and replies the progress; stops at once (with a
@@ -120,7 +116,6 @@ impl Adaptations {
         // A run that ended (done, abandoned, failed) has dropped its trainer by now: give
         // its memory back to the system.
         if !self.runs.lock().expect("runs lock").contains_key(&work_dir) {
-            self.latest.lock().expect("progress lock").remove(&work_dir);
             belink_models::release_freed_memory();
         }
         reply
@@ -134,9 +129,9 @@ impl Adaptations {
             Some(root) => return Err(bad(format!("{} is not inside {}", work_dir.display(), root.display()))),
             None => return Err(bad("this server was started without a directory for adapted encoders".into())),
         }
-        let run = self.run_for(&work_dir, &request)?;
+        let held = self.run_for(&work_dir, &request)?;
         // Busy also right after a cancel: the abandoned slice notices at the end of its step.
-        let mut run = run.try_lock().map_err(|_| {
+        let mut run = held.run.try_lock().map_err(|_| {
             bad(format!(
                 "{} is being trained by another request (after a cancel, call again in a few seconds)",
                 work_dir.display()
@@ -169,7 +164,7 @@ impl Adaptations {
             run.trained += step_started.elapsed();
             run.names += report.names;
             run.last = Some(report);
-            self.latest.lock().expect("progress lock").insert(work_dir.clone(), run.progress(false, None));
+            *held.progress.lock().expect("progress lock") = run.progress(false, None);
             if run.last_checkpoint.elapsed() >= run.checkpoint_every {
                 run.trainer.save_checkpoint(&checkpoints).map_err(failed)?;
                 run.last_checkpoint = Instant::now();
@@ -180,27 +175,51 @@ impl Adaptations {
         }
     }
 
-    /// The run held for `work_dir`, or a new one (resumed from its checkpoint when it has
-    /// one for the same names and configuration) when the request brings the examples.
-    fn run_for(&self, work_dir: &Path, request: &AdaptRequest) -> Result<Arc<Mutex<Run>>, (ErrorCode, String)> {
-        if let Some(run) = self.runs.lock().expect("runs lock").get(work_dir) {
-            if request.examples.is_empty() || run.try_lock().is_err() {
-                return Ok(run.clone());
+    /// The run held for `work_dir`, or a new one when the request brings the examples.
+    fn run_for(&self, work_dir: &Path, request: &AdaptRequest) -> Result<Arc<Held>, (ErrorCode, String)> {
+        {
+            let mut runs = self.runs.lock().expect("runs lock");
+            match runs.get(work_dir) {
+                Some(Slot::SettingUp) => {
+                    return Err((
+                        ErrorCode::BadRequest,
+                        format!(
+                            "{} is being set up by another request (another session is adapting this ontology)",
+                            work_dir.display()
+                        ),
+                    ))
+                }
+                Some(Slot::Ready(held)) if request.examples.is_empty() || held.run.try_lock().is_err() => {
+                    return Ok(held.clone())
+                }
+                _ if request.examples.is_empty() => {
+                    return Err((
+                        ErrorCode::TrainerMissing,
+                        format!("no training run for {} in memory", work_dir.display()),
+                    ))
+                }
+                _ => runs.insert(work_dir.to_path_buf(), Slot::SettingUp),
+            };
+        }
+        let built = self.new_run(work_dir, request);
+        let mut runs = self.runs.lock().expect("runs lock");
+        match built {
+            Ok(run) => {
+                let progress = Mutex::new(run.progress(false, None));
+                let held = Arc::new(Held { run: Mutex::new(run), progress });
+                runs.insert(work_dir.to_path_buf(), Slot::Ready(held.clone()));
+                Ok(held)
+            }
+            Err(e) => {
+                runs.remove(work_dir);
+                Err(e)
             }
         }
-        if request.examples.is_empty() {
-            return Err((ErrorCode::TrainerMissing, format!("no training run for {} in memory", work_dir.display())));
-        }
-        if !self.preparing.lock().expect("preparing lock").insert(work_dir.to_path_buf()) {
-            return Err((
-                ErrorCode::BadRequest,
-                format!(
-                    "{} is being set up by another request (another session is adapting this ontology)",
-                    work_dir.display()
-                ),
-            ));
-        }
-        let _preparing = Preparing { set: &self.preparing, work_dir: work_dir.to_path_buf() };
+    }
+
+    /// A new run for `work_dir`, resumed from its checkpoint when it has one for the same
+    /// names and configuration.
+    fn new_run(&self, work_dir: &Path, request: &AdaptRequest) -> Result<Run, (ErrorCode, String)> {
         let bad_config = |e: serde_json::Error| (ErrorCode::BadRequest, format!("bad training configuration: {e}"));
         let config: TrainConfig = serde_json::from_str(&request.config).map_err(bad_config)?;
         let checkpoint_every = serde_json::from_str::<serde_json::Value>(&request.config).map_err(bad_config)?
@@ -246,7 +265,7 @@ impl Adaptations {
             trainer.steps_total(),
             started.elapsed().as_secs_f64()
         );
-        let run = Arc::new(Mutex::new(Run {
+        Ok(Run {
             ontology: request.ontology.clone(),
             trainer,
             trained: Duration::ZERO,
@@ -254,15 +273,13 @@ impl Adaptations {
             last: None,
             last_checkpoint: Instant::now(),
             checkpoint_every,
-        }));
-        self.runs.lock().expect("runs lock").insert(work_dir.to_path_buf(), run.clone());
-        Ok(run)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{is_inside, AdaptRequest, Adaptations};
+    use super::{is_inside, AdaptRequest, Adaptations, Slot};
     use std::os::unix::net::UnixStream;
     use std::path::Path;
 
@@ -280,16 +297,16 @@ mod tests {
             seconds: 1,
             examples: vec![("D1".into(), "heart attack".into()), ("D1".into(), "myocardial infarction".into())],
         };
-        adaptations.preparing.lock().unwrap().insert(work_dir.clone());
+        adaptations.runs.lock().unwrap().insert(work_dir.clone(), Slot::SettingUp);
         let (_, message) = adaptations.try_adapt(&stream, request()).unwrap_err();
         assert!(message.contains("being set up by another request"), "{message}");
 
         // Once that set-up is over, the request is tried (and fails here on the missing
         // model), and a failed set-up does not leave its work directory marked.
-        adaptations.preparing.lock().unwrap().clear();
+        adaptations.runs.lock().unwrap().clear();
         let (_, message) = adaptations.try_adapt(&stream, request()).unwrap_err();
         assert!(!message.contains("being set up"), "{message}");
-        assert!(adaptations.preparing.lock().unwrap().is_empty());
+        assert!(adaptations.runs.lock().unwrap().is_empty());
     }
 
     #[test]
