@@ -24,6 +24,12 @@ pub extern "C-unwind" fn _PG_init() {
     // (no model, no thread, no CUDA here).
     gucs::init();
     worker::init();
+    // The core's long loops answer a cancel or statement_timeout: this raises its ERROR.
+    belink_core::interrupts::install(check_for_interrupts);
+}
+
+fn check_for_interrupts() {
+    pgrx::check_for_interrupts!();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

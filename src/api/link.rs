@@ -1,5 +1,6 @@
 //! Linking raw text: belink_link, belink_entities, and the batched belink_link over arrays.
 
+use belink_core::interrupts::Ticker;
 use belink_core::link::{Entity, OntologyDictionary};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -27,7 +28,16 @@ fn entity_json(entity: &Entity) -> serde_json::Value {
 }
 
 fn entities_json(entities: &[Entity]) -> JsonB {
-    JsonB(serde_json::Value::Array(entities.iter().map(entity_json).collect()))
+    let mut ticker = Ticker::default();
+    JsonB(serde_json::Value::Array(
+        entities
+            .iter()
+            .map(|entity| {
+                ticker.step();
+                entity_json(entity)
+            })
+            .collect(),
+    ))
 }
 
 /// The entities of a text: mentions detected with the ontology's dictionary (every ontology

@@ -18,6 +18,8 @@ use std::sync::OnceLock;
 use aho_corasick::AhoCorasick;
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
+use crate::interrupts::Ticker;
+
 /// One normalized token and the character span `[start, end)` of the original text it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -44,7 +46,9 @@ pub fn tokenize(text: &str) -> Vec<Token> {
     let chars: Vec<char> = text.chars().collect();
     let mut builder = TokenBuilder::default();
     let mut pieces: Vec<char> = Vec::with_capacity(4);
+    let mut ticker = Ticker::default();
     for (index, &c) in chars.iter().enumerate() {
+        ticker.step();
         // ASCII is its own decomposition, and neither invisible nor Greek.
         if c.is_ascii() {
             if c.is_ascii_alphanumeric() {
@@ -83,6 +87,7 @@ pub fn tokenize(text: &str) -> Vec<Token> {
     let mut tokens = builder.tokens;
     drop_possessive_s(&mut tokens, &chars);
     for token in &mut tokens {
+        ticker.step();
         fold_spelling(&mut token.text);
     }
     tokens

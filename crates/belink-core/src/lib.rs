@@ -12,6 +12,7 @@ pub mod error;
 pub mod fold;
 pub mod ids;
 pub mod input;
+pub mod interrupts;
 pub mod link;
 pub mod mentions;
 pub mod ontology;

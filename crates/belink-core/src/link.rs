@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use crate::decision::context::context_window;
 use crate::decision::Request;
 use crate::error::{Error, Result};
+use crate::interrupts::Ticker;
 use crate::mentions::dictionary::MentionDictionary;
 use crate::mentions::{find_mentions, Mention};
 use crate::pipeline::Pipeline;
@@ -60,9 +61,11 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         let mut slot: HashMap<(&str, usize, Option<String>), usize> = HashMap::new();
         let mut requests: Vec<Request> = Vec::new();
         let mut slots: Vec<Vec<usize>> = Vec::with_capacity(found.len());
+        let mut ticker = Ticker::default();
         for (doc, mentions) in docs.iter().zip(&found) {
             let mut mine = Vec::new();
             for mention in mentions.iter().flatten() {
+                ticker.step();
                 let context = match (rerank, doc) {
                     (true, Some(text)) => {
                         Some(context_window(text, mention.start, mention.end, self.settings.context_chars))
@@ -94,6 +97,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                         .into_iter()
                         .zip(mine)
                         .filter_map(|(m, index)| {
+                            ticker.step();
                             let decision = &decisions[index];
                             let best = decision.concept()?;
                             Some(Entity {

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
+use crate::interrupts::Ticker;
+
 /// One definition found in the text, and every use of its short form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abbreviation {
@@ -31,7 +33,9 @@ pub fn find_abbreviations(text: &str) -> Vec<Abbreviation> {
     let mut found: Vec<Abbreviation> = Vec::new();
     let mut defined: HashSet<String> = HashSet::new();
     let mut i = 0;
+    let mut ticker = Ticker::default();
     while i < chars.len() {
+        ticker.step();
         if chars[i] != '(' {
             i += 1;
             continue;
@@ -111,22 +115,34 @@ fn tokens_in(chars: &[char], start: usize, end: usize) -> Vec<Word> {
 }
 
 /// Up to min(|SF| + 5, 2|SF|) words before position `end`, within the sentence and the last
-/// MAX_LONG_FORM_CHARS characters.
+/// MAX_LONG_FORM_CHARS characters (a word cut by that bound is left out). Walks back only as
+/// far as those words reach.
 fn words_before(chars: &[char], end: usize, short_length: usize) -> Vec<Word> {
     let max_words = (short_length + 5).min(short_length * 2);
-    let mut floor = end.saturating_sub(MAX_LONG_FORM_CHARS);
-    // Not from the middle of a word.
-    while floor > 0 && floor < end && is_word_char(chars[floor - 1]) {
-        floor += 1;
+    let floor = end.saturating_sub(MAX_LONG_FORM_CHARS);
+    let is_sentence_end =
+        |j: usize| matches!(chars[j], '.' | '!' | '?' | ';') && chars.get(j + 1).is_some_and(|c| c.is_whitespace());
+    let mut words = Vec::with_capacity(max_words);
+    let mut i = end;
+    while words.len() < max_words && i > floor {
+        if !is_word_char(chars[i - 1]) {
+            if is_sentence_end(i - 1) {
+                break;
+            }
+            i -= 1;
+            continue;
+        }
+        let word_end = i;
+        while i > floor && is_word_char(chars[i - 1]) {
+            i -= 1;
+        }
+        if i == floor && floor > 0 && is_word_char(chars[floor - 1]) {
+            break;
+        }
+        words.push((chars[i..word_end].iter().collect(), (i, word_end)));
     }
-    let sentence_start = (floor..end)
-        .rev()
-        .find(|&j| matches!(chars[j], '.' | '!' | '?' | ';') && chars.get(j + 1).is_some_and(|c| c.is_whitespace()))
-        .map(|j| j + 1)
-        .unwrap_or(floor);
-    let words = tokens_in(chars, sentence_start, end);
-    let skip = words.len().saturating_sub(max_words);
-    words.into_iter().skip(skip).collect()
+    words.reverse();
+    words
 }
 
 fn word_before(chars: &[char], end: usize) -> Option<Word> {
@@ -196,7 +212,9 @@ fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(
     let mut bytes = text.char_indices().map(|(byte, _)| byte).chain([text.len()]);
     let (mut end, mut end_byte) = (0, bytes.next().unwrap_or(0));
     let mut next_free = vec![0usize; shorts.len()];
+    let mut ticker = Ticker::default();
     for found in automaton.find_overlapping_iter(text) {
+        ticker.step();
         while end_byte < found.end() {
             end += 1;
             end_byte = bytes.next().expect("a match ends on a char boundary");
@@ -223,7 +241,9 @@ fn scan_occurrences(chars: &[char], short: &str) -> Vec<(usize, usize)> {
     let needle: Vec<char> = short.chars().collect();
     let mut uses = Vec::new();
     let mut i = 0;
+    let mut ticker = Ticker::default();
     while i + needle.len() <= chars.len() {
+        ticker.step();
         if chars[i..i + needle.len()] == needle[..] && whole_token(chars, i, i + needle.len()) {
             uses.push((i, i + needle.len()));
             i += needle.len();
@@ -276,6 +296,20 @@ mod tests {
         );
         // The letters must appear in order: "myotonic dystrophy (DM)" defines nothing.
         assert!(definitions("myotonic dystrophy (DM)").is_empty());
+    }
+
+    #[test]
+    fn the_long_form_is_looked_for_within_the_sentence_and_a_bounded_window() {
+        // The sentence before holds the letters; this one does not.
+        assert!(definitions("Familial adenomatous. Polyposis (FAP)").is_empty());
+        assert_eq!(definitions("Fever. Familial adenomatous polyposis (FAP)")[0].1, "Familial adenomatous polyposis");
+        // At most min(|SF| + 5, 2|SF|) words: 4 for "FA".
+        assert!(definitions("fatal one two three four (FA)").is_empty());
+        assert_eq!(definitions("fatal one two three (FA)")[0].1, "fatal one two three");
+        // Nothing from more than 300 characters back, not even the end of a word cut there.
+        let word = "f".repeat(MAX_LONG_FORM_CHARS - " anemia ".len());
+        assert_eq!(definitions(&format!("{word} anemia (FA)"))[0].1, format!("{word} anemia"));
+        assert!(definitions(&format!("{word}f anemia (FA)")).is_empty());
     }
 
     #[test]

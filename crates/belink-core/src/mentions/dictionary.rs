@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::fold::{tokenize, Token};
+use crate::interrupts::Ticker;
 
 /// A name the dictionary can match, as stored in `belink.names`.
 #[derive(Debug, Clone)]
@@ -255,7 +256,9 @@ impl MentionDictionary {
         let mut haystack = String::with_capacity(text.len() + 2);
         let mut token_starts: Vec<usize> = Vec::with_capacity(tokens.len());
         haystack.push(' ');
+        let mut ticker = Ticker::default();
         for token in tokens {
+            ticker.step();
             token_starts.push(haystack.len());
             haystack.push_str(&token.text);
             haystack.push(' ');
@@ -264,6 +267,7 @@ impl MentionDictionary {
         let mut chars: Option<Vec<char>> = None;
         let mut found = Vec::new();
         for m in self.automaton.find_overlapping_iter(&haystack) {
+            ticker.step();
             let pattern = &self.patterns[m.pattern().as_usize()];
             let Ok(first) = token_starts.binary_search(&(m.start() + 1)) else { continue };
             // The match ends with the space before the next token, or at the end.
@@ -292,7 +296,9 @@ impl MentionDictionary {
 pub fn resolve_overlaps(mut detections: Vec<Detection>) -> Vec<Detection> {
     detections.sort_by(|a, b| a.start.cmp(&b.start).then((b.end - b.start).cmp(&(a.end - a.start))));
     let mut kept: Vec<Detection> = Vec::new();
+    let mut ticker = Ticker::default();
     for detection in detections {
+        ticker.step();
         if kept.last().is_none_or(|last| detection.start >= last.end) {
             kept.push(detection);
         }

@@ -8,6 +8,7 @@ pub mod dictionary;
 use std::collections::HashMap;
 
 use crate::fold::tokenize;
+use crate::interrupts::Ticker;
 use crate::mentions::abbreviations::find_abbreviations;
 use crate::mentions::dictionary::{resolve_overlaps, Detection, MentionDictionary};
 
@@ -48,8 +49,10 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
     let mut alive = vec![true; found.len()];
     let mut by_span: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     let mut by_end: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut ticker = Ticker::default();
     if !abbreviations.is_empty() {
         for (i, (m, ..)) in found.iter().enumerate() {
+            ticker.step();
             by_span.entry((m.start, m.end)).or_default().push(i);
             by_end.entry(m.end).or_default().push(i);
         }
@@ -72,6 +75,7 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
             }
         }
         for &(start, end) in &abbreviation.uses {
+            ticker.step();
             let i = found.len();
             found.push((
                 Detection { start, end, names: definition.names.clone() },
@@ -95,6 +99,7 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
     resolve_overlaps(indexed)
         .into_iter()
         .map(|kept| {
+            ticker.step();
             let (detection, dictionary, lookup, long_form) = &found[kept.names[0]];
             let text = span_text(detection.start, detection.end);
             let mut matched: Vec<String> =
@@ -184,6 +189,25 @@ mod tests {
         let mentions = find_mentions("Pulmonary hypertension and seizure.", &[&hpo, &medic]);
         let found: Vec<(&str, usize)> = mentions.iter().map(|m| (m.text.as_str(), m.dictionary)).collect();
         assert_eq!(found, [("Pulmonary hypertension", 1), ("seizure", 0)]);
+    }
+
+    #[test]
+    fn every_detection_stage_answers_a_cancel() {
+        use crate::interrupts::testing::is_cancelled_in;
+        use crate::interrupts::STEPS_PER_CHECK;
+        // Adversarial shapes: one long sentence of parenthesised short forms, and of names.
+        let brackets = "(XY) ".repeat(2 * STEPS_PER_CHECK as usize);
+        let names = "hypertension (HT) and HT; ".repeat(STEPS_PER_CHECK as usize);
+        let hpo = dictionary(&[("HP:0000822", "Hypertension")]);
+        for text in [&brackets, &names] {
+            let tokens = tokenize(text);
+            assert!(is_cancelled_in(|| drop(tokenize(text))));
+            assert!(is_cancelled_in(|| drop(find_abbreviations(text))));
+            assert!(is_cancelled_in(|| drop(hpo.find_all(text, &tokens))));
+            assert!(is_cancelled_in(|| drop(find_mentions(text, &[&hpo]))));
+        }
+        // With nothing to cancel, the same work runs to its end.
+        assert_eq!(find_mentions(&names, &[&hpo]).len(), 3 * STEPS_PER_CHECK as usize);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use crate::catalog::OntologyState;
 use crate::error::Result;
 use crate::fold::fold;
+use crate::interrupts::Ticker;
 use crate::pipeline::Pipeline;
 use crate::ports::{ConceptKey, DenseSearch, Models, NameStore};
 use crate::settings::Retrieval;
@@ -100,7 +101,9 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             .collect();
         let trigram = self.trigram_matches(&trigram_queries, per_source)?;
         let mut all = Vec::with_capacity(queries.len());
+        let mut ticker = Ticker::default();
         for (((folded, exact), dense), trigram) in folded.iter().zip(&exact).zip(&dense).zip(&trigram) {
+            ticker.step();
             if folded.is_empty() {
                 all.push(Vec::new());
                 continue;
