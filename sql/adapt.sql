@@ -36,6 +36,16 @@ CREATE TABLE belink.adapted_embeddings (
 );
 CREATE INDEX adapted_embeddings_ontology ON belink.adapted_embeddings (ontology);
 
+-- Only a role that may change the ontology adapts its encoder (see belink.may_change_ontology).
+ALTER TABLE belink.encoder_adaptations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE belink.adapted_embeddings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readers ON belink.encoder_adaptations FOR SELECT USING (true);
+CREATE POLICY owners ON belink.encoder_adaptations FOR ALL
+    USING (belink.may_change_ontology(ontology, current_user)) WITH CHECK (belink.may_change_ontology(ontology, current_user));
+CREATE POLICY readers ON belink.adapted_embeddings FOR SELECT USING (true);
+CREATE POLICY owners ON belink.adapted_embeddings FOR ALL
+    USING (belink.may_change_ontology(ontology, current_user)) WITH CHECK (belink.may_change_ontology(ontology, current_user));
+
 CREATE PROCEDURE belink_adapt_encoder(
     ontology text,
     max_minutes double precision DEFAULT 60,

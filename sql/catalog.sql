@@ -20,6 +20,9 @@ CREATE TABLE belink.ontologies (
     version        text,
     loaded_at      timestamptz NOT NULL DEFAULT now(),
     loaded_by      name NOT NULL DEFAULT current_user,
+    -- The role whose members may change or drop the ontology (see belink.may_change_ontology):
+    -- whoever loaded it first. It can be handed to another role the owner belongs to.
+    owner          regrole NOT NULL DEFAULT current_user::regrole,
     concept_count  integer NOT NULL DEFAULT 0,
     name_count     integer NOT NULL DEFAULT 0,
     obsolete_count integer NOT NULL DEFAULT 0,
@@ -242,6 +245,78 @@ CREATE POLICY readers ON belink.annotations FOR SELECT
 CREATE POLICY owners ON belink.annotations FOR ALL
     USING (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotations.job_id AND pg_has_role(j.owner, 'MEMBER')))
     WITH CHECK (EXISTS (SELECT 1 FROM belink.annotation_jobs j WHERE j.job_id = annotations.job_id AND pg_has_role(j.owner, 'MEMBER')));
+
+-- Ontologies belong to roles, as tables do: everyone reads them, and only members of an
+-- ontology's owner role (superusers are members of every role) change it, its concepts, its
+-- names and embeddings, its fusion weights, or drop it. This function is the one place that
+-- decides; row-level security enforces it on every write (the functions check it first for a
+-- clear error). `role` is the role acting: current_user, or session_user in the two SECURITY
+-- DEFINER functions below (whose current_user is their owner; a session may always act as
+-- its session user).
+CREATE FUNCTION belink.may_change_ontology(ontology text, role name) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT pg_has_role(role, o.owner, 'MEMBER') FROM belink.ontologies o WHERE o.name = ontology), false)
+$$;
+ALTER TABLE belink.ontologies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readers ON belink.ontologies FOR SELECT USING (true);
+CREATE POLICY loaders ON belink.ontologies FOR INSERT WITH CHECK (pg_has_role(owner, 'MEMBER'));
+CREATE POLICY owners ON belink.ontologies FOR UPDATE
+    USING (pg_has_role(owner, 'MEMBER')) WITH CHECK (pg_has_role(owner, 'MEMBER'));
+CREATE POLICY droppers ON belink.ontologies FOR DELETE USING (pg_has_role(owner, 'MEMBER'));
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['concepts', 'names', 'index_progress'] LOOP
+        EXECUTE format('ALTER TABLE belink.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY readers ON belink.%I FOR SELECT USING (true)', t);
+        EXECUTE format('CREATE POLICY owners ON belink.%I FOR ALL
+                            USING (belink.may_change_ontology(ontology, current_user))
+                            WITH CHECK (belink.may_change_ontology(ontology, current_user))', t);
+    END LOOP;
+END $$;
+
+-- Each ontology's HNSW index on belink.names. Creating or dropping an index takes the
+-- table's owner, so these two functions run as the extension's owner (SECURITY DEFINER, with
+-- a fixed search_path), and do only this, for a role that may change the ontology.
+CREATE FUNCTION belink.embedding_index_name(ontology text) RETURNS name
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ('names_embedding_' || left(ontology, 36) || '_' || left(md5(ontology), 6))::name
+$$;
+CREATE FUNCTION belink.create_embedding_index(ontology text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    index_name name := belink.embedding_index_name(ontology);
+    dim integer := (SELECT o.embedding_dim FROM belink.ontologies o WHERE o.name = ontology);
+    vector_schema name := (SELECT e.extnamespace::regnamespace::name FROM pg_extension e WHERE e.extname = 'vector');
+BEGIN
+    IF NOT belink.may_change_ontology(ontology, session_user) THEN
+        RAISE EXCEPTION 'permission denied to index ontology "%"', ontology USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF dim IS NULL THEN
+        RAISE EXCEPTION 'ontology "%" has no embeddings yet: run belink_index first', ontology
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- HNSW builds much faster when its graph fits in maintenance_work_mem.
+    PERFORM set_config('maintenance_work_mem', '1GB', true);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON belink.names USING hnsw
+                        ((embedding::%I.vector(%s)) %I.vector_cosine_ops) WHERE ontology = %L',
+                   index_name, vector_schema, dim, vector_schema, ontology);
+    RETURN format('belink.%I', index_name);
+END $$;
+CREATE FUNCTION belink.drop_embedding_index(ontology text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- The index of an ontology dropped (in this transaction or before) serves nobody.
+    IF EXISTS (SELECT 1 FROM belink.ontologies o WHERE o.name = ontology)
+       AND NOT belink.may_change_ontology(ontology, session_user) THEN
+        RAISE EXCEPTION 'permission denied to drop the index of ontology "%"', ontology
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF to_regclass(format('belink.%I', belink.embedding_index_name(ontology))) IS NOT NULL THEN
+        EXECUTE format('DROP INDEX belink.%I', belink.embedding_index_name(ontology));
+    END IF;
+END $$;
 
 -- Ontologies are reference data: readable by everyone. Annotation jobs and results hold
 -- excerpts of users' documents: readable only by the roles granted them (see SECURITY.md).

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::{raise, OrRaise, OrRaiseError};
+use crate::error::{raise, raise_with_hint, OrRaise, OrRaiseError};
 use crate::plans;
 
 /// Rows per INSERT statement: large enough to amortise planning, small enough for memory.
@@ -61,25 +61,43 @@ pub fn extension_schema(client: &SpiClient<'_>, extension: &str) -> String {
         })
 }
 
-/// Index name for an ontology's embeddings (ontology names may be up to 63 characters).
-pub fn embedding_index_name(ontology: &str) -> String {
-    let hash = ontology.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    let short: String = ontology.chars().take(36).collect();
-    format!("names_embedding_{short}_{:06x}", hash & 0xffffff)
+/// Drops an ontology's HNSW index, if it has one (see belink.drop_embedding_index).
+pub fn drop_embedding_index(client: &mut SpiClient<'_>, ontology: &str) {
+    client
+        .update("SELECT belink.drop_embedding_index($1)", None, &[ontology.into()])
+        .or_raise("dropping the HNSW index");
 }
 
-/// Drops an ontology's HNSW index, if it has one.
-pub fn drop_embedding_index(client: &mut SpiClient<'_>, ontology: &str) {
-    let index = format!("belink.{}", pgrx::spi::quote_identifier(embedding_index_name(ontology)));
-    let exists = client
-        .select("SELECT to_regclass($1) IS NOT NULL", None, &[index.clone().into()])
-        .or_raise("finding the HNSW index")
-        .first()
-        .get_one::<bool>()
-        .or_raise("finding the HNSW index");
-    if exists == Some(true) {
-        client.update(&format!("DROP INDEX {index}"), None, &[]).or_raise("dropping the HNSW index");
+/// Raises "permission denied" when the ontology `name` is loaded and the current role may not
+/// change it (belink.may_change_ontology decides; row-level security would refuse the writes).
+pub fn require_change_right(client: &SpiClient<'_>, name: &str) {
+    let row = client
+        .select(
+            "SELECT owner::text, belink.may_change_ontology(name, current_user) FROM belink.ontologies WHERE name = $1",
+            None,
+            &[name.into()],
+        )
+        .or_raise("reading the ontology's owner");
+    if row.is_empty() {
+        return;
     }
+    let row = row.first();
+    let (owner, allowed): (Option<String>, Option<bool>) =
+        (row.get(1).or_raise("reading the ontology's owner"), row.get(2).or_raise("reading the ontology's owner"));
+    if allowed != Some(true) {
+        raise_with_hint(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for ontology \"{name}\": it belongs to role {}", owner.unwrap_or_default()),
+            "Members of an ontology's owner role (and superusers) may change it. Its owner can hand it to \
+             another role it belongs to: UPDATE belink.ontologies SET owner = 'role' WHERE name = '...'.",
+        );
+    }
+}
+
+/// Raises unless the ontology `name` is loaded and the current role may change it.
+pub fn require_owned_ontology(client: &SpiClient<'_>, name: &str) {
+    require_ontology(client, name);
+    require_change_right(client, name);
 }
 
 /// The loaded ontologies, read once per call: one statement answers whether an ontology
@@ -131,6 +149,7 @@ pub fn require_ontology(client: &SpiClient<'_>, name: &str) {
 /// added with belink_add_names are kept when their concept still exists and is active.
 pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSummary {
     Spi::connect_mut(|client| {
+        require_change_right(client, name);
         // The upsert locks the ontology's row: concurrent loads of one name run one after another.
         client
             .update(

@@ -65,7 +65,7 @@ fn belink_adapt_prepare(ontology: &str, epochs: i32, seed: i64) -> String {
         );
     }
     Spi::connect_mut(|client| {
-        catalog::require_ontology(client, ontology);
+        catalog::require_owned_ontology(client, ontology);
         let generation: i64 = client
             .update("SELECT generation FROM belink.ontologies WHERE name = $1 FOR UPDATE", None, &[ontology.into()])
             .or_raise("reading the ontology")
@@ -150,6 +150,7 @@ fn belink_adapt_prepare(ontology: &str, epochs: i32, seed: i64) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_adapt_train(ontology: &str, checkpoint_seconds: i32) -> JsonB {
     Spi::connect_mut(|client| {
+        catalog::require_change_right(client, ontology);
         let run = current_run(client, ontology).unwrap_or_else(|| {
             raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "run belink_adapt_prepare first")
         });
@@ -213,6 +214,7 @@ fn training_examples(client: &SpiClient<'_>, ontology: &str) -> Vec<(String, Str
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_adapt_embed_batch(ontology: &str, batch_size: i32) -> i32 {
     Spi::connect_mut(|client| {
+        catalog::require_change_right(client, ontology);
         let run = current_run(client, ontology).filter(|run| run.state == "embedding").unwrap_or_else(|| {
             raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "the adapted encoder is not trained yet")
         });
@@ -264,6 +266,7 @@ fn model_dir(work_dir: &str) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_adapt_switch(ontology: &str) -> String {
     Spi::connect_mut(|client| {
+        catalog::require_change_right(client, ontology);
         let run = current_run(client, ontology).filter(|run| run.state == "embedding").unwrap_or_else(|| {
             raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "the adapted encoder is not trained yet")
         });
@@ -305,7 +308,7 @@ fn belink_adapt_switch(ontology: &str) -> String {
                 &[ontology.into(), model.clone().into(), (encoder.dim as i32).into(), encoder.ignores_case.into()],
             )
             .or_raise("recording the encoder");
-        let index = build_embedding_index(client, ontology, encoder.dim as i32);
+        let index = build_embedding_index(client, ontology);
         embeddings_changed(client, ontology);
         client
             .update("DELETE FROM belink.adapted_embeddings WHERE ontology = $1", None, &[ontology.into()])
@@ -325,7 +328,7 @@ fn belink_adapt_switch(ontology: &str) -> String {
                 remove_after_commit(run_dir.to_path_buf());
             }
         }
-        format!("belink.{index}")
+        index
     })
 }
 

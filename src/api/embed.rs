@@ -110,7 +110,7 @@ fn request_model(client: &SpiClient<'_>, ontology: &str) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_index_prepare(ontology: &str) -> i64 {
     Spi::connect_mut(|client| {
-        catalog::require_ontology(client, ontology);
+        catalog::require_owned_ontology(client, ontology);
         let encoder = ontology_encoder(client, ontology);
         let (model, dim) = (encoder.model.as_str(), encoder.dim as i32);
         let row = client
@@ -188,6 +188,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
         );
     }
     Spi::connect_mut(|client| {
+        catalog::require_change_right(client, ontology);
         let pending: Vec<(i64, String)> = client
             .update(
                 "SELECT name_id, name FROM belink.names WHERE ontology = $1 AND embedding IS NULL
@@ -231,16 +232,8 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_index_finish(ontology: &str) -> String {
     Spi::connect_mut(|client| {
-        let dim: i32 = client
-            .select("SELECT embedding_dim FROM belink.ontologies WHERE name = $1", None, &[ontology.into()])
-            .or_raise("reading the ontology")
-            .first()
-            .get_one()
-            .or_raise("reading the ontology")
-            .unwrap_or_else(|| {
-                raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "run belink_index_prepare first")
-            });
-        let name = build_embedding_index(client, ontology, dim);
+        catalog::require_owned_ontology(client, ontology);
+        let index = build_embedding_index(client, ontology);
         client
             .update(
                 "UPDATE belink.index_progress SET finished_at = now(), updated_at = now() WHERE ontology = $1",
@@ -250,32 +243,20 @@ fn belink_index_finish(ontology: &str) -> String {
             .or_raise("recording progress");
         // Dense retrieval now goes through the (approximate) index.
         embeddings_changed(client, ontology);
-        format!("belink.{name}")
+        index
     })
 }
 
-/// Builds `ontology`'s HNSW index (cosine) over its names' embeddings of dimension `dim`,
-/// unless it exists; returns its name.
-pub(crate) fn build_embedding_index(client: &mut SpiClient<'_>, ontology: &str, dim: i32) -> String {
-    let name = catalog::embedding_index_name(ontology);
-    let vec_schema = extension_schema(client, "vector");
-    // HNSW builds much faster when its graph fits in maintenance_work_mem.
+/// Builds `ontology`'s HNSW index (cosine) over its names' embeddings, unless it exists
+/// (see belink.create_embedding_index); returns its name.
+pub(crate) fn build_embedding_index(client: &mut SpiClient<'_>, ontology: &str) -> String {
     client
-        .select("SELECT set_config('maintenance_work_mem', '1GB', true)", None, &[])
-        .or_raise("raising maintenance_work_mem");
-    client
-        .update(
-            &format!(
-                "CREATE INDEX IF NOT EXISTS {} ON belink.names USING hnsw
-                 ((embedding::{vec_schema}.vector({dim})) {vec_schema}.vector_cosine_ops) WHERE ontology = {}",
-                spi_ident(&name),
-                pgrx::spi::quote_literal(ontology)
-            ),
-            None,
-            &[],
-        )
-        .or_raise("building the HNSW index");
-    name
+        .update("SELECT belink.create_embedding_index($1)", None, &[ontology.into()])
+        .or_raise("building the HNSW index")
+        .first()
+        .get_one::<String>()
+        .or_raise("building the HNSW index")
+        .unwrap_or_default()
 }
 
 /// Tells the per-backend retrieval caches that dense results of `ontology` may differ now.
@@ -287,10 +268,6 @@ pub(crate) fn embeddings_changed(client: &mut SpiClient<'_>, ontology: &str) {
             &[ontology.into()],
         )
         .or_raise("recording the new embeddings");
-}
-
-fn spi_ident(name: &str) -> String {
-    pgrx::spi::quote_identifier(name)
 }
 
 extension_sql_file!(

@@ -80,7 +80,7 @@ fn belink_add_names(ontology: Option<&str>, concept_id: Option<&str>, names: Opt
     let concept_id = required("concept_id", concept_id);
     let names = names.unwrap_or_else(|| null_argument("names"));
     Spi::connect_mut(|client| {
-        catalog::require_ontology(client, ontology);
+        catalog::require_owned_ontology(client, ontology);
         let concept = client
             .select(
                 "SELECT obsolete, replaced_by FROM belink.concepts WHERE ontology = $1 AND concept_id = $2",
@@ -149,7 +149,7 @@ fn belink_remove_names(ontology: Option<&str>, concept_id: Option<&str>, names: 
     let names: Vec<String> =
         names.unwrap_or_else(|| null_argument("names")).into_iter().flatten().map(|n| n.trim().to_string()).collect();
     Spi::connect_mut(|client| {
-        catalog::require_ontology(client, ontology);
+        catalog::require_owned_ontology(client, ontology);
         client
             .update(
                 "DELETE FROM belink.names WHERE ontology = $1 AND concept_id = $2 AND kind = 'user' AND name = ANY($3)",
@@ -165,6 +165,7 @@ fn belink_remove_names(ontology: Option<&str>, concept_id: Option<&str>, names: 
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_drop_ontology(name: &str) -> bool {
     Spi::connect_mut(|client| {
+        catalog::require_change_right(client, name);
         crate::api::adapt::remove_files_after_commit(client, name);
         let dropped = !client
             .update("DELETE FROM belink.ontologies WHERE name = $1", None, &[name.into()])

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
 
-use crate::catalog::require_ontology;
+use crate::catalog::require_owned_ontology;
 use crate::error::{raise_with_hint, OrRaise};
 use crate::{gucs, pipeline};
 
@@ -41,7 +41,7 @@ fn belink_tune_fusion(
         name!(weight_dense, f64),
     ),
 > {
-    require_ontology_loaded(ontology);
+    Spi::connect(|client| require_owned_ontology(client, ontology));
     let (labelled, skipped) = read_labelled(ontology, examples, mention_column, concept_column);
     if labelled.is_empty() {
         raise_with_hint(
@@ -74,10 +74,6 @@ fn belink_tune_fusion(
         tuning.weights.trigram,
         tuning.weights.dense,
     ))
-}
-
-fn require_ontology_loaded(ontology: &str) {
-    Spi::connect(|client| require_ontology(client, ontology));
 }
 
 /// The (mention, concept id) rows of `examples` whose concept is an active concept of
