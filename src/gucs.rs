@@ -70,6 +70,7 @@ static RERANK: GucSetting<bool> = GucSetting::<bool>::new(false);
 static RERANK_MODE: GucSetting<RerankModeGuc> = GucSetting::<RerankModeGuc>::new(RerankModeGuc::Score);
 static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
 static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+static MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.6);
 static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
 
 static UMLS_SOURCES: Text = Text::new(None);
@@ -177,6 +178,16 @@ pub fn init() {
         c"Least re-ranker probability for a concept to be chosen; below it the mention is left unlinked (NIL).",
         c"",
         &NIL_THRESHOLD,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_float_guc(
+        c"belink.min_similarity",
+        c"Without re-ranking: least similarity of a mention to its best candidate's name (1 exact, trigram similarity, or cosine) for the mention to be linked; below it, NIL.",
+        c"",
+        &MIN_SIMILARITY,
         0.0,
         1.0,
         GucContext::Userset,
@@ -306,6 +317,7 @@ pub fn settings() -> Settings {
         },
         top_k: TOP_K.get().max(1) as usize,
         nil_threshold: NIL_THRESHOLD.get(),
+        min_similarity: MIN_SIMILARITY.get(),
         context_chars: CONTEXT_CHARS.get().max(0) as usize,
         max_document_chars: MAX_DOCUMENT_CHARS.get().max(1) as usize,
     }

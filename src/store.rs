@@ -68,7 +68,8 @@ fn hits(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Hit> {
     table
         .map(|row| {
             let text = |i| row.get::<String>(i).or_raise("reading a candidate").unwrap_or_default();
-            Hit { ontology: text(1), concept_id: text(2), matched_name: text(3) }
+            let similarity = row.get::<f64>(4).or_raise("reading a candidate").unwrap_or_default();
+            Hit { ontology: text(1), concept_id: text(2), matched_name: text(3), similarity }
         })
         .collect()
 }
@@ -105,7 +106,7 @@ impl NameStore for SpiNameStore<'_, '_> {
             let text = |i| row.get::<String>(i).or_raise("reading a candidate").unwrap_or_default();
             let query = row.get::<i64>(1).or_raise("reading a candidate").unwrap_or(0) as usize;
             if let Some(hits) = query.checked_sub(1).and_then(|q| exact.get_mut(q)) {
-                hits.push(Hit { ontology: text(2), concept_id: text(3), matched_name: text(4) });
+                hits.push(Hit { ontology: text(2), concept_id: text(3), matched_name: text(4), similarity: 1.0 });
             }
         }
         Ok(exact)
@@ -116,7 +117,7 @@ impl NameStore for SpiNameStore<'_, '_> {
         let ontology_filter = if ontology.is_some() { "AND n.ontology = $2" } else { "AND $2::text IS NULL" };
         // pg_trgm's % uses the GIN index: names at least pg_trgm.similarity_threshold similar.
         let query = format!(
-            "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
+            "SELECT n.ontology, n.concept_id, n.name, {trgm}.similarity(n.normalized, $1)::float8 FROM belink.names n
              WHERE n.normalized OPERATOR({trgm}.%) $1 {ontology_filter}
              ORDER BY {trgm}.similarity(n.normalized, $1) DESC, n.name_id LIMIT $3"
         );
@@ -182,7 +183,8 @@ impl NameStore for SpiNameStore<'_, '_> {
             .map(|row| {
                 let text = |i| row.get::<String>(i).or_raise("reading a candidate").unwrap_or_default();
                 let id = row.get::<i64>(1).or_raise("reading a candidate").unwrap_or_default();
-                (id, Hit { ontology: text(2), concept_id: text(3), matched_name: text(4) })
+                // The similarity comes with the trigram index's answer.
+                (id, Hit { ontology: text(2), concept_id: text(3), matched_name: text(4), similarity: 0.0 })
             })
             .collect())
     }
@@ -199,10 +201,12 @@ impl NameStore for SpiNameStore<'_, '_> {
                     for ontology in &search.ontologies {
                         // The ontology as a literal, so the planner can use its partial HNSW index.
                         let query = format!(
-                            "SELECT n.ontology, n.concept_id, n.name FROM belink.names n
-                             WHERE n.ontology = {} AND n.embedding IS NOT NULL
-                             ORDER BY (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::{vec_schema}.vector({dim}))
-                             LIMIT $2",
+                            "SELECT n.ontology, n.concept_id, n.name, 1 - distance FROM (
+                                 SELECT n.ontology, n.concept_id, n.name,
+                                        (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::{vec_schema}.vector({dim})) AS distance
+                                 FROM belink.names n
+                                 WHERE n.ontology = {} AND n.embedding IS NOT NULL
+                                 ORDER BY distance LIMIT $2) n",
                             pgrx::spi::quote_literal(&ontology.name)
                         );
                         let types = [PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)];

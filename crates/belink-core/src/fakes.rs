@@ -100,8 +100,13 @@ impl FakeStore {
         .unwrap()
     }
 
-    fn hit(name: &StoredName) -> Hit {
-        Hit { ontology: name.ontology.clone(), concept_id: name.concept_id.clone(), matched_name: name.name.clone() }
+    fn hit(name: &StoredName, similarity: f64) -> Hit {
+        Hit {
+            ontology: name.ontology.clone(),
+            concept_id: name.concept_id.clone(),
+            matched_name: name.name.clone(),
+            similarity,
+        }
     }
 
     fn in_ontology<'a>(&'a self, ontology: Option<&'a str>) -> impl Iterator<Item = &'a StoredName> + 'a {
@@ -122,7 +127,7 @@ impl NameStore for FakeStore {
                 let mut found: Vec<&StoredName> =
                     self.in_ontology(*ontology).filter(|n| !folded.is_empty() && fold(&n.name) == *folded).collect();
                 found.sort_by_key(|n| !n.preferred);
-                found.into_iter().map(Self::hit).collect()
+                found.into_iter().map(|n| Self::hit(n, 1.0)).collect()
             })
             .collect())
     }
@@ -136,7 +141,7 @@ impl NameStore for FakeStore {
             }
         }
         let found = builder.finish().search(folded, limit, threshold);
-        Ok(found.into_iter().map(|(id, _)| Self::hit(&self.names[id as usize])).collect())
+        Ok(found.into_iter().map(|(id, similarity)| Self::hit(&self.names[id as usize], similarity as f64)).collect())
     }
 
     fn index_names(&self, ontology: &str, part: usize, each: &mut dyn FnMut(IndexPart) -> Result<()>) -> Result<()> {
@@ -153,7 +158,7 @@ impl NameStore for FakeStore {
     }
 
     fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>> {
-        Ok(ids.iter().filter_map(|&id| self.names.get(id as usize).map(|n| (id, Self::hit(n)))).collect())
+        Ok(ids.iter().filter_map(|&id| self.names.get(id as usize).map(|n| (id, Self::hit(n, 0.0)))).collect())
     }
 
     fn dense(&self, searches: &[DenseSearch], limit: usize) -> Result<Vec<Vec<Hit>>> {
@@ -167,7 +172,7 @@ impl NameStore for FakeStore {
                         .filter_map(|n| Some((cosine(n.vector.as_ref()?, &search.vector), n)))
                         .collect();
                     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-                    all.extend(scored.into_iter().take(limit).map(|(_, n)| Self::hit(n)));
+                    all.extend(scored.into_iter().take(limit).map(|(cosine, n)| Self::hit(n, cosine as f64)));
                 }
                 all
             })

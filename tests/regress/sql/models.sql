@@ -10,7 +10,18 @@ CALL belink_index('mini');
 RESET client_min_messages;
 SELECT embedding_model LIKE '%/all-MiniLM-L6-v2' AS default_encoder, embedding_dim FROM belink.ontologies WHERE name = 'mini';
 SELECT concept_id, name, source, exact_rank, dense_rank FROM belink_candidates('elevated arterial tension', 'mini', 1);
+-- Without re-ranking, the confidence is how similar the best candidate's name is to the
+-- mention (here the cosine of the vectors); below belink.min_similarity (0.6 by default) the
+-- mention is NIL, its candidates still shown. The paraphrase is as close as 0.56:
+SELECT concept_id, decided_by, round(confidence::numeric, 2) AS confidence FROM belink_normalize('elevated arterial tension', ontology => 'mini');
+SET belink.min_similarity = 0.5;
 SELECT concept_id, decided_by FROM belink_normalize('elevated arterial tension', ontology => 'mini');
+RESET belink.min_similarity;
+SELECT concept_id, decided_by, confidence < 0.6 AS below, jsonb_array_length(candidates) > 0 AS has_candidates
+FROM belink_normalize('gibberishxyz', ontology => 'mini');
+SET belink.min_similarity = 0;
+SELECT concept_id IS NOT NULL AS linked FROM belink_normalize('gibberishxyz', ontology => 'mini');
+RESET belink.min_similarity;
 
 -- Dropping an ontology drops its HNSW index too.
 SELECT concepts FROM belink_load_ontology_text('throwaway', E'T:1\tTransient ischemic attack', 'tsv');

@@ -63,9 +63,9 @@ impl Decision {
     }
 
     /// The decision retrieval alone makes: nothing retrieved is NIL; a unique exact match
-    /// decides with certainty; otherwise the top candidate, as sure as its share of the fused
-    /// scores.
-    fn from_retrieval(candidates: Vec<Candidate>) -> Decision {
+    /// decides with certainty; otherwise the top candidate, as sure as its best name is similar
+    /// to the mention, and NIL when that is below `min_similarity` (the candidates are kept).
+    fn from_retrieval(candidates: Vec<Candidate>, min_similarity: f64) -> Decision {
         let exact: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].fused.ranks.exact == Some(1)).collect();
         let (chosen, confidence, decided_by) = if candidates.is_empty() {
             (None, 0.0, DecidedBy::Retrieval)
@@ -73,8 +73,8 @@ impl Decision {
             // Linking relies on it: such mentions are not embedded (see retrieval::one_concept).
             (Some(exact[0]), 1.0, DecidedBy::Exact)
         } else {
-            let total: f64 = candidates.iter().map(|c| c.fused.score).sum();
-            (Some(0), candidates[0].fused.score / total.max(f64::MIN_POSITIVE), DecidedBy::Retrieval)
+            let similarity = candidates[0].fused.similarity.clamp(0.0, 1.0);
+            (Some(0).filter(|_| similarity >= min_similarity), similarity, DecidedBy::Retrieval)
         };
         Decision { chosen, confidence, decided_by, candidates, probabilities: None, answer: None }
     }
@@ -84,8 +84,11 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
     /// Decides the concept of every request (k candidates each), re-ranking in one request.
     pub fn decide(&self, requests: &[Request], k: usize, lexical: Lexical) -> Result<Vec<Decision>> {
         let queries: Vec<Query> = requests.iter().map(|r| Query { text: r.mention, ontology: r.ontology }).collect();
-        let mut decisions: Vec<Decision> =
-            self.retrieve(&queries, k, lexical)?.into_iter().map(Decision::from_retrieval).collect();
+        let mut decisions: Vec<Decision> = self
+            .retrieve(&queries, k, lexical)?
+            .into_iter()
+            .map(|candidates| Decision::from_retrieval(candidates, self.settings.min_similarity))
+            .collect();
         if self.settings.rerank {
             let undecided: Vec<usize> = (0..decisions.len())
                 .filter(|&i| decisions[i].decided_by == DecidedBy::Retrieval && !decisions[i].candidates.is_empty())

@@ -35,18 +35,30 @@ fn a_unique_exact_match_decides_with_certainty_even_when_reranking() {
 }
 
 #[test]
-fn without_reranking_the_top_candidate_wins_with_its_share_of_the_scores() {
+fn without_reranking_the_top_candidate_wins_as_sure_as_its_name_is_similar() {
     let store = store();
     let models = FakeModels::default();
-    let settings = Settings::default();
     let ontologies = store.ontologies(true);
-    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
-    let decision = pipeline.decide(&[request("seizures")], 5, Lexical::ExactAndTrigram).unwrap().remove(0);
-    assert_eq!(decision.decided_by, DecidedBy::Retrieval);
-    assert_eq!(decision.chosen, Some(0));
-    let total: f64 = decision.candidates.iter().map(|c| c.fused.score).sum();
-    assert!((decision.confidence - decision.candidates[0].fused.score / total).abs() < 1e-12);
-    assert!(decision.confidence < 1.0);
+    let decide = |settings: &Settings, mention: &str| {
+        let pipeline = Pipeline::new(&store, &models, settings, &ontologies);
+        pipeline.decide(&[request(mention)], 5, Lexical::ExactAndTrigram).unwrap().remove(0)
+    };
+    let settings = Settings::default();
+    let close = decide(&settings, "seizures");
+    assert_eq!((close.decided_by, close.chosen), (DecidedBy::Retrieval, Some(0)));
+    let top = &close.candidates[0].fused;
+    assert_eq!(top.concept_id, "HP:0001250");
+    assert_eq!(close.confidence, top.similarity);
+    assert!(close.confidence > 0.5 && close.confidence < 1.0, "{}", close.confidence);
+    // A mention that only resembles a name is less sure; below belink.min_similarity it is NIL,
+    // its candidates kept for inspection.
+    let far = decide(&settings, "seizure of the left foot twice");
+    assert!(far.confidence < close.confidence, "{} vs {}", far.confidence, close.confidence);
+    let strict = Settings { min_similarity: (far.confidence + close.confidence) / 2.0, ..Settings::default() };
+    assert_eq!(decide(&strict, "seizures").chosen, Some(0));
+    let unlinked = decide(&strict, "seizure of the left foot twice");
+    assert_eq!((unlinked.chosen, unlinked.confidence), (None, far.confidence));
+    assert!(!unlinked.candidates.is_empty());
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct Hit {
     pub ontology: String,
     pub concept_id: String,
     pub matched_name: String,
+    /// How similar the name is to the query by its source's own measure: 1 for an exact
+    /// match, pg_trgm's similarity of the folded texts, the cosine similarity of the vectors.
+    pub similarity: f64,
 }
 
 /// 1-based rank of a concept in each source's list, None where the source missed it.
@@ -74,6 +77,9 @@ pub struct Fused {
     pub matched_name: String,
     pub score: f64,
     pub ranks: Ranks,
+    /// The highest similarity of any of the concept's names found by any source (see
+    /// [`Hit::similarity`]): how well the concept's best name matches the query.
+    pub similarity: f64,
     /// The source that ranked the concept best.
     pub best_source: Source,
 }
@@ -144,6 +150,10 @@ pub fn fuse(lists: SourceLists, rrf_k: f64, weights_of: impl Fn(&str) -> FusionW
         for hit in hits {
             let key = (hit.ontology.as_str(), hit.concept_id.as_str());
             if !seen.insert(key) {
+                // A further name of a concept already ranked: only its similarity counts.
+                if let Some(&index) = position.get(&key) {
+                    fused[index].similarity = fused[index].similarity.max(hit.similarity);
+                }
                 continue;
             }
             rank = if source == Source::Exact { 1 } else { rank + 1 };
@@ -154,11 +164,13 @@ pub fn fuse(lists: SourceLists, rrf_k: f64, weights_of: impl Fn(&str) -> FusionW
                     matched_name: hit.matched_name.clone(),
                     score: 0.0,
                     ranks: Ranks::default(),
+                    similarity: 0.0,
                     best_source: source,
                 });
                 fused.len() - 1
             });
             let entry = &mut fused[index];
+            entry.similarity = entry.similarity.max(hit.similarity);
             entry.ranks.set(source, rank);
             let best_rank = entry.ranks.of(entry.best_source).unwrap_or(usize::MAX);
             if rank < best_rank {
@@ -200,7 +212,12 @@ mod tests {
     fn hits(concepts: &[&str]) -> Vec<Hit> {
         concepts
             .iter()
-            .map(|c| Hit { ontology: "o".into(), concept_id: c.to_string(), matched_name: format!("name of {c}") })
+            .map(|c| Hit {
+                ontology: "o".into(),
+                concept_id: c.to_string(),
+                similarity: 0.5,
+                matched_name: format!("name of {c}"),
+            })
             .collect()
     }
 
@@ -234,8 +251,8 @@ mod tests {
 
     #[test]
     fn same_concept_id_in_two_ontologies_stays_apart() {
-        let a = Hit { ontology: "a".into(), concept_id: "1".into(), matched_name: "n".into() };
-        let b = Hit { ontology: "b".into(), concept_id: "1".into(), matched_name: "n".into() };
+        let a = Hit { ontology: "a".into(), concept_id: "1".into(), matched_name: "n".into(), similarity: 1.0 };
+        let b = Hit { ontology: "b".into(), concept_id: "1".into(), matched_name: "n".into(), similarity: 1.0 };
         assert_eq!(fuse(SourceLists { trigram: &[a, b], ..Default::default() }, 60.0, unit).len(), 2);
     }
 
@@ -251,5 +268,20 @@ mod tests {
         let fused = fuse(lists, 60.0, trigram_heavy);
         assert!((fused[0].score - (1.0 / 61.0 + 0.5 / 62.0)).abs() < 1e-12);
         assert_eq!(order(fused), ["A", "B"]);
+    }
+
+    #[test]
+    fn a_concepts_similarity_is_that_of_its_most_similar_name_in_any_source() {
+        let hit = |concept: &str, name: &str, similarity: f64| Hit {
+            ontology: "o".into(),
+            concept_id: concept.into(),
+            matched_name: name.into(),
+            similarity,
+        };
+        let trigram = [hit("1", "a", 0.4), hit("2", "b", 0.6), hit("1", "c", 0.7)];
+        let dense = [hit("1", "a", 0.55), hit("2", "b", 0.9)];
+        let fused = fuse(SourceLists { exact: &[], trigram: &trigram, dense: &dense }, 60.0, unit);
+        let similarity = |concept: &str| fused.iter().find(|f| f.concept_id == concept).unwrap().similarity;
+        assert_eq!((similarity("1"), similarity("2")), (0.7, 0.9));
     }
 }

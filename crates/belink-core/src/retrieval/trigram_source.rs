@@ -69,7 +69,16 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         let names = if ids.is_empty() { HashMap::new() } else { self.store.names_by_id(&ids)? };
         // A name deleted since the index was built is left out.
         Ok(Some(
-            scored.into_iter().map(|list| list.iter().filter_map(|(_, id)| names.get(id).cloned()).collect()).collect(),
+            scored
+                .into_iter()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|(similarity, id)| {
+                            names.get(id).map(|hit| Hit { similarity: *similarity as f64, ..hit.clone() })
+                        })
+                        .collect()
+                })
+                .collect(),
         ))
     }
 

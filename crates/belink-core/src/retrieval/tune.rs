@@ -129,6 +129,7 @@ mod tests {
             concept_id: id.into(),
             matched_name: id.into(),
             score: 0.0,
+            similarity: 0.0,
             ranks: Ranks { exact, trigram, dense },
             best_source: Source::Dense,
         }
