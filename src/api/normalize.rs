@@ -22,6 +22,7 @@ fn candidates_json(decision: &Decision) -> serde_json::Value {
             "ontology": c.fused.ontology,
             "retrieval_rank": i + 1,
             "score": c.fused.score,
+            "similarity": c.fused.similarity,
             "source": c.fused.best_source.name(),
             "exact_rank": c.fused.ranks.of(Source::Exact),
             "trigram_rank": c.fused.ranks.of(Source::Trigram),
