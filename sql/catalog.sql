@@ -279,9 +279,11 @@ END $$;
 -- Each ontology's HNSW index on belink.names. Creating or dropping an index takes the
 -- table's owner, so these two functions run as the extension's owner (SECURITY DEFINER, with
 -- a fixed search_path), and do only this, for a role that may change the ontology.
+-- 96 bits of md5 in the name: nobody can craft an ontology name whose index name is another
+-- ontology's (and so make these functions create or drop the other's index).
 CREATE FUNCTION belink.embedding_index_name(ontology text) RETURNS name
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT ('names_embedding_' || left(ontology, 36) || '_' || left(md5(ontology), 6))::name
+    SELECT ('names_embedding_' || left(ontology, 20) || '_' || left(md5(ontology), 24))::name
 $$;
 CREATE FUNCTION belink.create_embedding_index(ontology text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
