@@ -43,6 +43,9 @@ CREATE POLICY readers ON belink.encoder_adaptations FOR SELECT USING (true);
 CREATE POLICY owners ON belink.encoder_adaptations FOR ALL
     USING (belink.may_change_ontology(ontology, current_user)) WITH CHECK (belink.may_change_ontology(ontology, current_user));
 CREATE POLICY readers ON belink.adapted_embeddings FOR SELECT USING (true);
+-- Progress, like belink_index's, is readable by everyone (dropping an ontology reads it to
+-- find the adapted encoder's files).
+GRANT SELECT ON belink.encoder_adaptations TO PUBLIC;
 CREATE POLICY owners ON belink.adapted_embeddings FOR ALL
     USING (belink.may_change_ontology(ontology, current_user)) WITH CHECK (belink.may_change_ontology(ontology, current_user));
 

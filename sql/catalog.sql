@@ -308,6 +308,8 @@ BEGIN
 END $$;
 CREATE FUNCTION belink.drop_embedding_index(ontology text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    index_name text := format('belink.%I', belink.embedding_index_name(ontology));
 BEGIN
     -- The index of an ontology dropped (in this transaction or before) serves nobody.
     IF EXISTS (SELECT 1 FROM belink.ontologies o WHERE o.name = ontology)
@@ -315,8 +317,8 @@ BEGIN
         RAISE EXCEPTION 'permission denied to drop the index of ontology "%"', ontology
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF to_regclass(format('belink.%I', belink.embedding_index_name(ontology))) IS NOT NULL THEN
-        EXECUTE format('DROP INDEX belink.%I', belink.embedding_index_name(ontology));
+    IF to_regclass(index_name) IS NOT NULL THEN
+        EXECUTE format('DROP INDEX %s', index_name);
     END IF;
 END $$;
 

@@ -30,7 +30,7 @@ mod tests {
 
     #[pg_test]
     fn ontologies_are_readable_by_everyone_annotations_by_no_one_by_default() {
-        for table in ["belink.ontologies", "belink.concepts", "belink.names"] {
+        for table in ["belink.ontologies", "belink.concepts", "belink.names", "belink.encoder_adaptations"] {
             let read =
                 Spi::get_one_with_args::<bool>("SELECT has_table_privilege('public', $1, 'SELECT')", &[table.into()]);
             let write = Spi::get_one_with_args::<bool>(

@@ -16,7 +16,7 @@ pub fn install(check: fn()) {
 }
 
 /// Runs the installed check, if any.
-pub fn check() {
+fn check() {
     if let Some(check) = CHECK.get() {
         check();
     }

@@ -5,9 +5,8 @@
 CREATE ROLE belink_carol;
 CREATE ROLE belink_dave;
 CREATE ROLE belink_curators;
-GRANT INSERT, UPDATE, DELETE ON belink.ontologies, belink.concepts, belink.names, belink.index_progress,
-    belink.encoder_adaptations, belink.adapted_embeddings TO belink_carol, belink_dave;
-GRANT SELECT ON belink.encoder_adaptations, belink.adapted_embeddings TO belink_carol, belink_dave;
+GRANT INSERT, UPDATE, DELETE ON belink.ontologies, belink.concepts, belink.names, belink.index_progress
+    TO belink_carol, belink_dave;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA belink TO belink_carol, belink_dave;
 GRANT belink_curators TO belink_dave;
 
