@@ -14,10 +14,20 @@ use libfuzzer_sys::fuzz_target;
 fn dictionary() -> &'static MentionDictionary {
     static DICTIONARY: OnceLock<MentionDictionary> = OnceLock::new();
     DICTIONARY.get_or_init(|| {
-        let names = ["Colorectal cancer", "FAP", "ALL", "β-thalassemia", "Crohn's disease", "a", "1 2 3"]
+        let mut names: Vec<String> = ["Colorectal cancer", "FAP", "ALL", "β-thalassemia", "Crohn's disease", "a", "1 2 3"]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        // Enough "Familial X", "Severe X" and "Deficiency of X" names for the lexical variants'
+        // modifiers, qualifiers and reordering; two names sharing a head for coordination.
+        for base in ["Ataxia", "Tumor", "Nevus", "Metastasis", "Fistula"] {
+            names.extend([base.to_string(), format!("Familial {base}"), format!("Severe {base}"), format!("Deficiency of {base}")]);
+        }
+        names.extend(["Severe", "Breast cancer", "Ovarian cancer", "SJS"].map(String::from));
+        let names = names
             .iter()
             .enumerate()
-            .map(|(i, n)| DictionaryName { concept_id: i.to_string(), name: n.to_string(), normalized: fold(n) })
+            .map(|(i, n)| DictionaryName { concept_id: i.to_string(), name: n.clone(), normalized: fold(n) })
             .collect();
         MentionDictionary::build(names).unwrap()
     })
@@ -34,8 +44,15 @@ fuzz_target!(|data: &[u8]| {
     for abbreviation in find_abbreviations(text) {
         assert!(abbreviation.uses.iter().all(|&(s, e)| s < e && e <= length));
     }
-    for mention in find_mentions(text, &[dictionary()]) {
+    let mentions = find_mentions(text, &[dictionary()]);
+    for (i, mention) in mentions.iter().enumerate() {
         assert!(mention.start < mention.end && mention.end <= length);
+        assert!(!mention.lookup.is_empty() && !mention.matched_concepts.is_empty());
+        // Left to right, without overlaps (the conjuncts of a coordination share one span).
+        if let Some(next) = mentions.get(i + 1) {
+            let same_span = (next.start, next.end) == (mention.start, mention.end);
+            assert!(next.start >= mention.end || same_span, "overlapping mentions");
+        }
     }
     let half = length / 2;
     let context = context_window(text, half, length, 50);

@@ -135,6 +135,8 @@ pub struct DatasetResult {
     pub concept_names: HashMap<String, String>,
     pub runs: Vec<NormalizationRun>,
     pub linking: Vec<crate::linking::LinkingRun>,
+    /// Mention detection alone (spans, no cluster), when the ontology file is given.
+    pub detection: Option<crate::detection::DetectionRun>,
     pub training_names_added: Option<i64>,
     /// What belink_tune_fusion chose and measured on the training split, when there is one.
     pub fusion: Option<FusionTuning>,
@@ -198,6 +200,13 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     };
     run_configs(client, spec, &documents, "ontology", None, &mut runs)?;
     let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
+    let detection = match &spec.ontology_file {
+        Some(file) => {
+            let names = crate::detection::dictionary_names(std::path::Path::new(file), &spec.format)?;
+            Some(crate::detection::evaluate(names, &documents)?)
+        }
+        None => None,
+    };
     let mut training_names_added = None;
     if let Some(labels) = &labels {
         training_names_added = Some(add_training_names(client, &spec.ontology, labels)?);
@@ -235,6 +244,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         concept_names,
         runs,
         linking,
+        detection,
         training_names_added,
         fusion,
         adapted_fusion,
@@ -283,7 +293,7 @@ fn load_ontology(client: &mut Client, name: &str, file: &str, format: &str) -> R
 }
 
 /// The corpus goes into tables too, where SQL users (and end-to-end linking) find it.
-fn store_corpus(client: &mut Client, corpus: &str, documents: &[Document]) -> Result<(), String> {
+pub fn store_corpus(client: &mut Client, corpus: &str, documents: &[Document]) -> Result<(), String> {
     let mut tx = client.transaction().map_err(|e| e.to_string())?;
     tx.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS belink_eval;

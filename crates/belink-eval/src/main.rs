@@ -38,6 +38,13 @@
 //!   belink-eval mentions --corpus PATH
 //!       the corpus' mentions with one gold id as TSV lines "id<TAB>text" (training names for
 //!       encoder-train --names)
+//!   belink-eval link --dsn DSN --corpus PATH --ontology NAME
+//!       end-to-end linking alone (the report's table) over an ontology already loaded and
+//!       indexed: belink_link over every document in each configuration, (span, concept) scores
+//!   belink-eval detect --ontology FILE [--format F] --corpus PATH [--errors FILE.md]
+//!       mention detection alone without a cluster: the dictionary over the ontology file's
+//!       names, span precision / recall / F1 (strict and overlap) on the corpus, documents
+//!       per second, and (--errors) every missed, partial and spurious span
 //!   belink-eval dense-probe --model DIR --ontology FILE --corpus PATH [--names TSV]
 //!       dense retrieval alone without a cluster: exact cosine search of the corpus' gold
 //!       mentions over the ontology file's names (and the TSV's), recall@1/5/10
@@ -50,6 +57,7 @@ mod db;
 mod evaluate;
 use belink_core::ids;
 mod dense_probe;
+mod detection;
 mod instructions;
 mod linking;
 mod plots;
@@ -81,6 +89,8 @@ fn main() -> ExitCode {
         Some("stress") => stress(&args),
         Some("mentions") => mentions(&args),
         Some("dense-probe") => dense_probe(&args),
+        Some("detect") => detect(&args),
+        Some("link") => link(&args),
         _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
     };
     match result {
@@ -529,6 +539,64 @@ fn mentions(args: &Args) -> Result<(), String> {
     for (id, text) in dense_probe::single_id_mentions(&documents) {
         println!("{id}\t{}", text.replace(['\t', '\n'], " "));
     }
+    Ok(())
+}
+
+fn link(args: &Args) -> Result<(), String> {
+    let mut client = connect(args)?;
+    let corpus_path = args.required("corpus")?;
+    let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let ontology = args.required("ontology")?;
+    let name = Path::new(corpus_path).file_stem().map_or("corpus".into(), |s| s.to_string_lossy().into_owned());
+    evaluate::store_corpus(&mut client, &name, &documents)?;
+    let runs = linking::evaluate_linking(&mut client, &name, ontology, &documents)?;
+    println!("| configuration | gold | predicted | strict P | strict R | strict F1 | overlap P | overlap R | overlap F1 | documents/s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for run in runs {
+        let (s, o) = (&run.strict, &run.overlap);
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |",
+            run.config,
+            s.gold,
+            s.predicted,
+            s.precision(),
+            s.recall(),
+            s.f1(),
+            o.precision(),
+            o.recall(),
+            o.f1(),
+            run.documents_per_second
+        );
+    }
+    Ok(())
+}
+
+fn detect(args: &Args) -> Result<(), String> {
+    let corpus_path = args.required("corpus")?;
+    let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let names =
+        detection::dictionary_names(Path::new(args.required("ontology")?), args.get("format").unwrap_or("auto"))?;
+    let run = detection::evaluate(names, &documents)?;
+    if let Some(path) = args.get("errors") {
+        std::fs::write(path, run.errors()).map_err(|e| format!("{path}: {e}"))?;
+    }
+    println!("| gold | predicted | strict P | strict R | strict F1 | overlap P | overlap R | overlap F1 | documents/s | dictionary build s | dictionary MB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let (s, o) = (&run.strict, &run.overlap);
+    println!(
+        "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1} |",
+        s.gold,
+        s.predicted,
+        s.precision(),
+        s.recall(),
+        s.f1(),
+        o.precision(),
+        o.recall(),
+        o.f1(),
+        run.documents_per_second,
+        run.dictionary_build_seconds,
+        run.dictionary_bytes as f64 / 1e6
+    );
     Ok(())
 }
 

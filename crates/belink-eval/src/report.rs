@@ -291,6 +291,41 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     }
     let _ = writeln!(w);
 
+    let _ = writeln!(w, "## Mention detection (spans only)\n");
+    let _ = writeln!(
+        w,
+        "The mention dictionary alone (`belink-eval detect`: the core's detection over the ontology \
+         file's names, no cluster), scored on every gold span, NIL ones included. *missed*: no \
+         detection overlaps the gold mention; *other span*: detections overlap it but none has its \
+         span; *false positives*: detections that overlap no gold mention. The spans are listed in \
+         [errors.md](errors.md).\n"
+    );
+    let _ = writeln!(w, "| dataset | gold | predicted | strict P | strict R | strict F1 | overlap P | overlap R | overlap F1 | missed | other span | false positives | documents/s | dictionary MB |");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for result in results {
+        let Some(run) = &result.detection else { continue };
+        let (s, o) = (&run.strict, &run.overlap);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {:.0} | {:.1} |",
+            result.spec.name,
+            s.gold,
+            s.predicted,
+            s.precision(),
+            s.recall(),
+            s.f1(),
+            o.precision(),
+            o.recall(),
+            o.f1(),
+            run.missed.len(),
+            run.boundary.len(),
+            run.spurious.len(),
+            run.documents_per_second,
+            run.dictionary_bytes as f64 / 1e6
+        );
+    }
+    let _ = writeln!(w);
+
     let _ = writeln!(w, "## Errors by cause (classic protocol, top-1 wrong)\n");
     let _ = writeln!(w, "The mentions themselves are listed in [errors.md](errors.md).\n");
     let _ = writeln!(w, "| dataset | dictionary | configuration | errors | {} |", cause_labels().join(" | "));
@@ -332,7 +367,13 @@ fn classic_runs(results: &[DatasetResult]) -> impl Iterator<Item = &Normalizatio
 
 /// Every wrong classic-protocol answer, grouped by run and cause.
 pub fn error_analysis(results: &[DatasetResult]) -> String {
-    let mut out = String::from("# Normalization errors (classic protocol)\n\nWritten by `belink-eval evaluate`.\n");
+    let mut out = String::from("# Errors\n\nWritten by `belink-eval evaluate`.\n\n# Mention detection\n");
+    for result in results {
+        if let Some(run) = &result.detection {
+            let _ = writeln!(out, "\n## {}\n\n{}", result.spec.name, run.errors());
+        }
+    }
+    let _ = writeln!(out, "\n# Normalization errors (classic protocol)");
     for result in results {
         for run in result.runs.iter().filter(|r| r.protocol == Protocol::Classic) {
             let _ = writeln!(out, "\n## {} · {} · {}\n", run.dataset, run.dictionary, run.config);

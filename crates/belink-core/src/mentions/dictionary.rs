@@ -6,10 +6,12 @@
 //! matches overlap. Filters keep out names that are too short or are common words, and short
 //! acronyms (`FAP`, `DM`, `ALL`) match only when written in capitals in the text.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
+use super::variants::{gaps, Gap, Lexicon, MAX_MODIFIERS};
 use crate::fold::{tokenize, Token};
 use crate::interrupts::Ticker;
 
@@ -145,6 +147,8 @@ const STOP_WORDS: &[&str] = &[
     "you",
     "your",
     "type",
+    "human",
+    "humans",
     "patient",
     "patients",
     "case",
@@ -171,7 +175,7 @@ const MIN_NAME_CHARS: usize = 3;
 /// Acronyms up to this length match only when the text writes them in capitals too.
 const MAX_ACRONYM_CHARS: usize = 6;
 
-/// One pattern of the automaton: a distinct normalized name and the names behind it.
+/// One pattern of the automaton: a distinct name key and the names behind it.
 struct Pattern {
     names: Vec<usize>,
     /// Match only spans written in capitals (short acronyms).
@@ -182,6 +186,9 @@ struct Pattern {
 pub struct MentionDictionary {
     automaton: AhoCorasick,
     patterns: Vec<Pattern>,
+    /// Each pattern's key form, to look up a conjunct's name ("breast cancer").
+    pattern_of: HashMap<Box<str>, usize>,
+    lexicon: Lexicon,
     names: Vec<DictionaryName>,
 }
 
@@ -193,17 +200,46 @@ pub struct Detection {
     pub end: usize,
     /// Indices into [`MentionDictionary::name`].
     pub names: Vec<usize>,
+    /// What retrieval should search for when it is not the span's text: the name under a
+    /// modifier ("breast cancer" in "hereditary breast cancer"), the name a variant stands for
+    /// ("Tumor" for "tumours", "ASPA deficiency" for "deficiency of ASPA"), or one conjunct of
+    /// a coordination ("Breast cancer" in "breast and ovarian cancer").
+    pub lookup: Option<String>,
+    /// One of the concepts of a coordination: its span is shared with the other conjuncts.
+    pub coordinated: bool,
+}
+
+/// A match in token indices, before it becomes a [`Detection`].
+struct Hit {
+    first: usize,
+    last: usize,
+    pattern: usize,
+    coordinated: bool,
 }
 
 impl MentionDictionary {
     pub fn build(names: Vec<DictionaryName>) -> Result<MentionDictionary, String> {
-        let mut by_form: HashMap<String, usize> = HashMap::new();
+        let admitted: Vec<(usize, bool)> =
+            names.iter().enumerate().filter_map(|(index, name)| Some((index, admission(name)?))).collect();
+        let lexicon = Lexicon::new(admitted.iter().map(|&(index, _)| names[index].normalized.as_str()));
+        let mut pattern_of: HashMap<Box<str>, usize> = HashMap::new();
         let mut forms: Vec<String> = Vec::new();
         let mut patterns: Vec<Pattern> = Vec::new();
-        for (index, name) in names.iter().enumerate() {
-            let Some(capitals_only) = admission(name) else { continue };
-            let form = name.normalized.clone();
-            let slot = *by_form.entry(form.clone()).or_insert_with(|| {
+        let mut reordered: Vec<(String, usize)> = Vec::new();
+        for (index, capitals_only) in admitted {
+            // Acronyms are not plurals: "HDLS" is not "HDL".
+            let form = if capitals_only {
+                names[index].normalized.clone()
+            } else {
+                lexicon.key_form(&names[index].normalized)
+            };
+            if !capitals_only && lexicon.is_qualifier(&form) {
+                continue;
+            }
+            if !capitals_only {
+                reordered.extend(lexicon.reorderings(&form).into_iter().map(|variant| (variant, index)));
+            }
+            let slot = *pattern_of.entry(Box::from(form.as_str())).or_insert_with(|| {
                 forms.push(format!(" {form} "));
                 patterns.push(Pattern { names: Vec::new(), capitals_only });
                 patterns.len() - 1
@@ -213,12 +249,24 @@ impl MentionDictionary {
             // A form that is also a plain (non-acronym) name matches in any case.
             pattern.capitals_only &= capitals_only;
         }
+        // Another word order of a name never hides a name written that way.
+        let names_as_written = patterns.len();
+        for (variant, index) in reordered {
+            let slot = *pattern_of.entry(Box::from(variant.as_str())).or_insert_with(|| {
+                forms.push(format!(" {variant} "));
+                patterns.push(Pattern { names: Vec::new(), capitals_only: false });
+                patterns.len() - 1
+            });
+            if slot >= names_as_written {
+                patterns[slot].names.push(index);
+            }
+        }
         let automaton = AhoCorasick::builder()
             .kind(Some(AhoCorasickKind::ContiguousNFA))
             .match_kind(MatchKind::Standard)
             .build(&forms)
             .map_err(|e| format!("building the mention dictionary: {e}"))?;
-        Ok(MentionDictionary { automaton, patterns, names })
+        Ok(MentionDictionary { automaton, patterns, pattern_of, lexicon, names })
     }
 
     pub fn name(&self, index: usize) -> &DictionaryName {
@@ -229,13 +277,16 @@ impl MentionDictionary {
         self.patterns.len()
     }
 
-    /// Bytes of heap the dictionary holds: the automaton, its patterns and the names.
+    /// Bytes of heap the dictionary holds: the automaton, its patterns, the names and the
+    /// lexicon.
     pub fn memory_usage(&self) -> usize {
         let patterns: usize = self
             .patterns
             .iter()
             .map(|p| std::mem::size_of::<Pattern>() + p.names.capacity() * std::mem::size_of::<usize>())
             .sum();
+        let pattern_of = self.pattern_of.capacity() * (std::mem::size_of::<(Box<str>, usize)>() + 1)
+            + self.pattern_of.keys().map(|k| k.len()).sum::<usize>();
         let names: usize = self
             .names
             .iter()
@@ -246,48 +297,222 @@ impl MentionDictionary {
                     + n.normalized.capacity()
             })
             .sum();
-        self.automaton.memory_usage() + patterns + names
+        self.automaton.memory_usage() + patterns + pattern_of + names + self.lexicon.memory_usage()
     }
 
-    /// Every match on token boundaries (overlaps included), in the text's tokens.
+    /// Every match on token boundaries (overlaps included), in the text's tokens, with
+    /// coordinations expanded and modifiers taken in (see [`super::variants`]).
     pub fn find_all(&self, text: &str, tokens: &[Token]) -> Vec<Detection> {
-        // " tok1 tok2 ... " and where each token starts in it (ascending), so patterns
-        // " name " can only match whole tokens.
+        if tokens.is_empty() {
+            return Vec::new();
+        }
+        let chars: Vec<char> = text.chars().collect();
+        let gaps = gaps(&chars, tokens);
+        let mut ticker = Ticker::default();
+        let keys: Vec<Cow<str>> = tokens
+            .iter()
+            .map(|token| {
+                ticker.step();
+                if token.end - token.start <= MAX_ACRONYM_CHARS && written_in_capitals(&chars[token.start..token.end]) {
+                    Cow::Borrowed(token.text.as_str())
+                } else {
+                    self.lexicon.key(&token.text)
+                }
+            })
+            .collect();
+        // " key1 key2 | key3 ... ": where each token's key starts and ends in it (ascending),
+        // so patterns " name " only match whole tokens, and never across a break.
         let mut haystack = String::with_capacity(text.len() + 2);
         let mut token_starts: Vec<usize> = Vec::with_capacity(tokens.len());
+        let mut token_ends: Vec<usize> = Vec::with_capacity(tokens.len());
         haystack.push(' ');
-        let mut ticker = Ticker::default();
-        for token in tokens {
+        for (key, gap) in keys.iter().zip(&gaps) {
             ticker.step();
+            if *gap == Gap::Break && !token_starts.is_empty() {
+                haystack.push_str("| ");
+            }
             token_starts.push(haystack.len());
-            haystack.push_str(&token.text);
+            haystack.push_str(key);
+            token_ends.push(haystack.len());
             haystack.push(' ');
         }
-        // The text as characters, for the capitals rule only (short acronyms are rare).
-        let mut chars: Option<Vec<char>> = None;
-        let mut found = Vec::new();
+        let mut hits = Vec::new();
         for m in self.automaton.find_overlapping_iter(&haystack) {
             ticker.step();
-            let pattern = &self.patterns[m.pattern().as_usize()];
+            let pattern = m.pattern().as_usize();
             let Ok(first) = token_starts.binary_search(&(m.start() + 1)) else { continue };
-            // The match ends with the space before the next token, or at the end.
-            let last = token_starts.binary_search(&m.end()).map_or(tokens.len() - 1, |next| next - 1);
-            let (start, end) = (tokens[first].start, tokens[last].end);
-            if pattern.capitals_only {
-                let chars = chars.get_or_insert_with(|| text.chars().collect());
-                if !written_in_capitals(&chars[start..end]) {
-                    continue;
-                }
+            let Ok(last) = token_ends.binary_search(&(m.end() - 1)) else { continue };
+            if self.patterns[pattern].capitals_only
+                && !written_in_capitals_alone(&chars, tokens[first].start, tokens[last].end)
+            {
+                continue;
             }
-            found.push(Detection { start, end, names: pattern.names.clone() });
+            let hit = Hit { first, last, pattern, coordinated: false };
+            if let Some(conjuncts) = self.coordination(&hit, &keys, &gaps) {
+                hits.extend(conjuncts);
+            }
+            hits.push(hit);
         }
-        found
+        let span_text =
+            |first: usize, last: usize| -> String { chars[tokens[first].start..tokens[last].end].iter().collect() };
+        hits.into_iter()
+            .map(|hit| {
+                ticker.step();
+                let (core_first, last) = take_designators(hit.first, hit.last, &keys, &gaps);
+                let first = self.extend_over_modifiers(core_first, &keys, &gaps);
+                let names = &self.patterns[hit.pattern].names;
+                // What retrieval searches: the name when the text writes a variant of it, so
+                // that the exact match finds it; the subtype with the name; never the modifiers.
+                let lookup = if hit.coordinated || !self.written_as_a_name(&tokens[hit.first..=hit.last], names) {
+                    Some(self.names[names[0]].name.clone())
+                } else if (core_first, last) != (hit.first, hit.last) {
+                    Some(span_text(core_first, last))
+                } else if first < core_first {
+                    Some(span_text(hit.first, hit.last))
+                } else {
+                    None
+                };
+                Detection {
+                    start: tokens[first].start,
+                    end: tokens[last].end,
+                    names: names.clone(),
+                    lookup,
+                    coordinated: hit.coordinated,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `tokens` are, normalized, one of `names` as written (not a variant of it).
+    fn written_as_a_name(&self, tokens: &[Token], names: &[usize]) -> bool {
+        names.iter().any(|&n| {
+            let normalized = &self.names[n].normalized;
+            normalized.split(' ').eq(tokens.iter().map(|t| t.text.as_str()))
+        })
+    }
+
+    /// The other conjuncts of a coordination that ends with `hit` ("breast and ovarian cancer",
+    /// "brain, breast, and prostate cancer"), each with the shared head a name; with them, `hit`
+    /// becomes a conjunct too, all sharing the coordination's span.
+    fn coordination(&self, hit: &Hit, keys: &[Cow<str>], gaps: &[Gap]) -> Option<Vec<Hit>> {
+        if self.patterns[hit.pattern].capitals_only {
+            return None;
+        }
+        // The shared head: the hit's last words, the longest first.
+        for head_first in hit.first + 1..=hit.last {
+            let head = keys[head_first..=hit.last].join(" ");
+            let mut conjuncts: Vec<usize> = Vec::new();
+            let mut left = hit.first;
+            while let Some(last) = conjunct_end(left, keys, gaps) {
+                // A conjunct of one or two words: "breast", "renal pelvis".
+                let conjunct = (1..=2).rev().find_map(|words| {
+                    let first = (last + 1).checked_sub(words)?;
+                    if words == 2 && !matches!(gaps[last], Gap::Space | Gap::Hyphen) {
+                        return None;
+                    }
+                    let form = format!("{} {head}", keys[first..=last].join(" "));
+                    let &pattern = self.pattern_of.get(form.as_str())?;
+                    (!self.patterns[pattern].capitals_only).then_some((first, pattern))
+                });
+                let Some((first, pattern)) = conjunct else { break };
+                conjuncts.push(pattern);
+                left = first;
+            }
+            if conjuncts.is_empty() {
+                continue;
+            }
+            let mut hits: Vec<Hit> = conjuncts
+                .into_iter()
+                .map(|pattern| Hit { first: left, last: hit.last, pattern, coordinated: true })
+                .collect();
+            hits.push(Hit { first: left, last: hit.last, pattern: hit.pattern, coordinated: true });
+            return Some(hits);
+        }
+        None
+    }
+
+    /// The first token of a mention starting at `first` once the modifiers in front of it
+    /// are taken in ("sporadic renal cell carcinoma").
+    fn extend_over_modifiers(&self, mut first: usize, keys: &[Cow<str>], gaps: &[Gap]) -> usize {
+        for _ in 0..MAX_MODIFIERS {
+            if first == 0
+                || !matches!(gaps[first], Gap::Space | Gap::Hyphen)
+                || !self.lexicon.is_modifier(&keys[first - 1])
+            {
+                break;
+            }
+            first -= 1;
+        }
+        first
     }
 
     /// Non-overlapping mentions: leftmost first, the longest where several start together.
     pub fn detect(&self, text: &str) -> Vec<Detection> {
         let tokens = tokenize(text);
         resolve_overlaps(self.find_all(text, &tokens))
+    }
+}
+
+/// The mention's tokens with a subtype designator taken in, before ("type II C2 deficiency") or
+/// after ("SJS type 2"): names write subtypes as "type" and a number, a Roman numeral or a
+/// letter, thousands of times in MEDIC.
+fn take_designators(mut first: usize, mut last: usize, keys: &[Cow<str>], gaps: &[Gap]) -> (usize, usize) {
+    let joined = |i: usize| matches!(gaps[i], Gap::Space | Gap::Hyphen);
+    if first >= 2
+        && keys[first - 2] == "type"
+        && is_subtype_code(&keys[first - 1])
+        && joined(first)
+        && joined(first - 1)
+    {
+        first -= 2;
+    } else if last + 2 < keys.len()
+        && keys[last + 1] == "type"
+        && is_subtype_code(&keys[last + 2])
+        && joined(last + 1)
+        && joined(last + 2)
+    {
+        last += 2;
+        // "type 1A" folds to "type 1 a".
+        if last + 1 < keys.len()
+            && keys[last + 1].len() == 1
+            && is_subtype_code(&keys[last + 1])
+            && gaps[last + 1] == Gap::Space
+            && keys[last].bytes().all(|b| b.is_ascii_digit())
+        {
+            last += 1;
+        }
+    }
+    (first, last)
+}
+
+/// "2", "12", "ii", "iv", "iid", "a": a number, a Roman numeral (with a letter), or a letter a-d.
+fn is_subtype_code(key: &str) -> bool {
+    let roman = key.trim_end_matches(['a', 'b', 'c', 'd']);
+    (key.len() <= 2 && key.bytes().all(|b| b.is_ascii_digit()))
+        || (!roman.is_empty() && roman.len() <= 4 && roman.bytes().all(|b| matches!(b, b'i' | b'v' | b'x')))
+        || (key.len() == 1 && matches!(key, "a" | "b" | "c" | "d"))
+}
+
+/// The last token of the conjunct before the one starting at `left`, when a connector
+/// separates them: a comma, a slash, a hyphen, "and", "or", "and/or", ", and".
+fn conjunct_end(left: usize, keys: &[Cow<str>], gaps: &[Gap]) -> Option<usize> {
+    if left == 0 {
+        return None;
+    }
+    match gaps[left] {
+        Gap::Comma | Gap::Slash | Gap::Hyphen => Some(left - 1),
+        Gap::Space => {
+            let word = &keys[left - 1];
+            if word != "and" && word != "or" {
+                return None;
+            }
+            let mut connector = left - 1;
+            if word == "or" && gaps[connector] == Gap::Slash && connector > 0 && keys[connector - 1] == "and" {
+                connector -= 1;
+            }
+            (connector > 0 && gaps[connector] != Gap::Break).then(|| connector - 1)
+        }
+        Gap::Break => None,
     }
 }
 
@@ -299,11 +524,26 @@ pub fn resolve_overlaps(mut detections: Vec<Detection>) -> Vec<Detection> {
     let mut ticker = Ticker::default();
     for detection in detections {
         ticker.step();
-        if kept.last().is_none_or(|last| detection.start >= last.end) {
+        let keep = match kept.last() {
+            None => true,
+            Some(last) => {
+                detection.start >= last.end
+                    // The conjuncts of one coordination share its span.
+                    || (detection.coordinated
+                        && last.coordinated
+                        && (detection.start, detection.end) == (last.start, last.end)
+                        && detection.lookup != last.lookup)
+            }
+        };
+        if keep {
             kept.push(detection);
         }
     }
     kept
+}
+
+pub(crate) fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.contains(&word)
 }
 
 /// Whether a name goes into the dictionary, and if so whether it must be written in capitals.
@@ -317,7 +557,7 @@ fn admission(name: &DictionaryName) -> Option<bool> {
         // Capitals required: "ALL" (the leukemia) is not "all".
         return Some(true);
     }
-    if compact.chars().count() < MIN_NAME_CHARS || STOP_WORDS.contains(&name.normalized.as_str()) {
+    if compact.chars().count() < MIN_NAME_CHARS || is_stop_word(&name.normalized) {
         return None;
     }
     Some(false)
@@ -331,6 +571,12 @@ fn is_acronym(name: &str) -> bool {
 
 fn written_in_capitals(span: &[char]) -> bool {
     span.iter().filter(|c| c.is_alphabetic()).all(|c| c.is_uppercase())
+}
+
+/// The span is written in capitals and is not part of a longer word: "PD" is not in "G6PD".
+fn written_in_capitals_alone(chars: &[char], start: usize, end: usize) -> bool {
+    let outside = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
+    outside(start.checked_sub(1)) && outside(Some(end)) && written_in_capitals(&chars[start..end])
 }
 
 #[cfg(test)]
@@ -396,7 +642,7 @@ mod tests {
             "the longer 'colorectal cancer' wins over 'cancer'"
         );
         // Inside a word is not a match.
-        assert!(mentions(&medic(), "Hypertensions and prehypertension").is_empty());
+        assert!(mentions(&medic(), "Hypertensive and prehypertension").is_empty());
     }
 
     #[test]
@@ -445,9 +691,116 @@ mod tests {
         assert_eq!(found.len(), repeats * 3, "FAP, the long form and colorectal cancer in every paragraph");
     }
 
+    fn spans(dictionary: &MentionDictionary, text: &str) -> Vec<(String, Option<String>)> {
+        let chars: Vec<char> = text.chars().collect();
+        dictionary.detect(text).into_iter().map(|d| (chars[d.start..d.end].iter().collect(), d.lookup)).collect()
+    }
+
+    fn owned(expected: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+        expected.iter().map(|(span, lookup)| (span.to_string(), lookup.map(str::to_string))).collect()
+    }
+
+    /// Enough "Familial X" and "Severe X" names to make "familial" a modifier and "severe" a
+    /// qualifier (see variants.rs), and "deficiency" a head of "deficiency of X" names.
+    fn with_modifiers(entries: &[(&str, &str)]) -> MentionDictionary {
+        let bases = ["Ataxia", "Seizure", "Cataract", "Deafness", "Myopathy"];
+        let mut names: Vec<(String, String)> = entries.iter().map(|(id, n)| (id.to_string(), n.to_string())).collect();
+        for (i, base) in bases.iter().enumerate() {
+            names.push((format!("B{i}"), base.to_string()));
+            names.push((format!("F{i}"), format!("Familial {base}")));
+            names.push((format!("S{i}"), format!("Severe {base}")));
+            names.push((format!("D{i}"), format!("Deficiency of {base}")));
+        }
+        names.push(("Q".into(), "Severe".into()));
+        let borrowed: Vec<(&str, &str)> = names.iter().map(|(id, n)| (id.as_str(), n.as_str())).collect();
+        dictionary(&borrowed)
+    }
+
+    #[test]
+    fn plural_forms_match_singular_names_and_the_other_way_round() {
+        let dictionary =
+            dictionary(&[("T", "Tumor"), ("E", "Abnormality of the eye"), ("N", "Nevi"), ("F", "Fistula")]);
+        let found = mentions(&dictionary, "Tumors, abnormalities of the eye, a nevus and fistulae.");
+        let ids: Vec<&str> = found.iter().map(|(_, ids)| ids[0].as_str()).collect();
+        assert_eq!(ids, ["T", "E", "N", "F"]);
+        // Retrieval looks the variant up by the name it stands for; a name as written, by itself.
+        let lookups: Vec<Option<String>> = spans(&dictionary, "tumours and Nevi").into_iter().map(|(_, l)| l).collect();
+        assert_eq!(lookups, [Some("Tumor".to_string()), None]);
+    }
+
+    #[test]
+    fn acronyms_match_whole_words_and_are_not_plurals() {
+        let dictionary = dictionary(&[("PD", "PD"), ("HDLS", "HDLS"), ("X", "familial hdl deficiency")]);
+        assert!(mentions(&dictionary, "G6PD and HDL levels").is_empty(), "PD inside G6PD, HDL is not HDLS");
+        assert_eq!(mentions(&dictionary, "PD and HDLS.").len(), 2);
+    }
+
+    #[test]
+    fn names_do_not_run_across_sentence_ends_or_brackets() {
+        let dictionary = dictionary(&[("M", "Myopathy"), ("C", "Adenomatous polyposis coli familial"), ("A", "APC")]);
+        let found = spans(&dictionary, "a myopathy. Adenomatous polyposis coli. Familial (APC) cases");
+        assert_eq!(found, owned(&[("myopathy", None), ("APC", None)]));
+    }
+
+    #[test]
+    fn coordinated_names_give_one_mention_per_conjunct_over_the_whole_span() {
+        let dictionary = dictionary(&[
+            ("B", "Breast cancer"),
+            ("O", "Ovarian cancer"),
+            ("P", "Prostate cancer"),
+            ("R", "Renal pelvis cancer"),
+        ]);
+        for text in [
+            "breast and ovarian cancer",
+            "breast/ovarian cancer",
+            "breast-ovarian cancer",
+            "breast and/or ovarian cancer",
+        ] {
+            let found = spans(&dictionary, text);
+            assert_eq!(found, owned(&[(text, Some("Breast cancer")), (text, Some("Ovarian cancer"))]), "{text}");
+        }
+        let text = "breast, renal pelvis, and prostate cancer";
+        let lookups: Vec<Option<String>> = spans(&dictionary, text).into_iter().map(|(_, l)| l).collect();
+        assert_eq!(
+            lookups,
+            [Some("Renal pelvis cancer".into()), Some("Breast cancer".into()), Some("Prostate cancer".into())]
+        );
+        // No conjunct when the head does not make a name with the word before.
+        let found = spans(&dictionary, "fever and ovarian cancer");
+        assert_eq!(found, owned(&[("ovarian cancer", None)]));
+    }
+
+    #[test]
+    fn modifiers_and_subtypes_belong_to_the_mention() {
+        let dictionary = with_modifiers(&[("C2", "C2 deficiency"), ("SJS", "SJS"), ("AN", "Anemia")]);
+        assert_eq!(
+            spans(&dictionary, "familial severe anemia"),
+            owned(&[("familial severe anemia", Some("anemia"))]),
+            "two modifiers, and the name under them is what retrieval searches"
+        );
+        assert_eq!(
+            spans(&dictionary, "Type II C2 deficiency"),
+            owned(&[("Type II C2 deficiency", Some("Type II C2 deficiency"))])
+        );
+        assert_eq!(spans(&dictionary, "SJS type 1A"), owned(&[("SJS type 1A", Some("SJS type 1A"))]));
+        // A qualifier alone is not a mention; a modifier across a sentence end is not taken.
+        assert!(spans(&dictionary, "The disease was severe.").is_empty());
+        assert_eq!(spans(&dictionary, "It was familial. Myopathy"), owned(&[("Myopathy", None)]));
+    }
+
+    #[test]
+    fn names_headed_by_a_relational_word_match_in_either_order() {
+        let dictionary = with_modifiers(&[("A", "ASPA deficiency"), ("E", "Abnormality of the eye")]);
+        assert_eq!(mentions(&dictionary, "deficiency of ASPA")[0].1, ["A"]);
+        assert_eq!(mentions(&dictionary, "deficiency of the ASPA")[0].1, ["A"]);
+        assert_eq!(mentions(&dictionary, "a deafness deficiency")[0].1, ["D3"]);
+        // "abnormality" heads one name only here: not enough to reorder.
+        assert!(mentions(&dictionary, "eye abnormality").is_empty());
+    }
+
     #[test]
     fn overlaps_resolve_leftmost_then_longest() {
-        let d = |start, end| Detection { start, end, names: vec![] };
+        let d = |start, end| Detection { start, end, names: vec![], lookup: None, coordinated: false };
         let kept = resolve_overlaps(vec![d(5, 9), d(0, 4), d(0, 7), d(8, 12), d(12, 14)]);
         assert_eq!(kept.iter().map(|d| (d.start, d.end)).collect::<Vec<_>>(), [(0, 7), (8, 12), (12, 14)]);
     }

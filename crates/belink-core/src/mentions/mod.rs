@@ -4,6 +4,7 @@
 
 pub mod abbreviations;
 pub mod dictionary;
+mod variants;
 
 use std::collections::HashMap;
 
@@ -36,10 +37,10 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
     let span_text = |start: usize, end: usize| -> String { chars[start..end].iter().collect() };
     let tokens = tokenize(text);
 
-    // (detection, dictionary, lookup override, long form)
-    let mut found: Vec<(Detection, usize, Option<String>, Option<String>)> = Vec::new();
+    // (detection, dictionary, long form)
+    let mut found: Vec<(Detection, usize, Option<String>)> = Vec::new();
     for (d, dictionary) in dictionaries.iter().enumerate() {
-        found.extend(dictionary.find_all(text, &tokens).into_iter().map(|m| (m, d, None, None)));
+        found.extend(dictionary.find_all(text, &tokens).into_iter().map(|m| (m, d, None)));
     }
 
     // An abbreviation whose long form is a detected mention: every use of its short form is
@@ -68,7 +69,7 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
             .min_by_key(|&i| found[i].0.start);
         let Some(defining) = defining else { continue };
         let (definition, dictionary) = (found[defining].0.clone(), found[defining].1);
-        let lookup = span_text(definition.start, definition.end);
+        let lookup = definition.lookup.clone().unwrap_or_else(|| span_text(definition.start, definition.end));
         for use_span in &abbreviation.uses {
             for &i in by_span.get(use_span).into_iter().flatten() {
                 alive[i] = false;
@@ -78,9 +79,14 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
             ticker.step();
             let i = found.len();
             found.push((
-                Detection { start, end, names: definition.names.clone() },
+                Detection {
+                    start,
+                    end,
+                    names: definition.names.clone(),
+                    lookup: Some(lookup.clone()),
+                    coordinated: false,
+                },
                 dictionary,
-                Some(lookup.clone()),
                 Some(abbreviation.long_form.clone()),
             ));
             alive.push(true);
@@ -94,13 +100,13 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
         .iter()
         .enumerate()
         .filter(|&(i, _)| alive[i])
-        .map(|(i, (m, ..))| Detection { start: m.start, end: m.end, names: vec![i] })
+        .map(|(i, (m, ..))| Detection { names: vec![i], ..m.clone() })
         .collect();
     resolve_overlaps(indexed)
         .into_iter()
         .map(|kept| {
             ticker.step();
-            let (detection, dictionary, lookup, long_form) = &found[kept.names[0]];
+            let (detection, dictionary, long_form) = &found[kept.names[0]];
             let text = span_text(detection.start, detection.end);
             let mut matched: Vec<String> =
                 detection.names.iter().map(|&n| dictionaries[*dictionary].name(n).concept_id.clone()).collect();
@@ -108,7 +114,7 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
             Mention {
                 start: detection.start,
                 end: detection.end,
-                lookup: lookup.clone().unwrap_or_else(|| text.clone()),
+                lookup: detection.lookup.clone().unwrap_or_else(|| text.clone()),
                 text,
                 dictionary: *dictionary,
                 matched_concepts: matched,

@@ -1,0 +1,155 @@
+//! Mention detection alone, without a cluster: the core's `find_mentions` over an ontology
+//! file's names (the kinds `belink_link` detects with), scored on the corpus' gold spans.
+//! This is what the dictionary rules are measured with; `evaluate` measures the same spans
+//! with their concepts through SQL.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use belink_core::fold::fold;
+use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
+use belink_core::mentions::find_mentions;
+use belink_core::ontology::{load_file, parse_format_argument, LoadOptions, NameKind};
+use belink_eval::corpus::Document;
+
+use crate::linking::Counts;
+
+pub struct DetectionRun {
+    pub strict: Counts,
+    pub overlap: Counts,
+    pub documents_per_second: f64,
+    pub dictionary_build_seconds: f64,
+    pub dictionary_bytes: usize,
+    /// Gold mentions no detection overlaps: (document, mention).
+    pub missed: Vec<(String, String)>,
+    /// Gold mentions overlapped by detections of other spans: (document, mention, detected).
+    pub boundary: Vec<(String, String, String)>,
+    /// Detections that overlap no gold mention: (document, detected).
+    pub spurious: Vec<(String, String)>,
+}
+
+impl DetectionRun {
+    /// Markdown: every missed gold mention, boundary error and false positive.
+    pub fn errors(&self) -> String {
+        let escape = |text: &str| text.replace('|', "\\|");
+        let mut out = String::new();
+        let _ = writeln!(out, "### Missed ({})\n\n| document | gold mention |\n|---|---|", self.missed.len());
+        for (document, mention) in &self.missed {
+            let _ = writeln!(out, "| {document} | {} |", escape(mention));
+        }
+        let _ = writeln!(
+            out,
+            "\n### Other span ({})\n\n| document | gold mention | detected |\n|---|---|---|",
+            self.boundary.len()
+        );
+        for (document, mention, detected) in &self.boundary {
+            let _ = writeln!(out, "| {document} | {} | {} |", escape(mention), escape(detected));
+        }
+        let _ = writeln!(out, "\n### False positives ({})\n\n| document | detected |\n|---|---|", self.spurious.len());
+        for (document, detected) in &self.spurious {
+            let _ = writeln!(out, "| {document} | {} |", escape(detected));
+        }
+        out
+    }
+}
+
+/// The ontology's names that mention detection uses, as the loader stores them (`format`:
+/// as `belink_load_ontology` takes it, `auto` to detect it).
+pub fn dictionary_names(ontology: &Path, format: &str) -> Result<Vec<DictionaryName>, String> {
+    let format = parse_format_argument(format).map_err(|e| e.to_string())?;
+    let options = LoadOptions { format, ..LoadOptions::default() };
+    let parsed = load_file(ontology, &options).map_err(|e| format!("{}: {e}", ontology.display()))?;
+    let mut names = Vec::new();
+    for concept in parsed.active_concepts() {
+        for (name, kind) in concept.names() {
+            if NameKind::DETECTION.contains(&kind) {
+                names.push(DictionaryName {
+                    concept_id: concept.id.clone(),
+                    name: name.to_string(),
+                    normalized: fold(name),
+                });
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Detects the mentions of every document and scores their spans (NIL gold mentions count:
+/// detection does not know concepts).
+pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document]) -> Result<DetectionRun, String> {
+    let started = Instant::now();
+    let dictionary = MentionDictionary::build(names)?;
+    let dictionary_build_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let detected: Vec<Vec<(usize, usize)>> = documents
+        .iter()
+        .map(|d| find_mentions(&d.text, &[&dictionary]).iter().map(|m| (m.start, m.end)).collect())
+        .collect();
+    let documents_per_second = documents.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+
+    let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
+    let (mut strict, mut overlap) = (empty.clone(), empty);
+    let (mut missed, mut boundary, mut spurious) = (Vec::new(), Vec::new(), Vec::new());
+    for (document, predicted) in documents.iter().zip(&detected) {
+        let gold: Vec<(usize, usize)> = document.mentions.iter().map(|m| (m.start, m.end)).collect();
+        score_spans(predicted, &gold, true, &mut strict);
+        score_spans(predicted, &gold, false, &mut overlap);
+        let chars: Vec<char> = document.text.chars().collect();
+        let text = |(start, end): (usize, usize)| chars[start..end].iter().collect::<String>();
+        for &g in &gold {
+            let mut overlapping: Vec<(usize, usize)> = predicted.iter().copied().filter(|&p| overlaps(p, g)).collect();
+            overlapping.dedup();
+            if overlapping.is_empty() {
+                missed.push((document.id.clone(), text(g)));
+            } else if !overlapping.contains(&g) {
+                let found: Vec<String> = overlapping.into_iter().map(text).collect();
+                boundary.push((document.id.clone(), text(g), found.join("; ")));
+            }
+        }
+        for &p in predicted.iter().filter(|&&p| !gold.iter().any(|&g| overlaps(p, g))) {
+            spurious.push((document.id.clone(), text(p)));
+        }
+    }
+    Ok(DetectionRun {
+        strict,
+        overlap,
+        documents_per_second,
+        dictionary_build_seconds,
+        dictionary_bytes: dictionary.memory_usage(),
+        missed,
+        boundary,
+        spurious,
+    })
+}
+
+fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// Span-only precision and recall counts; `strict` wants equal spans, otherwise overlap.
+fn score_spans(predicted: &[(usize, usize)], gold: &[(usize, usize)], strict: bool, counts: &mut Counts) {
+    let matches = |p: (usize, usize), g: (usize, usize)| if strict { p == g } else { overlaps(p, g) };
+    counts.predicted += predicted.len();
+    counts.gold += gold.len();
+    counts.correct_predictions += predicted.iter().filter(|&&p| gold.iter().any(|&g| matches(p, g))).count();
+    counts.found_gold += gold.iter().filter(|&&g| predicted.iter().any(|&p| matches(p, g))).count();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_score_strictly_or_by_overlap() {
+        let gold = [(0, 10), (20, 30), (40, 45)];
+        let predicted = [(0, 10), (22, 30), (50, 55)];
+        let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
+        let (mut strict, mut overlap) = (empty.clone(), empty);
+        score_spans(&predicted, &gold, true, &mut strict);
+        score_spans(&predicted, &gold, false, &mut overlap);
+        assert_eq!((strict.correct_predictions, strict.found_gold), (1, 1));
+        assert_eq!((overlap.correct_predictions, overlap.found_gold), (2, 2));
+        assert_eq!((overlap.predicted, overlap.gold), (3, 3));
+    }
+}
