@@ -77,16 +77,24 @@ pub fn dictionary_names(ontology: &Path, format: &str) -> Result<Vec<DictionaryN
 
 /// Detects the mentions of every document and scores their spans (NIL gold mentions count:
 /// detection does not know concepts).
-pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document]) -> Result<DetectionRun, String> {
+/// `passes`: how many times detection runs over the documents, for a steadier speed.
+pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document], passes: usize) -> Result<DetectionRun, String> {
     let started = Instant::now();
     let dictionary = MentionDictionary::build(names)?;
     let dictionary_build_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let detected: Vec<Vec<(usize, usize)>> = documents
-        .iter()
-        .map(|d| find_mentions(&d.text, &[&dictionary]).iter().map(|m| (m.start, m.end)).collect())
-        .collect();
-    let documents_per_second = documents.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let detect = || -> Vec<Vec<(usize, usize)>> {
+        documents
+            .iter()
+            .map(|d| find_mentions(&d.text, &[&dictionary]).iter().map(|m| (m.start, m.end)).collect())
+            .collect()
+    };
+    let mut detected = detect();
+    for _ in 1..passes {
+        detected = detect();
+    }
+    let documents_per_second =
+        (documents.len() * passes.max(1)) as f64 / started.elapsed().as_secs_f64().max(1e-9);
 
     let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
     let (mut strict, mut overlap) = (empty.clone(), empty);

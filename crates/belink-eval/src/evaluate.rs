@@ -203,7 +203,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     let detection = match &spec.ontology_file {
         Some(file) => {
             let names = crate::detection::dictionary_names(std::path::Path::new(file), &spec.format)?;
-            Some(crate::detection::evaluate(names, &documents)?)
+            Some(crate::detection::evaluate(names, &documents, 1)?)
         }
         None => None,
     };

@@ -41,10 +41,11 @@
 //!   belink-eval link --dsn DSN --corpus PATH --ontology NAME
 //!       end-to-end linking alone (the report's table) over an ontology already loaded and
 //!       indexed: belink_link over every document in each configuration, (span, concept) scores
-//!   belink-eval detect --ontology FILE [--format F] --corpus PATH [--errors FILE.md]
+//!   belink-eval detect --ontology FILE [--format F] --corpus PATH [--errors FILE.md] [--passes N]
 //!       mention detection alone without a cluster: the dictionary over the ontology file's
 //!       names, span precision / recall / F1 (strict and overlap) on the corpus, documents
-//!       per second, and (--errors) every missed, partial and spurious span
+//!       per second (over N passes, default 1), and (--errors) every missed, partial and
+//!       spurious span
 //!   belink-eval dense-probe --model DIR --ontology FILE --corpus PATH [--names TSV]
 //!       dense retrieval alone without a cluster: exact cosine search of the corpus' gold
 //!       mentions over the ontology file's names (and the TSV's), recall@1/5/10
@@ -576,7 +577,8 @@ fn detect(args: &Args) -> Result<(), String> {
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
     let names =
         detection::dictionary_names(Path::new(args.required("ontology")?), args.get("format").unwrap_or("auto"))?;
-    let run = detection::evaluate(names, &documents)?;
+    let passes = args.get("passes").map_or(Ok(1), |p| p.parse::<usize>().map_err(|e| format!("--passes: {e}")))?;
+    let run = detection::evaluate(names, &documents, passes)?;
     if let Some(path) = args.get("errors") {
         std::fs::write(path, run.errors()).map_err(|e| format!("{path}: {e}"))?;
     }

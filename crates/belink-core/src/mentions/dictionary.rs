@@ -395,7 +395,8 @@ impl MentionDictionary {
     /// "brain, breast, and prostate cancer"), each with the shared head a name; with them, `hit`
     /// becomes a conjunct too, all sharing the coordination's span.
     fn coordination(&self, hit: &Hit, keys: &[Cow<str>], gaps: &[Gap]) -> Option<Vec<Hit>> {
-        if self.patterns[hit.pattern].capitals_only {
+        // Most hits have no connector before them: nothing to build.
+        if self.patterns[hit.pattern].capitals_only || conjunct_end(hit.first, keys, gaps).is_none() {
             return None;
         }
         // The shared head: the hit's last words, the longest first.

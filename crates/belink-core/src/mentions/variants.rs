@@ -16,7 +16,11 @@
 //!   "myopathy myotonic".
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+// A fast hash for the lookups made for most words of every text (SipHash's resistance to
+// crafted keys is not needed: the keys are the ontology's words).
+use rustc_hash::FxHashSet as HashSet;
 
 use super::dictionary::is_stop_word;
 
@@ -43,14 +47,17 @@ const PLURALS: &[(&str, &str)] = &[
 /// The rules whose singular is the only one possible: they may imply a singular no name writes.
 const UNAMBIGUOUS_PLURALS: &[(&str, &str)] = &[("ies", "y"), ("ae", "a"), ("i", "us"), ("s", "")];
 
-/// The singular of `word` by one rule, if the rule applies.
-fn singular(word: &str, suffix: &str, replacement: &str) -> Option<String> {
-    let stem = word.strip_suffix(suffix)?;
+/// Writes the singular of `word` by one rule into `out`; false when the rule does not apply.
+fn singular_into(word: &str, suffix: &str, replacement: &str, out: &mut String) -> bool {
+    let Some(stem) = word.strip_suffix(suffix) else { return false };
     // "virus", "sepsis", "glass" are not plurals.
     if suffix == "s" && stem.ends_with(['s', 'u', 'i']) {
-        return None;
+        return false;
     }
-    Some(format!("{stem}{replacement}"))
+    out.clear();
+    out.push_str(stem);
+    out.push_str(replacement);
+    true
 }
 
 /// Names are reordered ("X H" and "H of X") when X has at most this many words.
@@ -83,7 +90,10 @@ impl Lexicon {
             .iter()
             .filter(|word| word.len() >= MIN_PLURAL_CHARS)
             .flat_map(|word| {
-                UNAMBIGUOUS_PLURALS.iter().filter_map(|(suffix, replacement)| singular(word, suffix, replacement))
+                UNAMBIGUOUS_PLURALS.iter().filter_map(|(suffix, replacement)| {
+                    let mut singular = String::new();
+                    singular_into(word, suffix, replacement, &mut singular).then_some(singular)
+                })
             })
             .filter(|singular| !vocabulary.contains(singular.as_str()))
             .map(Box::from)
@@ -91,9 +101,9 @@ impl Lexicon {
         let mut lexicon = Lexicon {
             vocabulary,
             implied_singulars,
-            modifiers: HashSet::new(),
-            qualifiers: HashSet::new(),
-            heads: HashSet::new(),
+            modifiers: HashSet::default(),
+            qualifiers: HashSet::default(),
+            heads: HashSet::default(),
         };
         let keyed: HashSet<String> = forms.map(|form| lexicon.key_form(form)).collect();
         // How often each word prefixes a name to make another name, and ends a longer name.
@@ -134,17 +144,22 @@ impl Lexicon {
     /// The token's matching key: its singular when that is a word of the names (or, failing
     /// that, implied by them), else itself.
     pub fn key<'t>(&self, token: &'t str) -> Cow<'t, str> {
-        if token.len() < MIN_PLURAL_CHARS {
+        // Every rule's suffix ends in one of these letters.
+        if token.len() < MIN_PLURAL_CHARS || !token.ends_with(['s', 'i', 'a', 'e', 't']) {
             return Cow::Borrowed(token);
         }
+        // This runs for most words of every text: one buffer, allocated only when a rule applies.
+        let mut candidate = String::new();
         let mut implied = None;
         for (suffix, replacement) in PLURALS {
-            let Some(candidate) = singular(token, suffix, replacement) else { continue };
+            if !token.ends_with(suffix) || !singular_into(token, suffix, replacement, &mut candidate) {
+                continue;
+            }
             if self.vocabulary.contains(candidate.as_str()) {
                 return Cow::Owned(candidate);
             }
             if implied.is_none() && self.implied_singulars.contains(candidate.as_str()) {
-                implied = Some(candidate);
+                implied = Some(candidate.clone());
             }
         }
         implied.map_or(Cow::Borrowed(token), Cow::Owned)
