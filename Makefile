@@ -29,6 +29,7 @@ BENCH_DIR     ?= $(CACHE)/bench
 BENCH_PORT    ?= 54330
 EVAL_DIR      ?= $(CACHE)/eval
 EVAL_PORT     ?= 54331
+EVAL_ADAPT    ?= on
 
 ifeq ($(shell id -u),0)
 SUDO :=
@@ -194,7 +195,7 @@ fuzz: models
 
 eval: install
 	cargo build --release -p belink-eval
-	scripts/eval.sh $(EVAL_DIR) $(EVAL_PORT)
+	BELINK_EVAL_ADAPT=$(EVAL_ADAPT) scripts/eval.sh $(EVAL_DIR) $(EVAL_PORT)
 
 demo-stop:
 	scripts/cluster.sh stop $(DEMO_DIR)

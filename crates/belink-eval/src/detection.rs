@@ -93,8 +93,7 @@ pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document], passes: usiz
     for _ in 1..passes {
         detected = detect();
     }
-    let documents_per_second =
-        (documents.len() * passes.max(1)) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let documents_per_second = (documents.len() * passes.max(1)) as f64 / started.elapsed().as_secs_f64().max(1e-9);
 
     let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
     let (mut strict, mut overlap) = (empty.clone(), empty);

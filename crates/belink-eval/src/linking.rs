@@ -47,6 +47,25 @@ pub struct LinkingRun {
     pub documents_per_second: f64,
 }
 
+/// The header cells that [`score_cells`] fills: gold, predicted, then P, R, F1 strict and overlap.
+pub const SCORE_HEADER: &str =
+    "gold | predicted | strict P | strict R | strict F1 | overlap P | overlap R | overlap F1";
+
+/// One Markdown table's cells (without the outer bars) for a strict and an overlap score.
+pub fn score_cells(strict: &Counts, overlap: &Counts) -> String {
+    format!(
+        "{} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}",
+        strict.gold,
+        strict.predicted,
+        strict.precision(),
+        strict.recall(),
+        strict.f1(),
+        overlap.precision(),
+        overlap.recall(),
+        overlap.f1()
+    )
+}
+
 /// A predicted entity: span and the ids of its concept (alternative ids included, canonical).
 #[derive(Debug, Clone)]
 pub struct Predicted {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::evaluate::{file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun};
+use crate::linking::{score_cells, SCORE_HEADER};
 use crate::protocol::Protocol;
 
 /// A published accuracy@1, for the table our numbers stand next to.
@@ -269,25 +270,11 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
          *overlap*: overlapping spans) and its concept is one of that mention's gold concepts. \
          Precision over predicted entities, recall over gold mentions (NIL mentions left out).\n"
     );
-    let _ = writeln!(w, "| dataset | configuration | gold | predicted | strict P | strict R | strict F1 | overlap P | overlap R | overlap F1 | documents/s |");
+    let _ = writeln!(w, "| dataset | configuration | {SCORE_HEADER} | documents/s |");
     let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for run in results.iter().flat_map(|r| &r.linking) {
-        let (s, o) = (&run.strict, &run.overlap);
-        let _ = writeln!(
-            w,
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |",
-            run.dataset,
-            run.config,
-            s.gold,
-            s.predicted,
-            s.precision(),
-            s.recall(),
-            s.f1(),
-            o.precision(),
-            o.recall(),
-            o.f1(),
-            run.documents_per_second
-        );
+        let scores = score_cells(&run.strict, &run.overlap);
+        let _ = writeln!(w, "| {} | {} | {scores} | {:.1} |", run.dataset, run.config, run.documents_per_second);
     }
     let _ = writeln!(w);
 
@@ -300,23 +287,18 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
          span; *false positives*: detections that overlap no gold mention. The spans are listed in \
          [errors.md](errors.md).\n"
     );
-    let _ = writeln!(w, "| dataset | gold | predicted | strict P | strict R | strict F1 | overlap P | overlap R | overlap F1 | missed | other span | false positives | documents/s | dictionary MB |");
+    let _ = writeln!(
+        w,
+        "| dataset | {SCORE_HEADER} | missed | other span | false positives | documents/s | dictionary MB |"
+    );
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for result in results {
         let Some(run) = &result.detection else { continue };
-        let (s, o) = (&run.strict, &run.overlap);
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {:.0} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} |",
             result.spec.name,
-            s.gold,
-            s.predicted,
-            s.precision(),
-            s.recall(),
-            s.f1(),
-            o.precision(),
-            o.recall(),
-            o.f1(),
+            score_cells(&run.strict, &run.overlap),
             run.missed.len(),
             run.boundary.len(),
             run.spurious.len(),
