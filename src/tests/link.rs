@@ -56,10 +56,7 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
         load_hpo();
         // A coordination gives one entity per conjunct, both over the coordination's span.
         let both = "arterial and systemic hypertension";
-        assert_eq!(
-            linked(both),
-            [(both.into(), "HP:0000822".into(), None), (both.into(), "HP:0000822".into(), None)]
-        );
+        assert_eq!(linked(both), [(both.into(), "HP:0000822".into(), None), (both.into(), "HP:0000822".into(), None)]);
         // A plural that no name writes.
         let plural = "multicystic kidney dysplasias";
         assert_eq!(linked(plural), [(plural.into(), "HP:0000003".into(), None)]);
