@@ -404,7 +404,8 @@ impl MentionDictionary {
             let head = keys[head_first..=hit.last].join(" ");
             let mut conjuncts: Vec<usize> = Vec::new();
             let mut left = hit.first;
-            while let Some(last) = conjunct_end(left, keys, gaps) {
+            for _ in 0..MAX_CONJUNCTS {
+                let Some(last) = conjunct_end(left, keys, gaps) else { break };
                 // A conjunct of one or two words: "breast", "renal pelvis".
                 let conjunct = (1..=2).rev().find_map(|words| {
                     let first = (last + 1).checked_sub(words)?;
@@ -416,7 +417,10 @@ impl MentionDictionary {
                     (!self.patterns[pattern].capitals_only).then_some((first, pattern))
                 });
                 let Some((first, pattern)) = conjunct else { break };
-                conjuncts.push(pattern);
+                // "breast, breast and ovarian cancer": each concept once.
+                if pattern != hit.pattern && !conjuncts.contains(&pattern) {
+                    conjuncts.push(pattern);
+                }
                 left = first;
             }
             if conjuncts.is_empty() {
@@ -453,6 +457,10 @@ impl MentionDictionary {
         resolve_overlaps(self.find_all(text, &tokens))
     }
 }
+
+/// A coordination is looked for at most this many conjuncts before its last one: a longer list
+/// is not one, and the bound keeps a text of a million commas linear.
+const MAX_CONJUNCTS: usize = 8;
 
 /// The mention's tokens with a subtype designator taken in, before ("type II C2 deficiency") or
 /// after ("SJS type 2"): names write subtypes as "type" and a number, a Roman numeral or a
@@ -518,7 +526,7 @@ fn conjunct_end(left: usize, keys: &[Cow<str>], gaps: &[Gap]) -> Option<usize> {
 }
 
 /// Keeps, scanning left to right, the longest detection at each start that does not overlap
-/// one already kept.
+/// one already kept; the conjuncts of a coordination all stay (they share its span).
 pub fn resolve_overlaps(mut detections: Vec<Detection>) -> Vec<Detection> {
     detections.sort_by(|a, b| a.start.cmp(&b.start).then((b.end - b.start).cmp(&(a.end - a.start))));
     let mut kept: Vec<Detection> = Vec::new();
@@ -532,8 +540,7 @@ pub fn resolve_overlaps(mut detections: Vec<Detection>) -> Vec<Detection> {
                     // The conjuncts of one coordination share its span.
                     || (detection.coordinated
                         && last.coordinated
-                        && (detection.start, detection.end) == (last.start, last.end)
-                        && detection.lookup != last.lookup)
+                        && (detection.start, detection.end) == (last.start, last.end))
             }
         };
         if keep {
@@ -769,6 +776,14 @@ mod tests {
         // No conjunct when the head does not make a name with the word before.
         let found = spans(&dictionary, "fever and ovarian cancer");
         assert_eq!(found, owned(&[("ovarian cancer", None)]));
+        // A concept counts once; a list longer than a coordination can be is cut after
+        // MAX_CONJUNCTS conjuncts.
+        let list = format!("{}ovarian cancer", "breast, ".repeat(20));
+        let cut = format!("{}ovarian cancer", "breast, ".repeat(MAX_CONJUNCTS));
+        assert_eq!(
+            spans(&dictionary, &list),
+            owned(&[(cut.as_str(), Some("Breast cancer")), (cut.as_str(), Some("Ovarian cancer"))])
+        );
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //!
 //! Every rule is derived from the loaded ontology's own names, so it holds for any ontology
 //! and invents no words:
-//! - **Plurals** fold to their singular (`tumors`, `abnormalities`, `nevi`, `metastases`) when
-//!   the singular is a word of the ontology's names. Names and text fold the same way.
+//! - **Plurals** fold to their singular (`tumors`, `abnormalities`, `nevi`, `metastases`,
+//!   `deficient`) when the singular is a word of the ontology's names, or failing that is
+//!   implied by a plural-only name ("Nevi" implies "nevus"). Names and text fold the same way;
+//!   acronyms do not fold.
+//! - **Word order**: a head that the names write "H of X" at least [`MIN_MODIFIER_NAMES`]
+//!   times ("abnormality", "deficiency") makes "X H" and "H of (the) X" the same name.
 //! - **Modifiers**: words the ontology itself puts in front of its names to make other names
 //!   (`familial`, `congenital`, `severe`, `bilateral`: "Familial X" and "X" both names) belong to
 //!   the mention they precede ("sporadic renal cell carcinoma"). The ones that are mostly such a
@@ -14,6 +18,9 @@
 //!   name ("breast cancer").
 //! - **Sentence ends and brackets** end a name: "myopathy. Myotonic dystrophy" is not the name
 //!   "myopathy myotonic".
+//!
+//! The dictionary ([`super::dictionary`]) applies them, and also takes a subtype ("type II")
+//! into the name next to it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
