@@ -95,8 +95,7 @@ pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document], passes: usiz
     }
     let documents_per_second = (documents.len() * passes.max(1)) as f64 / started.elapsed().as_secs_f64().max(1e-9);
 
-    let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
-    let (mut strict, mut overlap) = (empty.clone(), empty);
+    let (mut strict, mut overlap) = (Counts::default(), Counts::default());
     let (mut missed, mut boundary, mut spurious) = (Vec::new(), Vec::new(), Vec::new());
     for (document, predicted) in documents.iter().zip(&detected) {
         let gold: Vec<(usize, usize)> = document.mentions.iter().map(|m| (m.start, m.end)).collect();
@@ -151,8 +150,7 @@ mod tests {
     fn spans_score_strictly_or_by_overlap() {
         let gold = [(0, 10), (20, 30), (40, 45)];
         let predicted = [(0, 10), (22, 30), (50, 55)];
-        let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
-        let (mut strict, mut overlap) = (empty.clone(), empty);
+        let (mut strict, mut overlap) = (Counts::default(), Counts::default());
         score_spans(&predicted, &gold, true, &mut strict);
         score_spans(&predicted, &gold, false, &mut overlap);
         assert_eq!((strict.correct_predictions, strict.found_gold), (1, 1));

@@ -11,7 +11,7 @@ use crate::configs::CONFIGS;
 use crate::db::db_message;
 use belink_core::ids::canonical;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
     pub predicted: usize,
     pub correct_predictions: usize,
@@ -138,8 +138,7 @@ pub fn evaluate_linking(
             )
             .map_err(|e| format!("belink_link over {dataset}: {}", db_message(&e)))?;
         let seconds = started.elapsed().as_secs_f64();
-        let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
-        let (mut strict, mut overlap) = (empty.clone(), empty);
+        let (mut strict, mut overlap) = (Counts::default(), Counts::default());
         for row in &rows {
             let doc_id: String = row.get(0);
             let entities: serde_json::Value =
@@ -206,8 +205,7 @@ mod tests {
             Predicted { start: 40, end: 45, ids: vec!["X".into()] }, // wrong concept
             Predicted { start: 50, end: 55, ids: vec!["A".into()] }, // no gold there
         ];
-        let empty = Counts { predicted: 0, correct_predictions: 0, gold: 0, found_gold: 0 };
-        let (mut strict, mut overlap) = (empty.clone(), empty);
+        let (mut strict, mut overlap) = (Counts::default(), Counts::default());
         score(&predicted, &gold, true, &mut strict);
         score(&predicted, &gold, false, &mut overlap);
         assert_eq!((strict.correct_predictions, strict.found_gold), (1, 1));
