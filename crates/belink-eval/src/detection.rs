@@ -14,6 +14,7 @@ use belink_core::ontology::{load_file, parse_format_argument, LoadOptions, NameK
 use belink_eval::corpus::Document;
 
 use crate::linking::Counts;
+use crate::report::escape;
 
 pub struct DetectionRun {
     pub strict: Counts,
@@ -32,7 +33,6 @@ pub struct DetectionRun {
 impl DetectionRun {
     /// Markdown: every missed gold mention, boundary error and false positive.
     pub fn errors(&self) -> String {
-        let escape = |text: &str| text.replace('|', "\\|");
         let mut out = String::new();
         let _ = writeln!(out, "### Missed ({})\n\n| document | gold mention |\n|---|---|", self.missed.len());
         for (document, mention) in &self.missed {

@@ -397,6 +397,7 @@ pub fn error_analysis(results: &[DatasetResult]) -> String {
     out
 }
 
-fn escape(text: &str) -> String {
+/// A Markdown table cell's text: `|` would end the cell.
+pub fn escape(text: &str) -> String {
     text.replace('|', "\\|")
 }

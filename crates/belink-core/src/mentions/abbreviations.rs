@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
+use super::whole_token;
 use crate::interrupts::Ticker;
 
 /// One definition found in the text, and every use of its short form.
@@ -228,12 +229,6 @@ fn token_occurrences(text: &str, chars: &[char], shorts: &[String]) -> Vec<Vec<(
         }
     }
     uses
-}
-
-/// Whether `chars[start..end]` is not part of a longer run of letters and digits.
-fn whole_token(chars: &[char], start: usize, end: usize) -> bool {
-    let outside = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
-    outside(start.checked_sub(1)) && outside(Some(end))
 }
 
 /// Occurrences of `short` as a whole token (case-sensitive), none overlapping another.

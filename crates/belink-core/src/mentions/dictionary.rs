@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use super::variants::{gaps, Gap, Lexicon, MAX_MODIFIERS};
+use super::whole_token;
 use crate::fold::{tokenize, Token};
 use crate::interrupts::Ticker;
 
@@ -300,14 +301,14 @@ impl MentionDictionary {
         self.automaton.memory_usage() + patterns + pattern_of + names + self.lexicon.memory_usage()
     }
 
-    /// Every match on token boundaries (overlaps included), in the text's tokens, with
+    /// Every match on token boundaries (overlaps included), in the text's tokens (`chars`: the
+    /// text as characters, which the tokens' spans index), with
     /// coordinations expanded and modifiers taken in (see [`super::variants`]).
-    pub fn find_all(&self, text: &str, tokens: &[Token]) -> Vec<Detection> {
+    pub fn find_all(&self, chars: &[char], tokens: &[Token]) -> Vec<Detection> {
         if tokens.is_empty() {
             return Vec::new();
         }
-        let chars: Vec<char> = text.chars().collect();
-        let gaps = gaps(&chars, tokens);
+        let gaps = gaps(chars, tokens);
         let mut ticker = Ticker::default();
         let keys: Vec<Cow<str>> = tokens
             .iter()
@@ -322,7 +323,7 @@ impl MentionDictionary {
             .collect();
         // " key1 key2 | key3 ... ": where each token's key starts and ends in it (ascending),
         // so patterns " name " only match whole tokens, and never across a break.
-        let mut haystack = String::with_capacity(text.len() + 2);
+        let mut haystack = String::with_capacity(chars.len() + 2);
         let mut token_starts: Vec<usize> = Vec::with_capacity(tokens.len());
         let mut token_ends: Vec<usize> = Vec::with_capacity(tokens.len());
         haystack.push(' ');
@@ -343,7 +344,7 @@ impl MentionDictionary {
             let Ok(first) = token_starts.binary_search(&(m.start() + 1)) else { continue };
             let Ok(last) = token_ends.binary_search(&(m.end() - 1)) else { continue };
             if self.patterns[pattern].capitals_only
-                && !written_in_capitals_alone(&chars, tokens[first].start, tokens[last].end)
+                && !written_in_capitals_alone(chars, tokens[first].start, tokens[last].end)
             {
                 continue;
             }
@@ -453,8 +454,8 @@ impl MentionDictionary {
 
     /// Non-overlapping mentions: leftmost first, the longest where several start together.
     pub fn detect(&self, text: &str) -> Vec<Detection> {
-        let tokens = tokenize(text);
-        resolve_overlaps(self.find_all(text, &tokens))
+        let chars: Vec<char> = text.chars().collect();
+        resolve_overlaps(self.find_all(&chars, &tokenize(text)))
     }
 }
 
@@ -583,8 +584,7 @@ fn written_in_capitals(span: &[char]) -> bool {
 
 /// The span is written in capitals and is not part of a longer word: "PD" is not in "G6PD".
 fn written_in_capitals_alone(chars: &[char], start: usize, end: usize) -> bool {
-    let outside = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
-    outside(start.checked_sub(1)) && outside(Some(end)) && written_in_capitals(&chars[start..end])
+    whole_token(chars, start, end) && written_in_capitals(&chars[start..end])
 }
 
 #[cfg(test)]

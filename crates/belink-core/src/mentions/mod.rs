@@ -13,6 +13,12 @@ use crate::interrupts::Ticker;
 use crate::mentions::abbreviations::find_abbreviations;
 use crate::mentions::dictionary::{resolve_overlaps, Detection, MentionDictionary};
 
+/// Whether `chars[start..end]` is not part of a longer run of letters and digits.
+pub(crate) fn whole_token(chars: &[char], start: usize, end: usize) -> bool {
+    let outside = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| !c.is_alphanumeric());
+    outside(start.checked_sub(1)) && outside(Some(end))
+}
+
 /// A mention found in a document, ready for candidate retrieval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mention {
@@ -40,7 +46,7 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
     // (detection, dictionary, long form)
     let mut found: Vec<(Detection, usize, Option<String>)> = Vec::new();
     for (d, dictionary) in dictionaries.iter().enumerate() {
-        found.extend(dictionary.find_all(text, &tokens).into_iter().map(|m| (m, d, None)));
+        found.extend(dictionary.find_all(&chars, &tokens).into_iter().map(|m| (m, d, None)));
     }
 
     // An abbreviation whose long form is a detected mention: every use of its short form is
@@ -100,7 +106,13 @@ pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Men
         .iter()
         .enumerate()
         .filter(|&(i, _)| alive[i])
-        .map(|(i, (m, ..))| Detection { names: vec![i], ..m.clone() })
+        .map(|(i, (m, ..))| Detection {
+            start: m.start,
+            end: m.end,
+            names: vec![i],
+            lookup: m.lookup.clone(),
+            coordinated: m.coordinated,
+        })
         .collect();
     resolve_overlaps(indexed)
         .into_iter()
@@ -209,7 +221,8 @@ mod tests {
             let tokens = tokenize(text);
             assert!(is_cancelled_in(|| drop(tokenize(text))));
             assert!(is_cancelled_in(|| drop(find_abbreviations(text))));
-            assert!(is_cancelled_in(|| drop(hpo.find_all(text, &tokens))));
+            let chars: Vec<char> = text.chars().collect();
+            assert!(is_cancelled_in(|| drop(hpo.find_all(&chars, &tokens))));
             assert!(is_cancelled_in(|| drop(find_mentions(text, &[&hpo]))));
         }
         // With nothing to cancel, the same work runs to its end.
