@@ -43,7 +43,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models bench eval scale stress fuzz clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models bench eval train-span-scorer scale stress fuzz clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -192,6 +192,17 @@ fuzz: models
 	done
 
 ## ---- evaluation (eval/REPORT.md) --------------------------------------------------------
+
+# The span scorer of MEDIC that mention detection ships with (models/span-scorers: the scorer
+# and its manifest), trained on NCBI-disease train in seconds; figures on NCBI-disease dev.
+BELINK_DATA  ?= $(abspath $(CURDIR)/../shared/data)
+SPAN_SCORERS := models/span-scorers
+train-span-scorer:
+	cargo build --release -p belink-eval
+	target/release/belink-eval train-span-scorer --ontology $(BELINK_DATA)/medic/medic_06Jul2012.txt --format biosyn \
+	    --corpus $(BELINK_DATA)/ncbi-disease/NCBItrainset_corpus.txt --dev $(BELINK_DATA)/ncbi-disease/NCBIdevelopset_corpus.txt \
+	    --threshold 0.25 --seed 42 --out $(SPAN_SCORERS)/medic-ncbi-train.txt --manifest $(SPAN_SCORERS)/medic-ncbi-train.json \
+	    --command "make train-span-scorer" --date $$(date -u +%Y-%m-%d)
 
 eval: install
 	cargo build --release -p belink-eval

@@ -4,12 +4,14 @@
 #
 # usage: scripts/eval.sh DIR PORT [--dataset SPEC]...
 # Without --dataset, the defaults use $BELINK_DATA (default ../shared/data):
-#   NCBI-disease dev against MEDIC (BioSyn's medic_06Jul2012.txt; NCBI train as the extra dictionary),
-#   GSC+ dev against HPO.
+#   NCBI-disease dev against MEDIC (BioSyn's medic_06Jul2012.txt; NCBI train as the extra dictionary;
+#   the span scorer of models/span-scorers trained on NCBI train), GSC+ dev against HPO.
 # SPEC: name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH][,adapt=off]
+#       [,span_scorer=PATH]
 # BELINK_EVAL_ADAPT=off (make eval EVAL_ADAPT=off) adds adapt=off to the defaults: no encoder
 # adaptation, about 40 minutes less.
-# (ontology_file must be readable by the server; the defaults are copied where it can read them).
+# (ontology_file and span_scorer must be readable by the server; the defaults are copied where it
+# can read them).
 set -eu
 DIR=${1:?cluster directory}
 PORT=${2:?port}
@@ -43,6 +45,7 @@ if [ $# -eq 0 ]; then
     if [ -f "$ncbi_dev" ] && [ -f "$medic" ]; then
         spec="name=ncbi-disease-dev,corpus=$ncbi_dev,ontology=medic,ontology_file=$(server_copy "$medic"),format=biosyn$adapt"
         [ -f "$ncbi_train" ] && spec="$spec,train=$ncbi_train"
+        spec="$spec,span_scorer=$(server_copy models/span-scorers/medic-ncbi-train.txt)"
         set -- "$@" --dataset "$spec"
     else
         echo "eval: NCBI-disease dev or MEDIC missing under $DATA (need ncbi-disease/NCBIdevelopset_corpus.txt and medic/medic_06Jul2012.txt): skipped" >&2

@@ -126,6 +126,22 @@ CREATE TRIGGER names_edited AFTER UPDATE OF ontology, concept_id, name, normaliz
     FOR EACH ROW EXECUTE FUNCTION belink.names_changed();
 
 -- Progress of belink_index, committed per batch so that other sessions see it.
+-- Each ontology's span scorer (belink_set_span_scorer): the learned model that chooses, with
+-- belink.detection = scored, which of the mention dictionary's detections and of the spans
+-- around them are mentions. Kept when the ontology is reloaded; version renews with every
+-- change, so sessions reload it.
+CREATE TABLE belink.span_scorers (
+    ontology   text PRIMARY KEY REFERENCES belink.ontologies (name) ON DELETE CASCADE,
+    scorer     text NOT NULL,
+    source     text NOT NULL,
+    version    bigint NOT NULL DEFAULT nextval('belink.generations'),
+    set_at     timestamptz NOT NULL DEFAULT now(),
+    set_by     name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE belink.span_scorers IS 'Span scorers of mention detection (belink_set_span_scorer), one per ontology at most';
+COMMENT ON COLUMN belink.span_scorers.scorer IS 'The scorer file''s text: a header, the threshold, then "index weight" lines';
+COMMENT ON COLUMN belink.span_scorers.source IS 'Server path the scorer was read from, or ''(text)''';
+
 CREATE TABLE belink.index_progress (
     ontology      text PRIMARY KEY REFERENCES belink.ontologies (name) ON DELETE CASCADE,
     total         bigint NOT NULL,
@@ -267,7 +283,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['concepts', 'names', 'index_progress'] LOOP
+    FOREACH t IN ARRAY ARRAY['concepts', 'names', 'index_progress', 'span_scorers'] LOOP
         EXECUTE format('ALTER TABLE belink.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY readers ON belink.%I FOR SELECT USING (true)', t);
         EXECUTE format('CREATE POLICY owners ON belink.%I FOR ALL
@@ -324,4 +340,5 @@ END $$;
 
 -- Ontologies are reference data: readable by everyone. Annotation jobs and results hold
 -- excerpts of users' documents: readable only by the roles granted them (see SECURITY.md).
-GRANT SELECT ON belink.ontologies, belink.concepts, belink.names, belink.index_progress, belink.index_status TO PUBLIC;
+GRANT SELECT ON belink.ontologies, belink.concepts, belink.names, belink.index_progress, belink.index_status,
+    belink.span_scorers TO PUBLIC;

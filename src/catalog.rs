@@ -106,8 +106,9 @@ pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
     let rows = plans::select(
         client,
         "SELECT name, generation, embedding_generation, embedding_model, embedding_dim, embedding_ignores_case,
-                fusion_exact, fusion_trigram, fusion_dense, embedding_model = adapted_encoder
-         FROM belink.ontologies ORDER BY name",
+                fusion_exact, fusion_trigram, fusion_dense, embedding_model = adapted_encoder,
+                (SELECT s.version FROM belink.span_scorers s WHERE s.ontology = o.name)
+         FROM belink.ontologies o ORDER BY name",
         &[],
         &[],
         "reading the ontologies",
@@ -133,6 +134,7 @@ pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
                     trigram: row.get(8).ok()??,
                     dense: row.get(9).ok()??,
                 },
+                span_scorer: row.get(11).ok()?,
             })
         })
         .collect();

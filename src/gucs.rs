@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use belink_core::retrieval::fuse::Source;
-use belink_core::settings::{RerankMode, Retrieval, Settings, TrigramSearch};
+use belink_core::settings::{MentionDetection, RerankMode, Retrieval, Settings, TrigramSearch};
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 type Text = GucSetting<Option<CString>>;
@@ -50,6 +50,14 @@ enum TrigramSearchGuc {
 }
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum DetectionGuc {
+    #[name = c"dictionary"]
+    Dictionary,
+    #[name = c"scored"]
+    Scored,
+}
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 enum RerankModeGuc {
     #[name = c"score"]
     Score,
@@ -57,6 +65,7 @@ enum RerankModeGuc {
     Generate,
 }
 
+static DETECTION: GucSetting<DetectionGuc> = GucSetting::<DetectionGuc>::new(DetectionGuc::Scored);
 static RETRIEVAL: GucSetting<RetrievalGuc> = GucSetting::<RetrievalGuc>::new(RetrievalGuc::Hybrid);
 static RRF_K: GucSetting<i32> = GucSetting::<i32>::new(60);
 static TUNED_FUSION: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -155,6 +164,14 @@ pub fn init() {
         c"",
         &RERANK,
         GucContext::Suset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_enum_guc(
+        c"belink.detection",
+        c"How mentions are found: dictionary (the mention dictionary alone, leftmost-longest) or scored (its detections and the spans around them chosen by the ontology's span scorer, see belink_set_span_scorer; the dictionary alone for ontologies without one).",
+        c"",
+        &DETECTION,
+        GucContext::Userset,
         GucFlags::empty(),
     );
     GucRegistry::define_enum_guc(
@@ -310,6 +327,10 @@ pub fn settings() -> Settings {
             TrigramSearchGuc::PgTrgm => TrigramSearch::PgTrgm,
         },
         retrieval_cache_size: RETRIEVAL_CACHE_SIZE.get().max(0) as usize,
+        detection: match DETECTION.get() {
+            DetectionGuc::Dictionary => MentionDetection::Dictionary,
+            DetectionGuc::Scored => MentionDetection::Scored,
+        },
         rerank: RERANK.get(),
         rerank_mode: match RERANK_MODE.get() {
             RerankModeGuc::Score => RerankMode::Score,

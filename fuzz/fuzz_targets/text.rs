@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 
 use belink_core::mentions::abbreviations::find_abbreviations;
 use belink_core::mentions::dictionary::{MentionDictionary, DictionaryName};
-use belink_core::mentions::find_mentions;
+use belink_core::mentions::scorer::{train, SpanScorer};
+use belink_core::mentions::{find_mentions, find_mentions_scored};
 use belink_core::fold::{fold, tokenize};
 use belink_core::decision::context::context_window;
 use belink_core::decision::prompt::{item_suffix, ChatTemplate, PromptCandidate, RerankItem};
@@ -33,6 +34,12 @@ fn dictionary() -> &'static MentionDictionary {
     })
 }
 
+/// An untrained scorer whose threshold keeps every candidate: the most spans to settle.
+fn keep_all() -> &'static SpanScorer {
+    static SCORER: OnceLock<SpanScorer> = OnceLock::new();
+    SCORER.get_or_init(|| train(&[], &Default::default(), 0.0))
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let normalized = fold(text);
@@ -52,6 +59,15 @@ fuzz_target!(|data: &[u8]| {
         if let Some(next) = mentions.get(i + 1) {
             let same_span = (next.start, next.end) == (mention.start, mention.end);
             assert!(next.start >= mention.end || same_span, "overlapping mentions");
+        }
+    }
+    let scored = find_mentions_scored(text, &[dictionary()], &[Some(keep_all())]);
+    for (i, mention) in scored.iter().enumerate() {
+        assert!(mention.start < mention.end && mention.end <= length);
+        assert!(!mention.lookup.is_empty());
+        if let Some(next) = scored.get(i + 1) {
+            let same_span = (next.start, next.end) == (mention.start, mention.end);
+            assert!(next.start >= mention.end || same_span, "overlapping scored mentions");
         }
     }
     let half = length / 2;

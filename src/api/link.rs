@@ -95,8 +95,14 @@ fn belink_entities(
 fn link_documents(docs: &[Option<&str>], ontology: Option<&str>) -> Vec<Option<Vec<Entity>>> {
     pipeline::run(ontology, |pipeline, client| {
         let cached = mention_dictionary_cache::dictionaries(client, pipeline.ontologies, ontology);
-        let dictionaries: Vec<OntologyDictionary> =
-            cached.iter().map(|(name, d)| (name.as_str(), d.dictionary.as_ref())).collect();
+        let dictionaries: Vec<OntologyDictionary> = cached
+            .iter()
+            .map(|(name, d)| OntologyDictionary {
+                ontology: name,
+                dictionary: &d.dictionary,
+                scorer: d.scorer.as_ref().map(|(_, scorer)| scorer.as_ref()),
+            })
+            .collect();
         pipeline.link(docs, &dictionaries)
     })
 }

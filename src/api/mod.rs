@@ -3,6 +3,7 @@
 
 mod adapt;
 mod candidates;
+mod detection;
 mod embed;
 mod link;
 mod normalize;

@@ -35,7 +35,7 @@ fn belink_load_ontology(
     let name = required("name", name);
     let path = required("path", path);
     catalog::validate_ontology_name(name);
-    require_server_file_access(path);
+    require_server_file_access(path, "belink_load_ontology_text(name, content)");
     let options = load_options(format, sources, languages);
     let parsed = ontology::load_file(Path::new(path), &options).unwrap_or_else(|e| raise_ontology_error(path, e));
     store(name, path, parsed)
@@ -224,7 +224,8 @@ fn load_options(format: Option<&str>, sources: Option<Vec<String>>, languages: O
 }
 
 /// Reading server files is what COPY FROM a file allows: superusers and pg_read_server_files.
-fn require_server_file_access(path: &str) {
+/// `instead`: the function that takes the content as text.
+pub(super) fn require_server_file_access(path: &str, instead: &str) {
     let allowed = unsafe {
         pg_sys::superuser()
             || pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(pg_sys::ROLE_PG_READ_SERVER_FILES))
@@ -233,13 +234,15 @@ fn require_server_file_access(path: &str) {
         raise_with_hint(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("permission denied to read server file \"{path}\""),
-            "Only superusers and members of pg_read_server_files may load ontologies from server files; \
-             others can pass the content with belink_load_ontology_text(name, content).",
+            format!(
+                "Only superusers and members of pg_read_server_files may read server files; \
+                 others can pass the content with {instead}."
+            ),
         );
     }
 }
 
-fn required<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
+pub(super) fn required<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
     value.unwrap_or_else(|| null_argument(argument))
 }
 

@@ -62,6 +62,94 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
         assert_eq!(linked(plural), [(plural.into(), "HP:0000003".into(), None)]);
     }
 
+    /// A span scorer trained on PARAGRAPH, with the loaded HPO's dictionary, to take every
+    /// detection but "seizures": what the SQL surface must then apply.
+    fn scorer_without_seizures() -> String {
+        use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
+        use belink_core::mentions::scorer::{train, Example, Training};
+        use belink_core::mentions::span_candidates;
+        use belink_core::ontology::NameKind;
+        let names: Vec<DictionaryName> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT concept_id, name, normalized FROM belink.names WHERE ontology = 'hpo' AND kind = ANY($1)",
+                    None,
+                    &[NameKind::texts(&NameKind::DETECTION).into()],
+                )
+                .unwrap()
+                .map(|row| DictionaryName {
+                    concept_id: row.get(1).unwrap().unwrap(),
+                    name: row.get(2).unwrap().unwrap(),
+                    normalized: row.get(3).unwrap().unwrap(),
+                })
+                .collect()
+        });
+        let dictionary = MentionDictionary::build(names).unwrap();
+        let detected: Vec<(usize, usize)> = belink_core::mentions::find_mentions(PARAGRAPH, &[&dictionary])
+            .iter()
+            .filter(|m| m.text != "seizures")
+            .map(|m| (m.start, m.end))
+            .collect();
+        let examples: Vec<Example> = span_candidates(PARAGRAPH, &[&dictionary])
+            .into_iter()
+            .map(|c| Example { mention: detected.contains(&(c.start, c.end)), features: c.features })
+            .collect();
+        train(&examples, &Training::default(), 0.5).to_text()
+    }
+
+    #[pg_test]
+    fn a_span_scorer_chooses_the_mentions_until_removed() {
+        load_hpo();
+        let by_dictionary = linked(PARAGRAPH);
+        assert!(by_dictionary.iter().any(|(mention, ..)| mention == "seizures"));
+        let scorer = scorer_without_seizures();
+        let set = Spi::get_two_with_args::<i64, f64>(
+            "SELECT weights, threshold FROM belink_set_span_scorer_text('hpo', $1)",
+            &[scorer.as_str().into()],
+        )
+        .unwrap();
+        assert!(set.0.unwrap() > 10 && set.1 == Some(0.5), "{set:?}");
+        let scored = linked(PARAGRAPH);
+        let without: Vec<_> = by_dictionary.iter().filter(|(mention, ..)| mention != "seizures").cloned().collect();
+        assert_eq!(scored, without);
+        // The dictionary alone when asked, and once the scorer is removed.
+        Spi::run("SET belink.detection = 'dictionary'").unwrap();
+        assert_eq!(linked(PARAGRAPH), by_dictionary);
+        Spi::run("RESET belink.detection").unwrap();
+        // The scorer outlives a reload of the ontology.
+        load_hpo();
+        assert_eq!(linked(PARAGRAPH), without);
+        assert_eq!(Spi::get_one::<bool>("SELECT belink_remove_span_scorer('hpo')").unwrap(), Some(true));
+        assert_eq!(Spi::get_one::<bool>("SELECT belink_remove_span_scorer('hpo')").unwrap(), Some(false));
+        assert_eq!(linked(PARAGRAPH), by_dictionary);
+    }
+
+    #[pg_test]
+    fn span_scorers_refuse_bad_input() {
+        load_hpo();
+        assert_error("SELECT * FROM belink_set_span_scorer_text('hpo', 'weights')", "22023", "not a span scorer");
+        assert_error(
+            "SELECT * FROM belink_set_span_scorer_text('hpo', E'belink-span-scorer 1\\nthreshold 0.5\\n7 x')",
+            "22023",
+            "line 3",
+        );
+        assert_error(
+            "SELECT * FROM belink_set_span_scorer_text('nothing', E'belink-span-scorer 1\\nthreshold 0.5\\n')",
+            "42704",
+            "nothing",
+        );
+        assert_error(
+            "SELECT * FROM belink_set_span_scorer('hpo', '/nonexistent/scorer.txt')",
+            "58P01",
+            "could not read",
+        );
+        assert_error("SELECT * FROM belink_set_span_scorer_text('hpo', NULL)", "22004", "content");
+        assert_eq!(count("SELECT count(*) FROM belink.span_scorers"), 0);
+        // A scorer file on the server.
+        let path = server_file("scorer.txt", scorer_without_seizures().as_bytes());
+        assert_eq!(count(&format!("SELECT count(*) FROM belink_set_span_scorer('hpo', {})", literal(&path))), 1);
+    }
+
     #[pg_test]
     fn multibyte_text_empty_text_and_null() {
         load_hpo();

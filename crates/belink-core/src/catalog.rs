@@ -40,6 +40,8 @@ pub struct OntologyState {
     pub embeddings: Option<Embeddings>,
     /// How its candidates' sources are weighed in fusion.
     pub fusion: FusionWeights,
+    /// The version of its span scorer (renewed with every change), if it has one.
+    pub span_scorer: Option<i64>,
 }
 
 /// The loaded ontologies, in name order, read once per call.

@@ -70,6 +70,7 @@ impl FakeStore {
             names
                 .into_iter()
                 .map(|name| OntologyState {
+                    span_scorer: None,
                     name: name.into(),
                     generation: 1,
                     embedding_generation: 1,

@@ -8,10 +8,12 @@ use crate::decision::Request;
 use crate::error::{Error, Result};
 use crate::interrupts::Ticker;
 use crate::mentions::dictionary::MentionDictionary;
-use crate::mentions::{find_mentions, Mention};
+use crate::mentions::scorer::SpanScorer;
+use crate::mentions::{find_mentions, find_mentions_scored, Mention};
 use crate::pipeline::Pipeline;
 use crate::ports::{Models, NameStore};
 use crate::retrieval::Lexical;
+use crate::settings::MentionDetection;
 
 /// One linked entity. Offsets are 0-based characters, end exclusive.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +29,12 @@ pub struct Entity {
     pub abbreviation_of: Option<String>,
 }
 
-/// A mention dictionary and the ontology it was built from.
-pub type OntologyDictionary<'a> = (&'a str, &'a MentionDictionary);
+/// An ontology's mention dictionary and span scorer (if it has one).
+pub struct OntologyDictionary<'a> {
+    pub ontology: &'a str,
+    pub dictionary: &'a MentionDictionary,
+    pub scorer: Option<&'a SpanScorer>,
+}
 
 impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
     /// The entities of every document (None for a None document), found with `dictionaries`.
@@ -43,9 +49,13 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                 )));
             }
         }
-        let automata: Vec<&MentionDictionary> = dictionaries.iter().map(|(_, d)| *d).collect();
-        let found: Vec<Option<Vec<Mention>>> =
-            docs.iter().map(|doc| doc.map(|text| find_mentions(text, &automata))).collect();
+        let automata: Vec<&MentionDictionary> = dictionaries.iter().map(|d| d.dictionary).collect();
+        let scorers: Vec<Option<&SpanScorer>> = dictionaries.iter().map(|d| d.scorer).collect();
+        let detect = |text: &str| match self.settings.detection {
+            MentionDetection::Dictionary => find_mentions(text, &automata),
+            MentionDetection::Scored => find_mentions_scored(text, &automata, &scorers),
+        };
+        let found: Vec<Option<Vec<Mention>>> = docs.iter().map(|doc| doc.map(detect)).collect();
         self.resolve(docs, found, dictionaries)
     }
 
@@ -77,7 +87,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                     requests.push(Request {
                         mention: &mention.lookup,
                         context,
-                        ontology: Some(dictionaries[mention.dictionary].0),
+                        ontology: Some(dictionaries[mention.dictionary].ontology),
                     });
                     requests.len() - 1
                 });
@@ -144,7 +154,12 @@ mod tests {
         let dictionary = store.dictionary("medic");
         let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
         let text = "Familial adenomatous polyposis (FAP) leads to colon cancer. FAP is inherited.";
-        let linked = pipeline.link(&[Some(text), None], &[("medic", &dictionary)]).unwrap();
+        let linked = pipeline
+            .link(
+                &[Some(text), None],
+                &[OntologyDictionary { ontology: "medic", dictionary: &dictionary, scorer: None }],
+            )
+            .unwrap();
         assert_eq!(linked[1], None);
         let entities = linked[0].as_ref().unwrap();
         let summary: Vec<(&str, &str, Option<&str>)> = entities
@@ -177,9 +192,22 @@ mod tests {
         let ontologies = store.ontologies(false);
         let dictionary = store.dictionary("medic");
         let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
-        let error = pipeline.link(&[Some("colon cancer!")], &[("medic", &dictionary)]).unwrap_err();
+        let error = pipeline
+            .link(
+                &[Some("colon cancer!")],
+                &[OntologyDictionary { ontology: "medic", dictionary: &dictionary, scorer: None }],
+            )
+            .unwrap_err();
         assert_eq!(error.to_string(), "a document of 13 characters exceeds belink.max_document_chars (10)");
-        assert!(pipeline.link(&[Some("ççççççççç")], &[("medic", &dictionary)]).is_ok(), "characters, not bytes");
+        assert!(
+            pipeline
+                .link(
+                    &[Some("ççççççççç")],
+                    &[OntologyDictionary { ontology: "medic", dictionary: &dictionary, scorer: None }]
+                )
+                .is_ok(),
+            "characters, not bytes"
+        );
     }
 
     #[test]
@@ -195,7 +223,12 @@ mod tests {
         let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
         // "FAP" names two concepts: the re-ranker decides, and says none of these
         // (unscripted), so the mentions stay unlinked.
-        let linked = pipeline.link(&[Some("We saw FAP here. And FAP there.")], &[("medic", &dictionary)]).unwrap();
+        let linked = pipeline
+            .link(
+                &[Some("We saw FAP here. And FAP there.")],
+                &[OntologyDictionary { ontology: "medic", dictionary: &dictionary, scorer: None }],
+            )
+            .unwrap();
         assert_eq!(linked[0].as_ref().unwrap().len(), 0);
         let contexts: Vec<Option<String>> = models.reranked.borrow().iter().map(|i| i.context.clone()).collect();
         assert_eq!(

@@ -43,8 +43,19 @@ pub enum RerankMode {
     Generate,
 }
 
+/// How mentions are found in text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MentionDetection {
+    /// The dictionary alone, overlaps settled leftmost-longest.
+    Dictionary,
+    /// The dictionary's detections and the spans around them, chosen by the ontology's span
+    /// scorer where it has one (`belink_set_span_scorer`), by the dictionary alone elsewhere.
+    Scored,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    pub detection: MentionDetection,
     pub retrieval: Retrieval,
     /// The constant k of reciprocal-rank fusion.
     pub rrf_k: f64,
@@ -74,6 +85,7 @@ impl Default for Settings {
     /// The GUCs' defaults.
     fn default() -> Self {
         Settings {
+            detection: MentionDetection::Scored,
             retrieval: Retrieval::Hybrid,
             rrf_k: 60.0,
             tuned_fusion: true,

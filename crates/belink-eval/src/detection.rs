@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use belink_core::fold::fold;
 use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
-use belink_core::mentions::find_mentions;
+use belink_core::mentions::scorer::{train, Example, SpanScorer, Training};
+use belink_core::mentions::{find_mentions, find_mentions_scored, span_candidates};
 use belink_core::ontology::{load_file, parse_format_argument, LoadOptions, NameKind};
 use belink_eval::corpus::Document;
 
@@ -78,7 +79,13 @@ pub fn dictionary_names(ontology: &Path, format: &str) -> Result<Vec<DictionaryN
 /// Detects the mentions of every document and scores their spans (NIL gold mentions count:
 /// detection does not know concepts).
 /// `passes`: how many times detection runs over the documents, for a steadier speed.
-pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document], passes: usize) -> Result<DetectionRun, String> {
+/// `scorer`: settle the spans with it instead of leftmost-longest.
+pub fn evaluate(
+    names: Vec<DictionaryName>,
+    documents: &[Document],
+    passes: usize,
+    scorer: Option<&SpanScorer>,
+) -> Result<DetectionRun, String> {
     let started = Instant::now();
     let dictionary = MentionDictionary::build(names)?;
     let dictionary_build_seconds = started.elapsed().as_secs_f64();
@@ -86,7 +93,16 @@ pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document], passes: usiz
     let detect = || -> Vec<Vec<(usize, usize)>> {
         documents
             .iter()
-            .map(|d| find_mentions(&d.text, &[&dictionary]).iter().map(|m| (m.start, m.end)).collect())
+            .map(|d| {
+                let mentions = match scorer {
+                    Some(scorer) => find_mentions_scored(&d.text, &[&dictionary], &[Some(scorer)]),
+                    None => find_mentions(&d.text, &[&dictionary]),
+                };
+                let mut spans: Vec<(usize, usize)> = mentions.iter().map(|m| (m.start, m.end)).collect();
+                // The conjuncts of a coordination are one span.
+                spans.dedup();
+                spans
+            })
             .collect()
     };
     let mut detected = detect();
@@ -126,6 +142,42 @@ pub fn evaluate(names: Vec<DictionaryName>, documents: &[Document], passes: usiz
         missed,
         boundary,
         spurious,
+    })
+}
+
+/// A span scorer trained on the corpus' annotated spans: every candidate span the dictionary
+/// proposes (see `belink_core::mentions::scorer`) is an example, a mention when a gold mention
+/// has exactly its span. Returns the scorer and the counts of (candidates, mentions among them,
+/// gold mentions no candidate has).
+pub fn train_scorer(
+    names: Vec<DictionaryName>,
+    documents: &[Document],
+    training: &Training,
+) -> Result<(SpanScorer, [usize; 3]), String> {
+    let dictionary = MentionDictionary::build(names)?;
+    let mut examples = Vec::new();
+    let mut unreachable = 0;
+    for document in documents {
+        let candidates = span_candidates(&document.text, &[&dictionary]);
+        let gold: Vec<(usize, usize)> = document.mentions.iter().map(|m| (m.start, m.end)).collect();
+        unreachable += gold.iter().filter(|&&g| !candidates.iter().any(|c| (c.start, c.end) == g)).count();
+        examples.extend(
+            candidates.into_iter().map(|c| Example { mention: gold.contains(&(c.start, c.end)), features: c.features }),
+        );
+    }
+    let mentions = examples.iter().filter(|e| e.mention).count();
+    let scorer = train(&examples, training, 0.5);
+    Ok((scorer, [examples.len(), mentions, unreachable]))
+}
+
+/// A run's span figures as JSON (for manifests).
+pub fn figures(run: &DetectionRun) -> serde_json::Value {
+    serde_json::json!({
+        "strict": { "precision": run.strict.precision(), "recall": run.strict.recall(), "f1": run.strict.f1() },
+        "overlap": { "precision": run.overlap.precision(), "recall": run.overlap.recall(), "f1": run.overlap.f1() },
+        "missed": run.missed.len(),
+        "other_span": run.boundary.len(),
+        "false_positives": run.spurious.len(),
     })
 }
 

@@ -12,6 +12,7 @@ use crate::configs::CONFIGS;
 use crate::db::db_message;
 use crate::protocol::{is_correct, queries, Protocol, Query};
 use belink_core::ids::canonical;
+use belink_core::mentions::scorer::SpanScorer;
 
 /// Candidates fetched per query: accuracy@k is reported up to this k.
 pub const MAX_K: usize = 10;
@@ -30,10 +31,14 @@ pub struct DatasetSpec {
     /// Adapt the encoder to the ontology (belink_adapt_encoder) and measure again
     /// (`adapt=off` skips it: it takes about half an hour per ontology on 2 cores).
     pub adapt: bool,
+    /// A span scorer file (readable by the server) set for the ontology with
+    /// belink_set_span_scorer: end-to-end linking and detection are measured with it too.
+    pub span_scorer: Option<String>,
 }
 
 impl DatasetSpec {
-    /// Parses `name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]`.
+    /// Parses `name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
+    /// [,adapt=off][,span_scorer=PATH]`.
     pub fn parse(spec: &str) -> Result<DatasetSpec, String> {
         let mut fields: HashMap<&str, &str> = HashMap::new();
         for part in spec.split(',') {
@@ -55,6 +60,7 @@ impl DatasetSpec {
                 "off" => Ok(false),
                 other => Err(format!("dataset spec: adapt=on or adapt=off, not '{other}'")),
             })?,
+            span_scorer: get("span_scorer"),
         })
     }
 }
@@ -135,8 +141,9 @@ pub struct DatasetResult {
     pub concept_names: HashMap<String, String>,
     pub runs: Vec<NormalizationRun>,
     pub linking: Vec<crate::linking::LinkingRun>,
-    /// Mention detection alone (spans, no cluster), when the ontology file is given.
-    pub detection: Option<crate::detection::DetectionRun>,
+    /// Mention detection alone (spans, no cluster), when the ontology file is given: the
+    /// dictionary's, and the span scorer's when the dataset has one, each with its label.
+    pub detection: Vec<(String, crate::detection::DetectionRun)>,
     pub training_names_added: Option<i64>,
     /// What belink_tune_fusion chose and measured on the training split, when there is one.
     pub fusion: Option<FusionTuning>,
@@ -180,6 +187,11 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         None => None,
     };
     store_corpus(client, &spec.name, &documents)?;
+    if let Some(scorer) = &spec.span_scorer {
+        client
+            .query_one("SELECT weights FROM belink_set_span_scorer($1, $2)", &[&spec.ontology, scorer])
+            .map_err(|e| format!("belink_set_span_scorer({}, {scorer}): {}", spec.ontology, db_message(&e)))?;
+    }
     let concept_names = concept_names(client, &spec.ontology)?;
 
     let mut runs = Vec::new();
@@ -200,13 +212,17 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     };
     run_configs(client, spec, &documents, "ontology", None, &mut runs)?;
     let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
-    let detection = match &spec.ontology_file {
-        Some(file) => {
-            let names = crate::detection::dictionary_names(std::path::Path::new(file), &spec.format)?;
-            Some(crate::detection::evaluate(names, &documents, 1)?)
+    let mut detection = Vec::new();
+    if let Some(file) = &spec.ontology_file {
+        let names = crate::detection::dictionary_names(std::path::Path::new(file), &spec.format)?;
+        detection.push(("dictionary".to_string(), crate::detection::evaluate(names.clone(), &documents, 1, None)?));
+        if let Some(path) = &spec.span_scorer {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            let scorer = SpanScorer::from_text(&text).map_err(|e| format!("{path}: {e}"))?;
+            detection
+                .push(("span scorer".to_string(), crate::detection::evaluate(names, &documents, 1, Some(&scorer))?));
         }
-        None => None,
-    };
+    }
     let mut training_names_added = None;
     if let Some(labels) = &labels {
         training_names_added = Some(add_training_names(client, &spec.ontology, labels)?);

@@ -99,7 +99,8 @@ pub fn score(predicted: &[Predicted], gold: &[Gold], strict: bool, counts: &mut 
 }
 
 /// Runs belink_link over the corpus' documents (stored in belink_eval.documents) in every
-/// configuration and scores the entities.
+/// configuration and scores the entities; when the ontology has a span scorer, each
+/// configuration with the dictionary's detection and with the scorer's.
 pub fn evaluate_linking(
     client: &mut Client,
     dataset: &str,
@@ -127,9 +128,18 @@ pub fn evaluate_linking(
     client
         .query_one("SELECT belink_link('warm-up', $1)::text", &[&ontology])
         .map_err(|e| format!("belink_link over {dataset}: {}", db_message(&e)))?;
+    let has_scorer: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM belink.span_scorers WHERE ontology = $1)", &[&ontology])
+        .map_err(|e| db_message(&e))?
+        .get(0);
+    let detections: &[(&str, &str)] =
+        if has_scorer { &[("dictionary", "dictionary"), ("span scorer", "scored")] } else { &[("", "dictionary")] };
     let mut runs = Vec::new();
-    for config in CONFIGS.iter().filter(|c| !c.single_source) {
+    for (config, &(label, detection)) in
+        CONFIGS.iter().filter(|c| !c.single_source).flat_map(|c| detections.iter().map(move |d| (c, d)))
+    {
         config.apply(client)?;
+        client.batch_execute(&format!("SET belink.detection = '{detection}'")).map_err(|e| db_message(&e))?;
         let started = Instant::now();
         let rows = client
             .query(
@@ -163,7 +173,7 @@ pub fn evaluate_linking(
         }
         runs.push(LinkingRun {
             dataset: dataset.to_string(),
-            config: config.name.to_string(),
+            config: if label.is_empty() { config.name.to_string() } else { format!("{}, {label}", config.name) },
             strict,
             overlap,
             documents_per_second: rows.len() as f64 / seconds.max(1e-9),

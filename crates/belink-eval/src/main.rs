@@ -70,6 +70,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use belink_core::mentions::scorer::{SpanScorer, Training};
 use belink_eval::corpus::load_corpus;
 use postgres::{Client, NoTls};
 
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
         Some("mentions") => mentions(&args),
         Some("dense-probe") => dense_probe(&args),
         Some("detect") => detect(&args),
+        Some("train-span-scorer") => train_span_scorer(&args),
         Some("link") => link(&args),
         _ => Err(format!("usage: belink-eval load|retrieval|evaluate --dsn DSN ... (see {})", file!())),
     };
@@ -570,7 +572,11 @@ fn detect(args: &Args) -> Result<(), String> {
     let names =
         detection::dictionary_names(Path::new(args.required("ontology")?), args.get("format").unwrap_or("auto"))?;
     let passes = args.get("passes").map_or(Ok(1), |p| p.parse::<usize>().map_err(|e| format!("--passes: {e}")))?;
-    let run = detection::evaluate(names, &documents, passes)?;
+    let scorer = match args.get("scorer") {
+        Some(path) => Some(read_scorer(path, args.get("threshold"))?),
+        None => None,
+    };
+    let run = detection::evaluate(names, &documents, passes, scorer.as_ref())?;
     if let Some(path) = args.get("errors") {
         std::fs::write(path, run.errors()).map_err(|e| format!("{path}: {e}"))?;
     }
@@ -584,6 +590,105 @@ fn detect(args: &Args) -> Result<(), String> {
         run.dictionary_bytes as f64 / 1e6
     );
     Ok(())
+}
+
+fn read_scorer(path: &str, threshold: Option<&str>) -> Result<SpanScorer, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut scorer = SpanScorer::from_text(&text).map_err(|e| format!("{path}: {e}"))?;
+    if let Some(threshold) = threshold {
+        scorer.threshold = threshold.parse().map_err(|e| format!("--threshold: {e}"))?;
+    }
+    Ok(scorer)
+}
+
+fn train_span_scorer(args: &Args) -> Result<(), String> {
+    let corpus_path = args.required("corpus")?;
+    let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let names =
+        detection::dictionary_names(Path::new(args.required("ontology")?), args.get("format").unwrap_or("auto"))?;
+    let mut training = Training::default();
+    if let Some(seed) = args.get("seed") {
+        training.seed = seed.parse().map_err(|e| format!("--seed: {e}"))?;
+    }
+    if let Some(epochs) = args.get("epochs") {
+        training.epochs = epochs.parse().map_err(|e| format!("--epochs: {e}"))?;
+    }
+    let name_count = names.len();
+    let started = std::time::Instant::now();
+    let (mut scorer, [candidates, mentions, unreachable]) =
+        detection::train_scorer(names.clone(), &documents, &training)?;
+    let training_seconds = started.elapsed().as_secs_f64();
+    scorer.threshold = match args.get("threshold") {
+        Some(t) => t.parse().map_err(|e| format!("--threshold: {e}"))?,
+        None => 0.5,
+    };
+    let out = args.required("out")?;
+    std::fs::write(out, scorer.to_text()).map_err(|e| format!("{out}: {e}"))?;
+    println!(
+        "{} documents, {candidates} candidate spans, {mentions} of them gold mentions, {unreachable} gold mentions \
+         no candidate has; trained in {training_seconds:.1} s ({training:?}); written to {out}",
+        documents.len(),
+    );
+    // Dev figures, dictionary alone and with the scorer, for the manifest.
+    let mut dev = serde_json::Map::new();
+    if let Some(dev_path) = args.get("dev") {
+        let dev_documents = load_corpus(Path::new(dev_path)).map_err(|e| format!("{dev_path}: {e}"))?;
+        for (label, scorer) in [("dictionary", None), ("span scorer", Some(&scorer))] {
+            let run = detection::evaluate(names.clone(), &dev_documents, 1, scorer)?;
+            println!("dev, {label}: {}", linking::score_cells(&run.strict, &run.overlap));
+            dev.insert(label.to_string(), detection::figures(&run));
+        }
+        dev.insert("corpus".into(), file_record(dev_path)?);
+    }
+    if let Some(manifest) = args.get("manifest") {
+        let record = serde_json::json!({
+            "what": "BeLink span scorer (belink_core::mentions::scorer): logistic regression over hashed span and context features",
+            "scorer": file_record(out)?,
+            "weights": scorer.weights(),
+            "threshold": scorer.threshold,
+            "ontology": { "file": file_record(args.required("ontology")?)?, "detection_names": name_count },
+            "training_corpus": {
+                "file": file_record(corpus_path)?,
+                "documents": documents.len(),
+                "candidate_spans": candidates,
+                "gold_mentions_among_candidates": mentions,
+                "gold_mentions_no_candidate_has": unreachable,
+            },
+            "training": {
+                "epochs": training.epochs,
+                "learning_rate": round(training.learning_rate),
+                "l2": round(training.l2),
+                "seed": training.seed,
+                "seconds": training_seconds,
+            },
+            "dev": dev,
+            "commit": git_commit(),
+            "command": args.get("command").unwrap_or("belink-eval train-span-scorer"),
+            "date": args.get("date"),
+        });
+        let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())? + "\n";
+        std::fs::write(manifest, text).map_err(|e| format!("{manifest}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// An f32 setting as written ("0.2", not "0.20000000298023224").
+fn round(value: f32) -> serde_json::Value {
+    value.to_string().parse::<f64>().map_or(serde_json::Value::Null, serde_json::Value::from)
+}
+
+/// A file's name (as given) and the sha256 of its content.
+fn file_record(path: &str) -> Result<serde_json::Value, String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let name = Path::new(path).file_name().map_or(path.into(), |n| n.to_string_lossy().into_owned());
+    Ok(serde_json::json!({ "name": name, "bytes": bytes.len(), "sha256": digest }))
+}
+
+fn git_commit() -> Option<String> {
+    let output = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 fn dense_probe(args: &Args) -> Result<(), String> {

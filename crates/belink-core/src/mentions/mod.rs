@@ -4,14 +4,17 @@
 
 pub mod abbreviations;
 pub mod dictionary;
+pub mod scorer;
 mod variants;
 
 use std::collections::HashMap;
 
-use crate::fold::tokenize;
+use crate::fold::{tokenize, Token};
 use crate::interrupts::Ticker;
 use crate::mentions::abbreviations::find_abbreviations;
 use crate::mentions::dictionary::{resolve_overlaps, Detection, MentionDictionary};
+use crate::mentions::scorer::{features, reshapings, Context, Origin, SpanScorer};
+use crate::mentions::variants::{gaps, Gap};
 
 /// Whether `chars[start..end]` is not part of a longer run of letters and digits.
 pub(crate) fn whole_token(chars: &[char], start: usize, end: usize) -> bool {
@@ -37,103 +40,297 @@ pub struct Mention {
     pub abbreviation_of: Option<String>,
 }
 
-/// The mentions of `text` found by `dictionaries` (one per ontology), left to right.
+/// The mentions of `text` found by `dictionaries` (one per ontology), left to right, overlaps
+/// settled leftmost-longest.
 pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Mention> {
-    let chars: Vec<char> = text.chars().collect();
-    let span_text = |start: usize, end: usize| -> String { chars[start..end].iter().collect() };
-    let tokens = tokenize(text);
+    Detected::find(text, dictionaries).settle_by_position()
+}
 
-    // (detection, dictionary, long form)
-    let mut found: Vec<(Detection, usize, Option<String>)> = Vec::new();
-    for (d, dictionary) in dictionaries.iter().enumerate() {
-        found.extend(dictionary.find_all(&chars, &tokens).into_iter().map(|m| (m, d, None)));
-    }
+/// The mentions of `text`, chosen among the dictionary's detections and the spans around them
+/// by each dictionary's scorer (`scorers[d]` for `dictionaries[d]`, see [`scorer`]), left to
+/// right. A dictionary without a scorer keeps its leftmost-longest detections, and these win
+/// over scored spans they overlap: without a scorer, this is [`find_mentions`].
+pub fn find_mentions_scored(
+    text: &str,
+    dictionaries: &[&MentionDictionary],
+    scorers: &[Option<&SpanScorer>],
+) -> Vec<Mention> {
+    Detected::find(text, dictionaries).settle_by_score(scorers)
+}
 
-    // An abbreviation whose long form is a detected mention: every use of its short form is
-    // that mention again (looked up by the long form), whatever the short form alone matches.
-    // Detections are indexed by span and by end, so that this stays linear in the text.
-    let abbreviations = find_abbreviations(text);
-    let mut alive = vec![true; found.len()];
-    let mut by_span: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
-    let mut by_end: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut ticker = Ticker::default();
-    if !abbreviations.is_empty() {
-        for (i, (m, ..)) in found.iter().enumerate() {
-            ticker.step();
-            by_span.entry((m.start, m.end)).or_default().push(i);
-            by_end.entry(m.end).or_default().push(i);
-        }
-    }
-    for abbreviation in abbreviations {
-        let (long_start, long_end) = abbreviation.long_span;
-        let defining = by_end
-            .get(&long_end)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|&i| alive[i] && found[i].0.start >= long_start)
-            .min_by_key(|&i| found[i].0.start);
-        let Some(defining) = defining else { continue };
-        let (definition, dictionary) = (found[defining].0.clone(), found[defining].1);
-        let lookup = definition.lookup.clone().unwrap_or_else(|| span_text(definition.start, definition.end));
-        for use_span in &abbreviation.uses {
-            for &i in by_span.get(use_span).into_iter().flatten() {
-                alive[i] = false;
-            }
-        }
-        for &(start, end) in &abbreviation.uses {
-            ticker.step();
-            let i = found.len();
-            found.push((
-                Detection {
-                    start,
-                    end,
-                    names: definition.names.clone(),
-                    lookup: Some(lookup.clone()),
-                    coordinated: false,
-                },
-                dictionary,
-                Some(abbreviation.long_form.clone()),
-            ));
-            alive.push(true);
-            by_span.entry((start, end)).or_default().push(i);
-            by_end.entry(end).or_default().push(i);
-        }
-    }
-
-    // Settle overlaps across dictionaries, remembering where each kept detection came from.
-    let indexed: Vec<Detection> = found
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| alive[i])
-        .map(|(i, (m, ..))| Detection {
-            start: m.start,
-            end: m.end,
-            names: vec![i],
-            lookup: m.lookup.clone(),
-            coordinated: m.coordinated,
-        })
-        .collect();
-    resolve_overlaps(indexed)
+/// Every span the scorer would weigh in `text`, with its features: what training reads.
+pub fn span_candidates(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<SpanCandidate> {
+    let detected = Detected::find(text, dictionaries);
+    let gaps = gaps(&detected.chars, &detected.tokens);
+    let context = Context { chars: &detected.chars, tokens: &detected.tokens, gaps: &gaps };
+    detected
+        .candidates(&gaps, |_| true)
         .into_iter()
-        .map(|kept| {
-            ticker.step();
-            let (detection, dictionary, long_form) = &found[kept.names[0]];
-            let text = span_text(detection.start, detection.end);
-            let mut matched: Vec<String> =
-                detection.names.iter().map(|&n| dictionaries[*dictionary].name(n).concept_id.clone()).collect();
-            matched.dedup();
-            Mention {
-                start: detection.start,
-                end: detection.end,
-                lookup: detection.lookup.clone().unwrap_or_else(|| text.clone()),
-                text,
-                dictionary: *dictionary,
-                matched_concepts: matched,
-                abbreviation_of: long_form.clone(),
-            }
+        .map(|c| SpanCandidate {
+            start: detected.tokens[c.first].start,
+            end: detected.tokens[c.last].end,
+            features: features(&context, c.first, c.last, c.origin),
         })
         .collect()
+}
+
+/// A span the scorer weighs (characters, end exclusive).
+pub struct SpanCandidate {
+    pub start: usize,
+    pub end: usize,
+    pub features: Vec<u32>,
+}
+
+/// Every detection of a text in every dictionary, abbreviations resolved, overlaps not yet
+/// settled.
+struct Detected<'a> {
+    dictionaries: &'a [&'a MentionDictionary],
+    chars: Vec<char>,
+    tokens: Vec<Token>,
+    /// (detection, dictionary, long form)
+    found: Vec<(Detection, usize, Option<String>)>,
+}
+
+/// A span to weigh, in tokens: a detection's, or one reshaped from it.
+struct Candidate {
+    first: usize,
+    last: usize,
+    dictionary: usize,
+    /// The detections with exactly this span (none for a reshaped span).
+    detections: Vec<usize>,
+    origin: Origin,
+}
+
+impl<'a> Detected<'a> {
+    fn find(text: &str, dictionaries: &'a [&'a MentionDictionary]) -> Detected<'a> {
+        let chars: Vec<char> = text.chars().collect();
+        let tokens = tokenize(text);
+        let mut found: Vec<(Detection, usize, Option<String>)> = Vec::new();
+        for (d, dictionary) in dictionaries.iter().enumerate() {
+            found.extend(dictionary.find_all(&chars, &tokens).into_iter().map(|m| (m, d, None)));
+        }
+
+        // An abbreviation whose long form is a detected mention: every use of its short form is
+        // that mention again (looked up by the long form), whatever the short form alone matches.
+        // Detections are indexed by span and by end, so that this stays linear in the text.
+        let abbreviations = find_abbreviations(text);
+        let mut alive = vec![true; found.len()];
+        let mut by_span: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+        let mut by_end: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut ticker = Ticker::default();
+        if !abbreviations.is_empty() {
+            for (i, (m, ..)) in found.iter().enumerate() {
+                ticker.step();
+                by_span.entry((m.start, m.end)).or_default().push(i);
+                by_end.entry(m.end).or_default().push(i);
+            }
+        }
+        for abbreviation in abbreviations {
+            let (long_start, long_end) = abbreviation.long_span;
+            let defining = by_end
+                .get(&long_end)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&i| alive[i] && found[i].0.start >= long_start)
+                .min_by_key(|&i| found[i].0.start);
+            let Some(defining) = defining else { continue };
+            let (definition, dictionary) = (found[defining].0.clone(), found[defining].1);
+            let lookup =
+                definition.lookup.clone().unwrap_or_else(|| chars[definition.start..definition.end].iter().collect());
+            for use_span in &abbreviation.uses {
+                for &i in by_span.get(use_span).into_iter().flatten() {
+                    alive[i] = false;
+                }
+            }
+            for &(start, end) in &abbreviation.uses {
+                ticker.step();
+                let i = found.len();
+                found.push((
+                    Detection {
+                        start,
+                        end,
+                        names: definition.names.clone(),
+                        lookup: Some(lookup.clone()),
+                        coordinated: false,
+                    },
+                    dictionary,
+                    Some(abbreviation.long_form.clone()),
+                ));
+                alive.push(true);
+                by_span.entry((start, end)).or_default().push(i);
+                by_end.entry(end).or_default().push(i);
+            }
+        }
+        let found = found.into_iter().zip(alive).filter_map(|(f, alive)| alive.then_some(f)).collect();
+        Detected { dictionaries, chars, tokens, found }
+    }
+
+    /// Overlaps settled leftmost-longest, across dictionaries.
+    fn settle_by_position(self) -> Vec<Mention> {
+        let indexed: Vec<Detection> = self
+            .found
+            .iter()
+            .enumerate()
+            .map(|(i, (m, ..))| Detection {
+                start: m.start,
+                end: m.end,
+                names: vec![i],
+                lookup: m.lookup.clone(),
+                coordinated: m.coordinated,
+            })
+            .collect();
+        let mut ticker = Ticker::default();
+        resolve_overlaps(indexed)
+            .into_iter()
+            .map(|kept| {
+                ticker.step();
+                self.mention(kept.names[0])
+            })
+            .collect()
+    }
+
+    /// The most probable non-overlapping candidates above their scorer's threshold; an
+    /// unscored dictionary's leftmost-longest detections count as certain.
+    fn settle_by_score(mut self, scorers: &[Option<&SpanScorer>]) -> Vec<Mention> {
+        let unscored = |d: usize| scorers.get(d).copied().flatten().is_none();
+        if (0..self.dictionaries.len()).any(unscored) {
+            self.keep_leftmost_longest_of(unscored);
+        }
+        let gaps = gaps(&self.chars, &self.tokens);
+        let context = Context { chars: &self.chars, tokens: &self.tokens, gaps: &gaps };
+        let candidates = self.candidates(&gaps, |d| !unscored(d));
+        let mut ticker = Ticker::default();
+        let mut scored: Vec<(f32, &Candidate)> = candidates
+            .iter()
+            .filter_map(|c| {
+                ticker.step();
+                let Some(scorer) = scorers.get(c.dictionary).copied().flatten() else { return Some((1.0, c)) };
+                let p = scorer.probability(&features(&context, c.first, c.last, c.origin));
+                (p >= scorer.threshold).then_some((p, c))
+            })
+            .collect();
+        scored.sort_by(|(p, a), (q, b)| q.total_cmp(p).then((b.last - b.first).cmp(&(a.last - a.first))));
+        let mut taken = vec![false; self.tokens.len()];
+        let mut kept: Vec<&Candidate> = Vec::new();
+        for (_, candidate) in scored {
+            ticker.step();
+            let tokens = candidate.first..=candidate.last;
+            if taken[tokens.clone()].iter().any(|&t| t) {
+                continue;
+            }
+            taken[tokens].iter_mut().for_each(|t| *t = true);
+            kept.push(candidate);
+        }
+        kept.sort_by_key(|c| (c.first, c.dictionary));
+        let mut mentions = Vec::with_capacity(kept.len());
+        for candidate in kept {
+            ticker.step();
+            if candidate.detections.is_empty() {
+                let (start, end) = (self.tokens[candidate.first].start, self.tokens[candidate.last].end);
+                let text: String = self.chars[start..end].iter().collect();
+                mentions.push(Mention {
+                    start,
+                    end,
+                    lookup: text.clone(),
+                    text,
+                    dictionary: candidate.dictionary,
+                    matched_concepts: Vec::new(),
+                    abbreviation_of: None,
+                });
+            } else if candidate.detections.iter().any(|&d| self.found[d].0.coordinated) {
+                // The conjuncts of a coordination all stay: they share its span.
+                let conjuncts = candidate.detections.iter().filter(|&&d| self.found[d].0.coordinated);
+                mentions.extend(conjuncts.map(|&d| self.mention(d)));
+            } else {
+                mentions.push(self.mention(candidate.detections[0]));
+            }
+        }
+        mentions
+    }
+
+    /// Drops the detections of the dictionaries `chosen` picks that leftmost-longest among
+    /// theirs would not keep.
+    fn keep_leftmost_longest_of(&mut self, chosen: impl Fn(usize) -> bool) {
+        let theirs: Vec<Detection> = self
+            .found
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, d, _))| chosen(*d))
+            .map(|(i, (m, ..))| Detection { names: vec![i], ..m.clone() })
+            .collect();
+        let mut keep: Vec<bool> = self.found.iter().map(|(_, d, _)| !chosen(*d)).collect();
+        for kept in resolve_overlaps(theirs) {
+            keep[kept.names[0]] = true;
+        }
+        let mut keep = keep.into_iter();
+        self.found.retain(|_| keep.next().unwrap_or(false));
+    }
+
+    /// The detections' spans, one candidate per span and dictionary, and, for the dictionaries
+    /// `reshape` picks, the spans reshaped from them that no detection has.
+    fn candidates(&self, gaps: &[Gap], reshape: impl Fn(usize) -> bool) -> Vec<Candidate> {
+        let token_at_start = |start: usize| self.tokens.binary_search_by_key(&start, |t| t.start).ok();
+        let token_at_end = |end: usize| self.tokens.binary_search_by_key(&end, |t| t.end).ok();
+        let mut ticker = Ticker::default();
+        let mut index: HashMap<(usize, usize, usize), usize> = HashMap::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for (d, (detection, dictionary, long_form)) in self.found.iter().enumerate() {
+            ticker.step();
+            let (Some(first), Some(last)) = (token_at_start(detection.start), token_at_end(detection.end)) else {
+                continue;
+            };
+            let slot = *index.entry((first, last, *dictionary)).or_insert_with(|| {
+                candidates.push(Candidate {
+                    first,
+                    last,
+                    dictionary: *dictionary,
+                    detections: Vec::new(),
+                    origin: Origin::Detected { abbreviation: false, coordinated: false, variant: false },
+                });
+                candidates.len() - 1
+            });
+            let candidate = &mut candidates[slot];
+            candidate.detections.push(d);
+            if let Origin::Detected { abbreviation, coordinated, variant } = &mut candidate.origin {
+                *abbreviation |= long_form.is_some();
+                *coordinated |= detection.coordinated;
+                *variant |= detection.lookup.is_some() && long_form.is_none();
+            }
+        }
+        let detected = candidates.len();
+        for c in 0..detected {
+            let (first, last, dictionary) = (candidates[c].first, candidates[c].last, candidates[c].dictionary);
+            if !reshape(dictionary) {
+                continue;
+            }
+            for (left, right, origin) in reshapings(first, last, gaps) {
+                ticker.step();
+                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry((left, right, dictionary)) {
+                    slot.insert(candidates.len());
+                    candidates.push(Candidate { first: left, last: right, dictionary, detections: Vec::new(), origin });
+                }
+            }
+        }
+        candidates
+    }
+
+    fn mention(&self, index: usize) -> Mention {
+        let (detection, dictionary, long_form) = &self.found[index];
+        let text: String = self.chars[detection.start..detection.end].iter().collect();
+        let mut matched: Vec<String> =
+            detection.names.iter().map(|&n| self.dictionaries[*dictionary].name(n).concept_id.clone()).collect();
+        matched.dedup();
+        Mention {
+            start: detection.start,
+            end: detection.end,
+            lookup: detection.lookup.clone().unwrap_or_else(|| text.clone()),
+            text,
+            dictionary: *dictionary,
+            matched_concepts: matched,
+            abbreviation_of: long_form.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +414,8 @@ mod tests {
         let brackets = "(XY) ".repeat(2 * STEPS_PER_CHECK as usize);
         let names = "hypertension (HT) and HT; ".repeat(STEPS_PER_CHECK as usize);
         let hpo = dictionary(&[("HP:0000822", "Hypertension")]);
+        // An untrained scorer (every span even odds) with a threshold that keeps them all.
+        let keep_all = crate::mentions::scorer::train(&[], &Default::default(), 0.0);
         for text in [&brackets, &names] {
             let tokens = tokenize(text);
             assert!(is_cancelled_in(|| drop(tokenize(text))));
@@ -224,9 +423,71 @@ mod tests {
             let chars: Vec<char> = text.chars().collect();
             assert!(is_cancelled_in(|| drop(hpo.find_all(&chars, &tokens))));
             assert!(is_cancelled_in(|| drop(find_mentions(text, &[&hpo]))));
+            assert!(is_cancelled_in(|| drop(find_mentions_scored(text, &[&hpo], &[Some(&keep_all)]))));
+            assert!(is_cancelled_in(|| drop(span_candidates(text, &[&hpo]))));
         }
         // With nothing to cancel, the same work runs to its end.
         assert_eq!(find_mentions(&names, &[&hpo]).len(), 3 * STEPS_PER_CHECK as usize);
+    }
+
+    /// A scorer trained on `corpus`: texts, each with its annotated mentions (each the first
+    /// place its text occurs).
+    fn scorer_trained_on(dictionary: &MentionDictionary, corpus: &[(&str, &[&str])]) -> SpanScorer {
+        use crate::mentions::scorer::{train, Example, Training};
+        let mut examples = Vec::new();
+        for (text, mentions) in corpus {
+            let gold: Vec<(usize, usize)> = mentions
+                .iter()
+                .map(|m| {
+                    let start = text[..text.find(m).unwrap()].chars().count();
+                    (start, start + m.chars().count())
+                })
+                .collect();
+            for candidate in span_candidates(text, &[dictionary]) {
+                let mention = gold.contains(&(candidate.start, candidate.end));
+                examples.push(Example { features: candidate.features, mention });
+            }
+        }
+        train(&examples, &Training::default(), 0.5)
+    }
+
+    #[test]
+    fn a_trained_scorer_reshapes_spans_and_reads_the_context() {
+        // "severe" is a modifier of five names, so the dictionary takes it into mentions.
+        let mut entries = vec![("D1", "G6PD deficiency"), ("D2", "RB1"), ("D3", "Retinoblastoma")];
+        let diseases = ["anemia", "asthma", "acne", "angina", "ataxia"];
+        let severe: Vec<String> = diseases.iter().map(|d| format!("Severe {d}")).collect();
+        entries.extend(diseases.iter().map(|d| ("D4", *d)));
+        entries.extend(severe.iter().map(|d| ("D5", d.as_str())));
+        let medic = dictionary(&entries);
+        let corpus: &[(&str, &[&str])] = &[
+            ("Severe G6PD deficiency was found.", &["G6PD deficiency"]),
+            ("The RB1 gene was mutated in retinoblastoma.", &["retinoblastoma"]),
+            ("Patients with RB1 were seen.", &["RB1"]),
+            ("We saw a severe asthma and the RB1 gene.", &["asthma"]),
+            ("Children with RB1 and retinoblastoma.", &["RB1", "retinoblastoma"]),
+        ];
+        let scorer = scorer_trained_on(&medic, corpus);
+        let text = "A severe G6PD deficiency and the RB1 gene; families with RB1.";
+        let by_dictionary: Vec<String> = find_mentions(text, &[&medic]).into_iter().map(|m| m.text).collect();
+        assert_eq!(by_dictionary, ["severe G6PD deficiency", "RB1", "RB1"]);
+        let scored: Vec<String> =
+            find_mentions_scored(text, &[&medic], &[Some(&scorer)]).into_iter().map(|m| m.text).collect();
+        assert_eq!(scored, ["G6PD deficiency", "RB1"]);
+        let last = find_mentions_scored(text, &[&medic], &[Some(&scorer)]).pop().unwrap();
+        assert_eq!((last.start, last.matched_concepts), (57, vec!["D2".to_string()]));
+    }
+
+    #[test]
+    fn without_scorers_scored_detection_is_the_dictionarys() {
+        let hpo = dictionary(&[("HP:0000822", "Hypertension"), ("HP:0001250", "Seizure")]);
+        let medic =
+            dictionary(&[("D006976", "Pulmonary hypertension"), ("D1", "Breast cancer"), ("D2", "Ovarian cancer")]);
+        for text in ["Pulmonary hypertension and seizure.", "Breast and ovarian cancer; hypertension", ""] {
+            let plain = find_mentions(text, &[&hpo, &medic]);
+            assert_eq!(find_mentions_scored(text, &[&hpo, &medic], &[None, None]), plain);
+            assert_eq!(find_mentions_scored(text, &[&hpo, &medic], &[]), plain);
+        }
     }
 
     #[test]
