@@ -7,7 +7,7 @@
 #   NCBI-disease dev against MEDIC (BioSyn's medic_06Jul2012.txt; NCBI train as the extra dictionary;
 #   the span scorer of models/span-scorers trained on NCBI train), GSC+ dev against HPO.
 # SPEC: name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH][,adapt=off]
-#       [,span_scorer=PATH]
+#       [,span_scorer=PATH][,detection_roots=ID+ID]
 # BELINK_EVAL_ADAPT=off (make eval EVAL_ADAPT=off) adds adapt=off to the defaults: no encoder
 # adaptation, about 40 minutes less.
 # (ontology_file and span_scorer must be readable by the server; the defaults are copied where it
@@ -51,7 +51,8 @@ if [ $# -eq 0 ]; then
         echo "eval: NCBI-disease dev or MEDIC missing under $DATA (need ncbi-disease/NCBIdevelopset_corpus.txt and medic/medic_06Jul2012.txt): skipped" >&2
     fi
     if [ -f "$gsc_dev" ] && [ -f "$hpo" ]; then
-        set -- "$@" --dataset "name=gscplus-dev,corpus=$gsc_dev,ontology=hpo,ontology_file=$(server_copy "$hpo"),format=obo$adapt"
+        # Phenotypes are what GSC+ annotates: detection covers HPO's Phenotypic abnormality.
+        set -- "$@" --dataset "name=gscplus-dev,corpus=$gsc_dev,ontology=hpo,ontology_file=$(server_copy "$hpo"),format=obo,detection_roots=HP:0000118$adapt"
     else
         echo "eval: GSC+ dev or HPO missing under $DATA (need gscplus/GSCplus_dev_gold.tsv and hpo/hp.obo): skipped" >&2
     fi

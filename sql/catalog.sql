@@ -56,6 +56,10 @@ CREATE TABLE belink.ontologies (
     adapted_from_generation bigint,
     adapted_at              timestamptz,
     adapted_loss            real,
+    -- The concepts whose branches mention detection is restricted to (belink_set_detection_roots):
+    -- HPO's "Phenotypic abnormality" leaves out its modes of inheritance, onsets and frequencies.
+    -- Empty: every concept. Kept when the ontology is reloaded.
+    detection_roots text[] NOT NULL DEFAULT '{}',
     CHECK (fusion_exact + fusion_trigram + fusion_dense > 0)
 );
 COMMENT ON TABLE belink.ontologies IS 'One row per loaded ontology';

@@ -107,7 +107,7 @@ pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
         client,
         "SELECT name, generation, embedding_generation, embedding_model, embedding_dim, embedding_ignores_case,
                 fusion_exact, fusion_trigram, fusion_dense, embedding_model = adapted_encoder,
-                (SELECT s.version FROM belink.span_scorers s WHERE s.ontology = o.name)
+                (SELECT s.version FROM belink.span_scorers s WHERE s.ontology = o.name), detection_roots
          FROM belink.ontologies o ORDER BY name",
         &[],
         &[],
@@ -135,6 +135,7 @@ pub fn read_ontologies(client: &SpiClient<'_>) -> Ontologies {
                     dense: row.get(9).ok()??,
                 },
                 span_scorer: row.get(11).ok()?,
+                detection_roots: row.get(12).ok()??,
             })
         })
         .collect();

@@ -151,6 +151,26 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
     }
 
     #[pg_test]
+    fn detection_roots_restrict_the_branches_detected() {
+        load_hpo();
+        let all = linked(PARAGRAPH);
+        let covered =
+            Spi::get_one::<i64>("SELECT belink_set_detection_roots('hpo', ARRAY['HP:0000003', 'HP:0000822'])");
+        assert_eq!(covered.unwrap(), Some(2));
+        let kept: Vec<_> = all.iter().filter(|(_, id, _)| id == "HP:0000003" || id == "HP:0000822").cloned().collect();
+        assert!(kept.len() >= 3 && kept.len() < all.len(), "{all:?}");
+        assert_eq!(linked(PARAGRAPH), kept);
+        // Kept when the ontology is reloaded.
+        load_hpo();
+        assert_eq!(linked(PARAGRAPH), kept);
+        assert_error("SELECT belink_set_detection_roots('hpo', ARRAY['HP:9999999'])", "22023", "HP:9999999");
+        assert_error("SELECT belink_set_detection_roots('hpo', NULL)", "22004", "roots");
+        let concepts = count("SELECT concept_count FROM belink.ontologies WHERE name = 'hpo'");
+        assert_eq!(count("SELECT belink_set_detection_roots('hpo', '{}')"), concepts);
+        assert_eq!(linked(PARAGRAPH), all);
+    }
+
+    #[pg_test]
     fn multibyte_text_empty_text_and_null() {
         load_hpo();
         assert_eq!(linked("Ménière’s — « hypertension » ✓"), [("hypertension".into(), "HP:0000822".into(), None)]);

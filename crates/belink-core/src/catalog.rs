@@ -42,6 +42,8 @@ pub struct OntologyState {
     pub fusion: FusionWeights,
     /// The version of its span scorer (renewed with every change), if it has one.
     pub span_scorer: Option<i64>,
+    /// The concepts whose branches mention detection is restricted to; empty: all.
+    pub detection_roots: Vec<String>,
 }
 
 /// The loaded ontologies, in name order, read once per call.

@@ -71,6 +71,7 @@ impl FakeStore {
                 .into_iter()
                 .map(|name| OntologyState {
                     span_scorer: None,
+                    detection_roots: Vec::new(),
                     name: name.into(),
                     generation: 1,
                     embedding_generation: 1,

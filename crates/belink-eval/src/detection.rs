@@ -11,7 +11,7 @@ use belink_core::fold::fold;
 use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
 use belink_core::mentions::scorer::{train, Example, SpanScorer, Training};
 use belink_core::mentions::{find_mentions, find_mentions_scored, span_candidates};
-use belink_core::ontology::{load_file, parse_format_argument, LoadOptions, NameKind};
+use belink_core::ontology::{descendants, load_file, parse_format_argument, LoadOptions, NameKind};
 use belink_eval::corpus::Document;
 
 use crate::linking::Counts;
@@ -56,13 +56,16 @@ impl DetectionRun {
 }
 
 /// The ontology's names that mention detection uses, as the loader stores them (`format`:
-/// as `belink_load_ontology` takes it, `auto` to detect it).
-pub fn dictionary_names(ontology: &Path, format: &str) -> Result<Vec<DictionaryName>, String> {
+/// as `belink_load_ontology` takes it, `auto` to detect it), of the concepts under `roots`
+/// only when some are given (as `belink_set_detection_roots`).
+pub fn dictionary_names(ontology: &Path, format: &str, roots: &[String]) -> Result<Vec<DictionaryName>, String> {
     let format = parse_format_argument(format).map_err(|e| e.to_string())?;
     let options = LoadOptions { format, ..LoadOptions::default() };
     let parsed = load_file(ontology, &options).map_err(|e| format!("{}: {e}", ontology.display()))?;
+    let under = (!roots.is_empty())
+        .then(|| descendants(parsed.active_concepts().map(|c| (c.id.as_str(), c.parents.as_slice())), roots));
     let mut names = Vec::new();
-    for concept in parsed.active_concepts() {
+    for concept in parsed.active_concepts().filter(|c| under.as_ref().is_none_or(|u| u.contains(&c.id))) {
         for (name, kind) in concept.names() {
             if NameKind::DETECTION.contains(&kind) {
                 names.push(DictionaryName {

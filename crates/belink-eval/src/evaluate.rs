@@ -34,6 +34,9 @@ pub struct DatasetSpec {
     /// A span scorer file (readable by the server) set for the ontology with
     /// belink_set_span_scorer: end-to-end linking and detection are measured with it too.
     pub span_scorer: Option<String>,
+    /// The concepts (ids, `+`-separated in the spec) whose branches detection is restricted to
+    /// (belink_set_detection_roots); empty: the whole ontology.
+    pub detection_roots: Vec<String>,
 }
 
 impl DatasetSpec {
@@ -61,6 +64,9 @@ impl DatasetSpec {
                 other => Err(format!("dataset spec: adapt=on or adapt=off, not '{other}'")),
             })?,
             span_scorer: get("span_scorer"),
+            detection_roots: get("detection_roots")
+                .map(|r| r.split('+').map(|id| id.trim().to_string()).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -187,6 +193,11 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         None => None,
     };
     store_corpus(client, &spec.name, &documents)?;
+    if !spec.detection_roots.is_empty() {
+        client
+            .query_one("SELECT belink_set_detection_roots($1, $2)", &[&spec.ontology, &spec.detection_roots])
+            .map_err(|e| format!("belink_set_detection_roots({}): {}", spec.ontology, db_message(&e)))?;
+    }
     if let Some(scorer) = &spec.span_scorer {
         client
             .query_one("SELECT weights FROM belink_set_span_scorer($1, $2)", &[&spec.ontology, scorer])
@@ -214,7 +225,8 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
     let mut detection = Vec::new();
     if let Some(file) = &spec.ontology_file {
-        let names = crate::detection::dictionary_names(std::path::Path::new(file), &spec.format)?;
+        let names =
+            crate::detection::dictionary_names(std::path::Path::new(file), &spec.format, &spec.detection_roots)?;
         detection.push(("dictionary".to_string(), crate::detection::evaluate(names.clone(), &documents, 1, None)?));
         if let Some(path) = &spec.span_scorer {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;

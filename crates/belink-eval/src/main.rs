@@ -569,8 +569,11 @@ fn link(args: &Args) -> Result<(), String> {
 fn detect(args: &Args) -> Result<(), String> {
     let corpus_path = args.required("corpus")?;
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
-    let names =
-        detection::dictionary_names(Path::new(args.required("ontology")?), args.get("format").unwrap_or("auto"))?;
+    let names = detection::dictionary_names(
+        Path::new(args.required("ontology")?),
+        args.get("format").unwrap_or("auto"),
+        &roots_argument(args),
+    )?;
     let passes = args.get("passes").map_or(Ok(1), |p| p.parse::<usize>().map_err(|e| format!("--passes: {e}")))?;
     let scorer = match args.get("scorer") {
         Some(path) => Some(read_scorer(path, args.get("threshold"))?),
@@ -592,6 +595,12 @@ fn detect(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `--roots ID,ID`: the branches of the ontology detection is restricted to.
+fn roots_argument(args: &Args) -> Vec<String> {
+    let roots = args.get("roots").unwrap_or_default().split(',');
+    roots.map(str::trim).filter(|id| !id.is_empty()).map(String::from).collect()
+}
+
 fn read_scorer(path: &str, threshold: Option<&str>) -> Result<SpanScorer, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let mut scorer = SpanScorer::from_text(&text).map_err(|e| format!("{path}: {e}"))?;
@@ -604,8 +613,11 @@ fn read_scorer(path: &str, threshold: Option<&str>) -> Result<SpanScorer, String
 fn train_span_scorer(args: &Args) -> Result<(), String> {
     let corpus_path = args.required("corpus")?;
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
-    let names =
-        detection::dictionary_names(Path::new(args.required("ontology")?), args.get("format").unwrap_or("auto"))?;
+    let names = detection::dictionary_names(
+        Path::new(args.required("ontology")?),
+        args.get("format").unwrap_or("auto"),
+        &roots_argument(args),
+    )?;
     let mut training = Training::default();
     if let Some(seed) = args.get("seed") {
         training.seed = seed.parse().map_err(|e| format!("--seed: {e}"))?;

@@ -177,6 +177,31 @@ impl Concept {
     }
 }
 
+/// The concepts at or under `roots` (ids), given each concept's parents: the branches of an
+/// ontology that detection is restricted to (HPO's "Phenotypic abnormality" leaves out its modes
+/// of inheritance and frequencies). Cycles are harmless.
+pub fn descendants<'a>(
+    parents: impl IntoIterator<Item = (&'a str, &'a [String])>,
+    roots: &[String],
+) -> std::collections::HashSet<String> {
+    let mut children: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
+    for (id, parents) in parents {
+        for parent in parents {
+            children.entry(parent.as_str()).or_default().push(id);
+        }
+    }
+    let mut found: std::collections::HashSet<String> = roots.iter().cloned().collect();
+    let mut stack: Vec<&str> = roots.iter().map(String::as_str).collect();
+    while let Some(id) = stack.pop() {
+        for &child in children.get(id).into_iter().flatten() {
+            if found.insert(child.to_string()) {
+                stack.push(child);
+            }
+        }
+    }
+    found
+}
+
 /// A parsed ontology file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ontology {

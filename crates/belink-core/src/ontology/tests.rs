@@ -394,3 +394,22 @@ fn the_catalog_checks_exactly_the_name_kinds() {
     let kinds: Vec<&str> = NameKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(listed, kinds);
 }
+
+#[test]
+fn descendants_of_roots_follow_parents_through_cycles() {
+    let edges: Vec<(&str, Vec<String>)> = vec![
+        ("HP:0000118", vec!["HP:0000001".into()]),
+        ("HP:0000005", vec!["HP:0000001".into()]),
+        ("HP:0001250", vec!["HP:0000118".into()]),
+        ("HP:0002069", vec!["HP:0001250".into(), "HP:0000005".into()]),
+        ("HP:0003745", vec!["HP:0000005".into()]),
+        // A cycle under the root does not loop.
+        ("A", vec!["B".into(), "HP:0001250".into()]),
+        ("B", vec!["A".into()]),
+    ];
+    let under = descendants(edges.iter().map(|(id, p)| (*id, p.as_slice())), &["HP:0000118".to_string()]);
+    let mut under: Vec<&str> = under.iter().map(String::as_str).collect();
+    under.sort();
+    assert_eq!(under, ["A", "B", "HP:0000118", "HP:0001250", "HP:0002069"]);
+    assert!(descendants(edges.iter().map(|(id, p)| (*id, p.as_slice())), &[]).is_empty());
+}
