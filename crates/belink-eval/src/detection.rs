@@ -25,13 +25,61 @@ pub struct DetectionRun {
     pub dictionary_bytes: usize,
     /// Gold mentions no detection overlaps: (document, mention).
     pub missed: Vec<(String, String)>,
-    /// Gold mentions overlapped by detections of other spans: (document, mention, detected).
-    pub boundary: Vec<(String, String, String)>,
+    /// Gold mentions overlapped by detections of other spans: (document, mention, detected,
+    /// how the spans differ: see [`boundary_cause`]).
+    pub boundary: Vec<(String, String, String, &'static str)>,
     /// Detections that overlap no gold mention: (document, detected).
     pub spurious: Vec<(String, String)>,
 }
 
+/// The error classes the report counts, in its column order.
+pub const CAUSES: [&str; 9] = [
+    "missed: capitals",
+    "missed: one word",
+    "missed: several words",
+    "other span: wider",
+    "other span: narrower",
+    "other span: crossing",
+    "false positive: capitals",
+    "false positive: one word",
+    "false positive: several words",
+];
+
+/// How detections overlapping a gold mention differ from its span: all contain it (a
+/// modifier or a neighbour taken in), all lie inside it (words of the mention left out), or
+/// otherwise.
+fn boundary_cause(gold: (usize, usize), detected: &[(usize, usize)]) -> &'static str {
+    if detected.iter().all(|&(start, end)| start <= gold.0 && end >= gold.1) {
+        "wider"
+    } else if detected.iter().all(|&(start, end)| start >= gold.0 && end <= gold.1) {
+        "narrower"
+    } else {
+        "crossing"
+    }
+}
+
+/// A span's shape, for missed mentions and false positives: written in capitals (an acronym or
+/// a gene symbol: "RB1", "DM"), one word, or several.
+fn text_cause(text: &str) -> &'static str {
+    if !text.chars().any(char::is_lowercase) {
+        "capitals"
+    } else if !text.contains(|c: char| c.is_whitespace()) {
+        "one word"
+    } else {
+        "several words"
+    }
+}
+
 impl DetectionRun {
+    /// How many errors of each of [`CAUSES`].
+    pub fn cause_counts(&self) -> Vec<usize> {
+        let mut labels: Vec<String> = Vec::new();
+        labels.extend(self.missed.iter().map(|(_, m)| format!("missed: {}", text_cause(m))));
+        labels.extend(self.boundary.iter().map(|(.., cause)| format!("other span: {cause}")));
+        labels.extend(self.spurious.iter().map(|(_, d)| format!("false positive: {}", text_cause(d))));
+        CAUSES.iter().map(|cause| labels.iter().filter(|l| l == cause).count()).collect()
+    }
+
     /// Markdown: every missed gold mention, boundary error and false positive.
     pub fn errors(&self) -> String {
         let mut out = String::new();
@@ -44,7 +92,7 @@ impl DetectionRun {
             "\n### Other span ({})\n\n| document | gold mention | detected |\n|---|---|---|",
             self.boundary.len()
         );
-        for (document, mention, detected) in &self.boundary {
+        for (document, mention, detected, _) in &self.boundary {
             let _ = writeln!(out, "| {document} | {} | {} |", escape(mention), escape(detected));
         }
         let _ = writeln!(out, "\n### False positives ({})\n\n| document | detected |\n|---|---|", self.spurious.len());
@@ -128,8 +176,9 @@ pub fn evaluate(
             if overlapping.is_empty() {
                 missed.push((document.id.clone(), text(g)));
             } else if !overlapping.contains(&g) {
+                let cause = boundary_cause(g, &overlapping);
                 let found: Vec<String> = overlapping.into_iter().map(text).collect();
-                boundary.push((document.id.clone(), text(g), found.join("; ")));
+                boundary.push((document.id.clone(), text(g), found.join("; "), cause));
             }
         }
         for &p in predicted.iter().filter(|&&p| !gold.iter().any(|&g| overlaps(p, g))) {
@@ -211,5 +260,27 @@ mod tests {
         assert_eq!((strict.correct_predictions, strict.found_gold), (1, 1));
         assert_eq!((overlap.correct_predictions, overlap.found_gold), (2, 2));
         assert_eq!((overlap.predicted, overlap.gold), (3, 3));
+    }
+
+    #[test]
+    fn errors_are_classed_by_shape_and_by_how_spans_differ() {
+        assert_eq!(boundary_cause((10, 20), &[(5, 20)]), "wider");
+        assert_eq!(boundary_cause((10, 20), &[(12, 20), (10, 15)]), "narrower");
+        assert_eq!(boundary_cause((10, 20), &[(5, 15)]), "crossing");
+        assert_eq!(boundary_cause((10, 20), &[(5, 20), (12, 18)]), "crossing");
+        assert_eq!(text_cause("RB1"), "capitals");
+        assert_eq!(text_cause("tumours"), "one word");
+        assert_eq!(text_cause("genetic disease"), "several words");
+        let run = DetectionRun {
+            strict: Counts::default(),
+            overlap: Counts::default(),
+            documents_per_second: 0.0,
+            dictionary_build_seconds: 0.0,
+            dictionary_bytes: 0,
+            missed: vec![("d".into(), "DM".into()), ("d".into(), "short stature".into())],
+            boundary: vec![("d".into(), "tumor".into(), "solid tumor".into(), "wider")],
+            spurious: vec![("d".into(), "VHL".into())],
+        };
+        assert_eq!(run.cause_counts(), [1, 0, 1, 1, 0, 0, 1, 0, 0]);
     }
 }

@@ -592,6 +592,9 @@ fn detect(args: &Args) -> Result<(), String> {
         run.dictionary_build_seconds,
         run.dictionary_bytes as f64 / 1e6
     );
+    let causes: Vec<String> =
+        detection::CAUSES.iter().zip(run.cause_counts()).map(|(cause, n)| format!("{cause} {n}")).collect();
+    println!("\nerrors by cause: {}", causes.join(" · "));
     Ok(())
 }
 

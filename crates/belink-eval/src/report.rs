@@ -311,6 +311,24 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     }
     let _ = writeln!(w);
 
+    let _ = writeln!(w, "### Detection errors by cause\n");
+    let _ = writeln!(
+        w,
+        "The errors of the table above, by class: missed mentions and false positives by their shape \
+         (written in capitals: acronyms and gene symbols), other spans by how the detected span \
+         differs (*wider*: it contains the gold span, a modifier or a neighbour taken in; \
+         *narrower*: inside it, words of the mention left out; *crossing*: neither).\n"
+    );
+    let _ = writeln!(w, "| dataset | detection | {} |", crate::detection::CAUSES.join(" | "));
+    let _ = writeln!(w, "|---|---|{}", "---:|".repeat(crate::detection::CAUSES.len()));
+    for result in results {
+        for (label, run) in &result.detection {
+            let counts: Vec<String> = run.cause_counts().iter().map(usize::to_string).collect();
+            let _ = writeln!(w, "| {} | {label} | {} |", result.spec.name, counts.join(" | "));
+        }
+    }
+    let _ = writeln!(w);
+
     let _ = writeln!(w, "## Errors by cause (classic protocol, top-1 wrong)\n");
     let _ = writeln!(w, "The mentions themselves are listed in [errors.md](errors.md).\n");
     let _ = writeln!(w, "| dataset | dictionary | configuration | errors | {} |", cause_labels().join(" | "));
