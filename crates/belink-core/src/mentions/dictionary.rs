@@ -274,11 +274,6 @@ impl MentionDictionary {
         &self.names[index]
     }
 
-    /// Whether the token (folded) ends many of the names, as a plural too.
-    pub(crate) fn ends_names(&self, token: &str) -> bool {
-        self.lexicon.ends_names(&self.lexicon.key(token))
-    }
-
     pub fn pattern_count(&self) -> usize {
         self.patterns.len()
     }

@@ -13,7 +13,7 @@ use crate::fold::{tokenize, Token};
 use crate::interrupts::Ticker;
 use crate::mentions::abbreviations::find_abbreviations;
 use crate::mentions::dictionary::{resolve_overlaps, Detection, MentionDictionary};
-use crate::mentions::scorer::{ending_phrases, features, reshapings, Context, Origin, SpanScorer};
+use crate::mentions::scorer::{features, reshapings, Context, Origin, SpanScorer};
 use crate::mentions::variants::{gaps, Gap};
 
 /// Whether `chars[start..end]` is not part of a longer run of letters and digits.
@@ -268,8 +268,7 @@ impl<'a> Detected<'a> {
     }
 
     /// The detections' spans, one candidate per span and dictionary, and, for the dictionaries
-    /// `reshape` picks, the spans reshaped from them and the phrases ending in a name ending
-    /// that no detection has.
+    /// `reshape` picks, the spans reshaped from them that no detection has.
     fn candidates(&self, gaps: &[Gap], reshape: impl Fn(usize) -> bool) -> Vec<Candidate> {
         let token_at_start = |start: usize| self.tokens.binary_search_by_key(&start, |t| t.start).ok();
         let token_at_end = |end: usize| self.tokens.binary_search_by_key(&end, |t| t.end).ok();
@@ -310,21 +309,6 @@ impl<'a> Detected<'a> {
                 if let std::collections::hash_map::Entry::Vacant(slot) = index.entry((left, right, dictionary)) {
                     slot.insert(candidates.len());
                     candidates.push(Candidate { first: left, last: right, dictionary, detections: Vec::new(), origin });
-                }
-            }
-        }
-        for (d, dictionary) in self.dictionaries.iter().enumerate().filter(|&(d, _)| reshape(d)) {
-            for (last, token) in self.tokens.iter().enumerate() {
-                ticker.step();
-                if !dictionary.ends_names(&token.text) {
-                    continue;
-                }
-                for first in ending_phrases(last, &self.tokens, gaps) {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = index.entry((first, last, d)) {
-                        slot.insert(candidates.len());
-                        let origin = Origin::Ending;
-                        candidates.push(Candidate { first, last, dictionary: d, detections: Vec::new(), origin });
-                    }
                 }
             }
         }

@@ -15,7 +15,6 @@
 use std::fmt::Write as _;
 
 use crate::fold::Token;
-use crate::mentions::dictionary::is_stop_word;
 use crate::mentions::variants::Gap;
 
 /// Hashed feature space: 2^18 weights, 1 MB of f32 per backend.
@@ -43,9 +42,6 @@ pub enum Origin {
     },
     /// A detection's span with its edges moved by these many words (positive: wider).
     Reshaped { left: i8, right: i8 },
-    /// A phrase no name matches, ending in a word that ends many names ("autosomal dominant
-    /// disorder").
-    Ending,
 }
 
 /// The spans a detection at tokens `first..=last` may really be: its edges moved within
@@ -62,24 +58,6 @@ pub(crate) fn reshapings(first: usize, last: usize, gaps: &[Gap]) -> impl Iterat
             let origin = Origin::Reshaped { left: first as i8 - left as i8, right: right as i8 - last as i8 };
             (left, right, origin)
         })
-}
-
-/// Longest phrase, in words, ending in a name ending that is weighed.
-pub(crate) const MAX_ENDING_PHRASE: usize = 4;
-
-/// The phrases of one to [`MAX_ENDING_PHRASE`] words ending at token `last` (a name ending),
-/// inside its sentence, not starting with a stop word.
-pub(crate) fn ending_phrases<'a>(
-    last: usize,
-    tokens: &'a [Token],
-    gaps: &'a [Gap],
-) -> impl Iterator<Item = usize> + 'a {
-    (0..MAX_ENDING_PHRASE)
-        .map_while(move |back| {
-            let first = last.checked_sub(back)?;
-            (back == 0 || gaps[first + 1] != Gap::Break).then_some(first)
-        })
-        .filter(|&first| !is_stop_word(&tokens[first].text))
 }
 
 /// The text around a candidate span that its features read.
@@ -108,7 +86,6 @@ pub(crate) fn features(context: &Context, first: usize, last: usize, origin: Ori
                 add(&["origin", "variant"]);
             }
         }
-        Origin::Ending => add(&["origin", "ending"]),
         Origin::Reshaped { left, right } => {
             add(&["left moved", &left.to_string()]);
             add(&["right moved", &right.to_string()]);
@@ -390,20 +367,6 @@ mod tests {
         assert!(!spans.iter().any(|&(l, _)| l == 0), "never across the full stop");
         assert!(!spans.contains(&(3, 6)), "not the detection itself");
         assert!(spans.iter().all(|&(l, r)| l <= r));
-    }
-
-    #[test]
-    fn phrases_ending_in_a_name_ending_start_on_a_content_word_inside_the_sentence() {
-        let text = "Results. An autosomal dominant inherited disorder was seen";
-        let chars: Vec<char> = text.chars().collect();
-        let tokens = tokenize(text);
-        let gaps = gaps(&chars, &tokens);
-        // "disorder" is token 5, too general alone (a stop word); "an" (1) is a stop word and
-        // "results" (0) is across the full stop.
-        let firsts: Vec<usize> = ending_phrases(5, &tokens, &gaps).collect();
-        assert_eq!(firsts, [4, 3, 2]);
-        let firsts: Vec<usize> = ending_phrases(2, &tokens, &gaps).collect();
-        assert_eq!(firsts, [2], "not from the stop word, not across the sentence end");
     }
 
     #[test]

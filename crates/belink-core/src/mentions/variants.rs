@@ -33,8 +33,6 @@ use super::dictionary::is_stop_word;
 
 /// A word counts as a modifier when it makes at least this many names out of other names.
 const MIN_MODIFIER_NAMES: usize = 5;
-/// A word ending at least this many names of several words is a name ending.
-const MIN_ENDING_NAMES: usize = 20;
 /// Shorter words are never plurals ("gas", "ras").
 const MIN_PLURAL_CHARS: usize = 4;
 /// (suffix, replacement) from plural to singular, tried in order; the first singular that is a
@@ -88,9 +86,6 @@ pub(crate) struct Lexicon {
     /// Words that head "H of X" names ("abnormality", "deficiency"): their names are also
     /// written "X H", and the other way round.
     heads: HashSet<Box<str>>,
-    /// Words that end many names ("disease", "syndrome", "deficiency"): the span scorer weighs
-    /// the short phrases ending in them that no name matches ("autosomal dominant disorder").
-    name_endings: HashSet<Box<str>>,
 }
 
 impl Lexicon {
@@ -116,7 +111,6 @@ impl Lexicon {
             modifiers: HashSet::default(),
             qualifiers: HashSet::default(),
             heads: HashSet::default(),
-            name_endings: HashSet::default(),
         };
         let keyed: HashSet<String> = forms.map(|form| lexicon.key_form(form)).collect();
         // How often each word prefixes a name to make another name, and ends a longer name.
@@ -140,12 +134,6 @@ impl Lexicon {
             .into_iter()
             .filter(|&(head, count)| count >= MIN_MODIFIER_NAMES && !is_stop_word(head))
             .map(|(head, _)| Box::from(head))
-            .collect();
-        lexicon.name_endings = last_words
-            .iter()
-            // "disease" and "syndrome" are stop words (no names alone) but the endings wanted.
-            .filter(|&(word, &count)| count >= MIN_ENDING_NAMES && word.len() >= 3)
-            .map(|(word, _)| Box::from(*word))
             .collect();
         for (word, count) in prefixes {
             // "Disease X", "Human X": general words are no modifiers.
@@ -210,11 +198,6 @@ impl Lexicon {
         Vec::new()
     }
 
-    /// Whether the word (a key) ends many of the names.
-    pub fn ends_names(&self, key: &str) -> bool {
-        self.name_endings.contains(key)
-    }
-
     pub fn is_modifier(&self, key: &str) -> bool {
         self.modifiers.contains(key)
     }
@@ -233,7 +216,6 @@ impl Lexicon {
             + set(&self.modifiers)
             + set(&self.qualifiers)
             + set(&self.heads)
-            + set(&self.name_endings)
     }
 }
 
@@ -344,18 +326,6 @@ mod tests {
         assert!(!lexicon.is_qualifier("familial"));
         // Four names are not enough.
         assert!(!lexicon.is_modifier("ataxia"));
-    }
-
-    #[test]
-    fn name_endings_end_many_names() {
-        let syndromes: Vec<String> = (0..20).map(|i| format!("Type{i} syndrome")).collect();
-        let diseases: Vec<String> = (0..19).map(|i| format!("Type{i} disease")).collect();
-        let of: Vec<String> = (0..20).map(|i| format!("Kind{i} of")).collect();
-        let names: Vec<&str> = syndromes.iter().chain(&diseases).chain(&of).map(String::as_str).collect();
-        let lexicon = lexicon(&names);
-        assert!(lexicon.ends_names("syndrome"));
-        assert!(!lexicon.ends_names("disease"), "19 names are not enough");
-        assert!(!lexicon.ends_names("of"), "never a word of two letters");
     }
 
     #[test]
