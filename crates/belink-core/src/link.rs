@@ -95,7 +95,8 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             }
             slots.push(mine);
         }
-        // Detected mentions are exact dictionary matches: exact and dense retrieval rank them.
+        // Detected mentions are dictionary matches, or spans a few words around one (the span
+        // scorer's): exact and dense retrieval rank them.
         let k = if rerank { self.settings.top_k.max(1) } else { 1 };
         let decisions = self.decide(&requests, k, Lexical::ExactOnly)?;
         Ok(found

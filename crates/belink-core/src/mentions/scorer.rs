@@ -55,7 +55,9 @@ pub(crate) fn reshapings(first: usize, last: usize, gaps: &[Gap]) -> impl Iterat
         .filter(move |&span| span != (first, last))
         .filter(move |&(left, right)| gaps[left + 1..=right].iter().all(|&g| g != Gap::Break))
         .map(move |(left, right)| {
-            let origin = Origin::Reshaped { left: first as i8 - left as i8, right: right as i8 - last as i8 };
+            // The moves are a few words, whatever the indices.
+            let moved = |from: usize, to: usize| (to as isize - from as isize) as i8;
+            let origin = Origin::Reshaped { left: moved(left, first), right: moved(last, right) };
             (left, right, origin)
         })
 }
@@ -367,6 +369,13 @@ mod tests {
         assert!(!spans.iter().any(|&(l, _)| l == 0), "never across the full stop");
         assert!(!spans.contains(&(3, 6)), "not the detection itself");
         assert!(spans.iter().all(|&(l, r)| l <= r));
+        // Token indices past 127 (found by the fuzzer: an i8 overflow).
+        let long = format!("{}The severe G6PD deficiency was seen", "word ".repeat(300));
+        let chars: Vec<char> = long.chars().collect();
+        let long_gaps = crate::mentions::variants::gaps(&chars, &tokenize(&long));
+        let moves: Vec<Origin> = reshapings(303, 306, &long_gaps).map(|(.., origin)| origin).collect();
+        assert!(moves.contains(&Origin::Reshaped { left: 1, right: 0 }));
+        assert!(moves.contains(&Origin::Reshaped { left: -2, right: 1 }));
     }
 
     #[test]
