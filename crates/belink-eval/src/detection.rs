@@ -222,6 +222,12 @@ pub fn train_scorer(
     Ok((scorer, [examples.len(), mentions, unreachable]))
 }
 
+/// A span scorer file.
+pub fn read_scorer(path: &str) -> Result<SpanScorer, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    SpanScorer::from_text(&text).map_err(|e| format!("{path}: {e}"))
+}
+
 /// A run's span figures as JSON (for manifests).
 pub fn figures(run: &DetectionRun) -> serde_json::Value {
     serde_json::json!({

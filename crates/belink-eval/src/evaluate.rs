@@ -12,7 +12,6 @@ use crate::configs::CONFIGS;
 use crate::db::db_message;
 use crate::protocol::{is_correct, queries, Protocol, Query};
 use belink_core::ids::canonical;
-use belink_core::mentions::scorer::SpanScorer;
 
 /// Candidates fetched per query: accuracy@k is reported up to this k.
 pub const MAX_K: usize = 10;
@@ -229,8 +228,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
             crate::detection::dictionary_names(std::path::Path::new(file), &spec.format, &spec.detection_roots)?;
         detection.push(("dictionary".to_string(), crate::detection::evaluate(names.clone(), &documents, 1, None)?));
         if let Some(path) = &spec.span_scorer {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-            let scorer = SpanScorer::from_text(&text).map_err(|e| format!("{path}: {e}"))?;
+            let scorer = crate::detection::read_scorer(path)?;
             detection
                 .push(("span scorer".to_string(), crate::detection::evaluate(names, &documents, 1, Some(&scorer))?));
         }

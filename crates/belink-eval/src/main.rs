@@ -70,8 +70,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use belink_core::mentions::dictionary::DictionaryName;
 use belink_core::mentions::scorer::{SpanScorer, Training};
-use belink_eval::corpus::load_corpus;
+use belink_eval::corpus::{load_corpus, Document};
 use postgres::{Client, NoTls};
 
 use args::Args;
@@ -567,13 +568,7 @@ fn link(args: &Args) -> Result<(), String> {
 }
 
 fn detect(args: &Args) -> Result<(), String> {
-    let corpus_path = args.required("corpus")?;
-    let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
-    let names = detection::dictionary_names(
-        Path::new(args.required("ontology")?),
-        args.get("format").unwrap_or("auto"),
-        &roots_argument(args),
-    )?;
+    let (_, documents, names) = corpus_and_dictionary_names(args)?;
     let passes = args.get("passes").map_or(Ok(1), |p| p.parse::<usize>().map_err(|e| format!("--passes: {e}")))?;
     let scorer = match args.get("scorer") {
         Some(path) => Some(read_scorer(path, args.get("threshold"))?),
@@ -598,22 +593,9 @@ fn detect(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// `--roots ID,ID`: the branches of the ontology detection is restricted to.
-fn roots_argument(args: &Args) -> Vec<String> {
-    let roots = args.get("roots").unwrap_or_default().split(',');
-    roots.map(str::trim).filter(|id| !id.is_empty()).map(String::from).collect()
-}
-
-fn read_scorer(path: &str, threshold: Option<&str>) -> Result<SpanScorer, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut scorer = SpanScorer::from_text(&text).map_err(|e| format!("{path}: {e}"))?;
-    if let Some(threshold) = threshold {
-        scorer.threshold = threshold.parse().map_err(|e| format!("--threshold: {e}"))?;
-    }
-    Ok(scorer)
-}
-
-fn train_span_scorer(args: &Args) -> Result<(), String> {
+/// `--corpus`'s path and documents, and the detection names of `--ontology` (`--format`,
+/// `--roots`).
+fn corpus_and_dictionary_names(args: &Args) -> Result<(&str, Vec<Document>, Vec<DictionaryName>), String> {
     let corpus_path = args.required("corpus")?;
     let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
     let names = detection::dictionary_names(
@@ -621,6 +603,25 @@ fn train_span_scorer(args: &Args) -> Result<(), String> {
         args.get("format").unwrap_or("auto"),
         &roots_argument(args),
     )?;
+    Ok((corpus_path, documents, names))
+}
+
+/// `--roots ID,ID`: the branches of the ontology detection is restricted to.
+fn roots_argument(args: &Args) -> Vec<String> {
+    let roots = args.get("roots").unwrap_or_default().split(',');
+    roots.map(str::trim).filter(|id| !id.is_empty()).map(String::from).collect()
+}
+
+fn read_scorer(path: &str, threshold: Option<&str>) -> Result<SpanScorer, String> {
+    let mut scorer = detection::read_scorer(path)?;
+    if let Some(threshold) = threshold {
+        scorer.threshold = threshold.parse().map_err(|e| format!("--threshold: {e}"))?;
+    }
+    Ok(scorer)
+}
+
+fn train_span_scorer(args: &Args) -> Result<(), String> {
+    let (corpus_path, documents, names) = corpus_and_dictionary_names(args)?;
     let mut training = Training::default();
     if let Some(seed) = args.get("seed") {
         training.seed = seed.parse().map_err(|e| format!("--seed: {e}"))?;
