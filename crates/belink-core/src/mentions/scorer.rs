@@ -268,11 +268,6 @@ impl SpanScorer {
     pub fn weights(&self) -> usize {
         self.weights.iter().filter(|w| **w != 0.0).count()
     }
-
-    /// Bytes of heap the scorer holds.
-    pub fn memory_usage(&self) -> usize {
-        self.weights.capacity() * std::mem::size_of::<f32>()
-    }
 }
 
 fn sigmoid(x: f32) -> f32 {
