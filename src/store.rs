@@ -4,6 +4,7 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
+use belink_core::decision::prompt::SYNONYMS_READ;
 use belink_core::error::Result;
 use belink_core::ontology::NameKind;
 use belink_core::ports::{ConceptDetails, ConceptKey, DenseSearch, IndexPart, NameStore};
@@ -271,12 +272,17 @@ impl NameStore for SpiNameStore<'_, '_> {
             "SELECT c.ontology, c.concept_id, c.definition,
                     ARRAY(SELECT n.name FROM belink.names n
                           WHERE n.ontology = c.ontology AND n.concept_id = c.concept_id AND n.kind = ANY($3)
-                          ORDER BY n.name_id LIMIT 3)
+                          ORDER BY n.name_id LIMIT $4)
              FROM belink.concepts c
              JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS w(ontology, concept_id)) w
                USING (ontology, concept_id)",
-            &[TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
-            &[ontologies.into(), ids.into(), NameKind::texts(&NameKind::PROMPT_SYNONYMS).into()],
+            &[TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, PgOid::BuiltIn(PgBuiltInOids::INT4OID)],
+            &[
+                ontologies.into(),
+                ids.into(),
+                NameKind::texts(&NameKind::PROMPT_SYNONYMS).into(),
+                (SYNONYMS_READ as i32).into(),
+            ],
             "reading candidate details",
         )
         .filter_map(|row| {

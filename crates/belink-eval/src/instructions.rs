@@ -2,6 +2,11 @@
 //! annotated corpus and an ontology loaded in BeLink. Each gold mention becomes one example:
 //! the mention in its context and k candidates from BeLink's own retrieval (hard negatives),
 //! the gold concept at a random position, or absent in a share of examples (answer: none).
+//! With `synonyms`, concepts of the ontology add examples of their own: one of a concept's
+//! synonyms plays the mention (without context, as `belink_normalize` sees one), and is not
+//! shown among the gold candidate's synonyms.
+//! With `uncertain_only`, mentions that retrieval decides alone (a unique exact match: the
+//! re-ranker is never asked) are left out.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,6 +15,7 @@ use std::path::Path;
 use belink_core::decision::context::context_window;
 use belink_core::decision::prompt::{
     item_suffix, labels_for, shared_prefix, user_message, ChatTemplate, PromptCandidate, RerankItem, INSTRUCTION,
+    SYNONYMS_READ,
 };
 use belink_core::ontology::NameKind;
 use belink_eval::corpus::load_corpus;
@@ -26,6 +32,19 @@ pub struct Options {
     pub seed: u64,
     pub template: ChatTemplate,
     pub context_chars: usize,
+    /// Examples drawn from the ontology's synonyms, beyond the corpus's.
+    pub synonyms: usize,
+    pub uncertain_only: bool,
+}
+
+/// How many examples were written, and why others were not.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub written: usize,
+    pub from_corpus: usize,
+    pub from_synonyms: usize,
+    pub gold_absent: usize,
+    pub decided_by_retrieval: usize,
 }
 
 /// A small deterministic generator (xorshift64*): the same seed gives the same data set.
@@ -52,84 +71,144 @@ struct Concept {
     id: String,
     name: String,
     definition: Option<String>,
+    /// All its synonyms, in name_id order.
     synonyms: Vec<String>,
     ids: Vec<String>,
 }
 
-/// Writes the examples to `out` (JSON lines) and returns how many (with the gold absent).
+/// Writes the examples to `out` (JSON lines).
 pub fn write_examples(
     client: &mut Client,
-    corpus: &Path,
+    corpus: Option<&Path>,
     ontology: &str,
     out: &Path,
     options: &Options,
-) -> Result<(usize, usize), String> {
-    let documents = load_corpus(corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+) -> Result<Counts, String> {
+    let documents = match corpus {
+        Some(path) => load_corpus(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => Vec::new(),
+    };
     let concepts = concepts(client, ontology)?;
     let by_id: HashMap<&str, usize> =
         concepts.iter().enumerate().flat_map(|(i, c)| c.ids.iter().map(move |id| (id.as_str(), i))).collect();
     let mut random = Random(options.seed.max(1));
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?);
-    let (mut written, mut absent) = (0, 0);
+    let mut counts = Counts::default();
+    let mut writer = Writer { client, ontology, options, concepts: &concepts, by_id: &by_id, file: &mut file };
     for document in &documents {
         for mention in &document.mentions {
             let gold_ids: Vec<String> = mention.concept_ids().iter().map(|id| canonical(id)).collect();
             let [gold_id] = &gold_ids[..] else { continue }; // one concept per example
             let Some(&gold) = by_id.get(gold_id.as_str()) else { continue };
-            let rows = client
-                .query(
-                    "SELECT concept_id FROM belink_candidates($1, $2, $3)",
-                    &[&mention.text, &ontology, &((options.k + 1) as i32)],
-                )
-                .map_err(|e| format!("belink_candidates({:?}): {}", mention.text, db_message(&e)))?;
-            let mut negatives: Vec<usize> = rows
-                .iter()
-                .filter_map(|r| by_id.get(canonical(&r.get::<_, String>(0)).as_str()).copied())
-                .filter(|&c| c != gold)
-                .collect();
-            negatives.dedup();
-            let leave_out = random.chance(options.absent_share);
-            let mut chosen: Vec<usize> =
-                negatives.into_iter().take(if leave_out { options.k } else { options.k - 1 }).collect();
-            let answer = if leave_out {
-                absent += 1;
-                chosen.len()
-            } else {
-                let position = random.below(chosen.len() + 1);
-                chosen.insert(position, gold);
-                position
-            };
-            let item = RerankItem {
-                mention: mention.text.clone(),
-                context: Some(context_window(&document.text, mention.start, mention.end, options.context_chars)),
-                candidates: chosen
-                    .iter()
-                    .map(|&c| PromptCandidate {
-                        name: concepts[c].name.clone(),
-                        synonyms: concepts[c].synonyms.clone(),
-                        definition: concepts[c].definition.clone(),
-                    })
-                    .collect(),
-            };
-            let label = labels_for(item.candidates.len())[answer];
-            let record = json!({
-                "prompt": format!("{}{}", shared_prefix(options.template), item_suffix(&item, options.template)),
-                "answer": label,
-                "messages": [
-                    {"role": "system", "content": INSTRUCTION},
-                    {"role": "user", "content": user_message(&item)},
-                    {"role": "assistant", "content": label},
-                ],
-                "gold": concepts[gold].id,
-                "gold_present": !leave_out,
-                "document": document.id,
-            });
-            writeln!(file, "{record}").map_err(|e| e.to_string())?;
-            written += 1;
+            let context = context_window(&document.text, mention.start, mention.end, options.context_chars);
+            let example = Example { mention: &mention.text, context: Some(context), gold, hidden_synonym: None };
+            writer.write(&example, &document.id, &mut random, &mut counts)?;
         }
     }
+    counts.from_corpus = counts.written;
+    // Synonym examples: concepts in a random order, one synonym each.
+    let mut order: Vec<usize> = (0..concepts.len()).filter(|&c| !concepts[c].synonyms.is_empty()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, random.below(i + 1));
+    }
+    for &c in &order {
+        if counts.written - counts.from_corpus >= options.synonyms {
+            break;
+        }
+        let synonym = &concepts[c].synonyms[random.below(concepts[c].synonyms.len())];
+        let example = Example { mention: synonym, context: None, gold: c, hidden_synonym: Some(synonym) };
+        writer.write(&example, "synonyms", &mut random, &mut counts)?;
+    }
+    counts.from_synonyms = counts.written - counts.from_corpus;
     file.flush().map_err(|e| e.to_string())?;
-    Ok((written, absent))
+    Ok(counts)
+}
+
+struct Example<'a> {
+    mention: &'a str,
+    context: Option<String>,
+    gold: usize,
+    /// A synonym of the gold concept not shown in its candidate (it plays the mention).
+    hidden_synonym: Option<&'a str>,
+}
+
+struct Writer<'a, W: Write> {
+    client: &'a mut Client,
+    ontology: &'a str,
+    options: &'a Options,
+    concepts: &'a [Concept],
+    by_id: &'a HashMap<&'a str, usize>,
+    file: &'a mut W,
+}
+
+impl<W: Write> Writer<'_, W> {
+    fn write(&mut self, example: &Example, source: &str, random: &mut Random, counts: &mut Counts) -> Result<(), String> {
+        let (options, concepts) = (self.options, self.concepts);
+        let rows = self
+            .client
+            .query(
+                "SELECT concept_id, exact_rank FROM belink_candidates($1, $2, $3)",
+                &[&example.mention, &self.ontology, &((options.k + 1) as i32)],
+            )
+            .map_err(|e| format!("belink_candidates({:?}): {}", example.mention, db_message(&e)))?;
+        let exact = rows.iter().filter(|r| r.get::<_, Option<i32>>(1) == Some(1)).count();
+        if options.uncertain_only && exact == 1 && example.hidden_synonym.is_none() {
+            counts.decided_by_retrieval += 1;
+            return Ok(());
+        }
+        let mut negatives: Vec<usize> = rows
+            .iter()
+            .filter_map(|r| self.by_id.get(canonical(&r.get::<_, String>(0)).as_str()).copied())
+            .filter(|&c| c != example.gold)
+            .collect();
+        negatives.dedup();
+        let leave_out = random.chance(options.absent_share);
+        let mut chosen: Vec<usize> =
+            negatives.into_iter().take(if leave_out { options.k } else { options.k - 1 }).collect();
+        let answer = if leave_out {
+            counts.gold_absent += 1;
+            chosen.len()
+        } else {
+            let position = random.below(chosen.len() + 1);
+            chosen.insert(position, example.gold);
+            position
+        };
+        let item = RerankItem {
+            mention: example.mention.to_string(),
+            context: example.context.clone(),
+            candidates: chosen
+                .iter()
+                .map(|&c| PromptCandidate {
+                    name: concepts[c].name.clone(),
+                    synonyms: concepts[c]
+                        .synonyms
+                        .iter()
+                        .filter(|s| c != example.gold || Some(s.as_str()) != example.hidden_synonym)
+                        .take(SYNONYMS_READ)
+                        .cloned()
+                        .collect(),
+                    definition: concepts[c].definition.clone(),
+                })
+                .collect(),
+        };
+        let labels = labels_for(item.candidates.len());
+        let record = json!({
+            "prompt": format!("{}{}", shared_prefix(options.template), item_suffix(&item, options.template)),
+            "answer": labels[answer],
+            "options": labels.len(),
+            "messages": [
+                {"role": "system", "content": INSTRUCTION},
+                {"role": "user", "content": user_message(&item)},
+                {"role": "assistant", "content": labels[answer]},
+            ],
+            "gold": concepts[example.gold].id,
+            "gold_present": !leave_out,
+            "source": source,
+        });
+        writeln!(self.file, "{record}").map_err(|e| e.to_string())?;
+        counts.written += 1;
+        Ok(())
+    }
 }
 
 fn concepts(client: &mut Client, ontology: &str) -> Result<Vec<Concept>, String> {
@@ -137,7 +216,7 @@ fn concepts(client: &mut Client, ontology: &str) -> Result<Vec<Concept>, String>
         .query(
             "SELECT c.concept_id, c.name, c.definition, c.alt_ids,
                     ARRAY(SELECT n.name FROM belink.names n WHERE n.ontology = c.ontology AND n.concept_id = c.concept_id
-                          AND n.kind = ANY($2) ORDER BY n.name_id LIMIT 3)
+                          AND n.kind = ANY($2) ORDER BY n.name_id)
              FROM belink.concepts c WHERE c.ontology = $1 AND NOT c.obsolete",
             &[&ontology, &NameKind::texts(&NameKind::PROMPT_SYNONYMS)],
         )

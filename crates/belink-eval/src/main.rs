@@ -25,8 +25,9 @@
 //!       mentions only)
 //!   belink-eval memory --dsn DSN [--connections 16]
 //!       resident memory of the model server, and of backends before and after belink_embed
-//!   belink-eval instructions --dsn DSN --corpus PATH --ontology NAME --out FILE.jsonl
+//!   belink-eval instructions --dsn DSN [--corpus PATH] --ontology NAME --out FILE.jsonl
 //!                            [--k 10] [--absent 0.15] [--seed 42] [--template chatml|llama3|plain]
+//!                            [--synonyms N] [--mentions all|uncertain]
 //!       set-wise instruction-tuning examples for the re-ranker (see README)
 //!   belink-eval stress --dsn DSN --corpus PATH --ontology NAME [--clients 16] [--seconds 300]
 //!                      [--kill-server N] [--cancel N] [--annotate-interrupts N]
@@ -491,7 +492,7 @@ fn annotate_scale(args: &Args) -> Result<(), String> {
 
 fn instructions(args: &Args) -> Result<(), String> {
     use belink_core::decision::prompt::ChatTemplate;
-    let corpus = Path::new(args.required("corpus")?);
+    let corpus = args.get("corpus").map(Path::new);
     let ontology = args.required("ontology")?;
     let out = Path::new(args.required("out")?);
     let number = |flag: &str, default: &str| args.get(flag).unwrap_or(default).to_string();
@@ -506,6 +507,12 @@ fn instructions(args: &Args) -> Result<(), String> {
             other => return Err(format!("unknown --template {other}: chatml, llama3 or plain")),
         },
         context_chars: 200,
+        synonyms: number("synonyms", "0").parse().map_err(|_| "bad --synonyms")?,
+        uncertain_only: match args.get("mentions").unwrap_or("all") {
+            "all" => false,
+            "uncertain" => true,
+            other => return Err(format!("unknown --mentions {other}: all or uncertain")),
+        },
     };
     if !(1..=belink_core::decision::prompt::MAX_CANDIDATES).contains(&options.k)
         || !(0.0..=1.0).contains(&options.absent_share)
@@ -513,8 +520,17 @@ fn instructions(args: &Args) -> Result<(), String> {
         return Err("--k must be 1..25 and --absent between 0 and 1".into());
     }
     let mut client = connect(args)?;
-    let (written, absent) = instructions::write_examples(&mut client, corpus, ontology, out, &options)?;
-    eprintln!("belink-eval: {written} examples ({absent} without their gold concept) written to {}", out.display());
+    let counts = instructions::write_examples(&mut client, corpus, ontology, out, &options)?;
+    eprintln!(
+        "belink-eval: {} examples ({} from the corpus, {} from synonyms; {} without their gold concept) written to {}; \
+         {} mentions left out because retrieval decides them alone",
+        counts.written,
+        counts.from_corpus,
+        counts.from_synonyms,
+        counts.gold_absent,
+        out.display(),
+        counts.decided_by_retrieval
+    );
     Ok(())
 }
 

@@ -128,9 +128,9 @@ const CHECKPOINT_JSON: &str = "checkpoint.json";
 const NEIGHBOURS_KEY: &str = "batching.neighbours";
 
 /// AdamW's moments of one parameter.
-struct Moments {
-    m: Vec<f32>,
-    v: Vec<f32>,
+pub(crate) struct Moments {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
 }
 
 pub struct Trainer {
@@ -735,18 +735,18 @@ fn info_nce(vectors: &Tensor, labels: &[usize], temperature: f64) -> candle_core
 }
 
 /// AdamW (decoupled weight decay, bias-corrected moments), as PyTorch's.
-struct AdamW {
-    lr: f32,
-    weight_decay: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    correction1: f32,
-    correction2: f32,
+pub(crate) struct AdamW {
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub correction1: f32,
+    pub correction2: f32,
 }
 
 impl AdamW {
-    fn update(&self, var: &Var, grad: &Tensor, moments: &mut Moments) -> candle_core::Result<()> {
+    pub fn update(&self, var: &Var, grad: &Tensor, moments: &mut Moments) -> candle_core::Result<()> {
         let grad = grad.contiguous()?;
         if var.device().is_cpu() && var.dtype() == DType::F32 && var.is_contiguous() {
             // One fused pass, in place, over the parameter, its gradient and its moments.

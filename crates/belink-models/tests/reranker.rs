@@ -69,6 +69,7 @@ fn tiny_model_prefix_reuse_and_batching_give_the_same_logits() {
     let reranker = Reranker::load(
         &belink_models::llm::testing::write_tiny_llama(&dir.path().join("tiny-llama.gguf"), &default_model()).unwrap(),
         &Device::Cpu,
+        None,
     )
     .unwrap();
     assert!(reranker.prefix_len() > 50, "the instruction prefix is cached");
@@ -99,17 +100,17 @@ fn tiny_model_prefix_reuse_and_batching_give_the_same_logits() {
 
 #[test]
 fn missing_and_foreign_model_files_are_clear_errors() {
-    let missing = Reranker::load(Path::new("/nonexistent/model.gguf"), &Device::Cpu).err().unwrap();
+    let missing = Reranker::load(Path::new("/nonexistent/model.gguf"), &Device::Cpu, None).err().unwrap();
     assert!(missing.to_string().contains("/nonexistent/model.gguf does not exist"), "{missing}");
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"not a model at all").unwrap();
-    let error = Reranker::load(&junk, &Device::Cpu).err().unwrap();
+    let error = Reranker::load(&junk, &Device::Cpu, None).err().unwrap();
     assert!(error.to_string().contains("not a GGUF file"), "{error}");
     let full = std::fs::read(default_model()).unwrap();
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
-    assert!(Reranker::load(&truncated, &Device::Cpu).is_err());
+    assert!(Reranker::load(&truncated, &Device::Cpu, None).is_err());
 }
 
 #[test]
@@ -130,7 +131,7 @@ fn tokenizer_rebuilt_from_gguf_matches_llama_cpp() {
 
 #[test]
 fn label_scoring_agrees_with_greedy_generation_on_the_default_model() {
-    let reranker = Reranker::load(&default_model(), &Device::Cpu).unwrap();
+    let reranker = Reranker::load(&default_model(), &Device::Cpu, None).unwrap();
     let items = items();
     let scored = reranker.score(&items).unwrap();
     let mut comparable = 0;
@@ -146,4 +147,136 @@ fn label_scoring_agrees_with_greedy_generation_on_the_default_model() {
     // answers that are labels, scoring must pick the same one.
     assert!(comparable >= 2, "greedy generation answered with labels for {comparable} of {} prompts", items.len());
     assert_eq!(agree, comparable, "scoring and generation disagree");
+}
+
+// ---- instruction tuning (LoRA) ----------------------------------------------------------
+
+use belink_core::decision::prompt::{item_suffix, labels_for, ChatTemplate};
+use belink_models::llm::tune::{load_adapter, save_adapter, RerankerTuner, TuneConfig, TuneExample};
+
+/// The items as training examples, each answered with `answers[i]`.
+fn examples(answers: &[usize]) -> Vec<TuneExample> {
+    items()
+        .iter()
+        .zip(answers)
+        .map(|(item, &answer)| TuneExample {
+            suffix: item_suffix(item, ChatTemplate::ChatMl),
+            answer,
+            options: labels_for(item.candidates.len()).len(),
+        })
+        .collect()
+}
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    belink_models::llm::testing::write_tiny_llama(&dir.join("tiny-llama.gguf"), &default_model()).unwrap()
+}
+
+fn tiny_config() -> TuneConfig {
+    TuneConfig { rank: 4, alpha: 8.0, learning_rate: 1e-2, batch_size: 3, epochs: 40, ..TuneConfig::default() }
+}
+
+#[test]
+fn tuning_learns_the_answers_and_the_merged_model_serves_what_was_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    // Answers the random model does not already give: candidate B, A, then "none of these".
+    let examples = examples(&[1, 0, 2]);
+    let mut tuner = RerankerTuner::new(&model, &examples, tiny_config(), &Device::Cpu).unwrap();
+    let first = tuner.step().unwrap().unwrap();
+    let mut last = first;
+    while let Some(step) = tuner.step().unwrap() {
+        last = step;
+    }
+    assert_eq!(last.step, 40);
+    assert!(last.loss < first.loss * 0.2, "loss {} -> {}", first.loss, last.loss);
+    assert_eq!(last.right, 3, "every answer ranks first after training");
+
+    let adapter = dir.path().join("adapter.safetensors");
+    save_adapter(tuner.adapters(), &adapter).unwrap();
+    let served = Reranker::load(&model, &Device::Cpu, Some(&adapter)).unwrap();
+    let logits = served.label_logits(&items(), true).unwrap();
+    for (i, row) in logits.iter().enumerate() {
+        let trained = tuner.example_logits(i).unwrap();
+        assert!(max_difference(&[trained], std::slice::from_ref(row)) < 1e-4, "item {i}: merged != adapted");
+    }
+    let choices: Vec<usize> = served
+        .score(&items())
+        .unwrap()
+        .iter()
+        .map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap())
+        .collect();
+    assert_eq!(choices, [1, 0, 2]);
+    let base = Reranker::load(&model, &Device::Cpu, None).unwrap().label_logits(&items(), true).unwrap();
+    assert!(max_difference(&base, &logits) > 0.1, "the adapter changes the model");
+}
+
+#[test]
+fn only_the_top_layers_may_be_adapted() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let config = TuneConfig { top_layers: 1, epochs: 5, ..tiny_config() };
+    let mut tuner = RerankerTuner::new(&model, &examples(&[1, 0, 2]), config, &Device::Cpu).unwrap();
+    while tuner.step().unwrap().is_some() {}
+    let adapters = tuner.adapters();
+    assert!(adapters.layers[0].is_none() && adapters.layers[1].is_some());
+    let adapter = dir.path().join("top.safetensors");
+    save_adapter(adapters, &adapter).unwrap();
+    let loaded = load_adapter(&adapter, &Device::Cpu).unwrap();
+    assert!(loaded.layers[0].is_none() && loaded.layers[1].is_some() && loaded.rank == 4);
+    let served = Reranker::load(&model, &Device::Cpu, Some(&adapter)).unwrap();
+    let logits = served.label_logits(&items()[..1], true).unwrap();
+    assert!(max_difference(&[tuner.example_logits(0).unwrap()], &logits) < 1e-4);
+}
+
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let examples = examples(&[1, 0, 2]);
+    let config = TuneConfig { batch_size: 1, epochs: 2, ..tiny_config() };
+    let mut whole = RerankerTuner::new(&model, &examples, config.clone(), &Device::Cpu).unwrap();
+    while whole.step().unwrap().is_some() {}
+
+    let checkpoints = dir.path().join("checkpoints");
+    let mut first = RerankerTuner::new(&model, &examples, config, &Device::Cpu).unwrap();
+    for _ in 0..4 {
+        first.step().unwrap();
+    }
+    first.save_checkpoint(&checkpoints).unwrap();
+    drop(first);
+    let mut resumed = RerankerTuner::resume(&model, &checkpoints, &examples, &Device::Cpu).unwrap();
+    assert_eq!((resumed.steps_done(), resumed.steps_total()), (4, 6));
+    while resumed.step().unwrap().is_some() {}
+    for i in 0..examples.len() {
+        let (a, b) = (whole.example_logits(i).unwrap(), resumed.example_logits(i).unwrap());
+        assert!(max_difference(&[a], &[b]) < 1e-5, "example {i}");
+    }
+    let other = with_another_answer(&examples);
+    let error = RerankerTuner::resume(&model, &checkpoints, &other, &Device::Cpu).err().unwrap();
+    assert!(error.to_string().contains("examples changed"), "{error}");
+}
+
+fn with_another_answer(examples: &[TuneExample]) -> Vec<TuneExample> {
+    let mut other = examples.to_vec();
+    other[0].answer = 0;
+    other
+}
+
+#[test]
+fn adapter_files_that_do_not_fit_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = load_adapter(&dir.path().join("none.safetensors"), &Device::Cpu).err().unwrap();
+    assert!(missing.to_string().contains("does not exist"), "{missing}");
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not safetensors").unwrap();
+    assert!(load_adapter(&junk, &Device::Cpu).is_err());
+    // An adapter of the tiny model does not fit the default model.
+    let model = tiny_model(dir.path());
+    let tuner =
+        RerankerTuner::new(&model, &examples(&[0, 0, 0]), TuneConfig { epochs: 1, ..tiny_config() }, &Device::Cpu)
+            .unwrap();
+    let adapter = dir.path().join("tiny.safetensors");
+    save_adapter(tuner.adapters(), &adapter).unwrap();
+    let error = Reranker::load(&default_model(), &Device::Cpu, Some(&adapter)).err().unwrap();
+    assert!(error.to_string().contains("tiny.safetensors"), "{error}");
 }

@@ -59,6 +59,7 @@ fn parse_options() -> Result<Options, String> {
         batch_wait: Duration::from_millis(2),
     };
     let mut reranker_model = None;
+    let mut reranker_adapter = None;
     let mut rerank_batch = 8;
     let mut threads = 0;
     let mut parent_pid = None;
@@ -77,6 +78,9 @@ fn parse_options() -> Result<Options, String> {
             "--batch-wait-ms" => settings.batch_wait = Duration::from_millis(number(&flag, &value()?)? as u64),
             "--threads" => threads = number(&flag, &value()?)?,
             "--reranker-model" => reranker_model = Some(PathBuf::from(value()?)).filter(|p| !p.as_os_str().is_empty()),
+            "--reranker-adapter" => {
+                reranker_adapter = Some(PathBuf::from(value()?)).filter(|p| !p.as_os_str().is_empty())
+            }
             "--rerank-batch" => rerank_batch = number(&flag, &value()?)?.max(1),
             "--parent-pid" => parent_pid = Some(number(&flag, &value()?)? as i32),
             other => return Err(format!("unknown option {other}")),
@@ -84,6 +88,7 @@ fn parse_options() -> Result<Options, String> {
     }
     let reranker = reranker::Settings {
         model: reranker_model,
+        adapter: reranker_adapter,
         device: settings.device.clone(),
         max_batch: rerank_batch,
         batch_wait: settings.batch_wait,

@@ -29,6 +29,8 @@ const NOT_LOADED_YET: &str = "not loaded yet (loads on the first re-ranking requ
 
 pub struct Settings {
     pub model: Option<PathBuf>,
+    /// LoRA adapter merged into the model at load.
+    pub adapter: Option<PathBuf>,
     pub device: String,
     /// Most items taken from the queue at once.
     pub max_batch: usize,
@@ -41,6 +43,7 @@ pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats
     // about 600 MB once its weights are expanded to f32.
     if let Some(path) = &settings.model {
         stats.set_model(ModelKind::Reranker, &path.display().to_string(), NOT_LOADED_YET);
+        stats.set_adapter(ModelKind::Reranker, &settings.adapter.as_ref().map(|a| a.display().to_string()).unwrap_or_default());
     }
     let mut reranker: Option<Result<Reranker, String>> = None;
     loop {
@@ -110,13 +113,14 @@ fn load(settings: &Settings, stats: &Stats) -> Result<Reranker, String> {
     };
     let started = Instant::now();
     let loaded = belink_models::select_device(&settings.device)
-        .and_then(|device| Reranker::load(path, &device))
+        .and_then(|device| Reranker::load(path, &device, settings.adapter.as_deref()))
         .map_err(|e| format!("re-ranker not loaded: {e}"));
     match &loaded {
         Ok(reranker) => {
             eprintln!(
-                "belink-server: re-ranker {} loaded in {:.1} s ({:?} chat template, {}-token instruction prefix cached)",
+                "belink-server: re-ranker {}{} loaded in {:.1} s ({:?} chat template, {}-token instruction prefix cached)",
                 path.display(),
+                settings.adapter.as_ref().map(|a| format!(" with adapter {}", a.display())).unwrap_or_default(),
                 started.elapsed().as_secs_f64(),
                 reranker.template(),
                 reranker.prefix_len()

@@ -15,6 +15,8 @@ pub enum ModelKind {
 struct Counters {
     state: String,
     model: String,
+    /// The re-ranker's LoRA adapter, merged into its weights ("" without one).
+    adapter: String,
     requests: u64,
     /// Texts (encoder) or items (re-ranker).
     units: u64,
@@ -70,6 +72,10 @@ impl Stats {
             ModelKind::Encoder => f(&mut all.encoder),
             ModelKind::Reranker => f(&mut all.reranker),
         }
+    }
+
+    pub fn set_adapter(&self, kind: ModelKind, adapter: &str) {
+        self.with(kind, |c| c.adapter = adapter.to_string());
     }
 
     pub fn set_model(&self, kind: ModelKind, model: &str, state: &str) {
@@ -145,6 +151,7 @@ impl Stats {
             "queue_depth": queue_depths.0 + queue_depths.1,
             "reranker_state": r.state,
             "reranker_model": r.model,
+            "reranker_adapter": r.adapter,
             "rerank_requests": r.requests,
             "rerank_items": r.units,
             "rerank_batches": r.batches,

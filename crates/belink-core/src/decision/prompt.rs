@@ -51,6 +51,9 @@ pub const MAX_CANDIDATES: usize = LABELS.len() - 1;
 
 const MAX_NAME_CHARS: usize = 120;
 const MAX_SYNONYMS: usize = 3;
+/// Synonyms read per candidate (the first by name_id), for the prompt to choose
+/// [`MAX_SYNONYMS`] that say something the name and each other do not.
+pub const SYNONYMS_READ: usize = 12;
 const MAX_SYNONYM_CHARS: usize = 60;
 const MAX_DEFINITION_CHARS: usize = 200;
 
@@ -83,13 +86,8 @@ pub fn user_message(item: &RerankItem) -> String {
     let count = item.candidates.len().min(MAX_CANDIDATES);
     for (label, candidate) in LABELS.iter().zip(&item.candidates[..count]) {
         text.push_str(&format!("{label}. {}", clip(&candidate.name, MAX_NAME_CHARS)));
-        let synonyms: Vec<String> = candidate
-            .synonyms
-            .iter()
-            .filter(|s| !s.eq_ignore_ascii_case(&candidate.name))
-            .take(MAX_SYNONYMS)
-            .map(|s| clip(s, MAX_SYNONYM_CHARS))
-            .collect();
+        let synonyms: Vec<String> =
+            telling_synonyms(&candidate.name, &candidate.synonyms).map(|s| clip(s, MAX_SYNONYM_CHARS)).collect();
         if !synonyms.is_empty() {
             text.push_str(&format!(" (also: {})", synonyms.join("; ")));
         }
@@ -100,6 +98,40 @@ pub fn user_message(item: &RerankItem) -> String {
     }
     text.push_str(&format!("{}. none of these\nAnswer:", LABELS[count]));
     text
+}
+
+/// Up to [`MAX_SYNONYMS`] synonyms, leaving out those made of the same words as the name or an
+/// earlier synonym, up to case, order, punctuation and a plural s ("Carcinoma, Skin
+/// Appendage" and "Appendage Carcinomas, Skin"): MeSH lists many such permutations, which cost
+/// prompt tokens and tell the model nothing.
+fn telling_synonyms<'a>(name: &str, synonyms: &'a [String]) -> impl Iterator<Item = &'a String> {
+    fn words(text: &str) -> Vec<String> {
+        let mut words: Vec<String> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let w = w.to_lowercase();
+                match w.strip_suffix('s') {
+                    Some(stem) if stem.len() >= 3 && !stem.ends_with('s') => stem.to_string(),
+                    _ => w,
+                }
+            })
+            .collect();
+        words.sort();
+        words
+    }
+    let mut seen = vec![words(name)];
+    synonyms
+        .iter()
+        .filter(move |s| {
+            let bag = words(s);
+            let new = !seen.contains(&bag);
+            if new {
+                seen.push(bag);
+            }
+            new
+        })
+        .take(MAX_SYNONYMS)
 }
 
 /// The item's part of the prompt, ending where the model writes its answer.
@@ -197,6 +229,24 @@ mod tests {
         assert!(suffix.contains("Y. c22\nZ. none of these"), "25 candidates at most, then none");
         assert!(suffix.len() < 3000);
         assert!(!suffix.contains("synonym 3"));
+    }
+
+    #[test]
+    fn synonyms_that_only_reorder_the_name_are_not_shown() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let synonyms = names(&[
+            "Appendage Carcinoma, Skin",
+            "Carcinomas, Skin Appendage",
+            "Sweat gland carcinoma",
+            "sweat-gland carcinomas",
+            "Adnexal carcinoma",
+            "Skin adnexal neoplasm",
+            "Adnexal tumor",
+        ]);
+        let shown: Vec<&String> = telling_synonyms("Carcinoma, Skin Appendage", &synonyms).collect();
+        assert_eq!(shown, ["Sweat gland carcinoma", "Adnexal carcinoma", "Skin adnexal neoplasm"]);
+        assert_eq!(telling_synonyms("Cystic Fibrosis", &names(&["CF", "cf"])).count(), 1);
+        assert_eq!(telling_synonyms("Stress", &names(&["stress"])).count(), 0, "no stem below three letters");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct LlamaConfig {
     pub interleaved_rope: bool,
 }
 
+/// The projections of a layer, in the order [`Layer::projection`] and adapters use.
+pub const PROJECTIONS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+
 struct Layer {
     attention_norm: Tensor,
     q: Linear,
@@ -39,6 +42,59 @@ struct Layer {
     gate: Linear,
     up: Linear,
     down: Linear,
+}
+
+impl Layer {
+    fn projection(&self, which: usize) -> &Linear {
+        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down][which]
+    }
+
+    fn projection_mut(&mut self, which: usize) -> &mut Linear {
+        [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down][which]
+    }
+}
+
+/// Low-rank adapters (LoRA, Hu et al. 2021) of every projection of every layer: the adapted
+/// projection is `W x + scale * B (A x)`, with A [rank, in] and B [out, rank].
+#[derive(Clone)]
+pub struct LoraWeights {
+    pub rank: usize,
+    pub scale: f64,
+    /// The softmax temperature of the adapted model's label logits (see
+    /// [`super::tune::fit_temperature`]).
+    pub temperature: f64,
+    /// Per layer, per projection of [`PROJECTIONS`]: (A, B); None for a layer not adapted.
+    pub layers: Vec<Option<Vec<(Tensor, Tensor)>>>,
+}
+
+impl LoraWeights {
+    /// The first adapted layer: training needs no gradients below it.
+    pub fn first_adapted(&self) -> usize {
+        self.layers.iter().position(Option::is_some).unwrap_or(self.layers.len())
+    }
+
+    fn project(&self, layer: usize, which: usize, base: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.layers[layer] {
+            Some(adapters) => {
+                let (a, b) = &adapters[which];
+                let low = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+                base.forward(x)? + (low * self.scale)?
+            }
+            None => base.forward(x),
+        }
+    }
+}
+
+/// How a forward pass runs.
+#[derive(Clone, Copy)]
+pub enum Pass<'a> {
+    /// Fused kernels, no gradients: serving.
+    Serve,
+    /// Plain tensor operations that gradients flow through, with these adapters added to the
+    /// projections: training. (candle's fused RMS norm, softmax and rotary kernels have no
+    /// backward pass.) Layers below the first adapted one run as [`Pass::Serve`]: nothing
+    /// below it needs a gradient.
+    Train(&'a LoraWeights),
 }
 
 pub struct Llama {
@@ -293,6 +349,16 @@ impl Llama {
     /// by every row, or none). Returns the last layer's hidden states [batch, len, hidden]
     /// and the cache extended by these tokens.
     pub fn forward(&self, tokens: &Tensor, prefix: Option<&KvCache>) -> candle_core::Result<(Tensor, KvCache)> {
+        self.forward_pass(tokens, prefix, Pass::Serve)
+    }
+
+    /// [`Llama::forward`], for serving or for training with adapters.
+    pub fn forward_pass(
+        &self,
+        tokens: &Tensor,
+        prefix: Option<&KvCache>,
+        pass: Pass,
+    ) -> candle_core::Result<(Tensor, KvCache)> {
         let (batch, len) = tokens.dims2()?;
         let c = &self.config;
         let start = prefix.map(|p| p.len).unwrap_or(0);
@@ -301,19 +367,30 @@ impl Llama {
         let mut x = self.embeddings.index_select(&tokens.flatten_all()?, 0)?.reshape((batch, len, c.hidden))?;
         let mut cache = KvCache { keys: Vec::new(), values: Vec::new(), len: start + len };
         for (i, layer) in self.layers.iter().enumerate() {
-            let residual = x.clone();
-            let h = candle_nn::ops::rms_norm(&x, &layer.attention_norm, c.rms_eps as f32)?;
-            let heads = |t: Tensor, n: usize| t.reshape((batch, len, n, c.head_dim))?.transpose(1, 2)?.contiguous();
-            let q = heads(layer.q.forward(&h)?, c.heads)?;
-            let k = heads(layer.k.forward(&h)?, c.kv_heads)?;
-            let v = heads(layer.v.forward(&h)?, c.kv_heads)?;
-            let rotate = |t: &Tensor| {
-                if c.interleaved_rope {
-                    candle_nn::rotary_emb::rope_i(t, &cos, &sin)
-                } else {
-                    candle_nn::rotary_emb::rope(t, &cos, &sin)
-                }
+            let pass = match pass {
+                Pass::Train(lora) if i < lora.first_adapted() => Pass::Serve,
+                other => other,
             };
+            let norm = |x: &Tensor, weight: &Tensor| match pass {
+                Pass::Serve => candle_nn::ops::rms_norm(x, weight, c.rms_eps as f32),
+                Pass::Train(_) => candle_nn::ops::rms_norm_slow(x, weight, c.rms_eps as f32),
+            };
+            let rotate = |t: &Tensor| match (pass, c.interleaved_rope) {
+                (Pass::Serve, true) => candle_nn::rotary_emb::rope_i(t, &cos, &sin),
+                (Pass::Serve, false) => candle_nn::rotary_emb::rope(t, &cos, &sin),
+                (Pass::Train(_), true) => candle_nn::rotary_emb::rope_i_slow(t, &cos, &sin),
+                (Pass::Train(_), false) => candle_nn::rotary_emb::rope_slow(t, &cos, &sin),
+            };
+            let project = |which: usize, x: &Tensor| match pass {
+                Pass::Serve => layer.projection(which).forward(x),
+                Pass::Train(lora) => lora.project(i, which, layer.projection(which), x),
+            };
+            let residual = x.clone();
+            let h = norm(&x, &layer.attention_norm)?;
+            let heads = |t: Tensor, n: usize| t.reshape((batch, len, n, c.head_dim))?.transpose(1, 2)?.contiguous();
+            let q = heads(project(0, &h)?, c.heads)?;
+            let k = heads(project(1, &h)?, c.kv_heads)?;
+            let v = heads(project(2, &h)?, c.kv_heads)?;
             let (q, k) = (rotate(&q)?, rotate(&k)?);
             let (k, v) = match prefix {
                 Some(p) => {
@@ -328,13 +405,15 @@ impl Llama {
             let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
             let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
             let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(&mask)?;
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let weights = match pass {
+                Pass::Serve => candle_nn::ops::softmax_last_dim(&scores)?,
+                Pass::Train(_) => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            };
             let attended = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch, len, c.heads * c.head_dim))?;
-            x = (residual + layer.o.forward(&attended)?)?;
+            x = (residual + project(3, &attended)?)?;
             let residual = x.clone();
-            let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, c.rms_eps as f32)?;
-            let mlp =
-                layer.down.forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+            let h = norm(&x, &layer.mlp_norm)?;
+            let mlp = project(6, &(candle_nn::ops::silu(&project(4, &h)?)? * project(5, &h)?)?)?;
             x = (residual + mlp)?;
         }
         Ok((x, cache))
@@ -343,6 +422,43 @@ impl Llama {
     /// The final norm of hidden states [rows, hidden].
     pub fn final_norm(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(hidden, &self.norm, self.config.rms_eps as f32)
+    }
+
+    /// [`Llama::final_norm`] that gradients flow through.
+    pub fn final_norm_differentiable(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm_slow(hidden, &self.norm, self.config.rms_eps as f32)
+    }
+
+    /// (input, output) width of projection `which` of [`PROJECTIONS`] (the same in every layer).
+    pub fn projection_shape(&self, which: usize) -> (usize, usize) {
+        let (out, input) = self.layers[0].projection(which).weight().dims2().unwrap_or((0, 0));
+        (input, out)
+    }
+
+    /// Adds the adapters into the projection weights: the merged model serves what the adapted
+    /// one computes, at the cost of the base model.
+    pub fn merge(&mut self, lora: &LoraWeights) -> Result<(), ModelError> {
+        if lora.layers.len() != self.layers.len() {
+            return Err(ModelError::Weights(format!(
+                "the adapter has {} layers, the model {}",
+                lora.layers.len(),
+                self.layers.len()
+            )));
+        }
+        for (layer, adapters) in self.layers.iter_mut().zip(&lora.layers) {
+            for (which, (a, b)) in adapters.iter().flatten().enumerate() {
+                let linear = layer.projection_mut(which);
+                let merge = || -> candle_core::Result<Tensor> {
+                    let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * lora.scale)?;
+                    linear.weight() + delta
+                };
+                let weight = merge().map_err(|e| {
+                    ModelError::Weights(format!("adapter of projection {}: {e}", PROJECTIONS[which]))
+                })?;
+                *linear = Linear::new(weight, linear.bias().cloned());
+            }
+        }
+        Ok(())
     }
 
     /// Logits of the given tokens only, for normed hidden states [rows, hidden] → [rows, ids].

@@ -7,6 +7,7 @@ mod gguf_check;
 pub mod gguf_tokenizer;
 pub mod llama;
 pub mod testing;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -34,15 +35,20 @@ pub struct Reranker {
     pad_id: u32,
     stop_ids: Vec<u32>,
     path: PathBuf,
+    /// Label logits are divided by it before the softmax (temperature scaling, fitted when the
+    /// adapter was trained, so that probabilities are calibrated); 1 without an adapter.
+    temperature: f32,
 }
 
 impl Reranker {
     /// Loads a GGUF file (llama or qwen2 architecture; tokenizer.json beside it if present,
     /// else rebuilt from the GGUF metadata) or a Hugging Face directory (config.json,
     /// *.safetensors, tokenizer.json, optionally tokenizer_config.json for the chat template).
-    pub fn load(path: &Path, device: &Device) -> Result<Reranker, ModelError> {
+    ///
+    /// `adapter`: LoRA adapters (see [`tune`]) merged into the weights before anything runs.
+    pub fn load(path: &Path, device: &Device, adapter: Option<&Path>) -> Result<Reranker, ModelError> {
         let shown = path.display();
-        let (model, tokenizer, chat_template) = if path.is_dir() {
+        let (mut model, tokenizer, chat_template) = if path.is_dir() {
             let model = Llama::from_safetensors(path, device)?;
             let tokenizer = load_tokenizer_json(&path.join("tokenizer.json"))?;
             let template = std::fs::read_to_string(path.join("tokenizer_config.json"))
@@ -67,6 +73,12 @@ impl Reranker {
         } else {
             return Err(ModelError::Missing(format!("re-ranker model {shown} does not exist")));
         };
+        let mut temperature = 1.0;
+        if let Some(adapter) = adapter {
+            let lora = tune::load_adapter(adapter, device)?;
+            model.merge(&lora).map_err(|e| ModelError::Weights(format!("{}: {e}", adapter.display())))?;
+            temperature = lora.temperature as f32;
+        }
         let template = ChatTemplate::detect(chat_template.as_deref());
         let single = |text: &str| -> Result<u32, ModelError> {
             let ids = encode(&tokenizer, text)?;
@@ -99,6 +111,7 @@ impl Reranker {
             pad_id,
             stop_ids,
             path: path.into(),
+            temperature,
         })
     }
 
@@ -164,7 +177,11 @@ impl Reranker {
         Ok(items
             .iter()
             .zip(logits)
-            .map(|(item, row)| softmax(&row[..labels_for(item.candidates.len()).len()]))
+            .map(|(item, row)| {
+                let options: Vec<f32> =
+                    row[..labels_for(item.candidates.len()).len()].iter().map(|l| l / self.temperature).collect();
+                softmax(&options)
+            })
             .collect())
     }
 

@@ -1,0 +1,191 @@
+//! rerank-tune: instruction-tunes the set-wise re-ranker with LoRA on examples written by
+//! `belink-eval instructions`, on the model server's own forward pass. Checkpoints every few
+//! minutes and resumes from them when run again; writes the adapter file the server loads
+//! (`belink.reranker_adapter`).
+//!
+//!   rerank-tune --model GGUF|DIR --examples FILE.jsonl [--examples FILE.jsonl]... --out FILE
+//!               [--checkpoints DIR] [--rank 8] [--top-layers N (0: all)] [--alpha 16] [--lr 2e-4] [--batch 4]
+//!               [--epochs 1] [--max-steps N] [--seed 42] [--max-minutes M] [--max-examples N]
+//!
+//! `--max-examples N`: the first N examples only (for a throughput probe).
+//! `--calibrate N` (default 200): after training, the softmax temperature is fitted on up to N
+//! examples no step trained on, and stored in the adapter.
+//! `--max-minutes M`: stop after this long with a checkpoint (run again to go on).
+//! Prints one JSON line per progress report and a summary at the end.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use belink_core::decision::prompt::{shared_prefix, ChatTemplate};
+use belink_models::llm::tune::{save_adapter, RerankerTuner, TuneConfig, TuneExample};
+use candle_core::Device;
+
+struct Options {
+    model: PathBuf,
+    examples: Vec<PathBuf>,
+    out: PathBuf,
+    checkpoints: Option<PathBuf>,
+    max_time: Option<Duration>,
+    max_examples: Option<usize>,
+    calibrate: usize,
+    config: TuneConfig,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut flags: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        let flag = word.strip_prefix("--").ok_or_else(|| format!("unexpected argument '{word}'"))?;
+        let value = words.next().ok_or_else(|| format!("--{flag} needs a value"))?;
+        flags.entry(flag).or_default().push(value);
+    }
+    let one = |flag: &str| flags.get(flag).and_then(|v| v.last().copied());
+    let number = |flag: &str, default: f64| -> Result<f64, String> {
+        one(flag).map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{flag}: not a number: '{v}'")))
+    };
+    let defaults = TuneConfig::default();
+    let config = TuneConfig {
+        rank: number("rank", defaults.rank as f64)? as usize,
+        top_layers: number("top-layers", defaults.top_layers as f64)? as usize,
+        alpha: number("alpha", defaults.alpha)?,
+        learning_rate: number("lr", defaults.learning_rate)?,
+        weight_decay: number("weight-decay", defaults.weight_decay)?,
+        batch_size: number("batch", defaults.batch_size as f64)? as usize,
+        epochs: number("epochs", defaults.epochs as f64)? as usize,
+        max_steps: number("max-steps", defaults.max_steps as f64)? as u64,
+        seed: number("seed", defaults.seed as f64)? as u64,
+    };
+    Ok(Options {
+        model: one("model").ok_or("--model is required")?.into(),
+        examples: flags.get("examples").map(|v| v.iter().map(PathBuf::from).collect()).unwrap_or_default(),
+        out: one("out").ok_or("--out is required")?.into(),
+        checkpoints: one("checkpoints").map(PathBuf::from),
+        max_time: one("max-minutes")
+            .map(|_| number("max-minutes", 0.0))
+            .transpose()?
+            .map(|m| Duration::from_secs_f64(m * 60.0)),
+        max_examples: one("max-examples").map(|_| number("max-examples", 0.0)).transpose()?.map(|n| n as usize),
+        calibrate: number("calibrate", 200.0)? as usize,
+        config,
+    })
+}
+
+/// The examples of every file, in order; prompts must be ChatML (the template of the default
+/// model and of Qwen2) or whatever the first record's prefix is for another template.
+fn read_examples(options: &Options) -> Result<Vec<TuneExample>, String> {
+    if options.examples.is_empty() {
+        return Err("at least one --examples file is required".into());
+    }
+    let prefixes: Vec<String> =
+        [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Plain].into_iter().map(shared_prefix).collect();
+    let mut examples = Vec::new();
+    for path in &options.examples {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let at = || format!("{}:{}", path.display(), number + 1);
+            let record: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
+            let prompt = record["prompt"].as_str().unwrap_or_default();
+            let prefix = prefixes.iter().find(|p| prompt.starts_with(p.as_str())).map(String::as_str).unwrap_or("");
+            examples.push(TuneExample::from_record(&record, prefix).map_err(|e| format!("{}: {e}", at()))?);
+        }
+    }
+    if let Some(limit) = options.max_examples {
+        examples.truncate(limit);
+    }
+    Ok(examples)
+}
+
+fn main() -> Result<(), String> {
+    belink_models::keep_freed_memory();
+    // Matrix products on every core, element-wise operations inline.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        std::env::set_var("CANDLE_NUM_THREADS", cores.to_string());
+    }
+    belink_models::prepare_candle_threads();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = parse(&args)?;
+    let examples = read_examples(&options)?;
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let resumable = options.checkpoints.as_ref().filter(|dir| RerankerTuner::has_checkpoint(dir));
+    let mut tuner = match resumable {
+        Some(dir) => RerankerTuner::resume(&options.model, dir, &examples, &device),
+        None => RerankerTuner::new(&options.model, &examples, options.config.clone(), &device),
+    }
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "{} examples; {} steps, {} done; set-up {:.0} s",
+        examples.len(),
+        tuner.steps_total(),
+        tuner.steps_done(),
+        started.elapsed().as_secs_f64()
+    );
+    const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+    let mut last_checkpoint = Instant::now();
+    let (mut window_examples, mut window_tokens, mut window_right, mut window_start) = (0, 0, 0, Instant::now());
+    let mut losses = Vec::new();
+    let finished = loop {
+        let Some(report) = tuner.step().map_err(|e| e.to_string())? else { break true };
+        window_examples += report.examples;
+        window_tokens += report.tokens;
+        window_right += report.right;
+        losses.push(report.loss);
+        if report.step % 10 == 0 || report.step == report.steps_total {
+            let seconds = window_start.elapsed().as_secs_f64();
+            let recent = &losses[losses.len().saturating_sub(10)..];
+            println!(
+                "{{\"step\": {}, \"steps_total\": {}, \"loss\": {:.4}, \"right\": {:.3}, \"examples_per_s\": {:.2}, \"tokens_per_s\": {:.0}, \"elapsed_s\": {:.0}}}",
+                report.step,
+                report.steps_total,
+                recent.iter().sum::<f32>() / recent.len() as f32,
+                window_right as f64 / window_examples as f64,
+                window_examples as f64 / seconds,
+                window_tokens as f64 / seconds,
+                started.elapsed().as_secs_f64()
+            );
+            (window_examples, window_tokens, window_right, window_start) = (0, 0, 0, Instant::now());
+        }
+        let out_of_time = options.max_time.is_some_and(|limit| started.elapsed() >= limit);
+        if let Some(dir) = &options.checkpoints {
+            if out_of_time || last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                tuner.save_checkpoint(dir).map_err(|e| e.to_string())?;
+                last_checkpoint = Instant::now();
+            }
+        }
+        if out_of_time {
+            break false;
+        }
+    };
+    if !finished {
+        eprintln!(
+            "stopped after {:.1} min at step {} of {}; run again to resume",
+            started.elapsed().as_secs_f64() / 60.0,
+            tuner.steps_done(),
+            tuner.steps_total()
+        );
+        return Ok(());
+    }
+    if let Some(dir) = &options.checkpoints {
+        tuner.save_checkpoint(dir).map_err(|e| e.to_string())?;
+    }
+    let held_out: Vec<usize> = tuner.unseen_examples().into_iter().take(options.calibrate).collect();
+    if held_out.is_empty() {
+        eprintln!("no example was left unseen: the temperature stays 1 (not calibrated)");
+    } else {
+        let (temperature, before, after) = tuner.calibrate(&held_out).map_err(|e| e.to_string())?;
+        println!(
+            "{{\"calibration_examples\": {}, \"temperature\": {temperature:.4}, \"nll_before\": {before:.4}, \"nll_after\": {after:.4}}}",
+            held_out.len()
+        );
+    }
+    save_adapter(tuner.adapters(), &options.out).map_err(|e| e.to_string())?;
+    eprintln!(
+        "adapter written to {} after {} steps ({:.1} min this run)",
+        options.out.display(),
+        tuner.steps_done(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}
