@@ -74,11 +74,13 @@ static TRIGRAM_SEARCH: GucSetting<TrigramSearchGuc> = GucSetting::<TrigramSearch
 static RETRIEVAL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 static RERANKER_MODEL: Text = Text::new(None);
+static RERANKER_ADAPTER: Text = Text::new(None);
 static RERANK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
 static RERANK: GucSetting<bool> = GucSetting::<bool>::new(false);
 static RERANK_MODE: GucSetting<RerankModeGuc> = GucSetting::<RerankModeGuc>::new(RerankModeGuc::Score);
 static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
 static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+static OVERRIDE_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 static MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.6);
 static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
 
@@ -150,6 +152,12 @@ pub fn init() {
         c"The re-ranking LLM: a GGUF file (llama, qwen2) or a Hugging Face directory; empty = the default SmolLM2-135M-Instruct installed with the extension.",
         GucContext::Sighup,
     );
+    text(
+        &RERANKER_ADAPTER,
+        c"belink.reranker_adapter",
+        c"A LoRA adapter (safetensors, from rerank-tune) merged into the re-ranking LLM at load; empty = the adapter tuned for the default model, installed with the extension, when belink.reranker_model is the default too; 'none' = the model as it is.",
+        GucContext::Sighup,
+    );
     int(
         &RERANK_BATCH_SIZE,
         c"belink.rerank_batch_size",
@@ -195,6 +203,16 @@ pub fn init() {
         c"Least re-ranker probability for a concept to be chosen; below it the mention is left unlinked (NIL).",
         c"",
         &NIL_THRESHOLD,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_float_guc(
+        c"belink.rerank_override_threshold",
+        c"Least re-ranker probability for its answer to overrule retrieval's decision; below it, retrieval's decision stands.",
+        c"",
+        &OVERRIDE_THRESHOLD,
         0.0,
         1.0,
         GucContext::Userset,
@@ -338,6 +356,7 @@ pub fn settings() -> Settings {
         },
         top_k: TOP_K.get().max(1) as usize,
         nil_threshold: NIL_THRESHOLD.get(),
+        override_threshold: OVERRIDE_THRESHOLD.get(),
         min_similarity: MIN_SIMILARITY.get(),
         context_chars: CONTEXT_CHARS.get().max(0) as usize,
         max_document_chars: MAX_DOCUMENT_CHARS.get().max(1) as usize,
@@ -360,6 +379,7 @@ pub struct ServerOptions {
     pub program: Option<PathBuf>,
     pub encoder: Option<PathBuf>,
     pub reranker: Option<PathBuf>,
+    pub reranker_adapter: Option<String>,
     pub pooling: String,
     pub device: String,
     pub batch_size: i32,
@@ -373,6 +393,7 @@ pub fn server_options() -> ServerOptions {
         program: get(&SERVER_PATH).map(PathBuf::from),
         encoder: get(&ENCODER_MODEL).map(PathBuf::from),
         reranker: get(&RERANKER_MODEL).map(PathBuf::from),
+        reranker_adapter: get(&RERANKER_ADAPTER),
         pooling: get(&ENCODER_POOLING).unwrap_or_else(|| "auto".into()),
         device: get(&DEVICE).unwrap_or_else(|| "auto".into()),
         batch_size: SERVER_BATCH_SIZE.get(),

@@ -93,6 +93,12 @@ impl ServerCommand {
         let options = gucs::server_options();
         let program = options.program.unwrap_or_else(default_server_path);
         let encoder = options.encoder.unwrap_or_else(default_encoder_dir);
+        // The default adapter was tuned for the default model only.
+        let adapter = match (options.reranker_adapter.as_deref(), &options.reranker) {
+            (Some("none"), _) | (None, Some(_)) => String::new(),
+            (Some(path), _) => path.to_string(),
+            (None, None) => default_reranker_adapter_path().display().to_string(),
+        };
         let reranker = options.reranker.unwrap_or_else(default_reranker_path);
         let args = vec![
             "--socket".into(),
@@ -111,6 +117,8 @@ impl ServerCommand {
             options.threads.to_string(),
             "--reranker-model".into(),
             reranker.display().to_string(),
+            "--reranker-adapter".into(),
+            adapter,
             "--rerank-batch".into(),
             options.rerank_batch_size.to_string(),
             "--parent-pid".into(),
@@ -144,6 +152,13 @@ fn default_encoder_dir() -> PathBuf {
 fn default_reranker_path() -> PathBuf {
     models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
+
+/// The adapter `make train-reranker` tunes for the default model (models/rerankers).
+fn default_reranker_adapter_path() -> PathBuf {
+    models_dir().join(DEFAULT_RERANKER_ADAPTER)
+}
+
+const DEFAULT_RERANKER_ADAPTER: &str = "smollm2-135m-belink-lora.safetensors";
 
 struct Supervisor {
     command: ServerCommand,

@@ -18,6 +18,7 @@ pub mod mentions;
 pub mod ontology;
 pub mod pipeline;
 pub mod ports;
+pub mod random;
 pub mod retrieval;
 pub mod settings;
 pub mod wire;

@@ -72,6 +72,9 @@ pub struct Settings {
     pub top_k: usize,
     /// Least re-ranker probability for a concept to be chosen.
     pub nil_threshold: f64,
+    /// Least re-ranker probability for its answer to overrule retrieval's decision; below it,
+    /// retrieval's decision stands (a small re-ranker is right more often when it agrees).
+    pub override_threshold: f64,
     /// Without re-ranking, the least similarity between a mention and its best candidate's
     /// name (see [`crate::retrieval::fuse::Hit::similarity`]) for the mention to be linked.
     pub min_similarity: f64,
@@ -96,6 +99,7 @@ impl Default for Settings {
             rerank_mode: RerankMode::Score,
             top_k: 10,
             nil_threshold: 0.0,
+            override_threshold: 0.0,
             min_similarity: 0.6,
             context_chars: 200,
             max_document_chars: 10_000_000,

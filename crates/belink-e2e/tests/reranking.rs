@@ -110,6 +110,9 @@ fn the_default_model_reranks_and_links() {
         s["reranker_model"].as_str().is_some_and(|m| m.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"))
             && s["state"] == "running"
     });
+    // The default model comes with the adapter tuned for it (make train-reranker).
+    let adapter = status(&mut client)["reranker_adapter"].clone();
+    assert!(adapter.as_str().is_some_and(|a| a.ends_with("smollm2-135m-belink-lora.safetensors")), "{adapter}");
     client.batch_execute("SET belink.rerank = on").unwrap();
     let row = client
         .query_one(

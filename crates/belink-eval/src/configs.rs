@@ -81,7 +81,12 @@ pub const CONFIGS: &[Config] = &[
     },
     Config {
         name: "hybrid + re-ranking",
-        settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = on"],
+        // Ungated: the report computes what each override threshold would give from these answers.
+        settings: &[
+            "SET belink.retrieval = 'hybrid'",
+            "SET belink.rerank = on",
+            "SET belink.rerank_override_threshold = 0",
+        ],
         needs_index: true,
         single_source: false,
     },

@@ -128,6 +128,19 @@ pub struct NormalizationRun {
     /// Peak resident memory of the model server after the run (MB), when it runs.
     pub server_peak_mb: Option<f64>,
     pub errors: Vec<ErrorCase>,
+    /// Every answer the re-ranker gave (its reliability, and what gating it would change).
+    pub reranked: Vec<RerankedAnswer>,
+}
+
+/// One answer of the re-ranker, against what retrieval alone would have decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RerankedAnswer {
+    /// Its probability of the option it chose ("none of these" included).
+    pub confidence: f64,
+    pub nil: bool,
+    pub right: bool,
+    /// Retrieval's own decision was right.
+    pub retrieval_right: bool,
 }
 
 impl NormalizationRun {
@@ -395,6 +408,7 @@ fn run_configs(
                 latencies_ms: Vec::new(),
                 server_peak_mb: None,
                 errors: Vec::new(),
+                reranked: Vec::new(),
             };
             for document in documents {
                 for mention in &document.mentions {
@@ -448,6 +462,14 @@ fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answ
             *hits += 1;
         }
     }
+    if answer.decided_by == "reranker" {
+        run.reranked.push(RerankedAnswer {
+            confidence: answer.confidence,
+            nil: answer.nil,
+            right: rank == Some(0) && !answer.nil,
+            retrieval_right: answer.retrieval_choice.as_ref().is_some_and(|c| is_correct(&query, run.protocol, &c.ids)),
+        });
+    }
     if rank == Some(0) && !answer.nil {
         return;
     }
@@ -481,6 +503,10 @@ pub struct Answer {
     pub candidates: Vec<Candidate>,
     pub decided_by: String,
     pub nil: bool,
+    pub confidence: f64,
+    /// What retrieval alone decides: its first candidate, unless less similar to the mention
+    /// than belink.min_similarity.
+    pub retrieval_choice: Option<Candidate>,
 }
 
 /// belink_normalize for one mention in its context, and its wall time in milliseconds.
@@ -494,7 +520,8 @@ fn normalize(
     let started = Instant::now();
     let row = client
         .query_one(
-            "SELECT concept_id, decided_by, candidates FROM belink_normalize($1, $2, $3, $4)",
+            "SELECT concept_id, decided_by, candidates, confidence, current_setting('belink.min_similarity')::float8 \
+             FROM belink_normalize($1, $2, $3, $4)",
             &[&text, &context, &ontology, &(MAX_K as i32)],
         )
         .map_err(|e| format!("belink_normalize({text:?}): {}", db_message(&e)))?;
@@ -502,6 +529,8 @@ fn normalize(
     let chosen: Option<String> = row.get(0);
     let decided_by: String = row.get(1);
     let listed: serde_json::Value = row.get(2);
+    let confidence: f64 = row.get::<_, Option<f64>>(3).unwrap_or(0.0);
+    let min_similarity: f64 = row.get(4);
     let listed = listed.get("candidates").cloned().unwrap_or(listed);
     let mut candidates: Vec<(f64, Candidate)> = listed
         .as_array()
@@ -519,6 +548,12 @@ fn normalize(
             (c["probability"].as_f64().unwrap_or(0.0), candidate)
         })
         .collect();
+    // Listed in retrieval's order.
+    let retrieval_choice = listed
+        .get(0)
+        .filter(|first| first["similarity"].as_f64().unwrap_or(0.0) >= min_similarity)
+        .and_then(|_| candidates.first())
+        .map(|(_, c)| c.clone());
     // The re-ranker's order is its probabilities; the chosen concept always comes first.
     if decided_by == "reranker" {
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -529,8 +564,13 @@ fn normalize(
             candidates.insert(0, first);
         }
     }
-    let answer =
-        Answer { candidates: candidates.into_iter().map(|(_, c)| c).collect(), decided_by, nil: chosen.is_none() };
+    let answer = Answer {
+        candidates: candidates.into_iter().map(|(_, c)| c).collect(),
+        decided_by,
+        nil: chosen.is_none(),
+        confidence,
+        retrieval_choice,
+    };
     Ok((answer, latency))
 }
 
@@ -669,6 +709,7 @@ mod tests {
             latencies_ms: vec![],
             server_peak_mb: None,
             errors: vec![],
+            reranked: vec![],
         };
         let query = |gold: &str| Query { text: "x".into(), gold: vec![gold.into()], from_composite: false };
         let candidate = |id: &str| Candidate { concept_id: id.into(), name: id.into(), ids: vec![id.into()] };
@@ -676,6 +717,8 @@ mod tests {
             candidates: ids.iter().map(|id| candidate(id)).collect(),
             decided_by: decided_by.into(),
             nil,
+            confidence: 0.75,
+            retrieval_choice: ids.first().map(|id| candidate(id)),
         };
         score(&mut run, "doc", query("A"), &answer(&["A", "B"], "retrieval", false));
         score(&mut run, "doc", query("B"), &answer(&["A", "B"], "retrieval", false));
@@ -691,5 +734,7 @@ mod tests {
             [ErrorCause::RankedBelow, ErrorCause::NotRetrieved, ErrorCause::RerankerWrong, ErrorCause::NilAnswer]
         );
         assert_eq!(run.errors[0].gold_rank, Some(2));
+        let reranked = |nil, retrieval_right| RerankedAnswer { confidence: 0.75, nil, right: false, retrieval_right };
+        assert_eq!(run.reranked, [reranked(false, false), reranked(true, true)]);
     }
 }

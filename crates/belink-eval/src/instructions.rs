@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::db::db_message;
 use belink_core::ids::canonical;
+use belink_core::random::SeededRandom;
 
 pub struct Options {
     pub k: usize,
@@ -35,6 +36,19 @@ pub struct Options {
     /// Examples drawn from the ontology's synonyms, beyond the corpus's.
     pub synonyms: usize,
     pub uncertain_only: bool,
+    /// Where the gold concept of a corpus example goes.
+    pub gold_position: GoldPosition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoldPosition {
+    /// At a random letter, or left out in `absent_share` of the examples.
+    Random,
+    /// Where retrieval ranks it: the candidates are the top k in retrieval's order, exactly
+    /// what the server shows, and the answer is "none of these" when the gold is not among
+    /// them. The model can then learn retrieval's rank as evidence and correct it. Synonym
+    /// examples keep random positions (their synonym is in the index: retrieval finds it first).
+    Retrieval,
 }
 
 /// How many examples were written, and why others were not.
@@ -45,26 +59,6 @@ pub struct Counts {
     pub from_synonyms: usize,
     pub gold_absent: usize,
     pub decided_by_retrieval: usize,
-}
-
-/// A small deterministic generator (xorshift64*): the same seed gives the same data set.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
 }
 
 struct Concept {
@@ -91,7 +85,7 @@ pub fn write_examples(
     let concepts = concepts(client, ontology)?;
     let by_id: HashMap<&str, usize> =
         concepts.iter().enumerate().flat_map(|(i, c)| c.ids.iter().map(move |id| (id.as_str(), i))).collect();
-    let mut random = Random(options.seed.max(1));
+    let mut random = SeededRandom::new(options.seed);
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?);
     let mut counts = Counts::default();
     let mut writer = Writer { client, ontology, options, concepts: &concepts, by_id: &by_id, file: &mut file };
@@ -108,9 +102,7 @@ pub fn write_examples(
     counts.from_corpus = counts.written;
     // Synonym examples: concepts in a random order, one synonym each.
     let mut order: Vec<usize> = (0..concepts.len()).filter(|&c| !concepts[c].synonyms.is_empty()).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, random.below(i + 1));
-    }
+    random.shuffle(&mut order);
     for &c in &order {
         if counts.written - counts.from_corpus >= options.synonyms {
             break;
@@ -142,7 +134,13 @@ struct Writer<'a, W: Write> {
 }
 
 impl<W: Write> Writer<'_, W> {
-    fn write(&mut self, example: &Example, source: &str, random: &mut Random, counts: &mut Counts) -> Result<(), String> {
+    fn write(
+        &mut self,
+        example: &Example,
+        source: &str,
+        random: &mut SeededRandom,
+        counts: &mut Counts,
+    ) -> Result<(), String> {
         let (options, concepts) = (self.options, self.concepts);
         let rows = self
             .client
@@ -156,23 +154,30 @@ impl<W: Write> Writer<'_, W> {
             counts.decided_by_retrieval += 1;
             return Ok(());
         }
-        let mut negatives: Vec<usize> = rows
-            .iter()
-            .filter_map(|r| self.by_id.get(canonical(&r.get::<_, String>(0)).as_str()).copied())
-            .filter(|&c| c != example.gold)
-            .collect();
-        negatives.dedup();
-        let leave_out = random.chance(options.absent_share);
-        let mut chosen: Vec<usize> =
-            negatives.into_iter().take(if leave_out { options.k } else { options.k - 1 }).collect();
-        let answer = if leave_out {
-            counts.gold_absent += 1;
-            chosen.len()
+        let mut retrieved: Vec<usize> =
+            rows.iter().filter_map(|r| self.by_id.get(canonical(&r.get::<_, String>(0)).as_str()).copied()).collect();
+        retrieved.dedup();
+        let (chosen, answer) = if options.gold_position == GoldPosition::Retrieval && example.hidden_synonym.is_none() {
+            let chosen: Vec<usize> = retrieved.into_iter().take(options.k).collect();
+            let answer = chosen.iter().position(|&c| c == example.gold).unwrap_or(chosen.len());
+            (chosen, answer)
         } else {
-            let position = random.below(chosen.len() + 1);
-            chosen.insert(position, example.gold);
-            position
+            let negatives = retrieved.into_iter().filter(|&c| c != example.gold);
+            let leave_out = random.chance(options.absent_share);
+            let mut chosen: Vec<usize> = negatives.take(if leave_out { options.k } else { options.k - 1 }).collect();
+            if leave_out {
+                let none = chosen.len();
+                (chosen, none)
+            } else {
+                let position = random.below(chosen.len() + 1);
+                chosen.insert(position, example.gold);
+                (chosen, position)
+            }
         };
+        let gold_present = answer < chosen.len();
+        if !gold_present {
+            counts.gold_absent += 1;
+        }
         let item = RerankItem {
             mention: example.mention.to_string(),
             context: example.context.clone(),
@@ -202,7 +207,7 @@ impl<W: Write> Writer<'_, W> {
                 {"role": "assistant", "content": labels[answer]},
             ],
             "gold": concepts[example.gold].id,
-            "gold_present": !leave_out,
+            "gold_present": gold_present,
             "source": source,
         });
         writeln!(self.file, "{record}").map_err(|e| e.to_string())?;
@@ -235,22 +240,4 @@ fn concepts(client: &mut Client, ontology: &str) -> Result<Vec<Concept>, String>
             }
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Random;
-
-    #[test]
-    fn the_generator_is_deterministic_and_spread() {
-        let (mut a, mut b) = (Random(42), Random(42));
-        let draws: Vec<usize> = (0..1000).map(|_| a.below(10)).collect();
-        assert_eq!(draws, (0..1000).map(|_| b.below(10)).collect::<Vec<_>>());
-        for value in 0..10 {
-            let count = draws.iter().filter(|&&d| d == value).count();
-            assert!((60..=140).contains(&count), "{value}: {count}");
-        }
-        let heads = (0..10_000).filter(|_| a.chance(0.2)).count();
-        assert!((1800..=2200).contains(&heads), "{heads}");
-    }
 }

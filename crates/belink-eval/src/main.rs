@@ -27,7 +27,7 @@
 //!       resident memory of the model server, and of backends before and after belink_embed
 //!   belink-eval instructions --dsn DSN [--corpus PATH] --ontology NAME --out FILE.jsonl
 //!                            [--k 10] [--absent 0.15] [--seed 42] [--template chatml|llama3|plain]
-//!                            [--synonyms N] [--mentions all|uncertain]
+//!                            [--synonyms N] [--mentions all|uncertain] [--gold-position random|retrieval]
 //!       set-wise instruction-tuning examples for the re-ranker (see README)
 //!   belink-eval stress --dsn DSN --corpus PATH --ontology NAME [--clients 16] [--seconds 300]
 //!                      [--kill-server N] [--cancel N] [--annotate-interrupts N]
@@ -508,6 +508,11 @@ fn instructions(args: &Args) -> Result<(), String> {
         },
         context_chars: 200,
         synonyms: number("synonyms", "0").parse().map_err(|_| "bad --synonyms")?,
+        gold_position: match args.get("gold-position").unwrap_or("random") {
+            "random" => instructions::GoldPosition::Random,
+            "retrieval" => instructions::GoldPosition::Retrieval,
+            other => return Err(format!("unknown --gold-position {other}: random or retrieval")),
+        },
         uncertain_only: match args.get("mentions").unwrap_or("all") {
             "all" => false,
             "uncertain" => true,

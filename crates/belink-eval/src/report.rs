@@ -234,6 +234,67 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     }
     let _ = writeln!(w, "\n![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n");
 
+    let reranked: Vec<&NormalizationRun> =
+        results.iter().flat_map(|r| &r.runs).filter(|r| !r.reranked.is_empty()).collect();
+    if !reranked.is_empty() {
+        let _ = writeln!(w, "### Re-ranker reliability (classic protocol)\n");
+        let _ = writeln!(
+            w,
+            "The concepts the re-ranker chose (retrieval's unique exact matches never reach it; its \"none of \
+             these\" answers left out), grouped by the probability it gave its choice: a calibrated re-ranker \
+             is right about as often as it is confident. ECE: the gap between confidence and accuracy, \
+             averaged over the choices.\n"
+        );
+        let _ = writeln!(w, "| dataset | dictionary | confidence | choices | mean confidence | accuracy |");
+        let _ = writeln!(w, "|---|---|---|---:|---:|---:|");
+        for run in reranked.iter().filter(|r| r.protocol == Protocol::Classic) {
+            let choices: Vec<(f64, bool)> =
+                run.reranked.iter().filter(|a| !a.nil).map(|a| (a.confidence, a.right)).collect();
+            let reliability = Reliability::of(&choices);
+            for bin in reliability.bins.iter().filter(|b| b.choices > 0) {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {:.1}–{:.1} | {} | {:.3} | {:.3} |",
+                    run.dataset, run.dictionary, bin.from, bin.to, bin.choices, bin.mean_confidence, bin.accuracy
+                );
+            }
+            let _ = writeln!(
+                w,
+                "| {} | {} | all (ECE {:.3}) | {} | {:.3} | {:.3} |",
+                run.dataset,
+                run.dictionary,
+                reliability.expected_calibration_error,
+                choices.len(),
+                reliability.mean_confidence,
+                reliability.accuracy
+            );
+        }
+        let _ = writeln!(w, "\n### Re-ranking gated by confidence (`belink.rerank_override_threshold`)\n");
+        let _ = writeln!(
+            w,
+            "acc@1 when the re-ranker may overrule retrieval's decision only with at least the given \
+             probability (computed from the answers above: below it, retrieval's decision stands). \
+             0 = the re-ranker always decides (the *hybrid + re-ranking* rows); never = retrieval alone.\n"
+        );
+        let header: Vec<String> = GATES.iter().map(|t| format!("{t}")).collect();
+        let _ = writeln!(w, "| dataset | dictionary | protocol | re-ranked | {} | never |", header.join(" | "));
+        let _ = writeln!(w, "|---|---|---|---:|{}---:|", "---:|".repeat(GATES.len()));
+        for run in &reranked {
+            let cells: Vec<String> =
+                GATES.iter().chain([&f64::INFINITY]).map(|&t| format!("{:.3}", gated_accuracy(run, t))).collect();
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} |",
+                run.dataset,
+                run.dictionary,
+                run.protocol.name(),
+                run.reranked.len(),
+                cells.join(" | ")
+            );
+        }
+        let _ = writeln!(w);
+    }
+
     let _ = writeln!(w, "## Published results (test sets)\n");
     let _ = writeln!(
         w,
@@ -418,7 +479,116 @@ pub fn error_analysis(results: &[DatasetResult]) -> String {
     out
 }
 
+/// The override thresholds the report compares.
+const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
+
+/// acc@1 of a re-ranked run had the re-ranker needed `threshold` to overrule retrieval (when
+/// it agrees with retrieval, both are equally right).
+pub fn gated_accuracy(run: &NormalizationRun, threshold: f64) -> f64 {
+    let reranker_hits = run.reranked.iter().filter(|a| a.right).count();
+    let gated_hits =
+        run.reranked.iter().filter(|a| if a.confidence < threshold { a.retrieval_right } else { a.right }).count();
+    (run.hits_at[0] - reranker_hits + gated_hits) as f64 / run.queries.max(1) as f64
+}
+
+/// Confidence against accuracy, in bins of confidence 0.2 wide.
+pub struct Reliability {
+    pub bins: Vec<ReliabilityBin>,
+    pub mean_confidence: f64,
+    pub accuracy: f64,
+    pub expected_calibration_error: f64,
+}
+
+pub struct ReliabilityBin {
+    pub from: f64,
+    pub to: f64,
+    pub choices: usize,
+    pub mean_confidence: f64,
+    pub accuracy: f64,
+}
+
+impl Reliability {
+    const BINS: usize = 5;
+
+    /// From (confidence, right) pairs.
+    pub fn of(choices: &[(f64, bool)]) -> Reliability {
+        let summary = |group: &[&(f64, bool)]| {
+            let n = group.len().max(1) as f64;
+            (group.iter().map(|c| c.0).sum::<f64>() / n, group.iter().filter(|c| c.1).count() as f64 / n)
+        };
+        let width = 1.0 / Self::BINS as f64;
+        let bins: Vec<ReliabilityBin> = (0..Self::BINS)
+            .map(|i| {
+                // The last bin includes a confidence of exactly 1.
+                let group: Vec<&(f64, bool)> =
+                    choices.iter().filter(|c| ((c.0 / width) as usize).min(Self::BINS - 1) == i).collect();
+                let (mean_confidence, accuracy) = summary(&group);
+                ReliabilityBin {
+                    from: i as f64 * width,
+                    to: (i + 1) as f64 * width,
+                    choices: group.len(),
+                    mean_confidence,
+                    accuracy,
+                }
+            })
+            .collect();
+        let all: Vec<&(f64, bool)> = choices.iter().collect();
+        let (mean_confidence, accuracy) = summary(&all);
+        let expected_calibration_error = bins
+            .iter()
+            .map(|b| b.choices as f64 / all.len().max(1) as f64 * (b.mean_confidence - b.accuracy).abs())
+            .sum();
+        Reliability { bins, mean_confidence, accuracy, expected_calibration_error }
+    }
+}
+
 /// A Markdown table cell's text: `|` would end the cell.
 pub fn escape(text: &str) -> String {
     text.replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{gated_accuracy, Reliability};
+    use crate::evaluate::{NormalizationRun, RerankedAnswer, MAX_K};
+    use crate::protocol::Protocol;
+
+    #[test]
+    fn gating_keeps_retrieval_below_the_threshold() {
+        let answer =
+            |confidence, right, retrieval_right| RerankedAnswer { confidence, nil: false, right, retrieval_right };
+        let mut hits_at = vec![0; MAX_K];
+        hits_at[0] = 5; // 4 right before re-ranking (exact matches) + 1 of the re-ranker's
+        let run = NormalizationRun {
+            dataset: "d".into(),
+            dictionary: "ontology".into(),
+            config: "hybrid + re-ranking".into(),
+            protocol: Protocol::Classic,
+            queries: 10,
+            hits_at,
+            latencies_ms: vec![],
+            server_peak_mb: None,
+            errors: vec![],
+            // Sure and right; unsure and wrong where retrieval was right; unsure, both wrong.
+            reranked: vec![answer(0.9, true, false), answer(0.4, false, true), answer(0.2, false, false)],
+        };
+        assert_eq!(gated_accuracy(&run, 0.0), 0.5);
+        assert_eq!(gated_accuracy(&run, 0.5), 0.6);
+        assert_eq!(gated_accuracy(&run, f64::INFINITY), 0.5, "retrieval alone: 4 + the one it had right");
+    }
+
+    #[test]
+    fn reliability_bins_confidence_against_accuracy() {
+        // Four choices at 0.9 (three right), two at 0.3 (none right), one at exactly 1 (right).
+        let choices = [(0.9, true), (0.9, true), (0.9, true), (0.9, false), (0.3, false), (0.3, false), (1.0, true)];
+        let reliability = Reliability::of(&choices);
+        let counts: Vec<usize> = reliability.bins.iter().map(|b| b.choices).collect();
+        assert_eq!(counts, [0, 2, 0, 0, 5]);
+        let top = &reliability.bins[4];
+        assert!((top.mean_confidence - 0.92).abs() < 1e-9 && (top.accuracy - 0.8).abs() < 1e-9);
+        assert!((reliability.accuracy - 4.0 / 7.0).abs() < 1e-9);
+        // ECE = 5/7 * |0.92 - 0.8| + 2/7 * |0.3 - 0|.
+        assert!((reliability.expected_calibration_error - (5.0 / 7.0 * 0.12 + 2.0 / 7.0 * 0.3)).abs() < 1e-9);
+        assert_eq!(Reliability::of(&[]).expected_calibration_error, 0.0);
+    }
 }

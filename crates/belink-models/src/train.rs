@@ -123,9 +123,68 @@ struct CheckpointState {
     weights_file: String,
 }
 
-const CHECKPOINT_JSON: &str = "checkpoint.json";
+pub(crate) const CHECKPOINT_JSON: &str = "checkpoint.json";
 /// The checkpoint tensor holding [`Trainer::neighbours`].
 const NEIGHBOURS_KEY: &str = "batching.neighbours";
+
+/// Each parameter and its AdamW moments as tensors (`name`, `adam.m.name`, `adam.v.name`).
+pub(crate) fn optimizer_tensors(vars: &[(String, Var, Moments)]) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut tensors = HashMap::new();
+    for (name, var, moments) in vars {
+        let state = |data: &[f32]| Tensor::from_slice(data, var.shape(), &Device::Cpu).map_err(inference);
+        tensors.insert(name.clone(), var.as_tensor().to_device(&Device::Cpu).map_err(inference)?);
+        tensors.insert(format!("adam.m.{name}"), state(&moments.m)?);
+        tensors.insert(format!("adam.v.{name}"), state(&moments.v)?);
+    }
+    Ok(tensors)
+}
+
+/// Sets each parameter and its moments from the tensors [`optimizer_tensors`] saved in `path`.
+pub(crate) fn restore_optimizer(
+    vars: &mut [(String, Var, Moments)],
+    saved: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let weights_error = |e: candle_core::Error| ModelError::Weights(format!("{}: {e}", path.display()));
+    let take = |key: &str| saved.get(key).ok_or_else(|| ModelError::Weights(format!("{}: no {key}", path.display())));
+    let values = |key: &str| take(key)?.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(weights_error);
+    for (name, var, moments) in vars {
+        var.set(take(name)?).map_err(weights_error)?;
+        moments.m = values(&format!("adam.m.{name}"))?;
+        moments.v = values(&format!("adam.v.{name}"))?;
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint in `dir` (created if needed): the tensors to
+/// `checkpoint-{step}.safetensors`, then the JSON state naming that file, renamed into place
+/// last, which commits it (a crash while saving leaves the previous checkpoint whole); then
+/// removes the older tensor files.
+pub(crate) fn write_checkpoint<S: Serialize>(
+    dir: &Path,
+    step: u64,
+    tensors: &HashMap<String, Tensor>,
+    state: impl FnOnce(String) -> S,
+) -> Result<(), ModelError> {
+    let io = |e: std::io::Error| ModelError::Weights(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let weights_file = format!("checkpoint-{step}.safetensors");
+    let partial = dir.join(format!("{weights_file}.partial"));
+    candle_core::safetensors::save(tensors, &partial)
+        .map_err(|e| ModelError::Weights(format!("{}: {e}", partial.display())))?;
+    std::fs::rename(&partial, dir.join(&weights_file)).map_err(io)?;
+    let json = dir.join(format!("{CHECKPOINT_JSON}.partial"));
+    std::fs::write(&json, serde_json::to_string_pretty(&state(weights_file.clone())).map_err(inference)?)
+        .map_err(io)?;
+    std::fs::rename(&json, dir.join(CHECKPOINT_JSON)).map_err(io)?;
+    for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("checkpoint-") && name != weights_file {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
 
 /// AdamW's moments of one parameter.
 pub(crate) struct Moments {
@@ -293,9 +352,6 @@ impl Trainer {
         let weights_path = checkpoint_dir.join(&state.weights_file);
         let weights_error = |e: candle_core::Error| ModelError::Weights(format!("{}: {e}", weights_path.display()));
         let saved = candle_core::safetensors::load(&weights_path, device).map_err(weights_error)?;
-        let take = |key: &str| {
-            saved.get(key).ok_or_else(|| ModelError::Weights(format!("{}: no {key}", weights_path.display())))
-        };
         let neighbours = match saved.get(NEIGHBOURS_KEY) {
             Some(table) => Some(table.to_vec2::<u32>().map_err(weights_error)?),
             None => None,
@@ -307,13 +363,7 @@ impl Trainer {
             )));
         }
         let mut trainer = Trainer::build(base_dir, examples, state.config, device, neighbours)?;
-        for (name, var, moments) in &mut trainer.vars {
-            var.set(take(name)?).map_err(weights_error)?;
-            moments.m =
-                take(&format!("adam.m.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
-            moments.v =
-                take(&format!("adam.v.{name}"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(weights_error)?;
-        }
+        restore_optimizer(&mut trainer.vars, &saved, &weights_path)?;
         trainer.step = state.step;
         trainer.steps_at_start = state.step;
         trainer.plan_epoch = usize::MAX; // rebuilt for the current epoch at the next step
@@ -454,44 +504,19 @@ impl Trainer {
     /// file, renamed into place last, commits the checkpoint: a crash while saving leaves the
     /// previous checkpoint whole.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), ModelError> {
-        let io = |e: std::io::Error| ModelError::Weights(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let weights_file = format!("checkpoint-{}.safetensors", self.step);
-        let mut tensors = HashMap::new();
-        for (name, var, moments) in &self.vars {
-            let shape = var.shape();
-            let state = |data: &[f32]| Tensor::from_slice(data, shape, &Device::Cpu);
-            tensors.insert(name.clone(), var.as_tensor().to_device(&Device::Cpu).map_err(inference)?);
-            tensors.insert(format!("adam.m.{name}"), state(&moments.m).map_err(inference)?);
-            tensors.insert(format!("adam.v.{name}"), state(&moments.v).map_err(inference)?);
-        }
+        let mut tensors = optimizer_tensors(&self.vars)?;
         if !self.neighbours.is_empty() {
             let width = self.neighbours[0].len();
             let flat: Vec<u32> = self.neighbours.concat();
             let table = Tensor::from_vec(flat, (self.neighbours.len(), width), &Device::Cpu).map_err(inference)?;
             tensors.insert(NEIGHBOURS_KEY.to_string(), table);
         }
-        let partial = dir.join(format!("{weights_file}.partial"));
-        candle_core::safetensors::save(&tensors, &partial)
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", partial.display())))?;
-        std::fs::rename(&partial, dir.join(&weights_file)).map_err(io)?;
-        let state = CheckpointState {
+        write_checkpoint(dir, self.step, &tensors, |weights_file| CheckpointState {
             config: self.config.clone(),
             step: self.step,
             fingerprint: self.fingerprint,
-            weights_file: weights_file.clone(),
-        };
-        let json = dir.join(format!("{CHECKPOINT_JSON}.partial"));
-        std::fs::write(&json, serde_json::to_string_pretty(&state).map_err(inference)?).map_err(io)?;
-        std::fs::rename(&json, dir.join(CHECKPOINT_JSON)).map_err(io)?;
-        // Older weights files are no longer referenced.
-        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("checkpoint-") && name != weights_file {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        Ok(())
+            weights_file,
+        })
     }
 
     /// Writes the trained encoder as a model directory that [`SentenceEncoder::load`] reads:

@@ -43,7 +43,10 @@ pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats
     // about 600 MB once its weights are expanded to f32.
     if let Some(path) = &settings.model {
         stats.set_model(ModelKind::Reranker, &path.display().to_string(), NOT_LOADED_YET);
-        stats.set_adapter(ModelKind::Reranker, &settings.adapter.as_ref().map(|a| a.display().to_string()).unwrap_or_default());
+        stats.set_adapter(
+            ModelKind::Reranker,
+            &settings.adapter.as_ref().map(|a| a.display().to_string()).unwrap_or_default(),
+        );
     }
     let mut reranker: Option<Result<Reranker, String>> = None;
     loop {

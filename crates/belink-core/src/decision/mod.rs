@@ -128,11 +128,16 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         for (&i, reranked) in which.iter().zip(answers) {
             let decision = &mut decisions[i];
             let choice = choose(&reranked, decision.candidates.len(), mode, self.settings.nil_threshold);
+            decision.answer = Some(reranked.answer).filter(|a| !a.is_empty());
+            decision.probabilities = Some(reranked.probabilities);
+            if choice.chosen != decision.chosen && choice.confidence < self.settings.override_threshold {
+                // Not sure enough to overrule retrieval: its decision stands (the re-ranker's
+                // probabilities are kept for the audit).
+                continue;
+            }
             decision.chosen = choice.chosen;
             decision.confidence = choice.confidence;
             decision.decided_by = DecidedBy::Reranker;
-            decision.answer = Some(reranked.answer).filter(|a| !a.is_empty());
-            decision.probabilities = Some(reranked.probabilities);
         }
         Ok(())
     }

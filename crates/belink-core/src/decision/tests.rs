@@ -114,6 +114,32 @@ fn the_reranker_can_say_none_of_these_and_the_nil_threshold_holds() {
 }
 
 #[test]
+fn the_reranker_overrules_retrieval_only_as_sure_as_the_override_threshold() {
+    let store = store();
+    let mut models = FakeModels::default();
+    models.answers.insert("seizures".into(), vec![0.3, 0.6]);
+    models.answers.insert("grand mal seizures".into(), vec![0.1, 0.8]);
+    let ontologies = store.ontologies(false);
+    let gated = Settings { rerank: true, override_threshold: 0.7, ..Settings::default() };
+    let pipeline = Pipeline::new(&store, &models, &gated, &ontologies);
+    let decisions =
+        pipeline.decide(&[request("seizures"), request("grand mal seizures")], 3, Lexical::ExactAndTrigram).unwrap();
+    // 0.6 against retrieval's first candidate: retrieval's decision stands, probabilities kept.
+    let unsure = &decisions[0];
+    assert_eq!((unsure.chosen, unsure.decided_by), (Some(0), DecidedBy::Retrieval));
+    assert_eq!(unsure.confidence, unsure.candidates[0].fused.similarity);
+    assert_eq!(unsure.probabilities.as_deref().map(|p| p[1]), Some(0.6));
+    // 0.8 is sure enough to overrule it.
+    let sure = &decisions[1];
+    assert_eq!((sure.chosen, sure.decided_by, sure.confidence), (Some(1), DecidedBy::Reranker, 0.8f32 as f64));
+    // Agreeing with retrieval needs no threshold.
+    models.answers.insert("seizures".into(), vec![0.5, 0.4]);
+    let pipeline = Pipeline::new(&store, &models, &gated, &ontologies);
+    let agreed = pipeline.decide(&[request("seizures")], 3, Lexical::ExactAndTrigram).unwrap().remove(0);
+    assert_eq!((agreed.chosen, agreed.decided_by), (Some(0), DecidedBy::Reranker));
+}
+
+#[test]
 fn a_name_shared_by_two_concepts_goes_to_the_reranker() {
     let store = store();
     let mut models = FakeModels::default();

@@ -33,7 +33,8 @@ fn main() -> Result<(), String> {
         .take(count)
         .collect();
     let streams = Streams::new(0);
-    let reranker = streams.install(|| Reranker::load(Path::new(model), &Device::Cpu, None)).map_err(|e| e.to_string())?;
+    let reranker =
+        streams.install(|| Reranker::load(Path::new(model), &Device::Cpu, None)).map_err(|e| e.to_string())?;
     let report = |mode: &str, k: usize, batch: usize, seconds: f64, items: usize, extra: &str| {
         println!(
             "{{\"mode\": \"{mode}\", \"k\": {k}, \"batch\": {batch}, \"ms_per_mention\": {:.1}{extra}}}",

@@ -452,9 +452,8 @@ impl Llama {
                     let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * lora.scale)?;
                     linear.weight() + delta
                 };
-                let weight = merge().map_err(|e| {
-                    ModelError::Weights(format!("adapter of projection {}: {e}", PROJECTIONS[which]))
-                })?;
+                let weight = merge()
+                    .map_err(|e| ModelError::Weights(format!("adapter of projection {}: {e}", PROJECTIONS[which])))?;
                 *linear = Linear::new(weight, linear.bias().cloned());
             }
         }

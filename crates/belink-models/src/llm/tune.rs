@@ -18,12 +18,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use belink_core::decision::prompt::LABELS;
+use belink_core::random::SeededRandom;
 use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
 use super::llama::{Llama, LoraWeights, Pass, PROJECTIONS};
 use super::{encode, Reranker};
-use crate::train::{AdamW, Moments};
+use crate::train::{optimizer_tensors, restore_optimizer, write_checkpoint, AdamW, Moments, CHECKPOINT_JSON};
 use crate::ModelError;
 
 const SCALE_KEY: &str = "lora.scale";
@@ -46,7 +47,9 @@ pub fn load_adapter(path: &Path, device: &Device) -> Result<LoraWeights, ModelEr
     let mut scalar = |key: &str| -> Result<Option<f64>, ModelError> {
         tensors
             .remove(key)
-            .map(|t| t.to_dtype(DType::F64).and_then(|t| t.flatten_all()?.to_vec1::<f64>()).map_err(weights_error(path)))
+            .map(|t| {
+                t.to_dtype(DType::F64).and_then(|t| t.flatten_all()?.to_vec1::<f64>()).map_err(weights_error(path))
+            })
             .transpose()
             .map(|v| v.and_then(|v| v.first().copied()))
     };
@@ -116,9 +119,11 @@ impl TuneExample {
     /// the shared prefix of `template`, byte for byte (the prompt the server builds).
     pub fn from_record(record: &serde_json::Value, prefix: &str) -> Result<TuneExample, String> {
         let prompt = record["prompt"].as_str().ok_or("no prompt")?;
-        let suffix = prompt.strip_prefix(prefix).ok_or("the prompt does not begin with this model's instruction prefix")?;
+        let suffix =
+            prompt.strip_prefix(prefix).ok_or("the prompt does not begin with this model's instruction prefix")?;
         let answer = record["answer"].as_str().ok_or("no answer")?;
-        let answer = LABELS.iter().position(|l| *l == answer).ok_or_else(|| format!("answer {answer:?} is no label"))?;
+        let answer =
+            LABELS.iter().position(|l| *l == answer).ok_or_else(|| format!("answer {answer:?} is no label"))?;
         let options = record["options"].as_u64().ok_or("no options")? as usize;
         if answer >= options || options > LABELS.len() {
             return Err(format!("answer {} outside {options} options", LABELS[answer]));
@@ -149,7 +154,17 @@ pub struct TuneConfig {
 
 impl Default for TuneConfig {
     fn default() -> Self {
-        TuneConfig { rank: 8, top_layers: 0, alpha: 16.0, learning_rate: 2e-4, weight_decay: 0.0, batch_size: 4, epochs: 1, max_steps: 0, seed: 42 }
+        TuneConfig {
+            rank: 8,
+            top_layers: 0,
+            alpha: 16.0,
+            learning_rate: 2e-4,
+            weight_decay: 0.0,
+            batch_size: 4,
+            epochs: 1,
+            max_steps: 0,
+            seed: 42,
+        }
     }
 }
 
@@ -181,8 +196,6 @@ struct CheckpointState {
     weights_file: String,
 }
 
-const CHECKPOINT_JSON: &str = "checkpoint.json";
-
 /// What one optimizer step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TuneStep {
@@ -207,22 +220,6 @@ pub struct RerankerTuner {
     steps_at_start: u64,
 }
 
-/// xorshift64*: the same seed, the same adapters and example order.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 fn inference(e: impl std::fmt::Display) -> ModelError {
     ModelError::Inference(e.to_string())
 }
@@ -245,7 +242,7 @@ impl RerankerTuner {
             .map(|e| Ok((encode(&reranker.tokenizer, &e.suffix)?, e.answer, e.options)))
             .collect::<Result<Vec<_>, ModelError>>()?;
         let model = &reranker.model;
-        let mut random = Random(config.seed.max(1));
+        let mut random = SeededRandom::new(config.seed);
         let mut vars = Vec::new();
         let mut layers = Vec::new();
         let layer_count = model.config.layers;
@@ -274,7 +271,8 @@ impl RerankerTuner {
             }
             layers.push(Some(projections));
         }
-        let lora = LoraWeights { rank: config.rank, scale: config.alpha / config.rank as f64, temperature: 1.0, layers };
+        let lora =
+            LoraWeights { rank: config.rank, scale: config.alpha / config.rank as f64, temperature: 1.0, layers };
         Ok(RerankerTuner {
             reranker,
             fingerprint: fingerprint(examples),
@@ -307,16 +305,8 @@ impl RerankerTuner {
         }
         let weights_path = checkpoint_dir.join(&state.weights_file);
         let saved = candle_core::safetensors::load(&weights_path, device).map_err(weights_error(&weights_path))?;
-        let take = |key: &str| {
-            saved.get(key).ok_or_else(|| ModelError::Weights(format!("{}: no {key}", weights_path.display())))
-        };
         let mut tuner = RerankerTuner::new(model_path, examples, state.config, device)?;
-        let as_vec = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(weights_error(&weights_path));
-        for (name, var, moments) in &mut tuner.vars {
-            var.set(take(name)?).map_err(weights_error(&weights_path))?;
-            moments.m = as_vec(take(&format!("adam.m.{name}"))?)?;
-            moments.v = as_vec(take(&format!("adam.v.{name}"))?)?;
-        }
+        restore_optimizer(&mut tuner.vars, &saved, &weights_path)?;
         tuner.step = state.step;
         tuner.steps_at_start = state.step;
         Ok(tuner)
@@ -356,10 +346,7 @@ impl RerankerTuner {
         let per_epoch = self.steps_per_epoch();
         let epoch = step / per_epoch;
         let mut order: Vec<usize> = (0..self.examples.len()).collect();
-        let mut random = Random((self.config.seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).max(1));
-        for i in (1..order.len()).rev() {
-            order.swap(i, (random.next() % (i as u64 + 1)) as usize);
-        }
+        SeededRandom::new(self.config.seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut order);
         let start = (step % per_epoch) as usize * self.config.batch_size;
         order[start..(start + self.config.batch_size).min(order.len())].to_vec()
     }
@@ -470,35 +457,12 @@ impl RerankerTuner {
     /// Saves adapters, moments and the step in `dir` (atomically: a crash leaves the previous
     /// checkpoint whole).
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), ModelError> {
-        let io = |e: std::io::Error| ModelError::Weights(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let weights_file = format!("checkpoint-{}.safetensors", self.step);
-        let mut tensors = HashMap::new();
-        for (name, var, moments) in &self.vars {
-            let state = |data: &[f32]| Tensor::from_slice(data, var.shape(), &Device::Cpu);
-            tensors.insert(name.clone(), var.as_tensor().detach());
-            tensors.insert(format!("adam.m.{name}"), state(&moments.m).map_err(inference)?);
-            tensors.insert(format!("adam.v.{name}"), state(&moments.v).map_err(inference)?);
-        }
-        let partial = dir.join(format!("{weights_file}.partial"));
-        candle_core::safetensors::save(&tensors, &partial).map_err(weights_error(&partial))?;
-        std::fs::rename(&partial, dir.join(&weights_file)).map_err(io)?;
-        let state = CheckpointState {
+        write_checkpoint(dir, self.step, &optimizer_tensors(&self.vars)?, |weights_file| CheckpointState {
             config: self.config.clone(),
             step: self.step,
             fingerprint: self.fingerprint,
-            weights_file: weights_file.clone(),
-        };
-        let json = dir.join(format!("{CHECKPOINT_JSON}.partial"));
-        std::fs::write(&json, serde_json::to_string_pretty(&state).map_err(inference)?).map_err(io)?;
-        std::fs::rename(&json, dir.join(CHECKPOINT_JSON)).map_err(io)?;
-        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("checkpoint-") && name != weights_file {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        Ok(())
+            weights_file,
+        })
     }
 
     /// Examples no step of the run trains on (those after the last step in the first epoch's

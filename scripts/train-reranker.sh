@@ -1,0 +1,91 @@
+#!/bin/sh
+# make train-reranker: instruction-tunes the default re-ranker (SmolLM2-135M-Instruct) with
+# LoRA and writes models/rerankers/smollm2-135m-belink-lora.safetensors and its manifest.
+#
+# usage: scripts/train-reranker.sh DIR PORT
+#
+# 1. A throw-away cluster loads MEDIC and HPO and indexes them, so that the candidates of each
+#    example come from BeLink's own hybrid retrieval (the hard negatives the model will see).
+# 2. belink-eval instructions writes the examples: NCBI-disease train mentions that retrieval
+#    does not decide alone (a unique exact match needs no re-ranker) against MEDIC, their
+#    candidates in retrieval's order as the server shows them (answer "none of these" when
+#    the gold is not among them), plus MEDIC and HPO synonyms playing mentions (gold at a
+#    random letter). Never dev or test data.
+# 3. rerank-tune trains (checkpoints in $CACHE/rerank/checkpoints: run again after an
+#    interruption and it resumes), then the manifest is written.
+#
+# Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF),
+# TUNE_STEPS (default 150 steps of 4 examples: about 40 minutes on 2 cores).
+# Gold at a random letter for the corpus examples too (the issue's first plan) did not learn
+# in the budget: 80 steps left the loss at chance (2.5 nats over 11 options; BENCHMARKS.md).
+set -eu
+DIR=${1:?cluster directory}
+PORT=${2:?port}
+DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
+MODEL=${RERANKER_MODEL:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+STEPS=${TUNE_STEPS:-150}
+WORK=.cache/rerank
+OUT=models/rerankers/smollm2-135m-belink-lora
+EVAL=target/release/belink-eval
+TUNE_ARGS="--top-layers 10 --rank 16 --alpha 32 --lr 5e-4 --batch 4 --max-steps $STEPS --seed 42"
+ncbi_train=$DATA/ncbi-disease/NCBItrainset_corpus.txt
+medic=$DATA/medic/medic_06Jul2012.txt
+hpo=$DATA/hpo/hp.obo
+mkdir -p "$WORK" models/rerankers
+
+if [ ! -s "$WORK/examples-ready" ]; then
+    scripts/cluster.sh stop "$DIR"
+    dir=$(scripts/cluster.sh start "$DIR" "$PORT")
+    dsn="host=$dir port=$PORT user=postgres"
+    scripts/cluster.sh psql "$DIR" "$PORT" -c 'DROP EXTENSION IF EXISTS belink CASCADE' -c 'CREATE EXTENSION belink CASCADE' >/dev/null
+    mkdir -p "$dir/files" && cp "$medic" "$hpo" "$dir/files/" && chmod -R a+rX "$dir/files"
+    $EVAL load --dsn "$dsn" "medic=$dir/files/$(basename "$medic"):biosyn" "hpo=$dir/files/$(basename "$hpo"):obo"
+    $EVAL index --dsn "$dsn" --ontology medic
+    $EVAL index --dsn "$dsn" --ontology hpo
+    $EVAL instructions --dsn "$dsn" --corpus "$ncbi_train" --ontology medic --out "$WORK/ncbi-train-medic.jsonl" \
+        --mentions uncertain --synonyms 800 --gold-position retrieval --seed 42
+    $EVAL instructions --dsn "$dsn" --ontology hpo --out "$WORK/hpo-synonyms.jsonl" --synonyms 400 --seed 42
+    scripts/cluster.sh stop "$DIR"
+    sha256sum "$WORK/ncbi-train-medic.jsonl" "$WORK/hpo-synonyms.jsonl" > "$WORK/examples-ready"
+fi
+
+started=$(date +%s)
+# A run resumed from a checkpoint keeps the progress lines of the runs before it.
+[ -f "$WORK/checkpoints/checkpoint.json" ] || : > "$WORK/train-progress.jsonl"
+# shellcheck disable=SC2086
+target/release/rerank-tune --model "$MODEL" --examples "$WORK/ncbi-train-medic.jsonl" \
+    --examples "$WORK/hpo-synonyms.jsonl" --out "$OUT.safetensors" --checkpoints "$WORK/checkpoints" \
+    $TUNE_ARGS | tee -a "$WORK/train-progress.jsonl"
+[ -f "$OUT.safetensors" ] || { echo "train-reranker: stopped before the end; run again to resume" >&2; exit 1; }
+
+python3 - "$OUT" "$MODEL" "$WORK" "$started" "$TUNE_ARGS" <<'EOF'
+import hashlib, json, subprocess, sys, time
+out, model, work, started, args = sys.argv[1:]
+sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+count = lambda p: sum(1 for line in open(p) if line.strip())
+progress = [json.loads(l) for l in open(f"{work}/train-progress.jsonl") if l.startswith("{")]
+manifest = {
+    "adapter": f"{out}.safetensors",
+    "adapter_sha256": sha(f"{out}.safetensors"),
+    "base_model": model.rsplit("/", 1)[-1],
+    "base_model_sha256": sha(model),
+    "training_data": {
+        "ncbi-train-medic.jsonl": {"examples": count(f"{work}/ncbi-train-medic.jsonl"), "sha256": sha(f"{work}/ncbi-train-medic.jsonl"),
+            "source": "NCBI-disease train mentions not decided by a unique exact match, with MEDIC candidates in retrieval order (--gold-position retrieval), and 800 MEDIC synonyms (gold at a random letter)"},
+        "hpo-synonyms.jsonl": {"examples": count(f"{work}/hpo-synonyms.jsonl"), "sha256": sha(f"{work}/hpo-synonyms.jsonl"),
+            "source": "400 HPO synonyms (candidates from HPO)"},
+    },
+    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    "command": "make train-reranker",
+    "rerank_tune_arguments": args,
+    "seed": 42,
+    "training_seconds_last_run": int(time.time()) - int(started),
+    "final_step": next((p for p in reversed(progress) if "step" in p), None),
+    "calibration": next((p for p in reversed(progress) if "temperature" in p), None),
+    "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    "dev_figures": "see eval/REPORT.md and BENCHMARKS.md (measured after training)",
+}
+json.dump(manifest, open(f"{out}.json", "w"), indent=2)
+open(f"{out}.json", "a").write("\n")
+print(f"train-reranker: {out}.safetensors and {out}.json written")
+EOF
