@@ -80,7 +80,7 @@ static RERANK: GucSetting<bool> = GucSetting::<bool>::new(false);
 static RERANK_MODE: GucSetting<RerankModeGuc> = GucSetting::<RerankModeGuc>::new(RerankModeGuc::Score);
 static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
 static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
-static OVERRIDE_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+static OVERRIDE_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 static MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.6);
 static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
 

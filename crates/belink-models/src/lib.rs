@@ -1,6 +1,7 @@
 //! BeLink's neural models on candle, used by the model server only (never inside PostgreSQL).
 
 pub mod bert;
+pub mod cli;
 pub mod encoder;
 pub mod llm;
 mod norm;

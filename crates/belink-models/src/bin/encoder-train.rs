@@ -13,12 +13,12 @@
 //! `--max-minutes`: stop after this long with a checkpoint (run again to go on).
 //! Prints one JSON line per progress report and a summary at the end.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use belink_core::ids::canonical;
 use belink_core::ontology::{load_file, LoadOptions};
+use belink_models::cli::Flags;
 use belink_models::train::{Batching, Loss, TrainConfig, Trainer};
 use candle_core::Device;
 
@@ -33,44 +33,30 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut flags: HashMap<&str, Vec<&str>> = HashMap::new();
-    let mut words = args.iter();
-    while let Some(word) = words.next() {
-        let flag = word.strip_prefix("--").ok_or_else(|| format!("unexpected argument '{word}'"))?;
-        let value = words.next().ok_or_else(|| format!("--{flag} needs a value"))?;
-        flags.entry(flag).or_default().push(value);
-    }
-    let one = |flag: &str| flags.get(flag).and_then(|v| v.last().copied());
-    let number = |flag: &str, default: f64| -> Result<f64, String> {
-        one(flag).map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{flag}: not a number: '{v}'")))
-    };
+    let flags = Flags::parse(args)?;
     let mut config = TrainConfig::default();
-    config.loss = match one("loss").unwrap_or("ms") {
+    config.loss = match flags.one("loss").unwrap_or("ms") {
         "ms" => Loss::SAPBERT,
-        "infonce" => Loss::InfoNce { temperature: number("temperature", 0.05)? },
+        "infonce" => Loss::InfoNce { temperature: flags.number("temperature", 0.05)? },
         other => return Err(format!("--loss: ms or infonce, not '{other}'")),
     };
-    config.batching = match one("batching").unwrap_or("random") {
+    config.batching = match flags.one("batching").unwrap_or("random") {
         "neighbours" => Batching::Neighbours,
         "random" => Batching::Random,
         other => return Err(format!("--batching: random or neighbours, not '{other}'")),
     };
-    config.epochs = number("epochs", config.epochs as f64)? as usize;
-    config.batch_size = number("batch", config.batch_size as f64)? as usize;
-    config.names_per_concept = number("names-per-concept", config.names_per_concept as f64)? as usize;
-    config.learning_rate = number("lr", config.learning_rate)?;
-    config.seed = number("seed", config.seed as f64)? as u64;
-    let paths = |flag: &str| flags.get(flag).map(|v| v.iter().map(PathBuf::from).collect()).unwrap_or_default();
+    config.epochs = flags.number("epochs", config.epochs as f64)? as usize;
+    config.batch_size = flags.number("batch", config.batch_size as f64)? as usize;
+    config.names_per_concept = flags.number("names-per-concept", config.names_per_concept as f64)? as usize;
+    config.learning_rate = flags.number("lr", config.learning_rate)?;
+    config.seed = flags.number("seed", config.seed as f64)? as u64;
     let options = Options {
-        base: one("base").ok_or("--base is required")?.into(),
-        out: one("out").ok_or("--out is required")?.into(),
-        ontologies: paths("ontology"),
-        names: paths("names"),
-        checkpoints: one("checkpoints").map(PathBuf::from),
-        max_time: one("max-minutes")
-            .map(|_| number("max-minutes", 0.0))
-            .transpose()?
-            .map(|m| Duration::from_secs_f64(m * 60.0)),
+        base: flags.required("base")?.into(),
+        out: flags.required("out")?.into(),
+        ontologies: flags.paths("ontology"),
+        names: flags.paths("names"),
+        checkpoints: flags.one("checkpoints").map(PathBuf::from),
+        max_time: flags.max_time()?,
         config,
     };
     if options.ontologies.is_empty() {

@@ -13,11 +13,11 @@
 //! `--max-minutes M`: stop after this long with a checkpoint (run again to go on).
 //! Prints one JSON line per progress report and a summary at the end.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use belink_core::decision::prompt::{shared_prefix, ChatTemplate};
+use belink_models::cli::Flags;
 use belink_models::llm::tune::{save_adapter, RerankerTuner, TuneConfig, TuneExample};
 use candle_core::Device;
 
@@ -33,40 +33,31 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut flags: HashMap<&str, Vec<&str>> = HashMap::new();
-    let mut words = args.iter();
-    while let Some(word) = words.next() {
-        let flag = word.strip_prefix("--").ok_or_else(|| format!("unexpected argument '{word}'"))?;
-        let value = words.next().ok_or_else(|| format!("--{flag} needs a value"))?;
-        flags.entry(flag).or_default().push(value);
-    }
-    let one = |flag: &str| flags.get(flag).and_then(|v| v.last().copied());
-    let number = |flag: &str, default: f64| -> Result<f64, String> {
-        one(flag).map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{flag}: not a number: '{v}'")))
-    };
+    let flags = Flags::parse(args)?;
     let defaults = TuneConfig::default();
     let config = TuneConfig {
-        rank: number("rank", defaults.rank as f64)? as usize,
-        top_layers: number("top-layers", defaults.top_layers as f64)? as usize,
-        alpha: number("alpha", defaults.alpha)?,
-        learning_rate: number("lr", defaults.learning_rate)?,
-        weight_decay: number("weight-decay", defaults.weight_decay)?,
-        batch_size: number("batch", defaults.batch_size as f64)? as usize,
-        epochs: number("epochs", defaults.epochs as f64)? as usize,
-        max_steps: number("max-steps", defaults.max_steps as f64)? as u64,
-        seed: number("seed", defaults.seed as f64)? as u64,
+        rank: flags.number("rank", defaults.rank as f64)? as usize,
+        top_layers: flags.number("top-layers", defaults.top_layers as f64)? as usize,
+        alpha: flags.number("alpha", defaults.alpha)?,
+        learning_rate: flags.number("lr", defaults.learning_rate)?,
+        weight_decay: flags.number("weight-decay", defaults.weight_decay)?,
+        batch_size: flags.number("batch", defaults.batch_size as f64)? as usize,
+        epochs: flags.number("epochs", defaults.epochs as f64)? as usize,
+        max_steps: flags.number("max-steps", defaults.max_steps as f64)? as u64,
+        seed: flags.number("seed", defaults.seed as f64)? as u64,
     };
     Ok(Options {
-        model: one("model").ok_or("--model is required")?.into(),
-        examples: flags.get("examples").map(|v| v.iter().map(PathBuf::from).collect()).unwrap_or_default(),
-        out: one("out").ok_or("--out is required")?.into(),
-        checkpoints: one("checkpoints").map(PathBuf::from),
-        max_time: one("max-minutes")
-            .map(|_| number("max-minutes", 0.0))
+        model: flags.required("model")?.into(),
+        examples: flags.paths("examples"),
+        out: flags.required("out")?.into(),
+        checkpoints: flags.one("checkpoints").map(PathBuf::from),
+        max_time: flags.max_time()?,
+        max_examples: flags
+            .one("max-examples")
+            .map(|_| flags.number("max-examples", 0.0))
             .transpose()?
-            .map(|m| Duration::from_secs_f64(m * 60.0)),
-        max_examples: one("max-examples").map(|_| number("max-examples", 0.0)).transpose()?.map(|n| n as usize),
-        calibrate: number("calibrate", 200.0)? as usize,
+            .map(|n| n as usize),
+        calibrate: flags.number("calibrate", 200.0)? as usize,
         config,
     })
 }
