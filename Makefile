@@ -206,7 +206,7 @@ train-span-scorer:
 	    --threshold 0.25 --seed 42 --out $(SPAN_SCORERS)/medic-ncbi-train.txt --manifest $(SPAN_SCORERS)/medic-ncbi-train.json \
 	    --command "make train-span-scorer" --date $$(date -u +%Y-%m-%d)
 
-# Instruction-tunes the default re-ranker (about 80 minutes on 2 cores; resumes after an
+# Instruction-tunes the default re-ranker (about 40 minutes on 2 cores; resumes after an
 # interruption): scripts/train-reranker.sh.
 train-reranker: install
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin rerank-tune

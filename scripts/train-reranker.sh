@@ -15,7 +15,7 @@
 #    interruption and it resumes), then the manifest is written.
 #
 # Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF),
-# TUNE_STEPS (default 150 steps of 4 examples: about 40 minutes on 2 cores).
+# TUNE_STEPS (default 150 steps of 4 examples: 25 to 40 minutes on 2 cores).
 # Gold at a random letter for the corpus examples too (the first plan) did not learn
 # in the budget: 80 steps left the loss at chance (2.5 nats over 11 options; BENCHMARKS.md).
 set -eu
