@@ -73,7 +73,7 @@ pub struct Settings {
     /// Least re-ranker probability for a concept to be chosen.
     pub nil_threshold: f64,
     /// Least re-ranker probability for its answer to overrule retrieval's decision; below it,
-    /// retrieval's decision stands (a small re-ranker is right more often when it agrees).
+    /// retrieval's decision stands (on dev, the shipped re-ranker's unsure overrulings were wrong).
     pub override_threshold: f64,
     /// Without re-ranking, the least similarity between a mention and its best candidate's
     /// name (see [`crate::retrieval::fuse::Hit::similarity`]) for the mention to be linked.
