@@ -17,7 +17,7 @@
 # Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF),
 # TUNE_STEPS (default 150 steps of 4 examples: 25 to 40 minutes on 2 cores).
 # Gold at a random letter for the corpus examples too (the issue's first plan) did not learn
-# in the budget: 80 steps left the loss at chance (2.5 nats over 11 options; BENCHMARKS.md).
+# in the budget: 150 steps left the loss at chance (2.4 nats over 11 options; BENCHMARKS.md).
 set -eu
 DIR=${1:?cluster directory}
 PORT=${2:?port}
@@ -62,6 +62,7 @@ python3 - "$OUT" "$MODEL" "$WORK" "$started" "$TUNE_ARGS" <<'EOF'
 import hashlib, json, subprocess, sys, time
 out, model, work, started, args = sys.argv[1:]
 sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
 count = lambda p: sum(1 for line in open(p) if line.strip())
 progress = [json.loads(l) for l in open(f"{work}/train-progress.jsonl") if l.startswith("{")]
 manifest = {
@@ -69,13 +70,16 @@ manifest = {
     "adapter_sha256": sha(f"{out}.safetensors"),
     "base_model": model.rsplit("/", 1)[-1],
     "base_model_sha256": sha(model),
-    "training_data": {
+    "data": {
         "ncbi-train-medic.jsonl": {"examples": count(f"{work}/ncbi-train-medic.jsonl"), "sha256": sha(f"{work}/ncbi-train-medic.jsonl"),
             "source": "NCBI-disease train mentions not decided by a unique exact match, with MEDIC candidates in retrieval order (--gold-position retrieval), and 800 MEDIC synonyms (gold at a random letter)"},
         "hpo-synonyms.jsonl": {"examples": count(f"{work}/hpo-synonyms.jsonl"), "sha256": sha(f"{work}/hpo-synonyms.jsonl"),
             "source": "400 HPO synonyms (candidates from HPO)"},
     },
-    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    # A run from a tree with uncommitted changes (besides its own output) says so: its commit
+    # alone does not reproduce it.
+    "commit": git("rev-parse", "--short", "HEAD")
+    + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!models/rerankers") else ""),
     "command": "make train-reranker",
     "rerank_tune_arguments": args,
     "seed": 42,
@@ -85,7 +89,9 @@ manifest = {
     "date": time.strftime("%Y-%m-%d", time.gmtime()),
     "dev_figures": "see eval/REPORT.md and BENCHMARKS.md (measured after training)",
 }
-json.dump(manifest, open(f"{out}.json", "w"), indent=2)
-open(f"{out}.json", "a").write("\n")
-print(f"train-reranker: {out}.safetensors and {out}.json written")
+manifest_path = f"{out}.safetensors.manifest.json"
+with open(manifest_path, "w") as f:
+    json.dump(manifest, f, indent=2)
+    f.write("\n")
+print(f"train-reranker: {out}.safetensors and {manifest_path} written")
 EOF

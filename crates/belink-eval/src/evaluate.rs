@@ -548,7 +548,8 @@ fn normalize(
             (c["probability"].as_f64().unwrap_or(0.0), candidate)
         })
         .collect();
-    // Listed in retrieval's order.
+    // Listed in retrieval's order; the rule of belink_core's Decision::from_retrieval for a
+    // mention no unique exact match decides (the only ones the re-ranker sees).
     let retrieval_choice = listed
         .get(0)
         .filter(|first| first["similarity"].as_f64().unwrap_or(0.0) >= min_similarity)

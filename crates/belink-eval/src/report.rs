@@ -484,7 +484,7 @@ const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
 
 /// acc@1 of a re-ranked run had the re-ranker needed `threshold` to overrule retrieval (when
 /// it agrees with retrieval, both are equally right).
-pub fn gated_accuracy(run: &NormalizationRun, threshold: f64) -> f64 {
+fn gated_accuracy(run: &NormalizationRun, threshold: f64) -> f64 {
     let reranker_hits = run.reranked.iter().filter(|a| a.right).count();
     let gated_hits =
         run.reranked.iter().filter(|a| if a.confidence < threshold { a.retrieval_right } else { a.right }).count();
@@ -492,26 +492,26 @@ pub fn gated_accuracy(run: &NormalizationRun, threshold: f64) -> f64 {
 }
 
 /// Confidence against accuracy, in bins of confidence 0.2 wide.
-pub struct Reliability {
-    pub bins: Vec<ReliabilityBin>,
-    pub mean_confidence: f64,
-    pub accuracy: f64,
-    pub expected_calibration_error: f64,
+struct Reliability {
+    bins: Vec<ReliabilityBin>,
+    mean_confidence: f64,
+    accuracy: f64,
+    expected_calibration_error: f64,
 }
 
-pub struct ReliabilityBin {
-    pub from: f64,
-    pub to: f64,
-    pub choices: usize,
-    pub mean_confidence: f64,
-    pub accuracy: f64,
+struct ReliabilityBin {
+    from: f64,
+    to: f64,
+    choices: usize,
+    mean_confidence: f64,
+    accuracy: f64,
 }
 
 impl Reliability {
     const BINS: usize = 5;
 
     /// From (confidence, right) pairs.
-    pub fn of(choices: &[(f64, bool)]) -> Reliability {
+    fn of(choices: &[(f64, bool)]) -> Reliability {
         let summary = |group: &[&(f64, bool)]| {
             let n = group.len().max(1) as f64;
             (group.iter().map(|c| c.0).sum::<f64>() / n, group.iter().filter(|c| c.1).count() as f64 / n)
