@@ -53,6 +53,13 @@ echo
 [ -f "$ncbi" ] && $EVAL retrieval --dsn "$dsn" --corpus "$ncbi" --ontology medic --k 1,5,10 --retrieval hybrid
 [ -f "$gsc" ] && $EVAL retrieval --dsn "$dsn" --corpus "$gsc" --ontology hpo --k 1,5,10 --retrieval hybrid | tail -n 1
 echo
+echo "## HNSW against exact search (scripts/hnsw-recall.sql: the graph belink_index builds, the names retrieval asks for)"
+echo
+set --
+[ -f "$ncbi" ] && set -- "$@" "medic=$ncbi"
+[ -f "$gsc" ] && set -- "$@" "hpo=$gsc"
+scripts/hnsw-recall.sh "$DIR" "$PORT" "$@"
+echo
 echo "## belink_normalize, one client: latency per call and mentions/s, one per call and in arrays"
 echo
 [ -f "$ncbi" ] && $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --ontology medic --retrieval hybrid

@@ -36,6 +36,7 @@ if [ "${BELINK_EVAL_ADAPT:-on}" = off ]; then
     adapt=,adapt=off
     command="make eval EVAL_ADAPT=off"
 fi
+hnsw_checks=
 if [ $# -eq 0 ]; then
     ncbi_dev=$DATA/ncbi-disease/NCBIdevelopset_corpus.txt
     ncbi_train=$DATA/ncbi-disease/NCBItrainset_corpus.txt
@@ -47,12 +48,14 @@ if [ $# -eq 0 ]; then
         [ -f "$ncbi_train" ] && spec="$spec,train=$ncbi_train"
         spec="$spec,span_scorer=$(server_copy models/span-scorers/medic-ncbi-train.txt)"
         set -- "$@" --dataset "$spec"
+        hnsw_checks="$hnsw_checks medic=$ncbi_dev"
     else
         echo "eval: NCBI-disease dev or MEDIC missing under $DATA (need ncbi-disease/NCBIdevelopset_corpus.txt and medic/medic_06Jul2012.txt): skipped" >&2
     fi
     if [ -f "$gsc_dev" ] && [ -f "$hpo" ]; then
         # Phenotypes are what GSC+ annotates: detection covers HPO's Phenotypic abnormality.
         set -- "$@" --dataset "name=gscplus-dev,corpus=$gsc_dev,ontology=hpo,ontology_file=$(server_copy "$hpo"),format=obo,detection_roots=HP:0000118$adapt"
+        hnsw_checks="$hnsw_checks hpo=$gsc_dev"
     else
         echo "eval: GSC+ dev or HPO missing under $DATA (need gscplus/GSCplus_dev_gold.tsv and hpo/hp.obo): skipped" >&2
     fi
@@ -66,4 +69,13 @@ machine="$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed
 $EVAL evaluate --dsn "host=$dir port=$PORT user=postgres" --out "$OUT" \
     --command-line "$command" --machine "$machine" --date "$(date -u +%Y-%m-%d)" \
     --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$@"
+
+# HNSW against exact search, on the ontologies as the evaluation left them, for the dev mentions.
+if [ -n "$hnsw_checks" ]; then
+    {
+        echo "HNSW against exact search (scripts/hnsw-recall.sql; $command, $(date -u +%Y-%m-%d), $machine)"
+        # shellcheck disable=SC2086 # the checks are words
+        scripts/hnsw-recall.sh "$DIR" "$PORT" $hnsw_checks
+    } > "$OUT/hnsw-recall.txt"
+fi
 scripts/cluster.sh stop "$DIR"

@@ -305,12 +305,20 @@ CREATE FUNCTION belink.embedding_index_name(ontology text) RETURNS name
 LANGUAGE sql IMMUTABLE AS $$
     SELECT ('names_embedding_' || left(ontology, 20) || '_' || left(md5(ontology), 24))::name
 $$;
+-- The HNSW graph's parameters for an ontology of `vectors` names, chosen by measuring recall
+-- against exact search (scripts/hnsw-recall.sql; BENCHMARKS.md, "HNSW against exact search").
+CREATE FUNCTION belink.hnsw_build_parameters(vectors bigint, OUT m integer, OUT ef_construction integer)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 16, 200
+$$;
 CREATE FUNCTION belink.create_embedding_index(ontology text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     index_name name := belink.embedding_index_name(ontology);
     dim integer := (SELECT o.embedding_dim FROM belink.ontologies o WHERE o.name = ontology);
     vector_schema name := (SELECT e.extnamespace::regnamespace::name FROM pg_extension e WHERE e.extname = 'vector');
+    m integer;
+    ef_construction integer;
 BEGIN
     IF NOT belink.may_change_ontology(ontology, session_user) THEN
         RAISE EXCEPTION 'permission denied to index ontology "%"', ontology USING ERRCODE = 'insufficient_privilege';
@@ -319,11 +327,19 @@ BEGIN
         RAISE EXCEPTION 'ontology "%" has no embeddings yet: run belink_index first', ontology
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    -- HNSW builds much faster when its graph fits in maintenance_work_mem.
-    PERFORM set_config('maintenance_work_mem', '1GB', true);
+    -- HNSW builds much faster when its graph fits in maintenance_work_mem (about 1.6 kB a
+    -- vector of 384 at m = 16): at least 1 GB, more when the session asks for more.
+    IF pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('1GB') THEN
+        PERFORM set_config('maintenance_work_mem', '1GB', true);
+    END IF;
+    SELECT p.m, p.ef_construction INTO m, ef_construction
+    FROM belink.hnsw_build_parameters((SELECT count(*) FROM belink.names n
+                                       WHERE n.ontology = create_embedding_index.ontology
+                                         AND n.embedding IS NOT NULL)) p;
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON belink.names USING hnsw
-                        ((embedding::%I.vector(%s)) %I.vector_cosine_ops) WHERE ontology = %L',
-                   index_name, vector_schema, dim, vector_schema, ontology);
+                        ((embedding::%I.vector(%s)) %I.vector_cosine_ops) WITH (m = %s, ef_construction = %s)
+                        WHERE ontology = %L',
+                   index_name, vector_schema, dim, vector_schema, m, ef_construction, ontology);
     RETURN format('belink.%I', index_name);
 END $$;
 CREATE FUNCTION belink.drop_embedding_index(ontology text) RETURNS void

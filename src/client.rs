@@ -256,6 +256,18 @@ pub fn load_trigram_part(ontology: &str, offset: u64, part: IndexPart) -> Result
     }
 }
 
+/// Asks the server to forget the trigram indexes of a dropped ontology. Best effort: a server
+/// that is not running holds none, and one that does not answer within `timeout` keeps them
+/// until it restarts (an index is only ever searched by its ontology's generation).
+pub fn drop_trigram_indexes(ontology: &str, timeout: Duration) -> Result<u32, String> {
+    require_preloaded().map_err(|e| e.to_string())?;
+    match try_request(&Message::TrigramDropRequest { ontology: ontology.into() }, timeout) {
+        Ok(Message::TrigramDropReply { indexes }) => Ok(indexes),
+        Ok(other) => Err(format!("unexpected reply: {other:?}")),
+        Err(failure) => Err(failure.error(timeout).to_string()),
+    }
+}
+
 /// The model server as the pipeline's models port.
 pub struct ServerModels;
 

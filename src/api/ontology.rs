@@ -1,8 +1,10 @@
 //! Loading ontologies and extending them with user names.
 
 use std::path::Path;
+use std::time::Duration;
 
 use belink_core::ontology::{self, LoadOptions, Ontology, UmlsFilter};
+
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -174,6 +176,12 @@ fn belink_drop_ontology(name: &str) -> bool {
         // Its partial HNSW index too (complete or left by an interrupted belink_index).
         if dropped {
             catalog::drop_embedding_index(client, name);
+            // And the model server's trigram indexes, now rather than at commit (no I/O that
+            // could fail after commit): if this transaction rolls back, the next search
+            // reloads the index, as after a server restart.
+            if let Err(reason) = crate::client::drop_trigram_indexes(name, Duration::from_secs(2)) {
+                debug1!("belink: the model server keeps the trigram indexes of {name}: {reason}");
+            }
         }
         dropped
     })

@@ -103,6 +103,14 @@ pub enum Message {
     TrigramLoadReply {
         names: u64,
     },
+    /// Forget every trigram index of `ontology` (it was dropped).
+    TrigramDropRequest {
+        ontology: String,
+    },
+    /// How many generations' indexes were forgotten.
+    TrigramDropReply {
+        indexes: u32,
+    },
     /// Train the encoder in `base_model` on `examples` ((concept id, name) pairs) for at most
     /// `seconds`, in `work_dir` (checkpoints; the adapted model in `work_dir/model` when done);
     /// `config` is the training configuration as JSON. Empty `examples` go on with the run the
@@ -134,6 +142,8 @@ const KIND_TRIGRAM_LOAD_REQUEST: u8 = 10;
 const KIND_TRIGRAM_LOAD_REPLY: u8 = 11;
 const KIND_ADAPT_REQUEST: u8 = 12;
 const KIND_ADAPT_REPLY: u8 = 13;
+const KIND_TRIGRAM_DROP_REQUEST: u8 = 14;
+const KIND_TRIGRAM_DROP_REPLY: u8 = 15;
 const HEADER_BYTES: usize = 1 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +261,14 @@ impl Message {
             Message::TrigramLoadReply { names } => {
                 body.extend_from_slice(&names.to_le_bytes());
                 KIND_TRIGRAM_LOAD_REPLY
+            }
+            Message::TrigramDropRequest { ontology } => {
+                put_str(&mut body, ontology);
+                KIND_TRIGRAM_DROP_REQUEST
+            }
+            Message::TrigramDropReply { indexes } => {
+                put_u32(&mut body, *indexes);
+                KIND_TRIGRAM_DROP_REPLY
             }
             Message::AdaptRequest { ontology, base_model, work_dir, config, seconds, examples } => {
                 for text in [ontology, base_model, work_dir, config] {
@@ -383,6 +401,8 @@ impl Message {
                 Message::TrigramLoadRequest { ontology, generation, offset, last, names }
             }
             KIND_TRIGRAM_LOAD_REPLY => Message::TrigramLoadReply { names: input.u64()? },
+            KIND_TRIGRAM_DROP_REQUEST => Message::TrigramDropRequest { ontology: input.string()? },
+            KIND_TRIGRAM_DROP_REPLY => Message::TrigramDropReply { indexes: input.u32()? },
             KIND_ADAPT_REQUEST => {
                 let (ontology, base_model, work_dir, config) =
                     (input.string()?, input.string()?, input.string()?, input.string()?);
@@ -579,6 +599,8 @@ mod tests {
             names: vec![(1, "seizure".into()), (2, "".into())],
         });
         round_trip(Message::TrigramLoadReply { names: 76_237 });
+        round_trip(Message::TrigramDropRequest { ontology: "umls".into() });
+        round_trip(Message::TrigramDropReply { indexes: 2 });
     }
 
     #[test]

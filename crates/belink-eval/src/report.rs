@@ -232,7 +232,13 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
             run.server_peak_mb.map(|mb| format!("{mb:.0}")).unwrap_or_else(|| "-".into()),
         );
     }
-    let _ = writeln!(w, "\n![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n");
+    let _ = writeln!(
+        w,
+        "\nThe names *dense only (HNSW)* and *dense only (exact search)* find are compared in \
+         [hnsw-recall.txt](hnsw-recall.txt) (`make eval`'s default datasets: recall of the \
+         first 1, 10 and 50 names against exact search, by `hnsw.ef_search`, with the graph's build time).\n"
+    );
+    let _ = writeln!(w, "![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n");
 
     let reranked: Vec<&NormalizationRun> =
         results.iter().flat_map(|r| &r.runs).filter(|r| !r.reranked.is_empty()).collect();

@@ -270,6 +270,9 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
             Message::TrigramLoadRequest { ontology, generation, offset, last, names } => {
                 queues.trigrams.load(&mut loading, ontology, generation, offset, last, names)
             }
+            Message::TrigramDropRequest { ontology } => {
+                Message::TrigramDropReply { indexes: queues.trigrams.drop_ontology(&ontology) }
+            }
             Message::AdaptRequest { ontology, base_model, work_dir, config, seconds, examples } => {
                 let request = AdaptRequest { ontology, base_model, work_dir, config, seconds, examples };
                 queues.adaptations.adapt(&stream, request)
@@ -312,6 +315,8 @@ fn kind_name(message: &Message) -> &'static str {
         Message::TrigramSearchReply { .. } => "trigram search reply",
         Message::TrigramLoadRequest { .. } => "trigram load request",
         Message::TrigramLoadReply { .. } => "trigram load reply",
+        Message::TrigramDropRequest { .. } => "trigram drop request",
+        Message::TrigramDropReply { .. } => "trigram drop reply",
         Message::AdaptRequest { .. } => "adapt request",
         Message::AdaptReply { .. } => "adapt reply",
     }

@@ -122,6 +122,16 @@ impl TrigramIndexes {
         kept.truncate(GENERATIONS_KEPT);
     }
 
+    /// Forgets every index of `ontology` (dropped): returns how many generations it held.
+    pub fn drop_ontology(&self, ontology: &str) -> u32 {
+        let dropped = self.by_ontology.write().expect("trigram index lock").remove(ontology);
+        let count = dropped.map_or(0, |kept| kept.len() as u32);
+        if count > 0 {
+            eprintln!("belink-server: trigram indexes of {ontology} forgotten ({count} generations)");
+        }
+        count
+    }
+
     /// The loaded indexes, for the status reply.
     pub fn to_json(&self) -> serde_json::Value {
         let all = self.by_ontology.read().expect("trigram index lock");
@@ -193,5 +203,18 @@ mod tests {
         assert_eq!(hits(indexes.search("hpo", 2, 0.3, 10, &query)), [vec![(2, 1.0)]]);
         assert_eq!(hits(indexes.search("hpo", 3, 0.3, 10, &query)), [vec![(3, 1.0)]]);
         assert_eq!(indexes.to_json().as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn a_dropped_ontology_loses_every_generation_and_only_its_own() {
+        let indexes = TrigramIndexes::default();
+        for (ontology, generation) in [("hpo", 1), ("hpo", 2), ("medic", 1)] {
+            indexes.load(&mut None, ontology.into(), generation, 0, true, names(&[(generation, "seizure")]));
+        }
+        assert_eq!(indexes.drop_ontology("hpo"), 2);
+        assert_eq!(indexes.drop_ontology("hpo"), 0);
+        let query = vec!["seizure".to_string()];
+        assert!(matches!(indexes.search("hpo", 2, 0.3, 10, &query), Message::ErrorReply { .. }));
+        assert_eq!(hits(indexes.search("medic", 1, 0.3, 10, &query)), [vec![(1, 1.0)]]);
     }
 }

@@ -23,14 +23,21 @@ SET belink.min_similarity = 0;
 SELECT concept_id IS NOT NULL AS linked FROM belink_normalize('gibberishxyz', ontology => 'mini');
 RESET belink.min_similarity;
 
--- Dropping an ontology drops its HNSW index too.
+-- Dropping an ontology drops its HNSW index too, and the model server's trigram index.
 SELECT concepts FROM belink_load_ontology_text('throwaway', E'T:1\tTransient ischemic attack', 'tsv');
 SET client_min_messages = warning;
 CALL belink_index('throwaway');
 RESET client_min_messages;
-SELECT count(*) FROM pg_indexes WHERE schemaname = 'belink' AND indexname LIKE 'names_embedding_throwaway%';
+-- Built with the graph parameters chosen for its size (belink.hnsw_build_parameters).
+SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'belink' AND c.relname LIKE 'names_embedding_throwaway%';
+SELECT concept_id FROM belink_candidates('transient ischaemic attacks', 'throwaway', 1);
+SELECT count(*) AS server_trigram_indexes
+FROM jsonb_array_elements(belink_worker_status_json()->'trigram_indexes') i WHERE i->>'ontology' = 'throwaway';
 SELECT belink_drop_ontology('throwaway');
 SELECT count(*) FROM pg_indexes WHERE schemaname = 'belink' AND indexname LIKE 'names_embedding_throwaway%';
+SELECT count(*) AS server_trigram_indexes
+FROM jsonb_array_elements(belink_worker_status_json()->'trigram_indexes') i WHERE i->>'ontology' = 'throwaway';
 
 -- Fusion weights chosen by measurement on labelled mentions (a training split's stand-in):
 -- rows naming no active concept of the ontology are skipped and counted.
