@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use belink_core::ontology::{self, LoadOptions, Ontology, UmlsFilter};
-
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 

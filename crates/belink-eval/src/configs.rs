@@ -14,9 +14,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Sets the session up for this configuration (from the defaults: RESET ALL first).
+    /// Sets the session up for this configuration (from the defaults: RESET ALL first). The
+    /// session's kept plans are discarded too: a generic plan made under the previous
+    /// configuration would ignore this one's planner settings (exact search's
+    /// enable_indexscan = off would still search the HNSW index).
     pub fn apply(&self, client: &mut Client) -> Result<(), String> {
-        for setting in std::iter::once(&"RESET ALL").chain(self.settings) {
+        for setting in ["RESET ALL", "DISCARD PLANS"].iter().chain(self.settings) {
             client.batch_execute(setting).map_err(|e| format!("{setting}: {e}"))?;
         }
         Ok(())
