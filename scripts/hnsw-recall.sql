@@ -1,5 +1,5 @@
 -- HNSW against exact search over one ontology's name vectors (BENCHMARKS.md, "HNSW against
--- exact search"): for the mentions of a file of "gold concept id<TAB>mention" lines
+-- exact search, by ontology size"): for the mentions of a file of "gold concept id<TAB>mention" lines
 -- (belink-eval mentions --corpus ...), the names dense retrieval asks for (LIMIT :limit, as
 -- belink.top_k 10 does: 5 names per candidate), found by an HNSW index built with the given
 -- m and ef_construction, at several hnsw.ef_search values, and by exact search (no index):
@@ -10,6 +10,7 @@
 --   psql -v ontology=medic -v mentions=/path/dev.tsv -v limit=50 -v queries=300 \
 --        [-v m=16 -v ef_construction=64] -f scripts/hnsw-recall.sql
 -- Without m and ef_construction: the ones belink_index chooses for the ontology's size.
+-- pgvector's schema must be on the search_path.
 \set QUIET on
 \pset tuples_only on
 CREATE TEMP TABLE labelled (gold text, mention text);
