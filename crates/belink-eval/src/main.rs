@@ -53,7 +53,6 @@
 //!
 //! DSN is a libpq-style string, e.g. "host=/path/to/socket/dir port=54330 user=postgres".
 
-mod args;
 mod configs;
 mod db;
 mod evaluate;
@@ -76,10 +75,16 @@ use belink_core::mentions::scorer::{SpanScorer, Training};
 use belink_eval::corpus::{load_corpus, Document};
 use postgres::{Client, NoTls};
 
-use args::Args;
+use belink_models::cli::Args;
 
 fn main() -> ExitCode {
-    let args = Args::from_env();
+    let args = match Args::from_env() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("belink-eval: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match args.command.as_deref() {
         Some("load") => load(&args),
         Some("retrieval") => retrieval(&args),

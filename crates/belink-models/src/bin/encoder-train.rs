@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use belink_core::ids::canonical;
 use belink_core::ontology::{load_file, LoadOptions};
-use belink_models::cli::Flags;
+use belink_models::cli::Args;
 use belink_models::train::{Batching, Loss, TrainConfig, Trainer};
 use candle_core::Device;
 
@@ -33,14 +33,14 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let flags = Flags::parse(args)?;
+    let flags = Args::parse_flags(args.iter().cloned())?;
     let mut config = TrainConfig::default();
-    config.loss = match flags.one("loss").unwrap_or("ms") {
+    config.loss = match flags.get("loss").unwrap_or("ms") {
         "ms" => Loss::SAPBERT,
         "infonce" => Loss::InfoNce { temperature: flags.number("temperature", 0.05)? },
         other => return Err(format!("--loss: ms or infonce, not '{other}'")),
     };
-    config.batching = match flags.one("batching").unwrap_or("random") {
+    config.batching = match flags.get("batching").unwrap_or("random") {
         "neighbours" => Batching::Neighbours,
         "random" => Batching::Random,
         other => return Err(format!("--batching: random or neighbours, not '{other}'")),
@@ -55,7 +55,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         out: flags.required("out")?.into(),
         ontologies: flags.paths("ontology"),
         names: flags.paths("names"),
-        checkpoints: flags.one("checkpoints").map(PathBuf::from),
+        checkpoints: flags.get("checkpoints").map(PathBuf::from),
         max_time: flags.max_time()?,
         config,
     };

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use belink_core::decision::prompt::{shared_prefix, ChatTemplate};
-use belink_models::cli::Flags;
+use belink_models::cli::Args;
 use belink_models::llm::tune::{save_adapter, RerankerTuner, TuneConfig, TuneExample};
 use candle_core::Device;
 
@@ -33,7 +33,7 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let flags = Flags::parse(args)?;
+    let flags = Args::parse_flags(args.iter().cloned())?;
     let defaults = TuneConfig::default();
     let config = TuneConfig {
         rank: flags.number("rank", defaults.rank as f64)? as usize,
@@ -50,13 +50,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         model: flags.required("model")?.into(),
         examples: flags.paths("examples"),
         out: flags.required("out")?.into(),
-        checkpoints: flags.one("checkpoints").map(PathBuf::from),
+        checkpoints: flags.get("checkpoints").map(PathBuf::from),
         max_time: flags.max_time()?,
-        max_examples: flags
-            .one("max-examples")
-            .map(|_| flags.number("max-examples", 0.0))
-            .transpose()?
-            .map(|n| n as usize),
+        max_examples: flags.optional_number("max-examples")?.map(|n| n as usize),
         calibrate: flags.number("calibrate", 200.0)? as usize,
         config,
     })
