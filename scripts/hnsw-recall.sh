@@ -1,7 +1,7 @@
 #!/bin/sh
 # HNSW against exact search (scripts/hnsw-recall.sql) for indexed ontologies of a running
-# cluster, each with the mentions of a corpus: the graph belink_index built for the ontology's
-# size, the names dense retrieval asks for (50 per mention at belink.top_k 10).
+# cluster, each with the mentions of a corpus: a graph built as belink_index builds it, and the
+# names dense retrieval asks for (50 per mention at belink.top_k 10).
 # usage: scripts/hnsw-recall.sh DIR PORT ONTOLOGY=CORPUS...
 set -eu
 DIR=${1:?cluster directory}

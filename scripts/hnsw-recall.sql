@@ -9,7 +9,7 @@
 --
 --   psql -v ontology=medic -v mentions=/path/dev.tsv -v limit=50 -v queries=300 \
 --        [-v m=16 -v ef_construction=64] -f scripts/hnsw-recall.sql
--- Without m and ef_construction: the ones belink_index chooses for the ontology's size.
+-- Without m and ef_construction: the ones belink_index builds with.
 -- pgvector's schema must be on the search_path.
 \set QUIET on
 \pset tuples_only on
@@ -34,7 +34,7 @@ SELECT format('CREATE UNLOGGED TABLE belink_hnsw_probe AS
 FROM belink.names WHERE ontology = :'ontology' AND embedding IS NOT NULL \gexec
 \if :{?m}
 \else
-SELECT p.m, p.ef_construction FROM belink.hnsw_build_parameters((SELECT count(*) FROM belink_hnsw_probe)) p \gset
+SELECT p.m, p.ef_construction FROM belink.hnsw_build_parameters() p \gset
 \endif
 SET maintenance_work_mem = '1GB';
 SELECT clock_timestamp() AS build_started \gset

@@ -305,10 +305,10 @@ CREATE FUNCTION belink.embedding_index_name(ontology text) RETURNS name
 LANGUAGE sql IMMUTABLE AS $$
     SELECT ('names_embedding_' || left(ontology, 20) || '_' || left(md5(ontology), 24))::name
 $$;
--- The HNSW graph's parameters for an ontology of `vectors` names, chosen by measuring recall
--- against exact search at 41k, 76k and 484k names: the same choice at each size
--- (scripts/hnsw-recall.sql; BENCHMARKS.md, "HNSW against exact search, by ontology size").
-CREATE FUNCTION belink.hnsw_build_parameters(vectors bigint, OUT m integer, OUT ef_construction integer)
+-- The HNSW graph's parameters, chosen by measuring recall against exact search at 41k, 76k
+-- and 484k names: the same choice at each size, so it takes no size (scripts/hnsw-recall.sql;
+-- BENCHMARKS.md, "HNSW against exact search, by ontology size").
+CREATE FUNCTION belink.hnsw_build_parameters(OUT m integer, OUT ef_construction integer)
 LANGUAGE sql IMMUTABLE AS $$
     SELECT 16, 200
 $$;
@@ -333,10 +333,7 @@ BEGIN
     IF pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('1GB') THEN
         PERFORM set_config('maintenance_work_mem', '1GB', true);
     END IF;
-    SELECT p.m, p.ef_construction INTO m, ef_construction
-    FROM belink.hnsw_build_parameters((SELECT count(*) FROM belink.names n
-                                       WHERE n.ontology = create_embedding_index.ontology
-                                         AND n.embedding IS NOT NULL)) p;
+    SELECT p.m, p.ef_construction INTO m, ef_construction FROM belink.hnsw_build_parameters() p;
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON belink.names USING hnsw
                         ((embedding::%I.vector(%s)) %I.vector_cosine_ops) WITH (m = %s, ef_construction = %s)
                         WHERE ontology = %L',
