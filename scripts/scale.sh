@@ -3,7 +3,7 @@
 # All four ontologies loaded together (MEDIC, CTD diseases, HPO, Disease Ontology), then a
 # synthetic UMLS-size Metathesaurus made from their names (scripts/synthetic-umls.py):
 # load time, the model server's trigram index (load time, memory), belink_normalize latency
-# and the backend's memory growth.
+# and the backend's memory growth; the largest backend heap during each load.
 # usage: scripts/scale.sh DIR PORT   (SCALE_CONCEPTS, SCALE_NAMES: default 3,000,000 / 10,000,000)
 set -eu
 DIR=${1:?cluster directory}
@@ -25,6 +25,24 @@ for f in medic/medic_06Jul2012.txt ctd-diseases-2017/CTD_diseases.tsv.gz hpo/hp.
 done
 chmod -R a+rX "$files"
 dsn="host=$dir port=$PORT user=postgres"
+# Runs "$@" and prints the largest heap (anonymous memory: shared buffers left out) that any
+# backend of the cluster held meanwhile, sampled every second.
+peak_backend_heap() {
+    postmaster=$(head -1 "$dir/data/postmaster.pid")
+    "$@" &
+    job=$!
+    peak=0
+    while kill -0 "$job" 2>/dev/null; do
+        for pid in $(pgrep -P "$postmaster"); do
+            kb=$(awk '/^Anonymous:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || true)
+            if [ -n "$kb" ] && [ "$kb" -gt "$peak" ]; then peak=$kb; fi
+        done
+        sleep 1
+    done
+    wait "$job"
+    echo
+    echo "Largest backend heap during the load: $((peak / 1024)) MB"
+}
 server_indexes() {
     psql -tA -c "SELECT string_agg(format('%s: %s names, %s MB, loaded in %s s', i->>'ontology', i->>'names',
                      round((i->>'memory_mb')::numeric), round((i->>'load_s')::numeric, 1)), '; ')
@@ -36,7 +54,7 @@ echo "# belink scale, $(date -u +%Y-%m-%d), $(nproc) vCPU, $(free -g | awk '/Mem
 echo
 echo "## Four ontologies together"
 echo
-$EVAL load --dsn "$dsn" "medic=$files/medic_06Jul2012.txt" "ctd=$files/CTD_diseases.tsv.gz" \
+peak_backend_heap $EVAL load --dsn "$dsn" "medic=$files/medic_06Jul2012.txt" "ctd=$files/CTD_diseases.tsv.gz" \
     "hpo=$files/hp.obo" "doid=$files/doid.obo"
 echo
 psql -tA -c "SELECT format('%s names in %s ontologies', sum(name_count), count(*)) FROM belink.ontologies"
@@ -56,7 +74,11 @@ echo
 psql -tA -c "COPY (SELECT name FROM belink.names) TO STDOUT" > "$files/real-names.txt"
 python3 scripts/synthetic-umls.py "$files/MRCONSO.RRF" "$CONCEPTS" "$NAMES" "$files/real-names.txt"
 chmod a+r "$files/MRCONSO.RRF"
-$EVAL load --dsn "$dsn" "synthetic=$files/MRCONSO.RRF:umls"
+echo "The model server's trigram index alone, built from the file (belink-eval trigram-probe):"
+echo
+$EVAL trigram-probe --ontology "$files/MRCONSO.RRF" --corpus "$ncbi"
+echo
+peak_backend_heap $EVAL load --dsn "$dsn" "synthetic=$files/MRCONSO.RRF:umls"
 echo
 $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval lexical --ontology synthetic
 $EVAL normalize --dsn "$dsn options='-c belink.trigram_search=pg_trgm'" --corpus "$ncbi" --retrieval lexical --ontology synthetic \

@@ -2,12 +2,12 @@
 
 use belink_core::catalog::{Embeddings, Ontologies, OntologyState};
 use belink_core::fold::fold;
-use belink_core::ontology::{Concept, NameKind, Ontology};
+use belink_core::ontology::{Concept, Format, NameKind};
 use belink_core::retrieval::fuse::FusionWeights;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::PgSqlErrorCode;
+use pgrx::{PgMemoryContexts, PgSqlErrorCode};
 
 use crate::error::{raise, raise_with_hint, OrRaise, OrRaiseError};
 use crate::plans;
@@ -147,10 +147,18 @@ pub fn require_ontology(client: &SpiClient<'_>, name: &str) {
     read_ontologies(client).require(Some(name)).or_raise_error();
 }
 
-/// Replaces the ontology `name` by `ontology` (or creates it). Runs inside the caller's
-/// transaction, so a failure at any point leaves the previous version intact. Names users
-/// added with belink_add_names are kept when their concept still exists and is active.
-pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSummary {
+/// Replaces the ontology `name` by the `concepts` read from `source` (or creates it). Runs
+/// inside the caller's transaction, so a failure at any point (a bad row half-way through the
+/// file included) leaves the previous version intact. Concepts are inserted as they are read,
+/// a chunk at a time, so a UMLS-size load holds one chunk, not the file. Names users added
+/// with belink_add_names are kept when their concept still exists and is active.
+pub fn replace_ontology(
+    name: &str,
+    source: &str,
+    format: Format,
+    version: Option<&str>,
+    concepts: impl Iterator<Item = Concept>,
+) -> LoadSummary {
     Spi::connect_mut(|client| {
         require_change_right(client, name);
         // The upsert locks the ontology's row: concurrent loads of one name run one after another.
@@ -161,7 +169,7 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
                      version = EXCLUDED.version, loaded_at = now(), loaded_by = current_user,
                      generation = nextval('belink.generations')",
                 None,
-                &[name.into(), ontology.format.name().into(), source.into(), ontology.version.clone().into()],
+                &[name.into(), format.name().into(), source.into(), version.into()],
             )
             .or_raise("recording the ontology");
 
@@ -192,20 +200,51 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
             .update("DELETE FROM belink.concepts WHERE ontology = $1", None, &[name.into()])
             .or_raise("removing the previous concepts");
 
-        insert_concepts(client, name, &ontology.concepts);
+        let mut memory = StatementMemory::new();
+        let mut summary = LoadSummary { concepts: 0, names: 0, obsolete: 0, user_names_kept: 0, user_names_dropped: 0 };
+        let mut chunk: Vec<Concept> = Vec::with_capacity(INSERT_CHUNK);
+        let mut chunk_names = 0;
         let mut names = NameRows::default();
-        for concept in ontology.active_concepts() {
-            for (text, kind) in concept.names() {
-                let _ = names.push(&concept.id, text, kind); // refused names are counted in NameRows
+        let mut concepts = concepts.peekable();
+        while let Some(concept) = concepts.next() {
+            chunk_names += concept.names().count();
+            chunk.push(concept);
+            if chunk.len() < INSERT_CHUNK && chunk_names < INSERT_CHUNK && concepts.peek().is_some() {
+                continue;
             }
+            insert_concepts(client, &mut memory, name, &chunk);
+            for concept in chunk.iter().filter(|c| !c.obsolete) {
+                for (text, kind) in concept.names() {
+                    let _ = names.push(&concept.id, text, kind); // refused names are counted in NameRows
+                }
+            }
+            let active = chunk.iter().filter(|c| !c.obsolete).count() as i64;
+            summary.concepts += active;
+            summary.obsolete += chunk.len() as i64 - active;
+            summary.names += insert_queued(client, &mut memory, name, &mut names);
+            chunk.clear();
+            chunk_names = 0;
         }
-        let active: std::collections::HashSet<&str> = ontology.active_concepts().map(|c| c.id.as_str()).collect();
+
+        let wanted: Vec<String> = user_names.iter().map(|(concept_id, _)| concept_id.clone()).collect();
+        let active: std::collections::HashSet<String> = client
+            .select(
+                "SELECT concept_id FROM belink.concepts WHERE ontology = $1 AND concept_id = ANY($2) AND NOT obsolete",
+                None,
+                &[name.into(), wanted.into()],
+            )
+            .or_raise("reading user names' concepts")
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect();
         let (kept, dropped): (Vec<_>, Vec<_>) =
             user_names.iter().partition(|(concept_id, _)| active.contains(concept_id.as_str()));
         for (concept_id, text) in &kept {
             let _ = names.push(concept_id, text, NameKind::User);
         }
-        let name_count = insert_names(client, name, names);
+        summary.names += insert_queued(client, &mut memory, name, &mut names);
+        names.warn_refused(name);
+        summary.user_names_kept = kept.len() as i64;
+        summary.user_names_dropped = dropped.len() as i64;
         client
             .update(
                 "UPDATE belink.names n SET embedding = k.embedding FROM belink_kept_embeddings k
@@ -216,13 +255,6 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
             .or_raise("restoring embeddings");
         client.update("DROP TABLE belink_kept_embeddings", None, &[]).or_raise("keeping embeddings");
 
-        let summary = LoadSummary {
-            concepts: active.len() as i64,
-            names: name_count,
-            obsolete: ontology.obsolete_count() as i64,
-            user_names_kept: kept.len() as i64,
-            user_names_dropped: dropped.len() as i64,
-        };
         client
             .update(
                 // name_count follows the names themselves (the triggers on belink.names).
@@ -235,6 +267,27 @@ pub fn replace_ontology(name: &str, source: &str, ontology: &Ontology) -> LoadSu
     })
 }
 
+/// Where a statement's argument arrays are built, emptied once it has run: SPI's own context
+/// would keep every statement's arrays until the load ends (gigabytes at UMLS size).
+struct StatementMemory(PgMemoryContexts);
+
+impl StatementMemory {
+    fn new() -> StatementMemory {
+        StatementMemory(PgMemoryContexts::new("belink statement arguments"))
+    }
+
+    /// Runs `statement` with its allocations in this context, then frees them; it returns
+    /// nothing PostgreSQL allocated.
+    fn run<R>(&mut self, statement: impl FnOnce() -> R) -> R {
+        // Safety: what `statement` allocated here is not used after it returns.
+        unsafe {
+            let result = self.0.switch_to(|_| statement());
+            self.0.reset();
+            result
+        }
+    }
+}
+
 fn joined(items: &[String], concept: &Concept) -> String {
     if let Some(bad) = items.iter().find(|item| item.contains(LIST_SEPARATOR)) {
         raise(
@@ -245,7 +298,7 @@ fn joined(items: &[String], concept: &Concept) -> String {
     items.join(&LIST_SEPARATOR.to_string())
 }
 
-fn insert_concepts(client: &mut SpiClient<'_>, ontology: &str, concepts: &[Concept]) {
+fn insert_concepts(client: &mut SpiClient<'_>, memory: &mut StatementMemory, ontology: &str, concepts: &[Concept]) {
     const INSERT: &str = "
         INSERT INTO belink.concepts
             (ontology, concept_id, name, definition, alt_ids, parents, xrefs, semantic_types, obsolete, replaced_by)
@@ -257,19 +310,21 @@ fn insert_concepts(client: &mut SpiClient<'_>, ontology: &str, concepts: &[Conce
              AS t(id, name, definition, alt_ids, parents, xrefs, semantic_types, obsolete, replaced_by)";
     for chunk in concepts.chunks(INSERT_CHUNK) {
         let column = |f: &dyn Fn(&Concept) -> String| -> Vec<String> { chunk.iter().map(f).collect() };
-        let args: Vec<DatumWithOid> = vec![
-            ontology.into(),
-            column(&|c| c.id.clone()).into(),
-            column(&|c| c.name.clone()).into(),
-            chunk.iter().map(|c| c.definition.clone()).collect::<Vec<Option<String>>>().into(),
-            column(&|c| joined(&c.alt_ids, c)).into(),
-            column(&|c| joined(&c.parents, c)).into(),
-            column(&|c| joined(&c.xrefs, c)).into(),
-            column(&|c| joined(&c.semantic_types, c)).into(),
-            chunk.iter().map(|c| c.obsolete).collect::<Vec<bool>>().into(),
-            column(&|c| joined(&c.replaced_by, c)).into(),
-        ];
-        client.update(INSERT, None, &args).or_raise("inserting concepts");
+        memory.run(|| {
+            let args: Vec<DatumWithOid> = vec![
+                ontology.into(),
+                column(&|c| c.id.clone()).into(),
+                column(&|c| c.name.clone()).into(),
+                chunk.iter().map(|c| c.definition.clone()).collect::<Vec<Option<String>>>().into(),
+                column(&|c| joined(&c.alt_ids, c)).into(),
+                column(&|c| joined(&c.parents, c)).into(),
+                column(&|c| joined(&c.xrefs, c)).into(),
+                column(&|c| joined(&c.semantic_types, c)).into(),
+                chunk.iter().map(|c| c.obsolete).collect::<Vec<bool>>().into(),
+                column(&|c| joined(&c.replaced_by, c)).into(),
+            ];
+            client.update(INSERT, None, &args).or_raise("inserting concepts");
+        });
     }
 }
 
@@ -315,33 +370,50 @@ impl NameRows {
         self.kinds.push(kind.as_str().to_string());
         Ok(())
     }
+
+    /// Warns about the names left out for their length, if any.
+    fn warn_refused(&self, ontology: &str) {
+        if let Some(first) = &self.first_too_long {
+            warning!(
+                "belink: ontology \"{ontology}\": names longer than {MAX_NAME_BYTES} bytes left out: {} (the first of concept \"{first}\")",
+                self.too_long
+            );
+        }
+    }
 }
 
 /// Inserts the names and returns how many were inserted.
-pub fn insert_names(client: &mut SpiClient<'_>, ontology: &str, rows: NameRows) -> i64 {
+pub fn insert_names(client: &mut SpiClient<'_>, ontology: &str, mut rows: NameRows) -> i64 {
+    let inserted = insert_queued(client, &mut StatementMemory::new(), ontology, &mut rows);
+    rows.warn_refused(ontology);
+    inserted
+}
+
+/// Inserts the names queued in `rows` and empties the queue (the refused names stay counted);
+/// returns how many were inserted.
+fn insert_queued(client: &mut SpiClient<'_>, memory: &mut StatementMemory, ontology: &str, rows: &mut NameRows) -> i64 {
     const INSERT: &str = "
         INSERT INTO belink.names (ontology, concept_id, name, normalized, kind)
         SELECT $1, concept_id, name, normalized, kind
         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS t(concept_id, name, normalized, kind)";
-    if let Some(first) = &rows.first_too_long {
-        warning!(
-            "belink: ontology \"{ontology}\": names longer than {MAX_NAME_BYTES} bytes left out: {} (the first of concept \"{first}\")",
-            rows.too_long
-        );
-    }
     let total = rows.names.len();
     let mut start = 0;
     while start < total {
         let end = (start + INSERT_CHUNK).min(total);
-        let args: Vec<DatumWithOid> = vec![
-            ontology.into(),
-            rows.concept_ids[start..end].to_vec().into(),
-            rows.names[start..end].to_vec().into(),
-            rows.normalized[start..end].to_vec().into(),
-            rows.kinds[start..end].to_vec().into(),
-        ];
-        client.update(INSERT, None, &args).or_raise("inserting names");
+        memory.run(|| {
+            let args: Vec<DatumWithOid> = vec![
+                ontology.into(),
+                rows.concept_ids[start..end].to_vec().into(),
+                rows.names[start..end].to_vec().into(),
+                rows.normalized[start..end].to_vec().into(),
+                rows.kinds[start..end].to_vec().into(),
+            ];
+            client.update(INSERT, None, &args).or_raise("inserting names");
+        });
         start = end;
+    }
+    for column in [&mut rows.concept_ids, &mut rows.names, &mut rows.normalized, &mut rows.kinds] {
+        column.clear();
     }
     total as i64
 }

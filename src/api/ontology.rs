@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use belink_core::ontology::{self, LoadOptions, Ontology, UmlsFilter};
+use belink_core::ontology::{self, ConceptStream, LoadOptions, UmlsFilter};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -38,8 +38,8 @@ fn belink_load_ontology(
     catalog::validate_ontology_name(name);
     require_server_file_access(path, "belink_load_ontology_text(name, content)");
     let options = load_options(format, sources, languages);
-    let parsed = ontology::load_file(Path::new(path), &options).unwrap_or_else(|e| raise_ontology_error(path, e));
-    store(name, path, parsed)
+    let concepts = ontology::read_file(Path::new(path), &options).unwrap_or_else(|e| raise_ontology_error(path, e));
+    store(name, path, path, concepts)
 }
 
 /// Loads (or atomically replaces) an ontology from content given as text, for clients that
@@ -68,9 +68,9 @@ fn belink_load_ontology_text(
     let content = required("content", content);
     catalog::validate_ontology_name(name);
     let options = load_options(format, sources, languages);
-    let parsed = ontology::load_bytes(content.as_bytes(), &options)
+    let concepts = ontology::read_bytes(content.as_bytes(), &options)
         .unwrap_or_else(|e| raise_ontology_error("the given content", e));
-    store(name, "(text)", parsed)
+    store(name, "(text)", "the given content", concepts)
 }
 
 /// Adds user names (synonyms) to a concept; they survive reloads of the ontology while the
@@ -186,10 +186,12 @@ fn belink_drop_ontology(name: &str) -> bool {
     })
 }
 
+/// Stores what `concepts` reads from `source` (`shown`: how errors name it) as ontology `name`.
 fn store(
     name: &str,
     source: &str,
-    parsed: Ontology,
+    shown: &str,
+    concepts: ConceptStream,
 ) -> TableIterator<
     'static,
     (
@@ -203,12 +205,15 @@ fn store(
         name!(user_names_dropped, i64),
     ),
 > {
+    let (format, version) = (concepts.format, concepts.version.clone());
+    // A row the reader cannot take, half-way through the file, ends the load (and rolls it back).
+    let read = concepts.map(|concept| concept.unwrap_or_else(|e| raise_ontology_error(shown, e)));
     let LoadSummary { concepts, names, obsolete, user_names_kept, user_names_dropped } =
-        catalog::replace_ontology(name, source, &parsed);
+        catalog::replace_ontology(name, source, format, version.as_deref(), read);
     TableIterator::once((
         name.to_string(),
-        parsed.format.name().to_string(),
-        parsed.version,
+        format.name().to_string(),
+        version,
         concepts,
         names,
         obsolete,

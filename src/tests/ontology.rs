@@ -156,6 +156,61 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM belink.concepts WHERE concept_id = 'X:9'"), 0);
     }
 
+    /// A Metathesaurus of `concepts` concepts with two English names each, sorted by CUI.
+    fn mrconso(concepts: usize) -> String {
+        (1..=concepts)
+            .flat_map(|i| {
+                [(("P", "PF", "Y"), format!("Concept {i}")), (("S", "VO", "N"), format!("concept {i} synonym"))].map(
+                    |((term_status, string_type, preferred), text)| {
+                        format!("C{i:07}|ENG|{term_status}|L{i}|{string_type}|S|{preferred}|A{i}|||D{i}|MSH|PT|D{i}|{text}|0|N|256|\n")
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[pg_test]
+    fn umls_loads_in_chunks_and_a_bad_row_late_in_the_file_changes_nothing() {
+        // More concepts than one insert chunk holds: they are inserted while the file is read.
+        let first = server_file("MRCONSO-first.RRF", mrconso(25_000).as_bytes());
+        let sql = format!("SELECT concepts, names FROM belink_load_ontology('umls', {})", literal(&first));
+        assert_eq!(Spi::get_two::<i64, i64>(&sql).unwrap(), (Some(25_000), Some(50_000)));
+        assert_eq!(count("SELECT belink_add_names('umls', 'C0024999', ARRAY['my own name'])"), 1);
+        assert_eq!(count("SELECT name_count FROM belink.ontologies WHERE name = 'umls'"), 50_001);
+
+        // The reload fails on its last row, after two chunks went in: the previous version stays.
+        let broken = format!("{}C0030000|ENG|cut short\n", mrconso(29_999));
+        let broken = server_file("MRCONSO-broken.RRF", broken.as_bytes());
+        assert_error(
+            &format!("SELECT * FROM belink_load_ontology('umls', {})", literal(&broken)),
+            "22P04",
+            "line 59999: expected an MRCONSO row",
+        );
+        assert_eq!(count("SELECT count(*) FROM belink.concepts WHERE ontology = 'umls'"), 25_000);
+        assert_eq!(count("SELECT count(*) FROM belink.names WHERE ontology = 'umls'"), 50_001);
+
+        // Rows of one concept apart: a clear error, nothing changed.
+        let unsorted = format!("{}{}", mrconso(3), mrconso(1));
+        let unsorted = server_file("MRCONSO-unsorted.RRF", unsorted.as_bytes());
+        assert_error(
+            &format!("SELECT * FROM belink_load_ontology('umls', {})", literal(&unsorted)),
+            "22P04",
+            "the rows of concept C0000001 are not together",
+        );
+        assert_eq!(count("SELECT name_count FROM belink.ontologies WHERE name = 'umls'"), 50_001);
+
+        // A reload that keeps the concept keeps the user's name, after every chunk.
+        let sql = format!(
+            "SELECT names, user_names_kept FROM belink_load_ontology('umls', {})",
+            literal(&server_file("MRCONSO-second.RRF", mrconso(25_001).as_bytes()))
+        );
+        assert_eq!(Spi::get_two::<i64, i64>(&sql).unwrap(), (Some(50_003), Some(1)));
+        assert_eq!(
+            count("SELECT count(*) FROM belink.names WHERE name = 'my own name' AND concept_id = 'C0024999'"),
+            1
+        );
+    }
+
     #[pg_test]
     fn bad_input_gets_clear_errors_and_changes_nothing() {
         let load = |path: &str| format!("SELECT * FROM belink_load_ontology('x', {})", literal(path));

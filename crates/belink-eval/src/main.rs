@@ -50,6 +50,11 @@
 //!   belink-eval dense-probe --model DIR --ontology FILE --corpus PATH [--names TSV]
 //!       dense retrieval alone without a cluster: exact cosine search of the corpus' gold
 //!       mentions over the ontology file's names (and the TSV's), recall@1/5/10
+//!   belink-eval trigram-probe --ontology FILE [--format F] --corpus PATH [--limit 50] [--threshold 0.3]
+//!       the model server's trigram index alone without a cluster: built from the ontology
+//!       file's names (read one concept at a time), then searched for every corpus mention;
+//!       build time, memory, and p50 / p95 / mean ms per search with belink's policy and with
+//!       the threshold alone
 //!
 //! DSN is a libpq-style string, e.g. "host=/path/to/socket/dir port=54330 user=postgres".
 
@@ -65,6 +70,7 @@ mod plots;
 mod protocol;
 mod report;
 mod stress;
+mod trigram_probe;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
         Some("stress") => stress(&args),
         Some("mentions") => mentions(&args),
         Some("dense-probe") => dense_probe(&args),
+        Some("trigram-probe") => trigram_probe(&args),
         Some("detect") => detect(&args),
         Some("train-span-scorer") => train_span_scorer(&args),
         Some("link") => link(&args),
@@ -731,6 +738,25 @@ fn file_record(path: &str) -> Result<serde_json::Value, String> {
 fn git_commit() -> Option<String> {
     let output = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn trigram_probe(args: &Args) -> Result<(), String> {
+    let corpus_path = args.required("corpus")?;
+    let corpus = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+    let format = belink_core::ontology::parse_format_argument(args.get("format").unwrap_or("auto"))
+        .map_err(|e| e.to_string())?;
+    let limit = args.number("limit", 50.0)? as usize;
+    let threshold = args.number("threshold", 0.3)?;
+    let probe = trigram_probe::probe(Path::new(args.required("ontology")?), format, &corpus, limit, threshold)?;
+    println!(
+        "{} names, index built in {:.1} s, {:.0} MB; {} mentions, {limit} names each at threshold {threshold}\n",
+        probe.names, probe.build_seconds, probe.memory_mb, probe.mentions
+    );
+    println!("| search | p50 ms | p95 ms | mean ms |\n|---|---:|---:|---:|");
+    for (label, p50, p95, mean) in probe.latencies {
+        println!("| {label} | {p50:.2} | {p95:.2} | {mean:.2} |");
+    }
+    Ok(())
 }
 
 fn dense_probe(args: &Args) -> Result<(), String> {

@@ -234,48 +234,102 @@ pub struct LoadOptions {
     pub umls: UmlsFilter,
 }
 
+/// An ontology read concept by concept, for loading: a UMLS Metathesaurus is read one concept's
+/// rows at a time, never whole (10 million names would take gigabytes); the other formats,
+/// whose files are small, are parsed whole first.
+pub struct ConceptStream {
+    pub format: Format,
+    /// Version or date found in the file's header, if any.
+    pub version: Option<String>,
+    concepts: Concepts,
+}
+
+enum Concepts {
+    Parsed(std::vec::IntoIter<Concept>),
+    Umls(Box<rrf::Concepts>),
+}
+
+impl Iterator for ConceptStream {
+    /// A concept, or the error that ends the input.
+    type Item = Result<Concept>;
+
+    fn next(&mut self) -> Option<Result<Concept>> {
+        match &mut self.concepts {
+            Concepts::Parsed(concepts) => concepts.next().map(Ok),
+            Concepts::Umls(concepts) => concepts.next(),
+        }
+    }
+}
+
+impl ConceptStream {
+    /// Every concept, read to the end.
+    pub fn into_ontology(self) -> Result<Ontology> {
+        let (format, version) = (self.format, self.version.clone());
+        let concepts = self.collect::<Result<Vec<Concept>>>()?;
+        Ok(Ontology { format, version, concepts })
+    }
+}
+
 /// Reads an ontology from a file (plain or gzip, detected by content).
 /// For UMLS, `MRSTY.RRF[.gz]` next to `MRCONSO.RRF` supplies semantic types when present.
-pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Ontology> {
+pub fn read_file(path: &Path, options: &LoadOptions) -> Result<ConceptStream> {
     let mut lines = Lines::new(open_file(path)?);
     let format = match options.format {
         Some(format) => format,
         None => detect_format(&mut lines)?,
     };
-    let mut ontology = parse(format, &mut lines, options)?;
+    let mut semantic_types = rrf::SemanticTypes::default();
     if format == Format::Rrf {
         if let Some(mrsty) = rrf::sibling_mrsty(path) {
             let mut sty_lines = Lines::new(open_file(&mrsty)?);
-            rrf::add_semantic_types(&mut ontology, &mut sty_lines)
+            semantic_types = rrf::SemanticTypes::read(&mut sty_lines)
                 .map_err(|e| ReadError::Invalid(format!("{}: {e}", mrsty.display())))?;
         }
     }
-    Ok(ontology)
+    read(format, lines, options, semantic_types)
 }
 
 /// Reads an ontology from in-memory content (for clients that cannot place files on the
 /// server). Gzip content is accepted too.
-pub fn load_bytes(content: &[u8], options: &LoadOptions) -> Result<Ontology> {
+pub fn read_bytes(content: &[u8], options: &LoadOptions) -> Result<ConceptStream> {
     let mut lines = Lines::new(crate::input::open_bytes(content.to_vec())?);
     let format = match options.format {
         Some(format) => format,
         None => detect_format(&mut lines)?,
     };
-    parse(format, &mut lines, options)
+    read(format, lines, options, rrf::SemanticTypes::default())
 }
 
-fn parse(format: Format, lines: &mut Lines, options: &LoadOptions) -> Result<Ontology> {
+/// [`read_file`], every concept at once.
+pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Ontology> {
+    read_file(path, options)?.into_ontology()
+}
+
+/// [`read_bytes`], every concept at once.
+pub fn load_bytes(content: &[u8], options: &LoadOptions) -> Result<Ontology> {
+    read_bytes(content, options)?.into_ontology()
+}
+
+fn read(
+    format: Format,
+    mut lines: Lines,
+    options: &LoadOptions,
+    semantic_types: rrf::SemanticTypes,
+) -> Result<ConceptStream> {
     let ontology = match format {
-        Format::Obo => obo::parse(lines)?,
-        Format::Ctd => ctd::parse(lines)?,
-        Format::Biosyn => biosyn::parse(lines)?,
-        Format::Rrf => rrf::parse(lines, &options.umls)?,
-        Format::Tsv => tsv::parse(lines)?,
+        Format::Rrf => {
+            let concepts = Concepts::Umls(Box::new(rrf::Concepts::new(lines, &options.umls, semantic_types)));
+            return Ok(ConceptStream { format, version: None, concepts });
+        }
+        Format::Obo => obo::parse(&mut lines)?,
+        Format::Ctd => ctd::parse(&mut lines)?,
+        Format::Biosyn => biosyn::parse(&mut lines)?,
+        Format::Tsv => tsv::parse(&mut lines)?,
     };
     if ontology.concepts.is_empty() {
         return Err(ReadError::Invalid(format!("no concepts found (read {} lines as {format})", lines.line_number())));
     }
-    Ok(ontology)
+    Ok(ConceptStream { format, version: ontology.version, concepts: Concepts::Parsed(ontology.concepts.into_iter()) })
 }
 
 /// Detects the format from the first lines of the content (not from the file name).
@@ -368,10 +422,6 @@ impl ConceptList {
         }
         self.merge(concept);
         Ok(())
-    }
-
-    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Concept> {
-        self.index.get(id).map(|&i| &mut self.concepts[i])
     }
 
     pub(crate) fn into_vec(self) -> Vec<Concept> {

@@ -189,6 +189,68 @@ fn rrf_filters_languages_sources_and_suppressed_rows() {
     );
 }
 
+/// An English, unsuppressed MRCONSO row.
+fn mrconso_row(cui: &str, preferred: bool, text: &str) -> String {
+    let (term_status, string_type, is_preferred) = if preferred { ("P", "PF", "Y") } else { ("S", "VO", "N") };
+    format!("{cui}|ENG|{term_status}|L1|{string_type}|S1|{is_preferred}|A1||||MSH|PT|D1|{text}|0|N|256|\n")
+}
+
+#[test]
+fn rrf_is_read_one_concept_at_a_time() {
+    let options = LoadOptions { format: Some(Format::Rrf), ..LoadOptions::default() };
+    let content = [
+        mrconso_row("C0000001", false, "alpha variant"),
+        mrconso_row("C0000001", true, "Alpha"),
+        mrconso_row("C0000002", true, "Beta"),
+        mrconso_row("C0000003", true, "Gamma"),
+        "C0000003|ENG|cut short\n".to_string(),
+        mrconso_row("C0000004", true, "Delta"),
+    ]
+    .concat();
+    let mut stream = read_bytes(content.as_bytes(), &options).unwrap();
+    // Each concept comes out once the next one starts, before the bad row further on is read.
+    let first = stream.next().unwrap().unwrap();
+    assert_eq!(names(&first), [("Alpha", NameKind::Preferred), ("alpha variant", NameKind::Exact)]);
+    assert_eq!(stream.next().unwrap().unwrap().id, "C0000002");
+    assert!(matches!(stream.next(), Some(Err(ReadError::Syntax { line: 5, .. }))));
+    assert!(stream.next().is_none(), "nothing after an error");
+}
+
+#[test]
+fn rrf_rows_of_a_concept_must_be_together() {
+    let options = LoadOptions { format: Some(Format::Rrf), ..LoadOptions::default() };
+    let content = [
+        mrconso_row("C0000001", true, "Alpha"),
+        mrconso_row("C0000002", true, "Beta"),
+        mrconso_row("C0000001", false, "alpha variant"),
+    ]
+    .concat();
+    let error = load_bytes(content.as_bytes(), &options).unwrap_err();
+    assert!(matches!(error, ReadError::Syntax { line: 3, .. }), "{error:?}");
+    assert!(error.to_string().contains("the rows of concept C0000001 are not together"), "{error}");
+    assert!(error.to_string().contains("sort -s -t'|' -k1,1"), "{error}");
+    // Rows that the filter leaves out do not count.
+    let french = mrconso_row("C0000001", false, "alpha").replace("|ENG|", "|FRE|");
+    let content = [mrconso_row("C0000001", true, "Alpha"), mrconso_row("C0000002", true, "Beta"), french].concat();
+    assert_eq!(load_bytes(content.as_bytes(), &options).unwrap().concepts.len(), 2);
+}
+
+#[test]
+fn semantic_types_in_any_row_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = [mrconso_row("C0000001", true, "Alpha"), mrconso_row("C0000002", true, "Beta")].concat();
+    let mrconso = write_temp(&dir, "MRCONSO.RRF", content.as_bytes());
+    write_temp(
+        &dir,
+        "MRSTY.RRF",
+        b"C0000002|T047|B|Disease or Syndrome|AT1|256|\nC0000001|T046|B|Pathologic Function|AT2|256|\n\
+          C0000002|T033|A|Finding|AT3|256|\nC0000002|T047|B|Disease or Syndrome|AT4|256|\n",
+    );
+    let umls = load_file(&mrconso, &LoadOptions::default()).unwrap();
+    assert_eq!(concept(&umls, "C0000001").semantic_types, ["T046"]);
+    assert_eq!(concept(&umls, "C0000002").semantic_types, ["T047", "T033"]);
+}
+
 #[test]
 fn tsv_user_dictionary() {
     let tsv = load("user_dictionary.tsv");

@@ -35,6 +35,21 @@ fn similarity(shared: u32, query: usize, name: usize) -> f32 {
     shared as f32 / (query + name - shared as usize) as f32
 }
 
+/// How many of a query's `trigrams` a name at least `threshold` similar shares, at least
+/// (similarity ≤ shared / trigrams).
+fn needed_lists(threshold: f64, trigrams: usize) -> usize {
+    // The small margin keeps rounding from ever walking too few lists.
+    ((threshold * trigrams as f64 - 1e-9).ceil() as usize).clamp(1, trigrams.max(1))
+}
+
+/// The higher threshold tried first on a large index: this share of the way from the
+/// threshold asked for to 1 (0.3 → 0.475). Chosen with the gate below on NCBI-disease dev
+/// mentions over 0.12, 0.5 and 10 million names (BENCHMARKS.md, "Scale").
+const HIGHER_THRESHOLD_SHARE: f64 = 0.25;
+/// The index entries a search must walk before the higher threshold is tried first: at
+/// 500,000 names, a gate of 200,000 already made p95 worse.
+const MIN_POSTINGS_FOR_HIGHER_THRESHOLD: usize = 1_000_000;
+
 /// One indexed name: its id in belink.names (the caller's key, and the tie-break: pg_trgm's
 /// query orders equal similarities by name_id) and its number of trigrams.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +118,41 @@ impl TrigramIndex {
     /// their posting lists are walked to find candidates, and the most common trigrams' lists
     /// (" di", "ase": tens of thousands of names) are only probed for those candidates.
     pub fn search(&self, folded: &str, limit: usize, threshold: f64) -> Vec<(i64, f32)> {
+        self.search_trying_higher(folded, limit, threshold, MIN_POSTINGS_FOR_HIGHER_THRESHOLD)
+    }
+
+    /// [`TrigramIndex::search`], a higher threshold tried first when the lists to walk hold at
+    /// least `min_postings` entries (`usize::MAX`: never; the tests and `belink-eval
+    /// trigram-probe` compare the two). A search at a higher threshold walks fewer lists, the
+    /// rarest; when it finds `limit` names, they are the `limit` best at the lower one too.
+    /// Only worth it when the lists are long (a large ontology): otherwise it mostly finds too
+    /// few and the search runs twice.
+    pub fn search_trying_higher(
+        &self,
+        folded: &str,
+        limit: usize,
+        threshold: f64,
+        min_postings: usize,
+    ) -> Vec<(i64, f32)> {
+        if self.postings_walked(folded, threshold) >= min_postings {
+            let found = self.search_at(folded, limit, threshold + (1.0 - threshold) * HIGHER_THRESHOLD_SHARE);
+            if found.len() >= limit {
+                return found;
+            }
+        }
+        self.search_at(folded, limit, threshold)
+    }
+
+    /// The entries of the posting lists a search at `threshold` walks.
+    fn postings_walked(&self, folded: &str, threshold: f64) -> usize {
+        let mut lengths: Vec<usize> =
+            trigrams(folded).iter().map(|g| self.postings.get(g).map_or(0, Vec::len)).collect();
+        lengths.sort_unstable();
+        lengths.iter().take(lengths.len() + 1 - needed_lists(threshold, lengths.len())).sum()
+    }
+
+    /// The search at `threshold` (see [`TrigramIndex::search`]).
+    fn search_at(&self, folded: &str, limit: usize, threshold: f64) -> Vec<(i64, f32)> {
         let query = trigrams(folded);
         if query.is_empty() || limit == 0 || threshold > 1.0 {
             return Vec::new();
@@ -110,9 +160,7 @@ impl TrigramIndex {
         let mut lists: Vec<&[u32]> =
             query.iter().map(|g| self.postings.get(g).map(Vec::as_slice).unwrap_or_default()).collect();
         lists.sort_by_key(|list| list.len());
-        // The small margin keeps rounding from ever walking too few lists.
-        let needed = ((threshold * lists.len() as f64 - 1e-9).ceil() as usize).clamp(1, lists.len());
-        let (walked, probed) = lists.split_at(lists.len() - needed + 1);
+        let (walked, probed) = lists.split_at(lists.len() + 1 - needed_lists(threshold, lists.len()));
         COUNTS.with(|counts| {
             let mut counts = counts.borrow_mut();
             if counts.len() < self.entries.len() {
@@ -250,12 +298,16 @@ mod tests {
             ["g6pd deficiency", "disease", "heart cancer syndrome", "type 2", "a", "zzz of", "the disease of the heart"]
         {
             for threshold in [0.0, 0.1, 0.3, 0.5, 0.9, 1.0] {
-                for limit in [1, 5, 1000] {
-                    assert_eq!(
-                        index.search(query, limit, threshold),
-                        brute_force(&names, query, limit, threshold),
-                        "{query:?} at {threshold}, limit {limit}"
-                    );
+                for limit in [1, 5, 50, 1000] {
+                    let expected = brute_force(&names, query, limit, threshold);
+                    // Threshold first, the higher one never or always tried first.
+                    for min_postings in [usize::MAX, 0] {
+                        assert_eq!(
+                            index.search_trying_higher(query, limit, threshold, min_postings),
+                            expected,
+                            "{query:?} at {threshold}, limit {limit}, min_postings {min_postings}"
+                        );
+                    }
                 }
             }
         }
