@@ -26,6 +26,7 @@ static SERVER_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
 static MAX_DOCUMENT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(10_000_000);
+static MAX_DICTIONARY_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 enum RetrievalGuc {
@@ -143,6 +144,14 @@ pub fn init() {
         c"belink.max_document_chars",
         c"Longest document (in characters) belink_link accepts; a resource limit: superusers and roles granted SET on it change it.",
         1,
+        i32::MAX,
+        GucContext::Suset,
+    );
+    int(
+        &MAX_DICTIONARY_MB,
+        c"belink.max_dictionary_mb",
+        c"Largest mention dictionary (estimated, in MB) a session builds to link text against an ontology; -1 = no limit. A resource limit: superusers and roles granted SET on it change it.",
+        -1,
         i32::MAX,
         GucContext::Suset,
     );
@@ -361,6 +370,12 @@ pub fn settings() -> Settings {
         context_chars: CONTEXT_CHARS.get().max(0) as usize,
         max_document_chars: MAX_DOCUMENT_CHARS.get().max(1) as usize,
     }
+}
+
+/// The largest mention dictionary a session may build, in MB (belink.max_dictionary_mb);
+/// None: no limit.
+pub fn max_dictionary_mb() -> Option<usize> {
+    usize::try_from(MAX_DICTIONARY_MB.get()).ok()
 }
 
 /// How long a call waits for the model server (belink.request_timeout).

@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::{raise, OrRaise};
+use crate::error::{raise, raise_with_hint, OrRaise};
 
 pub struct Cached {
     pub generation: i64,
@@ -69,25 +69,44 @@ pub fn dictionaries(
         .collect()
 }
 
+/// Bytes a mention dictionary holds per name, about: 206 MB for 484k names, 28.2 MB for
+/// MEDIC's 76k (BENCHMARKS.md, "Scale").
+const DICTIONARY_BYTES_PER_NAME: usize = 450;
+/// Names read from `belink.names` at a time while a dictionary is built.
+const NAMES_PER_PART: i64 = 50_000;
+
 fn build(client: &SpiClient<'_>, ontology: &str, generation: i64, roots: &[String]) -> Cached {
     let started = Instant::now();
     let under = (!roots.is_empty()).then(|| concepts_under(client, ontology, roots));
-    let names: Vec<DictionaryName> = client
-        .select(
-            "SELECT concept_id, name, normalized FROM belink.names WHERE ontology = $1 AND kind = ANY($2)",
-            None,
-            &[ontology.into(), NameKind::texts(&NameKind::DETECTION).into()],
-        )
-        .or_raise("reading names for the mention dictionary")
-        .filter_map(|row| {
+    let under_ids: Option<Vec<String>> = under.as_ref().map(|under| under.iter().cloned().collect());
+    let kinds = NameKind::texts(&NameKind::DETECTION);
+    const NAMES: &str =
+        "FROM belink.names WHERE ontology = $1 AND kind = ANY($2) AND ($3::text[] IS NULL OR concept_id = ANY($3))";
+    refuse_oversized(client, ontology, &format!("SELECT count(*) {NAMES}"), &kinds, &under_ids);
+    // Read in parts through one cursor: SPI would keep every row until the call ends.
+    let mut cursor = client.open_cursor(
+        &format!("SELECT concept_id, name, normalized {NAMES}"),
+        &[ontology.into(), kinds.into(), under_ids.into()],
+    );
+    let context = "reading names for the mention dictionary";
+    let mut names: Vec<DictionaryName> = Vec::new();
+    loop {
+        pgrx::pg_sys::check_for_interrupts!();
+        let rows = cursor.fetch(NAMES_PER_PART as libc::c_long).or_raise(context);
+        let fetched = rows.len();
+        names.extend(rows.filter_map(|row| {
             Some(DictionaryName {
                 concept_id: row.get(1).ok()??,
                 name: row.get(2).ok()??,
                 normalized: row.get(3).ok()??,
             })
-        })
-        .filter(|name| under.as_ref().is_none_or(|under| under.contains(&name.concept_id)))
-        .collect();
+        }));
+        // Safety: SPI_tuptable is the table of the fetch above, no longer borrowed.
+        unsafe { pgrx::pg_sys::SPI_freetuptable(pgrx::pg_sys::SPI_tuptable) };
+        if fetched == 0 {
+            break;
+        }
+    }
     let count = names.len();
     let dictionary = MentionDictionary::build(names).unwrap_or_else(|e| {
         raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ontology \"{ontology}\": {e}"))
@@ -95,6 +114,40 @@ fn build(client: &SpiClient<'_>, ontology: &str, generation: i64, roots: &[Strin
     let build_ms = started.elapsed().as_secs_f64() * 1000.0;
     debug1!("belink: mention dictionary of {ontology} built in {build_ms:.0} ms ({count} names)");
     Cached { generation, roots: roots.to_vec(), dictionary: Rc::new(dictionary), names: count, build_ms, scorer: None }
+}
+
+/// Every session that links text holds its own dictionary: one that would outgrow
+/// `belink.max_dictionary_mb` (all of UMLS: about 4 GB) is refused before it is read, rather
+/// than risking the out-of-memory killer, which restarts the whole cluster.
+fn refuse_oversized(
+    client: &SpiClient<'_>,
+    ontology: &str,
+    count_query: &str,
+    kinds: &[String],
+    under: &Option<Vec<String>>,
+) {
+    let Some(limit_mb) = crate::gucs::max_dictionary_mb() else { return };
+    let names = client
+        .select(count_query, Some(1), &[ontology.into(), kinds.to_vec().into(), under.clone().into()])
+        .or_raise("counting names for the mention dictionary")
+        .first()
+        .get::<i64>(1)
+        .or_raise("counting names for the mention dictionary")
+        .unwrap_or(0) as usize;
+    let estimate_mb = (names * DICTIONARY_BYTES_PER_NAME) as f64 / 1e6;
+    if estimate_mb > limit_mb as f64 {
+        raise_with_hint(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "ontology \"{ontology}\": its mention dictionary ({names} names) would take about {estimate_mb:.1} MB \
+                 in every session that links text, above belink.max_dictionary_mb ({limit_mb})"
+            ),
+            "Restrict detection with belink_set_detection_roots, link against a smaller ontology, or raise \
+             belink.max_dictionary_mb (superusers and roles granted SET on it). Retrieval of given mentions \
+             (belink_normalize, belink_candidates) needs no dictionary."
+                .to_string(),
+        );
+    }
 }
 
 /// The ontology's concepts at or under `roots`.

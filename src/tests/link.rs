@@ -35,6 +35,27 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
     }
 
     #[pg_test]
+    fn a_dictionary_above_the_memory_limit_is_refused_before_it_is_built() {
+        load_hpo();
+        let names =
+            count("SELECT count(*) FROM belink.names WHERE ontology = 'hpo' AND kind <> 'broad' AND kind <> 'narrow'");
+        Spi::run("SET belink.max_dictionary_mb = 0").unwrap();
+        assert_error(
+            "SELECT belink_link('seizures', 'hpo')",
+            "54000",
+            &format!("ontology \"hpo\": its mention dictionary ({names} names) would take about"),
+        );
+        assert_error("SELECT belink_link('seizures', 'hpo')", "54000", "above belink.max_dictionary_mb (0)");
+        // Retrieval of a given mention needs no dictionary.
+        assert!(count("SELECT count(*) FROM belink_candidates('seizures', 'hpo')") > 0);
+        Spi::run("SET belink.max_dictionary_mb = -1").unwrap();
+        assert_eq!(linked("She had seizures.")[0].0, "seizures");
+        // Built once, the session's dictionary is kept whatever the limit becomes.
+        Spi::run("SET belink.max_dictionary_mb = 0").unwrap();
+        assert_eq!(linked("She had seizures.")[0].0, "seizures");
+    }
+
+    #[pg_test]
     fn links_a_clinical_paragraph() {
         load_hpo();
         let long = Some("multicystic kidney dysplasia".to_string());

@@ -28,6 +28,7 @@ CREATE ROLE belink_plain;
 SET ROLE belink_plain;
 SELECT error_of($$SET belink.rerank = on$$);
 SELECT error_of($$SET belink.max_document_chars = 2000000000$$);
+SELECT error_of($$SET belink.max_dictionary_mb = -1$$);
 SET belink.top_k = 5;
 RESET ROLE;
 GRANT SET ON PARAMETER belink.rerank TO belink_plain;
