@@ -33,7 +33,7 @@ peak_backend_heap() {
     job=$!
     peak=0
     while kill -0 "$job" 2>/dev/null; do
-        for pid in $(pgrep -P "$postmaster"); do
+        for pid in $(pgrep -P "$postmaster" -f '\[local\]'); do
             kb=$(awk '/^Anonymous:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || true)
             if [ -n "$kb" ] && [ "$kb" -gt "$peak" ]; then peak=$kb; fi
         done

@@ -205,26 +205,16 @@ pub fn replace_ontology(
         let mut chunk: Vec<Concept> = Vec::with_capacity(INSERT_CHUNK);
         let mut chunk_names = 0;
         let mut names = NameRows::default();
-        let mut concepts = concepts.peekable();
-        while let Some(concept) = concepts.next() {
+        for concept in concepts {
             chunk_names += concept.names().count();
             chunk.push(concept);
-            if chunk.len() < INSERT_CHUNK && chunk_names < INSERT_CHUNK && concepts.peek().is_some() {
-                continue;
+            if chunk.len() >= INSERT_CHUNK || chunk_names >= INSERT_CHUNK {
+                insert_chunk(client, &mut memory, name, &chunk, &mut names, &mut summary);
+                chunk.clear();
+                chunk_names = 0;
             }
-            insert_concepts(client, &mut memory, name, &chunk);
-            for concept in chunk.iter().filter(|c| !c.obsolete) {
-                for (text, kind) in concept.names() {
-                    let _ = names.push(&concept.id, text, kind); // refused names are counted in NameRows
-                }
-            }
-            let active = chunk.iter().filter(|c| !c.obsolete).count() as i64;
-            summary.concepts += active;
-            summary.obsolete += chunk.len() as i64 - active;
-            summary.names += insert_queued(client, &mut memory, name, &mut names);
-            chunk.clear();
-            chunk_names = 0;
         }
+        insert_chunk(client, &mut memory, name, &chunk, &mut names, &mut summary);
 
         let wanted: Vec<String> = user_names.iter().map(|(concept_id, _)| concept_id.clone()).collect();
         let active: std::collections::HashSet<String> = client
@@ -265,6 +255,27 @@ pub fn replace_ontology(
             .or_raise("recording the counts");
         summary
     })
+}
+
+/// Inserts a chunk of concepts and the names of its active ones, and counts them.
+fn insert_chunk(
+    client: &mut SpiClient<'_>,
+    memory: &mut StatementMemory,
+    ontology: &str,
+    chunk: &[Concept],
+    names: &mut NameRows,
+    summary: &mut LoadSummary,
+) {
+    insert_concepts(client, memory, ontology, chunk);
+    let active: Vec<&Concept> = chunk.iter().filter(|c| !c.obsolete).collect();
+    for concept in &active {
+        for (text, kind) in concept.names() {
+            let _ = names.push(&concept.id, text, kind); // refused names are counted in NameRows
+        }
+    }
+    summary.concepts += active.len() as i64;
+    summary.obsolete += (chunk.len() - active.len()) as i64;
+    summary.names += insert_queued(client, memory, ontology, names);
 }
 
 /// Where a statement's argument arrays are built, emptied once it has run: SPI's own context

@@ -44,7 +44,7 @@ fn needed_lists(threshold: f64, trigrams: usize) -> usize {
 
 /// The higher threshold tried first on a large index: this share of the way from the
 /// threshold asked for to 1 (0.3 → 0.475). Chosen with the gate below on NCBI-disease dev
-/// mentions over 0.12, 0.5 and 10 million names (BENCHMARKS.md, "Scale").
+/// mentions over 76k, 484k and 9.7 million names (BENCHMARKS.md, "Scale").
 const HIGHER_THRESHOLD_SHARE: f64 = 0.25;
 /// The index entries a search must walk before the higher threshold is tried first: at
 /// 500,000 names, a gate of 200,000 already made p95 worse.
