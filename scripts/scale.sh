@@ -26,7 +26,8 @@ done
 chmod -R a+rX "$files"
 dsn="host=$dir port=$PORT user=postgres"
 # Runs "$@" and prints the largest heap (anonymous memory: shared buffers left out) that any
-# backend of the cluster held meanwhile, sampled every second.
+# client backend of the cluster ("[local]": connected through its socket) held meanwhile,
+# sampled every second; autovacuum workers and the other children of the postmaster are left out.
 peak_backend_heap() {
     postmaster=$(head -1 "$dir/data/postmaster.pid")
     "$@" &
