@@ -6,7 +6,7 @@ use belink_core::ontology::{Concept, Format, NameKind};
 use belink_core::retrieval::fuse::FusionWeights;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{SpiClient, SpiTupleTable};
 use pgrx::{PgMemoryContexts, PgSqlErrorCode};
 
 use crate::error::{raise, raise_with_hint, OrRaise, OrRaiseError};
@@ -24,6 +24,33 @@ pub struct LoadSummary {
     pub obsolete: i64,
     pub user_names_kept: i64,
     pub user_names_dropped: i64,
+}
+
+/// Runs `query` through one cursor (one snapshot) and hands its rows to `each`, `part` rows at
+/// a time, then once more with none left. Each part is freed once `each` has read it: SPI
+/// would keep every fetched part until the call ends (10 million names: 800 MB).
+pub fn read_in_parts<E>(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: &[DatumWithOid<'_>],
+    part: usize,
+    context: &str,
+    mut each: impl FnMut(SpiTupleTable<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut cursor = client.open_cursor(query, args);
+    loop {
+        pgrx::pg_sys::check_for_interrupts!();
+        let rows = cursor.fetch(part as libc::c_long).or_raise(context);
+        // Safety: the table of this fetch, freed once `each` has consumed its rows.
+        let table = unsafe { pgrx::pg_sys::SPI_tuptable };
+        let fetched = rows.len();
+        let read = each(rows);
+        unsafe { pgrx::pg_sys::SPI_freetuptable(table) };
+        read?;
+        if fetched == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// Ontology names become parts of index names later; keep them simple.

@@ -15,6 +15,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
+use crate::catalog::read_in_parts;
 use crate::error::{raise, raise_with_hint, OrRaise};
 
 pub struct Cached {
@@ -73,7 +74,7 @@ pub fn dictionaries(
 /// MEDIC's 76k (BENCHMARKS.md, "Scale").
 const DICTIONARY_BYTES_PER_NAME: usize = 450;
 /// Names read from `belink.names` at a time while a dictionary is built.
-const NAMES_PER_PART: i64 = 50_000;
+const NAMES_PER_PART: usize = 50_000;
 
 fn build(client: &SpiClient<'_>, ontology: &str, generation: i64, roots: &[String]) -> Cached {
     let started = Instant::now();
@@ -83,30 +84,21 @@ fn build(client: &SpiClient<'_>, ontology: &str, generation: i64, roots: &[Strin
     const NAMES: &str =
         "FROM belink.names WHERE ontology = $1 AND kind = ANY($2) AND ($3::text[] IS NULL OR concept_id = ANY($3))";
     refuse_oversized(client, ontology, &format!("SELECT count(*) {NAMES}"), &kinds, &under_ids);
-    // Read in parts through one cursor: SPI would keep every row until the call ends.
-    let mut cursor = client.open_cursor(
-        &format!("SELECT concept_id, name, normalized {NAMES}"),
-        &[ontology.into(), kinds.into(), under_ids.into()],
-    );
-    let context = "reading names for the mention dictionary";
     let mut names: Vec<DictionaryName> = Vec::new();
-    loop {
-        pgrx::pg_sys::check_for_interrupts!();
-        let rows = cursor.fetch(NAMES_PER_PART as libc::c_long).or_raise(context);
-        let fetched = rows.len();
-        names.extend(rows.filter_map(|row| {
-            Some(DictionaryName {
-                concept_id: row.get(1).ok()??,
-                name: row.get(2).ok()??,
-                normalized: row.get(3).ok()??,
-            })
-        }));
-        // Safety: SPI_tuptable is the table of the fetch above, no longer borrowed.
-        unsafe { pgrx::pg_sys::SPI_freetuptable(pgrx::pg_sys::SPI_tuptable) };
-        if fetched == 0 {
-            break;
-        }
-    }
+    let query = format!("SELECT concept_id, name, normalized {NAMES}");
+    let args = [ontology.into(), kinds.into(), under_ids.into()];
+    let read =
+        read_in_parts(client, &query, &args, NAMES_PER_PART, "reading names for the mention dictionary", |rows| {
+            names.extend(rows.filter_map(|row| {
+                Some(DictionaryName {
+                    concept_id: row.get(1).ok()??,
+                    name: row.get(2).ok()??,
+                    normalized: row.get(3).ok()??,
+                })
+            }));
+            Ok::<(), std::convert::Infallible>(())
+        });
+    let Ok(()) = read;
     let count = names.len();
     let dictionary = MentionDictionary::build(names).unwrap_or_else(|e| {
         raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ontology \"{ontology}\": {e}"))

@@ -12,7 +12,7 @@ use belink_core::retrieval::fuse::Hit;
 use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid};
 
-use crate::catalog::extension_schema;
+use crate::catalog::{extension_schema, read_in_parts};
 use crate::error::OrRaise;
 use crate::plans;
 
@@ -135,18 +135,13 @@ impl NameStore for SpiNameStore<'_, '_> {
         // One cursor, one snapshot: the names and the generation they make up, read in parts so
         // that the backend never holds more than one part of a large ontology. The outer join
         // gives an ontology without names one row (no name), so that its empty index is built.
-        let mut cursor = self.client.open_cursor(
-            "SELECT o.generation, n.name_id, n.normalized FROM belink.ontologies o
+        let query = "SELECT o.generation, n.name_id, n.normalized FROM belink.ontologies o
              LEFT JOIN belink.names n ON n.ontology = o.name
-             WHERE o.name = $1 ORDER BY n.name_id",
-            &[ontology.into()],
-        );
+             WHERE o.name = $1 ORDER BY n.name_id";
         let context = "reading names for the trigram index";
         let mut generation = 0;
         let mut pending: Option<Vec<(i64, String)>> = None;
-        loop {
-            pgrx::pg_sys::check_for_interrupts!();
-            let rows = cursor.fetch(part as libc::c_long).or_raise(context);
+        read_in_parts(self.client, query, &[ontology.into()], part, context, |rows| {
             let fetched = rows.len();
             let mut names = Vec::with_capacity(fetched);
             for row in rows {
@@ -157,19 +152,13 @@ impl NameStore for SpiNameStore<'_, '_> {
                     names.push((name_id, folded));
                 }
             }
-            // SPI keeps every fetched part until the call ends (10 million names: 800 MB);
-            // this one has been copied out.
-            // Safety: SPI_tuptable is the table of the fetch above, no longer borrowed.
-            unsafe { pgrx::pg_sys::SPI_freetuptable(pgrx::pg_sys::SPI_tuptable) };
             // A part is sent once the next is read, so the last one can say it is the last.
             if let Some(previous) = pending.take() {
                 each(IndexPart { generation, names: previous, last: fetched == 0 })?;
             }
-            if fetched == 0 {
-                return Ok(());
-            }
-            pending = Some(names);
-        }
+            pending = (fetched > 0).then_some(names);
+            Ok(())
+        })
     }
 
     fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>> {

@@ -134,33 +134,31 @@ impl TrigramIndex {
         threshold: f64,
         min_postings: usize,
     ) -> Vec<(i64, f32)> {
-        if self.postings_walked(folded, threshold) >= min_postings {
-            let found = self.search_at(folded, limit, threshold + (1.0 - threshold) * HIGHER_THRESHOLD_SHARE);
-            if found.len() >= limit {
-                return found;
-            }
-        }
-        self.search_at(folded, limit, threshold)
-    }
-
-    /// The entries of the posting lists a search at `threshold` walks.
-    fn postings_walked(&self, folded: &str, threshold: f64) -> usize {
-        let mut lengths: Vec<usize> =
-            trigrams(folded).iter().map(|g| self.postings.get(g).map_or(0, Vec::len)).collect();
-        lengths.sort_unstable();
-        lengths.iter().take(lengths.len() + 1 - needed_lists(threshold, lengths.len())).sum()
-    }
-
-    /// The search at `threshold` (see [`TrigramIndex::search`]).
-    fn search_at(&self, folded: &str, limit: usize, threshold: f64) -> Vec<(i64, f32)> {
         let query = trigrams(folded);
         if query.is_empty() || limit == 0 || threshold > 1.0 {
             return Vec::new();
         }
+        // The query's posting lists, rarest first: what either search walks and probes.
         let mut lists: Vec<&[u32]> =
             query.iter().map(|g| self.postings.get(g).map(Vec::as_slice).unwrap_or_default()).collect();
         lists.sort_by_key(|list| list.len());
-        let (walked, probed) = lists.split_at(lists.len() + 1 - needed_lists(threshold, lists.len()));
+        let walked_at = |threshold: f64| lists.len() + 1 - needed_lists(threshold, lists.len());
+        let postings_walked: usize = lists[..walked_at(threshold)].iter().map(|list| list.len()).sum();
+        if postings_walked >= min_postings {
+            let higher = threshold + (1.0 - threshold) * HIGHER_THRESHOLD_SHARE;
+            let found = self.search_at(&lists, walked_at(higher), limit, higher);
+            if found.len() >= limit {
+                return found;
+            }
+        }
+        self.search_at(&lists, walked_at(threshold), limit, threshold)
+    }
+
+    /// The search at `threshold` (see [`TrigramIndex::search`]) over the query's posting
+    /// `lists` (rarest first), walking the first `walked` of them and probing the others.
+    fn search_at(&self, lists: &[&[u32]], walked: usize, limit: usize, threshold: f64) -> Vec<(i64, f32)> {
+        let query_trigrams = lists.len();
+        let (walked, probed) = lists.split_at(walked);
         COUNTS.with(|counts| {
             let mut counts = counts.borrow_mut();
             if counts.len() < self.entries.len() {
@@ -199,7 +197,7 @@ impl TrigramIndex {
             for &entry in &touched {
                 let shared = std::mem::take(&mut counts[entry as usize]);
                 let Entry { name_id, trigrams } = self.entries[entry as usize];
-                let score = similarity(shared, query.len(), trigrams as usize);
+                let score = similarity(shared, query_trigrams, trigrams as usize);
                 if score as f64 >= threshold {
                     found.push((name_id, score));
                 }
