@@ -234,7 +234,7 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         None => None,
     };
     run_configs(client, spec, &documents, "ontology", None, &mut runs)?;
-    let linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, &documents)?;
+    let mut linking = crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, "ontology", &documents)?;
     let mut detection = Vec::new();
     if let Some(file) = &spec.ontology_file {
         let names =
@@ -252,7 +252,10 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
         if index_seconds.is_some() {
             index(client, &spec.ontology)?;
         }
-        run_configs(client, spec, &documents, "ontology + training mentions", None, &mut runs)?;
+        let dictionary = "ontology + training mentions";
+        run_configs(client, spec, &documents, dictionary, None, &mut runs)?;
+        // End to end too: the setting of systems trained on the training split (TaggerOne).
+        linking.extend(crate::linking::evaluate_linking(client, &spec.name, &spec.ontology, dictionary, &documents)?);
         remove_user_names(client, &spec.ontology)?;
     }
     // The encoder adapted to the ontology's synonyms, then (with the training mentions added as

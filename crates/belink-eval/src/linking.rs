@@ -41,6 +41,8 @@ impl Counts {
 #[derive(Debug, Clone)]
 pub struct LinkingRun {
     pub dataset: String,
+    /// The names linking matched against: "ontology", or with the training mentions added.
+    pub dictionary: String,
     pub config: String,
     pub strict: Counts,
     pub overlap: Counts,
@@ -105,6 +107,7 @@ pub fn evaluate_linking(
     client: &mut Client,
     dataset: &str,
     ontology: &str,
+    dictionary: &str,
     documents: &[Document],
 ) -> Result<Vec<LinkingRun>, String> {
     let aliases = concept_aliases(client, ontology)?;
@@ -173,6 +176,7 @@ pub fn evaluate_linking(
         }
         runs.push(LinkingRun {
             dataset: dataset.to_string(),
+            dictionary: dictionary.to_string(),
             config: if label.is_empty() { config.name.to_string() } else { format!("{}, {label}", config.name) },
             strict,
             overlap,

@@ -586,7 +586,7 @@ fn link(args: &Args) -> Result<(), String> {
     let ontology = args.required("ontology")?;
     let name = Path::new(corpus_path).file_stem().map_or("corpus".into(), |s| s.to_string_lossy().into_owned());
     evaluate::store_corpus(&mut client, &name, &documents)?;
-    let runs = linking::evaluate_linking(&mut client, &name, ontology, &documents)?;
+    let runs = linking::evaluate_linking(&mut client, &name, ontology, "as loaded", &documents)?;
     println!("| configuration | {} | documents/s |", linking::SCORE_HEADER);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for run in runs {

@@ -335,13 +335,19 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
         "`belink_link(body, ontology)` over every document of the corpus (one SQL statement, \
          in one session whose mention dictionary was built before timing). A predicted entity is right when its span matches a gold mention's (*strict*: the same span; \
          *overlap*: overlapping spans) and its concept is one of that mention's gold concepts. \
-         Precision over predicted entities, recall over gold mentions (NIL mentions left out).\n"
+         Precision over predicted entities, recall over gold mentions (NIL mentions left out). \
+         *dictionary*: the ontology's names, or with the training split's mentions added as names \
+         (`belink_add_names`), the setting of systems trained on that split (TaggerOne).\n"
     );
-    let _ = writeln!(w, "| dataset | configuration | {SCORE_HEADER} | documents/s |");
-    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(w, "| dataset | dictionary | configuration | {SCORE_HEADER} | documents/s |");
+    let _ = writeln!(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for run in results.iter().flat_map(|r| &r.linking) {
         let scores = score_cells(&run.strict, &run.overlap);
-        let _ = writeln!(w, "| {} | {} | {scores} | {:.1} |", run.dataset, run.config, run.documents_per_second);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {scores} | {:.1} |",
+            run.dataset, run.dictionary, run.config, run.documents_per_second
+        );
     }
     let _ = writeln!(w);
 

@@ -56,7 +56,9 @@ pub fn find_abbreviations(text: &str) -> Vec<Abbreviation> {
         let inside_start = i + 1 + inside.find(inside_trimmed).unwrap_or(0);
         let definition = if is_short_form_candidate(inside_trimmed) {
             let words = words_before(&chars, i, inside_trimmed.chars().count());
-            best_long_form(inside_trimmed, &words).map(|(long, span)| (inside_trimmed.to_string(), long, span))
+            best_long_form(inside_trimmed, &words)
+                .or_else(|| initials_in_another_order(inside_trimmed, &words))
+                .map(|(long, span)| (inside_trimmed.to_string(), long, span))
         } else {
             word_before(&chars, i).and_then(|(short, _)| {
                 if !is_short_form_candidate(&short) {
@@ -191,6 +193,28 @@ fn best_long_form(short: &str, words: &[Word]) -> Option<(String, (usize, usize)
     Some((long_form, (chosen[0].1 .0, chosen[chosen.len() - 1].1 .1)))
 }
 
+/// The long form of a short form made of the initials of as many words just before it, in
+/// another order: "myotonic dystrophy (DM)", DM being the Latin "dystrophia myotonica". Schwartz
+/// & Hearst need the letters in order; only letters and at most 5 of them are accepted here.
+fn initials_in_another_order(short: &str, words: &[Word]) -> Option<(String, (usize, usize))> {
+    let length = short.chars().count();
+    if length > 5 || !short.chars().all(char::is_alphabetic) || words.len() < length {
+        return None;
+    }
+    let chosen = &words[words.len() - length..];
+    let sorted_lowercase = |letters: &mut dyn Iterator<Item = char>| {
+        let mut letters: Vec<char> = letters.flat_map(char::to_lowercase).collect();
+        letters.sort_unstable();
+        letters
+    };
+    let initials = sorted_lowercase(&mut chosen.iter().filter_map(|w| w.0.chars().next()));
+    if initials != sorted_lowercase(&mut short.chars()) || chosen.iter().any(|w| w.0.chars().count() < 3) {
+        return None;
+    }
+    let long_form = chosen.iter().map(|w| w.0.as_str()).collect::<Vec<_>>().join(" ");
+    Some((long_form, (chosen[0].1 .0, chosen[length - 1].1 .1)))
+}
+
 /// Up to this many short forms, each is looked for by its own scan of the text.
 const FEW_SHORT_FORMS: usize = 8;
 
@@ -289,8 +313,16 @@ mod tests {
             definitions("dystrophia myotonica (DM; OMIM 160900)"),
             [("DM".into(), "dystrophia myotonica".into())]
         );
-        // The letters must appear in order: "myotonic dystrophy (DM)" defines nothing.
-        assert!(definitions("myotonic dystrophy (DM)").is_empty());
+        // The initials of as many words in another order: DM for the Latin dystrophia myotonica.
+        assert_eq!(definitions("Myotonic dystrophy (DM) is"), [("DM".into(), "Myotonic dystrophy".into())]);
+        assert_eq!(definitions("in X-linked mental retardation (RMX)")[0].1, "X-linked mental retardation");
+    }
+
+    #[test]
+    fn initials_in_another_order_need_as_many_words_of_three_letters_or_more() {
+        assert!(definitions("of myotonic dystrophy (DMX)").is_empty(), "three letters, two words");
+        assert!(definitions("a dose (DA)").is_empty(), "words of one or two letters");
+        assert!(definitions("myotonic dystrophy (D2)").is_empty(), "a digit");
     }
 
     #[test]

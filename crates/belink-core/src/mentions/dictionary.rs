@@ -7,7 +7,7 @@
 //! acronyms (`FAP`, `DM`, `ALL`) match only when written in capitals in the text.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
@@ -354,6 +354,12 @@ impl MentionDictionary {
             }
             hits.push(hit);
         }
+        // Words that read as a coordination but are themselves a name ("breast and ovarian
+        // cancer" added as a name of the hereditary syndrome) are that name: the ontology says
+        // what they mean together.
+        let named: HashSet<(usize, usize)> =
+            hits.iter().filter(|h| !h.coordinated).map(|h| (h.first, h.last)).collect();
+        hits.retain(|h| !h.coordinated || !named.contains(&(h.first, h.last)));
         let span_text =
             |first: usize, last: usize| -> String { chars[tokens[first].start..tokens[last].end].iter().collect() };
         hits.into_iter()
@@ -784,6 +790,24 @@ mod tests {
             spans(&dictionary, &list),
             owned(&[(cut.as_str(), Some("Breast cancer")), (cut.as_str(), Some("Ovarian cancer"))])
         );
+    }
+
+    #[test]
+    fn a_coordination_that_is_itself_a_name_is_that_names_concept() {
+        let dictionary = dictionary(&[
+            ("B", "Breast cancer"),
+            ("O", "Ovarian cancer"),
+            ("H", "Hereditary breast and ovarian cancer syndrome"),
+            ("H", "breast and ovarian cancer"),
+        ]);
+        assert_eq!(spans(&dictionary, "breast and ovarian cancer"), owned(&[("breast and ovarian cancer", None)]));
+        assert_eq!(
+            spans(&dictionary, "breast and ovarian cancers"),
+            owned(&[("breast and ovarian cancers", Some("breast and ovarian cancer"))])
+        );
+        // Not written as the name: a coordination still.
+        let text = "breast/ovarian cancer";
+        assert_eq!(spans(&dictionary, text), owned(&[(text, Some("Breast cancer")), (text, Some("Ovarian cancer"))]));
     }
 
     #[test]

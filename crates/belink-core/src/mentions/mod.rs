@@ -126,14 +126,35 @@ impl<'a> Detected<'a> {
             }
         }
         for abbreviation in abbreviations {
+            // The mention the long form is: the shortest detection that holds all of it and
+            // starts with the short form's first letter ("Hereditary hyperparathyroidism-jaw
+            // tumor syndrome (HPT-JT)", where Schwartz & Hearst's letters start at
+            // "hyperparathyroidism"; not "deficiency of aspartoacylase (ASPA)"), else the
+            // longest inside it.
             let (long_start, long_end) = abbreviation.long_span;
+            let starts_like_the_short_form = |start: usize| {
+                abbreviation
+                    .short_form
+                    .chars()
+                    .find(|c| c.is_alphanumeric())
+                    .is_some_and(|c| c.to_lowercase().eq(chars[start].to_lowercase()))
+            };
             let defining = by_end
                 .get(&long_end)
                 .into_iter()
                 .flatten()
                 .copied()
-                .filter(|&i| alive[i] && found[i].0.start >= long_start)
-                .min_by_key(|&i| found[i].0.start);
+                .filter(|&i| {
+                    alive[i] && (found[i].0.start >= long_start || starts_like_the_short_form(found[i].0.start))
+                })
+                .min_by_key(|&i| {
+                    let start = found[i].0.start;
+                    if start <= long_start {
+                        (0, long_start - start)
+                    } else {
+                        (1, start)
+                    }
+                });
             let Some(defining) = defining else { continue };
             let (definition, dictionary) = (found[defining].0.clone(), found[defining].1);
             let lookup =
@@ -386,6 +407,53 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn an_abbreviation_takes_the_mention_that_holds_its_long_form() {
+        let medic = dictionary(&[
+            ("C580182", "Hereditary Hyperparathyroidism-Jaw Tumor Syndrome"),
+            ("D013577", "Syndrome"),
+            ("D009223", "Myotonic Dystrophy"),
+            ("160900", "DM"),
+        ]);
+        // The letters of HPT-JT start at "hyperparathyroidism", inside the detected name; the
+        // initials of DM are those of "Myotonic dystrophy" in the Latin order.
+        let text = "Hereditary hyperparathyroidism-jaw tumor syndrome (HPT-JT) is rare. HPT-JT and \
+                    myotonic dystrophy (DM) differ; DM is common.";
+        let linked: Vec<(String, Vec<String>)> =
+            find_mentions(text, &[&medic]).into_iter().map(|m| (m.text, m.matched_concepts)).collect();
+        let expected = [
+            ("Hereditary hyperparathyroidism-jaw tumor syndrome", "C580182"),
+            ("HPT-JT", "C580182"),
+            ("HPT-JT", "C580182"),
+            ("myotonic dystrophy", "D009223"),
+            ("DM", "D009223"),
+            ("DM", "D009223"),
+        ];
+        let expected: Vec<(String, Vec<String>)> =
+            expected.iter().map(|(text, id)| (text.to_string(), vec![id.to_string()])).collect();
+        assert_eq!(linked, expected);
+
+        // A mention holding the long form but starting otherwise names something else: the
+        // enzyme's abbreviation is not its deficiency.
+        let medic = dictionary(&[("D017825", "Deficiency of aspartoacylase")]);
+        let text = "It is caused by the deficiency of aspartoacylase (ASPA). ASPA is an enzyme.";
+        let found: Vec<String> = find_mentions(text, &[&medic]).into_iter().map(|m| m.text).collect();
+        assert_eq!(found, ["deficiency of aspartoacylase"]);
+    }
+
+    #[test]
+    fn a_scored_coordination_that_is_itself_a_name_is_that_names_concept() {
+        let medic = dictionary(&[("B", "Breast cancer"), ("O", "Ovarian cancer"), ("H", "Breast and ovarian cancer")]);
+        let keep_all = crate::mentions::scorer::train(&[], &Default::default(), 0.0);
+        let text = "Breast and ovarian cancer.";
+        let concepts = |mentions: Vec<Mention>| -> Vec<(String, Vec<String>)> {
+            mentions.into_iter().map(|m| (m.text, m.matched_concepts)).collect()
+        };
+        let expected = vec![(text[..text.len() - 1].to_string(), vec!["H".to_string()])];
+        assert_eq!(concepts(find_mentions_scored(text, &[&medic], &[Some(&keep_all)])), expected);
+        assert_eq!(concepts(find_mentions(text, &[&medic])), expected);
     }
 
     #[test]
