@@ -521,29 +521,31 @@ mod tests {
 
     #[test]
     fn a_trained_scorer_reshapes_spans_and_reads_the_context() {
-        // "severe" is a modifier of five names, so the dictionary takes it into mentions.
+        // "familial" starts five names and ends five others: a modifier (not a qualifier), so
+        // the dictionary takes it into mentions.
         let mut entries = vec![("D1", "G6PD deficiency"), ("D2", "RB1"), ("D3", "Retinoblastoma")];
         let diseases = ["anemia", "asthma", "acne", "angina", "ataxia"];
-        let severe: Vec<String> = diseases.iter().map(|d| format!("Severe {d}")).collect();
+        let familial: Vec<String> =
+            diseases.iter().flat_map(|d| [format!("Familial {d}"), format!("{d}, familial")]).collect();
         entries.extend(diseases.iter().map(|d| ("D4", *d)));
-        entries.extend(severe.iter().map(|d| ("D5", d.as_str())));
+        entries.extend(familial.iter().map(|d| ("D5", d.as_str())));
         let medic = dictionary(&entries);
         let corpus: &[(&str, &[&str])] = &[
-            ("Severe G6PD deficiency was found.", &["G6PD deficiency"]),
+            ("Familial G6PD deficiency was found.", &["G6PD deficiency"]),
             ("The RB1 gene was mutated in retinoblastoma.", &["retinoblastoma"]),
             ("Patients with RB1 were seen.", &["RB1"]),
-            ("We saw a severe asthma and the RB1 gene.", &["asthma"]),
+            ("We saw a familial asthma and the RB1 gene.", &["asthma"]),
             ("Children with RB1 and retinoblastoma.", &["RB1", "retinoblastoma"]),
         ];
         let scorer = scorer_trained_on(&medic, corpus);
-        let text = "A severe G6PD deficiency and the RB1 gene; families with RB1.";
+        let text = "A familial G6PD deficiency and the RB1 gene; families with RB1.";
         let by_dictionary: Vec<String> = find_mentions(text, &[&medic]).into_iter().map(|m| m.text).collect();
-        assert_eq!(by_dictionary, ["severe G6PD deficiency", "RB1", "RB1"]);
+        assert_eq!(by_dictionary, ["familial G6PD deficiency", "RB1", "RB1"]);
         let scored: Vec<String> =
             find_mentions_scored(text, &[&medic], &[Some(&scorer)]).into_iter().map(|m| m.text).collect();
         assert_eq!(scored, ["G6PD deficiency", "RB1"]);
         let last = find_mentions_scored(text, &[&medic], &[Some(&scorer)]).pop().unwrap();
-        assert_eq!((last.start, last.matched_concepts), (57, vec!["D2".to_string()]));
+        assert_eq!((last.start, last.matched_concepts), (59, vec!["D2".to_string()]));
     }
 
     #[test]
