@@ -88,6 +88,33 @@ pub fn extension_schema(client: &SpiClient<'_>, extension: &str) -> String {
         })
 }
 
+/// Builds `ontology`'s HNSW index (cosine) over its names' embeddings, unless it exists
+/// (see belink.create_embedding_index); returns its name.
+pub fn build_embedding_index(client: &mut SpiClient<'_>, ontology: &str) -> String {
+    client
+        .update("SELECT belink.create_embedding_index($1)", None, &[ontology.into()])
+        .or_raise("building the HNSW index")
+        .first()
+        .get_one::<String>()
+        .or_raise("building the HNSW index")
+        .unwrap_or_default()
+}
+
+/// Whether `ontology` has an HNSW index.
+fn has_embedding_index(client: &SpiClient<'_>, ontology: &str) -> bool {
+    client
+        .select(
+            "SELECT to_regclass(format('belink.%I', belink.embedding_index_name($1))) IS NOT NULL",
+            None,
+            &[ontology.into()],
+        )
+        .or_raise("finding the HNSW index")
+        .first()
+        .get_one::<bool>()
+        .or_raise("finding the HNSW index")
+        .unwrap_or(false)
+}
+
 /// Drops an ontology's HNSW index, if it has one (see belink.drop_embedding_index).
 pub fn drop_embedding_index(client: &mut SpiClient<'_>, ontology: &str) {
     client
@@ -262,6 +289,13 @@ pub fn replace_ontology(
         names.warn_refused(name);
         summary.user_names_kept = kept.len() as i64;
         summary.user_names_dropped = dropped.len() as i64;
+        // Restored one row at a time through the HNSW index, the kept vectors cost about 1.8 ms
+        // each (MEDIC's reload: 138 s); the graph is built again over them in a fraction of
+        // that (24 s for MEDIC).
+        let had_index = has_embedding_index(client, name);
+        if had_index {
+            drop_embedding_index(client, name);
+        }
         client
             .update(
                 "UPDATE belink.names n SET embedding = k.embedding FROM belink_kept_embeddings k
@@ -271,6 +305,9 @@ pub fn replace_ontology(
             )
             .or_raise("restoring embeddings");
         client.update("DROP TABLE belink_kept_embeddings", None, &[]).or_raise("keeping embeddings");
+        if had_index {
+            build_embedding_index(client, name);
+        }
 
         client
             .update(

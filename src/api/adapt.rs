@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode};
 
-use crate::api::embed::{adapted_encoder, build_embedding_index, embeddings_changed, server_encoder};
+use crate::api::embed::{adapted_encoder, embeddings_changed, server_encoder};
 use crate::catalog::{self, extension_schema};
 use crate::client;
 use crate::error::{raise, raise_with_hint, OrRaise, OrRaiseError};
@@ -308,7 +308,7 @@ fn belink_adapt_switch(ontology: &str) -> String {
                 &[ontology.into(), model.clone().into(), (encoder.dim as i32).into(), encoder.ignores_case.into()],
             )
             .or_raise("recording the encoder");
-        let index = build_embedding_index(client, ontology);
+        let index = catalog::build_embedding_index(client, ontology);
         embeddings_changed(client, ontology);
         client
             .update("DELETE FROM belink.adapted_embeddings WHERE ontology = $1", None, &[ontology.into()])

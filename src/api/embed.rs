@@ -233,7 +233,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
 fn belink_index_finish(ontology: &str) -> String {
     Spi::connect_mut(|client| {
         catalog::require_owned_ontology(client, ontology);
-        let index = build_embedding_index(client, ontology);
+        let index = catalog::build_embedding_index(client, ontology);
         client
             .update(
                 "UPDATE belink.index_progress SET finished_at = now(), updated_at = now() WHERE ontology = $1",
@@ -245,18 +245,6 @@ fn belink_index_finish(ontology: &str) -> String {
         embeddings_changed(client, ontology);
         index
     })
-}
-
-/// Builds `ontology`'s HNSW index (cosine) over its names' embeddings, unless it exists
-/// (see belink.create_embedding_index); returns its name.
-pub(crate) fn build_embedding_index(client: &mut SpiClient<'_>, ontology: &str) -> String {
-    client
-        .update("SELECT belink.create_embedding_index($1)", None, &[ontology.into()])
-        .or_raise("building the HNSW index")
-        .first()
-        .get_one::<String>()
-        .or_raise("building the HNSW index")
-        .unwrap_or_default()
 }
 
 /// Tells the per-backend retrieval caches that dense results of `ontology` may differ now.

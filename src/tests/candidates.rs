@@ -149,6 +149,17 @@ mod tests {
         };
         let hybrid = dense_ranks("SELECT * FROM belink_candidates('raised blood pressure', 'hpo', 5)");
         assert!(hybrid.contains(&Some(1)), "{hybrid:?}");
+
+        // A reload keeps the vectors of the names it keeps, and the HNSW index, built again
+        // over them rather than updated a row at a time.
+        let index_oid = "SELECT to_regclass(format('belink.%I', belink.embedding_index_name('hpo')))::oid::bigint";
+        let before = Spi::get_one::<i64>(index_oid).unwrap().expect("an HNSW index after belink_index");
+        Spi::run(&format!("SELECT * FROM belink_load_ontology_text('hpo', {})", literal(HPO))).unwrap();
+        let after = Spi::get_one::<i64>(index_oid).unwrap().expect("an HNSW index after the reload");
+        assert_ne!(before, after, "the index was built again");
+        let unembedded = "SELECT count(*) FROM belink.names WHERE ontology = 'hpo' AND embedding IS NULL";
+        assert_eq!(Spi::get_one::<i64>(unembedded).unwrap(), Some(0));
+        assert_eq!(dense_ranks("SELECT * FROM belink_candidates('raised blood pressure', 'hpo', 5)"), hybrid);
         Spi::run("SET LOCAL belink.retrieval = 'lexical'").unwrap();
         let lexical = dense_ranks("SELECT * FROM belink_candidates('raised blood pressure', 'hpo', 5)");
         assert!(lexical.iter().all(Option::is_none), "{lexical:?}");
