@@ -193,16 +193,13 @@ impl NameStore for SpiNameStore<'_, '_> {
                     let mut all = Vec::new();
                     for ontology in &search.ontologies {
                         // The ontology as a literal, so the planner can use its partial HNSW index.
-                        // Names sharing a vector (one name, several concepts) come in the order
-                        // of their ids, whichever way the index walked them.
                         let query = format!(
                             "SELECT n.ontology, n.concept_id, n.name, 1 - distance FROM (
-                                 SELECT n.ontology, n.concept_id, n.name, n.name_id,
+                                 SELECT n.ontology, n.concept_id, n.name,
                                         (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::{vec_schema}.vector({dim})) AS distance
                                  FROM belink.names n
                                  WHERE n.ontology = {} AND n.embedding IS NOT NULL
-                                 ORDER BY distance LIMIT $2) n
-                             ORDER BY distance, name_id",
+                                 ORDER BY distance LIMIT $2) n",
                             pgrx::spi::quote_literal(&ontology.name)
                         );
                         let types = [PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)];
