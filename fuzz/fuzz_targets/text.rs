@@ -24,7 +24,12 @@ fn dictionary() -> &'static MentionDictionary {
         for base in ["Ataxia", "Tumor", "Nevus", "Metastasis", "Fistula"] {
             names.extend([base.to_string(), format!("Familial {base}"), format!("Severe {base}"), format!("Deficiency of {base}")]);
         }
-        names.extend(["Severe", "Breast cancer", "Ovarian cancer", "SJS"].map(String::from));
+        // A coordination that is also a name; a short form whose long form is spelt in another
+        // order ("myotonic dystrophy (DM)").
+        names.extend(
+            ["Severe", "Breast cancer", "Ovarian cancer", "Breast and ovarian cancer", "SJS", "Myotonic dystrophy", "DM"]
+                .map(String::from),
+        );
         let names = names
             .iter()
             .enumerate()

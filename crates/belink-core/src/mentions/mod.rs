@@ -232,15 +232,17 @@ impl<'a> Detected<'a> {
             })
             .collect();
         scored.sort_by(|(p, a), (q, b)| q.total_cmp(p).then((b.last - b.first).cmp(&(a.last - a.first))));
-        let mut taken = vec![false; self.tokens.len()];
+        // Characters, not tokens, are what two mentions must not share: one character can
+        // fold to several tokens ("¾" is "3", "4").
+        let mut taken = vec![false; self.chars.len()];
         let mut kept: Vec<&Candidate> = Vec::new();
         for (_, candidate) in scored {
             ticker.step();
-            let tokens = candidate.first..=candidate.last;
-            if taken[tokens.clone()].iter().any(|&t| t) {
+            let span = self.tokens[candidate.first].start..self.tokens[candidate.last].end;
+            if taken[span.clone()].iter().any(|&t| t) {
                 continue;
             }
-            taken[tokens].iter_mut().for_each(|t| *t = true);
+            taken[span].iter_mut().for_each(|t| *t = true);
             kept.push(candidate);
         }
         kept.sort_by_key(|c| (c.first, c.dictionary));
@@ -454,6 +456,16 @@ mod tests {
         let expected = vec![(text[..text.len() - 1].to_string(), vec!["H".to_string()])];
         assert_eq!(concepts(find_mentions_scored(text, &[&medic], &[Some(&keep_all)])), expected);
         assert_eq!(concepts(find_mentions(text, &[&medic])), expected);
+    }
+
+    #[test]
+    fn scored_mentions_never_share_a_character_that_folds_to_several_tokens() {
+        // Found by the fuzz target `text`: "¾" folds to the tokens "3" and "4", one span each,
+        // and two spans reshaped around them shared it.
+        let medic = dictionary(&[("D1", "DM")]);
+        let keep_all = crate::mentions::scorer::train(&[], &Default::default(), 0.0);
+        let mentions = find_mentions_scored("e#DM#i\u{be}#DM", &[&medic], &[Some(&keep_all)]);
+        assert!(mentions.windows(2).all(|pair| pair[1].start >= pair[0].end), "{mentions:?}");
     }
 
     #[test]
