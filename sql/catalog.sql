@@ -340,7 +340,8 @@ BEGIN
                    index_name, vector_schema, dim, vector_schema, m, ef_construction, ontology);
     RETURN format('belink.%I', index_name);
 END $$;
-CREATE FUNCTION belink.drop_embedding_index(ontology text) RETURNS void
+-- Returns whether there was an index to drop.
+CREATE FUNCTION belink.drop_embedding_index(ontology text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     index_name text := format('belink.%I', belink.embedding_index_name(ontology));
@@ -351,9 +352,11 @@ BEGIN
         RAISE EXCEPTION 'permission denied to drop the index of ontology "%"', ontology
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF to_regclass(index_name) IS NOT NULL THEN
-        EXECUTE format('DROP INDEX %s', index_name);
+    IF to_regclass(index_name) IS NULL THEN
+        RETURN false;
     END IF;
+    EXECUTE format('DROP INDEX %s', index_name);
+    RETURN true;
 END $$;
 
 -- Ontologies are reference data: readable by everyone. Annotation jobs and results hold

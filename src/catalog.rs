@@ -100,26 +100,16 @@ pub fn build_embedding_index(client: &mut SpiClient<'_>, ontology: &str) -> Stri
         .unwrap_or_default()
 }
 
-/// Whether `ontology` has an HNSW index.
-fn has_embedding_index(client: &SpiClient<'_>, ontology: &str) -> bool {
-    client
-        .select(
-            "SELECT to_regclass(format('belink.%I', belink.embedding_index_name($1))) IS NOT NULL",
-            None,
-            &[ontology.into()],
-        )
-        .or_raise("finding the HNSW index")
-        .first()
-        .get_one::<bool>()
-        .or_raise("finding the HNSW index")
-        .unwrap_or(false)
-}
-
-/// Drops an ontology's HNSW index, if it has one (see belink.drop_embedding_index).
-pub fn drop_embedding_index(client: &mut SpiClient<'_>, ontology: &str) {
+/// Drops an ontology's HNSW index, if it has one (see belink.drop_embedding_index); returns
+/// whether it had one.
+pub fn drop_embedding_index(client: &mut SpiClient<'_>, ontology: &str) -> bool {
     client
         .update("SELECT belink.drop_embedding_index($1)", None, &[ontology.into()])
-        .or_raise("dropping the HNSW index");
+        .or_raise("dropping the HNSW index")
+        .first()
+        .get_one::<bool>()
+        .or_raise("dropping the HNSW index")
+        .unwrap_or(false)
 }
 
 /// Raises "permission denied" when the ontology `name` is loaded and the current role may not
@@ -292,10 +282,7 @@ pub fn replace_ontology(
         // Restored one row at a time through the HNSW index, the kept vectors cost about 1.8 ms
         // each (MEDIC's reload: 138 s); the graph is built again over them in a fraction of
         // that (24 s for MEDIC).
-        let had_index = has_embedding_index(client, name);
-        if had_index {
-            drop_embedding_index(client, name);
-        }
+        let had_index = drop_embedding_index(client, name);
         client
             .update(
                 "UPDATE belink.names n SET embedding = k.embedding FROM belink_kept_embeddings k

@@ -357,9 +357,12 @@ impl MentionDictionary {
         // Words that read as a coordination but are themselves a name ("breast and ovarian
         // cancer" added as a name of the hereditary syndrome) are that name: the ontology says
         // what they mean together.
-        let named: HashSet<(usize, usize)> =
-            hits.iter().filter(|h| !h.coordinated).map(|h| (h.first, h.last)).collect();
-        hits.retain(|h| !h.coordinated || !named.contains(&(h.first, h.last)));
+        // Most texts have no coordination: nothing to look up.
+        if hits.iter().any(|h| h.coordinated) {
+            let named: HashSet<(usize, usize)> =
+                hits.iter().filter(|h| !h.coordinated).map(|h| (h.first, h.last)).collect();
+            hits.retain(|h| !h.coordinated || !named.contains(&(h.first, h.last)));
+        }
         let span_text =
             |first: usize, last: usize| -> String { chars[tokens[first].start..tokens[last].end].iter().collect() };
         hits.into_iter()

@@ -132,13 +132,9 @@ impl<'a> Detected<'a> {
             // "hyperparathyroidism"; not "deficiency of aspartoacylase (ASPA)"), else the
             // longest inside it.
             let (long_start, long_end) = abbreviation.long_span;
-            let starts_like_the_short_form = |start: usize| {
-                abbreviation
-                    .short_form
-                    .chars()
-                    .find(|c| c.is_alphanumeric())
-                    .is_some_and(|c| c.to_lowercase().eq(chars[start].to_lowercase()))
-            };
+            let short_first = abbreviation.short_form.chars().find(|c| c.is_alphanumeric());
+            let starts_like_the_short_form =
+                |start: usize| short_first.is_some_and(|c| c.to_lowercase().eq(chars[start].to_lowercase()));
             let defining = by_end
                 .get(&long_end)
                 .into_iter()
