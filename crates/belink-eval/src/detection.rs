@@ -10,7 +10,7 @@ use std::time::Instant;
 use belink_core::fold::fold;
 use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
 use belink_core::mentions::scorer::{train, Example, SpanScorer, Training};
-use belink_core::mentions::{find_mentions, find_mentions_scored, span_candidates};
+use belink_core::mentions::{detect_mentions, span_candidates, Nesting};
 use belink_core::ontology::{descendants, load_file, parse_format_argument, LoadOptions, NameKind};
 use belink_eval::corpus::Document;
 
@@ -130,12 +130,14 @@ pub fn dictionary_names(ontology: &Path, format: &str, roots: &[String]) -> Resu
 /// Detects the mentions of every document and scores their spans (NIL gold mentions count:
 /// detection does not know concepts).
 /// `passes`: how many times detection runs over the documents, for a steadier speed.
-/// `scorer`: settle the spans with it instead of leftmost-longest.
+/// `scorer`: settle the spans with it instead of leftmost-longest; `nesting`: also report the
+/// detections inside them.
 pub fn evaluate(
     names: Vec<DictionaryName>,
     documents: &[Document],
     passes: usize,
     scorer: Option<&SpanScorer>,
+    nesting: Nesting,
 ) -> Result<DetectionRun, String> {
     let started = Instant::now();
     let dictionary = MentionDictionary::build(names)?;
@@ -145,12 +147,11 @@ pub fn evaluate(
         documents
             .iter()
             .map(|d| {
-                let mentions = match scorer {
-                    Some(scorer) => find_mentions_scored(&d.text, &[&dictionary], &[Some(scorer)]),
-                    None => find_mentions(&d.text, &[&dictionary]),
-                };
+                let scorers = [scorer];
+                let mentions = detect_mentions(&d.text, &[&dictionary], scorer.map(|_| &scorers[..]), nesting);
                 let mut spans: Vec<(usize, usize)> = mentions.iter().map(|m| (m.start, m.end)).collect();
                 // The conjuncts of a coordination are one span.
+                spans.sort_unstable();
                 spans.dedup();
                 spans
             })

@@ -12,6 +12,7 @@ use crate::configs::CONFIGS;
 use crate::db::db_message;
 use crate::protocol::{is_correct, queries, Protocol, Query};
 use belink_core::ids::canonical;
+use belink_core::mentions::Nesting;
 
 /// Candidates fetched per query: accuracy@k is reported up to this k.
 pub const MAX_K: usize = 10;
@@ -239,11 +240,16 @@ pub fn evaluate_dataset(client: &mut Client, spec: &DatasetSpec) -> Result<Datas
     if let Some(file) = &spec.ontology_file {
         let names =
             crate::detection::dictionary_names(std::path::Path::new(file), &spec.format, &spec.detection_roots)?;
-        detection.push(("dictionary".to_string(), crate::detection::evaluate(names.clone(), &documents, 1, None)?));
+        detection.push((
+            "dictionary".to_string(),
+            crate::detection::evaluate(names.clone(), &documents, 1, None, Nesting::Outermost)?,
+        ));
         if let Some(path) = &spec.span_scorer {
             let scorer = crate::detection::read_scorer(path)?;
-            detection
-                .push(("span scorer".to_string(), crate::detection::evaluate(names, &documents, 1, Some(&scorer))?));
+            detection.push((
+                "span scorer".to_string(),
+                crate::detection::evaluate(names, &documents, 1, Some(&scorer), Nesting::Outermost)?,
+            ));
         }
     }
     let mut training_names_added = None;

@@ -43,6 +43,7 @@
 //!       end-to-end linking alone (the report's table) over an ontology already loaded and
 //!       indexed: belink_link over every document in each configuration, (span, concept) scores
 //!   belink-eval detect --ontology FILE [--format F] --corpus PATH [--errors FILE.md] [--passes N]
+//!                      [--scorer FILE] [--nesting outermost|inner]
 //!       mention detection alone without a cluster: the dictionary over the ontology file's
 //!       names, span precision / recall / F1 (strict and overlap) on the corpus, documents
 //!       per second (over N passes, default 1), and (--errors) every missed, partial and
@@ -78,6 +79,7 @@ use std::time::{Duration, Instant};
 
 use belink_core::mentions::dictionary::DictionaryName;
 use belink_core::mentions::scorer::{SpanScorer, Training};
+use belink_core::mentions::Nesting;
 use belink_eval::corpus::{load_corpus, Document};
 use postgres::{Client, NoTls};
 
@@ -607,7 +609,12 @@ fn detect(args: &Args) -> Result<(), String> {
         Some(path) => Some(read_scorer(path, args.get("threshold"))?),
         None => None,
     };
-    let run = detection::evaluate(names, &documents, passes, scorer.as_ref())?;
+    let nesting = match args.get("nesting").unwrap_or("outermost") {
+        "outermost" => Nesting::Outermost,
+        "inner" => Nesting::Inner,
+        other => return Err(format!("--nesting: {other} is neither outermost nor inner")),
+    };
+    let run = detection::evaluate(names, &documents, passes, scorer.as_ref(), nesting)?;
     if let Some(path) = args.get("errors") {
         std::fs::write(path, run.errors()).map_err(|e| format!("{path}: {e}"))?;
     }
@@ -683,7 +690,7 @@ fn train_span_scorer(args: &Args) -> Result<(), String> {
     if let Some(dev_path) = args.get("dev") {
         let dev_documents = load_corpus(Path::new(dev_path)).map_err(|e| format!("{dev_path}: {e}"))?;
         for (label, scorer) in [("dictionary", None), ("span scorer", Some(&scorer))] {
-            let run = detection::evaluate(names.clone(), &dev_documents, 1, scorer)?;
+            let run = detection::evaluate(names.clone(), &dev_documents, 1, scorer, Nesting::Outermost)?;
             println!("dev, {label}: {}", linking::score_cells(&run.strict, &run.overlap));
             dev.insert(label.to_string(), detection::figures(&run));
         }

@@ -189,6 +189,9 @@ pub struct MentionDictionary {
     patterns: Vec<Pattern>,
     /// Each pattern's key form, to look up a conjunct's name ("breast cancer").
     pattern_of: HashMap<Box<str>, usize>,
+    /// The coordinations inside names, without their connectors ("breast ovarian cancer" for
+    /// "Hereditary Breast and Ovarian Cancer Syndrome"), each of one pattern only.
+    coordinations_named: HashMap<Box<str>, usize>,
     lexicon: Lexicon,
     names: Vec<DictionaryName>,
 }
@@ -262,12 +265,25 @@ impl MentionDictionary {
                 patterns[slot].names.push(index);
             }
         }
+        let mut coordinations_named: HashMap<Box<str>, usize> = HashMap::new();
+        for (slot, form) in forms.iter().enumerate().take(names_as_written) {
+            if patterns[slot].capitals_only {
+                continue;
+            }
+            for core in coordination_cores(form.trim(), &lexicon) {
+                let pattern = coordinations_named.entry(core.into_boxed_str()).or_insert(slot);
+                if *pattern != slot {
+                    *pattern = AMBIGUOUS;
+                }
+            }
+        }
+        coordinations_named.retain(|_, pattern| *pattern != AMBIGUOUS);
         let automaton = AhoCorasick::builder()
             .kind(Some(AhoCorasickKind::ContiguousNFA))
             .match_kind(MatchKind::Standard)
             .build(&forms)
             .map_err(|e| format!("building the mention dictionary: {e}"))?;
-        Ok(MentionDictionary { automaton, patterns, pattern_of, lexicon, names })
+        Ok(MentionDictionary { automaton, patterns, pattern_of, coordinations_named, lexicon, names })
     }
 
     pub fn name(&self, index: usize) -> &DictionaryName {
@@ -286,8 +302,10 @@ impl MentionDictionary {
             .iter()
             .map(|p| std::mem::size_of::<Pattern>() + p.names.capacity() * std::mem::size_of::<usize>())
             .sum();
-        let pattern_of = self.pattern_of.capacity() * (std::mem::size_of::<(Box<str>, usize)>() + 1)
-            + self.pattern_of.keys().map(|k| k.len()).sum::<usize>();
+        let map = |m: &HashMap<Box<str>, usize>| {
+            m.capacity() * (std::mem::size_of::<(Box<str>, usize)>() + 1) + m.keys().map(|k| k.len()).sum::<usize>()
+        };
+        let pattern_of = map(&self.pattern_of) + map(&self.coordinations_named);
         let names: usize = self
             .names
             .iter()
@@ -358,9 +376,24 @@ impl MentionDictionary {
         // cancer" added as a name of the hereditary syndrome) are that name: the ontology says
         // what they mean together.
         // Most texts have no coordination: nothing to look up.
+        // So are words that read as a coordination inside a name, once the name's modifiers
+        // and ending are set aside: "breast and ovarian cancer" in "Hereditary Breast and
+        // Ovarian Cancer Syndrome".
         if hits.iter().any(|h| h.coordinated) {
-            let named: HashSet<(usize, usize)> =
+            let mut named: HashSet<(usize, usize)> =
                 hits.iter().filter(|h| !h.coordinated).map(|h| (h.first, h.last)).collect();
+            let coordinations: HashSet<(usize, usize)> =
+                hits.iter().filter(|h| h.coordinated).map(|h| (h.first, h.last)).collect();
+            for (first, last) in coordinations {
+                if named.contains(&(first, last)) {
+                    continue;
+                }
+                let words = keys[first..=last].iter().map(|k| k.as_ref()).filter(|k| !is_connector(k));
+                if let Some(&pattern) = self.coordinations_named.get(words.collect::<Vec<_>>().join(" ").as_str()) {
+                    hits.push(Hit { first, last, pattern, coordinated: false });
+                    named.insert((first, last));
+                }
+            }
             hits.retain(|h| !h.coordinated || !named.contains(&(h.first, h.last)));
         }
         let span_text =
@@ -537,6 +570,43 @@ fn conjunct_end(left: usize, keys: &[Cow<str>], gaps: &[Gap]) -> Option<usize> {
         }
         Gap::Break => None,
     }
+}
+
+/// A pattern index standing for "several patterns".
+const AMBIGUOUS: usize = usize::MAX;
+/// Longest coordination inside a name that is looked for, in words (connectors included).
+const MAX_COORDINATION_WORDS: usize = 8;
+
+fn is_connector(word: &str) -> bool {
+    word == "and" || word == "or"
+}
+
+/// The coordinations a name's key form holds once up to [`MAX_MODIFIERS`] modifiers in front
+/// and one ending after are set aside, without their connectors: "hereditary breast and
+/// ovarian cancer syndrome" holds "breast ovarian cancer" (and "breast ovarian cancer
+/// syndrome", ...). Nothing for a name without "and" or "or" between two words.
+fn coordination_cores(form: &str, lexicon: &Lexicon) -> Vec<String> {
+    let words: Vec<&str> = form.split(' ').collect();
+    let inner_connector = |core: &[&str]| core.len() >= 3 && core[1..core.len() - 1].iter().any(|w| is_connector(w));
+    if !inner_connector(&words) {
+        return Vec::new();
+    }
+    let mut cores = Vec::new();
+    for lead in 0..=MAX_MODIFIERS.min(words.len()) {
+        if lead > 0 && !lexicon.is_modifier(words[lead - 1]) {
+            break;
+        }
+        for trail in 0..=1 {
+            if trail == 1 && !lexicon.is_ending(words[words.len() - 1]) {
+                continue;
+            }
+            let Some(core) = words.get(lead..words.len() - trail) else { continue };
+            if inner_connector(core) && core.len() <= MAX_COORDINATION_WORDS {
+                cores.push(core.iter().filter(|w| !is_connector(w)).copied().collect::<Vec<_>>().join(" "));
+            }
+        }
+    }
+    cores
 }
 
 /// Keeps, scanning left to right, the longest detection at each start that does not overlap
@@ -816,9 +886,46 @@ mod tests {
             spans(&dictionary, "breast and ovarian cancers"),
             owned(&[("breast and ovarian cancers", Some("breast and ovarian cancer"))])
         );
-        // Not written as the name: a coordination still.
+        // Written with other connectors, the same words in the same order: the name still.
         let text = "breast/ovarian cancer";
-        assert_eq!(spans(&dictionary, text), owned(&[(text, Some("Breast cancer")), (text, Some("Ovarian cancer"))]));
+        assert_eq!(spans(&dictionary, text), owned(&[(text, Some("breast and ovarian cancer"))]));
+        let text = "breast and prostate cancer";
+        let dictionary = self::dictionary(&[("B", "Breast cancer"), ("P", "Prostate cancer")]);
+        assert_eq!(spans(&dictionary, text), owned(&[(text, Some("Breast cancer")), (text, Some("Prostate cancer"))]));
+    }
+
+    #[test]
+    fn a_coordination_inside_a_name_under_its_modifiers_and_ending_is_that_names_concept() {
+        // "hereditary" a modifier and "syndrome" an ending: each makes names of other names.
+        let mut entries: Vec<(String, String)> = ["Ataxia", "Myopathy", "Deafness", "Neuropathy", "Cataract"]
+            .iter()
+            .flat_map(|base| {
+                [
+                    (format!("B-{base}"), base.to_string()),
+                    (format!("H-{base}"), format!("Hereditary {base}")),
+                    // Also written after: a modifier, not a qualifier left out of mentions.
+                    (format!("H-{base}"), format!("{base}, hereditary")),
+                    (format!("S-{base}"), format!("{base} syndrome")),
+                ]
+            })
+            .collect();
+        for (id, name) in [
+            ("B", "Breast cancer"),
+            ("O", "Ovarian cancer"),
+            ("P", "Prostate cancer"),
+            ("HBOC", "Hereditary Breast and Ovarian Cancer Syndrome"),
+        ] {
+            entries.push((id.to_string(), name.to_string()));
+        }
+        let borrowed: Vec<(&str, &str)> = entries.iter().map(|(id, n)| (id.as_str(), n.as_str())).collect();
+        let dictionary = self::dictionary(&borrowed);
+        let syndrome = Some("Hereditary Breast and Ovarian Cancer Syndrome");
+        for text in ["breast and ovarian cancer", "breast-ovarian cancer", "hereditary breast/ovarian cancer"] {
+            assert_eq!(spans(&dictionary, text), owned(&[(text, syndrome)]), "{text}");
+        }
+        // No name holds this one.
+        let text = "breast and prostate cancer";
+        assert_eq!(spans(&dictionary, text), owned(&[(text, Some("Breast cancer")), (text, Some("Prostate cancer"))]));
     }
 
     #[test]

@@ -40,10 +40,20 @@ pub struct Mention {
     pub abbreviation_of: Option<String>,
 }
 
+/// Whether a mention inside another is reported too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nesting {
+    /// Only the mentions that overlaps settle on ("ulcerative colitis").
+    Outermost,
+    /// Also the dictionary's detections inside them that name other concepts ("colitis" in
+    /// "ulcerative colitis"), as corpora annotated with every concept mentioned want (GSC+).
+    Inner,
+}
+
 /// The mentions of `text` found by `dictionaries` (one per ontology), left to right, overlaps
 /// settled leftmost-longest.
 pub fn find_mentions(text: &str, dictionaries: &[&MentionDictionary]) -> Vec<Mention> {
-    Detected::find(text, dictionaries).settle_by_position()
+    detect_mentions(text, dictionaries, None, Nesting::Outermost)
 }
 
 /// The mentions of `text`, chosen among the dictionary's detections and the spans around them
@@ -55,7 +65,71 @@ pub fn find_mentions_scored(
     dictionaries: &[&MentionDictionary],
     scorers: &[Option<&SpanScorer>],
 ) -> Vec<Mention> {
-    Detected::find(text, dictionaries).settle_by_score(scorers)
+    detect_mentions(text, dictionaries, Some(scorers), Nesting::Outermost)
+}
+
+/// The mentions of `text`: settled by the scorers when `scorers` is given
+/// ([`find_mentions_scored`]), else leftmost-longest ([`find_mentions`]), with the mentions
+/// inside them when `nesting` asks for them; ordered by start, a mention before those inside it.
+pub fn detect_mentions(
+    text: &str,
+    dictionaries: &[&MentionDictionary],
+    scorers: Option<&[Option<&SpanScorer>]>,
+    nesting: Nesting,
+) -> Vec<Mention> {
+    let detected = Detected::find(text, dictionaries);
+    // Settling consumes the detections: the inner mentions are looked for in a copy.
+    let every_detection = (nesting == Nesting::Inner).then(|| Detected {
+        dictionaries,
+        chars: detected.chars.clone(),
+        tokens: Vec::new(),
+        found: detected.found.clone(),
+    });
+    let outer = match scorers {
+        Some(scorers) => detected.settle_by_score(scorers),
+        None => detected.settle_by_position(),
+    };
+    match every_detection {
+        Some(every_detection) => with_inner_mentions(outer, &every_detection),
+        None => outer,
+    }
+}
+
+/// `outer` and, for each of them, the detections strictly inside it whose concepts it does not
+/// name (one per span): "colitis" in "ulcerative colitis", "cataract" in "cortical cataract".
+fn with_inner_mentions(outer: Vec<Mention>, detected: &Detected) -> Vec<Mention> {
+    // Outer mentions never overlap, but the conjuncts of a coordination share a span: one entry
+    // per span, with every concept its mentions name, in order of start.
+    let mut containers: Vec<(usize, usize, Vec<&str>)> = Vec::new();
+    for m in &outer {
+        match containers.last_mut() {
+            Some((start, end, concepts)) if (*start, *end) == (m.start, m.end) => {
+                concepts.extend(m.matched_concepts.iter().map(String::as_str))
+            }
+            _ => containers.push((m.start, m.end, m.matched_concepts.iter().map(String::as_str).collect())),
+        }
+    }
+    containers.sort_by_key(|&(start, ..)| start);
+    let mut ticker = Ticker::default();
+    let mut inner: Vec<Mention> = Vec::new();
+    let mut spans: std::collections::HashSet<(usize, usize)> = outer.iter().map(|m| (m.start, m.end)).collect();
+    for (i, (detection, ..)) in detected.found.iter().enumerate() {
+        ticker.step();
+        let before = containers.partition_point(|&(start, ..)| start <= detection.start);
+        let Some((_, end, concepts)) = before.checked_sub(1).map(|c| &containers[c]) else { continue };
+        if detection.end > *end || spans.contains(&(detection.start, detection.end)) {
+            continue;
+        }
+        let mention = detected.mention(i);
+        if mention.matched_concepts.iter().any(|c| !concepts.contains(&c.as_str())) {
+            spans.insert((mention.start, mention.end));
+            inner.push(mention);
+        }
+    }
+    let mut all = outer;
+    all.extend(inner);
+    all.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+    all
 }
 
 /// Every span the scorer would weigh in `text`, with its features: what training reads.
@@ -370,6 +444,31 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn inner_mentions_are_the_detections_inside_that_name_other_concepts() {
+        let hpo = dictionary(&[
+            ("HP:0002583", "Colitis"),
+            ("HP:0100279", "Ulcerative colitis"),
+            ("HP:0000518", "Cataract"),
+            ("HP:0000518", "Cataracts"),
+        ]);
+        let text = "Ulcerative colitis and cataracts.";
+        let spans = |nesting| -> Vec<(String, Vec<String>)> {
+            detect_mentions(text, &[&hpo], None, nesting).into_iter().map(|m| (m.text, m.matched_concepts)).collect()
+        };
+        let outermost = [
+            ("Ulcerative colitis".to_string(), vec!["HP:0100279".to_string()]),
+            ("cataracts".to_string(), vec!["HP:0000518".to_string()]),
+        ];
+        assert_eq!(spans(Nesting::Outermost), outermost);
+        assert_eq!(find_mentions(text, &[&hpo]).len(), 2);
+        // "colitis" is another concept inside "ulcerative colitis": reported after it.
+        assert_eq!(
+            spans(Nesting::Inner),
+            [outermost[0].clone(), ("colitis".to_string(), vec!["HP:0002583".to_string()]), outermost[1].clone()]
+        );
     }
 
     #[test]

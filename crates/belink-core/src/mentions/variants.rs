@@ -86,6 +86,9 @@ pub(crate) struct Lexicon {
     /// Words that head "H of X" names ("abnormality", "deficiency"): their names are also
     /// written "X H", and the other way round.
     heads: HashSet<Box<str>>,
+    /// Words the ontology puts after at least [`MIN_MODIFIER_NAMES`] of its names to make other
+    /// names ("X syndrome", "X disease").
+    endings: HashSet<Box<str>>,
 }
 
 impl Lexicon {
@@ -111,13 +114,20 @@ impl Lexicon {
             modifiers: HashSet::default(),
             qualifiers: HashSet::default(),
             heads: HashSet::default(),
+            endings: HashSet::default(),
         };
         let keyed: HashSet<String> = forms.map(|form| lexicon.key_form(form)).collect();
         // How often each word prefixes a name to make another name, and ends a longer name.
         let mut prefixes: HashMap<&str, usize> = HashMap::new();
         let mut last_words: HashMap<&str, usize> = HashMap::new();
         let mut heads: HashMap<&str, usize> = HashMap::new();
+        let mut endings: HashMap<&str, usize> = HashMap::new();
         for form in &keyed {
+            if let Some((rest, last)) = form.rsplit_once(' ') {
+                if keyed.contains(rest) {
+                    *endings.entry(last).or_default() += 1;
+                }
+            }
             if let Some((head, _)) = form.split_once(" of ") {
                 if !head.contains(' ') {
                     *heads.entry(head).or_default() += 1;
@@ -134,6 +144,14 @@ impl Lexicon {
             .into_iter()
             .filter(|&(head, count)| count >= MIN_MODIFIER_NAMES && !is_stop_word(head))
             .map(|(head, _)| Box::from(head))
+            .collect();
+        lexicon.endings = endings
+            .into_iter()
+            // General words are endings ("syndrome", "disease"); numbers and short words are not.
+            .filter(|&(word, count)| {
+                count >= MIN_MODIFIER_NAMES && word.len() >= MIN_PLURAL_CHARS && word.chars().all(char::is_alphabetic)
+            })
+            .map(|(word, _)| Box::from(word))
             .collect();
         for (word, count) in prefixes {
             // "Disease X", "Human X": general words are no modifiers.
@@ -198,6 +216,11 @@ impl Lexicon {
         Vec::new()
     }
 
+    /// A word that makes names of other names when written after them ("syndrome").
+    pub fn is_ending(&self, key: &str) -> bool {
+        self.endings.contains(key)
+    }
+
     pub fn is_modifier(&self, key: &str) -> bool {
         self.modifiers.contains(key)
     }
@@ -216,6 +239,7 @@ impl Lexicon {
             + set(&self.modifiers)
             + set(&self.qualifiers)
             + set(&self.heads)
+            + set(&self.endings)
     }
 }
 
