@@ -192,6 +192,9 @@ pub struct MentionDictionary {
     /// The coordinations inside names, without their connectors ("breast ovarian cancer" for
     /// "Hereditary Breast and Ovarian Cancer Syndrome"), each of one pattern only.
     coordinations_named: HashMap<Box<str>, usize>,
+    /// Modifiers that make a name of another concept more often than not: "ovarian tumor" is
+    /// not a tumor's synonym, while "familial X" often names X's concept.
+    specifying_modifiers: HashSet<Box<str>>,
     lexicon: Lexicon,
     names: Vec<DictionaryName>,
 }
@@ -278,12 +281,21 @@ impl MentionDictionary {
             }
         }
         coordinations_named.retain(|_, pattern| *pattern != AMBIGUOUS);
+        let specifying_modifiers = specifying_modifiers(&pattern_of, &patterns, &names, &lexicon);
         let automaton = AhoCorasick::builder()
             .kind(Some(AhoCorasickKind::ContiguousNFA))
             .match_kind(MatchKind::Standard)
             .build(&forms)
             .map_err(|e| format!("building the mention dictionary: {e}"))?;
-        Ok(MentionDictionary { automaton, patterns, pattern_of, coordinations_named, lexicon, names })
+        Ok(MentionDictionary {
+            automaton,
+            patterns,
+            pattern_of,
+            coordinations_named,
+            specifying_modifiers,
+            lexicon,
+            names,
+        })
     }
 
     pub fn name(&self, index: usize) -> &DictionaryName {
@@ -405,15 +417,18 @@ impl MentionDictionary {
                 let first = self.extend_over_modifiers(core_first, &keys, &gaps);
                 let names = &self.patterns[hit.pattern].names;
                 // What retrieval searches: the name when the text writes a variant of it, so
-                // that the exact match finds it; the subtype with the name; never the modifiers.
-                let lookup = if hit.coordinated || !self.written_as_a_name(&tokens[hit.first..=hit.last], names) {
-                    Some(self.names[names[0]].name.clone())
-                } else if (core_first, last) != (hit.first, hit.last) {
-                    Some(span_text(core_first, last))
-                } else if first < core_first {
-                    Some(span_text(hit.first, hit.last))
-                } else {
-                    None
+                // that the exact match finds it; the subtype with the name; the modifiers that
+                // specify the concept ("pancreatic tumors": "pancreatic Tumor") but not those
+                // that rarely do ("familial", "congenital").
+                let variant = hit.coordinated || !self.written_as_a_name(&tokens[hit.first..=hit.last], names);
+                let name = if variant { self.names[names[0]].name.clone() } else { span_text(core_first, last) };
+                let specifying = (first..core_first).find(|&m| self.specifying_modifiers.contains(keys[m].as_ref()));
+                // An acronym is specific enough: "cerebral ALD" is ALD.
+                let acronym = written_in_capitals(&chars[tokens[hit.first].start..tokens[hit.last].end]);
+                let lookup = match specifying.filter(|_| !hit.coordinated && !acronym) {
+                    Some(modifier) => Some(format!("{} {name}", span_text(modifier, core_first - 1))),
+                    None if variant || (first, last) != (hit.first, hit.last) => Some(name),
+                    None => None,
                 };
                 Detection {
                     start: tokens[first].start,
@@ -570,6 +585,40 @@ fn conjunct_end(left: usize, keys: &[Cow<str>], gaps: &[Gap]) -> Option<usize> {
         }
         Gap::Break => None,
     }
+}
+
+/// A modifier specifies the concept when fewer than this share of the names it makes of other
+/// names are names of the same concept.
+const MAX_SAME_CONCEPT_SHARE: f64 = 0.4;
+
+/// The modifiers whose names ("w X", X a name too) are mostly names of another concept than
+/// X's (see [`MAX_SAME_CONCEPT_SHARE`]): "ovarian", "hepatic", "autoimmune"; not "familial",
+/// "congenital", "primary".
+fn specifying_modifiers(
+    pattern_of: &HashMap<Box<str>, usize>,
+    patterns: &[Pattern],
+    names: &[DictionaryName],
+    lexicon: &Lexicon,
+) -> HashSet<Box<str>> {
+    let concepts = |pattern: usize| patterns[pattern].names.iter().map(|&n| names[n].concept_id.as_str());
+    // (names made, of them names of the same concept)
+    let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (form, &pattern) in pattern_of {
+        let Some((word, rest)) = form.split_once(' ') else { continue };
+        let Some(&base) = pattern_of.get(rest) else { continue };
+        if !lexicon.is_modifier(word) {
+            continue;
+        }
+        let same = concepts(pattern).any(|c| concepts(base).any(|b| b == c));
+        let count = counts.entry(word).or_default();
+        count.0 += 1;
+        count.1 += usize::from(same);
+    }
+    counts
+        .into_iter()
+        .filter(|&(_, (made, same))| (same as f64) < MAX_SAME_CONCEPT_SHARE * made as f64)
+        .map(|(word, _)| Box::from(word))
+        .collect()
 }
 
 /// A pattern index standing for "several patterns".
@@ -798,9 +847,13 @@ mod tests {
         let mut names: Vec<(String, String)> = entries.iter().map(|(id, n)| (id.to_string(), n.to_string())).collect();
         for (i, base) in bases.iter().enumerate() {
             names.push((format!("B{i}"), base.to_string()));
-            names.push((format!("F{i}"), format!("Familial {base}")));
-            names.push((format!("S{i}"), format!("Severe {base}")));
-            names.push((format!("P{i}"), format!("Sporadic {base}")));
+            // "Familial X", "Severe X" and "Sporadic X" name X's concept (the modifiers do not
+            // specify it); "Renal X" is another concept.
+            names.push((format!("B{i}"), format!("Familial {base}")));
+            names.push((format!("B{i}"), format!("Severe {base}")));
+            names.push((format!("B{i}"), format!("Sporadic {base}")));
+            names.push((format!("K{i}"), format!("Renal {base}")));
+            names.push((format!("K{i}"), format!("{base}, renal")));
             // Also the last word of names: modifiers, not qualifiers.
             names.push((format!("L{i}"), format!("{base}, familial")));
             names.push((format!("R{i}"), format!("{base}, sporadic")));
@@ -902,9 +955,10 @@ mod tests {
             .flat_map(|base| {
                 [
                     (format!("B-{base}"), base.to_string()),
-                    (format!("H-{base}"), format!("Hereditary {base}")),
-                    // Also written after: a modifier, not a qualifier left out of mentions.
-                    (format!("H-{base}"), format!("{base}, hereditary")),
+                    // Names of the same concept (a modifier that does not specify it), also
+                    // written after it (a modifier, not a qualifier left out of mentions).
+                    (format!("B-{base}"), format!("Hereditary {base}")),
+                    (format!("B-{base}"), format!("{base}, hereditary")),
                     (format!("S-{base}"), format!("{base} syndrome")),
                 ]
             })
@@ -942,6 +996,12 @@ mod tests {
             "a qualifier is left out of the mention, and what is before it too"
         );
         assert_eq!(spans(&dictionary, "severe-anemia"), owned(&[("severe-anemia", Some("anemia"))]));
+        // "Renal X" names other concepts than X: the modifier is searched with the name.
+        assert_eq!(
+            spans(&dictionary, "familial renal anemias"),
+            owned(&[("familial renal anemias", Some("renal Anemia"))]),
+            "retrieval searches the name with the modifiers from the one that specifies the concept"
+        );
         assert_eq!(
             spans(&dictionary, "Type II C2 deficiency"),
             owned(&[("Type II C2 deficiency", Some("Type II C2 deficiency"))])
