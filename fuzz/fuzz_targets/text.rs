@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use belink_core::mentions::abbreviations::find_abbreviations;
 use belink_core::mentions::dictionary::{MentionDictionary, DictionaryName};
 use belink_core::mentions::scorer::{train, SpanScorer};
-use belink_core::mentions::{find_mentions, find_mentions_scored};
+use belink_core::mentions::{detect_mentions, find_mentions, find_mentions_scored, Nesting};
 use belink_core::fold::{fold, tokenize};
 use belink_core::decision::context::context_window;
 use belink_core::decision::prompt::{item_suffix, ChatTemplate, PromptCandidate, RerankItem};
@@ -21,13 +21,35 @@ fn dictionary() -> &'static MentionDictionary {
             .collect();
         // Enough "Familial X", "Severe X" and "Deficiency of X" names for the lexical variants'
         // modifiers, qualifiers and reordering; two names sharing a head for coordination.
+        // "Hereditary X" and "X syndrome" make "hereditary" a modifier and "syndrome" an
+        // ending (a coordination inside a name); "Renal X", named apart, a modifier that
+        // specifies the concept.
         for base in ["Ataxia", "Tumor", "Nevus", "Metastasis", "Fistula"] {
-            names.extend([base.to_string(), format!("Familial {base}"), format!("Severe {base}"), format!("Deficiency of {base}")]);
+            names.extend([
+                base.to_string(),
+                format!("Familial {base}"),
+                format!("Severe {base}"),
+                format!("Deficiency of {base}"),
+                format!("Hereditary {base}"),
+                format!("{base}, hereditary"),
+                format!("{base} syndrome"),
+                format!("Renal {base}"),
+            ]);
         }
         // A coordination that is also a name; a short form whose long form is spelt in another
         // order ("myotonic dystrophy (DM)").
         names.extend(
-            ["Severe", "Breast cancer", "Ovarian cancer", "Breast and ovarian cancer", "SJS", "Myotonic dystrophy", "DM"]
+            [
+                "Severe",
+                "Breast cancer",
+                "Ovarian cancer",
+                "Prostate cancer",
+                "Breast and ovarian cancer",
+                "Hereditary breast and prostate cancer syndrome",
+                "SJS",
+                "Myotonic dystrophy",
+                "DM",
+            ]
                 .map(String::from),
         );
         let names = names
@@ -75,6 +97,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(next.start >= mention.end || same_span, "overlapping scored mentions");
         }
     }
+    // With the mentions inside them: every outermost mention, then the inner ones inside one.
+    let nested = detect_mentions(text, &[dictionary()], None, Nesting::Inner);
+    assert!(mentions.iter().all(|m| nested.contains(m)), "an outermost mention is missing");
+    for mention in nested.iter().filter(|m| !mentions.contains(m)) {
+        assert!(mentions.iter().any(|o| o.start <= mention.start && mention.end <= o.end), "an inner mention outside");
+    }
+    assert!(nested.windows(2).all(|w| w[0].start <= w[1].start), "nested mentions out of order");
     let half = length / 2;
     let context = context_window(text, half, length, 50);
     let item = RerankItem {
