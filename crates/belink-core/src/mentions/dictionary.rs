@@ -195,6 +195,10 @@ pub struct MentionDictionary {
     /// Modifiers that make a name of another concept more often than not: "ovarian tumor" is
     /// not a tumor's synonym, while "familial X" often names X's concept.
     specifying_modifiers: HashSet<Box<str>>,
+    /// The patterns whose names the ontology subdivides by modifiers ("tumor": "ovarian
+    /// tumor", "brain tumor" are other concepts); a specifying modifier is searched only with
+    /// these ("renal hamartomas" is a hamartoma when no renal one is named).
+    subdivided: HashSet<usize>,
     lexicon: Lexicon,
     names: Vec<DictionaryName>,
 }
@@ -281,7 +285,7 @@ impl MentionDictionary {
             }
         }
         coordinations_named.retain(|_, pattern| *pattern != AMBIGUOUS);
-        let specifying_modifiers = specifying_modifiers(&pattern_of, &patterns, &names, &lexicon);
+        let (specifying_modifiers, subdivided) = specifying_modifiers(&pattern_of, &patterns, &names, &lexicon);
         let automaton = AhoCorasick::builder()
             .kind(Some(AhoCorasickKind::ContiguousNFA))
             .match_kind(MatchKind::Standard)
@@ -293,6 +297,7 @@ impl MentionDictionary {
             pattern_of,
             coordinations_named,
             specifying_modifiers,
+            subdivided,
             lexicon,
             names,
         })
@@ -422,7 +427,9 @@ impl MentionDictionary {
                 // that rarely do ("familial", "congenital").
                 let variant = hit.coordinated || !self.written_as_a_name(&tokens[hit.first..=hit.last], names);
                 let name = if variant { self.names[names[0]].name.clone() } else { span_text(core_first, last) };
-                let specifying = (first..core_first).find(|&m| self.specifying_modifiers.contains(keys[m].as_ref()));
+                let specifying = (first..core_first)
+                    .find(|&m| self.specifying_modifiers.contains(keys[m].as_ref()))
+                    .filter(|_| self.subdivided.contains(&hit.pattern));
                 // An acronym is specific enough: "cerebral ALD" is ALD.
                 let acronym = written_in_capitals(&chars[tokens[hit.first].start..tokens[hit.last].end]);
                 let lookup = match specifying.filter(|_| !hit.coordinated && !acronym) {
@@ -590,19 +597,23 @@ fn conjunct_end(left: usize, keys: &[Cow<str>], gaps: &[Gap]) -> Option<usize> {
 /// A modifier specifies the concept when fewer than this share of the names it makes of other
 /// names are names of the same concept.
 const MAX_SAME_CONCEPT_SHARE: f64 = 0.4;
+/// A name is subdivided by modifiers when at least this many "w X" names name other concepts.
+const MIN_SUBDIVISIONS: usize = 2;
 
 /// The modifiers whose names ("w X", X a name too) are mostly names of another concept than
 /// X's (see [`MAX_SAME_CONCEPT_SHARE`]): "ovarian", "hepatic", "autoimmune"; not "familial",
-/// "congenital", "primary".
+/// "congenital", "primary". With them, the patterns X that at least [`MIN_SUBDIVISIONS`] such
+/// names of another concept subdivide.
 fn specifying_modifiers(
     pattern_of: &HashMap<Box<str>, usize>,
     patterns: &[Pattern],
     names: &[DictionaryName],
     lexicon: &Lexicon,
-) -> HashSet<Box<str>> {
+) -> (HashSet<Box<str>>, HashSet<usize>) {
     let concepts = |pattern: usize| patterns[pattern].names.iter().map(|&n| names[n].concept_id.as_str());
     // (names made, of them names of the same concept)
     let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut subdivisions: HashMap<usize, usize> = HashMap::new();
     for (form, &pattern) in pattern_of {
         let Some((word, rest)) = form.split_once(' ') else { continue };
         let Some(&base) = pattern_of.get(rest) else { continue };
@@ -613,12 +624,17 @@ fn specifying_modifiers(
         let count = counts.entry(word).or_default();
         count.0 += 1;
         count.1 += usize::from(same);
+        if !same {
+            *subdivisions.entry(base).or_default() += 1;
+        }
     }
-    counts
+    let modifiers = counts
         .into_iter()
         .filter(|&(_, (made, same))| (same as f64) < MAX_SAME_CONCEPT_SHARE * made as f64)
         .map(|(word, _)| Box::from(word))
-        .collect()
+        .collect();
+    let subdivided = subdivisions.into_iter().filter(|&(_, n)| n >= MIN_SUBDIVISIONS).map(|(base, _)| base).collect();
+    (modifiers, subdivided)
 }
 
 /// A pattern index standing for "several patterns".
@@ -848,12 +864,14 @@ mod tests {
         for (i, base) in bases.iter().enumerate() {
             names.push((format!("B{i}"), base.to_string()));
             // "Familial X", "Severe X" and "Sporadic X" name X's concept (the modifiers do not
-            // specify it); "Renal X" is another concept.
+            // specify it); "Renal X" and "Hepatic X" are other concepts (the ontology subdivides
+            // X).
             names.push((format!("B{i}"), format!("Familial {base}")));
             names.push((format!("B{i}"), format!("Severe {base}")));
             names.push((format!("B{i}"), format!("Sporadic {base}")));
             names.push((format!("K{i}"), format!("Renal {base}")));
             names.push((format!("K{i}"), format!("{base}, renal")));
+            names.push((format!("H{i}"), format!("Hepatic {base}")));
             // Also the last word of names: modifiers, not qualifiers.
             names.push((format!("L{i}"), format!("{base}, familial")));
             names.push((format!("R{i}"), format!("{base}, sporadic")));
@@ -996,9 +1014,16 @@ mod tests {
             "a qualifier is left out of the mention, and what is before it too"
         );
         assert_eq!(spans(&dictionary, "severe-anemia"), owned(&[("severe-anemia", Some("anemia"))]));
-        // "Renal X" names other concepts than X: the modifier is searched with the name.
+        // "Renal X" names other concepts than X: the modifier is searched with a name that the
+        // ontology subdivides so, and only with such a name.
         assert_eq!(
             spans(&dictionary, "familial renal anemias"),
+            owned(&[("familial renal anemias", Some("Anemia"))]),
+            "no anemia of another concept is named: an anemia"
+        );
+        let subdivided = with_modifiers(&[("AN", "Anemia"), ("HA", "Hepatic anemia"), ("SA", "Sporadic anemia")]);
+        assert_eq!(
+            spans(&subdivided, "familial renal anemias"),
             owned(&[("familial renal anemias", Some("renal Anemia"))]),
             "retrieval searches the name with the modifiers from the one that specifies the concept"
         );
