@@ -323,6 +323,9 @@ impl MentionDictionary {
             m.capacity() * (std::mem::size_of::<(Box<str>, usize)>() + 1) + m.keys().map(|k| k.len()).sum::<usize>()
         };
         let pattern_of = map(&self.pattern_of) + map(&self.coordinations_named);
+        let specifying = self.specifying_modifiers.capacity() * (std::mem::size_of::<Box<str>>() + 1)
+            + self.specifying_modifiers.iter().map(|m| m.len()).sum::<usize>()
+            + self.subdivided.capacity() * (std::mem::size_of::<usize>() + 1);
         let names: usize = self
             .names
             .iter()
@@ -333,7 +336,7 @@ impl MentionDictionary {
                     + n.normalized.capacity()
             })
             .sum();
-        self.automaton.memory_usage() + patterns + pattern_of + names + self.lexicon.memory_usage()
+        self.automaton.memory_usage() + patterns + pattern_of + specifying + names + self.lexicon.memory_usage()
     }
 
     /// Every match on token boundaries (overlaps included), in the text's tokens (`chars`: the
