@@ -43,7 +43,7 @@ pub struct Mention {
 /// Whether a mention inside another is reported too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nesting {
-    /// Only the mentions that overlaps settle on ("ulcerative colitis").
+    /// Only the mentions left once overlaps are settled ("ulcerative colitis").
     Outermost,
     /// Also the dictionary's detections inside them that name other concepts ("colitis" in
     /// "ulcerative colitis"), as corpora annotated with every concept mentioned want (GSC+).
