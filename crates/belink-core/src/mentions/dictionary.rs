@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
-use super::variants::{gaps, Gap, Lexicon, MAX_MODIFIERS};
+use super::variants::{gaps, word_set_memory, Gap, Lexicon, MAX_MODIFIERS};
 use super::whole_token;
 use crate::fold::{tokenize, Token};
 use crate::interrupts::Ticker;
@@ -323,8 +323,7 @@ impl MentionDictionary {
             m.capacity() * (std::mem::size_of::<(Box<str>, usize)>() + 1) + m.keys().map(|k| k.len()).sum::<usize>()
         };
         let pattern_of = map(&self.pattern_of) + map(&self.coordinations_named);
-        let specifying = self.specifying_modifiers.capacity() * (std::mem::size_of::<Box<str>>() + 1)
-            + self.specifying_modifiers.iter().map(|m| m.len()).sum::<usize>()
+        let specifying = word_set_memory(&self.specifying_modifiers)
             + self.subdivided.capacity() * (std::mem::size_of::<usize>() + 1);
         let names: usize = self
             .names
@@ -584,7 +583,7 @@ fn conjunct_end(left: usize, keys: &[Cow<str>], gaps: &[Gap]) -> Option<usize> {
         Gap::Comma | Gap::Slash | Gap::Hyphen => Some(left - 1),
         Gap::Space => {
             let word = &keys[left - 1];
-            if word != "and" && word != "or" {
+            if !is_connector(word) {
                 return None;
             }
             let mut connector = left - 1;

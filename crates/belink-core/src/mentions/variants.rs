@@ -231,9 +231,7 @@ impl Lexicon {
     }
 
     pub fn memory_usage(&self) -> usize {
-        let set = |s: &HashSet<Box<str>>| {
-            s.capacity() * (std::mem::size_of::<Box<str>>() + 1) + s.iter().map(|w| w.len()).sum::<usize>()
-        };
+        let set = word_set_memory;
         set(&self.vocabulary)
             + set(&self.implied_singulars)
             + set(&self.modifiers)
@@ -241,6 +239,11 @@ impl Lexicon {
             + set(&self.heads)
             + set(&self.endings)
     }
+}
+
+/// Bytes held by a set of words: its table and the words.
+pub(crate) fn word_set_memory<S>(words: &std::collections::HashSet<Box<str>, S>) -> usize {
+    words.capacity() * (std::mem::size_of::<Box<str>>() + 1) + words.iter().map(|w| w.len()).sum::<usize>()
 }
 
 /// What separates a token from the one before it.
