@@ -10,7 +10,7 @@ use std::time::Instant;
 use belink_core::fold::fold;
 use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
 use belink_core::mentions::scorer::{train, Example, SpanScorer, Training};
-use belink_core::mentions::{detect_mentions, span_candidates, Nesting};
+use belink_core::mentions::{detect_mentions, find_mentions, span_candidates, Nesting};
 use belink_core::ontology::{descendants, load_file, parse_format_argument, LoadOptions, NameKind};
 use belink_eval::corpus::Document;
 
@@ -127,6 +127,15 @@ pub fn dictionary_names(ontology: &Path, format: &str, roots: &[String]) -> Resu
     Ok(names)
 }
 
+/// The definitions of the ontology file's active concepts: text written in the ontology's own
+/// words, for distant supervision.
+pub fn ontology_definitions(ontology: &Path, format: &str) -> Result<Vec<String>, String> {
+    let format = parse_format_argument(format).map_err(|e| e.to_string())?;
+    let options = LoadOptions { format, ..LoadOptions::default() };
+    let parsed = load_file(ontology, &options).map_err(|e| format!("{}: {e}", ontology.display()))?;
+    Ok(parsed.active_concepts().filter_map(|c| c.definition.clone()).collect())
+}
+
 /// Detects the mentions of every document and scores their spans (NIL gold mentions count:
 /// detection does not know concepts).
 /// `passes`: how many times detection runs over the documents, for a steadier speed.
@@ -223,6 +232,90 @@ pub fn train_scorer(
     Ok((scorer, [examples.len(), mentions, unreachable]))
 }
 
+/// What distant supervision trained on (see [`train_scorer_distant`]).
+#[derive(Debug, Default)]
+pub struct DistantCounts {
+    /// Spans the whole dictionary detects in the texts: the silver mentions.
+    pub silver_mentions: usize,
+    /// Candidate spans over all folds, and the silver mentions among them.
+    pub candidates: usize,
+    pub positives: usize,
+    /// Silver mentions of held-out concepts that a fold's candidates have: what teaches the
+    /// scorer spans its dictionary does not name.
+    pub held_out_found: usize,
+    pub held_out_missed: usize,
+}
+
+/// The fold in which distant supervision holds `concept` out of the dictionary.
+fn held_out_fold(concept: &str, seed: u64, folds: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (seed, concept).hash(&mut hasher);
+    (hasher.finish() % folds as u64) as usize
+}
+
+/// A span scorer trained without annotations, from the ontology itself (distant supervision):
+/// the silver mentions of each text are what the whole dictionary detects; in each of `folds`
+/// rounds a share of the concepts is held out of the dictionary that proposes the candidate
+/// spans, so that the scorer also learns what a mention looks like when the dictionary only
+/// finds part of it, or a neighbour ("hypopigmentation" for "hypopigmentation of skin"). The
+/// texts are the ontology's definitions and any unannotated text given.
+pub fn train_scorer_distant(
+    names: Vec<DictionaryName>,
+    texts: &[String],
+    folds: usize,
+    seed: u64,
+    training: &Training,
+) -> Result<(SpanScorer, DistantCounts), String> {
+    if folds < 2 {
+        return Err("distant supervision needs at least 2 folds".into());
+    }
+    let fold_of = |concept: &str| held_out_fold(concept, seed, folds);
+    let whole = MentionDictionary::build(names.clone())?;
+    let mut counts = DistantCounts::default();
+    // Each text's silver mentions, with the folds of the concepts each one names.
+    let silver: Vec<Vec<((usize, usize), Vec<usize>)>> = texts
+        .iter()
+        .map(|text| {
+            let mut spans: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+            for mention in find_mentions(text, &[&whole]) {
+                let folds: Vec<usize> = mention.matched_concepts.iter().map(|c| fold_of(c)).collect();
+                match spans.iter_mut().find(|(span, _)| *span == (mention.start, mention.end)) {
+                    Some((_, known)) => known.extend(folds),
+                    None => spans.push(((mention.start, mention.end), folds)),
+                }
+            }
+            spans
+        })
+        .collect();
+    drop(whole);
+    counts.silver_mentions = silver.iter().map(Vec::len).sum();
+    let mut examples = Vec::new();
+    for fold in 0..folds {
+        let kept: Vec<DictionaryName> = names.iter().filter(|n| fold_of(&n.concept_id) != fold).cloned().collect();
+        let dictionary = MentionDictionary::build(kept)?;
+        for (text, silver) in texts.iter().zip(&silver) {
+            let candidates = span_candidates(text, &[&dictionary]);
+            for (span, concept_folds) in silver {
+                if concept_folds.iter().all(|&f| f == fold) {
+                    if candidates.iter().any(|c| (c.start, c.end) == *span) {
+                        counts.held_out_found += 1;
+                    } else {
+                        counts.held_out_missed += 1;
+                    }
+                }
+            }
+            examples.extend(candidates.into_iter().map(|c| Example {
+                mention: silver.iter().any(|(span, _)| *span == (c.start, c.end)),
+                features: c.features,
+            }));
+        }
+    }
+    counts.candidates = examples.len();
+    counts.positives = examples.iter().filter(|e| e.mention).count();
+    Ok((train(&examples, training, 0.5), counts))
+}
+
 /// A span scorer file.
 pub fn read_scorer(path: &str) -> Result<SpanScorer, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
@@ -256,6 +349,34 @@ fn score_spans(predicted: &[(usize, usize)], gold: &[(usize, usize)], strict: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distant_supervision_learns_a_held_out_name_from_the_name_inside_it() {
+        let name = |concept: &str, name: &str| DictionaryName {
+            concept_id: concept.into(),
+            name: name.into(),
+            normalized: fold(name),
+        };
+        let names = vec![name("A", "hypopigmentation"), name("B", "hypopigmentation of skin")];
+        // A seed that holds the two concepts out in different folds.
+        let seed = (0..).find(|&s| held_out_fold("A", s, 2) != held_out_fold("B", s, 2)).unwrap();
+        let text = "The girl had hypopigmentation of skin. Her brother had hypopigmentation of skin too.";
+        let texts = vec![text.to_string(); 20];
+        let (scorer, counts) = train_scorer_distant(names, &texts, 2, seed, &Training::default()).unwrap();
+        assert_eq!(counts.silver_mentions, 40, "the whole dictionary finds the longer name");
+        // With B held out, the fold's dictionary finds "hypopigmentation" and the span two words
+        // wider is B's silver mention; with A held out, B's detection is A's silver mention.
+        assert_eq!((counts.held_out_found, counts.held_out_missed), (40, 0));
+        let a_only = MentionDictionary::build(vec![name("A", "hypopigmentation")]).unwrap();
+        let candidates = span_candidates(text, &[&a_only]);
+        let probability = |span: &str| {
+            let start = text.find(span).unwrap();
+            let candidate = candidates.iter().find(|c| (c.start, c.end) == (start, start + span.len())).unwrap();
+            scorer.probability(&candidate.features)
+        };
+        assert!(probability("hypopigmentation of skin") > 0.5);
+        assert!(probability("hypopigmentation") < 0.5);
+    }
 
     #[test]
     fn spans_score_strictly_or_by_overlap() {

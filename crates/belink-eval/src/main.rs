@@ -48,6 +48,13 @@
 //!       names, span precision / recall / F1 (strict and overlap) on the corpus, documents
 //!       per second (over N passes, default 1), and (--errors) every missed, partial and
 //!       spurious span
+//!   belink-eval train-span-scorer --ontology FILE [--format F] [--roots ID,ID] --out FILE
+//!                                 (--corpus PATH | --distant FOLDS [--text PATH]...) [--dev PATH]
+//!                                 [--threshold P] [--seed N] [--epochs N] [--manifest FILE.json]
+//!       a span scorer trained on the corpus' annotated spans, or (--distant) without
+//!       annotations from the ontology's names over its definitions and the texts given (a
+//!       share of the concepts held out of the proposing dictionary in each fold); with --dev,
+//!       detection on it with and without the scorer
 //!   belink-eval dense-probe --model DIR --ontology FILE --corpus PATH [--names TSV]
 //!       dense retrieval alone without a cluster: exact cosine search of the corpus' gold
 //!       mentions over the ontology file's names (and the TSV's), recall@1/5/10
@@ -661,7 +668,9 @@ fn read_scorer(path: &str, threshold: Option<&str>) -> Result<SpanScorer, String
 }
 
 fn train_span_scorer(args: &Args) -> Result<(), String> {
-    let (corpus_path, documents, names) = corpus_and_dictionary_names(args)?;
+    let ontology = args.required("ontology")?;
+    let format = args.get("format").unwrap_or("auto");
+    let names = detection::dictionary_names(Path::new(ontology), format, &roots_argument(args))?;
     let mut training = Training::default();
     if let Some(seed) = args.get("seed") {
         training.seed = seed.parse().map_err(|e| format!("--seed: {e}"))?;
@@ -671,8 +680,63 @@ fn train_span_scorer(args: &Args) -> Result<(), String> {
     }
     let name_count = names.len();
     let started = std::time::Instant::now();
-    let (mut scorer, [candidates, mentions, unreachable]) =
-        detection::train_scorer(names.clone(), &documents, &training)?;
+    // Trained on an annotated corpus, or by distant supervision from the ontology's names
+    // over its definitions and any unannotated text.
+    let (mut scorer, training_data) = match args.optional_number("distant")? {
+        None => {
+            let corpus_path = args.required("corpus")?;
+            let documents = load_corpus(Path::new(corpus_path)).map_err(|e| format!("{corpus_path}: {e}"))?;
+            let (scorer, [candidates, mentions, unreachable]) =
+                detection::train_scorer(names.clone(), &documents, &training)?;
+            println!(
+                "{} documents, {candidates} candidate spans, {mentions} of them gold mentions, {unreachable} gold \
+                 mentions no candidate has",
+                documents.len()
+            );
+            let record = serde_json::json!({
+                "file": file_record(corpus_path)?,
+                "documents": documents.len(),
+                "candidate_spans": candidates,
+                "gold_mentions_among_candidates": mentions,
+                "gold_mentions_no_candidate_has": unreachable,
+            });
+            (scorer, serde_json::json!({ "training_corpus": record }))
+        }
+        Some(folds) => {
+            let mut texts = detection::ontology_definitions(Path::new(ontology), format)?;
+            let definitions = texts.len();
+            let mut text_files = Vec::new();
+            for path in args.all("text") {
+                let documents = load_corpus(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
+                text_files.push(serde_json::json!({ "file": file_record(path)?, "documents": documents.len() }));
+                texts.extend(documents.into_iter().map(|d| d.text));
+            }
+            let (scorer, counts) =
+                detection::train_scorer_distant(names.clone(), &texts, folds as usize, training.seed, &training)?;
+            println!(
+                "distant supervision: {definitions} definitions and {} other texts, {} silver mentions; {folds} folds, \
+                 {} candidate spans, {} of them silver mentions; held-out concepts' mentions: {} among the \
+                 candidates, {} not",
+                texts.len() - definitions,
+                counts.silver_mentions,
+                counts.candidates,
+                counts.positives,
+                counts.held_out_found,
+                counts.held_out_missed,
+            );
+            let record = serde_json::json!({
+                "folds": folds,
+                "ontology_definitions": definitions,
+                "unannotated_texts": text_files,
+                "silver_mentions": counts.silver_mentions,
+                "candidate_spans": counts.candidates,
+                "silver_mentions_among_candidates": counts.positives,
+                "held_out_mentions_among_candidates": counts.held_out_found,
+                "held_out_mentions_no_candidate_has": counts.held_out_missed,
+            });
+            (scorer, serde_json::json!({ "distant_supervision": record }))
+        }
+    };
     let training_seconds = started.elapsed().as_secs_f64();
     scorer.threshold = match args.get("threshold") {
         Some(t) => t.parse().map_err(|e| format!("--threshold: {e}"))?,
@@ -680,11 +744,7 @@ fn train_span_scorer(args: &Args) -> Result<(), String> {
     };
     let out = args.required("out")?;
     std::fs::write(out, scorer.to_text()).map_err(|e| format!("{out}: {e}"))?;
-    println!(
-        "{} documents, {candidates} candidate spans, {mentions} of them gold mentions, {unreachable} gold mentions \
-         no candidate has; trained in {training_seconds:.1} s ({training:?}); written to {out}",
-        documents.len(),
-    );
+    println!("trained in {training_seconds:.1} s ({training:?}); written to {out}");
     // Dev figures, dictionary alone and with the scorer, for the manifest.
     let mut dev = serde_json::Map::new();
     if let Some(dev_path) = args.get("dev") {
@@ -697,19 +757,12 @@ fn train_span_scorer(args: &Args) -> Result<(), String> {
         dev.insert("corpus".into(), file_record(dev_path)?);
     }
     if let Some(manifest) = args.get("manifest") {
-        let record = serde_json::json!({
+        let mut record = serde_json::json!({
             "what": "BeLink span scorer (belink_core::mentions::scorer): logistic regression over hashed span and context features",
             "scorer": file_record(out)?,
             "weights": scorer.weights(),
             "threshold": scorer.threshold,
-            "ontology": { "file": file_record(args.required("ontology")?)?, "detection_names": name_count },
-            "training_corpus": {
-                "file": file_record(corpus_path)?,
-                "documents": documents.len(),
-                "candidate_spans": candidates,
-                "gold_mentions_among_candidates": mentions,
-                "gold_mentions_no_candidate_has": unreachable,
-            },
+            "ontology": { "file": file_record(ontology)?, "detection_names": name_count },
             "training": {
                 "epochs": training.epochs,
                 "learning_rate": round(training.learning_rate),
@@ -722,6 +775,9 @@ fn train_span_scorer(args: &Args) -> Result<(), String> {
             "command": args.get("command").unwrap_or("belink-eval train-span-scorer"),
             "date": args.get("date"),
         });
+        if let (Some(record), serde_json::Value::Object(data)) = (record.as_object_mut(), training_data) {
+            record.extend(data);
+        }
         let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())? + "\n";
         std::fs::write(manifest, text).map_err(|e| format!("{manifest}: {e}"))?;
     }
