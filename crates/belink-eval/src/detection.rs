@@ -274,10 +274,11 @@ pub fn train_scorer_distant(
     let whole = MentionDictionary::build(names.clone())?;
     let mut counts = DistantCounts::default();
     // Each text's silver mentions, with the folds of the concepts each one names.
-    let silver: Vec<Vec<((usize, usize), Vec<usize>)>> = texts
+    type SilverMention = ((usize, usize), Vec<usize>);
+    let silver: Vec<Vec<SilverMention>> = texts
         .iter()
         .map(|text| {
-            let mut spans: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+            let mut spans: Vec<SilverMention> = Vec::new();
             for mention in find_mentions(text, &[&whole]) {
                 let folds: Vec<usize> = mention.matched_concepts.iter().map(|c| fold_of(c)).collect();
                 match spans.iter_mut().find(|(span, _)| *span == (mention.start, mention.end)) {
