@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use belink_core::decision::prompt::RerankItem;
 use belink_core::error::ModelServerError;
+use belink_core::mentions::dictionary::DictionaryName;
+use belink_core::mentions::shared::{DictionaryKey, SharedDetection};
 use belink_core::ports::{IndexPart, Models, Reranked};
 use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
 use pgrx::prelude::*;
@@ -256,9 +258,55 @@ pub fn load_trigram_part(ontology: &str, offset: u64, part: IndexPart) -> Result
     }
 }
 
-/// Asks the server to forget the trigram indexes of a dropped ontology. Best effort: a server
-/// that is not running holds none, and one that does not answer within `timeout` keeps them
-/// until it restarts (an index is only ever searched by its ontology's generation).
+/// The mentions of each text by the server's shared dictionaries, or which it lacks.
+pub fn detect(keys: &[DictionaryKey], scored: bool, texts: &[&str]) -> Result<SharedDetection, ModelServerError> {
+    let count = texts.len();
+    let message =
+        Message::DetectRequest { keys: keys.to_vec(), scored, texts: texts.iter().map(|t| t.to_string()).collect() };
+    match request(&message)? {
+        Message::DetectReply { mentions } if mentions.len() == count => Ok(SharedDetection::Mentions(mentions)),
+        Message::DetectMissingReply { dictionaries, scorers } => Ok(SharedDetection::Missing { dictionaries, scorers }),
+        other => Err(reply_error(other)),
+    }
+}
+
+/// Sends a part of a shared dictionary's names. The last part waits for the dictionary to be
+/// built (minutes for millions of names; cancel still works).
+pub fn load_dictionary_part(
+    key: &DictionaryKey,
+    offset: u64,
+    last: bool,
+    names: Vec<DictionaryName>,
+) -> Result<(), ModelServerError> {
+    require_preloaded()?;
+    let sent = offset + names.len() as u64;
+    let message = Message::DictionaryLoadRequest { key: key.clone(), offset, last, names };
+    let timeout = if last { gucs::request_timeout().max(DICTIONARY_BUILD_TIMEOUT) } else { gucs::request_timeout() };
+    match try_request(&message, timeout).map_err(|failure| failure.error(timeout))? {
+        Message::DictionaryLoadReply { names } if names == sent => Ok(()),
+        Message::DictionaryLoadReply { names } => Err(ModelServerError::BadReply(format!(
+            "the server holds {names} names of the dictionary, {sent} were sent"
+        ))),
+        other => Err(reply_error(other)),
+    }
+}
+
+/// The longest a shared dictionary's build is waited for.
+const DICTIONARY_BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Sends an ontology's span scorer for the server's shared detection.
+pub fn load_scorer(ontology: &str, version: i64, text: &str) -> Result<(), ModelServerError> {
+    let message = Message::ScorerLoadRequest { ontology: ontology.into(), version, text: text.into() };
+    match request(&message)? {
+        Message::ScorerLoadReply => Ok(()),
+        other => Err(reply_error(other)),
+    }
+}
+
+/// Asks the server to forget the trigram indexes (and shared mention dictionaries) of a
+/// dropped ontology. Best effort: a server that is not running holds none, and one that does
+/// not answer within `timeout` keeps them until it restarts (an index is only ever searched by
+/// its ontology's generation).
 pub fn drop_trigram_indexes(ontology: &str, timeout: Duration) -> Result<u32, String> {
     require_preloaded().map_err(|e| e.to_string())?;
     match try_request(&Message::TrigramDropRequest { ontology: ontology.into() }, timeout) {
@@ -294,6 +342,29 @@ impl Models for ServerModels {
 
     fn load_trigram_part(&self, ontology: &str, offset: u64, part: IndexPart) -> belink_core::error::Result<()> {
         Ok(load_trigram_part(ontology, offset, part)?)
+    }
+
+    fn detect(
+        &self,
+        keys: &[DictionaryKey],
+        scored: bool,
+        texts: &[&str],
+    ) -> belink_core::error::Result<SharedDetection> {
+        Ok(detect(keys, scored, texts)?)
+    }
+
+    fn load_dictionary_part(
+        &self,
+        key: &DictionaryKey,
+        offset: u64,
+        last: bool,
+        names: Vec<DictionaryName>,
+    ) -> belink_core::error::Result<()> {
+        Ok(load_dictionary_part(key, offset, last, names)?)
+    }
+
+    fn load_scorer(&self, ontology: &str, version: i64, text: &str) -> belink_core::error::Result<()> {
+        Ok(load_scorer(ontology, version, text)?)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The session's cache of mention dictionaries: each built once per backend and ontology from
 //! `belink.names`, and rebuilt when the ontology's generation changes (a reload, new user
-//! names); with each, the ontology's span scorer, reread when its version changes.
+//! names); with each, the ontology's span scorer, reread when its version changes. A
+//! dictionary that would outgrow `belink.max_dictionary_mb` is not built in the session: the
+//! model server holds it once for every session (`belink_core::mentions::shared`).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -16,13 +18,14 @@ use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
 use crate::catalog::read_in_parts;
-use crate::error::{raise, raise_with_hint, OrRaise};
+use crate::error::{raise, OrRaise};
 
 pub struct Cached {
     pub generation: i64,
     /// The detection roots it was built with.
     pub roots: Vec<String>,
-    pub dictionary: Rc<MentionDictionary>,
+    /// None: too large for a session, shared in the model server.
+    pub dictionary: Option<Rc<MentionDictionary>>,
     pub names: usize,
     pub build_ms: f64,
     /// The span scorer and its version (see belink.span_scorers).
@@ -78,68 +81,98 @@ const NAMES_PER_PART: usize = 50_000;
 
 fn build(client: &SpiClient<'_>, ontology: &str, generation: i64, roots: &[String]) -> Cached {
     let started = Instant::now();
-    let under = (!roots.is_empty()).then(|| concepts_under(client, ontology, roots));
-    let under_ids: Option<Vec<String>> = under.as_ref().map(|under| under.iter().cloned().collect());
-    let kinds = NameKind::texts(&NameKind::DETECTION);
-    const NAMES: &str =
-        "FROM belink.names WHERE ontology = $1 AND kind = ANY($2) AND ($3::text[] IS NULL OR concept_id = ANY($3))";
-    refuse_oversized(client, ontology, &format!("SELECT count(*) {NAMES}"), &kinds, &under_ids);
+    let cached = |dictionary, names| Cached {
+        generation,
+        roots: roots.to_vec(),
+        dictionary,
+        names,
+        build_ms: started.elapsed().as_secs_f64() * 1000.0,
+        scorer: None,
+    };
+    if let Some(names) = above_session_limit(client, ontology, roots) {
+        debug1!("belink: mention dictionary of {ontology} ({names} names) shared in the model server");
+        return cached(None, names);
+    }
     let mut names: Vec<DictionaryName> = Vec::new();
-    let query = format!("SELECT concept_id, name, normalized {NAMES}");
-    let args = [ontology.into(), kinds.into(), under_ids.into()];
-    let read =
-        read_in_parts(client, &query, &args, NAMES_PER_PART, "reading names for the mention dictionary", |rows| {
-            names.extend(rows.filter_map(|row| {
+    let Ok(()) = read_detection_names(client, ontology, roots, NAMES_PER_PART, &mut |part, _| {
+        names.extend(part);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let count = names.len();
+    let dictionary = MentionDictionary::build(names).unwrap_or_else(|e| {
+        raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ontology \"{ontology}\": {e}"))
+    });
+    let built = cached(Some(Rc::new(dictionary)), count);
+    debug1!("belink: mention dictionary of {ontology} built in {:.0} ms ({count} names)", built.build_ms);
+    built
+}
+
+/// The names detection uses of `ontology` (of the concepts under `roots` when some are given),
+/// read through one cursor and handed to `each` in parts of at most `part`, the last one flagged
+/// (an empty last part when there are none).
+pub fn read_detection_names<E>(
+    client: &SpiClient<'_>,
+    ontology: &str,
+    roots: &[String],
+    part: usize,
+    each: &mut dyn FnMut(Vec<DictionaryName>, bool) -> Result<(), E>,
+) -> Result<(), E> {
+    let under_ids = under_roots(client, ontology, roots);
+    let query = format!("SELECT concept_id, name, normalized {DETECTION_NAMES}");
+    let args = [ontology.into(), NameKind::texts(&NameKind::DETECTION).into(), under_ids.into()];
+    let mut pending: Option<Vec<DictionaryName>> = None;
+    read_in_parts(client, &query, &args, part, "reading names for the mention dictionary", |rows| {
+        let fetched = rows.len();
+        let names: Vec<DictionaryName> = rows
+            .filter_map(|row| {
                 Some(DictionaryName {
                     concept_id: row.get(1).ok()??,
                     name: row.get(2).ok()??,
                     normalized: row.get(3).ok()??,
                 })
-            }));
-            Ok::<(), std::convert::Infallible>(())
-        });
-    let Ok(()) = read;
-    let count = names.len();
-    let dictionary = MentionDictionary::build(names).unwrap_or_else(|e| {
-        raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ontology \"{ontology}\": {e}"))
-    });
-    let build_ms = started.elapsed().as_secs_f64() * 1000.0;
-    debug1!("belink: mention dictionary of {ontology} built in {build_ms:.0} ms ({count} names)");
-    Cached { generation, roots: roots.to_vec(), dictionary: Rc::new(dictionary), names: count, build_ms, scorer: None }
+            })
+            .collect();
+        // A part is handed on once the next is read, so the last one can say it is the last.
+        if let Some(previous) = pending.take() {
+            each(previous, fetched == 0)?;
+        } else if fetched == 0 {
+            each(Vec::new(), true)?;
+        }
+        pending = (fetched > 0).then_some(names);
+        Ok(())
+    })
 }
 
-/// Every session that links text holds its own dictionary: one that would outgrow
-/// `belink.max_dictionary_mb` (all of UMLS: about 4 GB) is refused before it is read, rather
-/// than risking the out-of-memory killer, which restarts the whole cluster.
-fn refuse_oversized(
-    client: &SpiClient<'_>,
-    ontology: &str,
-    count_query: &str,
-    kinds: &[String],
-    under: &Option<Vec<String>>,
-) {
-    let Some(limit_mb) = crate::gucs::max_dictionary_mb() else { return };
+/// The names detection reads: $1 the ontology, $2 the kinds, $3 the concepts under the
+/// detection roots (NULL: every concept).
+const DETECTION_NAMES: &str =
+    "FROM belink.names WHERE ontology = $1 AND kind = ANY($2) AND ($3::text[] IS NULL OR concept_id = ANY($3))";
+
+/// The ids of the ontology's concepts under `roots`, None when there are no roots.
+fn under_roots(client: &SpiClient<'_>, ontology: &str, roots: &[String]) -> Option<Vec<String>> {
+    (!roots.is_empty()).then(|| concepts_under(client, ontology, roots).into_iter().collect())
+}
+
+/// Every session that links text would hold its own dictionary: one that would outgrow
+/// `belink.max_dictionary_mb` (all of UMLS: about 4 GB) is left to the model server, which
+/// holds it once for all sessions. Returns its number of names when it is.
+fn above_session_limit(client: &SpiClient<'_>, ontology: &str, roots: &[String]) -> Option<usize> {
+    let limit_mb = crate::gucs::max_dictionary_mb()?;
+    let under_ids = under_roots(client, ontology, roots);
+    let kinds = NameKind::texts(&NameKind::DETECTION);
     let names = client
-        .select(count_query, Some(1), &[ontology.into(), kinds.to_vec().into(), under.clone().into()])
+        .select(
+            &format!("SELECT count(*) {DETECTION_NAMES}"),
+            Some(1),
+            &[ontology.into(), kinds.into(), under_ids.into()],
+        )
         .or_raise("counting names for the mention dictionary")
         .first()
         .get::<i64>(1)
         .or_raise("counting names for the mention dictionary")
         .unwrap_or(0) as usize;
     let estimate_mb = (names * DICTIONARY_BYTES_PER_NAME) as f64 / 1e6;
-    if estimate_mb > limit_mb as f64 {
-        raise_with_hint(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!(
-                "ontology \"{ontology}\": its mention dictionary ({names} names) would take about {estimate_mb:.1} MB \
-                 in every session that links text, above belink.max_dictionary_mb ({limit_mb})"
-            ),
-            "Restrict detection with belink_set_detection_roots, link against a smaller ontology, or raise \
-             belink.max_dictionary_mb (superusers and roles granted SET on it). Retrieval of given mentions \
-             (belink_normalize, belink_candidates) needs no dictionary."
-                .to_string(),
-        );
-    }
+    (estimate_mb > limit_mb as f64).then_some(names)
 }
 
 /// The ontology's concepts at or under `roots`.
@@ -157,14 +190,19 @@ pub fn concepts_under(client: &SpiClient<'_>, ontology: &str, roots: &[String]) 
 }
 
 fn read_scorer(client: &SpiClient<'_>, ontology: &str) -> SpanScorer {
-    let text: Option<String> = client
-        .select("SELECT scorer FROM belink.span_scorers WHERE ontology = $1", None, &[ontology.into()])
-        .or_raise("reading the span scorer")
-        .first()
-        .get(1)
-        .or_raise("reading the span scorer");
+    let text = stored_scorer(client, ontology);
     // Checked when it was set: an error here means the table was edited by hand.
     SpanScorer::from_text(text.as_deref().unwrap_or_default()).unwrap_or_else(|e| {
         raise(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("the span scorer of ontology \"{ontology}\": {e}"))
     })
+}
+
+/// The stored text of the ontology's span scorer, if it has one.
+pub fn stored_scorer(client: &SpiClient<'_>, ontology: &str) -> Option<String> {
+    client
+        .select("SELECT scorer FROM belink.span_scorers WHERE ontology = $1", None, &[ontology.into()])
+        .or_raise("reading the span scorer")
+        .first()
+        .get(1)
+        .or_raise("reading the span scorer")
 }

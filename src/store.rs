@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use belink_core::decision::prompt::SYNONYMS_READ;
 use belink_core::error::Result;
+use belink_core::mentions::dictionary::DictionaryName;
 use belink_core::ontology::NameKind;
 use belink_core::ports::{ConceptDetails, ConceptKey, DenseSearch, IndexPart, NameStore};
 use belink_core::retrieval::fuse::Hit;
@@ -14,6 +15,7 @@ use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::catalog::{extension_schema, read_in_parts};
 use crate::error::OrRaise;
+use crate::mention_dictionary_cache;
 use crate::plans;
 
 const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
@@ -159,6 +161,20 @@ impl NameStore for SpiNameStore<'_, '_> {
             pending = (fetched > 0).then_some(names);
             Ok(())
         })
+    }
+
+    fn detection_names(
+        &self,
+        ontology: &str,
+        roots: &[String],
+        part: usize,
+        each: &mut dyn FnMut(Vec<DictionaryName>, bool) -> Result<()>,
+    ) -> Result<()> {
+        mention_dictionary_cache::read_detection_names(self.client, ontology, roots, part, each)
+    }
+
+    fn span_scorer(&self, ontology: &str) -> Result<Option<String>> {
+        Ok(mention_dictionary_cache::stored_scorer(self.client, ontology))
     }
 
     fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>> {

@@ -2,6 +2,7 @@
 
 use belink_core::interrupts::Ticker;
 use belink_core::link::{Entity, OntologyDictionary};
+use belink_core::mentions::shared::DictionaryKey;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
@@ -91,24 +92,42 @@ fn belink_entities(
     }))
 }
 
-/// Links every document; None for a NULL document.
+/// Links every document; None for a NULL document. With the session's own dictionaries, or,
+/// when one of the ontologies' is too large for a session, with the model server's shared ones.
 fn link_documents(docs: &[Option<&str>], ontology: Option<&str>) -> Vec<Option<Vec<Entity>>> {
     pipeline::run(ontology, |pipeline, client| {
         let cached = mention_dictionary_cache::dictionaries(client, pipeline.ontologies, ontology);
-        let dictionaries: Vec<OntologyDictionary> = cached
+        let own: Option<Vec<OntologyDictionary>> = cached
             .iter()
-            .map(|(name, d)| OntologyDictionary {
-                ontology: name,
-                dictionary: &d.dictionary,
-                scorer: d.scorer.as_ref().map(|(_, scorer)| scorer.as_ref()),
+            .map(|(name, d)| {
+                Some(OntologyDictionary {
+                    ontology: name,
+                    dictionary: d.dictionary.as_deref()?,
+                    scorer: d.scorer.as_ref().map(|(_, scorer)| scorer.as_ref()),
+                })
             })
             .collect();
-        pipeline.link(docs, &dictionaries)
+        match own {
+            Some(dictionaries) => pipeline.link(docs, &dictionaries),
+            None => {
+                let keys: Vec<DictionaryKey> = cached
+                    .iter()
+                    .map(|(name, d)| DictionaryKey {
+                        ontology: name.clone(),
+                        generation: d.generation,
+                        roots: d.roots.clone(),
+                        scorer: d.scorer.as_ref().map(|(version, _)| *version),
+                    })
+                    .collect();
+                pipeline.link_shared(docs, &keys)
+            }
+        }
     })
 }
 
 /// Builds (if needed) an ontology's mention dictionary and reports its size, for monitoring
-/// and benchmarks.
+/// and benchmarks. A dictionary shared in the model server (above belink.max_dictionary_mb)
+/// takes no memory in the session: 0 patterns and bytes (the server's status reports it).
 #[pg_extern(volatile, parallel_restricted)]
 fn belink_dictionary_stats(
     ontology: &str,
@@ -125,8 +144,8 @@ fn belink_dictionary_stats(
                 (
                     name,
                     d.names as i64,
-                    d.dictionary.pattern_count() as i64,
-                    d.dictionary.memory_usage() as i64,
+                    d.dictionary.as_ref().map_or(0, |d| d.pattern_count()) as i64,
+                    d.dictionary.as_ref().map_or(0, |d| d.memory_usage()) as i64,
                     d.build_ms,
                 )
             })

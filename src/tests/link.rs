@@ -35,24 +35,27 @@ presented with seizures. MCKD had been seen prenatally. Fundoscopy showed retina
     }
 
     #[pg_test]
-    fn a_dictionary_above_the_memory_limit_is_refused_before_it_is_built() {
+    fn a_dictionary_above_the_memory_limit_is_shared_in_the_model_server() {
         load_hpo();
         let names =
             count("SELECT count(*) FROM belink.names WHERE ontology = 'hpo' AND kind <> 'broad' AND kind <> 'narrow'");
+        let stats =
+            || Spi::get_two::<i64, i64>("SELECT names, memory_bytes FROM belink_dictionary_stats('hpo')").unwrap();
         Spi::run("SET belink.max_dictionary_mb = 0").unwrap();
-        assert_error(
-            "SELECT belink_link('seizures', 'hpo')",
-            "54000",
-            &format!("ontology \"hpo\": its mention dictionary ({names} names) would take about"),
-        );
-        assert_error("SELECT belink_link('seizures', 'hpo')", "54000", "above belink.max_dictionary_mb (0)");
-        // Retrieval of a given mention needs no dictionary.
-        assert!(count("SELECT count(*) FROM belink_candidates('seizures', 'hpo')") > 0);
+        // The session builds none: the model server detects the mentions, as the session would.
+        assert_eq!(stats(), (Some(names), Some(0)));
+        let shared = linked(PARAGRAPH);
+        assert_eq!(shared.len(), 6);
+        let server = Spi::get_one::<pgrx::JsonB>("SELECT belink_worker_status_json()").unwrap().unwrap().0;
+        let held = &server["mention_dictionaries"][0];
+        assert_eq!((held["ontology"].as_str(), held["names"].as_i64()), (Some("hpo"), Some(names)), "{server}");
+        // Within the limit (a new generation), the session builds its own: the same entities.
+        Spi::run("SELECT belink_add_names('hpo', 'HP:0000822', ARRAY['raised BP'])").unwrap();
         Spi::run("SET belink.max_dictionary_mb = -1").unwrap();
-        assert_eq!(linked("She had seizures.")[0].0, "seizures");
-        // Built once, the session's dictionary is kept whatever the limit becomes.
-        Spi::run("SET belink.max_dictionary_mb = 0").unwrap();
-        assert_eq!(linked("She had seizures.")[0].0, "seizures");
+        assert_eq!(linked(PARAGRAPH), shared);
+        let (own_names, own_bytes) = stats();
+        assert_eq!(own_names, Some(names + 1));
+        assert!(own_bytes.unwrap() > 0);
     }
 
     #[pg_test]

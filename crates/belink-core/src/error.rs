@@ -20,6 +20,9 @@ pub enum Error {
     Load { what: String, error: ReadError },
     #[error(transparent)]
     ModelServer(#[from] ModelServerError),
+    /// Detection with dictionaries that the model server holds for every session.
+    #[error("the mention dictionary of {ontologies} is above belink.max_dictionary_mb, so the model server holds it: {error}")]
+    SharedDictionary { ontologies: String, error: ModelServerError },
 }
 
 /// Failures of a request to the model server.
@@ -70,6 +73,7 @@ impl Error {
                 ReadError::PermissionDenied(_) => ErrorClass::InsufficientPrivilege,
                 ReadError::Io(_) => ErrorClass::Io,
             },
+            Error::SharedDictionary { error, .. } => Error::ModelServer(error.clone()).class(),
             Error::ModelServer(e) => match e {
                 ModelServerError::NotPreloaded | ModelServerError::ModelUnavailable(_) => {
                     ErrorClass::NotInPrerequisiteState
@@ -102,6 +106,10 @@ impl Error {
             Error::UnknownOntology { loaded, .. } => format!("Loaded ontologies: {}.", loaded.join(", ")),
             Error::EncoderMismatch { ontology, .. } => {
                 format!("Run CALL belink_index('{ontology}') to re-embed its names, or SET belink.retrieval = 'lexical'.")
+            }
+            Error::SharedDictionary { error, .. } => {
+                let server = Error::ModelServer(error.clone()).hint().map(|h| h + " ").unwrap_or_default();
+                format!("{server}Or raise belink.max_dictionary_mb (superusers and roles granted SET on it) for each session to build its own.")
             }
             Error::ModelServer(e) => match e {
                 ModelServerError::NotPreloaded => {

@@ -10,9 +10,16 @@ use crate::decision::prompt::RerankItem;
 use crate::error::{ModelServerError, Result};
 use crate::fold::fold;
 use crate::mentions::dictionary::{DictionaryName, MentionDictionary};
+use crate::mentions::shared::{DictionaryKey, DictionaryLoading, SharedDetection, SharedDictionaries};
 use crate::ports::{ConceptDetails, ConceptKey, DenseSearch, IndexPart, Models, NameStore, Reranked};
 use crate::retrieval::fuse::Hit;
 use crate::retrieval::trigram_index::{ScoredNames, TrigramIndex, TrigramIndexBuilder};
+use crate::wire::ErrorCode;
+
+/// A request the (fake) server refuses, as the real one replies.
+fn refused(message: String) -> ModelServerError {
+    ModelServerError::Failed { code: ErrorCode::BadRequest, message }
+}
 
 pub const TOY_MODEL: &str = "toy-encoder";
 
@@ -44,6 +51,8 @@ pub struct FakeStore {
     pub stored_vector_reads: Cell<usize>,
     /// Calls of `index_names`: trigram indexes loaded into the (fake) model server.
     pub index_loads: Cell<usize>,
+    /// Span scorers' texts by ontology.
+    pub span_scorers: HashMap<String, String>,
 }
 
 impl FakeStore {
@@ -159,6 +168,33 @@ impl NameStore for FakeStore {
         Ok(())
     }
 
+    /// Every name of the ontology, whatever its kind; detection roots are not modelled.
+    fn detection_names(
+        &self,
+        ontology: &str,
+        _roots: &[String],
+        part: usize,
+        each: &mut dyn FnMut(Vec<DictionaryName>, bool) -> Result<()>,
+    ) -> Result<()> {
+        let names: Vec<DictionaryName> = self
+            .in_ontology(Some(ontology))
+            .map(|n| DictionaryName {
+                concept_id: n.concept_id.clone(),
+                name: n.name.clone(),
+                normalized: fold(&n.name),
+            })
+            .collect();
+        let parts: Vec<&[DictionaryName]> = if names.is_empty() { vec![&[]] } else { names.chunks(part).collect() };
+        for (i, chunk) in parts.iter().enumerate() {
+            each(chunk.to_vec(), i + 1 == parts.len())?;
+        }
+        Ok(())
+    }
+
+    fn span_scorer(&self, ontology: &str) -> Result<Option<String>> {
+        Ok(self.span_scorers.get(ontology).cloned())
+    }
+
     fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>> {
         Ok(ids.iter().filter_map(|&id| self.names.get(id as usize).map(|n| (id, Self::hit(n, 0.0)))).collect())
     }
@@ -237,12 +273,27 @@ pub struct FakeModels {
     /// is down for trigram searches.
     pub trigram_indexes: Option<RefCell<HashMap<(String, i64), TrigramIndex>>>,
     loading: RefCell<Option<(String, i64, TrigramIndexBuilder)>>,
+    /// Mention dictionaries as the server shares them; None: the server is down for them.
+    pub shared_dictionaries: Option<SharedDictionaries>,
+    dictionary_loading: RefCell<Option<DictionaryLoading>>,
+    /// Calls of `load_dictionary_part` and `load_scorer`.
+    pub dictionary_parts_loaded: Cell<usize>,
+    pub scorers_loaded: Cell<usize>,
 }
 
 impl FakeModels {
     /// With a model server that holds trigram indexes.
     pub fn serving_trigrams() -> FakeModels {
         FakeModels { trigram_indexes: Some(RefCell::default()), ..FakeModels::default() }
+    }
+
+    /// With a model server that shares mention dictionaries.
+    pub fn sharing_dictionaries() -> FakeModels {
+        FakeModels { shared_dictionaries: Some(SharedDictionaries::default()), ..FakeModels::default() }
+    }
+
+    fn shared(&self) -> Result<&SharedDictionaries> {
+        Ok(self.shared_dictionaries.as_ref().ok_or(ModelServerError::NotRunning { waited_ms: 0 })?)
     }
 }
 
@@ -298,5 +349,28 @@ impl Models for FakeModels {
             indexes.borrow_mut().insert((ontology, generation), builder.finish());
         }
         Ok(())
+    }
+
+    fn detect(&self, keys: &[DictionaryKey], scored: bool, texts: &[&str]) -> Result<SharedDetection> {
+        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        Ok(self.shared()?.detect(keys, scored, &texts))
+    }
+
+    fn load_dictionary_part(
+        &self,
+        key: &DictionaryKey,
+        offset: u64,
+        last: bool,
+        names: Vec<DictionaryName>,
+    ) -> Result<()> {
+        self.dictionary_parts_loaded.set(self.dictionary_parts_loaded.get() + 1);
+        let mut loading = self.dictionary_loading.borrow_mut();
+        self.shared()?.load_part(&mut loading, key, offset, last, names).map_err(refused)?;
+        Ok(())
+    }
+
+    fn load_scorer(&self, ontology: &str, version: i64, text: &str) -> Result<()> {
+        self.scorers_loaded.set(self.scorers_loaded.get() + 1);
+        Ok(self.shared()?.load_scorer(ontology, version, text).map_err(refused)?)
     }
 }

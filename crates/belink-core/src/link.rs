@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use crate::decision::context::context_window;
 use crate::decision::Request;
-use crate::error::{Error, Result};
+use crate::error::{Error, ModelServerError, Result};
 use crate::interrupts::Ticker;
 use crate::mentions::dictionary::MentionDictionary;
 use crate::mentions::scorer::SpanScorer;
+use crate::mentions::shared::{DictionaryKey, SharedDetection};
 use crate::mentions::{find_mentions, find_mentions_scored, Mention};
 use crate::pipeline::Pipeline;
 use crate::ports::{Models, NameStore};
@@ -29,6 +30,11 @@ pub struct Entity {
     pub abbreviation_of: Option<String>,
 }
 
+/// Names per part sent to build a shared dictionary: bounds the session's memory while loading.
+const SHARED_NAMES_PER_PART: usize = 50_000;
+/// Text per detection request to the model server, about (a document goes whole).
+const SHARED_DETECTION_BYTES: usize = 4 << 20;
+
 /// An ontology's mention dictionary and span scorer (if it has one).
 pub struct OntologyDictionary<'a> {
     pub ontology: &'a str,
@@ -39,6 +45,52 @@ pub struct OntologyDictionary<'a> {
 impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
     /// The entities of every document (None for a None document), found with `dictionaries`.
     pub fn link(&self, docs: &[Option<&str>], dictionaries: &[OntologyDictionary]) -> Result<Vec<Option<Vec<Entity>>>> {
+        self.check_lengths(docs)?;
+        let automata: Vec<&MentionDictionary> = dictionaries.iter().map(|d| d.dictionary).collect();
+        let scorers: Vec<Option<&SpanScorer>> = dictionaries.iter().map(|d| d.scorer).collect();
+        let detect = |text: &str| match self.settings.detection {
+            MentionDetection::Dictionary => find_mentions(text, &automata),
+            MentionDetection::Scored => find_mentions_scored(text, &automata, &scorers),
+        };
+        let found: Vec<Option<Vec<Mention>>> = docs.iter().map(|doc| doc.map(detect)).collect();
+        let ontologies: Vec<&str> = dictionaries.iter().map(|d| d.ontology).collect();
+        self.resolve(docs, found, &ontologies)
+    }
+
+    /// As [`Self::link`], the mentions detected by the model server's shared dictionaries of
+    /// `keys` (see [`crate::mentions::shared`]): those it lacks are sent to it first, from the
+    /// store.
+    pub fn link_shared(&self, docs: &[Option<&str>], keys: &[DictionaryKey]) -> Result<Vec<Option<Vec<Entity>>>> {
+        self.check_lengths(docs)?;
+        let scored = self.settings.detection == MentionDetection::Scored;
+        let mut found: Vec<Option<Vec<Mention>>> = docs.iter().map(|d| d.map(|_| Vec::new())).collect();
+        let mut batch: Vec<usize> = Vec::new();
+        let mut bytes = 0;
+        let present: Vec<usize> = (0..docs.len()).filter(|&i| docs[i].is_some()).collect();
+        for (n, &i) in present.iter().enumerate() {
+            batch.push(i);
+            bytes += docs[i].map_or(0, str::len);
+            if bytes >= SHARED_DETECTION_BYTES || n + 1 == present.len() {
+                let texts: Vec<&str> = batch.iter().filter_map(|&i| docs[i]).collect();
+                let detected = self.detect_shared(keys, scored, &texts).map_err(|e| match e {
+                    Error::ModelServer(error) => {
+                        let names: Vec<String> = keys.iter().map(|k| format!("\"{}\"", k.ontology)).collect();
+                        Error::SharedDictionary { ontologies: names.join(", "), error }
+                    }
+                    other => other,
+                })?;
+                for (&i, mentions) in batch.iter().zip(detected) {
+                    found[i] = Some(mentions);
+                }
+                batch.clear();
+                bytes = 0;
+            }
+        }
+        let ontologies: Vec<&str> = keys.iter().map(|k| k.ontology.as_str()).collect();
+        self.resolve(docs, found, &ontologies)
+    }
+
+    fn check_lengths(&self, docs: &[Option<&str>]) -> Result<()> {
         let limit = self.settings.max_document_chars;
         for doc in docs.iter().flatten() {
             // Bytes bound characters from above: count only when it could matter.
@@ -49,14 +101,51 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                 )));
             }
         }
-        let automata: Vec<&MentionDictionary> = dictionaries.iter().map(|d| d.dictionary).collect();
-        let scorers: Vec<Option<&SpanScorer>> = dictionaries.iter().map(|d| d.scorer).collect();
-        let detect = |text: &str| match self.settings.detection {
-            MentionDetection::Dictionary => find_mentions(text, &automata),
-            MentionDetection::Scored => find_mentions_scored(text, &automata, &scorers),
-        };
-        let found: Vec<Option<Vec<Mention>>> = docs.iter().map(|doc| doc.map(detect)).collect();
-        self.resolve(docs, found, dictionaries)
+        Ok(())
+    }
+
+    /// The mentions of `texts` by the server's shared dictionaries, sending it first what it
+    /// lacks.
+    fn detect_shared(&self, keys: &[DictionaryKey], scored: bool, texts: &[&str]) -> Result<Vec<Vec<Mention>>> {
+        let bad_reply = |what: &str| Error::from(ModelServerError::BadReply(what.to_string()));
+        let key = |i: u32| keys.get(i as usize).ok_or_else(|| bad_reply("a missing dictionary out of range"));
+        for attempt in 0..2 {
+            match self.models.detect(keys, scored, texts)? {
+                SharedDetection::Mentions(mentions) => {
+                    let well_formed =
+                        mentions.len() == texts.len() && mentions.iter().flatten().all(|m| m.dictionary < keys.len());
+                    return if well_formed { Ok(mentions) } else { Err(bad_reply("mentions that match no request")) };
+                }
+                SharedDetection::Missing { dictionaries, scorers } if attempt == 0 => {
+                    for i in dictionaries {
+                        self.load_shared_dictionary(key(i)?)?;
+                    }
+                    for i in scorers {
+                        let key = key(i)?;
+                        let version = key.scorer.ok_or_else(|| bad_reply("a scorer asked for that has none"))?;
+                        let Some(text) = self.store.span_scorer(&key.ontology)? else {
+                            return Err(Error::InvalidArgument(format!(
+                                "the span scorer of ontology \"{}\" was removed while linking: link again",
+                                key.ontology
+                            )));
+                        };
+                        self.models.load_scorer(&key.ontology, version, &text)?;
+                    }
+                }
+                SharedDetection::Missing { .. } => break,
+            }
+        }
+        Err(bad_reply("it still lacks the mention dictionaries it was just sent"))
+    }
+
+    fn load_shared_dictionary(&self, key: &DictionaryKey) -> Result<()> {
+        let mut offset = 0u64;
+        self.store.detection_names(&key.ontology, &key.roots, SHARED_NAMES_PER_PART, &mut |names, last| {
+            let count = names.len() as u64;
+            self.models.load_dictionary_part(key, offset, last, names)?;
+            offset += count;
+            Ok(())
+        })
     }
 
     /// Decides every mention (each distinct lookup once without re-ranking; with it, each
@@ -65,7 +154,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         &self,
         docs: &[Option<&str>],
         found: Vec<Option<Vec<Mention>>>,
-        dictionaries: &[OntologyDictionary],
+        ontologies: &[&str],
     ) -> Result<Vec<Option<Vec<Entity>>>> {
         let rerank = self.settings.rerank;
         let mut slot: HashMap<(&str, usize, Option<String>), usize> = HashMap::new();
@@ -87,7 +176,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                     requests.push(Request {
                         mention: &mention.lookup,
                         context,
-                        ontology: Some(dictionaries[mention.dictionary].ontology),
+                        ontology: Some(ontologies[mention.dictionary]),
                     });
                     requests.len() - 1
                 });
@@ -133,6 +222,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
 mod tests {
     use super::*;
     use crate::fakes::{FakeModels, FakeStore};
+    use crate::mentions::scorer::{train, Example, Training};
     use crate::settings::Settings;
 
     fn medic() -> FakeStore {
@@ -183,6 +273,66 @@ mod tests {
         );
         assert!(models.embedded.borrow().is_empty(), "mentions decided by exact matches are not embedded");
         assert_eq!(store.exact_calls.get(), 1, "one batch for every distinct lookup");
+    }
+
+    fn medic_key(scorer: Option<i64>) -> DictionaryKey {
+        DictionaryKey { ontology: "medic".into(), generation: 1, roots: Vec::new(), scorer }
+    }
+
+    #[test]
+    fn a_shared_dictionary_links_as_the_sessions_own_and_is_sent_once() {
+        let store = medic();
+        let models = FakeModels::sharing_dictionaries();
+        let settings = Settings::default();
+        let ontologies = store.ontologies(true);
+        let dictionary = store.dictionary("medic");
+        let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+        let docs =
+            [Some("Familial adenomatous polyposis (FAP) leads to colon cancer. FAP is inherited."), None, Some("")];
+        let own = pipeline
+            .link(&docs, &[OntologyDictionary { ontology: "medic", dictionary: &dictionary, scorer: None }])
+            .unwrap();
+        assert_eq!(own[0].as_ref().map(Vec::len), Some(4));
+        assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)]).unwrap(), own);
+        assert_eq!(models.dictionary_parts_loaded.get(), 1);
+        assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)]).unwrap(), own);
+        assert_eq!(models.dictionary_parts_loaded.get(), 1, "the server keeps it for every session");
+        assert_eq!(models.scorers_loaded.get(), 0, "no scorer: none sent");
+    }
+
+    #[test]
+    fn a_shared_dictionary_detects_with_the_ontologys_scorer() {
+        // A scorer that rejects every span.
+        let never = train(&[Example { mention: false, features: vec![1, 2, 3] }], &Training::default(), 0.99);
+        let mut store = medic();
+        store.span_scorers.insert("medic".into(), never.to_text());
+        let models = FakeModels::sharing_dictionaries();
+        let ontologies = store.ontologies(true);
+        let docs = [Some("Colon cancer runs in families.")];
+        for (detection, entities) in [(MentionDetection::Dictionary, 1), (MentionDetection::Scored, 0)] {
+            let settings = Settings { detection, ..Settings::default() };
+            let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+            let linked = pipeline.link_shared(&docs, &[medic_key(Some(3))]).unwrap();
+            assert_eq!(linked[0].as_ref().map(Vec::len), Some(entities), "{detection:?}");
+        }
+        assert_eq!((models.dictionary_parts_loaded.get(), models.scorers_loaded.get()), (1, 1));
+    }
+
+    #[test]
+    fn without_the_model_server_a_shared_dictionary_is_a_clear_error() {
+        let store = medic();
+        let models = FakeModels::default();
+        let settings = Settings::default();
+        let ontologies = store.ontologies(true);
+        let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+        let error = pipeline.link_shared(&[Some("colon cancer")], &[medic_key(None)]).unwrap_err();
+        assert!(
+            matches!(&error, Error::SharedDictionary { error: ModelServerError::NotRunning { .. }, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().starts_with("the mention dictionary of \"medic\" is above belink.max_dictionary_mb"));
+        assert!(error.hint().unwrap().contains("raise belink.max_dictionary_mb"));
+        assert_eq!(pipeline.link_shared(&[None], &[medic_key(None)]).unwrap(), [None], "no text: nothing asked");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use crate::catalog::OntologyState;
 use crate::decision::prompt::RerankItem;
 use crate::error::Result;
+use crate::mentions::dictionary::DictionaryName;
+use crate::mentions::shared::{DictionaryKey, SharedDetection};
 use crate::retrieval::fuse::Hit;
 use crate::retrieval::trigram_index::ScoredNames;
 
@@ -54,6 +56,17 @@ pub trait NameStore {
     fn index_names(&self, ontology: &str, part: usize, each: &mut dyn FnMut(IndexPart) -> Result<()>) -> Result<()>;
     /// The names with these ids, as hits.
     fn names_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Hit>>;
+    /// The names mention detection uses of `ontology` (of the concepts under `roots` when some
+    /// are given), handed to `each` in parts of at most `part` names, the last part flagged.
+    fn detection_names(
+        &self,
+        ontology: &str,
+        roots: &[String],
+        part: usize,
+        each: &mut dyn FnMut(Vec<DictionaryName>, bool) -> Result<()>,
+    ) -> Result<()>;
+    /// The stored text of the ontology's span scorer, if it has one.
+    fn span_scorer(&self, ontology: &str) -> Result<Option<String>>;
     fn concept_details(&self, concepts: &[ConceptKey]) -> Result<HashMap<ConceptKey, ConceptDetails>>;
 }
 
@@ -88,4 +101,18 @@ pub trait Models {
     /// Sends a part of an ontology's names for its index; `offset` counts the names sent
     /// before it (0 starts a new index); the last part builds it.
     fn load_trigram_part(&self, ontology: &str, offset: u64, part: IndexPart) -> Result<()>;
+    /// The mentions of each text by the model server's shared dictionaries (see
+    /// [`crate::mentions::shared`]), or which of them it lacks.
+    fn detect(&self, keys: &[DictionaryKey], scored: bool, texts: &[&str]) -> Result<SharedDetection>;
+    /// Sends a part of a shared dictionary's names; `offset` counts the names sent before it
+    /// (0 starts anew); the last part builds it.
+    fn load_dictionary_part(
+        &self,
+        key: &DictionaryKey,
+        offset: u64,
+        last: bool,
+        names: Vec<DictionaryName>,
+    ) -> Result<()>;
+    /// Sends the span scorer of `ontology` at `version` (its stored text).
+    fn load_scorer(&self, ontology: &str, version: i64, text: &str) -> Result<()>;
 }

@@ -8,6 +8,9 @@
 use std::io::{self, Read, Write};
 
 use crate::decision::prompt::{PromptCandidate, RerankItem};
+use crate::mentions::dictionary::DictionaryName;
+use crate::mentions::shared::DictionaryKey;
+use crate::mentions::Mention;
 
 /// The largest frame either side accepts (a batch of thousands of texts or a long document
 /// fits comfortably).
@@ -103,13 +106,51 @@ pub enum Message {
     TrigramLoadReply {
         names: u64,
     },
-    /// Forget every trigram index of `ontology` (it was dropped).
+    /// Forget every trigram index, shared mention dictionary and span scorer of `ontology` (it
+    /// was dropped).
     TrigramDropRequest {
         ontology: String,
     },
-    /// How many generations' indexes were forgotten.
+    /// How many generations' indexes, dictionaries and scorers were forgotten.
     TrigramDropReply {
         indexes: u32,
+    },
+    /// Part of the detection names of the dictionary `key` (its scorer left aside), sent in
+    /// order on one connection like a trigram index's; `last` builds the shared mention
+    /// dictionary (see [`crate::mentions::shared`]).
+    DictionaryLoadRequest {
+        key: DictionaryKey,
+        offset: u64,
+        last: bool,
+        names: Vec<DictionaryName>,
+    },
+    /// Names received so far for the dictionary being loaded.
+    DictionaryLoadReply {
+        names: u64,
+    },
+    /// The span scorer of `ontology` at `version`, as stored (`belink.span_scorers`).
+    ScorerLoadRequest {
+        ontology: String,
+        version: i64,
+        text: String,
+    },
+    ScorerLoadReply,
+    /// The mentions of each text by the shared dictionaries of `keys` (each its own ontology,
+    /// in this order), chosen by their span scorers when `scored`.
+    DetectRequest {
+        keys: Vec<DictionaryKey>,
+        scored: bool,
+        texts: Vec<String>,
+    },
+    /// Per text, its mentions (`Mention::dictionary` indexes the request's keys).
+    DetectReply {
+        mentions: Vec<Vec<Mention>>,
+    },
+    /// The dictionaries and scorers (indices into the request's keys) the server lacks: send
+    /// them, then ask again.
+    DetectMissingReply {
+        dictionaries: Vec<u32>,
+        scorers: Vec<u32>,
     },
     /// Train the encoder in `base_model` on `examples` ((concept id, name) pairs) for at most
     /// `seconds`, in `work_dir` (checkpoints; the adapted model in `work_dir/model` when done);
@@ -144,6 +185,13 @@ const KIND_ADAPT_REQUEST: u8 = 12;
 const KIND_ADAPT_REPLY: u8 = 13;
 const KIND_TRIGRAM_DROP_REQUEST: u8 = 14;
 const KIND_TRIGRAM_DROP_REPLY: u8 = 15;
+const KIND_DICTIONARY_LOAD_REQUEST: u8 = 16;
+const KIND_DICTIONARY_LOAD_REPLY: u8 = 17;
+const KIND_SCORER_LOAD_REQUEST: u8 = 18;
+const KIND_SCORER_LOAD_REPLY: u8 = 19;
+const KIND_DETECT_REQUEST: u8 = 20;
+const KIND_DETECT_REPLY: u8 = 21;
+const KIND_DETECT_MISSING_REPLY: u8 = 22;
 const HEADER_BYTES: usize = 1 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +334,60 @@ impl Message {
                 put_str(&mut body, json);
                 KIND_ADAPT_REPLY
             }
+            Message::DictionaryLoadRequest { key, offset, last, names } => {
+                put_key(&mut body, key);
+                body.extend_from_slice(&offset.to_le_bytes());
+                body.push(u8::from(*last));
+                put_u32(&mut body, names.len() as u32);
+                for name in names {
+                    put_str(&mut body, &name.concept_id);
+                    put_str(&mut body, &name.name);
+                    put_str(&mut body, &name.normalized);
+                }
+                KIND_DICTIONARY_LOAD_REQUEST
+            }
+            Message::DictionaryLoadReply { names } => {
+                body.extend_from_slice(&names.to_le_bytes());
+                KIND_DICTIONARY_LOAD_REPLY
+            }
+            Message::ScorerLoadRequest { ontology, version, text } => {
+                put_str(&mut body, ontology);
+                body.extend_from_slice(&version.to_le_bytes());
+                put_str(&mut body, text);
+                KIND_SCORER_LOAD_REQUEST
+            }
+            Message::ScorerLoadReply => KIND_SCORER_LOAD_REPLY,
+            Message::DetectRequest { keys, scored, texts } => {
+                put_u32(&mut body, keys.len() as u32);
+                for key in keys {
+                    put_key(&mut body, key);
+                }
+                body.push(u8::from(*scored));
+                put_u32(&mut body, texts.len() as u32);
+                for text in texts {
+                    put_str(&mut body, text);
+                }
+                KIND_DETECT_REQUEST
+            }
+            Message::DetectReply { mentions } => {
+                put_u32(&mut body, mentions.len() as u32);
+                for list in mentions {
+                    put_u32(&mut body, list.len() as u32);
+                    for mention in list {
+                        put_mention(&mut body, mention);
+                    }
+                }
+                KIND_DETECT_REPLY
+            }
+            Message::DetectMissingReply { dictionaries, scorers } => {
+                for list in [dictionaries, scorers] {
+                    put_u32(&mut body, list.len() as u32);
+                    for index in list {
+                        put_u32(&mut body, *index);
+                    }
+                }
+                KIND_DETECT_MISSING_REPLY
+            }
         };
         let mut frame = Vec::with_capacity(4 + HEADER_BYTES + body.len());
         put_u32(&mut frame, (HEADER_BYTES + body.len()) as u32);
@@ -414,6 +516,51 @@ impl Message {
                 Message::AdaptRequest { ontology, base_model, work_dir, config, seconds, examples }
             }
             KIND_ADAPT_REPLY => Message::AdaptReply { json: input.string()? },
+            KIND_DICTIONARY_LOAD_REQUEST => {
+                let key = input.key()?;
+                let offset = input.u64()?;
+                let last = input.u8()? != 0;
+                let count = input.count(12)?;
+                let mut names = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let (concept_id, name, normalized) = (input.string()?, input.string()?, input.string()?);
+                    names.push(DictionaryName { concept_id, name, normalized });
+                }
+                Message::DictionaryLoadRequest { key, offset, last, names }
+            }
+            KIND_DICTIONARY_LOAD_REPLY => Message::DictionaryLoadReply { names: input.u64()? },
+            KIND_SCORER_LOAD_REQUEST => {
+                let ontology = input.string()?;
+                let version = input.u64()? as i64;
+                Message::ScorerLoadRequest { ontology, version, text: input.string()? }
+            }
+            KIND_SCORER_LOAD_REPLY => Message::ScorerLoadReply,
+            KIND_DETECT_REQUEST => {
+                let count = input.count(4 + 8 + 4 + 1)?;
+                let keys = (0..count).map(|_| input.key()).collect::<Result<_, _>>()?;
+                let scored = input.u8()? != 0;
+                let count = input.count(4)?;
+                let texts = (0..count).map(|_| input.string()).collect::<Result<_, _>>()?;
+                Message::DetectRequest { keys, scored, texts }
+            }
+            KIND_DETECT_REPLY => {
+                let count = input.count(4)?;
+                let mut mentions = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let n = input.count(8 + 8 + 4 + 4 + 4 + 4 + 1)?;
+                    mentions.push((0..n).map(|_| input.mention()).collect::<Result<_, _>>()?);
+                }
+                Message::DetectReply { mentions }
+            }
+            KIND_DETECT_MISSING_REPLY => {
+                let mut lists = [Vec::new(), Vec::new()];
+                for list in &mut lists {
+                    let count = input.count(4)?;
+                    *list = (0..count).map(|_| input.u32()).collect::<Result<_, _>>()?;
+                }
+                let [dictionaries, scorers] = lists;
+                Message::DetectMissingReply { dictionaries, scorers }
+            }
             other => return Err(malformed(format!("unknown message kind {other}"))),
         };
         if !input.bytes.is_empty() {
@@ -472,6 +619,35 @@ fn put_optional_str(out: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
+fn put_key(out: &mut Vec<u8>, key: &DictionaryKey) {
+    put_str(out, &key.ontology);
+    out.extend_from_slice(&key.generation.to_le_bytes());
+    put_u32(out, key.roots.len() as u32);
+    for root in &key.roots {
+        put_str(out, root);
+    }
+    match key.scorer {
+        Some(version) => {
+            out.push(1);
+            out.extend_from_slice(&version.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn put_mention(out: &mut Vec<u8>, mention: &Mention) {
+    out.extend_from_slice(&(mention.start as u64).to_le_bytes());
+    out.extend_from_slice(&(mention.end as u64).to_le_bytes());
+    put_str(out, &mention.text);
+    put_str(out, &mention.lookup);
+    put_u32(out, mention.dictionary as u32);
+    put_u32(out, mention.matched_concepts.len() as u32);
+    for concept in &mention.matched_concepts {
+        put_str(out, concept);
+    }
+    put_optional_str(out, mention.abbreviation_of.as_deref());
+}
+
 struct Input<'a> {
     bytes: &'a [u8],
 }
@@ -522,6 +698,30 @@ impl<'a> Input<'a> {
         let bytes = self.take(length)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| malformed("a string is not UTF-8"))
     }
+
+    fn key(&mut self) -> Result<DictionaryKey, WireError> {
+        let ontology = self.string()?;
+        let generation = self.u64()? as i64;
+        let count = self.count(4)?;
+        let roots = (0..count).map(|_| self.string()).collect::<Result<_, _>>()?;
+        let scorer = match self.u8()? {
+            0 => None,
+            1 => Some(self.u64()? as i64),
+            other => return Err(malformed(format!("bad optional marker {other}"))),
+        };
+        Ok(DictionaryKey { ontology, generation, roots, scorer })
+    }
+
+    fn mention(&mut self) -> Result<Mention, WireError> {
+        let start = self.u64()? as usize;
+        let end = self.u64()? as usize;
+        let (text, lookup) = (self.string()?, self.string()?);
+        let dictionary = self.u32()? as usize;
+        let count = self.count(4)?;
+        let matched_concepts = (0..count).map(|_| self.string()).collect::<Result<_, _>>()?;
+        let abbreviation_of = self.optional_string()?;
+        Ok(Mention { start, end, text, lookup, dictionary, matched_concepts, abbreviation_of })
+    }
 }
 
 #[cfg(test)]
@@ -557,6 +757,37 @@ mod tests {
             examples: vec![],
         });
         round_trip(Message::AdaptReply { json: "{\"step\": 3}".into() });
+        let key =
+            DictionaryKey { ontology: "umls".into(), generation: 9, roots: vec!["C0012634".into()], scorer: Some(4) };
+        let plain = DictionaryKey { ontology: "hpo".into(), generation: -1, roots: vec![], scorer: None };
+        let name =
+            DictionaryName { concept_id: "C1".into(), name: "Heart attack".into(), normalized: "heart attack".into() };
+        round_trip(Message::DictionaryLoadRequest { key: key.clone(), offset: 50_000, last: true, names: vec![name] });
+        round_trip(Message::DictionaryLoadRequest { key: plain.clone(), offset: 0, last: false, names: vec![] });
+        round_trip(Message::DictionaryLoadReply { names: 10_000_000 });
+        round_trip(Message::ScorerLoadRequest {
+            ontology: "medic".into(),
+            version: 3,
+            text: "belink-span-scorer 1".into(),
+        });
+        round_trip(Message::ScorerLoadReply);
+        round_trip(Message::DetectRequest {
+            keys: vec![key, plain],
+            scored: true,
+            texts: vec!["".into(), "MI".into()],
+        });
+        let mention = Mention {
+            start: 3,
+            end: 5,
+            text: "MI".into(),
+            lookup: "myocardial infarction".into(),
+            dictionary: 1,
+            matched_concepts: vec!["D009203".into()],
+            abbreviation_of: Some("myocardial infarction".into()),
+        };
+        let bare = Mention { matched_concepts: vec![], abbreviation_of: None, ..mention.clone() };
+        round_trip(Message::DetectReply { mentions: vec![vec![mention, bare], vec![]] });
+        round_trip(Message::DetectMissingReply { dictionaries: vec![0, 2], scorers: vec![] });
         round_trip(Message::ErrorReply { code: ErrorCode::TrainerMissing, message: "send the examples".into() });
         round_trip(Message::StatusRequest);
         round_trip(Message::EmbedReply { dim: 3, vectors: vec![0.5, -1.0, 2.25, 0.0, 1e-9, f32::MAX] });

@@ -34,6 +34,7 @@ use belink_models::encoder::Pooling;
 use belink_models::streams::Streams;
 
 use adapt::{AdaptRequest, Adaptations};
+use belink_core::mentions::shared::{SharedDetection, SharedDictionaries};
 use encoder::{AdaptedEncoders, EmbedQueue, EmbedWork};
 use queue::{Failure, Job, Queue};
 use reranker::{RerankQueue, RerankWork};
@@ -131,6 +132,7 @@ fn main() -> ExitCode {
         embed: Queue::new(|work: &EmbedWork| work.texts.len()),
         rerank: Queue::new(|work: &RerankWork| work.items.len()),
         trigrams: TrigramIndexes::default(),
+        dictionaries: SharedDictionaries::default(),
         adapted_encoders: AdaptedEncoders::default(),
         adaptations: Adaptations::new(options.encoder.adapted_dir.clone(), &options.encoder.device),
         connections: AtomicUsize::new(0),
@@ -202,6 +204,9 @@ pub struct Queues {
     pub rerank: RerankQueue,
     /// Not a queue: searched on the connection's thread.
     pub trigrams: TrigramIndexes,
+    /// Mention dictionaries too large for a session's memory; detection runs on the
+    /// connection's thread.
+    pub dictionaries: SharedDictionaries,
     /// The adapted encoders the encoder thread holds (for the status).
     pub adapted_encoders: AdaptedEncoders,
     /// Training runs, on the connections' threads.
@@ -242,6 +247,7 @@ impl Drop for Connected<'_> {
 fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
     let _connected = Connected::new(&queues.connections);
     let mut loading = None;
+    let mut dictionary_loading = None;
     loop {
         let (id, message) = match read_frame(&mut stream) {
             Ok(frame) => frame,
@@ -259,6 +265,7 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
                     (queues.embed.depth(), queues.rerank.depth()),
                     serde_json::json!({
                         "trigram_indexes": queues.trigrams.to_json(),
+                        "mention_dictionaries": dictionaries_json(&queues.dictionaries),
                         "adapted_encoders": queues.adapted_encoders.to_json(),
                         "adaptations": queues.adaptations.to_json(),
                     }),
@@ -270,9 +277,38 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
             Message::TrigramLoadRequest { ontology, generation, offset, last, names } => {
                 queues.trigrams.load(&mut loading, ontology, generation, offset, last, names)
             }
-            Message::TrigramDropRequest { ontology } => {
-                Message::TrigramDropReply { indexes: queues.trigrams.drop_ontology(&ontology) }
+            Message::TrigramDropRequest { ontology } => Message::TrigramDropReply {
+                indexes: queues.trigrams.drop_ontology(&ontology) + queues.dictionaries.drop_ontology(&ontology),
+            },
+            Message::DictionaryLoadRequest { key, offset, last, names } => {
+                let started = Instant::now();
+                match queues.dictionaries.load_part(&mut dictionary_loading, &key, offset, last, names) {
+                    Ok(names) => {
+                        if last {
+                            eprintln!(
+                                "belink-server: mention dictionary of {} (generation {}): {names} names, built in {:.1} s",
+                                key.ontology,
+                                key.generation,
+                                started.elapsed().as_secs_f64()
+                            );
+                        }
+                        Message::DictionaryLoadReply { names }
+                    }
+                    Err(message) => Message::ErrorReply { code: ErrorCode::BadRequest, message },
+                }
             }
+            Message::ScorerLoadRequest { ontology, version, text } => {
+                match queues.dictionaries.load_scorer(&ontology, version, &text) {
+                    Ok(()) => Message::ScorerLoadReply,
+                    Err(message) => Message::ErrorReply { code: ErrorCode::BadRequest, message },
+                }
+            }
+            Message::DetectRequest { keys, scored, texts } => match queues.dictionaries.detect(&keys, scored, &texts) {
+                SharedDetection::Mentions(mentions) => Message::DetectReply { mentions },
+                SharedDetection::Missing { dictionaries, scorers } => {
+                    Message::DetectMissingReply { dictionaries, scorers }
+                }
+            },
             Message::AdaptRequest { ontology, base_model, work_dir, config, seconds, examples } => {
                 let request = AdaptRequest { ontology, base_model, work_dir, config, seconds, examples };
                 queues.adaptations.adapt(&stream, request)
@@ -319,7 +355,33 @@ fn kind_name(message: &Message) -> &'static str {
         Message::TrigramDropReply { .. } => "trigram drop reply",
         Message::AdaptRequest { .. } => "adapt request",
         Message::AdaptReply { .. } => "adapt reply",
+        Message::DictionaryLoadRequest { .. } => "dictionary load request",
+        Message::DictionaryLoadReply { .. } => "dictionary load reply",
+        Message::ScorerLoadRequest { .. } => "scorer load request",
+        Message::ScorerLoadReply => "scorer load reply",
+        Message::DetectRequest { .. } => "detect request",
+        Message::DetectReply { .. } => "detect reply",
+        Message::DetectMissingReply { .. } => "detect missing reply",
     }
+}
+
+/// The shared mention dictionaries, for the status reply.
+fn dictionaries_json(dictionaries: &SharedDictionaries) -> serde_json::Value {
+    dictionaries
+        .loaded()
+        .into_iter()
+        .map(|(ontology, d)| {
+            serde_json::json!({
+                "ontology": ontology,
+                "generation": d.generation,
+                "detection_roots": d.roots,
+                "names": d.names,
+                "memory_mb": d.dictionary.memory_usage() as f64 / 1e6,
+                "load_s": d.build_time.as_secs_f64(),
+                "age_s": d.loaded_at.elapsed().as_secs_f64(),
+            })
+        })
+        .collect()
 }
 
 /// Queues the work and waits for its answer; None when the client disconnects first (the

@@ -17,7 +17,7 @@ use crate::fold::{tokenize, Token};
 use crate::interrupts::Ticker;
 
 /// A name the dictionary can match, as stored in `belink.names`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DictionaryName {
     pub concept_id: String,
     pub name: String,

@@ -5,6 +5,7 @@
 pub mod abbreviations;
 pub mod dictionary;
 pub mod scorer;
+pub mod shared;
 mod variants;
 
 use std::collections::HashMap;
