@@ -3,7 +3,8 @@
 # All four ontologies loaded together (MEDIC, CTD diseases, HPO, Disease Ontology), then a
 # synthetic UMLS-size Metathesaurus made from their names (scripts/synthetic-umls.py):
 # load time, the model server's trigram index (load time, memory), belink_normalize latency
-# and the backend's memory growth; the largest backend heap during each load.
+# and the backend's memory growth; the largest backend heap during each load; linking text
+# against the synthetic UMLS through the model server's shared mention dictionary.
 # usage: scripts/scale.sh DIR PORT   (SCALE_CONCEPTS, SCALE_NAMES: default 3,000,000 / 10,000,000)
 set -eu
 DIR=${1:?cluster directory}
@@ -88,4 +89,29 @@ echo
 echo "(last row: belink.trigram_search = pg_trgm, the first 100 mentions)"
 echo
 server_indexes
+echo
+echo "Linking the NCBI-disease dev abstracts against the synthetic UMLS (lexical retrieval): its"
+echo "mention dictionary is above belink.max_dictionary_mb, so the model server builds it once, from"
+echo "the names the first session sends, and detects the mentions for every session."
+echo
+python3 - "$ncbi" > "$files/documents.csv" <<'EOF_PY'
+import csv, sys
+documents = {}
+for line in open(sys.argv[1], encoding="utf-8"):
+    parts = line.rstrip("\n").split("|", 2)
+    if len(parts) == 3 and parts[1] in ("t", "a"):
+        documents.setdefault(parts[0], []).append(parts[2])
+writer = csv.writer(sys.stdout)
+for doc_id, texts in documents.items():
+    writer.writerow([doc_id, " ".join(texts)])
+EOF_PY
+psql -q -c "DROP TABLE IF EXISTS scale_documents" -c "CREATE TABLE scale_documents (doc_id text, body text)" \
+    -c "\\copy scale_documents FROM '$files/documents.csv' WITH (FORMAT csv)"
+link_all="SELECT count(*) AS documents, sum(jsonb_array_length(belink_link(body, 'synthetic'))) AS entities FROM scale_documents"
+echo "First statement (the dictionary sent and built), then the same again:"
+peak_backend_heap psql -c "SET belink.retrieval = 'lexical'" -c '\timing on' -c "$link_all" -c "$link_all"
+psql -tA -c "SELECT string_agg(format('%s: %s names, %s MB, loaded in %s s', d->>'ontology', d->>'names',
+                 round((d->>'memory_mb')::numeric), round((d->>'load_s')::numeric, 1)), '; ')
+             FROM jsonb_array_elements(belink_worker_status_json()->'mention_dictionaries') d"
+psql -tA -c "SELECT format('model server RSS %s MB', round(rss_mb)) FROM belink_worker_status()"
 scripts/cluster.sh stop "$DIR"

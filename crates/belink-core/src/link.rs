@@ -31,7 +31,7 @@ pub struct Entity {
 }
 
 /// Names per part sent to build a shared dictionary: bounds the session's memory while loading.
-const SHARED_NAMES_PER_PART: usize = 50_000;
+const SHARED_NAMES_PER_PART: usize = 10_000;
 /// Text per detection request to the model server, about (a document goes whole).
 const SHARED_DETECTION_BYTES: usize = 4 << 20;
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use belink_core::fold::{fold, tokenize};
 use belink_core::mentions::abbreviations::find_abbreviations;
 use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
-use belink_core::mentions::find_mentions;
+use belink_core::mentions::shared::DictionaryKey;
+use belink_core::mentions::{find_mentions, Mention};
 use belink_core::ontology::{load_bytes, Format, LoadOptions};
 use belink_core::wire::{read_frame, Message};
 
@@ -85,6 +86,40 @@ fn mutated_frames_never_panic_the_decoder() {
         Message::EmbedRequest { model: String::new(), texts: vec!["colorectal adenoma".into(), "β".into()] }.encode(1),
         Message::EmbedReply { dim: 2, vectors: vec![0.5, 0.25, 1.0, -1.0] }.encode(2),
         Message::StatusReply { json: "{}".into() }.encode(3),
+        Message::DetectRequest {
+            keys: vec![DictionaryKey {
+                ontology: "hpo".into(),
+                generation: 3,
+                roots: vec!["HP:1".into()],
+                scorer: Some(2),
+            }],
+            scored: true,
+            texts: vec!["She had seizures.".into()],
+        }
+        .encode(4),
+        Message::DetectReply {
+            mentions: vec![vec![Mention {
+                start: 8,
+                end: 16,
+                text: "seizures".into(),
+                lookup: "Seizure".into(),
+                dictionary: 0,
+                matched_concepts: vec!["HP:0001250".into()],
+                abbreviation_of: None,
+            }]],
+        }
+        .encode(5),
+        Message::DictionaryLoadRequest {
+            key: DictionaryKey { ontology: "hpo".into(), generation: 3, roots: vec![], scorer: None },
+            offset: 0,
+            last: true,
+            names: vec![DictionaryName {
+                concept_id: "HP:1".into(),
+                name: "Seizure".into(),
+                normalized: "seizure".into(),
+            }],
+        }
+        .encode(6),
     ];
     for frame in frames {
         for _ in 0..2000 {

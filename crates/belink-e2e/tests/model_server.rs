@@ -1,6 +1,7 @@
 //! The model server and its transport, through a real cluster that preloads belink:
 //! payload sizes, cancel and timeouts, a killed server, batching across backends, socket
-//! permissions, a missing model, belink_index and hybrid candidates.
+//! permissions, a missing model, belink_index and hybrid candidates, shared mention
+//! dictionaries.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
@@ -278,6 +279,43 @@ fn belink_index_resumes_and_makes_candidates_hybrid() {
         .unwrap();
     assert!(lexical.iter().all(|r| r.get::<_, Option<i32>>(0).is_none()));
     client.batch_execute("RESET belink.retrieval; SELECT belink_drop_ontology('hpo_e2e')").unwrap();
+}
+
+#[test]
+fn a_shared_mention_dictionary_is_sent_again_after_a_kill_and_goes_with_its_ontology() {
+    let mut client = cluster().connect();
+    let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();
+    client.query_one("SELECT concepts FROM belink_load_ontology_text('hpo_shared', $1)", &[&hpo]).unwrap();
+    let linked = |client: &mut Client| -> Vec<String> {
+        client.batch_execute("SET belink.max_dictionary_mb = 0").unwrap();
+        let text = "A girl with arterial hypertension presented with seizures.";
+        let rows = client
+            .query("SELECT e->>'concept_id' FROM jsonb_array_elements(belink_link($1, 'hpo_shared')) e", &[&text])
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    let held = |client: &mut Client| -> Vec<String> {
+        let status = status(client);
+        let dictionaries = status["mention_dictionaries"].as_array().cloned().unwrap_or_default();
+        dictionaries.iter().filter_map(|d| d["ontology"].as_str().map(String::from)).collect()
+    };
+    let first = linked(&mut client);
+    assert_eq!(first, ["HP:0000822", "HP:0001250"]);
+    assert!(held(&mut client).contains(&"hpo_shared".to_string()));
+
+    // A killed server forgets it; the next session that links sends it again.
+    let server_pid = status(&mut client)["server_pid"].as_i64().unwrap();
+    assert!(Command::new("kill").args(["-9", &server_pid.to_string()]).status().unwrap().success());
+    wait_until(Duration::from_secs(30), || {
+        let mut fresh = cluster().connect();
+        fresh.batch_execute("SET belink.max_dictionary_mb = 0").is_ok()
+            && fresh.query_one("SELECT belink_link('seizures', 'hpo_shared')::text", &[]).is_ok()
+    });
+    assert_eq!(linked(&mut cluster().connect()), first);
+    assert!(held(&mut client).contains(&"hpo_shared".to_string()));
+
+    client.batch_execute("SELECT belink_drop_ontology('hpo_shared')").unwrap();
+    assert!(!held(&mut client).contains(&"hpo_shared".to_string()), "dropped with its ontology");
 }
 
 /// The HPO excerpt as `ontology`, with a name two concepts share: "pressure trouble".
