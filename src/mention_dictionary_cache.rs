@@ -89,12 +89,14 @@ fn build(client: &SpiClient<'_>, ontology: &str, generation: i64, roots: &[Strin
         build_ms: started.elapsed().as_secs_f64() * 1000.0,
         scorer: None,
     };
-    if let Some(names) = above_session_limit(client, ontology, roots) {
+    // The hierarchy is read once for both the count and the names.
+    let under_ids = under_roots(client, ontology, roots);
+    if let Some(names) = above_session_limit(client, ontology, &under_ids) {
         debug1!("belink: mention dictionary of {ontology} ({names} names) shared in the model server");
         return cached(None, names);
     }
     let mut names: Vec<DictionaryName> = Vec::new();
-    let Ok(()) = read_detection_names(client, ontology, roots, NAMES_PER_PART, &mut |part, _| {
+    let Ok(()) = read_names_under(client, ontology, under_ids, NAMES_PER_PART, &mut |part, _| {
         names.extend(part);
         Ok::<(), std::convert::Infallible>(())
     });
@@ -117,7 +119,17 @@ pub fn read_detection_names<E>(
     part: usize,
     each: &mut dyn FnMut(Vec<DictionaryName>, bool) -> Result<(), E>,
 ) -> Result<(), E> {
-    let under_ids = under_roots(client, ontology, roots);
+    read_names_under(client, ontology, under_roots(client, ontology, roots), part, each)
+}
+
+/// [`read_detection_names`] of the concepts `under_ids` (None: every concept).
+fn read_names_under<E>(
+    client: &SpiClient<'_>,
+    ontology: &str,
+    under_ids: Option<Vec<String>>,
+    part: usize,
+    each: &mut dyn FnMut(Vec<DictionaryName>, bool) -> Result<(), E>,
+) -> Result<(), E> {
     let query = format!("SELECT concept_id, name, normalized {DETECTION_NAMES}");
     let args = [ontology.into(), NameKind::texts(&NameKind::DETECTION).into(), under_ids.into()];
     let mut pending: Option<Vec<DictionaryName>> = None;
@@ -156,15 +168,14 @@ fn under_roots(client: &SpiClient<'_>, ontology: &str, roots: &[String]) -> Opti
 /// Every session that links text would hold its own dictionary: one that would outgrow
 /// `belink.max_dictionary_mb` (all of UMLS: about 4 GB) is left to the model server, which
 /// holds it once for all sessions. Returns its number of names when it is.
-fn above_session_limit(client: &SpiClient<'_>, ontology: &str, roots: &[String]) -> Option<usize> {
+fn above_session_limit(client: &SpiClient<'_>, ontology: &str, under_ids: &Option<Vec<String>>) -> Option<usize> {
     let limit_mb = crate::gucs::max_dictionary_mb()?;
-    let under_ids = under_roots(client, ontology, roots);
     let kinds = NameKind::texts(&NameKind::DETECTION);
     let names = client
         .select(
             &format!("SELECT count(*) {DETECTION_NAMES}"),
             Some(1),
-            &[ontology.into(), kinds.into(), under_ids.into()],
+            &[ontology.into(), kinds.into(), under_ids.clone().into()],
         )
         .or_raise("counting names for the mention dictionary")
         .first()
