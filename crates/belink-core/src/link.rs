@@ -112,8 +112,13 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         for attempt in 0..2 {
             match self.models.detect(keys, scored, texts)? {
                 SharedDetection::Mentions(mentions) => {
-                    let well_formed =
-                        mentions.len() == texts.len() && mentions.iter().flatten().all(|m| m.dictionary < keys.len());
+                    // Spans inside their text and dictionaries of the request: what the entities
+                    // and the re-ranker's context windows index with.
+                    let inside = |(list, text): (&Vec<Mention>, &&str)| {
+                        let chars = text.chars().count();
+                        list.iter().all(|m| m.dictionary < keys.len() && m.start <= m.end && m.end <= chars)
+                    };
+                    let well_formed = mentions.len() == texts.len() && mentions.iter().zip(texts).all(inside);
                     return if well_formed { Ok(mentions) } else { Err(bad_reply("mentions that match no request")) };
                 }
                 SharedDetection::Missing { dictionaries, scorers } if attempt == 0 => {
