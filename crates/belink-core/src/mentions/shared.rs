@@ -223,12 +223,12 @@ mod tests {
         let hpo = key("hpo", 3);
         let texts = vec![TEXT.to_string(), String::new()];
         let missing = SharedDetection::Missing { dictionaries: vec![0], scorers: vec![] };
-        assert_eq!(shared.detect(&[hpo.clone()], false, &texts), missing);
+        assert_eq!(shared.detect(std::slice::from_ref(&hpo), false, &texts), missing);
 
         let all = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect"), ("HP:3", "Septal defect")]);
         let mut loading = None;
         assert_eq!(shared.load_part(&mut loading, &hpo, 0, false, all[..2].to_vec()), Ok(2));
-        assert_eq!(shared.detect(&[hpo.clone()], false, &texts), missing, "not before the last part");
+        assert_eq!(shared.detect(std::slice::from_ref(&hpo), false, &texts), missing, "not before the last part");
         assert!(shared.load_part(&mut None, &hpo, 2, true, all[2..].to_vec()).is_err(), "out of order");
         let mut loading = None;
         shared.load_part(&mut loading, &hpo, 0, false, all[..2].to_vec()).unwrap();
@@ -238,7 +238,7 @@ mod tests {
         let own = MentionDictionary::build(all).unwrap();
         let expected = vec![find_mentions(TEXT, &[&own]), Vec::new()];
         assert_eq!(expected[0].len(), 2);
-        assert_eq!(shared.detect(&[hpo.clone()], false, &texts), SharedDetection::Mentions(expected));
+        assert_eq!(shared.detect(std::slice::from_ref(&hpo), false, &texts), SharedDetection::Mentions(expected));
         // Another generation, or other detection roots, is another dictionary.
         assert!(matches!(shared.detect(&[key("hpo", 4)], false, &texts), SharedDetection::Missing { .. }));
         let rooted = DictionaryKey { roots: vec!["HP:0000118".into()], ..hpo };
@@ -254,11 +254,11 @@ mod tests {
         let with_scorer = DictionaryKey { scorer: Some(7), ..plain.clone() };
         let texts = vec![TEXT.to_string()];
         assert_eq!(
-            shared.detect(&[with_scorer.clone()], true, &texts),
+            shared.detect(std::slice::from_ref(&with_scorer), true, &texts),
             SharedDetection::Missing { dictionaries: vec![], scorers: vec![0] }
         );
         // Unscored detection does not need it.
-        assert!(matches!(shared.detect(&[with_scorer.clone()], false, &texts), SharedDetection::Mentions(_)));
+        assert!(matches!(shared.detect(std::slice::from_ref(&with_scorer), false, &texts), SharedDetection::Mentions(_)));
         // A scorer that rejects every span: scored detection through it finds nothing.
         let never = train(&[Example { mention: false, features: vec![1, 2, 3] }], &Training::default(), 0.99);
         assert!(shared.load_scorer("hpo", 7, "not a scorer").is_err());
