@@ -139,7 +139,11 @@ impl SharedDictionaries {
         let received = current.names.len() as u64;
         if last {
             let done = loading.take().expect("checked above");
-            self.install(done)?;
+            // Two sessions that found it missing at once both send it: the second build is
+            // skipped (the names were held twice meanwhile, the dictionary is built once).
+            if self.dictionary(key).is_none() {
+                self.install(done)?;
+            }
         }
         Ok(received)
     }
@@ -258,7 +262,10 @@ mod tests {
             SharedDetection::Missing { dictionaries: vec![], scorers: vec![0] }
         );
         // Unscored detection does not need it.
-        assert!(matches!(shared.detect(std::slice::from_ref(&with_scorer), false, &texts), SharedDetection::Mentions(_)));
+        assert!(matches!(
+            shared.detect(std::slice::from_ref(&with_scorer), false, &texts),
+            SharedDetection::Mentions(_)
+        ));
         // A scorer that rejects every span: scored detection through it finds nothing.
         let never = train(&[Example { mention: false, features: vec![1, 2, 3] }], &Training::default(), 0.99);
         assert!(shared.load_scorer("hpo", 7, "not a scorer").is_err());
@@ -269,6 +276,21 @@ mod tests {
         assert_eq!(shared.detect(&[with_scorer], true, &texts), SharedDetection::Mentions(expected));
         assert_eq!(shared.drop_ontology("hpo"), 2);
         assert!(matches!(shared.detect(&[plain], false, &texts), SharedDetection::Missing { .. }));
+    }
+
+    #[test]
+    fn a_dictionary_sent_by_two_sessions_at_once_is_built_once() {
+        let shared = SharedDictionaries::default();
+        let hpo = key("hpo", 5);
+        let all = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")]);
+        let (mut first, mut second) = (None, None);
+        shared.load_part(&mut first, &hpo, 0, false, all[..1].to_vec()).unwrap();
+        shared.load_part(&mut second, &hpo, 0, false, all[..1].to_vec()).unwrap();
+        shared.load_part(&mut first, &hpo, 1, true, all[1..].to_vec()).unwrap();
+        let built = shared.loaded()[0].1.clone();
+        assert_eq!(shared.load_part(&mut second, &hpo, 1, true, all[1..].to_vec()), Ok(2));
+        assert_eq!(shared.loaded().len(), 1);
+        assert!(Arc::ptr_eq(&shared.loaded()[0].1, &built), "the first build serves both");
     }
 
     #[test]
