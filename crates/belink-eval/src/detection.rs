@@ -11,7 +11,7 @@ use belink_core::fold::fold;
 use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
 use belink_core::mentions::scorer::{train, Example, SpanScorer, Training};
 use belink_core::mentions::{detect_mentions, find_mentions, span_candidates, Nesting};
-use belink_core::ontology::{descendants, load_file, parse_format_argument, LoadOptions, NameKind};
+use belink_core::ontology::{descendants, load_file, parse_format_argument, LoadOptions, NameKind, Ontology};
 use belink_eval::corpus::Document;
 
 use crate::linking::Counts;
@@ -103,13 +103,22 @@ impl DetectionRun {
     }
 }
 
-/// The ontology's names that mention detection uses, as the loader stores them (`format`:
-/// as `belink_load_ontology` takes it, `auto` to detect it), of the concepts under `roots`
-/// only when some are given (as `belink_set_detection_roots`).
-pub fn dictionary_names(ontology: &Path, format: &str, roots: &[String]) -> Result<Vec<DictionaryName>, String> {
+/// An ontology file, parsed as the loader parses it (`format`: as `belink_load_ontology` takes
+/// it, `auto` to detect it).
+pub fn read_ontology(ontology: &Path, format: &str) -> Result<Ontology, String> {
     let format = parse_format_argument(format).map_err(|e| e.to_string())?;
     let options = LoadOptions { format, ..LoadOptions::default() };
-    let parsed = load_file(ontology, &options).map_err(|e| format!("{}: {e}", ontology.display()))?;
+    load_file(ontology, &options).map_err(|e| format!("{}: {e}", ontology.display()))
+}
+
+/// The ontology file's names that mention detection uses (see [`detection_names`]).
+pub fn dictionary_names(ontology: &Path, format: &str, roots: &[String]) -> Result<Vec<DictionaryName>, String> {
+    Ok(detection_names(&read_ontology(ontology, format)?, roots))
+}
+
+/// The ontology's names that mention detection uses, as the loader stores them, of the
+/// concepts under `roots` only when some are given (as `belink_set_detection_roots`).
+pub fn detection_names(parsed: &Ontology, roots: &[String]) -> Vec<DictionaryName> {
     let under = (!roots.is_empty())
         .then(|| descendants(parsed.active_concepts().map(|c| (c.id.as_str(), c.parents.as_slice())), roots));
     let mut names = Vec::new();
@@ -124,16 +133,13 @@ pub fn dictionary_names(ontology: &Path, format: &str, roots: &[String]) -> Resu
             }
         }
     }
-    Ok(names)
+    names
 }
 
-/// The definitions of the ontology file's active concepts: text written in the ontology's own
+/// The definitions of the ontology's active concepts: text written in the ontology's own
 /// words, for distant supervision.
-pub fn ontology_definitions(ontology: &Path, format: &str) -> Result<Vec<String>, String> {
-    let format = parse_format_argument(format).map_err(|e| e.to_string())?;
-    let options = LoadOptions { format, ..LoadOptions::default() };
-    let parsed = load_file(ontology, &options).map_err(|e| format!("{}: {e}", ontology.display()))?;
-    Ok(parsed.active_concepts().filter_map(|c| c.definition.clone()).collect())
+pub fn ontology_definitions(parsed: &Ontology) -> Vec<String> {
+    parsed.active_concepts().filter_map(|c| c.definition.clone()).collect()
 }
 
 /// Detects the mentions of every document and scores their spans (NIL gold mentions count:
@@ -366,7 +372,7 @@ mod tests {
         let (scorer, counts) = train_scorer_distant(names, &texts, 2, seed, &Training::default()).unwrap();
         assert_eq!(counts.silver_mentions, 40, "the whole dictionary finds the longer name");
         // With B held out, the fold's dictionary finds "hypopigmentation" and the span two words
-        // wider is B's silver mention; with A held out, B's detection is A's silver mention.
+        // wider is B's silver mention; with A held out, the silver mentions are B's, not held out.
         assert_eq!((counts.held_out_found, counts.held_out_missed), (40, 0));
         let a_only = MentionDictionary::build(vec![name("A", "hypopigmentation")]).unwrap();
         let candidates = span_candidates(text, &[&a_only]);

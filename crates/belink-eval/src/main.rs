@@ -670,7 +670,8 @@ fn read_scorer(path: &str, threshold: Option<&str>) -> Result<SpanScorer, String
 fn train_span_scorer(args: &Args) -> Result<(), String> {
     let ontology = args.required("ontology")?;
     let format = args.get("format").unwrap_or("auto");
-    let names = detection::dictionary_names(Path::new(ontology), format, &roots_argument(args))?;
+    let parsed = detection::read_ontology(Path::new(ontology), format)?;
+    let names = detection::detection_names(&parsed, &roots_argument(args));
     let mut training = Training::default();
     if let Some(seed) = args.get("seed") {
         training.seed = seed.parse().map_err(|e| format!("--seed: {e}"))?;
@@ -703,7 +704,7 @@ fn train_span_scorer(args: &Args) -> Result<(), String> {
             (scorer, serde_json::json!({ "training_corpus": record }))
         }
         Some(folds) => {
-            let mut texts = detection::ontology_definitions(Path::new(ontology), format)?;
+            let mut texts = detection::ontology_definitions(&parsed);
             let definitions = texts.len();
             let mut text_files = Vec::new();
             for path in args.all("text") {

@@ -286,7 +286,7 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
                     Ok(names) => {
                         if last {
                             eprintln!(
-                                "belink-server: mention dictionary of {} (generation {}): {names} names, built in {:.1} s",
+                                "belink-server: mention dictionary of {} (generation {}) ready: {names} names, {:.1} s after its last part",
                                 key.ontology,
                                 key.generation,
                                 started.elapsed().as_secs_f64()

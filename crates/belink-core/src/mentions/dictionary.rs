@@ -428,15 +428,17 @@ impl MentionDictionary {
                 // specify the concept ("pancreatic tumors": "pancreatic Tumor") but not those
                 // that rarely do ("familial", "congenital").
                 let variant = hit.coordinated || !self.written_as_a_name(&tokens[hit.first..=hit.last], names);
-                let name = if variant { self.names[names[0]].name.clone() } else { span_text(core_first, last) };
+                let name = || if variant { self.names[names[0]].name.clone() } else { span_text(core_first, last) };
+                // A specifying modifier counts where the ontology subdivides the name, outside
+                // coordinations, and not before an acronym, which is specific enough
+                // ("cerebral ALD" is ALD). Most hits have no modifier: nothing to test.
                 let specifying = (first..core_first)
                     .find(|&m| self.specifying_modifiers.contains(keys[m].as_ref()))
-                    .filter(|_| self.subdivided.contains(&hit.pattern));
-                // An acronym is specific enough: "cerebral ALD" is ALD.
-                let acronym = written_in_capitals(&chars[tokens[hit.first].start..tokens[hit.last].end]);
-                let lookup = match specifying.filter(|_| !hit.coordinated && !acronym) {
-                    Some(modifier) => Some(format!("{} {name}", span_text(modifier, core_first - 1))),
-                    None if variant || (first, last) != (hit.first, hit.last) => Some(name),
+                    .filter(|_| self.subdivided.contains(&hit.pattern) && !hit.coordinated)
+                    .filter(|_| !written_in_capitals(&chars[tokens[hit.first].start..tokens[hit.last].end]));
+                let lookup = match specifying {
+                    Some(modifier) => Some(format!("{} {}", span_text(modifier, core_first - 1), name())),
+                    None if variant || (first, last) != (hit.first, hit.last) => Some(name()),
                     None => None,
                 };
                 Detection {
