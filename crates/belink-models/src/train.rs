@@ -11,6 +11,10 @@
 //!   in-batch negatives are too easy to teach anything in one epoch). The order is a function
 //!   of the seed, the epoch and the base encoder only, and the neighbours are saved in
 //!   checkpoints, so a resumed run sees the same batches as one never interrupted.
+//! - Anchors (BioSyn's setting): names given apart, such as the mentions of an annotated
+//!   corpus, each put in a batch with other names of its concept and with names of the
+//!   concepts the base encoder confuses it with ([`Batching::Anchored`]): the model learns
+//!   the way people write a concept, against the candidates retrieval would offer.
 //! - Loss: SapBERT's multi-similarity loss with online hard-pair mining, or InfoNCE with
 //!   in-batch negatives.
 //! - Optimizer: AdamW of our own (its moments are saved in checkpoints), constant learning
@@ -43,6 +47,12 @@ pub enum Loss {
     /// InfoNCE with in-batch negatives: each name's synonyms in the batch against every other
     /// name of the batch, at `temperature`.
     InfoNce { temperature: f64 },
+    /// BioSyn's synonym marginalization, over a batch: for each anchor name (see
+    /// [`Batching::Anchored`]) as the query, -log of the probability (softmax of the cosines
+    /// at `temperature` over every other name of the batch) that the answer is one of its
+    /// concept's names. Only the anchors' ranking is trained: the ontology's names are
+    /// candidates, not queries.
+    SynonymMarginal { temperature: f64 },
 }
 
 /// How the groups of names are packed into batches.
@@ -54,6 +64,11 @@ pub enum Batching {
     /// (cosine of the mean of their names' vectors by the base encoder), in turn for seeds
     /// taken in random order until every group is used.
     Neighbours,
+    /// One cluster per anchor name: the anchor, `names_per_concept - 1` other names of its
+    /// concept, and the `negative_names` names of other concepts nearest to the anchor by the
+    /// base encoder (the candidates dense retrieval would wrongly offer). An epoch is one
+    /// pass over the anchors.
+    Anchored,
 }
 
 impl Loss {
@@ -78,6 +93,8 @@ pub struct TrainConfig {
     pub seed: u64,
     pub loss: Loss,
     pub batching: Batching,
+    /// With [`Batching::Anchored`]: the confusable names put beside each anchor.
+    pub negative_names: usize,
 }
 
 impl Default for TrainConfig {
@@ -97,6 +114,7 @@ impl Default for TrainConfig {
             seed: 42,
             loss: Loss::SAPBERT,
             batching: Batching::Random,
+            negative_names: 12,
         }
     }
 }
@@ -124,8 +142,9 @@ struct CheckpointState {
 }
 
 pub(crate) const CHECKPOINT_JSON: &str = "checkpoint.json";
-/// The checkpoint tensor holding [`Trainer::neighbours`].
+/// The checkpoint tensor holding [`Trainer::neighbours`], rows padded with [`NO_NEIGHBOUR`].
 const NEIGHBOURS_KEY: &str = "batching.neighbours";
+const NO_NEIGHBOUR: u32 = u32::MAX;
 
 /// Each parameter and its AdamW moments as tensors (`name`, `adam.m.name`, `adam.v.name`).
 pub(crate) fn optimizer_tensors(vars: &[(String, Var, Moments)]) -> Result<HashMap<String, Tensor>, ModelError> {
@@ -207,7 +226,10 @@ pub struct Trainer {
     pad_id: u32,
     /// The names of each concept that has at least two.
     concepts: Vec<Vec<usize>>,
-    /// With [`Batching::Neighbours`]: each concept's nearest concepts, nearest first.
+    /// The anchor names, (name, concept) (empty unless the batching is anchored).
+    anchors: Vec<(usize, usize)>,
+    /// With [`Batching::Neighbours`]: each concept's nearest concepts, nearest first; with
+    /// [`Batching::Anchored`]: each anchor's nearest names of other concepts.
     neighbours: Vec<Vec<u32>>,
     fingerprint: u64,
     step: u64,
@@ -225,14 +247,17 @@ fn inference(e: impl std::fmt::Display) -> ModelError {
 }
 
 impl Trainer {
-    /// A trainer starting from the encoder in `base_dir` on `examples`, (concept id, name) pairs.
+    /// A trainer starting from the encoder in `base_dir` on `examples`, (concept id, name)
+    /// pairs. `anchors`, more such pairs, anchor the batches when the batching is
+    /// [`Batching::Anchored`] (which needs some); otherwise they are names like the others.
     pub fn new(
         base_dir: &Path,
         examples: &[(String, String)],
+        anchors: &[(String, String)],
         config: TrainConfig,
         device: &Device,
     ) -> Result<Trainer, ModelError> {
-        Trainer::build(base_dir, examples, config, device, None)
+        Trainer::build(base_dir, examples, anchors, config, device, None)
     }
 
     /// `neighbours`: those of a checkpoint, or None to compute them (when the batching needs
@@ -240,6 +265,7 @@ impl Trainer {
     fn build(
         base_dir: &Path,
         examples: &[(String, String)],
+        anchors: &[(String, String)],
         config: TrainConfig,
         device: &Device,
         neighbours: Option<Vec<Vec<u32>>>,
@@ -263,7 +289,7 @@ impl Trainer {
 
         // Distinct names per concept, in a stable order.
         let mut by_concept: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (concept, name) in examples {
+        for (concept, name) in examples.iter().chain(anchors) {
             let names = by_concept.entry(concept).or_default();
             if !names.contains(&name.as_str()) {
                 names.push(name);
@@ -271,12 +297,28 @@ impl Trainer {
         }
         let mut texts = Vec::new();
         let mut concepts = Vec::new();
-        for names in by_concept.values().filter(|names| names.len() >= 2) {
+        let mut index: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+        for (concept, names) in by_concept.iter().filter(|(_, names)| names.len() >= 2) {
+            for (i, name) in names.iter().enumerate() {
+                index.insert((concept, name), (texts.len() + i, concepts.len()));
+            }
             concepts.push((texts.len()..texts.len() + names.len()).collect());
             texts.extend(names.iter().copied());
         }
         if concepts.is_empty() {
             return Err(ModelError::Config("no concept has two names: there are no synonyms to learn from".into()));
+        }
+        let mut anchor_names: Vec<(usize, usize)> = Vec::new();
+        if config.batching == Batching::Anchored {
+            // An anchor that is its concept's only name has nothing to be aligned with.
+            anchor_names = anchors.iter().filter_map(|(c, n)| index.get(&(c.as_str(), n.as_str())).copied()).collect();
+            anchor_names.sort_unstable();
+            anchor_names.dedup();
+            if anchor_names.is_empty() {
+                return Err(ModelError::Config(
+                    "anchored batching needs anchor names of concepts that have other names".into(),
+                ));
+            }
         }
         let tokens = tokenizer
             .encode_batch(texts.clone(), true)
@@ -286,13 +328,21 @@ impl Trainer {
             .collect();
         let neighbours = match (config.batching, neighbours) {
             (Batching::Random, _) => Vec::new(),
-            (Batching::Neighbours, Some(saved)) => saved,
+            (_, Some(saved)) => saved,
             (Batching::Neighbours, None) => {
                 let per_concept = config.batch_size.div_ceil(config.names_per_concept);
                 nearest_concepts(&encoder, &texts, &concepts, per_concept)?
             }
+            (Batching::Anchored, None) => {
+                confusable_names(&encoder, &texts, &concepts, &anchor_names, config.negative_names)?
+            }
         };
-        if neighbours.len() != if config.batching == Batching::Neighbours { concepts.len() } else { 0 } {
+        let expected = match config.batching {
+            Batching::Random => 0,
+            Batching::Neighbours => concepts.len(),
+            Batching::Anchored => anchor_names.len(),
+        };
+        if neighbours.len() != expected {
             return Err(ModelError::Config("the saved neighbours do not match the training names".into()));
         }
         let mean_pooling = encoder.pooling() == Pooling::Mean;
@@ -311,7 +361,7 @@ impl Trainer {
         }
         let model = Bert::new(&var_params, &bert_config, NormKernel::Differentiable).map_err(inference)?;
         let mut trainer = Trainer {
-            fingerprint: fingerprint(examples),
+            fingerprint: fingerprint(examples.iter().chain(anchors)),
             config,
             bert_config,
             base_dir: base_dir.to_path_buf(),
@@ -323,6 +373,7 @@ impl Trainer {
             tokens,
             pad_id,
             concepts,
+            anchors: anchor_names,
             neighbours,
             step: 0,
             steps_at_start: 0,
@@ -342,6 +393,7 @@ impl Trainer {
         base_dir: &Path,
         checkpoint_dir: &Path,
         examples: &[(String, String)],
+        anchors: &[(String, String)],
         device: &Device,
     ) -> Result<Trainer, ModelError> {
         let json_path = checkpoint_dir.join(CHECKPOINT_JSON);
@@ -353,16 +405,23 @@ impl Trainer {
         let weights_error = |e: candle_core::Error| ModelError::Weights(format!("{}: {e}", weights_path.display()));
         let saved = candle_core::safetensors::load(&weights_path, device).map_err(weights_error)?;
         let neighbours = match saved.get(NEIGHBOURS_KEY) {
-            Some(table) => Some(table.to_vec2::<u32>().map_err(weights_error)?),
+            Some(table) => Some(
+                table
+                    .to_vec2::<u32>()
+                    .map_err(weights_error)?
+                    .into_iter()
+                    .map(|row| row.into_iter().filter(|&c| c != NO_NEIGHBOUR).collect())
+                    .collect(),
+            ),
             None => None,
         };
-        if fingerprint(examples) != state.fingerprint {
+        if fingerprint(examples.iter().chain(anchors)) != state.fingerprint {
             return Err(ModelError::Config(format!(
                 "{}: the training names changed since this checkpoint was written",
                 checkpoint_dir.display()
             )));
         }
-        let mut trainer = Trainer::build(base_dir, examples, state.config, device, neighbours)?;
+        let mut trainer = Trainer::build(base_dir, examples, anchors, state.config, device, neighbours)?;
         restore_optimizer(&mut trainer.vars, &saved, &weights_path)?;
         trainer.step = state.step;
         trainer.steps_at_start = state.step;
@@ -394,7 +453,7 @@ impl Trainer {
     }
 
     fn epoch_plan(&self, epoch: usize) -> Vec<Vec<(usize, usize)>> {
-        epoch_plan(&self.config, &self.concepts, &self.neighbours, epoch)
+        epoch_plan(&self.config, &self.concepts, &self.anchors, &self.neighbours, epoch)
     }
 
     /// The batch the next step trains on, with its epoch; None when training is done.
@@ -453,6 +512,13 @@ impl Trainer {
                 multi_similarity(&vectors, &labels, alpha, beta, base, epsilon)
             }
             Loss::InfoNce { temperature } => info_nce(&vectors, &labels, temperature),
+            Loss::SynonymMarginal { temperature } => {
+                let queries: Vec<bool> = order
+                    .iter()
+                    .map(|&i| self.anchors.binary_search_by_key(&batch[i].0, |&(name, _)| name).is_ok())
+                    .collect();
+                synonym_marginal(&vectors, &labels, &queries, temperature)
+            }
         }
     }
 
@@ -506,8 +572,13 @@ impl Trainer {
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), ModelError> {
         let mut tensors = optimizer_tensors(&self.vars)?;
         if !self.neighbours.is_empty() {
-            let width = self.neighbours[0].len();
-            let flat: Vec<u32> = self.neighbours.concat();
+            // Rows padded to the longest (an anchor may have fewer confusable concepts).
+            let width = self.neighbours.iter().map(Vec::len).max().unwrap_or(0);
+            let flat: Vec<u32> = self
+                .neighbours
+                .iter()
+                .flat_map(|row| row.iter().copied().chain(std::iter::repeat(NO_NEIGHBOUR)).take(width))
+                .collect();
             let table = Tensor::from_vec(flat, (self.neighbours.len(), width), &Device::Cpu).map_err(inference)?;
             tensors.insert(NEIGHBOURS_KEY.to_string(), table);
         }
@@ -573,11 +644,15 @@ pub fn save_model_files(base_dir: &Path, out_dir: &Path, params: &Params, config
 fn epoch_plan(
     config: &TrainConfig,
     concepts: &[Vec<usize>],
+    anchors: &[(usize, usize)],
     neighbours: &[Vec<u32>],
     epoch: usize,
 ) -> Vec<Vec<(usize, usize)>> {
     let mut rng = SplitMix64(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let k = config.names_per_concept;
+    if config.batching == Batching::Anchored {
+        return pack(anchored_clusters(config, concepts, anchors, neighbours, &mut rng), config.batch_size);
+    }
     // Each concept's groups of names, shuffled.
     let mut groups: Vec<Vec<Vec<(usize, usize)>>> = Vec::with_capacity(concepts.len());
     for (concept, names) in concepts.iter().enumerate() {
@@ -626,11 +701,45 @@ fn epoch_plan(
             }
             clusters
         }
+        Batching::Anchored => unreachable!("planned above"),
     };
+    pack(clusters, config.batch_size)
+}
+
+/// [`Batching::Anchored`]'s clusters, anchors in random order.
+fn anchored_clusters(
+    config: &TrainConfig,
+    concepts: &[Vec<usize>],
+    anchors: &[(usize, usize)],
+    neighbours: &[Vec<u32>],
+    rng: &mut SplitMix64,
+) -> Vec<Vec<(usize, usize)>> {
+    let mut concept_of = vec![0; concepts.iter().map(Vec::len).sum()];
+    for (c, names) in concepts.iter().enumerate() {
+        names.iter().for_each(|&n| concept_of[n] = c);
+    }
+    let mut order: Vec<usize> = (0..anchors.len()).collect();
+    rng.shuffle(&mut order);
+    order
+        .into_iter()
+        .map(|a| {
+            let (anchor, concept) = anchors[a];
+            let mut synonyms: Vec<usize> = concepts[concept].iter().copied().filter(|&n| n != anchor).collect();
+            rng.shuffle(&mut synonyms);
+            synonyms.truncate(config.names_per_concept - 1);
+            let confusable = neighbours[a].iter().take(config.negative_names).map(|&n| n as usize);
+            std::iter::once(anchor).chain(synonyms).chain(confusable).map(|n| (n, concept_of[n])).collect()
+        })
+        .collect()
+}
+
+/// Clusters packed in order into batches of at most `batch_size` names (a larger cluster is a
+/// batch of its own).
+fn pack(clusters: Vec<Vec<(usize, usize)>>, batch_size: usize) -> Vec<Vec<(usize, usize)>> {
     let mut batches: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
     for cluster in clusters {
         let current = batches.last_mut().expect("one batch at least");
-        if current.len() + cluster.len() > config.batch_size && !current.is_empty() {
+        if current.len() + cluster.len() > batch_size && !current.is_empty() {
             batches.push(cluster);
         } else {
             current.extend(cluster);
@@ -685,6 +794,43 @@ fn nearest_concepts(
     Ok(neighbours)
 }
 
+/// For each anchor (name, concept), the `count` names of other concepts that `encoder` places
+/// nearest to the anchor, nearest first. Exact search over every training name.
+fn confusable_names(
+    encoder: &SentenceEncoder,
+    texts: &[&str],
+    concepts: &[Vec<usize>],
+    anchors: &[(usize, usize)],
+    count: usize,
+) -> Result<Vec<Vec<u32>>, ModelError> {
+    let dim = encoder.dim();
+    let all = Tensor::from_vec(encoder.embed_all(texts)?, (texts.len(), dim), &Device::Cpu).map_err(inference)?;
+    let mut confusable = Vec::with_capacity(anchors.len());
+    const ROWS: usize = 256;
+    for chunk in anchors.chunks(ROWS) {
+        let rows: Vec<u32> = chunk.iter().map(|&(n, _)| n as u32).collect();
+        let rows = Tensor::from_vec(rows, chunk.len(), &Device::Cpu).map_err(inference)?;
+        let sims: Vec<Vec<f32>> = all
+            .index_select(&rows, 0)
+            .and_then(|q| q.matmul(&all.t()?))
+            .and_then(|s| s.to_vec2())
+            .map_err(inference)?;
+        for (&(_, concept), row) in chunk.iter().zip(sims) {
+            let own = &concepts[concept];
+            let mut order: Vec<u32> = (0..texts.len() as u32).filter(|n| !own.contains(&(*n as usize))).collect();
+            let key = |j: &u32| std::cmp::Reverse(ordered(row[*j as usize]));
+            let count = count.min(order.len());
+            if count < order.len() {
+                order.select_nth_unstable_by_key(count, key);
+                order.truncate(count);
+            }
+            order.sort_by_key(key);
+            confusable.push(order);
+        }
+    }
+    Ok(confusable)
+}
+
 /// An f32 as a totally ordered integer key (for sorting similarities without NaN handling).
 fn ordered(x: f32) -> i32 {
     let bits = x.to_bits() as i32;
@@ -729,6 +875,49 @@ fn multi_similarity(
     let pos_term = ((((&sim - base)? * -alpha)?.exp()? * positive)?.sum(1)? + 1.0)?.log()? / alpha;
     let neg_term = ((((&sim - base)? * beta)?.exp()? * negative)?.sum(1)? + 1.0)?.log()? / beta;
     (pos_term? + neg_term?)?.mean_all()
+}
+
+/// [`Loss::SynonymMarginal`] over L2-normalized `vectors` with their concept `labels`; the rows
+/// with `queries` set are the anchors.
+fn synonym_marginal(
+    vectors: &Tensor,
+    labels: &[usize],
+    queries: &[bool],
+    temperature: f64,
+) -> candle_core::Result<Tensor> {
+    let n = labels.len();
+    let mut not_self = vec![0f32; n * n];
+    let mut not_positive = vec![0f32; n * n];
+    let mut weight = vec![0f32; n];
+    for i in 0..n {
+        let mut synonyms = 0;
+        for j in 0..n {
+            if j == i {
+                not_self[i * n + j] = -1e4; // exp underflows to 0: a name is not its own candidate
+                not_positive[i * n + j] = -1e4;
+            } else if labels[j] == labels[i] {
+                synonyms += 1;
+            } else {
+                not_positive[i * n + j] = -1e4;
+            }
+        }
+        weight[i] = f32::from(queries[i] && synonyms > 0);
+        if synonyms == 0 {
+            // No answer to score: the row's two sums are made equal (its term is 0, not NaN).
+            not_positive[i * n..(i + 1) * n].copy_from_slice(&not_self[i * n..(i + 1) * n]);
+        }
+    }
+    let queries = weight.iter().sum::<f32>();
+    let device = vectors.device();
+    let logits = (vectors.matmul(&vectors.t()?)? / temperature)?;
+    // log sum exp over a masked row, stable (the row maximum is a constant shift).
+    let max = logits.detach().max_keepdim(D::Minus1)?;
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_sum = |mask: Vec<f32>| -> candle_core::Result<Tensor> {
+        (&shifted + Tensor::from_vec(mask, (n, n), device)?)?.exp()?.sum_keepdim(D::Minus1)?.log()
+    };
+    let per_row = (log_sum(not_self)? - log_sum(not_positive)?)?.squeeze(1)?;
+    (per_row * Tensor::from_vec(weight, n, device)?)?.sum_all()?.affine(1.0 / queries.max(1.0) as f64, 0.0)
 }
 
 /// InfoNCE with in-batch negatives: for each name, the mean over its synonyms in the batch of
@@ -819,7 +1008,7 @@ impl InplaceOp2 for InPlace<'_> {
 }
 
 /// A hash of the training examples (FNV-1a), to recognize them on resume.
-fn fingerprint(examples: &[(String, String)]) -> u64 {
+fn fingerprint<'a>(examples: impl Iterator<Item = &'a (String, String)>) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     for (concept, name) in examples {
         for byte in concept.bytes().chain([0]).chain(name.bytes()).chain([0]) {
@@ -909,6 +1098,20 @@ mod tests {
     }
 
     #[test]
+    fn synonym_marginal_matches_a_hand_computation() {
+        // Name 0 is the anchor, names 1 and 3 its synonyms, name 2 another concept's; name 1
+        // is not a query (an ontology name), and name 2 has no synonym.
+        let v = unit_rows(&[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, -0.8]]);
+        let labels = [0, 0, 1, 0];
+        let got =
+            synonym_marginal(&v, &labels, &[true, false, true, false], 0.5).unwrap().to_scalar::<f32>().unwrap() as f64;
+        // Similarities of name 0: s01 = 0.8, s02 = 0, s03 = 0.6.
+        let e = |s: f64| (s / 0.5).exp();
+        let want = -((e(0.8) + e(0.6)) / (e(0.8) + e(0.0) + e(0.6))).ln();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
     fn adamw_matches_pytorch_formula() {
         let adam = AdamW {
             lr: 0.1,
@@ -948,7 +1151,7 @@ mod tests {
             ..TrainConfig::default()
         };
         for epoch in 0..3 {
-            let plan = epoch_plan(&config, &concepts, &neighbours, epoch);
+            let plan = epoch_plan(&config, &concepts, &[], &neighbours, epoch);
             let mut names: Vec<usize> = plan.iter().flatten().map(|&(n, _)| n).collect();
             names.sort_unstable();
             assert_eq!(names, (0..24).collect::<Vec<_>>(), "epoch {epoch}: every name once");
@@ -962,11 +1165,50 @@ mod tests {
         // Random batching mixes them (in some epoch).
         let random = TrainConfig { batching: Batching::Random, ..config };
         let mixed = (0..5).any(|epoch| {
-            epoch_plan(&random, &concepts, &[], epoch)
+            epoch_plan(&random, &concepts, &[], &[], epoch)
                 .iter()
                 .any(|batch| batch.iter().any(|&(_, c)| c < 3) && batch.iter().any(|&(_, c)| c >= 3))
         });
         assert!(mixed);
+    }
+
+    #[test]
+    fn anchored_batches_put_each_anchor_with_its_synonyms_and_confusable_names() {
+        // Five concepts of four names; anchors are name 0 (concept 0) and name 5 (concept 1).
+        let concepts: Vec<Vec<usize>> = (0..5).map(|c| (c * 4..c * 4 + 4).collect()).collect();
+        let anchors = [(0, 0), (5, 1)];
+        let confusable: Vec<Vec<u32>> = vec![vec![12, 4, 17], vec![9, 1]];
+        let config = TrainConfig {
+            batch_size: 6,
+            names_per_concept: 3,
+            negative_names: 2,
+            batching: Batching::Anchored,
+            ..TrainConfig::default()
+        };
+        for epoch in 0..3 {
+            let plan = epoch_plan(&config, &concepts, &anchors, &confusable, epoch);
+            // Clusters of 3 + 2 names: one per batch of 6.
+            assert_eq!(plan.len(), 2, "epoch {epoch}: {plan:?}");
+            let mut seen = Vec::new();
+            for batch in &plan {
+                assert_eq!(batch.len(), 5);
+                let (anchor, concept) = batch[0];
+                let a = anchors.iter().position(|&x| x == (anchor, concept)).expect("a cluster starts with its anchor");
+                seen.push(a);
+                let own: Vec<usize> = batch.iter().filter(|&&(_, c)| c == concept).map(|&(n, _)| n).collect();
+                assert_eq!(own.len(), 3);
+                assert_eq!(own.iter().filter(|&&n| n == anchor).count(), 1, "the anchor once: {batch:?}");
+                let others: Vec<u32> = batch.iter().filter(|&&(_, c)| c != concept).map(|&(n, _)| n as u32).collect();
+                assert_eq!(others, confusable[a][..2], "the nearest confusable names, in order");
+                assert!(batch.iter().all(|&(n, c)| concepts[c].contains(&n)), "labels: {batch:?}");
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, [0, 1], "every anchor once an epoch");
+        }
+        // The anchors' order is shuffled by epoch.
+        let firsts: Vec<usize> =
+            (0..8).map(|epoch| epoch_plan(&config, &concepts, &anchors, &confusable, epoch)[0][0].0).collect();
+        assert!(firsts.contains(&0) && firsts.contains(&5), "{firsts:?}");
     }
 
     #[test]

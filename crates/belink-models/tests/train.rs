@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use belink_models::bert::{self, Bert, NormKernel};
 use belink_models::encoder::SentenceEncoder;
-use belink_models::train::{Loss, TrainConfig, Trainer};
+use belink_models::train::{Batching, Loss, TrainConfig, Trainer};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -129,7 +129,7 @@ fn a_few_steps_lower_the_loss_and_pull_held_out_synonyms_closer() {
     for loss in [Loss::SAPBERT, Loss::InfoNce { temperature: 0.05 }] {
         // One batch holds every name, so each epoch's loss is over the same pairs.
         let config = TrainConfig { epochs: 3, loss, ..tiny_config(24) };
-        let mut trainer = Trainer::new(&dir, &examples(), config.clone(), &Device::Cpu).unwrap();
+        let mut trainer = Trainer::new(&dir, &examples(), &[], config.clone(), &Device::Cpu).unwrap();
         assert_eq!(trainer.steps_total(), 3);
         let (same_before, other_before) = held_out_similarities(&trainer);
         let before = trainer.next_batch_loss().unwrap().unwrap();
@@ -138,7 +138,7 @@ fn a_few_steps_lower_the_loss_and_pull_held_out_synonyms_closer() {
         // The trained model's loss on the same names: the first batch of a run starting from it.
         let trained = tempfile::tempdir().unwrap();
         trainer.save_model(trained.path()).unwrap();
-        let after = Trainer::new(trained.path(), &examples(), config, &Device::Cpu)
+        let after = Trainer::new(trained.path(), &examples(), &[], config, &Device::Cpu)
             .unwrap()
             .next_batch_loss()
             .unwrap()
@@ -161,18 +161,18 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let Some(dir) = model_dir() else { return };
     // Two batches per epoch: the run crosses an epoch, whose batch order is reshuffled.
     let config = TrainConfig { epochs: 2, ..tiny_config(12) };
-    let mut straight = Trainer::new(&dir, &examples(), config.clone(), &Device::Cpu).unwrap();
+    let mut straight = Trainer::new(&dir, &examples(), &[], config.clone(), &Device::Cpu).unwrap();
     assert_eq!(straight.steps_total(), 4);
     while straight.step().unwrap().is_some() {}
 
     let checkpoint = tempfile::tempdir().unwrap();
-    let mut first = Trainer::new(&dir, &examples(), config, &Device::Cpu).unwrap();
+    let mut first = Trainer::new(&dir, &examples(), &[], config, &Device::Cpu).unwrap();
     first.step().unwrap().unwrap();
     first.save_checkpoint(checkpoint.path()).unwrap();
     first.step().unwrap().unwrap();
     first.save_checkpoint(checkpoint.path()).unwrap(); // replaces the first checkpoint
     drop(first);
-    let mut resumed = Trainer::resume(&dir, checkpoint.path(), &examples(), &Device::Cpu).unwrap();
+    let mut resumed = Trainer::resume(&dir, checkpoint.path(), &examples(), &[], &Device::Cpu).unwrap();
     assert_eq!(resumed.steps_done(), 2);
     let mut steps = 0;
     while let Some(report) = resumed.step().unwrap() {
@@ -194,13 +194,13 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     // Other names: the checkpoint is refused.
     let mut changed = examples();
     changed.pop();
-    assert!(Trainer::resume(&dir, checkpoint.path(), &changed, &Device::Cpu).is_err());
+    assert!(Trainer::resume(&dir, checkpoint.path(), &changed, &[], &Device::Cpu).is_err());
 }
 
 #[test]
 fn a_saved_model_serves_the_vectors_it_was_trained_to() {
     let Some(dir) = model_dir() else { return };
-    let mut trainer = Trainer::new(&dir, &examples(), tiny_config(24), &Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(&dir, &examples(), &[], tiny_config(24), &Device::Cpu).unwrap();
     trainer.step().unwrap().unwrap();
     let out = tempfile::tempdir().unwrap();
     trainer.save_model(out.path()).unwrap();
@@ -217,6 +217,57 @@ fn a_saved_model_serves_the_vectors_it_was_trained_to() {
 fn an_ontology_without_synonyms_is_a_clear_error() {
     let Some(dir) = model_dir() else { return };
     let singles = vec![("A".to_string(), "asthma".to_string()), ("B".to_string(), "gout".to_string())];
-    let error = Trainer::new(&dir, &singles, TrainConfig::default(), &Device::Cpu).err().unwrap();
+    let error = Trainer::new(&dir, &singles, &[], TrainConfig::default(), &Device::Cpu).err().unwrap();
     assert!(error.to_string().contains("no synonyms"), "{error}");
+}
+
+/// BioSyn's setting: the held-out variants are anchors (mentions of an annotated corpus), each
+/// in a cluster with its synonyms and its nearest names of other concepts.
+#[test]
+fn anchored_training_lowers_the_anchors_loss_and_resumes_with_its_confusable_names() {
+    let Some(dir) = model_dir() else { return };
+    let anchors: Vec<(String, String)> =
+        ONTOLOGY.iter().map(|(id, _, held)| (id.to_string(), held.to_string())).collect();
+    // Clusters of 1 anchor + 2 synonyms + 4 confusable names: four to a batch of 28.
+    let config = TrainConfig {
+        epochs: 2,
+        batching: Batching::Anchored,
+        loss: Loss::SynonymMarginal { temperature: 0.05 },
+        negative_names: 4,
+        ..tiny_config(28)
+    };
+    let mut straight = Trainer::new(&dir, &examples(), &anchors, config.clone(), &Device::Cpu).unwrap();
+    assert_eq!(straight.steps_total(), 4);
+    let before = straight.next_batch_loss().unwrap().unwrap();
+    while straight.step().unwrap().is_some() {}
+    let trained = tempfile::tempdir().unwrap();
+    straight.save_model(trained.path()).unwrap();
+    let after = Trainer::new(trained.path(), &examples(), &anchors, config.clone(), &Device::Cpu)
+        .unwrap()
+        .next_batch_loss()
+        .unwrap()
+        .unwrap();
+    eprintln!("anchored, synonym marginal: loss {before:.4} -> {after:.4}");
+    assert!(after < before * 0.8, "loss {before} -> {after}");
+
+    // The confusable names are saved with the checkpoint: a resumed run sees the same batches.
+    let checkpoint = tempfile::tempdir().unwrap();
+    let mut first = Trainer::new(&dir, &examples(), &anchors, config, &Device::Cpu).unwrap();
+    first.step().unwrap().unwrap();
+    first.save_checkpoint(checkpoint.path()).unwrap();
+    drop(first);
+    let mut resumed = Trainer::resume(&dir, checkpoint.path(), &examples(), &anchors, &Device::Cpu).unwrap();
+    while resumed.step().unwrap().is_some() {}
+    let straight_vars = straight.varmap().data().lock().unwrap();
+    let resumed_vars = resumed.varmap().data().lock().unwrap();
+    let worst = straight_vars
+        .iter()
+        .map(|(name, var)| {
+            let diff = (var.as_tensor() - resumed_vars[name].as_tensor()).unwrap();
+            diff.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        })
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "max abs difference {worst}");
+    // Other anchors: the checkpoint is refused.
+    assert!(Trainer::resume(&dir, checkpoint.path(), &examples(), &anchors[1..], &Device::Cpu).is_err());
 }

@@ -234,7 +234,7 @@ impl Adaptations {
         let resumed = checkpoints
             .join("checkpoint.json")
             .is_file()
-            .then(|| Trainer::resume(base, &checkpoints, &request.examples, &device))
+            .then(|| Trainer::resume(base, &checkpoints, &request.examples, &[], &device))
             .and_then(|resumed| match resumed {
                 Ok(trainer) if *trainer.config() == config => Some(trainer),
                 Ok(_) => {
@@ -253,7 +253,7 @@ impl Adaptations {
             Some(trainer) => trainer,
             None => {
                 let _ = std::fs::remove_dir_all(&checkpoints);
-                Trainer::new(base, &request.examples, config, &device)
+                Trainer::new(base, &request.examples, &[], config, &device)
                     .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?
             }
         };

@@ -62,7 +62,7 @@ fn main() -> Result<(), String> {
     let pytorch = [159.0, 181.0, 96.0, 96.0];
     for ((label, examples, batch, micro_batch), reference) in settings.into_iter().zip(pytorch) {
         let config = TrainConfig { batch_size: batch, micro_batch, ..TrainConfig::default() };
-        let mut trainer = Trainer::new(model, examples, config, &Device::Cpu).map_err(|e| e.to_string())?;
+        let mut trainer = Trainer::new(model, examples, &[], config, &Device::Cpu).map_err(|e| e.to_string())?;
         trainer.step().map_err(|e| e.to_string())?; // warm-up: first touch of weights and buffers
         let started = Instant::now();
         let mut names = 0;

@@ -3,13 +3,17 @@
 //! database). Checkpoints every few minutes and resumes from them when run again.
 //!
 //!   encoder-train --base DIR --out DIR --ontology FILE [--ontology FILE]... [--names TSV]...
-//!                 [--checkpoints DIR] [--loss ms|infonce] [--batching random|neighbours]
+//!                 [--anchors TSV]... [--checkpoints DIR] [--loss ms|infonce|marginal]
+//!                 [--batching random|neighbours|anchored] [--negative-names N]
 //!                 [--epochs N] [--batch N] [--names-per-concept N] [--lr X] [--seed N]
 //!                 [--max-minutes M]
 //!
 //! `--names TSV`: more (concept id, name) pairs, one per line, tab-separated (the training
 //! mentions of an annotated corpus, as `belink_add_names` adds them). Concept ids are compared
 //! without MeSH/OMIM prefixes (`MESH:D005955` = `D005955`), as the evaluation does.
+//! `--anchors TSV`: the same format; with `--batching anchored` each anchor gets a cluster of
+//! its concept's names and the names of other concepts nearest to it (BioSyn's setting: the
+//! training mentions).
 //! `--max-minutes`: stop after this long with a checkpoint (run again to go on).
 //! Prints one JSON line per progress report and a summary at the end.
 
@@ -27,6 +31,7 @@ struct Options {
     out: PathBuf,
     ontologies: Vec<PathBuf>,
     names: Vec<PathBuf>,
+    anchors: Vec<PathBuf>,
     checkpoints: Option<PathBuf>,
     max_time: Option<Duration>,
     config: TrainConfig,
@@ -38,23 +43,27 @@ fn parse(args: &[String]) -> Result<Options, String> {
     config.loss = match flags.get("loss").unwrap_or("ms") {
         "ms" => Loss::SAPBERT,
         "infonce" => Loss::InfoNce { temperature: flags.number("temperature", 0.05)? },
-        other => return Err(format!("--loss: ms or infonce, not '{other}'")),
+        "marginal" => Loss::SynonymMarginal { temperature: flags.number("temperature", 0.05)? },
+        other => return Err(format!("--loss: ms, infonce or marginal, not '{other}'")),
     };
     config.batching = match flags.get("batching").unwrap_or("random") {
         "neighbours" => Batching::Neighbours,
         "random" => Batching::Random,
-        other => return Err(format!("--batching: random or neighbours, not '{other}'")),
+        "anchored" => Batching::Anchored,
+        other => return Err(format!("--batching: random, neighbours or anchored, not '{other}'")),
     };
     config.epochs = flags.number("epochs", config.epochs as f64)? as usize;
     config.batch_size = flags.number("batch", config.batch_size as f64)? as usize;
     config.names_per_concept = flags.number("names-per-concept", config.names_per_concept as f64)? as usize;
     config.learning_rate = flags.number("lr", config.learning_rate)?;
     config.seed = flags.number("seed", config.seed as f64)? as u64;
+    config.negative_names = flags.number("negative-names", config.negative_names as f64)? as usize;
     let options = Options {
         base: flags.required("base")?.into(),
         out: flags.required("out")?.into(),
         ontologies: flags.paths("ontology"),
         names: flags.paths("names"),
+        anchors: flags.paths("anchors"),
         checkpoints: flags.get("checkpoints").map(PathBuf::from),
         max_time: flags.max_time()?,
         config,
@@ -73,7 +82,14 @@ fn examples(options: &Options) -> Result<Vec<(String, String)>, String> {
             examples.extend(concept.names().map(|(name, _)| (canonical(&concept.id), name.to_string())));
         }
     }
-    for path in &options.names {
+    examples.extend(read_pairs(&options.names)?);
+    Ok(examples)
+}
+
+/// (concept id, name) lines of tab-separated files.
+fn read_pairs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
+    let mut examples = Vec::new();
+    for path in paths {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let (concept, name) = line
@@ -92,12 +108,13 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = parse(&args)?;
     let examples = examples(&options)?;
+    let anchors = read_pairs(&options.anchors)?;
     let started = Instant::now();
     let device = Device::Cpu;
     let resumable = options.checkpoints.as_ref().filter(|dir| dir.join("checkpoint.json").is_file());
     let mut trainer = match resumable {
-        Some(dir) => Trainer::resume(&options.base, dir, &examples, &device),
-        None => Trainer::new(&options.base, &examples, options.config.clone(), &device),
+        Some(dir) => Trainer::resume(&options.base, dir, &examples, &anchors, &device),
+        None => Trainer::new(&options.base, &examples, &anchors, options.config.clone(), &device),
     }
     .map_err(|e| e.to_string())?;
     eprintln!(
