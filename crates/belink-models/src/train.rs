@@ -12,11 +12,12 @@
 //!   of the seed, the epoch and the base encoder only, and the neighbours are saved in
 //!   checkpoints, so a resumed run sees the same batches as one never interrupted.
 //! - Anchors (BioSyn's setting): names given apart, such as the mentions of an annotated
-//!   corpus, each put in a batch with other names of its concept and with names of the
-//!   concepts the base encoder confuses it with ([`Batching::Anchored`]): the model learns
-//!   the way people write a concept, against the candidates retrieval would offer.
-//! - Loss: SapBERT's multi-similarity loss with online hard-pair mining, or InfoNCE with
-//!   in-batch negatives.
+//!   corpus, each put in a batch with other names of its concept and with the names of other
+//!   concepts that the base encoder places nearest to it ([`Batching::Anchored`]): the model
+//!   learns the way people write a concept, against the candidates retrieval would offer.
+//!   Measured on NCBI-disease, it did not beat the stock encoder (BENCHMARKS.md).
+//! - Loss: SapBERT's multi-similarity loss with online hard-pair mining, InfoNCE with
+//!   in-batch negatives, or BioSyn's synonym marginalization with the anchors as queries.
 //! - Optimizer: AdamW of our own (its moments are saved in checkpoints), constant learning
 //!   rate, as SapBERT.
 //! - Padding: a batch's names are sorted by length and run in micro-batches, each padded to
@@ -572,7 +573,7 @@ impl Trainer {
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), ModelError> {
         let mut tensors = optimizer_tensors(&self.vars)?;
         if !self.neighbours.is_empty() {
-            // Rows padded to the longest (an anchor may have fewer confusable concepts).
+            // Rows padded to the longest (an anchor may have fewer confusable names).
             let width = self.neighbours.iter().map(Vec::len).max().unwrap_or(0);
             let flat: Vec<u32> = self
                 .neighbours
