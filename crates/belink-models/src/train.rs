@@ -782,14 +782,8 @@ fn nearest_concepts(
             .and_then(|s| s.to_vec2())
             .map_err(inference)?;
         for (r, row) in sims.into_iter().enumerate() {
-            let mut order: Vec<u32> = (0..concepts.len() as u32).filter(|&j| j as usize != start + r).collect();
-            let key = |j: &u32| std::cmp::Reverse(ordered(row[*j as usize]));
-            if count < order.len() {
-                order.select_nth_unstable_by_key(count, key);
-                order.truncate(count);
-            }
-            order.sort_by_key(key);
-            neighbours.push(order);
+            let others = (0..concepts.len() as u32).filter(|&j| j as usize != start + r).collect();
+            neighbours.push(most_similar(others, &row, count));
         }
     }
     Ok(neighbours)
@@ -818,18 +812,22 @@ fn confusable_names(
             .map_err(inference)?;
         for (&(_, concept), row) in chunk.iter().zip(sims) {
             let own = &concepts[concept];
-            let mut order: Vec<u32> = (0..texts.len() as u32).filter(|n| !own.contains(&(*n as usize))).collect();
-            let key = |j: &u32| std::cmp::Reverse(ordered(row[*j as usize]));
-            let count = count.min(order.len());
-            if count < order.len() {
-                order.select_nth_unstable_by_key(count, key);
-                order.truncate(count);
-            }
-            order.sort_by_key(key);
-            confusable.push(order);
+            let others = (0..texts.len() as u32).filter(|n| !own.contains(&(*n as usize))).collect();
+            confusable.push(most_similar(others, &row, count));
         }
     }
     Ok(confusable)
+}
+
+/// The `count` of `candidates` (indices into `similarities`) most similar, most similar first.
+fn most_similar(mut candidates: Vec<u32>, similarities: &[f32], count: usize) -> Vec<u32> {
+    let key = |j: &u32| std::cmp::Reverse(ordered(similarities[*j as usize]));
+    if count < candidates.len() {
+        candidates.select_nth_unstable_by_key(count, key);
+        candidates.truncate(count);
+    }
+    candidates.sort_by_key(key);
+    candidates
 }
 
 /// An f32 as a totally ordered integer key (for sorting similarities without NaN handling).
