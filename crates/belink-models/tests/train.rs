@@ -156,6 +156,19 @@ fn a_few_steps_lower_the_loss_and_pull_held_out_synonyms_closer() {
     }
 }
 
+/// The largest absolute difference between the two trainers' parameters.
+fn max_weight_difference(a: &Trainer, b: &Trainer) -> f32 {
+    let a = a.varmap().data().lock().unwrap();
+    let b = b.varmap().data().lock().unwrap();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(name, var)| {
+            let diff = (var.as_tensor() - b[name].as_tensor()).unwrap();
+            diff.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        })
+        .fold(0f32, f32::max)
+}
+
 #[test]
 fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let Some(dir) = model_dir() else { return };
@@ -181,14 +194,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     }
     assert_eq!(steps, 2);
 
-    let straight_vars = straight.varmap().data().lock().unwrap();
-    let resumed_vars = resumed.varmap().data().lock().unwrap();
-    assert_eq!(straight_vars.len(), resumed_vars.len());
-    let mut worst = 0f32;
-    for (name, var) in straight_vars.iter() {
-        let diff = (var.as_tensor() - resumed_vars[name].as_tensor()).unwrap();
-        worst = worst.max(diff.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap());
-    }
+    let worst = max_weight_difference(&straight, &resumed);
     assert!(worst < 1e-6, "max abs difference {worst}");
 
     // Other names: the checkpoint is refused.
@@ -258,15 +264,7 @@ fn anchored_training_lowers_the_anchors_loss_and_resumes_with_its_confusable_nam
     drop(first);
     let mut resumed = Trainer::resume(&dir, checkpoint.path(), &examples(), &anchors, &Device::Cpu).unwrap();
     while resumed.step().unwrap().is_some() {}
-    let straight_vars = straight.varmap().data().lock().unwrap();
-    let resumed_vars = resumed.varmap().data().lock().unwrap();
-    let worst = straight_vars
-        .iter()
-        .map(|(name, var)| {
-            let diff = (var.as_tensor() - resumed_vars[name].as_tensor()).unwrap();
-            diff.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-        })
-        .fold(0f32, f32::max);
+    let worst = max_weight_difference(&straight, &resumed);
     assert!(worst < 1e-6, "max abs difference {worst}");
     // Other anchors: the checkpoint is refused.
     assert!(Trainer::resume(&dir, checkpoint.path(), &examples(), &anchors[1..], &Device::Cpu).is_err());
