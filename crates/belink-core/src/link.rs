@@ -115,8 +115,9 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                     // Spans inside their text and dictionaries of the request: what the entities
                     // and the re-ranker's context windows index with.
                     let inside = |(list, text): (&Vec<Mention>, &&str)| {
-                        let chars = text.chars().count();
-                        list.iter().all(|m| m.dictionary < keys.len() && m.start <= m.end && m.end <= chars)
+                        let chars = || text.chars().count(); // counted only for a text with mentions
+                        list.iter().all(|m| m.dictionary < keys.len() && m.start <= m.end)
+                            && list.iter().map(|m| m.end).max().is_none_or(|end| end <= chars())
                     };
                     let well_formed = mentions.len() == texts.len() && mentions.iter().zip(texts).all(inside);
                     return if well_formed { Ok(mentions) } else { Err(bad_reply("mentions that match no request")) };

@@ -276,6 +276,11 @@ impl Trainer {
                 "training needs batch_size >= 2, names_per_concept >= 2, micro_batch >= 1, epochs >= 1".into(),
             ));
         }
+        let anchored = config.batching == Batching::Anchored;
+        if matches!(config.loss, Loss::SynonymMarginal { .. }) && !anchored {
+            // Its queries are the anchors: without them every batch's loss would be 0.
+            return Err(ModelError::Config("the synonym-marginal loss needs anchored batching".into()));
+        }
         let encoder = SentenceEncoder::load(base_dir, device, None)?;
         let bert_config = encoder.config().clone();
         let mut tokenizer = encoder.tokenizer().clone();
@@ -298,10 +303,13 @@ impl Trainer {
         }
         let mut texts = Vec::new();
         let mut concepts = Vec::new();
+        // (concept, name) -> (name, concept) indices, to find the anchors.
         let mut index: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
         for (concept, names) in by_concept.iter().filter(|(_, names)| names.len() >= 2) {
-            for (i, name) in names.iter().enumerate() {
-                index.insert((concept, name), (texts.len() + i, concepts.len()));
+            if anchored {
+                for (i, name) in names.iter().enumerate() {
+                    index.insert((concept, name), (texts.len() + i, concepts.len()));
+                }
             }
             concepts.push((texts.len()..texts.len() + names.len()).collect());
             texts.extend(names.iter().copied());
@@ -310,7 +318,7 @@ impl Trainer {
             return Err(ModelError::Config("no concept has two names: there are no synonyms to learn from".into()));
         }
         let mut anchor_names: Vec<(usize, usize)> = Vec::new();
-        if config.batching == Batching::Anchored {
+        if anchored {
             // An anchor that is its concept's only name has nothing to be aligned with.
             anchor_names = anchors.iter().filter_map(|(c, n)| index.get(&(c.as_str(), n.as_str())).copied()).collect();
             anchor_names.sort_unstable();
@@ -442,6 +450,12 @@ impl Trainer {
     /// The step this trainer started from: 0, or its checkpoint's.
     pub fn steps_at_start(&self) -> u64 {
         self.steps_at_start
+    }
+
+    /// The anchors that batches are built around: those given, less duplicates and those
+    /// that are their concept's only name (0 unless the batching is anchored).
+    pub fn anchors_used(&self) -> usize {
+        self.anchors.len()
     }
 
     pub fn steps_total(&self) -> u64 {
@@ -1208,6 +1222,14 @@ mod tests {
         let firsts: Vec<usize> =
             (0..8).map(|epoch| epoch_plan(&config, &concepts, &anchors, &confusable, epoch)[0][0].0).collect();
         assert!(firsts.contains(&0) && firsts.contains(&5), "{firsts:?}");
+    }
+
+    #[test]
+    fn the_synonym_marginal_loss_needs_anchored_batching() {
+        let config = TrainConfig { loss: Loss::SynonymMarginal { temperature: 0.05 }, ..TrainConfig::default() };
+        // Refused before any model is read.
+        let error = Trainer::new(Path::new("/nonexistent"), &[], &[], config, &Device::Cpu).err().unwrap();
+        assert!(error.to_string().contains("needs anchored batching"), "{error}");
     }
 
     #[test]

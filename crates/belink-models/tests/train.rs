@@ -225,6 +225,10 @@ fn an_ontology_without_synonyms_is_a_clear_error() {
     let singles = vec![("A".to_string(), "asthma".to_string()), ("B".to_string(), "gout".to_string())];
     let error = Trainer::new(&dir, &singles, &[], TrainConfig::default(), &Device::Cpu).err().unwrap();
     assert!(error.to_string().contains("no synonyms"), "{error}");
+    // Anchored batching with no anchor that has a synonym.
+    let anchored = TrainConfig { batching: Batching::Anchored, ..TrainConfig::default() };
+    let error = Trainer::new(&dir, &examples(), &singles, anchored, &Device::Cpu).err().unwrap();
+    assert!(error.to_string().contains("needs anchor names"), "{error}");
 }
 
 /// BioSyn's setting: the held-out variants are anchors (mentions of an annotated corpus), each

@@ -118,8 +118,10 @@ fn main() -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     eprintln!(
-        "{} (concept, name) pairs; {} steps, {} done; set-up {:.0} s",
+        "{} (concept, name) pairs, {} anchors used of {}; {} steps, {} done; set-up {:.0} s",
         examples.len(),
+        trainer.anchors_used(),
+        anchors.len(),
         trainer.steps_total(),
         trainer.steps_done(),
         started.elapsed().as_secs_f64()
