@@ -5,7 +5,8 @@ LANGUAGE plpgsql AS $procedure$
 DECLARE
     remaining bigint;
     embedded bigint := 0;
-    batch integer;
+    last_embedded bigint := 0;
+    next_embedded bigint;
     started timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
     elapsed double precision;
@@ -14,11 +15,17 @@ BEGIN
     COMMIT;
     RAISE NOTICE 'belink_index(%): % names to embed', ontology, remaining;
     LOOP
-        batch := @extschema@.belink_index_batch(ontology, batch_size);
-        EXIT WHEN batch = 0;
-        embedded := embedded + batch;
+        next_embedded := @extschema@.belink_index_batch(ontology, batch_size, last_embedded);
+        IF next_embedded IS NULL THEN
+            EXIT WHEN last_embedded = 0;
+            -- One more pass from the start, for names another session held while we passed.
+            last_embedded := 0;
+            CONTINUE;
+        END IF;
+        last_embedded := next_embedded;
         COMMIT;
         IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+            SELECT done - done_at_start INTO embedded FROM belink.index_progress p WHERE p.ontology = belink_index.ontology;
             elapsed := extract(epoch FROM clock_timestamp() - started);
             RAISE NOTICE 'belink_index(%): % of % names embedded (% names/s, about % s left)',
                 ontology, embedded, remaining, round((embedded / elapsed)::numeric, 1),
@@ -26,6 +33,7 @@ BEGIN
             last_notice := clock_timestamp();
         END IF;
     END LOOP;
+    SELECT done - done_at_start INTO embedded FROM belink.index_progress p WHERE p.ontology = belink_index.ontology;
     RAISE NOTICE 'belink_index(%): % names embedded in % s; building the HNSW index', ontology, embedded,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     PERFORM @extschema@.belink_index_finish(ontology);

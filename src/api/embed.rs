@@ -177,10 +177,13 @@ fn counts(client: &SpiClient<'_>, ontology: &str) -> (i64, i64) {
     )
 }
 
-/// Embeds the next `batch_size` names without an embedding and stores their vectors.
-/// Returns how many names it embedded (0 when none is left).
+/// Embeds the next `batch_size` names without an embedding after name `after_name_id`, in
+/// name_id order, and stores their vectors. Returns the last name_id it embedded, NULL when no
+/// name is left after `after_name_id`. The caller passes that back: each batch then starts
+/// where the last one ended, instead of walking every name embedded before it (at 10 million
+/// names the walk came to seconds per batch, and grew with every batch).
 #[pg_extern(volatile, parallel_unsafe)]
-fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
+fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i64, 0)) -> Option<i64> {
     if !(1..=100_000).contains(&batch_size) {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -191,16 +194,16 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
         catalog::require_change_right(client, ontology);
         let pending: Vec<(i64, String)> = client
             .update(
-                "SELECT name_id, name FROM belink.names WHERE ontology = $1 AND embedding IS NULL
+                "SELECT name_id, name FROM belink.names WHERE ontology = $1 AND embedding IS NULL AND name_id > $3
                  ORDER BY name_id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 None,
-                &[ontology.into(), (batch_size as i64).into()],
+                &[ontology.into(), (batch_size as i64).into(), after_name_id.into()],
             )
             .or_raise("reading names to embed")
             .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??)))
             .collect();
         if pending.is_empty() {
-            return 0;
+            return None;
         }
         let (ids, texts): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
         let (dim, vectors) = client::embed(&request_model(client, ontology), texts).or_raise_error();
@@ -224,7 +227,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32) -> i32 {
             )
             .or_raise("recording progress");
         embeddings_changed(client, ontology);
-        ids.len() as i32
+        ids.last().copied()
     })
 }
 

@@ -140,7 +140,14 @@ mod tests {
         assert_eq!(state.0["preloaded"], true);
         load_fixtures();
         Spi::run("SELECT belink_index_prepare('hpo')").unwrap();
-        while Spi::get_one::<i32>("SELECT belink_index_batch('hpo', 512)").unwrap().unwrap() > 0 {}
+        // Each batch starts after the last name the one before embedded.
+        let mut last_embedded = 0;
+        while let Some(last) =
+            Spi::get_one_with_args::<i64>("SELECT belink_index_batch('hpo', 512, $1)", &[last_embedded.into()]).unwrap()
+        {
+            assert!(last > last_embedded, "batches move forward: {last} after {last_embedded}");
+            last_embedded = last;
+        }
         Spi::run("SELECT belink_index_finish('hpo')").unwrap();
         let dense_ranks = |sql: &str| -> Vec<Option<i32>> {
             Spi::connect(|client| {

@@ -393,6 +393,60 @@ fn a_mention_written_like_a_name_takes_its_stored_vector() {
 }
 
 #[test]
+fn two_sessions_indexing_one_ontology_embed_every_name_once() {
+    let mut observer = cluster().connect();
+    let tsv: String = (0..3000).map(|i| format!("Z:{i}\tshared finding number {i}\n")).collect();
+    observer.query_one("SELECT concepts FROM belink_load_ontology_text('shared_index', $1)", &[&tsv]).unwrap();
+    let before = status(&mut observer)["texts"].as_u64().unwrap();
+    // Each session takes the batches the other has not locked, and ends with a pass from the start.
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = cluster().connect();
+            thread::spawn(move || client.batch_execute("CALL belink_index('shared_index', batch_size => 100)"))
+        })
+        .collect();
+    for session in sessions {
+        session.join().unwrap().unwrap();
+    }
+    let after = status(&mut observer)["texts"].as_u64().unwrap();
+    let done: i64 = observer
+        .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'shared_index'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 3000);
+    assert_eq!(after - before, 3000, "nothing embedded twice");
+    observer.batch_execute("SELECT belink_drop_ontology('shared_index')").unwrap();
+}
+
+#[test]
+fn names_held_by_another_session_while_indexing_passed_them_are_embedded_at_the_end() {
+    let mut observer = cluster().connect();
+    let tsv: String = (0..3000).map(|i| format!("Z:{i}\theld finding number {i}\n")).collect();
+    observer.query_one("SELECT concepts FROM belink_load_ontology_text('held_index', $1)", &[&tsv]).unwrap();
+    let mut holder = cluster().connect();
+    let mut held = holder.transaction().unwrap();
+    held.execute("SELECT 1 FROM belink.names WHERE ontology = 'held_index' ORDER BY name_id LIMIT 10 FOR UPDATE", &[])
+        .unwrap();
+    let mut client = cluster().connect();
+    let indexing = thread::spawn(move || client.batch_execute("CALL belink_index('held_index', batch_size => 100)"));
+    // Released once the indexing session has passed the held names.
+    wait_until(Duration::from_secs(60), || {
+        observer
+            .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'held_index'", &[])
+            .map(|r| r.get::<_, i64>(0) >= 500)
+            .unwrap_or(false)
+    });
+    held.commit().unwrap();
+    indexing.join().unwrap().unwrap();
+    let done: i64 = observer
+        .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'held_index'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 3000, "the held names were embedded by the last pass from the start");
+    observer.batch_execute("SELECT belink_drop_ontology('held_index')").unwrap();
+}
+
+#[test]
 fn belink_index_interrupted_then_resumed_embeds_every_name_once() {
     let mut client = cluster().connect();
     let tsv: String = (0..4000).map(|i| format!("Z:{i}\tsynthetic finding number {i}\n")).collect();
