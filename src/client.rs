@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use belink_core::decision::prompt::RerankItem;
 use belink_core::error::ModelServerError;
 use belink_core::mentions::dictionary::DictionaryName;
-use belink_core::mentions::shared::{DictionaryKey, SharedDetection};
+use belink_core::mentions::shared::{DictionaryKey, PartReply, SharedDetection};
 use belink_core::ports::{IndexPart, Models, Reranked};
 use belink_core::wire::{read_frame, write_frame, ErrorCode, Message, WireError};
 use pgrx::prelude::*;
@@ -271,27 +271,26 @@ pub fn detect(keys: &[DictionaryKey], scored: bool, texts: &[&str]) -> Result<Sh
 }
 
 /// Sends a part of a shared dictionary's names. The last part waits for the dictionary to be
-/// built (minutes for millions of names; cancel still works).
+/// built, and the first for another session that sends the same dictionary (minutes for
+/// millions of names; cancel still works).
 pub fn load_dictionary_part(
     key: &DictionaryKey,
     offset: u64,
     last: bool,
     names: Vec<DictionaryName>,
-) -> Result<(), ModelServerError> {
+) -> Result<PartReply, ModelServerError> {
     require_preloaded()?;
-    let sent = offset + names.len() as u64;
     let message = Message::DictionaryLoadRequest { key: key.clone(), offset, last, names };
-    let timeout = if last { gucs::request_timeout().max(DICTIONARY_BUILD_TIMEOUT) } else { gucs::request_timeout() };
+    let waits = last || offset == 0;
+    let timeout = if waits { gucs::request_timeout().max(DICTIONARY_BUILD_TIMEOUT) } else { gucs::request_timeout() };
     match try_request(&message, timeout).map_err(|failure| failure.error(timeout))? {
-        Message::DictionaryLoadReply { names } if names == sent => Ok(()),
-        Message::DictionaryLoadReply { names } => Err(ModelServerError::BadReply(format!(
-            "the server holds {names} names of the dictionary, {sent} were sent"
-        ))),
+        Message::DictionaryLoadReply { names } => Ok(PartReply::Received(names)),
+        Message::DictionaryHeldReply => Ok(PartReply::Held),
         other => Err(reply_error(other)),
     }
 }
 
-/// The longest a shared dictionary's build is waited for.
+/// The longest a shared dictionary's build (or another session's sending) is waited for.
 const DICTIONARY_BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Sends an ontology's span scorer for the server's shared detection.
@@ -359,7 +358,7 @@ impl Models for ServerModels {
         offset: u64,
         last: bool,
         names: Vec<DictionaryName>,
-    ) -> belink_core::error::Result<()> {
+    ) -> belink_core::error::Result<PartReply> {
         Ok(load_dictionary_part(key, offset, last, names)?)
     }
 

@@ -10,7 +10,7 @@ use crate::decision::prompt::RerankItem;
 use crate::error::{ModelServerError, Result};
 use crate::fold::fold;
 use crate::mentions::dictionary::{DictionaryName, MentionDictionary};
-use crate::mentions::shared::{DictionaryKey, DictionaryLoading, SharedDetection, SharedDictionaries};
+use crate::mentions::shared::{DictionaryKey, DictionaryLoading, PartReply, SharedDetection, SharedDictionaries};
 use crate::ports::{ConceptDetails, ConceptKey, DenseSearch, IndexPart, Models, NameStore, Reranked};
 use crate::retrieval::fuse::Hit;
 use crate::retrieval::trigram_index::{ScoredNames, TrigramIndex, TrigramIndexBuilder};
@@ -362,11 +362,10 @@ impl Models for FakeModels {
         offset: u64,
         last: bool,
         names: Vec<DictionaryName>,
-    ) -> Result<()> {
+    ) -> Result<PartReply> {
         self.dictionary_parts_loaded.set(self.dictionary_parts_loaded.get() + 1);
         let mut loading = self.dictionary_loading.borrow_mut();
-        self.shared()?.load_part(&mut loading, key, offset, last, names).map_err(refused)?;
-        Ok(())
+        Ok(self.shared()?.load_part(&mut loading, key, offset, last, names).map_err(refused)?)
     }
 
     fn load_scorer(&self, ontology: &str, version: i64, text: &str) -> Result<()> {

@@ -9,7 +9,7 @@ use crate::error::{Error, ModelServerError, Result};
 use crate::interrupts::Ticker;
 use crate::mentions::dictionary::MentionDictionary;
 use crate::mentions::scorer::SpanScorer;
-use crate::mentions::shared::{DictionaryKey, SharedDetection};
+use crate::mentions::shared::{DictionaryKey, PartReply, SharedDetection};
 use crate::mentions::{find_mentions, find_mentions_scored, Mention};
 use crate::pipeline::Pipeline;
 use crate::ports::{Models, NameStore};
@@ -145,10 +145,27 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
     }
 
     fn load_shared_dictionary(&self, key: &DictionaryKey) -> Result<()> {
+        // Claimed with an empty part before any name is read: if another session is sending
+        // the same dictionary, the server answers once it holds it, and nothing is sent twice.
+        if self.models.load_dictionary_part(key, 0, false, Vec::new())? == PartReply::Held {
+            return Ok(());
+        }
         let mut offset = 0u64;
         self.store.detection_names(&key.ontology, &key.roots, SHARED_NAMES_PER_PART, &mut |names, last| {
             let count = names.len() as u64;
-            self.models.load_dictionary_part(key, offset, last, names)?;
+            match self.models.load_dictionary_part(key, offset, last, names)? {
+                PartReply::Received(received) if received == offset + count => {}
+                PartReply::Received(received) => {
+                    return Err(ModelServerError::BadReply(format!(
+                        "the server holds {received} names of the dictionary, {} were sent",
+                        offset + count
+                    ))
+                    .into())
+                }
+                PartReply::Held => {
+                    return Err(ModelServerError::BadReply("a dictionary held while this session sent it".into()).into())
+                }
+            }
             offset += count;
             Ok(())
         })
@@ -300,9 +317,9 @@ mod tests {
             .unwrap();
         assert_eq!(own[0].as_ref().map(Vec::len), Some(4));
         assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)]).unwrap(), own);
-        assert_eq!(models.dictionary_parts_loaded.get(), 1);
+        assert_eq!(models.dictionary_parts_loaded.get(), 2, "the empty claim, then the names in one part");
         assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)]).unwrap(), own);
-        assert_eq!(models.dictionary_parts_loaded.get(), 1, "the server keeps it for every session");
+        assert_eq!(models.dictionary_parts_loaded.get(), 2, "the server keeps it for every session");
         assert_eq!(models.scorers_loaded.get(), 0, "no scorer: none sent");
     }
 
@@ -321,7 +338,7 @@ mod tests {
             let linked = pipeline.link_shared(&docs, &[medic_key(Some(3))]).unwrap();
             assert_eq!(linked[0].as_ref().map(Vec::len), Some(entities), "{detection:?}");
         }
-        assert_eq!((models.dictionary_parts_loaded.get(), models.scorers_loaded.get()), (1, 1));
+        assert_eq!((models.dictionary_parts_loaded.get(), models.scorers_loaded.get()), (2, 1));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::catalog::OntologyState;
 use crate::decision::prompt::RerankItem;
 use crate::error::Result;
 use crate::mentions::dictionary::DictionaryName;
-use crate::mentions::shared::{DictionaryKey, SharedDetection};
+use crate::mentions::shared::{DictionaryKey, PartReply, SharedDetection};
 use crate::retrieval::fuse::Hit;
 use crate::retrieval::trigram_index::ScoredNames;
 
@@ -105,14 +105,15 @@ pub trait Models {
     /// [`crate::mentions::shared`]), or which of them it lacks.
     fn detect(&self, keys: &[DictionaryKey], scored: bool, texts: &[&str]) -> Result<SharedDetection>;
     /// Sends a part of a shared dictionary's names; `offset` counts the names sent before it
-    /// (0 starts anew); the last part builds it.
+    /// (0 starts anew, waiting while another session sends the same dictionary); the last part
+    /// builds it.
     fn load_dictionary_part(
         &self,
         key: &DictionaryKey,
         offset: u64,
         last: bool,
         names: Vec<DictionaryName>,
-    ) -> Result<()>;
+    ) -> Result<PartReply>;
     /// Sends the span scorer of `ontology` at `version` (its stored text).
     fn load_scorer(&self, ontology: &str, version: i64, text: &str) -> Result<()>;
 }

@@ -128,6 +128,9 @@ pub enum Message {
     DictionaryLoadReply {
         names: u64,
     },
+    /// The server holds the dictionary of the first part already (another session sent it,
+    /// perhaps while this one waited): send no more of it.
+    DictionaryHeldReply,
     /// The span scorer of `ontology` at `version`, as stored (`belink.span_scorers`).
     ScorerLoadRequest {
         ontology: String,
@@ -192,6 +195,7 @@ const KIND_SCORER_LOAD_REPLY: u8 = 19;
 const KIND_DETECT_REQUEST: u8 = 20;
 const KIND_DETECT_REPLY: u8 = 21;
 const KIND_DETECT_MISSING_REPLY: u8 = 22;
+const KIND_DICTIONARY_HELD_REPLY: u8 = 23;
 const HEADER_BYTES: usize = 1 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -356,6 +360,7 @@ impl Message {
                 put_str(&mut body, text);
                 KIND_SCORER_LOAD_REQUEST
             }
+            Message::DictionaryHeldReply => KIND_DICTIONARY_HELD_REPLY,
             Message::ScorerLoadReply => KIND_SCORER_LOAD_REPLY,
             Message::DetectRequest { keys, scored, texts } => {
                 put_u32(&mut body, keys.len() as u32);
@@ -529,6 +534,7 @@ impl Message {
                 Message::DictionaryLoadRequest { key, offset, last, names }
             }
             KIND_DICTIONARY_LOAD_REPLY => Message::DictionaryLoadReply { names: input.u64()? },
+            KIND_DICTIONARY_HELD_REPLY => Message::DictionaryHeldReply,
             KIND_SCORER_LOAD_REQUEST => {
                 let ontology = input.string()?;
                 let version = input.u64()? as i64;
@@ -765,6 +771,7 @@ mod tests {
         round_trip(Message::DictionaryLoadRequest { key: key.clone(), offset: 50_000, last: true, names: vec![name] });
         round_trip(Message::DictionaryLoadRequest { key: plain.clone(), offset: 0, last: false, names: vec![] });
         round_trip(Message::DictionaryLoadReply { names: 10_000_000 });
+        round_trip(Message::DictionaryHeldReply);
         round_trip(Message::ScorerLoadRequest {
             ontology: "medic".into(),
             version: 3,

@@ -34,7 +34,7 @@ use belink_models::encoder::Pooling;
 use belink_models::streams::Streams;
 
 use adapt::{AdaptRequest, Adaptations};
-use belink_core::mentions::shared::{SharedDetection, SharedDictionaries};
+use belink_core::mentions::shared::{PartReply, SharedDetection, SharedDictionaries};
 use encoder::{AdaptedEncoders, EmbedQueue, EmbedWork};
 use queue::{Failure, Job, Queue};
 use reranker::{RerankQueue, RerankWork};
@@ -283,7 +283,8 @@ fn serve_connection(mut stream: UnixStream, queues: &Queues, stats: &Stats) {
             Message::DictionaryLoadRequest { key, offset, last, names } => {
                 let started = Instant::now();
                 match queues.dictionaries.load_part(&mut dictionary_loading, &key, offset, last, names) {
-                    Ok(names) => {
+                    Ok(PartReply::Held) => Message::DictionaryHeldReply,
+                    Ok(PartReply::Received(names)) => {
                         if last {
                             eprintln!(
                                 "belink-server: mention dictionary of {} (generation {}) ready: {names} names, {:.1} s after its last part",
@@ -359,6 +360,7 @@ fn kind_name(message: &Message) -> &'static str {
         Message::DictionaryLoadReply { .. } => "dictionary load reply",
         Message::ScorerLoadRequest { .. } => "scorer load request",
         Message::ScorerLoadReply => "scorer load reply",
+        Message::DictionaryHeldReply => "dictionary held reply",
         Message::DetectRequest { .. } => "detect request",
         Message::DetectReply { .. } => "detect reply",
         Message::DetectMissingReply { .. } => "detect missing reply",

@@ -6,7 +6,8 @@
 //! as in a session ([`super::detect_mentions`]), with the ontology's span scorer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::mentions::dictionary::{DictionaryName, MentionDictionary};
@@ -16,6 +17,14 @@ use crate::mentions::{find_mentions, find_mentions_scored, Mention};
 /// Generations kept per ontology, as for trigram indexes: a session whose snapshot still sees
 /// the previous one keeps being served while the others move on.
 const GENERATIONS_KEPT: usize = 2;
+
+/// How long a connection that is sending a dictionary may go without sending a part before
+/// another that waits for it sends it instead (its session was cancelled between two parts,
+/// say). Parts come every fraction of a second; the build after the last is not counted.
+const SENDER_SILENCE: Duration = Duration::from_secs(60);
+
+/// How often a connection waiting for another's dictionary looks again.
+const WAIT_STEP: Duration = Duration::from_millis(500);
 
 /// Which dictionary a detection uses: the ontology's names at `generation`, of the concepts
 /// under `roots` only when some are given (`belink_set_detection_roots`), and its span scorer
@@ -45,6 +54,16 @@ pub struct LoadedDictionary {
     pub loaded_at: Instant,
 }
 
+/// What the server answers to a part of a dictionary's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartReply {
+    /// The names received so far.
+    Received(u64),
+    /// The server holds that dictionary already: another session sent it, perhaps while this
+    /// one waited at its first part. Send no more.
+    Held,
+}
+
 /// The dictionary a connection is receiving.
 pub struct DictionaryLoading {
     ontology: String,
@@ -52,6 +71,59 @@ pub struct DictionaryLoading {
     roots: Vec<String>,
     names: Vec<DictionaryName>,
     started: Instant,
+    /// Given up when the load ends or is abandoned (the connection closes, say).
+    claim: SendingClaim,
+}
+
+/// A dictionary as the registry of senders knows it: ontology, generation, detection roots.
+type SendingKey = (String, i64, Vec<String>);
+
+fn sending_key(key: &DictionaryKey) -> SendingKey {
+    (key.ontology.clone(), key.generation, key.roots.clone())
+}
+
+/// The connection sending a dictionary: when it was last heard from, and whether it is building.
+struct Sender {
+    claim: u64,
+    heard: Instant,
+    building: bool,
+}
+
+/// The dictionaries connections are sending. A second session that finds a dictionary missing
+/// waits for the first to send it instead of sending the same names too: at 10 million names,
+/// 2 GB more held in the server while both arrive.
+#[derive(Default)]
+struct Senders {
+    sending: Mutex<HashMap<SendingKey, Sender>>,
+    changed: Condvar,
+    next_claim: AtomicU64,
+}
+
+/// A connection's claim to send a dictionary, given up when its load ends or is abandoned.
+struct SendingClaim {
+    senders: Arc<Senders>,
+    key: SendingKey,
+    claim: u64,
+}
+
+impl SendingClaim {
+    fn update(&self, building: bool) {
+        let mut sending = self.senders.sending.lock().expect("dictionary senders lock");
+        if let Some(sender) = sending.get_mut(&self.key).filter(|s| s.claim == self.claim) {
+            sender.heard = Instant::now();
+            sender.building = building;
+        }
+    }
+}
+
+impl Drop for SendingClaim {
+    fn drop(&mut self) {
+        let mut sending = self.senders.sending.lock().expect("dictionary senders lock");
+        if sending.get(&self.key).is_some_and(|s| s.claim == self.claim) {
+            sending.remove(&self.key);
+        }
+        self.senders.changed.notify_all();
+    }
 }
 
 /// An ontology's span scorers by version, the newest first.
@@ -61,6 +133,7 @@ type ScorerVersions = Vec<(i64, Arc<SpanScorer>)>;
 pub struct SharedDictionaries {
     dictionaries: RwLock<HashMap<String, Vec<Arc<LoadedDictionary>>>>,
     scorers: RwLock<HashMap<String, ScorerVersions>>,
+    senders: Arc<Senders>,
 }
 
 impl SharedDictionaries {
@@ -105,8 +178,10 @@ impl SharedDictionaries {
     }
 
     /// Adds a part of a dictionary's names to the connection's dictionary being loaded (`offset`
-    /// 0 starts one); the last part builds it. Returns the names received so far. A part out of
-    /// order is refused: the session loads again.
+    /// 0 starts one); the last part builds it. A part out of order is refused: the session
+    /// loads again. At offset 0 the connection claims the dictionary: while another connection
+    /// sends it, this waits for it, and answers [`PartReply::Held`] once it is built (or
+    /// takes over when that sender gave up or went silent).
     pub fn load_part(
         &self,
         loading: &mut Option<DictionaryLoading>,
@@ -114,14 +189,24 @@ impl SharedDictionaries {
         offset: u64,
         last: bool,
         names: Vec<DictionaryName>,
-    ) -> Result<u64, String> {
+    ) -> Result<PartReply, String> {
         if offset == 0 {
+            // A connection that claimed it already (an empty first part, then the names from 0)
+            // keeps its claim.
+            let claim = match loading.take().map(|l| l.claim).filter(|c| c.key == sending_key(key)) {
+                Some(claim) => claim,
+                None => match self.claim(key) {
+                    Some(claim) => claim,
+                    None => return Ok(PartReply::Held),
+                },
+            };
             *loading = Some(DictionaryLoading {
                 ontology: key.ontology.clone(),
                 generation: key.generation,
                 roots: key.roots.clone(),
                 names: Vec::new(),
                 started: Instant::now(),
+                claim,
             });
         }
         let in_order = loading.as_ref().is_some_and(|l| {
@@ -136,16 +221,36 @@ impl SharedDictionaries {
         }
         let current = loading.as_mut().expect("checked above");
         current.names.extend(names);
+        current.claim.update(last);
         let received = current.names.len() as u64;
         if last {
             let done = loading.take().expect("checked above");
-            // Two sessions that found it missing at once both send it: the second build is
-            // skipped (the names were held twice meanwhile, the dictionary is built once).
+            // A sender that was taken over for its silence may still finish: built once.
             if self.dictionary(key).is_none() {
                 self.install(done)?;
             }
         }
-        Ok(received)
+        Ok(PartReply::Received(received))
+    }
+
+    /// Claims the sending of a dictionary, waiting while another connection sends it. None
+    /// when the dictionary is held (by then).
+    fn claim(&self, key: &DictionaryKey) -> Option<SendingClaim> {
+        let senders = &self.senders;
+        let sending_key = sending_key(key);
+        let mut sending = senders.sending.lock().expect("dictionary senders lock");
+        loop {
+            if self.dictionary(key).is_some() {
+                return None;
+            }
+            let free = sending.get(&sending_key).is_none_or(|s| !s.building && s.heard.elapsed() > SENDER_SILENCE);
+            if free {
+                let claim = senders.next_claim.fetch_add(1, Ordering::Relaxed);
+                sending.insert(sending_key.clone(), Sender { claim, heard: Instant::now(), building: false });
+                return Some(SendingClaim { senders: senders.clone(), key: sending_key, claim });
+            }
+            sending = senders.changed.wait_timeout(sending, WAIT_STEP).expect("dictionary senders lock").0;
+        }
     }
 
     fn install(&self, done: DictionaryLoading) -> Result<(), String> {
@@ -231,12 +336,12 @@ mod tests {
 
         let all = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect"), ("HP:3", "Septal defect")]);
         let mut loading = None;
-        assert_eq!(shared.load_part(&mut loading, &hpo, 0, false, all[..2].to_vec()), Ok(2));
+        assert_eq!(shared.load_part(&mut loading, &hpo, 0, false, all[..2].to_vec()), Ok(PartReply::Received(2)));
         assert_eq!(shared.detect(std::slice::from_ref(&hpo), false, &texts), missing, "not before the last part");
         assert!(shared.load_part(&mut None, &hpo, 2, true, all[2..].to_vec()).is_err(), "out of order");
-        let mut loading = None;
+        // Starting again on the same connection keeps its claim to send it.
         shared.load_part(&mut loading, &hpo, 0, false, all[..2].to_vec()).unwrap();
-        assert_eq!(shared.load_part(&mut loading, &hpo, 2, true, all[2..].to_vec()), Ok(3));
+        assert_eq!(shared.load_part(&mut loading, &hpo, 2, true, all[2..].to_vec()), Ok(PartReply::Received(3)));
         assert!(loading.is_none());
 
         let own = MentionDictionary::build(all).unwrap();
@@ -279,18 +384,45 @@ mod tests {
     }
 
     #[test]
-    fn a_dictionary_sent_by_two_sessions_at_once_is_built_once() {
-        let shared = SharedDictionaries::default();
+    fn a_second_sender_waits_for_the_first_and_sends_nothing() {
+        let shared = Arc::new(SharedDictionaries::default());
         let hpo = key("hpo", 5);
         let all = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")]);
-        let (mut first, mut second) = (None, None);
+        let mut first = None;
         shared.load_part(&mut first, &hpo, 0, false, all[..1].to_vec()).unwrap();
-        shared.load_part(&mut second, &hpo, 0, false, all[..1].to_vec()).unwrap();
+        let second = {
+            let (shared, hpo, part) = (shared.clone(), hpo.clone(), all[..1].to_vec());
+            std::thread::spawn(move || shared.load_part(&mut None, &hpo, 0, false, part))
+        };
+        std::thread::sleep(WAIT_STEP * 2);
+        assert!(!second.is_finished(), "the second sender waits while the first sends");
         shared.load_part(&mut first, &hpo, 1, true, all[1..].to_vec()).unwrap();
-        let built = shared.loaded()[0].1.clone();
-        assert_eq!(shared.load_part(&mut second, &hpo, 1, true, all[1..].to_vec()), Ok(2));
+        assert_eq!(second.join().unwrap(), Ok(PartReply::Held));
         assert_eq!(shared.loaded().len(), 1);
-        assert!(Arc::ptr_eq(&shared.loaded()[0].1, &built), "the first build serves both");
+        // Once it is held, a first part is answered at once.
+        assert_eq!(shared.load_part(&mut None, &hpo, 0, false, all.clone()), Ok(PartReply::Held));
+    }
+
+    #[test]
+    fn a_waiting_sender_takes_over_from_one_that_gave_up() {
+        let shared = Arc::new(SharedDictionaries::default());
+        let hpo = key("hpo", 6);
+        let all = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")]);
+        let mut first = None;
+        shared.load_part(&mut first, &hpo, 0, false, all[..1].to_vec()).unwrap();
+        let second = {
+            let (shared, hpo, all) = (shared.clone(), hpo.clone(), all.clone());
+            std::thread::spawn(move || {
+                let mut loading = None;
+                let claimed = shared.load_part(&mut loading, &hpo, 0, false, all[..1].to_vec());
+                (claimed, shared.load_part(&mut loading, &hpo, 1, true, all[1..].to_vec()))
+            })
+        };
+        std::thread::sleep(WAIT_STEP * 2);
+        drop(first.take()); // its connection closed
+        assert_eq!(second.join().unwrap(), (Ok(PartReply::Received(1)), Ok(PartReply::Received(2))));
+        let texts = vec![TEXT.to_string()];
+        assert!(matches!(shared.detect(&[hpo], false, &texts), SharedDetection::Mentions(_)));
     }
 
     #[test]
