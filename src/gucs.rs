@@ -23,6 +23,7 @@ static SERVER_PATH: Text = Text::new(None);
 static SERVER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
 static SERVER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static SERVER_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static SERVER_DICTIONARIES_MB: GucSetting<i32> = GucSetting::<i32>::new(0);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
 static MAX_DOCUMENT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(10_000_000);
@@ -127,6 +128,14 @@ pub fn init() {
         c"CPU threads of the model server; 0 = one per core.",
         0,
         1024,
+        GucContext::Sighup,
+    );
+    int(
+        &SERVER_DICTIONARIES_MB,
+        c"belink.server_dictionaries_mb",
+        c"Most memory (in MB) the model server's shared mention dictionaries may hold together; 0 = half the machine's memory, -1 = no limit.",
+        -1,
+        i32::MAX,
         GucContext::Sighup,
     );
     GucRegistry::define_int_guc(
@@ -401,6 +410,7 @@ pub struct ServerOptions {
     pub batch_wait_ms: i32,
     pub threads: i32,
     pub rerank_batch_size: i32,
+    pub dictionaries_mb: i32,
 }
 
 pub fn server_options() -> ServerOptions {
@@ -415,5 +425,6 @@ pub fn server_options() -> ServerOptions {
         batch_wait_ms: SERVER_BATCH_WAIT_MS.get(),
         threads: SERVER_THREADS.get(),
         rerank_batch_size: RERANK_BATCH_SIZE.get(),
+        dictionaries_mb: SERVER_DICTIONARIES_MB.get(),
     }
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use belink_core::catalog::Ontologies;
-use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary};
+use belink_core::mentions::dictionary::{DictionaryName, MentionDictionary, ESTIMATED_BYTES_PER_NAME};
 use belink_core::mentions::scorer::SpanScorer;
 use belink_core::ontology::{descendants, NameKind};
 use pgrx::prelude::*;
@@ -73,9 +73,6 @@ pub fn dictionaries(
         .collect()
 }
 
-/// Bytes a mention dictionary holds per name, about: 206 MB for 484k names, 28.2 MB for
-/// MEDIC's 76k (BENCHMARKS.md, "Scale").
-const DICTIONARY_BYTES_PER_NAME: usize = 450;
 /// Names read from `belink.names` at a time while a dictionary is built.
 const NAMES_PER_PART: usize = 50_000;
 
@@ -182,7 +179,7 @@ fn above_session_limit(client: &SpiClient<'_>, ontology: &str, under_ids: &Optio
         .get::<i64>(1)
         .or_raise("counting names for the mention dictionary")
         .unwrap_or(0) as usize;
-    let estimate_mb = (names * DICTIONARY_BYTES_PER_NAME) as f64 / 1e6;
+    let estimate_mb = (names * ESTIMATED_BYTES_PER_NAME) as f64 / 1e6;
     (estimate_mb > limit_mb as f64).then_some(names)
 }
 

@@ -121,6 +121,8 @@ impl ServerCommand {
             adapter,
             "--rerank-batch".into(),
             options.rerank_batch_size.to_string(),
+            "--max-dictionaries-mb".into(),
+            options.dictionaries_mb.to_string(),
             "--parent-pid".into(),
             std::process::id().to_string(),
             "--adapted-dir".into(),

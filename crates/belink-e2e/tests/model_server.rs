@@ -318,6 +318,30 @@ fn a_shared_mention_dictionary_is_sent_again_after_a_kill_and_goes_with_its_onto
     assert!(!held(&mut client).contains(&"hpo_shared".to_string()), "dropped with its ontology");
 }
 
+#[test]
+fn a_shared_dictionary_above_the_servers_limit_is_a_clear_error() {
+    let mut admin = cluster().connect();
+    // 3,000 names: about 1.35 MB by the server's estimate, above a limit of 1 MB.
+    let tsv: String = (0..3000).map(|i| format!("Z:{i}\tlimited finding number {i}\n")).collect();
+    admin.query_one("SELECT concepts FROM belink_load_ontology_text('limited', $1)", &[&tsv]).unwrap();
+    let server_pid = status(&mut admin)["server_pid"].as_i64();
+    admin.batch_execute("ALTER SYSTEM SET belink.server_dictionaries_mb = 1").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let link = || {
+        let mut client = cluster().connect();
+        client.batch_execute("SET belink.max_dictionary_mb = 0").unwrap();
+        client.query_one("SELECT belink_link('limited finding number 7', 'limited')::text", &[])
+    };
+    wait_until(Duration::from_secs(60), || status(&mut cluster().connect())["server_pid"].as_i64() != server_pid);
+    let error = link().unwrap_err().as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(error.contains("cannot hold the mention dictionary of \"limited\""), "{error}");
+    assert!(error.contains("belink.server_dictionaries_mb is 1 MB"), "{error}");
+    admin.batch_execute("ALTER SYSTEM RESET belink.server_dictionaries_mb").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until(Duration::from_secs(60), || link().is_ok());
+    admin.batch_execute("SELECT belink_drop_ontology('limited')").unwrap();
+}
+
 /// The HPO excerpt as `ontology`, with a name two concepts share: "pressure trouble".
 fn load_hpo_with_a_shared_name(client: &mut Client, ontology: &str) {
     let hpo = std::fs::read_to_string(workspace().join("tests/fixtures/hp_excerpt.obo")).unwrap();

@@ -47,6 +47,8 @@ struct Options {
     reranker: reranker::Settings,
     threads: usize,
     parent_pid: Option<i32>,
+    /// Most bytes the shared mention dictionaries may hold together.
+    dictionaries_limit: Option<usize>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -64,6 +66,7 @@ fn parse_options() -> Result<Options, String> {
     let mut rerank_batch = 8;
     let mut threads = 0;
     let mut parent_pid = None;
+    let mut dictionaries_mb: i64 = 0;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -84,6 +87,9 @@ fn parse_options() -> Result<Options, String> {
             }
             "--rerank-batch" => rerank_batch = number(&flag, &value()?)?.max(1),
             "--parent-pid" => parent_pid = Some(number(&flag, &value()?)? as i32),
+            "--max-dictionaries-mb" => {
+                dictionaries_mb = value()?.parse().map_err(|_| format!("{flag} needs a number of MB, 0 or -1"))?
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -94,7 +100,32 @@ fn parse_options() -> Result<Options, String> {
         max_batch: rerank_batch,
         batch_wait: settings.batch_wait,
     };
-    Ok(Options { socket: socket.ok_or("--socket is required")?, encoder: settings, reranker, threads, parent_pid })
+    let dictionaries_limit = match dictionaries_mb {
+        -1 => None,
+        0 => Some(physical_memory()? / 2),
+        mb if mb > 0 => Some(mb as usize * 1_000_000),
+        other => {
+            return Err(format!("--max-dictionaries-mb {other}: a number of MB, 0 (half the memory) or -1 (no limit)"))
+        }
+    };
+    Ok(Options {
+        socket: socket.ok_or("--socket is required")?,
+        encoder: settings,
+        reranker,
+        threads,
+        parent_pid,
+        dictionaries_limit,
+    })
+}
+
+/// The machine's memory in bytes (MemTotal of /proc/meminfo).
+fn physical_memory() -> Result<usize, String> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("cannot read /proc/meminfo: {e}"))?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<usize>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no MemTotal in /proc/meminfo: set belink.server_dictionaries_mb".to_string())
 }
 
 fn number(flag: &str, text: &str) -> Result<usize, String> {
@@ -132,7 +163,7 @@ fn main() -> ExitCode {
         embed: Queue::new(|work: &EmbedWork| work.texts.len()),
         rerank: Queue::new(|work: &RerankWork| work.items.len()),
         trigrams: TrigramIndexes::default(),
-        dictionaries: SharedDictionaries::default(),
+        dictionaries: SharedDictionaries::with_limit(options.dictionaries_limit),
         adapted_encoders: AdaptedEncoders::default(),
         adaptations: Adaptations::new(options.encoder.adapted_dir.clone(), &options.encoder.device),
         connections: AtomicUsize::new(0),

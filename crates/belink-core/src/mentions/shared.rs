@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::mentions::dictionary::{DictionaryName, MentionDictionary};
+use crate::mentions::dictionary::{DictionaryName, MentionDictionary, ESTIMATED_BYTES_PER_NAME};
 use crate::mentions::scorer::SpanScorer;
 use crate::mentions::{find_mentions, find_mentions_scored, Mention};
 
@@ -134,9 +134,16 @@ pub struct SharedDictionaries {
     dictionaries: RwLock<HashMap<String, Vec<Arc<LoadedDictionary>>>>,
     scorers: RwLock<HashMap<String, ScorerVersions>>,
     senders: Arc<Senders>,
+    /// The most bytes the dictionaries may hold together (`belink.server_dictionaries_mb`).
+    limit: Option<usize>,
 }
 
 impl SharedDictionaries {
+    /// Dictionaries that together hold at most `limit` bytes (None: no limit).
+    pub fn with_limit(limit: Option<usize>) -> SharedDictionaries {
+        SharedDictionaries { limit, ..SharedDictionaries::default() }
+    }
+
     fn dictionary(&self, key: &DictionaryKey) -> Option<Arc<LoadedDictionary>> {
         let all = self.dictionaries.read().expect("shared dictionary lock");
         all.get(&key.ontology)?.iter().find(|d| d.generation == key.generation && d.roots == key.roots).cloned()
@@ -255,6 +262,7 @@ impl SharedDictionaries {
 
     fn install(&self, done: DictionaryLoading) -> Result<(), String> {
         let names = done.names.len();
+        self.make_room(&done.ontology, done.generation, names * ESTIMATED_BYTES_PER_NAME)?;
         let dictionary =
             MentionDictionary::build(done.names).map_err(|e| format!("ontology \"{}\": {e}", done.ontology))?;
         let loaded = Arc::new(LoadedDictionary {
@@ -272,6 +280,35 @@ impl SharedDictionaries {
         kept.sort_by_key(|d| std::cmp::Reverse(d.generation));
         kept.truncate(GENERATIONS_KEPT);
         Ok(())
+    }
+
+    /// Makes sure a dictionary of about `needed` bytes, of `ontology` at `generation`, fits under
+    /// the limit, forgetting for it the ontology's older generations that no detection is using.
+    /// Another ontology's dictionary is never forgotten for it: a session would send it again.
+    fn make_room(&self, ontology: &str, generation: i64, needed: usize) -> Result<(), String> {
+        let Some(limit) = self.limit else { return Ok(()) };
+        let mut all = self.dictionaries.write().expect("shared dictionary lock");
+        let held = |all: &HashMap<String, Vec<Arc<LoadedDictionary>>>| -> usize {
+            all.values().flatten().map(|d| d.dictionary.memory_usage()).sum()
+        };
+        if held(&all) + needed > limit {
+            if let Some(kept) = all.get_mut(ontology) {
+                kept.retain(|d| d.generation >= generation || Arc::strong_count(d) > 1);
+            }
+        }
+        let held = held(&all);
+        if held + needed <= limit {
+            return Ok(());
+        }
+        let mb = |bytes: usize| bytes.div_ceil(1_000_000);
+        Err(format!(
+            "the model server cannot hold the mention dictionary of \"{ontology}\" (about {} MB) besides the {} MB of \
+             dictionaries it holds: belink.server_dictionaries_mb is {} MB. Raise it (the model server restarts), or \
+             drop ontologies no one links against",
+            mb(needed),
+            mb(held),
+            mb(limit)
+        ))
     }
 
     /// Keeps the span scorer of `ontology` at `version` (its stored text).
@@ -423,6 +460,27 @@ mod tests {
         assert_eq!(second.join().unwrap(), (Ok(PartReply::Received(1)), Ok(PartReply::Received(2))));
         let texts = vec![TEXT.to_string()];
         assert!(matches!(shared.detect(&[hpo], false, &texts), SharedDetection::Mentions(_)));
+    }
+
+    #[test]
+    fn under_a_limit_an_unused_older_generation_makes_room_and_what_does_not_fit_is_refused() {
+        let two = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")]);
+        let built = MentionDictionary::build(two.clone()).unwrap().memory_usage();
+        let needed = two.len() * ESTIMATED_BYTES_PER_NAME;
+        // Room for one dictionary and the estimate of the next, not for two.
+        let shared = SharedDictionaries::with_limit(Some(needed + built / 2));
+        shared.load_part(&mut None, &key("hpo", 1), 0, true, two.clone()).unwrap();
+        shared.load_part(&mut None, &key("hpo", 2), 0, true, two.clone()).unwrap();
+        let held: Vec<i64> = shared.loaded().iter().map(|(_, d)| d.generation).collect();
+        assert_eq!(held, [2], "the older generation, unused, made room");
+
+        let refused = shared.load_part(&mut None, &key("medic", 1), 0, true, two.clone()).unwrap_err();
+        assert!(refused.contains("\"medic\"") && refused.contains("belink.server_dictionaries_mb"), "{refused}");
+        let in_use = shared.dictionary(&key("hpo", 2)).unwrap(); // a detection running
+        assert!(shared.load_part(&mut None, &key("hpo", 3), 0, true, two.clone()).is_err());
+        drop(in_use);
+        shared.load_part(&mut None, &key("hpo", 3), 0, true, two).unwrap();
+        assert_eq!(shared.loaded().len(), 1);
     }
 
     #[test]
