@@ -119,7 +119,9 @@ fn link_documents(docs: &[Option<&str>], ontology: Option<&str>) -> Vec<Option<V
                         scorer: d.scorer.as_ref().map(|(version, _)| *version),
                     })
                     .collect();
-                pipeline.link_shared(docs, &keys)
+                let too_large: Vec<&str> =
+                    cached.iter().filter(|(_, d)| d.dictionary.is_none()).map(|(name, _)| name.as_str()).collect();
+                pipeline.link_shared(docs, &keys, &too_large)
             }
         }
     })

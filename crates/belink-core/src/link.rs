@@ -59,8 +59,14 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
 
     /// As [`Self::link`], the mentions detected by the model server's shared dictionaries of
     /// `keys` (see [`crate::mentions::shared`]): those it lacks are sent to it first, from the
-    /// store.
-    pub fn link_shared(&self, docs: &[Option<&str>], keys: &[DictionaryKey]) -> Result<Vec<Option<Vec<Entity>>>> {
+    /// store. `too_large` names the ontologies whose dictionary made the call use the server
+    /// (the others of the call go with them), for errors.
+    pub fn link_shared(
+        &self,
+        docs: &[Option<&str>],
+        keys: &[DictionaryKey],
+        too_large: &[&str],
+    ) -> Result<Vec<Option<Vec<Entity>>>> {
         self.check_lengths(docs)?;
         let scored = self.settings.detection == MentionDetection::Scored;
         let mut found: Vec<Option<Vec<Mention>>> = docs.iter().map(|d| d.map(|_| Vec::new())).collect();
@@ -74,7 +80,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                 let texts: Vec<&str> = batch.iter().filter_map(|&i| docs[i]).collect();
                 let detected = self.detect_shared(keys, scored, &texts).map_err(|e| match e {
                     Error::ModelServer(error) => {
-                        let names: Vec<String> = keys.iter().map(|k| format!("\"{}\"", k.ontology)).collect();
+                        let names: Vec<String> = too_large.iter().map(|o| format!("\"{o}\"")).collect();
                         Error::SharedDictionary { ontologies: names.join(", "), error }
                     }
                     other => other,
@@ -316,9 +322,9 @@ mod tests {
             .link(&docs, &[OntologyDictionary { ontology: "medic", dictionary: &dictionary, scorer: None }])
             .unwrap();
         assert_eq!(own[0].as_ref().map(Vec::len), Some(4));
-        assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)]).unwrap(), own);
+        assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)], &["medic"]).unwrap(), own);
         assert_eq!(models.dictionary_parts_loaded.get(), 2, "the empty claim, then the names in one part");
-        assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)]).unwrap(), own);
+        assert_eq!(pipeline.link_shared(&docs, &[medic_key(None)], &["medic"]).unwrap(), own);
         assert_eq!(models.dictionary_parts_loaded.get(), 2, "the server keeps it for every session");
         assert_eq!(models.scorers_loaded.get(), 0, "no scorer: none sent");
     }
@@ -335,7 +341,7 @@ mod tests {
         for (detection, entities) in [(MentionDetection::Dictionary, 1), (MentionDetection::Scored, 0)] {
             let settings = Settings { detection, ..Settings::default() };
             let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
-            let linked = pipeline.link_shared(&docs, &[medic_key(Some(3))]).unwrap();
+            let linked = pipeline.link_shared(&docs, &[medic_key(Some(3))], &["medic"]).unwrap();
             assert_eq!(linked[0].as_ref().map(Vec::len), Some(entities), "{detection:?}");
         }
         assert_eq!((models.dictionary_parts_loaded.get(), models.scorers_loaded.get()), (2, 1));
@@ -348,14 +354,24 @@ mod tests {
         let settings = Settings::default();
         let ontologies = store.ontologies(true);
         let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
-        let error = pipeline.link_shared(&[Some("colon cancer")], &[medic_key(None)]).unwrap_err();
+        // MEDIC's dictionary is too large for a session, HPO's is not but goes with it: the
+        // error names the one that is above the limit.
+        let hpo = DictionaryKey { ontology: "hpo".into(), ..medic_key(None) };
+        let error = pipeline.link_shared(&[Some("colon cancer")], &[medic_key(None), hpo], &["medic"]).unwrap_err();
         assert!(
             matches!(&error, Error::SharedDictionary { error: ModelServerError::NotRunning { .. }, .. }),
             "{error}"
         );
-        assert!(error.to_string().starts_with("the mention dictionary of \"medic\" is above belink.max_dictionary_mb"));
+        assert!(
+            error.to_string().starts_with("the mention dictionary of \"medic\" is above belink.max_dictionary_mb"),
+            "{error}"
+        );
         assert!(error.hint().unwrap().contains("raise belink.max_dictionary_mb"));
-        assert_eq!(pipeline.link_shared(&[None], &[medic_key(None)]).unwrap(), [None], "no text: nothing asked");
+        assert_eq!(
+            pipeline.link_shared(&[None], &[medic_key(None)], &["medic"]).unwrap(),
+            [None],
+            "no text: nothing asked"
+        );
     }
 
     #[test]
