@@ -209,13 +209,17 @@ impl NameStore for SpiNameStore<'_, '_> {
                     let mut all = Vec::new();
                     for ontology in &search.ontologies {
                         // The ontology as a literal, so the planner can use its partial HNSW index.
+                        // Names written alike share a vector: among them, the user's names
+                        // (belink_add_names: an annotated corpus's mentions, say) come first,
+                        // as the user's own reading of that text.
                         let query = format!(
                             "SELECT n.ontology, n.concept_id, n.name, 1 - distance FROM (
-                                 SELECT n.ontology, n.concept_id, n.name,
+                                 SELECT n.ontology, n.concept_id, n.name, n.kind,
                                         (n.embedding::{vec_schema}.vector({dim})) OPERATOR({vec_schema}.<=>) ($1::{vec_schema}.vector({dim})) AS distance
                                  FROM belink.names n
                                  WHERE n.ontology = {} AND n.embedding IS NOT NULL
-                                 ORDER BY distance LIMIT $2) n",
+                                 ORDER BY distance LIMIT $2) n
+                             ORDER BY distance, n.kind = 'user' DESC",
                             pgrx::spi::quote_literal(&ontology.name)
                         );
                         let types = [PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)];
