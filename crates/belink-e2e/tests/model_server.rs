@@ -214,9 +214,7 @@ fn belink_index_resumes_and_makes_candidates_hybrid() {
         client.query_one("SELECT count(*) FROM belink.names WHERE ontology = 'hpo_e2e'", &[]).unwrap().get(0);
 
     client.batch_execute("CALL belink_index('hpo_e2e', batch_size => 7)").unwrap();
-    let embedded: i64 =
-        client.query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'hpo_e2e'", &[]).unwrap().get(0);
-    assert_eq!(embedded, names);
+    assert_eq!(embedded(&mut client, "hpo_e2e"), names);
     let row = client
         .query_one("SELECT embedding_dim, total, done, finished_at IS NOT NULL FROM belink.ontologies o JOIN belink.index_status s ON s.ontology = o.name WHERE o.name = 'hpo_e2e'", &[])
         .unwrap();
@@ -322,8 +320,7 @@ fn a_shared_mention_dictionary_is_sent_again_after_a_kill_and_goes_with_its_onto
 fn a_shared_dictionary_above_the_servers_limit_is_a_clear_error() {
     let mut admin = cluster().connect();
     // 3,000 names: about 1.35 MB by the server's estimate, above a limit of 1 MB.
-    let tsv: String = (0..3000).map(|i| format!("Z:{i}\tlimited finding number {i}\n")).collect();
-    admin.query_one("SELECT concepts FROM belink_load_ontology_text('limited', $1)", &[&tsv]).unwrap();
+    load_findings(&mut admin, "limited", "limited", 3000);
     let server_pid = status(&mut admin)["server_pid"].as_i64();
     admin.batch_execute("ALTER SYSTEM SET belink.server_dictionaries_mb = 1").unwrap();
     admin.batch_execute("SELECT pg_reload_conf()").unwrap();
@@ -416,11 +413,21 @@ fn a_mention_written_like_a_name_takes_its_stored_vector() {
     client.batch_execute("RESET belink.retrieval_cache_size; SELECT belink_drop_ontology('hpo_alike')").unwrap();
 }
 
+/// Loads `ontology` with `count` concepts named "<word> finding number <i>".
+fn load_findings(client: &mut Client, ontology: &str, word: &str, count: usize) {
+    let tsv: String = (0..count).map(|i| format!("Z:{i}\t{word} finding number {i}\n")).collect();
+    client.query_one("SELECT concepts FROM belink_load_ontology_text($1, $2)", &[&ontology, &tsv]).unwrap();
+}
+
+/// How many of `ontology`'s names have an embedding.
+fn embedded(client: &mut Client, ontology: &str) -> i64 {
+    client.query_one("SELECT count(embedding) FROM belink.names WHERE ontology = $1", &[&ontology]).unwrap().get(0)
+}
+
 #[test]
 fn two_sessions_indexing_one_ontology_embed_every_name_once() {
     let mut observer = cluster().connect();
-    let tsv: String = (0..3000).map(|i| format!("Z:{i}\tshared finding number {i}\n")).collect();
-    observer.query_one("SELECT concepts FROM belink_load_ontology_text('shared_index', $1)", &[&tsv]).unwrap();
+    load_findings(&mut observer, "shared_index", "shared", 3000);
     let before = status(&mut observer)["texts"].as_u64().unwrap();
     // Each session takes the batches the other has not locked, and ends with a pass from the start.
     let sessions: Vec<_> = (0..2)
@@ -433,10 +440,7 @@ fn two_sessions_indexing_one_ontology_embed_every_name_once() {
         session.join().unwrap().unwrap();
     }
     let after = status(&mut observer)["texts"].as_u64().unwrap();
-    let done: i64 = observer
-        .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'shared_index'", &[])
-        .unwrap()
-        .get(0);
+    let done: i64 = embedded(&mut observer, "shared_index");
     assert_eq!(done, 3000);
     assert_eq!(after - before, 3000, "nothing embedded twice");
     observer.batch_execute("SELECT belink_drop_ontology('shared_index')").unwrap();
@@ -445,8 +449,7 @@ fn two_sessions_indexing_one_ontology_embed_every_name_once() {
 #[test]
 fn names_held_by_another_session_while_indexing_passed_them_are_embedded_at_the_end() {
     let mut observer = cluster().connect();
-    let tsv: String = (0..3000).map(|i| format!("Z:{i}\theld finding number {i}\n")).collect();
-    observer.query_one("SELECT concepts FROM belink_load_ontology_text('held_index', $1)", &[&tsv]).unwrap();
+    load_findings(&mut observer, "held_index", "held", 3000);
     let mut holder = cluster().connect();
     let mut held = holder.transaction().unwrap();
     held.execute("SELECT 1 FROM belink.names WHERE ontology = 'held_index' ORDER BY name_id LIMIT 10 FOR UPDATE", &[])
@@ -454,18 +457,10 @@ fn names_held_by_another_session_while_indexing_passed_them_are_embedded_at_the_
     let mut client = cluster().connect();
     let indexing = thread::spawn(move || client.batch_execute("CALL belink_index('held_index', batch_size => 100)"));
     // Released once the indexing session has passed the held names.
-    wait_until(Duration::from_secs(60), || {
-        observer
-            .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'held_index'", &[])
-            .map(|r| r.get::<_, i64>(0) >= 500)
-            .unwrap_or(false)
-    });
+    wait_until(Duration::from_secs(60), || embedded(&mut observer, "held_index") >= 500);
     held.commit().unwrap();
     indexing.join().unwrap().unwrap();
-    let done: i64 = observer
-        .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'held_index'", &[])
-        .unwrap()
-        .get(0);
+    let done: i64 = embedded(&mut observer, "held_index");
     assert_eq!(done, 3000, "the held names were embedded by the last pass from the start");
     observer.batch_execute("SELECT belink_drop_ontology('held_index')").unwrap();
 }
@@ -473,33 +468,21 @@ fn names_held_by_another_session_while_indexing_passed_them_are_embedded_at_the_
 #[test]
 fn belink_index_interrupted_then_resumed_embeds_every_name_once() {
     let mut client = cluster().connect();
-    let tsv: String = (0..4000).map(|i| format!("Z:{i}\tsynthetic finding number {i}\n")).collect();
-    client.query_one("SELECT concepts FROM belink_load_ontology_text('synthetic', $1)", &[&tsv]).unwrap();
+    load_findings(&mut client, "synthetic", "synthetic", 4000);
     let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let indexing = thread::spawn(move || client.batch_execute("CALL belink_index('synthetic', batch_size => 100)"));
     let mut observer = cluster().connect();
-    wait_until(Duration::from_secs(60), || {
-        observer
-            .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'synthetic'", &[])
-            .map(|r| r.get::<_, i64>(0) >= 300)
-            .unwrap_or(false)
-    });
+    wait_until(Duration::from_secs(60), || embedded(&mut observer, "synthetic") >= 300);
     observer.execute("SELECT pg_cancel_backend($1)", &[&pid]).unwrap();
     assert!(indexing.join().unwrap().is_err(), "the CALL was cancelled");
-    let partial: i64 = observer
-        .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'synthetic'", &[])
-        .unwrap()
-        .get(0);
+    let partial: i64 = embedded(&mut observer, "synthetic");
     assert!(partial > 0 && partial < 4000, "committed batches stay: {partial}");
     // Let the server finish (or drop) the batch that was in flight before counting.
     thread::sleep(Duration::from_secs(2));
     let before = status(&mut observer)["texts"].as_u64().unwrap();
     observer.batch_execute("CALL belink_index('synthetic', batch_size => 500)").unwrap();
     let after = status(&mut observer)["texts"].as_u64().unwrap();
-    let done: i64 = observer
-        .query_one("SELECT count(embedding) FROM belink.names WHERE ontology = 'synthetic'", &[])
-        .unwrap()
-        .get(0);
+    let done: i64 = embedded(&mut observer, "synthetic");
     assert_eq!(done, 4000);
     assert_eq!(after - before, (4000 - partial) as u64, "nothing embedded twice");
     observer.batch_execute("SELECT belink_drop_ontology('synthetic')").unwrap();
