@@ -20,9 +20,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
 
+/// A statement running in another thread: its outcome and how long it took.
+type Running = thread::JoinHandle<(Result<u64, postgres::Error>, Duration)>;
+
 /// Runs a statement that keeps the model server busy for several seconds, on its own
 /// connection in another thread; returns the backend pid and the statement's outcome.
-fn long_request(extra_setup: &'static str) -> (i32, thread::JoinHandle<(Result<u64, postgres::Error>, Duration)>) {
+fn long_request(extra_setup: &'static str) -> (i32, Running) {
     let mut client = cluster().connect();
     let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let handle = thread::spawn(move || {
