@@ -8,8 +8,9 @@
 -- belink_hnsw_probe, dropped at the end), so belink's own index is left alone.
 --
 --   psql -v ontology=medic -v mentions=/path/dev.tsv -v limit=50 -v queries=300 \
---        [-v m=16 -v ef_construction=64] -f scripts/hnsw-recall.sql
--- Without m and ef_construction: the ones belink_index builds with.
+--        [-v m=16 -v ef_construction=64] [-v maintenance_work_mem=4GB] -f scripts/hnsw-recall.sql
+-- Without m and ef_construction: the ones belink_index builds with. maintenance_work_mem
+-- (default 1GB) must hold the graph (about 1.6 kB a 384-dimension vector) for an in-memory build.
 -- pgvector's schema must be on the search_path.
 \set QUIET on
 \pset tuples_only on
@@ -36,7 +37,11 @@ FROM belink.names WHERE ontology = :'ontology' AND embedding IS NOT NULL \gexec
 \else
 SELECT p.m, p.ef_construction FROM belink.hnsw_build_parameters() p \gset
 \endif
-SET maintenance_work_mem = '1GB';
+\if :{?maintenance_work_mem}
+\else
+\set maintenance_work_mem 1GB
+\endif
+SET maintenance_work_mem = :'maintenance_work_mem';
 SELECT clock_timestamp() AS build_started \gset
 CREATE INDEX ON belink_hnsw_probe USING hnsw (v vector_cosine_ops) WITH (m = :m, ef_construction = :ef_construction);
 SELECT extract(epoch FROM clock_timestamp() - :'build_started'::timestamptz) AS build_s \gset

@@ -180,8 +180,8 @@ fn counts(client: &SpiClient<'_>, ontology: &str) -> (i64, i64) {
 /// Embeds the next `batch_size` names without an embedding after name `after_name_id`, in
 /// name_id order, and stores their vectors. Returns the last name_id it embedded, NULL when no
 /// name is left after `after_name_id`. The caller passes that back: each batch then starts
-/// where the last one ended, instead of walking every name embedded before it (at 10 million
-/// names the walk came to seconds per batch, and grew with every batch).
+/// where the last one ended, instead of walking every name embedded before it (241 ms a batch
+/// once 93,000 names of a 10-million-name ontology were embedded, and growing with each).
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i64, 0)) -> Option<i64> {
     if !(1..=100_000).contains(&batch_size) {

@@ -156,11 +156,14 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
         if self.models.load_dictionary_part(key, 0, false, Vec::new())? == PartReply::Held {
             return Ok(());
         }
-        let mut offset = 0u64;
+        let (mut offset, mut held) = (0u64, false);
         self.store.detection_names(&key.ontology, &key.roots, SHARED_NAMES_PER_PART, &mut |names, last| {
+            if held {
+                return Ok(());
+            }
             let count = names.len() as u64;
             match self.models.load_dictionary_part(key, offset, last, names)? {
-                PartReply::Received(received) if received == offset + count => {}
+                PartReply::Received(received) if received == offset + count => offset += count,
                 PartReply::Received(received) => {
                     return Err(ModelServerError::BadReply(format!(
                         "the server holds {received} names of the dictionary, {} were sent",
@@ -168,11 +171,10 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
                     ))
                     .into())
                 }
-                PartReply::Held => {
-                    return Err(ModelServerError::BadReply("a dictionary held while this session sent it".into()).into())
-                }
+                // Its connection lost the claim (a new one after an interrupted request) and
+                // another session's dictionary was built meanwhile: nothing more to send.
+                PartReply::Held => held = true,
             }
-            offset += count;
             Ok(())
         })
     }

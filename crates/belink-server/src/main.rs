@@ -102,7 +102,7 @@ fn parse_options() -> Result<Options, String> {
     };
     let dictionaries_limit = match dictionaries_mb {
         -1 => None,
-        0 => Some(physical_memory()? / 2),
+        0 => physical_memory().map(|bytes| bytes / 2),
         mb if mb > 0 => Some(mb as usize * 1_000_000),
         other => {
             return Err(format!("--max-dictionaries-mb {other}: a number of MB, 0 (half the memory) or -1 (no limit)"))
@@ -118,14 +118,18 @@ fn parse_options() -> Result<Options, String> {
     })
 }
 
-/// The machine's memory in bytes (MemTotal of /proc/meminfo).
-fn physical_memory() -> Result<usize, String> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("cannot read /proc/meminfo: {e}"))?;
-    meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<usize>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| "no MemTotal in /proc/meminfo: set belink.server_dictionaries_mb".to_string())
+/// The machine's memory in bytes (MemTotal of /proc/meminfo); None, said in the log, where
+/// it cannot be read (the shared dictionaries then have no limit).
+fn physical_memory() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let total = meminfo.as_deref().and_then(|m| {
+        m.lines()
+            .find_map(|line| line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<usize>().ok())
+    });
+    if total.is_none() {
+        eprintln!("belink-server: no MemTotal in /proc/meminfo: the shared mention dictionaries have no memory limit");
+    }
+    total.map(|kb| kb * 1024)
 }
 
 fn number(flag: &str, text: &str) -> Result<usize, String> {
