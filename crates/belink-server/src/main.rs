@@ -413,7 +413,7 @@ fn dictionaries_json(dictionaries: &SharedDictionaries) -> serde_json::Value {
                 "generation": d.generation,
                 "detection_roots": d.roots,
                 "names": d.names,
-                "memory_mb": d.dictionary.memory_usage() as f64 / 1e6,
+                "memory_mb": d.memory as f64 / 1e6,
                 "load_s": d.build_time.as_secs_f64(),
                 "age_s": d.loaded_at.elapsed().as_secs_f64(),
             })

@@ -50,6 +50,9 @@ pub struct LoadedDictionary {
     pub roots: Vec<String>,
     pub dictionary: MentionDictionary,
     pub names: usize,
+    /// Bytes of heap the dictionary holds, counted once when it is built (a walk over every
+    /// name: not for each status request or limit check).
+    pub memory: usize,
     pub build_time: Duration,
     pub loaded_at: Instant,
 }
@@ -268,6 +271,7 @@ impl SharedDictionaries {
         let loaded = Arc::new(LoadedDictionary {
             generation: done.generation,
             roots: done.roots,
+            memory: dictionary.memory_usage(),
             dictionary,
             names,
             build_time: done.started.elapsed(),
@@ -289,7 +293,7 @@ impl SharedDictionaries {
         let Some(limit) = self.limit else { return Ok(()) };
         let mut all = self.dictionaries.write().expect("shared dictionary lock");
         let held = |all: &HashMap<String, Vec<Arc<LoadedDictionary>>>| -> usize {
-            all.values().flatten().map(|d| d.dictionary.memory_usage()).sum()
+            all.values().flatten().map(|d| d.memory).sum()
         };
         if held(&all) + needed > limit {
             if let Some(kept) = all.get_mut(ontology) {
@@ -355,6 +359,11 @@ mod tests {
                 normalized: fold(name),
             })
             .collect()
+    }
+
+    /// Two HPO names, the dictionary most tests load.
+    fn seizure_and_vsd() -> Vec<DictionaryName> {
+        names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")])
     }
 
     fn key(ontology: &str, generation: i64) -> DictionaryKey {
@@ -424,7 +433,7 @@ mod tests {
     fn a_second_sender_waits_for_the_first_and_sends_nothing() {
         let shared = Arc::new(SharedDictionaries::default());
         let hpo = key("hpo", 5);
-        let all = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")]);
+        let all = seizure_and_vsd();
         let mut first = None;
         shared.load_part(&mut first, &hpo, 0, false, all[..1].to_vec()).unwrap();
         let second = {
@@ -444,7 +453,7 @@ mod tests {
     fn a_waiting_sender_takes_over_from_one_that_gave_up() {
         let shared = Arc::new(SharedDictionaries::default());
         let hpo = key("hpo", 6);
-        let all = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")]);
+        let all = seizure_and_vsd();
         let mut first = None;
         shared.load_part(&mut first, &hpo, 0, false, all[..1].to_vec()).unwrap();
         let second = {
@@ -464,7 +473,7 @@ mod tests {
 
     #[test]
     fn under_a_limit_an_unused_older_generation_makes_room_and_what_does_not_fit_is_refused() {
-        let two = names(&[("HP:1", "Seizure"), ("HP:2", "Ventricular septal defect")]);
+        let two = seizure_and_vsd();
         let built = MentionDictionary::build(two.clone()).unwrap().memory_usage();
         let needed = two.len() * ESTIMATED_BYTES_PER_NAME;
         // Room for one dictionary and the estimate of the next, not for two.
