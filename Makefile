@@ -207,10 +207,19 @@ train-span-scorer:
 	    --command "make train-span-scorer" --date $$(date -u +%Y-%m-%d)
 
 # Instruction-tunes the default re-ranker (about 40 minutes on 2 cores; resumes after an
-# interruption): scripts/train-reranker.sh.
-train-reranker: install
+# interruption): scripts/train-reranker.sh. PyTorch (transformers' llama) writes the reference
+# logits the served model is tested against, and trains every layer with
+# scripts/train-reranker-torch.py (BENCHMARKS.md).
+PYTRAIN := $(CACHE)/pytrain
+$(PYTRAIN)/.installed:
+	python3 -m venv $(PYTRAIN)
+	$(PYTRAIN)/bin/pip install --disable-pip-version-check --quiet torch==2.15.0 transformers==5.25.0 \
+	    gguf==0.19.0 accelerate==1.16.0 safetensors==0.8.0 numpy==2.4.6
+	touch $@
+
+train-reranker: install models $(PYTRAIN)/.installed
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin rerank-tune
-	RERANKER_MODEL=$(RERANKER_MODEL) scripts/train-reranker.sh $(CACHE)/train-reranker 54336
+	PYTRAIN=$(PYTRAIN) RERANKER_MODEL=$(RERANKER_MODEL) scripts/train-reranker.sh $(CACHE)/train-reranker 54337
 
 eval: install
 	cargo build --release -p belink-eval

@@ -12,10 +12,10 @@
 #    the gold is not among them), plus MEDIC and HPO synonyms playing mentions (gold at a
 #    random letter). Never dev or test data.
 # 3. rerank-tune trains (checkpoints in $CACHE/rerank/checkpoints: run again after an
-#    interruption and it resumes), then the manifest is written.
+#    interruption and it resumes), then the reference logits and the manifest are written.
 #
-# Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF),
-# TUNE_STEPS (default 150 steps of 4 examples: 25 to 40 minutes on 2 cores).
+# Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF), PYTRAIN
+# (a virtual environment with PyTorch, for the reference logits), TUNE_STEPS (default 150 steps of 4 examples: 25 to 40 minutes on 2 cores).
 # Gold at a random letter for the corpus examples too (the issue's first plan) did not learn
 # in the budget: 150 steps left the loss at chance (2.4 nats over 11 options; BENCHMARKS.md).
 set -eu
@@ -24,6 +24,7 @@ PORT=${2:?port}
 DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 MODEL=${RERANKER_MODEL:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 STEPS=${TUNE_STEPS:-150}
+PYTRAIN=${PYTRAIN:?a virtual environment with PyTorch (make train-reranker sets it)}
 WORK=.cache/rerank
 OUT=models/rerankers/smollm2-135m-belink-lora
 EVAL=target/release/belink-eval
@@ -57,6 +58,12 @@ target/release/rerank-tune --model "$MODEL" --examples "$WORK/ncbi-train-medic.j
     --examples "$WORK/hpo-synonyms.jsonl" --out "$OUT.safetensors" --checkpoints "$WORK/checkpoints" \
     $TUNE_ARGS | tee -a "$WORK/train-progress.jsonl"
 [ -f "$OUT.safetensors" ] || { echo "train-reranker: stopped before the end; run again to resume" >&2; exit 1; }
+
+# What transformers' llama (PyTorch) gives with the adapter, for the test that the served
+# model is that model (crates/belink-models/tests/reranker.rs).
+target/release/rerank-tune --model "$MODEL" --examples "$WORK/ncbi-train-medic.jsonl" --dump-tokens "$WORK/tokens.jsonl"
+"$PYTRAIN/bin/python" scripts/train-reranker-torch.py --model "$MODEL" --tokens "$WORK/tokens.jsonl" \
+    --reference-for "$OUT.safetensors" --reference "$OUT.safetensors.reference.json"
 
 python3 - "$OUT" "$MODEL" "$WORK" "$started" "$TUNE_ARGS" <<'EOF'
 import hashlib, json, subprocess, sys, time

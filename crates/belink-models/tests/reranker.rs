@@ -280,3 +280,50 @@ fn adapter_files_that_do_not_fit_are_clear_errors() {
     let error = Reranker::load(&default_model(), &Device::Cpu, Some(&adapter)).err().unwrap();
     assert!(error.to_string().contains("tiny.safetensors"), "{error}");
 }
+
+/// The adapter the server loads by default, and beside it the label logits that Hugging Face
+/// transformers' llama (PyTorch) gives for a few training prompts with that adapter, written
+/// by `scripts/train-reranker-torch.py` (`--reference` after training there, `--reference-for`
+/// for an adapter trained by `rerank-tune`).
+fn shipped_adapter() -> (PathBuf, PathBuf) {
+    let adapter = std::env::var_os("BELINK_RERANKER_ADAPTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models/rerankers/smollm2-135m-belink-lora.safetensors"));
+    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
+    (adapter, reference)
+}
+
+/// The model the server runs (our llama forward, base GGUF + adapter merged) and the one
+/// PyTorch trains are the same model: no train/serve skew whichever framework trains.
+#[test]
+fn the_served_model_gives_the_label_logits_of_the_pytorch_model() {
+    let (adapter, reference) = shipped_adapter();
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+    let served = Reranker::load(&default_model(), &Device::Cpu, Some(&adapter)).unwrap();
+    let base = Reranker::load(&default_model(), &Device::Cpu, None).unwrap();
+    let examples = reference["examples"].as_array().unwrap();
+    assert!(!examples.is_empty());
+    for (i, example) in examples.iter().enumerate() {
+        let tokens: Vec<u32> =
+            example["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+        let pytorch: Vec<f32> =
+            example["label_logits"].as_array().unwrap().iter().map(|l| l.as_f64().unwrap() as f32).collect();
+        let logits = served.prompt_label_logits(&tokens).unwrap();
+        // Logits near 10 agree to about 1e-5 of their size (f32 summed in another order over
+        // 30 layers); the log-probabilities the server derives from them, to 1e-4.
+        for (p, s) in pytorch.iter().zip(&logits) {
+            assert!((p - s).abs() <= 1e-4 * p.abs().max(1.0), "prompt {i}: served logit {s}, PyTorch {p}");
+        }
+        let options = example["options"].as_u64().unwrap() as usize;
+        let difference = max_difference(&[log_softmax(&pytorch[..options])], &[log_softmax(&logits[..options])]);
+        assert!(difference < 1e-4, "prompt {i}: served log-probabilities differ from PyTorch's by {difference}");
+        let untuned = base.prompt_label_logits(&tokens).unwrap();
+        assert!(max_difference(&[pytorch], &[untuned]) > 1e-2, "prompt {i}: the adapter changes the logits");
+    }
+}
+
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
+    logits.iter().map(|l| l - log_sum).collect()
+}

@@ -12,19 +12,26 @@
 //! examples no step trained on, and stored in the adapter.
 //! `--max-minutes M`: stop after this long with a checkpoint (run again to go on).
 //! Prints one JSON line per progress report and a summary at the end.
+//!
+//!   rerank-tune --model GGUF|DIR --examples FILE.jsonl... --dump-tokens FILE.jsonl
+//!
+//! writes the examples as the server tokenizes them instead of training: a first line with the
+//! label token ids, then one line per example (`tokens`, `answer`, `options`), for
+//! `scripts/train-reranker-torch.py`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use belink_core::decision::prompt::{shared_prefix, ChatTemplate};
 use belink_models::cli::Args;
-use belink_models::llm::tune::{save_adapter, RerankerTuner, TuneConfig, TuneExample};
+use belink_models::llm::tune::{prompt_tokens, save_adapter, RerankerTuner, TuneConfig, TuneExample};
 use candle_core::Device;
 
 struct Options {
     model: PathBuf,
     examples: Vec<PathBuf>,
     out: PathBuf,
+    dump_tokens: Option<PathBuf>,
     checkpoints: Option<PathBuf>,
     max_time: Option<Duration>,
     max_examples: Option<usize>,
@@ -49,7 +56,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(Options {
         model: flags.required("model")?.into(),
         examples: flags.paths("examples"),
-        out: flags.required("out")?.into(),
+        dump_tokens: flags.get("dump-tokens").map(PathBuf::from),
+        out: match flags.get("dump-tokens") {
+            Some(_) => PathBuf::new(),
+            None => flags.required("out")?.into(),
+        },
         checkpoints: flags.get("checkpoints").map(PathBuf::from),
         max_time: flags.max_time()?,
         max_examples: flags.optional_number("max-examples")?.map(|n| n as usize),
@@ -94,6 +105,9 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = parse(&args)?;
     let examples = read_examples(&options)?;
+    if let Some(path) = &options.dump_tokens {
+        return dump_tokens(&options.model, &examples, path);
+    }
     let started = Instant::now();
     let device = Device::Cpu;
     let resumable = options.checkpoints.as_ref().filter(|dir| RerankerTuner::has_checkpoint(dir));
@@ -174,5 +188,18 @@ fn main() -> Result<(), String> {
         tuner.steps_done(),
         started.elapsed().as_secs_f64() / 60.0
     );
+    Ok(())
+}
+
+fn dump_tokens(model: &Path, examples: &[TuneExample], path: &Path) -> Result<(), String> {
+    let (label_ids, prompts) = prompt_tokens(model, examples).map_err(|e| e.to_string())?;
+    let mut lines = vec![serde_json::json!({ "label_ids": label_ids }).to_string()];
+    for (example, tokens) in examples.iter().zip(prompts) {
+        lines.push(
+            serde_json::json!({ "tokens": tokens, "answer": example.answer, "options": example.options }).to_string(),
+        );
+    }
+    std::fs::write(path, lines.join("\n") + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("{} examples written to {}", examples.len(), path.display());
     Ok(())
 }

@@ -146,16 +146,13 @@ impl Reranker {
                 .collect::<Result<_, _>>()
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             if !reuse_prefix {
-                let mut rows = Vec::new();
-                for suffix in &suffixes {
-                    let whole: Vec<u32> = self.prefix_tokens.iter().chain(suffix).copied().collect();
-                    let tokens = Tensor::new(whole.as_slice(), self.model.device())?.unsqueeze(0)?;
-                    let (hidden, _) = self.model.forward(&tokens, None)?;
-                    let last = Llama::last_positions(&hidden, &[whole.len()])?;
-                    let logits = self.model.logits_for(&self.model.final_norm(&last)?, &self.label_ids)?;
-                    rows.extend(logits.to_vec2::<f32>()?);
-                }
-                return Ok(rows);
+                return suffixes
+                    .iter()
+                    .map(|suffix| {
+                        let whole: Vec<u32> = self.prefix_tokens.iter().chain(suffix).copied().collect();
+                        self.whole_prompt_label_logits(&whole)
+                    })
+                    .collect();
             }
             let width = suffixes.iter().map(Vec::len).max().unwrap_or(1);
             let lengths: Vec<usize> = suffixes.iter().map(Vec::len).collect();
@@ -169,6 +166,20 @@ impl Reranker {
             self.model.logits_for(&self.model.final_norm(&last)?, &self.label_ids)?.to_vec2::<f32>()
         };
         run().map_err(|e| ModelError::Inference(e.to_string()))
+    }
+
+    /// Raw next-token logits of every label after a whole tokenized prompt (instruction prefix
+    /// included), without the prefix cache: what another framework's forward pass is compared
+    /// with.
+    pub fn prompt_label_logits(&self, prompt: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.whole_prompt_label_logits(prompt).map_err(|e| ModelError::Inference(e.to_string()))
+    }
+
+    fn whole_prompt_label_logits(&self, prompt: &[u32]) -> candle_core::Result<Vec<f32>> {
+        let tokens = Tensor::new(prompt, self.model.device())?.unsqueeze(0)?;
+        let (hidden, _) = self.model.forward(&tokens, None)?;
+        let last = Llama::last_positions(&hidden, &[prompt.len()])?;
+        self.model.logits_for(&self.model.final_norm(&last)?, &self.label_ids)?.squeeze(0)?.to_vec1::<f32>()
     }
 
     /// Probabilities of each item's options (its candidates, then "none of these").

@@ -132,6 +132,18 @@ impl TuneExample {
     }
 }
 
+/// The examples as the server tokenizes them, for training them on another framework: the
+/// label token ids, then each example's whole prompt (the instruction prefix and its suffix,
+/// tokenized apart as [`Reranker`] does).
+pub fn prompt_tokens(model_path: &Path, examples: &[TuneExample]) -> Result<(Vec<u32>, Vec<Vec<u32>>), ModelError> {
+    let reranker = Reranker::load(model_path, &Device::Cpu, None)?;
+    let prompts = examples
+        .iter()
+        .map(|e| Ok([reranker.prefix_tokens.clone(), encode(&reranker.tokenizer, &e.suffix)?].concat()))
+        .collect::<Result<_, ModelError>>()?;
+    Ok((reranker.label_ids.clone(), prompts))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TuneConfig {

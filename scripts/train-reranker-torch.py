@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""LoRA instruction-tuning of the set-wise re-ranker in PyTorch, on every layer.
+
+Issue 14 asks for training in PyTorch when candle's is more than 2x slower: candle adapting
+every layer measured 3.6x slower (BENCHMARKS.md), so `rerank-tune` adapts the top 10 layers.
+This trains what candle could not afford: LoRA on q, k, v, o, gate, up and down of every
+layer, the loss on the answer label among the item's option labels, exactly the distribution
+the model server scores (`Reranker::score`). It measured no better (BENCHMARKS.md): the shipped
+adapter still comes from `rerank-tune`.
+
+The examples come tokenized by the server's own tokenizer (`rerank-tune --dump-tokens`), and
+the adapter is written in the server's format (`layers.{i}.{projection}.lora_a/_b` in f16,
+`lora.scale`, `lora.temperature`; Q and K rows in the GGUF file's order), so the server merges
+it into the same base weights. `--reference` writes the trained model's label logits for a few
+prompts; `--reference-for` writes them for any adapter in that format without training. A test
+checks that the served model gives them (crates/belink-models/tests/reranker.rs).
+
+usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.safetensors
+           [--checkpoints DIR] [--rank 16] [--alpha 32] [--lr 2e-4] [--batch 4] [--epochs 1]
+           [--max-steps N] [--seed 42] [--max-minutes M] [--calibrate 200]
+           [--reference FILE.json] [--threads 2]
+       train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --reference-for ADAPTER --reference FILE.json
+
+Needs torch, transformers, gguf, accelerate and safetensors (make train-reranker installs them
+in .cache/pytrain). Checkpoints every 5 minutes; run again with the same arguments to resume.
+Prints one JSON line per 10 steps (loss: the mean of the last 10 steps; chance is about
+ln(options)).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+
+PROJECTIONS = ["q", "k", "v", "o", "gate", "up", "down"]
+MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+           "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+CHECKPOINT_EVERY_S = 300
+
+
+class LoraLinear(torch.nn.Module):
+    """base(x) + scale * B(A(x)), A uniform in +-1/sqrt(in), B zero: training starts at the base."""
+
+    def __init__(self, base, rank, scale, generator):
+        super().__init__()
+        self.base = base
+        bound = 1.0 / math.sqrt(base.in_features)
+        self.a = torch.nn.Parameter((torch.rand(rank, base.in_features, generator=generator) * 2 - 1) * bound)
+        self.b = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = scale
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.a.t() @ self.b.t()) * self.scale
+
+
+def submodule(root, dotted):
+    for part in dotted.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def add_adapters(model, rank, alpha, seed):
+    generator = torch.Generator().manual_seed(seed)
+    adapters = []
+    for layer in model.model.layers:
+        row = {}
+        for name in PROJECTIONS:
+            parent_path, attr = MODULES[name].rsplit(".", 1)
+            parent = submodule(layer, parent_path)
+            wrapped = LoraLinear(getattr(parent, attr), rank, alpha / rank, generator)
+            setattr(parent, attr, wrapped)
+            row[name] = wrapped
+        adapters.append(row)
+    return adapters
+
+
+def gguf_rows(b, heads):
+    """llama.cpp's permutation of Q/K output rows (rotary over interleaved pairs): the order
+    of the GGUF file, which the server keeps; transformers un-permutes them when it loads."""
+    out, rank = b.shape
+    return b.reshape(heads, 2, out // heads // 2, rank).swapaxes(1, 2).reshape(out, rank)
+
+
+def hf_rows(b, heads):
+    """The inverse of gguf_rows."""
+    out, rank = b.shape
+    return b.reshape(heads, out // heads // 2, 2, rank).swapaxes(1, 2).reshape(out, rank)
+
+
+def load_adapter(adapters, path, config):
+    """Sets the adapters from a file in the server's format (layers it lacks stay at zero)."""
+    from safetensors.torch import load_file
+    tensors = load_file(path)
+    scale = float(tensors.pop("lora.scale")[0])
+    tensors.pop("lora.temperature", None)
+    for i, row in enumerate(adapters):
+        for name, lora in row.items():
+            a, b = tensors.pop(f"layers.{i}.{name}.lora_a", None), tensors.pop(f"layers.{i}.{name}.lora_b", None)
+            if a is None:
+                lora.b.data.zero_()
+                continue
+            if name in ("q", "k"):
+                b = hf_rows(b.float(), config.num_attention_heads if name == "q" else config.num_key_value_heads)
+            lora.a.data, lora.b.data, lora.scale = a.float(), b.float(), scale
+    if tensors:
+        sys.exit(f"{path}: not a re-ranker adapter of this model ({sorted(tensors)[:3]}...)")
+
+
+def write_reference(model, label_ids, examples, path):
+    """Raw label logits (no temperature) of the first examples, for the candle check."""
+    probe = examples[:3]
+    with torch.no_grad():
+        logits = [label_logits(model, label_ids, [e])[0].tolist() for e in probe]
+    with open(path, "w") as f:
+        json.dump({"label_ids": label_ids, "examples": [{"tokens": t, "options": o, "label_logits": l}
+                                                        for (t, _, o), l in zip(probe, logits)]}, f)
+
+
+def label_logits(model, label_ids, batch):
+    """[len(batch), labels] next-token logits of the labels after each prompt (right-padded)."""
+    width = max(len(t) for t, _, _ in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros(len(batch), width, dtype=torch.long)
+    for row, (tokens, _, _) in enumerate(batch):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    last = hidden[torch.arange(len(batch)), torch.tensor([len(t) - 1 for t, _, _ in batch])]
+    return last @ model.lm_head.weight[label_ids].t()
+
+
+def masked(logits, batch):
+    options = torch.tensor([o for _, _, o in batch])
+    keep = torch.arange(logits.shape[1])[None, :] < options[:, None]
+    return logits.masked_fill(~keep, -1e9)
+
+
+def order_of(epoch, count, seed):
+    order = list(range(count))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def fit_temperature(rows):
+    """The temperature that minimises the held-out NLL (golden-section search over log T)."""
+    def nll(t):
+        return sum(torch.nn.functional.cross_entropy(l[None] / t, torch.tensor([a])).item() for l, a in rows) / len(rows)
+    low, high = math.log(0.2), math.log(10.0)
+    for _ in range(40):
+        m1, m2 = low + (high - low) * 0.382, low + (high - low) * 0.618
+        if nll(math.exp(m1)) < nll(math.exp(m2)):
+            high = m2
+        else:
+            low = m1
+    t = math.exp((low + high) / 2)
+    return t, nll(1.0), nll(t)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--out")
+    p.add_argument("--checkpoints")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=32)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-minutes", type=float, default=0)
+    p.add_argument("--calibrate", type=int, default=200)
+    p.add_argument("--reference", help="write the trained model's label logits of a few examples here")
+    p.add_argument("--reference-for", metavar="ADAPTER",
+                   help="no training: the label logits of the base model with this adapter, to --reference")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args()
+    if not (args.reference if args.reference_for else args.out):
+        p.error("--out is required to train, --reference with --reference-for")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.time()
+
+    lines = [json.loads(l) for l in open(args.tokens) if l.strip()]
+    label_ids = lines[0]["label_ids"]
+    examples = [(l["tokens"], l["answer"], l["options"]) for l in lines[1:]]
+    per_epoch = math.ceil(len(examples) / args.batch)
+    total = per_epoch * args.epochs if args.max_steps == 0 else min(per_epoch * args.epochs, args.max_steps)
+
+    directory, name = os.path.split(os.path.abspath(args.model))
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    model.eval()  # no dropout; gradients still flow
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    adapters = add_adapters(model, args.rank, args.alpha, args.seed)
+    if args.reference_for:
+        load_adapter(adapters, args.reference_for, model.config)
+        write_reference(model, label_ids, examples, args.reference)
+        print(f"label logits of {args.reference_for} written to {args.reference}", file=sys.stderr)
+        return
+    trained = [t for row in adapters for l in row.values() for t in (l.a, l.b)]
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=args.weight_decay)
+    step = 0
+    state_path = os.path.join(args.checkpoints, "torch-checkpoint.pt") if args.checkpoints else None
+    if state_path and os.path.exists(state_path):
+        state = torch.load(state_path)
+        if state["arguments"] != [len(examples), args.rank, args.alpha, args.batch, args.seed]:
+            sys.exit(f"{state_path}: a checkpoint of another run; remove it to start again")
+        for t, saved in zip(trained, state["adapters"]):
+            t.data.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+    print(f"{len(examples)} examples; {total} steps, {step} done; set-up {time.time() - started:.0f} s", file=sys.stderr)
+
+    def save_checkpoint():
+        os.makedirs(args.checkpoints, exist_ok=True)
+        torch.save({"arguments": [len(examples), args.rank, args.alpha, args.batch, args.seed],
+                    "adapters": [t.detach().clone() for t in trained], "optimizer": optimizer.state_dict(),
+                    "step": step}, state_path + ".partial")
+        os.replace(state_path + ".partial", state_path)
+
+    last_checkpoint, window = time.time(), time.time()
+    losses, right, seen, tokens = [], 0, 0, 0
+    while step < total:
+        order = order_of(step // per_epoch, len(examples), args.seed)
+        start = (step % per_epoch) * args.batch
+        batch = [examples[i] for i in order[start: start + args.batch]]
+        logits = masked(label_logits(model, label_ids, batch), batch)
+        answers = torch.tensor([a for _, a, _ in batch])
+        loss = torch.nn.functional.cross_entropy(logits, answers)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        right += int((logits.argmax(1) == answers).sum())
+        seen += len(batch)
+        tokens += sum(len(t) for t, _, _ in batch)
+        if step % 10 == 0 or step == total:
+            seconds = time.time() - window
+            recent = losses[-10:]
+            print(json.dumps({"step": step, "steps_total": total, "loss": round(sum(recent) / len(recent), 4),
+                              "right": round(right / seen, 3), "examples_per_s": round(seen / seconds, 2),
+                              "tokens_per_s": round(tokens / seconds), "elapsed_s": round(time.time() - started)}),
+                  flush=True)
+            right, seen, tokens, window = 0, 0, 0, time.time()
+        out_of_time = args.max_minutes and time.time() - started >= args.max_minutes * 60
+        if state_path and (out_of_time or time.time() - last_checkpoint >= CHECKPOINT_EVERY_S):
+            save_checkpoint()
+            last_checkpoint = time.time()
+        if out_of_time:
+            print(f"stopped at step {step} of {total}; run again to resume", file=sys.stderr)
+            return
+    if state_path:
+        save_checkpoint()
+
+    # The adapter is stored in f16 (half the size); what follows (calibration, the reference
+    # logits) runs on the rounded weights, which are what the server merges.
+    with torch.no_grad():
+        for t in trained:
+            t.copy_(t.half().float())
+
+    # Temperature on examples no step trained on (the first epoch's unseen tail).
+    seen_indices = {i for s in range(min(step, per_epoch)) for i in order_of(0, len(examples), args.seed)[s * args.batch:(s + 1) * args.batch]}
+    held_out = [examples[i] for i in range(len(examples)) if i not in seen_indices][: args.calibrate]
+    temperature = 1.0
+    with torch.no_grad():
+        if held_out:
+            rows = [(masked(label_logits(model, label_ids, [e]), [e])[0], e[1]) for e in held_out]
+            temperature, before, after = fit_temperature(rows)
+            print(json.dumps({"calibration_examples": len(held_out), "temperature": round(temperature, 4),
+                              "nll_before": round(before, 4), "nll_after": round(after, 4),
+                              "right": round(sum(int(l.argmax() == a) for l, a in rows) / len(rows), 3)}), flush=True)
+        tensors = {"lora.scale": torch.tensor([args.alpha / args.rank]), "lora.temperature": torch.tensor([temperature])}
+        config = model.config
+        for i, row in enumerate(adapters):
+            for name, lora in row.items():
+                b = lora.b.detach()
+                if name == "q":
+                    b = gguf_rows(b, config.num_attention_heads)
+                elif name == "k":
+                    b = gguf_rows(b, config.num_key_value_heads)
+                tensors[f"layers.{i}.{name}.lora_a"] = lora.a.detach().half().contiguous()
+                tensors[f"layers.{i}.{name}.lora_b"] = b.half().contiguous()
+        save_file(tensors, args.out + ".partial")
+        os.chmod(args.out + ".partial", 0o644)  # safetensors writes 0600; the server's user reads it
+        os.replace(args.out + ".partial", args.out)
+        if args.reference:
+            write_reference(model, label_ids, examples, args.reference)
+    print(f"adapter written to {args.out} after {step} steps ({(time.time() - started) / 60:.1f} min)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
