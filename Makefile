@@ -217,7 +217,7 @@ $(PYTRAIN)/.installed:
 	    gguf==0.19.0 accelerate==1.16.0 safetensors==0.8.0 numpy==2.4.6
 	touch $@
 
-train-reranker: install models $(PYTRAIN)/.installed
+train-reranker: install $(PYTRAIN)/.installed
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin rerank-tune
 	PYTRAIN=$(PYTRAIN) RERANKER_MODEL=$(RERANKER_MODEL) scripts/train-reranker.sh $(CACHE)/train-reranker 54337
 

@@ -15,7 +15,8 @@
 #    interruption and it resumes), then the reference logits and the manifest are written.
 #
 # Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF), PYTRAIN
-# (a virtual environment with PyTorch, for the reference logits), TUNE_STEPS (default 150 steps of 4 examples: 25 to 40 minutes on 2 cores).
+# (a virtual environment with PyTorch, for the reference logits), TUNE_STEPS (default 150
+# steps of 4 examples: 25 to 40 minutes on 2 cores).
 # Gold at a random letter for the corpus examples too (the issue's first plan) did not learn
 # in the budget: 150 steps left the loss at chance (2.4 nats over 11 options; BENCHMARKS.md).
 set -eu
@@ -89,6 +90,7 @@ manifest = {
     + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!models/rerankers") else ""),
     "command": "make train-reranker",
     "rerank_tune_arguments": args,
+    "reference_logits": f"{out}.safetensors.reference.json (transformers' label logits with the adapter, for the test)",
     "seed": 42,
     "training_seconds_last_run": int(time.time()) - int(started),
     "final_step": next((p for p in reversed(progress) if "step" in p), None),
