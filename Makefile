@@ -207,9 +207,9 @@ train-span-scorer:
 	    --command "make train-span-scorer" --date $$(date -u +%Y-%m-%d)
 
 # Instruction-tunes the default re-ranker (about 40 minutes on 2 cores; resumes after an
-# interruption): scripts/train-reranker.sh. PyTorch (transformers' llama) writes the reference
-# logits the served model is tested against, and trains every layer with
-# scripts/train-reranker-torch.py (BENCHMARKS.md).
+# interruption): scripts/train-reranker.sh. PyTorch (transformers' llama, in $(PYTRAIN))
+# writes the reference logits the served model is tested against; the same environment runs
+# scripts/train-reranker-torch.py, which adapts every layer (README).
 PYTRAIN := $(CACHE)/pytrain
 $(PYTRAIN)/.installed:
 	python3 -m venv $(PYTRAIN)

@@ -269,8 +269,8 @@ def main():
             t.copy_(t.half().float())
 
     # Temperature on examples no step trained on (the first epoch's unseen tail).
-    seen_indices = {i for s in range(min(step, per_epoch)) for i in order_of(0, len(examples), args.seed)[s * args.batch:(s + 1) * args.batch]}
-    held_out = [examples[i] for i in range(len(examples)) if i not in seen_indices][: args.calibrate]
+    trained_on = set(order_of(0, len(examples), args.seed)[: min(step, per_epoch) * args.batch])
+    held_out = [examples[i] for i in range(len(examples)) if i not in trained_on][: args.calibrate]
     temperature = 1.0
     with torch.no_grad():
         if held_out:
