@@ -2,17 +2,20 @@
 """LoRA instruction-tuning of the set-wise re-ranker in PyTorch, on every layer.
 
 Issue 14 asks for training in PyTorch when candle's is more than 2x slower: candle adapting
-every layer measured 3.6x slower (BENCHMARKS.md), so `rerank-tune` adapts the top 10 layers.
-This trains what candle could not afford: LoRA on q, k, v, o, gate, up and down of every
-layer, the loss on the answer label among the item's option labels, exactly the distribution
-the model server scores (`Reranker::score`). It measured no better (BENCHMARKS.md): the shipped
-adapter still comes from `rerank-tune`.
+every layer measured 3.6x slower (BENCHMARKS.md). This trains LoRA on q, k, v, o, gate, up and
+down of every layer, with the loss on the answer among the item's options, exactly the
+distribution the model server scores (`Reranker::score`):
+- letter prompts: the next-token logits of the option labels;
+- name prompts (`belink-eval instructions --answer name`; the dump then carries each option's
+  answer tokens): the summed log-probability of each option's name and end of turn, the
+  prompt run once and the names after its cache. The 135M model learns this form and not the
+  letters (BENCHMARKS.md), so the shipped adapter answers with names.
 
 The examples come tokenized by the server's own tokenizer (`rerank-tune --dump-tokens`), and
 the adapter is written in the server's format (`layers.{i}.{projection}.lora_a/_b` in f16,
 `lora.scale`, `lora.temperature`; Q and K rows in the GGUF file's order), so the server merges
-it into the same base weights. `--reference` writes the trained model's label logits for a few
-prompts; `--reference-for` writes them for any adapter in that format without training. A test
+it into the same base weights. `--reference` writes the trained model's scores of a few
+prompts' options; `--reference-for` writes them for any adapter in that format without training. A test
 checks that the served model gives them (crates/belink-models/tests/reranker.rs).
 
 usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.safetensors
@@ -24,7 +27,8 @@ usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.
 Needs torch, transformers, gguf, accelerate and safetensors (make train-reranker installs them
 in .cache/pytrain). Checkpoints every 5 minutes; run again with the same arguments to resume.
 Prints one JSON line per 10 steps (loss: the mean of the last 10 steps; chance is about
-ln(options)).
+ln(options)). The reference file holds raw label logits (letters) or raw option log-probabilities
+(names), without the temperature.
 """
 import argparse
 import json
@@ -93,12 +97,31 @@ def hf_rows(b, heads):
     return b.reshape(heads, out // heads // 2, 2, rank).swapaxes(1, 2).reshape(out, rank)
 
 
+def save_adapter(adapters, config, scale, temperature, by_name, path):
+    """The adapters in the server's format, f16, Q/K rows in the GGUF file's order, atomically."""
+    tensors = {"lora.scale": torch.tensor([scale]), "lora.temperature": torch.tensor([temperature]),
+               "lora.answer_names": torch.tensor([1.0 if by_name else 0.0])}
+    for i, row in enumerate(adapters):
+        for name, lora in row.items():
+            b = lora.b.detach()
+            if name == "q":
+                b = gguf_rows(b, config.num_attention_heads)
+            elif name == "k":
+                b = gguf_rows(b, config.num_key_value_heads)
+            tensors[f"layers.{i}.{name}.lora_a"] = lora.a.detach().half().contiguous()
+            tensors[f"layers.{i}.{name}.lora_b"] = b.half().contiguous()
+    save_file(tensors, path + ".partial")
+    os.chmod(path + ".partial", 0o644)  # safetensors writes 0600; the server's user reads it
+    os.replace(path + ".partial", path)
+
+
 def load_adapter(adapters, path, config):
     """Sets the adapters from a file in the server's format (layers it lacks stay at zero)."""
     from safetensors.torch import load_file
     tensors = load_file(path)
     scale = float(tensors.pop("lora.scale")[0])
     tensors.pop("lora.temperature", None)
+    tensors.pop("lora.answer_names", None)
     for i, row in enumerate(adapters):
         for name, lora in row.items():
             a, b = tensors.pop(f"layers.{i}.{name}.lora_a", None), tensors.pop(f"layers.{i}.{name}.lora_b", None)
@@ -113,30 +136,70 @@ def load_adapter(adapters, path, config):
 
 
 def write_reference(model, label_ids, examples, path):
-    """Raw label logits (no temperature) of the first examples, for the candle check."""
+    """Raw option scores (no temperature) of the first examples, for the candle check."""
     probe = examples[:3]
     with torch.no_grad():
-        logits = [label_logits(model, label_ids, [e])[0].tolist() for e in probe]
+        rows = []
+        for e in probe:
+            tokens, _, options, answers = e
+            if answers is None:
+                rows.append({"tokens": tokens, "options": options, "label_logits": label_logits(model, label_ids, [e])[0].tolist()})
+            else:
+                rows.append({"tokens": tokens, "options": options, "answers": answers,
+                             "option_log_probs": answer_log_probs(model, tokens, answers).tolist()})
     with open(path, "w") as f:
-        json.dump({"label_ids": label_ids, "examples": [{"tokens": t, "options": o, "label_logits": l}
-                                                        for (t, _, o), l in zip(probe, logits)]}, f)
+        json.dump({"label_ids": label_ids, "examples": rows}, f)
+
+
+def answer_log_probs(model, prompt, answers):
+    """[len(answers)] summed log-probability of each answer's tokens after the prompt: the
+    prompt runs once, the answers as one batch after its cache (as the server does)."""
+    out = model.model(input_ids=torch.tensor([prompt]), use_cache=True)
+    first = torch.log_softmax(model.lm_head(out.last_hidden_state[:, -1]), -1)[0]
+    scores = first[torch.tensor([a[0] for a in answers])]
+    width = max(len(a) for a in answers) - 1
+    if width == 0:
+        return scores
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(len(answers))
+    ids = torch.zeros(len(answers), width, dtype=torch.long)
+    mask = torch.zeros(len(answers), len(prompt) + width, dtype=torch.long)
+    mask[:, : len(prompt)] = 1
+    for row, answer in enumerate(answers):
+        ids[row, : len(answer) - 1] = torch.tensor(answer[:-1])
+        mask[row, len(prompt): len(prompt) + len(answer) - 1] = 1
+    hidden = model.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).last_hidden_state
+    log_probs = torch.log_softmax(model.lm_head(hidden), -1)
+    later = [log_probs[row, torch.arange(len(a) - 1), torch.tensor(a[1:])].sum() if len(a) > 1 else torch.zeros(())
+             for row, a in enumerate(answers)]
+    return scores + torch.stack(later)
+
+
+def option_scores(model, label_ids, batch):
+    """[len(batch), most options] raw scores of each example's options, beyond its own masked
+    out: label logits, or the log-probabilities of the option names."""
+    if batch[0][3] is None:
+        return masked(label_logits(model, label_ids, batch), batch)
+    width = max(o for _, _, o, _ in batch)
+    rows = [answer_log_probs(model, tokens, answers) for tokens, _, _, answers in batch]
+    return torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=-1e9) for r in rows])
 
 
 def label_logits(model, label_ids, batch):
     """[len(batch), labels] next-token logits of the labels after each prompt (right-padded)."""
-    width = max(len(t) for t, _, _ in batch)
+    width = max(len(t) for t, _, _, _ in batch)
     ids = torch.zeros(len(batch), width, dtype=torch.long)
     mask = torch.zeros(len(batch), width, dtype=torch.long)
-    for row, (tokens, _, _) in enumerate(batch):
+    for row, (tokens, _, _, _) in enumerate(batch):
         ids[row, : len(tokens)] = torch.tensor(tokens)
         mask[row, : len(tokens)] = 1
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-    last = hidden[torch.arange(len(batch)), torch.tensor([len(t) - 1 for t, _, _ in batch])]
+    last = hidden[torch.arange(len(batch)), torch.tensor([len(t) - 1 for t, _, _, _ in batch])]
     return last @ model.lm_head.weight[label_ids].t()
 
 
 def masked(logits, batch):
-    options = torch.tensor([o for _, _, o in batch])
+    options = torch.tensor([o for _, _, o, _ in batch])
     keep = torch.arange(logits.shape[1])[None, :] < options[:, None]
     return logits.masked_fill(~keep, -1e9)
 
@@ -178,9 +241,9 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-minutes", type=float, default=0)
     p.add_argument("--calibrate", type=int, default=200)
-    p.add_argument("--reference", help="write the trained model's label logits of a few examples here")
+    p.add_argument("--reference", help="write the trained model's option scores of a few examples here")
     p.add_argument("--reference-for", metavar="ADAPTER",
-                   help="no training: the label logits of the base model with this adapter, to --reference")
+                   help="no training: the option scores of the base model with this adapter, to --reference")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     args = p.parse_args()
     if not (args.reference if args.reference_for else args.out):
@@ -191,7 +254,10 @@ def main():
 
     lines = [json.loads(l) for l in open(args.tokens) if l.strip()]
     label_ids = lines[0]["label_ids"]
-    examples = [(l["tokens"], l["answer"], l["options"]) for l in lines[1:]]
+    examples = [(l["tokens"], l["answer"], l["options"], l.get("answers")) for l in lines[1:]]
+    by_name = examples[0][3] is not None
+    if any((e[3] is not None) != by_name for e in examples):
+        sys.exit(f"{args.tokens}: letter and name examples mixed; one adapter answers one way")
     per_epoch = math.ceil(len(examples) / args.batch)
     total = per_epoch * args.epochs if args.max_steps == 0 else min(per_epoch * args.epochs, args.max_steps)
 
@@ -204,7 +270,7 @@ def main():
     if args.reference_for:
         load_adapter(adapters, args.reference_for, model.config)
         write_reference(model, label_ids, examples, args.reference)
-        print(f"label logits of {args.reference_for} written to {args.reference}", file=sys.stderr)
+        print(f"reference scores of {args.reference_for} written to {args.reference}", file=sys.stderr)
         return
     trained = [t for row in adapters for l in row.values() for t in (l.a, l.b)]
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=args.weight_decay)
@@ -212,7 +278,7 @@ def main():
     state_path = os.path.join(args.checkpoints, "torch-checkpoint.pt") if args.checkpoints else None
     if state_path and os.path.exists(state_path):
         state = torch.load(state_path)
-        if state["arguments"] != [len(examples), args.rank, args.alpha, args.batch, args.seed]:
+        if state["arguments"] != [len(examples), by_name, args.rank, args.alpha, args.lr, args.batch, args.seed]:
             sys.exit(f"{state_path}: a checkpoint of another run; remove it to start again")
         for t, saved in zip(trained, state["adapters"]):
             t.data.copy_(saved)
@@ -222,7 +288,7 @@ def main():
 
     def save_checkpoint():
         os.makedirs(args.checkpoints, exist_ok=True)
-        torch.save({"arguments": [len(examples), args.rank, args.alpha, args.batch, args.seed],
+        torch.save({"arguments": [len(examples), by_name, args.rank, args.alpha, args.lr, args.batch, args.seed],
                     "adapters": [t.detach().clone() for t in trained], "optimizer": optimizer.state_dict(),
                     "step": step}, state_path + ".partial")
         os.replace(state_path + ".partial", state_path)
@@ -233,8 +299,8 @@ def main():
         order = order_of(step // per_epoch, len(examples), args.seed)
         start = (step % per_epoch) * args.batch
         batch = [examples[i] for i in order[start: start + args.batch]]
-        logits = masked(label_logits(model, label_ids, batch), batch)
-        answers = torch.tensor([a for _, a, _ in batch])
+        logits = option_scores(model, label_ids, batch)
+        answers = torch.tensor([a for _, a, _, _ in batch])
         loss = torch.nn.functional.cross_entropy(logits, answers)
         optimizer.zero_grad()
         loss.backward()
@@ -243,7 +309,7 @@ def main():
         losses.append(loss.item())
         right += int((logits.argmax(1) == answers).sum())
         seen += len(batch)
-        tokens += sum(len(t) for t, _, _ in batch)
+        tokens += sum(len(t) for t, _, _, _ in batch)
         if step % 10 == 0 or step == total:
             seconds = time.time() - window
             recent = losses[-10:]
@@ -274,25 +340,12 @@ def main():
     temperature = 1.0
     with torch.no_grad():
         if held_out:
-            rows = [(masked(label_logits(model, label_ids, [e]), [e])[0], e[1]) for e in held_out]
+            rows = [(option_scores(model, label_ids, [e])[0], e[1]) for e in held_out]
             temperature, before, after = fit_temperature(rows)
             print(json.dumps({"calibration_examples": len(held_out), "temperature": round(temperature, 4),
                               "nll_before": round(before, 4), "nll_after": round(after, 4),
                               "right": round(sum(int(l.argmax() == a) for l, a in rows) / len(rows), 3)}), flush=True)
-        tensors = {"lora.scale": torch.tensor([args.alpha / args.rank]), "lora.temperature": torch.tensor([temperature])}
-        config = model.config
-        for i, row in enumerate(adapters):
-            for name, lora in row.items():
-                b = lora.b.detach()
-                if name == "q":
-                    b = gguf_rows(b, config.num_attention_heads)
-                elif name == "k":
-                    b = gguf_rows(b, config.num_key_value_heads)
-                tensors[f"layers.{i}.{name}.lora_a"] = lora.a.detach().half().contiguous()
-                tensors[f"layers.{i}.{name}.lora_b"] = b.half().contiguous()
-        save_file(tensors, args.out + ".partial")
-        os.chmod(args.out + ".partial", 0o644)  # safetensors writes 0600; the server's user reads it
-        os.replace(args.out + ".partial", args.out)
+        save_adapter(adapters, model.config, args.alpha / args.rank, temperature, by_name, args.out)
         if args.reference:
             write_reference(model, label_ids, examples, args.reference)
     print(f"adapter written to {args.out} after {step} steps ({(time.time() - started) / 60:.1f} min)", file=sys.stderr)

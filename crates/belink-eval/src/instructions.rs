@@ -14,8 +14,8 @@ use std::path::Path;
 
 use belink_core::decision::context::context_window;
 use belink_core::decision::prompt::{
-    item_suffix, labels_for, shared_prefix, user_message, ChatTemplate, PromptCandidate, RerankItem, INSTRUCTION,
-    SYNONYMS_READ,
+    instruction, item_suffix, labels_for, option_names, shared_prefix, user_message, AnswerForm, ChatTemplate,
+    PromptCandidate, RerankItem, SYNONYMS_READ,
 };
 use belink_core::ontology::NameKind;
 use belink_eval::corpus::load_corpus;
@@ -38,6 +38,8 @@ pub struct Options {
     pub uncertain_only: bool,
     /// Where the gold concept of a corpus example goes.
     pub gold_position: GoldPosition,
+    /// How the model is to answer: letters, or names (records then carry `option_names`).
+    pub answer: AnswerForm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,19 +199,28 @@ impl<W: Write> Writer<'_, W> {
                 .collect(),
         };
         let labels = labels_for(item.candidates.len());
-        let record = json!({
-            "prompt": format!("{}{}", shared_prefix(options.template), item_suffix(&item, options.template)),
+        let form = options.answer;
+        let names = option_names(&item);
+        let reply = match form {
+            AnswerForm::Letter => labels[answer],
+            AnswerForm::Name => names[answer].as_str(),
+        };
+        let mut record = json!({
+            "prompt": format!("{}{}", shared_prefix(options.template, form), item_suffix(&item, options.template, form)),
             "answer": labels[answer],
             "options": labels.len(),
             "messages": [
-                {"role": "system", "content": INSTRUCTION},
-                {"role": "user", "content": user_message(&item)},
-                {"role": "assistant", "content": labels[answer]},
+                {"role": "system", "content": instruction(form)},
+                {"role": "user", "content": user_message(&item, form)},
+                {"role": "assistant", "content": reply},
             ],
             "gold": concepts[example.gold].id,
             "gold_present": gold_present,
             "source": source,
         });
+        if form == AnswerForm::Name {
+            record["option_names"] = json!(names);
+        }
         writeln!(self.file, "{record}").map_err(|e| e.to_string())?;
         counts.written += 1;
         Ok(())

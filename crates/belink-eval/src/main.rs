@@ -28,6 +28,7 @@
 //!   belink-eval instructions --dsn DSN [--corpus PATH] --ontology NAME --out FILE.jsonl
 //!                            [--k 10] [--absent 0.15] [--seed 42] [--template chatml|llama3|plain]
 //!                            [--synonyms N] [--mentions all|uncertain] [--gold-position random|retrieval]
+//!                            [--answer letter|name]
 //!       set-wise instruction-tuning examples for the re-ranker (see README)
 //!   belink-eval stress --dsn DSN --corpus PATH --ontology NAME [--clients 16] [--seconds 300]
 //!                      [--kill-server N] [--cancel N] [--annotate-interrupts N]
@@ -533,6 +534,11 @@ fn instructions(args: &Args) -> Result<(), String> {
             "random" => instructions::GoldPosition::Random,
             "retrieval" => instructions::GoldPosition::Retrieval,
             other => return Err(format!("unknown --gold-position {other}: random or retrieval")),
+        },
+        answer: match args.get("answer").unwrap_or("letter") {
+            "letter" => belink_core::decision::prompt::AnswerForm::Letter,
+            "name" => belink_core::decision::prompt::AnswerForm::Name,
+            other => return Err(format!("unknown --answer {other}: letter or name")),
         },
         uncertain_only: match args.get("mentions").unwrap_or("all") {
             "all" => false,

@@ -151,7 +151,7 @@ fn label_scoring_agrees_with_greedy_generation_on_the_default_model() {
 
 // ---- instruction tuning (LoRA) ----------------------------------------------------------
 
-use belink_core::decision::prompt::{item_suffix, labels_for, ChatTemplate};
+use belink_core::decision::prompt::{item_suffix, labels_for, AnswerForm, ChatTemplate};
 use belink_models::llm::tune::{load_adapter, save_adapter, RerankerTuner, TuneConfig, TuneExample};
 
 /// The items as training examples, each answered with `answers[i]`.
@@ -160,9 +160,11 @@ fn examples(answers: &[usize]) -> Vec<TuneExample> {
         .iter()
         .zip(answers)
         .map(|(item, &answer)| TuneExample {
-            suffix: item_suffix(item, ChatTemplate::ChatMl),
+            suffix: item_suffix(item, ChatTemplate::ChatMl, AnswerForm::Letter),
             answer,
             options: labels_for(item.candidates.len()).len(),
+            form: AnswerForm::Letter,
+            option_names: Vec::new(),
         })
         .collect()
 }
@@ -208,6 +210,68 @@ fn tuning_learns_the_answers_and_the_merged_model_serves_what_was_trained() {
     assert_eq!(choices, [1, 0, 2]);
     let base = Reranker::load(&model, &Device::Cpu, None).unwrap().label_logits(&items(), true).unwrap();
     assert!(max_difference(&base, &logits) > 0.1, "the adapter changes the model");
+}
+
+/// The name form scores each option by its name's probability: the prompt once, then every
+/// name (padded to the longest) after its cache. Each name's score must be the sum of its
+/// tokens' log-probabilities computed one token at a time over the whole prompt.
+#[test]
+fn name_answers_are_scored_by_the_probability_of_each_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let tuner =
+        RerankerTuner::new(&model, &examples(&[0, 0, 0]), TuneConfig { epochs: 1, ..tiny_config() }, &Device::Cpu)
+            .unwrap();
+    let mut lora = tuner.adapters().clone();
+    lora.answer = AnswerForm::Name;
+    lora.temperature = 2.0;
+    let adapter = dir.path().join("names.safetensors");
+    save_adapter(&lora, &adapter).unwrap();
+    let served = Reranker::load(&model, &Device::Cpu, Some(&adapter)).unwrap();
+    assert_eq!(served.answer_form(), AnswerForm::Name);
+    let prefix = Reranker::load(&model, &Device::Cpu, None).unwrap().prefix_len();
+    assert!(served.prefix_len() > prefix, "the name instruction is longer than the letter one");
+
+    let items = items();
+    let probabilities = served.score(&items).unwrap();
+    let mut padded = false;
+    for (item, probabilities) in items.iter().zip(&probabilities) {
+        let suffix = served.suffix_tokens(item).unwrap();
+        let answers = served.option_answer_tokens(item).unwrap();
+        assert_eq!(answers.len(), item.candidates.len() + 1);
+        padded |= answers.iter().any(|a| a.len() != answers[0].len());
+        let cached = served.answer_log_probs(&suffix, &answers, true).unwrap();
+        // The whole prompt without the prefix cache: the same instruction tokens.
+        let whole_prompt = whole_prompt_tokens(&served, item);
+        assert_eq!(whole_prompt.len(), served.prefix_len() + suffix.len());
+        for (i, answer) in answers.iter().enumerate() {
+            let one_at_a_time: f32 = (0..answer.len())
+                .map(|j| {
+                    let context = [whole_prompt.as_slice(), &answer[..j]].concat();
+                    served.answer_log_probs(&context, &[vec![answer[j]]], false).unwrap()[0]
+                })
+                .sum();
+            assert!((cached[i] - one_at_a_time).abs() < 1e-3, "option {i}: {} vs {one_at_a_time}", cached[i]);
+        }
+        let expected = softmax_of(&cached.iter().map(|l| l / 2.0).collect::<Vec<_>>());
+        assert!(max_difference(&[expected], std::slice::from_ref(probabilities)) < 1e-5);
+    }
+    assert!(padded, "names of different lengths, padded in one batch, are tested");
+}
+
+fn whole_prompt_tokens(reranker: &Reranker, item: &RerankItem) -> Vec<u32> {
+    use belink_core::decision::prompt::shared_prefix;
+    let tokenizer = belink_models::llm::gguf_tokenizer::from_gguf(&{
+        let mut file = std::fs::File::open(reranker.path()).unwrap();
+        gguf_file::Content::read(&mut file).unwrap()
+    })
+    .unwrap();
+    let prefix = tokenizer.encode(shared_prefix(reranker.template(), reranker.answer_form()), false).unwrap();
+    [prefix.get_ids().to_vec(), reranker.suffix_tokens(item).unwrap()].concat()
+}
+
+fn softmax_of(values: &[f32]) -> Vec<f32> {
+    log_softmax(values).iter().map(|l| l.exp()).collect()
 }
 
 #[test]
@@ -294,7 +358,8 @@ fn shipped_adapter() -> (PathBuf, PathBuf) {
 }
 
 /// The model the server runs (our llama forward, base GGUF + adapter merged) and the one
-/// PyTorch trains are the same model: no train/serve skew whichever framework trains.
+/// PyTorch trains are the same model: no train/serve skew whichever framework trains. For an
+/// adapter answering with names, the options' log-probabilities are compared instead.
 #[test]
 fn the_served_model_gives_the_label_logits_of_the_pytorch_model() {
     let (adapter, reference) = shipped_adapter();
@@ -303,11 +368,28 @@ fn the_served_model_gives_the_label_logits_of_the_pytorch_model() {
     let base = Reranker::load(&default_model(), &Device::Cpu, None).unwrap();
     let examples = reference["examples"].as_array().unwrap();
     assert!(!examples.is_empty());
+    let ids = |value: &serde_json::Value| -> Vec<u32> {
+        value.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
+    };
+    let floats = |value: &serde_json::Value| -> Vec<f32> {
+        value.as_array().unwrap().iter().map(|l| l.as_f64().unwrap() as f32).collect()
+    };
     for (i, example) in examples.iter().enumerate() {
-        let tokens: Vec<u32> =
-            example["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-        let pytorch: Vec<f32> =
-            example["label_logits"].as_array().unwrap().iter().map(|l| l.as_f64().unwrap() as f32).collect();
+        let tokens = ids(&example["tokens"]);
+        if let Some(answers) = example["answers"].as_array() {
+            // An adapter answering with names: each option's summed log-probability.
+            assert_eq!(served.answer_form(), AnswerForm::Name);
+            let answers: Vec<Vec<u32>> = answers.iter().map(ids).collect();
+            let pytorch = floats(&example["option_log_probs"]);
+            let scores = served.answer_log_probs(&tokens, &answers, false).unwrap();
+            for (p, s) in pytorch.iter().zip(&scores) {
+                assert!((p - s).abs() <= 1e-4 * p.abs().max(1.0), "prompt {i}: served {s}, PyTorch {p}");
+            }
+            let untuned = base.answer_log_probs(&tokens, &answers, false).unwrap();
+            assert!(max_difference(&[pytorch], &[untuned]) > 1e-2, "prompt {i}: the adapter changes the scores");
+            continue;
+        }
+        let pytorch = floats(&example["label_logits"]);
         let logits = served.prompt_label_logits(&tokens).unwrap();
         // Logits near 10 agree to about 1e-5 of their size (f32 summed in another order over
         // 30 layers); the log-probabilities the server derives from them, to 1e-4.

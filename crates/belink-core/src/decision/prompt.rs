@@ -1,6 +1,12 @@
 //! The set-wise re-ranking prompt: an instruction, the mention in its context, and the
-//! candidate concepts, each with a one-token label, plus a "none of these" option. The
-//! instruction prefix is the same for every request, so the model server computes it once.
+//! candidate concepts, plus a "none of these" option. The instruction prefix is the same for
+//! every request, so the model server computes it once.
+//!
+//! Two answer forms. With letters, each option has a one-token label and one forward pass
+//! scores them all. With names, the model answers with the option's name, and each option is
+//! scored by the probability of its name (one more short pass over the options): SmolLM2-135M
+//! learns to answer with names from a few hundred examples, where it stayed at chance with
+//! letters after thousands (BENCHMARKS.md).
 
 /// One candidate concept as the prompt shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,15 @@ impl ChatTemplate {
     }
 }
 
+/// How the re-ranker answers (a property of the adapter it was trained as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerForm {
+    /// The option's letter: one token, scored in the prompt's own pass.
+    Letter,
+    /// The option's name as its line shows it, or "none of these".
+    Name,
+}
+
 /// Labels, in order: candidates take the first ones, "none of these" the next.
 pub const LABELS: [&str; 26] = [
     "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "N", "O", "P", "Q", "R", "S", "T", "U", "V", "W",
@@ -58,34 +73,55 @@ const MAX_SYNONYM_CHARS: usize = 60;
 const MAX_DEFINITION_CHARS: usize = 200;
 
 /// The system instruction of every prompt.
-pub const INSTRUCTION: &str = "You link biomedical mentions to ontology concepts. You are given a text in which the \
-mention is marked with [brackets], the mention, and candidate concepts, each with a letter. Answer with the \
-letter of the concept the mention refers to, or with the letter of \"none of these\" when no candidate fits. \
-Answer with the letter only.";
-
-/// The part of every prompt that comes before the item: computed once, its KV cache reused.
-pub fn shared_prefix(template: ChatTemplate) -> String {
-    match template {
-        ChatTemplate::ChatMl => {
-            format!("<|im_start|>system\n{INSTRUCTION}<|im_end|>\n<|im_start|>user\n")
+pub fn instruction(form: AnswerForm) -> &'static str {
+    match form {
+        AnswerForm::Letter => {
+            "You link biomedical mentions to ontology concepts. You are given a text in which the mention is \
+             marked with [brackets], the mention, and candidate concepts, each with a letter. Answer with the \
+             letter of the concept the mention refers to, or with the letter of \"none of these\" when no \
+             candidate fits. Answer with the letter only."
         }
-        ChatTemplate::Llama3 => format!(
-            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{INSTRUCTION}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
-        ),
-        ChatTemplate::Plain => format!("{INSTRUCTION}\n\n"),
+        AnswerForm::Name => {
+            "You link biomedical mentions to ontology concepts. You are given a text in which the mention is \
+             marked with [brackets], the mention, and candidate concepts, one per line. Answer with the name of \
+             the concept the mention refers to, as written first on its line, or with \"none of these\" when \
+             no candidate fits. Answer with the name only."
+        }
     }
 }
 
-/// The user turn of an item: context, mention, labelled candidates, "none of these".
-pub fn user_message(item: &RerankItem) -> String {
+/// The answer of the "none of these" option in the name form.
+pub const NONE_OF_THESE: &str = "none of these";
+
+/// The part of every prompt that comes before the item: computed once, its KV cache reused.
+pub fn shared_prefix(template: ChatTemplate, form: AnswerForm) -> String {
+    let instruction = instruction(form);
+    match template {
+        ChatTemplate::ChatMl => {
+            format!("<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n")
+        }
+        ChatTemplate::Llama3 => format!(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{instruction}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+        ),
+        ChatTemplate::Plain => format!("{instruction}\n\n"),
+    }
+}
+
+/// The user turn of an item: context, mention, the candidates (labelled in the letter form,
+/// one per line after "- " in the name form), "none of these".
+pub fn user_message(item: &RerankItem, form: AnswerForm) -> String {
     let mut text = String::new();
     if let Some(context) = &item.context {
         text.push_str(&format!("Text: {}\n", clip(context, 1200)));
     }
     text.push_str(&format!("Mention: {}\nCandidates:\n", clip(&item.mention, MAX_NAME_CHARS)));
     let count = item.candidates.len().min(MAX_CANDIDATES);
-    for (label, candidate) in LABELS.iter().zip(&item.candidates[..count]) {
-        text.push_str(&format!("{label}. {}", clip(&candidate.name, MAX_NAME_CHARS)));
+    let bullet = |index: usize| match form {
+        AnswerForm::Letter => format!("{}. ", LABELS[index]),
+        AnswerForm::Name => "- ".to_string(),
+    };
+    for (index, candidate) in item.candidates[..count].iter().enumerate() {
+        text.push_str(&format!("{}{}", bullet(index), clip(&candidate.name, MAX_NAME_CHARS)));
         let synonyms: Vec<String> =
             telling_synonyms(&candidate.name, &candidate.synonyms).map(|s| clip(s, MAX_SYNONYM_CHARS)).collect();
         if !synonyms.is_empty() {
@@ -96,8 +132,25 @@ pub fn user_message(item: &RerankItem) -> String {
         }
         text.push('\n');
     }
-    text.push_str(&format!("{}. none of these\nAnswer:", LABELS[count]));
+    text.push_str(&format!("{}{NONE_OF_THESE}\nAnswer:", bullet(count)));
     text
+}
+
+/// The name form's answer of each option, as the prompt shows it: each candidate's name,
+/// then "none of these".
+pub fn option_names(item: &RerankItem) -> Vec<String> {
+    let count = item.candidates.len().min(MAX_CANDIDATES);
+    item.candidates[..count].iter().map(|c| clip(&c.name, MAX_NAME_CHARS)).chain([NONE_OF_THESE.to_string()]).collect()
+}
+
+/// What ends the assistant's answer in a template: an option's name is scored up to it, so
+/// that a name is not taken for the beginning of a longer one.
+pub fn answer_end(template: ChatTemplate) -> &'static str {
+    match template {
+        ChatTemplate::ChatMl => "<|im_end|>",
+        ChatTemplate::Llama3 => "<|eot_id|>",
+        ChatTemplate::Plain => "\n",
+    }
 }
 
 /// Up to [`MAX_SYNONYMS`] synonyms, leaving out those made of the same words as the name or an
@@ -135,8 +188,8 @@ fn telling_synonyms<'a>(name: &str, synonyms: &'a [String]) -> impl Iterator<Ite
 }
 
 /// The item's part of the prompt, ending where the model writes its answer.
-pub fn item_suffix(item: &RerankItem, template: ChatTemplate) -> String {
-    let text = user_message(item);
+pub fn item_suffix(item: &RerankItem, template: ChatTemplate, form: AnswerForm) -> String {
+    let text = user_message(item, form);
     match template {
         ChatTemplate::ChatMl => format!("{text}<|im_end|>\n<|im_start|>assistant\n"),
         ChatTemplate::Llama3 => format!("{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
@@ -149,11 +202,18 @@ pub fn labels_for(candidates: usize) -> &'static [&'static str] {
     &LABELS[..candidates.min(MAX_CANDIDATES) + 1]
 }
 
-/// The option a generated answer names (its first word, when it is one of the `options`
-/// labels), or None.
+/// The option a generated letter answer names (its first word, when it is one of the
+/// `options` labels), or None.
 pub fn parse_answer(answer: &str, options: usize) -> Option<usize> {
     let word = answer.trim().trim_start_matches(['(', '[', '*']).split(|c: char| !c.is_ascii_alphabetic()).next()?;
     labels_for(options.saturating_sub(1)).iter().position(|l| *l == word)
+}
+
+/// The option a generated name answer names (an option's name, up to case and surrounding
+/// blanks), or None.
+pub fn parse_name_answer(answer: &str, item: &RerankItem) -> Option<usize> {
+    let answer = answer.trim();
+    option_names(item).iter().position(|name| name.eq_ignore_ascii_case(answer))
 }
 
 fn clip(text: &str, max_chars: usize) -> String {
@@ -191,8 +251,8 @@ mod tests {
 
     #[test]
     fn chatml_prompt_ends_where_the_answer_starts() {
-        let prefix = shared_prefix(ChatTemplate::ChatMl);
-        let suffix = item_suffix(&item(), ChatTemplate::ChatMl);
+        let prefix = shared_prefix(ChatTemplate::ChatMl, AnswerForm::Letter);
+        let suffix = item_suffix(&item(), ChatTemplate::ChatMl, AnswerForm::Letter);
         assert!(prefix.starts_with("<|im_start|>system\n") && prefix.ends_with("<|im_start|>user\n"));
         assert!(suffix.ends_with("<|im_start|>assistant\n"));
         assert!(suffix.contains("Text: Patients with [FAP] develop adenomas.\nMention: FAP\n"));
@@ -209,9 +269,12 @@ mod tests {
         other.mention = "colorectal cancer".into();
         other.candidates.truncate(1);
         for template in [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Plain] {
-            let full_a = format!("{}{}", shared_prefix(template), item_suffix(&item(), template));
-            let full_b = format!("{}{}", shared_prefix(template), item_suffix(&other, template));
-            assert!(full_a.starts_with(&shared_prefix(template)) && full_b.starts_with(&shared_prefix(template)));
+            for form in [AnswerForm::Letter, AnswerForm::Name] {
+                let prefix = shared_prefix(template, form);
+                let full_a = format!("{prefix}{}", item_suffix(&item(), template, form));
+                let full_b = format!("{prefix}{}", item_suffix(&other, template, form));
+                assert!(full_a.starts_with(&prefix) && full_b.starts_with(&prefix));
+            }
         }
     }
 
@@ -225,7 +288,7 @@ mod tests {
             synonyms: vec![],
             definition: None,
         }));
-        let suffix = item_suffix(&long, ChatTemplate::Plain);
+        let suffix = item_suffix(&long, ChatTemplate::Plain, AnswerForm::Letter);
         assert!(suffix.contains("Y. c22\nZ. none of these"), "25 candidates at most, then none");
         assert!(suffix.len() < 3000);
         assert!(!suffix.contains("synonym 3"));
@@ -247,6 +310,41 @@ mod tests {
         assert_eq!(shown, ["Sweat gland carcinoma", "Adnexal carcinoma", "Skin adnexal neoplasm"]);
         assert_eq!(telling_synonyms("Cystic Fibrosis", &names(&["CF", "cf"])).count(), 1);
         assert_eq!(telling_synonyms("Stress", &names(&["stress"])).count(), 0, "no stem below three letters");
+    }
+
+    #[test]
+    fn the_name_form_lists_names_and_scores_them_up_to_the_end_of_the_turn() {
+        let prefix = shared_prefix(ChatTemplate::ChatMl, AnswerForm::Name);
+        assert!(prefix.contains(
+            "candidate concepts, one per line. Answer with the name of the concept the mention \
+                                 refers to, as written first on its line, or with \"none of these\" when no \
+                                 candidate fits. Answer with the name only.<|im_end|>"
+        ));
+        let suffix = item_suffix(&item(), ChatTemplate::ChatMl, AnswerForm::Name);
+        assert!(suffix
+            .contains("Candidates:\n- Adenomatous Polyposis Coli (also: FAP; Familial adenomatous polyposis) - A"));
+        assert!(suffix.ends_with(
+            "\n- Familial Amyloid Polyneuropathy\n- none of these\nAnswer:<|im_end|>\n<|im_start|>assistant\n"
+        ));
+        assert_eq!(
+            option_names(&item()),
+            ["Adenomatous Polyposis Coli", "Familial Amyloid Polyneuropathy", "none of these"]
+        );
+        assert_eq!(answer_end(ChatTemplate::ChatMl), "<|im_end|>");
+        assert_eq!(parse_name_answer(" familial amyloid polyneuropathy\n", &item()), Some(1));
+        assert_eq!(parse_name_answer("None of these", &item()), Some(2));
+        assert_eq!(parse_name_answer("Polyposis", &item()), None, "a part of a name is no answer");
+    }
+
+    #[test]
+    fn the_letter_instruction_is_the_one_the_shipped_adapter_was_trained_with() {
+        assert_eq!(
+            instruction(AnswerForm::Letter),
+            "You link biomedical mentions to ontology concepts. You are given a text in which the mention is marked \
+             with [brackets], the mention, and candidate concepts, each with a letter. Answer with the letter of the \
+             concept the mention refers to, or with the letter of \"none of these\" when no candidate fits. Answer \
+             with the letter only."
+        );
     }
 
     #[test]

@@ -62,8 +62,8 @@ fn main() -> Result<(), String> {
                 .map(|i| {
                     format!(
                         "{}{}",
-                        belink_core::decision::prompt::shared_prefix(template),
-                        belink_core::decision::prompt::item_suffix(i, template)
+                        belink_core::decision::prompt::shared_prefix(template, reranker.answer_form()),
+                        belink_core::decision::prompt::item_suffix(i, template, reranker.answer_form())
                     )
                 })
                 .collect();

@@ -16,13 +16,14 @@
 //!   rerank-tune --model GGUF|DIR --examples FILE.jsonl... --dump-tokens FILE.jsonl
 //!
 //! writes the examples as the server tokenizes them instead of training: a first line with the
-//! label token ids, then one line per example (`tokens`, `answer`, `options`), for
+//! label token ids, then one line per example (`tokens`, `answer`, `options`, and for prompts
+//! of the name form `answers`: each option's answer tokens), for
 //! `scripts/train-reranker-torch.py`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use belink_core::decision::prompt::{shared_prefix, ChatTemplate};
+use belink_core::decision::prompt::{shared_prefix, AnswerForm, ChatTemplate};
 use belink_models::cli::Args;
 use belink_models::llm::tune::{prompt_tokens, save_adapter, RerankerTuner, TuneConfig, TuneExample};
 use candle_core::Device;
@@ -69,14 +70,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
     })
 }
 
-/// The examples of every file, in order; prompts must be ChatML (the template of the default
-/// model and of Qwen2) or whatever the first record's prefix is for another template.
+/// The examples of every file, in order; each prompt begins with the instruction prefix of a
+/// template and an answer form.
 fn read_examples(options: &Options) -> Result<Vec<TuneExample>, String> {
     if options.examples.is_empty() {
         return Err("at least one --examples file is required".into());
     }
-    let prefixes: Vec<String> =
-        [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Plain].into_iter().map(shared_prefix).collect();
+    let prefixes: Vec<(String, AnswerForm)> = [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Plain]
+        .into_iter()
+        .flat_map(|t| [AnswerForm::Letter, AnswerForm::Name].map(|form| (shared_prefix(t, form), form)))
+        .collect();
     let mut examples = Vec::new();
     for path in &options.examples {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -84,8 +87,11 @@ fn read_examples(options: &Options) -> Result<Vec<TuneExample>, String> {
             let at = || format!("{}:{}", path.display(), number + 1);
             let record: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
             let prompt = record["prompt"].as_str().unwrap_or_default();
-            let prefix = prefixes.iter().find(|p| prompt.starts_with(p.as_str())).map(String::as_str).unwrap_or("");
-            examples.push(TuneExample::from_record(&record, prefix).map_err(|e| format!("{}: {e}", at()))?);
+            let (prefix, form) = prefixes
+                .iter()
+                .find(|(p, _)| prompt.starts_with(p.as_str()))
+                .map_or(("", AnswerForm::Letter), |(p, form)| (p.as_str(), *form));
+            examples.push(TuneExample::from_record(&record, prefix, form).map_err(|e| format!("{}: {e}", at()))?);
         }
     }
     if let Some(limit) = options.max_examples {
@@ -192,12 +198,15 @@ fn main() -> Result<(), String> {
 }
 
 fn dump_tokens(model: &Path, examples: &[TuneExample], path: &Path) -> Result<(), String> {
-    let (label_ids, prompts) = prompt_tokens(model, examples).map_err(|e| e.to_string())?;
+    let (label_ids, tokens) = prompt_tokens(model, examples).map_err(|e| e.to_string())?;
     let mut lines = vec![serde_json::json!({ "label_ids": label_ids }).to_string()];
-    for (example, tokens) in examples.iter().zip(prompts) {
-        lines.push(
-            serde_json::json!({ "tokens": tokens, "answer": example.answer, "options": example.options }).to_string(),
-        );
+    for (example, tokens) in examples.iter().zip(tokens) {
+        let mut line =
+            serde_json::json!({ "tokens": tokens.prompt, "answer": example.answer, "options": example.options });
+        if example.form == AnswerForm::Name {
+            line["answers"] = serde_json::json!(tokens.answers);
+        }
+        lines.push(line.to_string());
     }
     std::fs::write(path, lines.join("\n") + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("{} examples written to {}", examples.len(), path.display());

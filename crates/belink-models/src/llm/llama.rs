@@ -11,6 +11,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use candle_nn::{Linear, Module};
 
+use belink_core::decision::prompt::AnswerForm;
+
 use crate::ModelError;
 
 /// The shape of the network.
@@ -63,6 +65,8 @@ pub struct LoraWeights {
     /// The softmax temperature of the adapted model's label logits (see
     /// [`super::tune::fit_temperature`]).
     pub temperature: f64,
+    /// How the adapted model answers: the prompt it was trained on.
+    pub answer: AnswerForm,
     /// Per layer, per projection of [`PROJECTIONS`]: (A, B); None for a layer not adapted.
     pub layers: Vec<Option<Vec<(Tensor, Tensor)>>>,
 }

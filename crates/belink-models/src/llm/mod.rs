@@ -1,7 +1,9 @@
 //! The generative set-wise re-ranker: an instruction-following LLM reads the mention, its
-//! context and the candidates, and the next-token probabilities of the candidates' labels
-//! give the choice and a confidence, in one forward pass per mention. The instruction prefix
-//! shared by every prompt is computed once; its KV cache is reused by every batch.
+//! context and the candidates, and the probability of each option's answer gives the choice
+//! and a confidence: the next-token probabilities of the candidates' labels, in one forward
+//! pass per mention, or (an adapter trained to answer with names) the probability of each
+//! option's name, in one more short pass over the options after the prompt's cache. The
+//! instruction prefix shared by every prompt is computed once; its KV cache is reused.
 
 mod gguf_check;
 pub mod gguf_tokenizer;
@@ -12,22 +14,29 @@ pub mod tune;
 use std::path::{Path, PathBuf};
 
 pub use belink_core::decision::prompt::parse_answer;
-use belink_core::decision::prompt::{item_suffix, labels_for, shared_prefix, ChatTemplate, RerankItem, LABELS};
-use candle_core::{Device, Tensor};
+use belink_core::decision::prompt::{
+    answer_end, item_suffix, labels_for, option_names, parse_name_answer, shared_prefix, AnswerForm, ChatTemplate,
+    RerankItem, LABELS,
+};
+use candle_core::{Device, Tensor, D};
 use tokenizers::Tokenizer;
 
 use crate::streams::Streams;
 use crate::ModelError;
+use candle_nn::ops::log_softmax;
 pub use gguf_check::read_gguf_header;
 use llama::{argmax, softmax, KvCache, Llama};
 
-/// Most tokens a greedy answer may take (reference mode).
-pub const MAX_ANSWER_TOKENS: usize = 8;
+/// Most tokens a greedy answer may take (reference mode): a letter, or a name (names are
+/// clipped to 120 characters in the prompt).
+const MAX_ANSWER_TOKENS: [usize; 2] = [8, 64];
 
 pub struct Reranker {
     model: Llama,
     tokenizer: Tokenizer,
     template: ChatTemplate,
+    /// How the model answers: letters without an adapter, or what its adapter was trained for.
+    answer: AnswerForm,
     /// Token id of each label in [`LABELS`].
     label_ids: Vec<u32>,
     prefix_tokens: Vec<u32>,
@@ -73,11 +82,12 @@ impl Reranker {
         } else {
             return Err(ModelError::Missing(format!("re-ranker model {shown} does not exist")));
         };
-        let mut temperature = 1.0;
+        let (mut temperature, mut answer) = (1.0, AnswerForm::Letter);
         if let Some(adapter) = adapter {
             let lora = tune::load_adapter(adapter, device)?;
             model.merge(&lora).map_err(|e| ModelError::Weights(format!("{}: {e}", adapter.display())))?;
             temperature = lora.temperature as f32;
+            answer = lora.answer;
         }
         let template = ChatTemplate::detect(chat_template.as_deref());
         let single = |text: &str| -> Result<u32, ModelError> {
@@ -95,7 +105,7 @@ impl Reranker {
             })
             .collect();
         let pad_id = stop_ids.first().copied().unwrap_or(0);
-        let prefix_tokens = encode(&tokenizer, &shared_prefix(template))?;
+        let prefix_tokens = encode(&tokenizer, &shared_prefix(template, answer))?;
         let prefix_tensor = Tensor::new(prefix_tokens.as_slice(), device)
             .and_then(|t| t.unsqueeze(0))
             .map_err(|e| ModelError::Inference(e.to_string()))?;
@@ -105,6 +115,7 @@ impl Reranker {
             model,
             tokenizer,
             template,
+            answer,
             label_ids,
             prefix_tokens,
             prefix,
@@ -123,13 +134,25 @@ impl Reranker {
         self.template
     }
 
+    pub fn answer_form(&self) -> AnswerForm {
+        self.answer
+    }
+
     pub fn prefix_len(&self) -> usize {
         self.prefix_tokens.len()
     }
 
     /// Tokens of an item's part of the prompt.
     pub fn suffix_tokens(&self, item: &RerankItem) -> Result<Vec<u32>, ModelError> {
-        encode(&self.tokenizer, &item_suffix(item, self.template))
+        encode(&self.tokenizer, &item_suffix(item, self.template, self.answer))
+    }
+
+    /// Tokens of each option's answer in the name form: its name, then the end of the turn.
+    pub fn option_answer_tokens(&self, item: &RerankItem) -> Result<Vec<Vec<u32>>, ModelError> {
+        option_names(item)
+            .iter()
+            .map(|name| encode(&self.tokenizer, &format!("{name}{}", answer_end(self.template))))
+            .collect()
     }
 
     /// Raw next-token logits of every label, one row per item, in one batched forward pass
@@ -182,18 +205,67 @@ impl Reranker {
         self.model.logits_for(&self.model.final_norm(&last)?, &self.label_ids)?.squeeze(0)?.to_vec1::<f32>()
     }
 
+    /// Log-probability of each answer (token ids) after a prompt: the prompt's suffix after
+    /// the cached instruction prefix, or (`reuse_prefix` false) a whole tokenized prompt,
+    /// the reference the cache is checked against and what another framework's forward pass
+    /// is compared with. The prompt runs once; the answers run together after its cache.
+    pub fn answer_log_probs(
+        &self,
+        prompt: &[u32],
+        answers: &[Vec<u32>],
+        reuse_prefix: bool,
+    ) -> Result<Vec<f32>, ModelError> {
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let device = self.model.device();
+            let tokens = Tensor::new(prompt, device)?.unsqueeze(0)?;
+            let (hidden, cache) = self.model.forward(&tokens, reuse_prefix.then_some(&self.prefix))?;
+            let last = Llama::last_positions(&hidden, &[prompt.len()])?;
+            let first = log_softmax(&self.model.logits(&self.model.final_norm(&last)?)?, D::Minus1)?
+                .squeeze(0)?
+                .to_vec1::<f32>()?;
+            let mut scores: Vec<f32> = answers.iter().map(|a| a.first().map_or(0.0, |&t| first[t as usize])).collect();
+            // Each answer's later tokens, predicted from the answer's tokens before them.
+            let width = answers.iter().map(|a| a.len().saturating_sub(1)).max().unwrap_or(0);
+            if width == 0 {
+                return Ok(scores);
+            }
+            let mut inputs = Vec::with_capacity(answers.len() * width);
+            let mut targets = Vec::with_capacity(answers.len() * width);
+            for answer in answers {
+                let later = answer.len().saturating_sub(1);
+                inputs
+                    .extend(answer.iter().take(later).copied().chain(std::iter::repeat_n(self.pad_id, width - later)));
+                targets.extend(answer.iter().skip(1).copied().chain(std::iter::repeat_n(0, width - later)));
+            }
+            let inputs = Tensor::from_vec(inputs, (answers.len(), width), device)?;
+            let (hidden, _) = self.model.forward(&inputs, Some(&cache))?;
+            let normed = self.model.final_norm(&hidden.reshape((answers.len() * width, self.model.config.hidden))?)?;
+            let targets = Tensor::from_vec(targets, (answers.len() * width, 1), device)?;
+            let picked = log_softmax(&self.model.logits(&normed)?, D::Minus1)?.gather(&targets, 1)?;
+            let picked = picked.reshape((answers.len(), width))?.to_vec2::<f32>()?;
+            for ((score, answer), row) in scores.iter_mut().zip(answers).zip(picked) {
+                *score += row[..answer.len().saturating_sub(1)].iter().sum::<f32>();
+            }
+            Ok(scores)
+        };
+        run().map_err(|e| ModelError::Inference(e.to_string()))
+    }
+
     /// Probabilities of each item's options (its candidates, then "none of these").
     pub fn score(&self, items: &[RerankItem]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let logits = self.label_logits(items, true)?;
-        Ok(items
-            .iter()
-            .zip(logits)
-            .map(|(item, row)| {
-                let options: Vec<f32> =
-                    row[..labels_for(item.candidates.len()).len()].iter().map(|l| l / self.temperature).collect();
-                softmax(&options)
-            })
-            .collect())
+        let rows = match self.answer {
+            AnswerForm::Letter => self
+                .label_logits(items, true)?
+                .into_iter()
+                .zip(items)
+                .map(|(row, item)| row[..labels_for(item.candidates.len()).len()].to_vec())
+                .collect(),
+            AnswerForm::Name => items
+                .iter()
+                .map(|item| self.answer_log_probs(&self.suffix_tokens(item)?, &self.option_answer_tokens(item)?, true))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(rows.into_iter().map(|row| softmax(&row.iter().map(|l| l / self.temperature).collect::<Vec<_>>())).collect())
     }
 
     /// [`Reranker::score`] spread over the cores, the model server's way: each core takes the
@@ -207,15 +279,25 @@ impl Reranker {
     }
 
     /// Greedy generation of the answer (at most [`MAX_ANSWER_TOKENS`] tokens): the reference
-    /// mode label scoring is compared with.
+    /// mode scoring is compared with. A name answer that names an option is returned as that
+    /// option's label, so that every answer is read the same way.
     pub fn generate(&self, item: &RerankItem) -> Result<String, ModelError> {
+        let answer = self.generate_text(item)?;
+        Ok(match self.answer {
+            AnswerForm::Name => parse_name_answer(&answer, item).map_or(answer, |i| LABELS[i].to_string()),
+            AnswerForm::Letter => answer,
+        })
+    }
+
+    fn generate_text(&self, item: &RerankItem) -> Result<String, ModelError> {
+        let max_tokens = MAX_ANSWER_TOKENS[self.answer as usize];
         let run = || -> candle_core::Result<String> {
             let suffix = self.suffix_tokens(item).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let tokens = Tensor::new(suffix.as_slice(), self.model.device())?.unsqueeze(0)?;
             let (hidden, mut cache) = self.model.forward(&tokens, Some(&self.prefix))?;
             let mut last = Llama::last_positions(&hidden, &[suffix.len()])?;
             let mut answer = Vec::new();
-            for _ in 0..MAX_ANSWER_TOKENS {
+            for _ in 0..max_tokens {
                 let logits = self.model.logits(&self.model.final_norm(&last)?)?.squeeze(0)?;
                 let next = argmax(&logits)?;
                 if self.stop_ids.contains(&next) {

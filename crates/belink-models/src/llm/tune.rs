@@ -11,13 +11,15 @@
 //! - Optimizer: AdamW (the encoder trainer's), constant learning rate; moments, step and the
 //!   example order (a function of the seed and the epoch) are in checkpoints, so a resumed run
 //!   continues the one interrupted.
-//! - The adapter file is safetensors: `layers.{i}.{projection}.lora_a` / `.lora_b` and the
-//!   scale in `lora.scale`.
+//! - The adapter file is safetensors: `layers.{i}.{projection}.lora_a` / `.lora_b`, the
+//!   scale in `lora.scale`, the temperature in `lora.temperature`, and `lora.answer_names`
+//!   (1) when the adapter answers with names ([`AnswerForm::Name`]; this trainer trains
+//!   letters, `scripts/train-reranker-torch.py` either).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use belink_core::decision::prompt::LABELS;
+use belink_core::decision::prompt::{answer_end, shared_prefix, AnswerForm, LABELS};
 use belink_core::random::SeededRandom;
 use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,7 @@ use crate::ModelError;
 
 const SCALE_KEY: &str = "lora.scale";
 const TEMPERATURE_KEY: &str = "lora.temperature";
+const ANSWER_NAMES_KEY: &str = "lora.answer_names";
 
 fn weights_error(path: &Path) -> impl Fn(candle_core::Error) -> ModelError + '_ {
     move |e| ModelError::Weights(format!("{}: {e}", path.display()))
@@ -58,6 +61,13 @@ pub fn load_adapter(path: &Path, device: &Device) -> Result<LoraWeights, ModelEr
     if !(temperature > 0.0 && temperature.is_finite()) {
         return Err(ModelError::Weights(format!("{}: temperature {temperature} is not positive", path.display())));
     }
+    let answer = match scalar(ANSWER_NAMES_KEY)? {
+        None | Some(0.0) => AnswerForm::Letter,
+        Some(1.0) => AnswerForm::Name,
+        Some(other) => {
+            return Err(ModelError::Weights(format!("{}: {ANSWER_NAMES_KEY} is {other}, not 0 or 1", path.display())))
+        }
+    };
     let layer_count: usize = tensors
         .keys()
         .filter_map(|k| k.strip_prefix("layers.")?.split('.').next()?.parse::<usize>().ok())
@@ -85,7 +95,7 @@ pub fn load_adapter(path: &Path, device: &Device) -> Result<LoraWeights, ModelEr
     if layers.iter().all(Option::is_none) || !tensors.is_empty() {
         return Err(ModelError::Weights(format!("{}: not a BeLink re-ranker adapter", path.display())));
     }
-    Ok(LoraWeights { rank, scale, temperature, layers })
+    Ok(LoraWeights { rank, scale, temperature, answer, layers })
 }
 
 /// Writes adapters in f32 (what was trained is what is served), atomically.
@@ -97,7 +107,9 @@ pub fn save_adapter(lora: &LoraWeights, path: &Path) -> Result<(), ModelError> {
             tensors.insert(adapter_key(i, which, "b"), b.detach());
         }
     }
-    for (key, value) in [(SCALE_KEY, lora.scale), (TEMPERATURE_KEY, lora.temperature)] {
+    let answer_names = if lora.answer == AnswerForm::Name { 1.0 } else { 0.0 };
+    for (key, value) in [(SCALE_KEY, lora.scale), (TEMPERATURE_KEY, lora.temperature), (ANSWER_NAMES_KEY, answer_names)]
+    {
         tensors.insert(key.to_string(), Tensor::new(&[value as f32], &Device::Cpu).map_err(weights_error(path))?);
     }
     let partial = path.with_extension("partial");
@@ -106,18 +118,22 @@ pub fn save_adapter(lora: &LoraWeights, path: &Path) -> Result<(), ModelError> {
 }
 
 /// One training example: the item's part of the prompt (after the shared instruction prefix)
-/// and the index of the right option among `options` (candidates, then "none of these").
+/// and the index of the right option among `options` (candidates, then "none of these"); in
+/// the name form, each option's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TuneExample {
     pub suffix: String,
     pub answer: usize,
     pub options: usize,
+    pub form: AnswerForm,
+    /// The name form's answer of each option (empty in the letter form).
+    pub option_names: Vec<String>,
 }
 
 impl TuneExample {
     /// An example from a line of `belink-eval instructions` output: its `prompt` must begin with
-    /// the shared prefix of `template`, byte for byte (the prompt the server builds).
-    pub fn from_record(record: &serde_json::Value, prefix: &str) -> Result<TuneExample, String> {
+    /// the shared prefix of `template` in `form`, byte for byte (the prompt the server builds).
+    pub fn from_record(record: &serde_json::Value, prefix: &str, form: AnswerForm) -> Result<TuneExample, String> {
         let prompt = record["prompt"].as_str().ok_or("no prompt")?;
         let suffix =
             prompt.strip_prefix(prefix).ok_or("the prompt does not begin with this model's instruction prefix")?;
@@ -128,20 +144,56 @@ impl TuneExample {
         if answer >= options || options > LABELS.len() {
             return Err(format!("answer {} outside {options} options", LABELS[answer]));
         }
-        Ok(TuneExample { suffix: suffix.to_string(), answer, options })
+        let option_names: Vec<String> = match form {
+            AnswerForm::Letter => Vec::new(),
+            AnswerForm::Name => record["option_names"]
+                .as_array()
+                .ok_or("a name-form example without option_names")?
+                .iter()
+                .map(|n| n.as_str().map(String::from).ok_or("option_names holds a non-string"))
+                .collect::<Result<_, _>>()?,
+        };
+        if form == AnswerForm::Name && option_names.len() != options {
+            return Err(format!("{} option_names for {options} options", option_names.len()));
+        }
+        Ok(TuneExample { suffix: suffix.to_string(), answer, options, form, option_names })
     }
 }
 
-/// The examples as the server tokenizes them, for training them on another framework: the
-/// label token ids, then each example's whole prompt (the instruction prefix and its suffix,
-/// tokenized apart as [`Reranker`] does).
-pub fn prompt_tokens(model_path: &Path, examples: &[TuneExample]) -> Result<(Vec<u32>, Vec<Vec<u32>>), ModelError> {
+/// One example as the server tokenizes it, for training on another framework: the whole
+/// prompt (the instruction prefix of its form and its suffix, tokenized apart as [`Reranker`]
+/// does) and, in the name form, each option's answer tokens (name and end of turn).
+pub struct ExampleTokens {
+    pub prompt: Vec<u32>,
+    pub answers: Vec<Vec<u32>>,
+}
+
+/// The label token ids, then each example's tokens.
+pub fn prompt_tokens(
+    model_path: &Path,
+    examples: &[TuneExample],
+) -> Result<(Vec<u32>, Vec<ExampleTokens>), ModelError> {
     let reranker = Reranker::load(model_path, &Device::Cpu, None)?;
-    let prompts = examples
+    let prefixes = [AnswerForm::Letter, AnswerForm::Name]
+        .map(|form| encode(&reranker.tokenizer, &shared_prefix(reranker.template, form)));
+    let [letter_prefix, name_prefix] = prefixes;
+    let (letter_prefix, name_prefix) = (letter_prefix?, name_prefix?);
+    let end = answer_end(reranker.template);
+    let tokens = examples
         .iter()
-        .map(|e| Ok([reranker.prefix_tokens.clone(), encode(&reranker.tokenizer, &e.suffix)?].concat()))
+        .map(|e| {
+            let prefix = if e.form == AnswerForm::Name { &name_prefix } else { &letter_prefix };
+            Ok(ExampleTokens {
+                prompt: [prefix.clone(), encode(&reranker.tokenizer, &e.suffix)?].concat(),
+                answers: e
+                    .option_names
+                    .iter()
+                    .map(|name| encode(&reranker.tokenizer, &format!("{name}{end}")))
+                    .collect::<Result<_, _>>()?,
+            })
+        })
         .collect::<Result<_, ModelError>>()?;
-    Ok((reranker.label_ids.clone(), prompts))
+    Ok((reranker.label_ids.clone(), tokens))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +300,11 @@ impl RerankerTuner {
         if config.rank == 0 || config.batch_size == 0 || config.epochs == 0 || examples.is_empty() {
             return Err(ModelError::Config("tuning needs rank, batch_size, epochs and examples".into()));
         }
+        if examples.iter().any(|e| e.form == AnswerForm::Name) {
+            return Err(ModelError::Config(
+                "this trainer trains letter answers; train name answers with scripts/train-reranker-torch.py".into(),
+            ));
+        }
         let reranker = Reranker::load(model_path, device, None)?;
         let tokens = examples
             .iter()
@@ -283,8 +340,13 @@ impl RerankerTuner {
             }
             layers.push(Some(projections));
         }
-        let lora =
-            LoraWeights { rank: config.rank, scale: config.alpha / config.rank as f64, temperature: 1.0, layers };
+        let lora = LoraWeights {
+            rank: config.rank,
+            scale: config.alpha / config.rank as f64,
+            temperature: 1.0,
+            answer: AnswerForm::Letter,
+            layers,
+        };
         Ok(RerankerTuner {
             reranker,
             fingerprint: fingerprint(examples),
