@@ -9,14 +9,14 @@ distribution the model server scores (`Reranker::score`):
 - name prompts (`belink-eval instructions --answer name`; the dump then carries each option's
   answer tokens): the summed log-probability of each option's name and end of turn, the
   prompt run once and the names after its cache. The 135M model learns this form and not the
-  letters (BENCHMARKS.md), so the shipped adapter answers with names.
+  letters (BENCHMARKS.md); the shipped adapter (`rerank-tune`'s) still answers with letters.
 
 The examples come tokenized by the server's own tokenizer (`rerank-tune --dump-tokens`), and
 the adapter is written in the server's format (`layers.{i}.{projection}.lora_a/_b` in f16,
-`lora.scale`, `lora.temperature`; Q and K rows in the GGUF file's order), so the server merges
-it into the same base weights. `--reference` writes the trained model's scores of a few
-prompts' options; `--reference-for` writes them for any adapter in that format without training. A test
-checks that the served model gives them (crates/belink-models/tests/reranker.rs).
+`lora.scale`, `lora.temperature`, `lora.answer_names`; Q and K rows in the GGUF file's
+order), so the server merges it into the same base weights. `--reference` writes the trained
+model's scores of a few prompts' options; `--reference-for` writes them for any adapter in that
+format without training. A test checks that the served model gives them (crates/belink-models/tests/reranker.rs).
 
 usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.safetensors
            [--checkpoints DIR] [--rank 16] [--alpha 32] [--lr 2e-4] [--batch 4] [--epochs 1]
@@ -143,7 +143,8 @@ def write_reference(model, label_ids, examples, path):
         for e in probe:
             tokens, _, options, answers = e
             if answers is None:
-                rows.append({"tokens": tokens, "options": options, "label_logits": label_logits(model, label_ids, [e])[0].tolist()})
+                rows.append({"tokens": tokens, "options": options,
+                             "label_logits": label_logits(model, label_ids, [e])[0].tolist()})
             else:
                 rows.append({"tokens": tokens, "options": options, "answers": answers,
                              "option_log_probs": answer_log_probs(model, tokens, answers).tolist()})

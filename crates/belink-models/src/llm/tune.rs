@@ -174,10 +174,8 @@ pub fn prompt_tokens(
     examples: &[TuneExample],
 ) -> Result<(Vec<u32>, Vec<ExampleTokens>), ModelError> {
     let reranker = Reranker::load(model_path, &Device::Cpu, None)?;
-    let prefixes = [AnswerForm::Letter, AnswerForm::Name]
-        .map(|form| encode(&reranker.tokenizer, &shared_prefix(reranker.template, form)));
-    let [letter_prefix, name_prefix] = prefixes;
-    let (letter_prefix, name_prefix) = (letter_prefix?, name_prefix?);
+    let prefix = |form| encode(&reranker.tokenizer, &shared_prefix(reranker.template, form));
+    let (letter_prefix, name_prefix) = (prefix(AnswerForm::Letter)?, prefix(AnswerForm::Name)?);
     let end = answer_end(reranker.template);
     let tokens = examples
         .iter()
