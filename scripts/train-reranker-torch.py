@@ -25,7 +25,8 @@ usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.
        train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --reference-for ADAPTER --reference FILE.json
 
 Needs torch, transformers, gguf, accelerate and safetensors (make train-reranker installs them
-in .cache/pytrain). Checkpoints every 5 minutes; run again with the same arguments to resume.
+in .cache/pytrain). Checkpoints every 5 minutes, and at the end of the step under way when
+stopped (SIGTERM, Ctrl-C); run again with the same arguments to resume.
 Prints one JSON line per 10 steps (loss: the mean of the last 10 steps; chance is about
 ln(options)). The reference file holds raw label logits (letters) or raw option log-probabilities
 (names), without the temperature.
@@ -35,6 +36,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 
@@ -294,21 +296,31 @@ def main():
                     "step": step}, state_path + ".partial")
         os.replace(state_path + ".partial", state_path)
 
+    # A stop asked for (SIGTERM, Ctrl-C) ends the run after the step under way, with a checkpoint.
+    stop_requested = []
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: stop_requested.append(True))
+
     last_checkpoint, window = time.time(), time.time()
     losses, right, seen, tokens = [], 0, 0, 0
     while step < total:
         order = order_of(step // per_epoch, len(examples), args.seed)
         start = (step % per_epoch) * args.batch
         batch = [examples[i] for i in order[start: start + args.batch]]
-        logits = option_scores(model, label_ids, batch)
-        answers = torch.tensor([a for _, a, _, _ in batch])
-        loss = torch.nn.functional.cross_entropy(logits, answers)
+        # Letter prompts run as one right-padded batch; name prompts one at a time, gradients
+        # summed (each holds the logits of all its option names: batched, 4 of them took 12 GB).
         optimizer.zero_grad()
-        loss.backward()
+        batch_loss = 0.0
+        for part in [[e] for e in batch] if by_name else [batch]:
+            logits = option_scores(model, label_ids, part)
+            answers = torch.tensor([a for _, a, _, _ in part])
+            loss = torch.nn.functional.cross_entropy(logits, answers, reduction="sum") / len(batch)
+            loss.backward()
+            batch_loss += loss.item()
+            right += int((logits.argmax(1) == answers).sum())
         optimizer.step()
         step += 1
-        losses.append(loss.item())
-        right += int((logits.argmax(1) == answers).sum())
+        losses.append(batch_loss)
         seen += len(batch)
         tokens += sum(len(t) for t, _, _, _ in batch)
         if step % 10 == 0 or step == total:
@@ -319,11 +331,11 @@ def main():
                               "tokens_per_s": round(tokens / seconds), "elapsed_s": round(time.time() - started)}),
                   flush=True)
             right, seen, tokens, window = 0, 0, 0, time.time()
-        out_of_time = args.max_minutes and time.time() - started >= args.max_minutes * 60
-        if state_path and (out_of_time or time.time() - last_checkpoint >= CHECKPOINT_EVERY_S):
+        stopping = bool(stop_requested) or (args.max_minutes and time.time() - started >= args.max_minutes * 60)
+        if state_path and (stopping or time.time() - last_checkpoint >= CHECKPOINT_EVERY_S):
             save_checkpoint()
             last_checkpoint = time.time()
-        if out_of_time:
+        if stopping:
             print(f"stopped at step {step} of {total}; run again to resume", file=sys.stderr)
             return
     if state_path:

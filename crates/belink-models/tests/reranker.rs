@@ -151,8 +151,8 @@ fn label_scoring_agrees_with_greedy_generation_on_the_default_model() {
 
 // ---- instruction tuning (LoRA) ----------------------------------------------------------
 
-use belink_core::decision::prompt::{item_suffix, labels_for, AnswerForm, ChatTemplate};
-use belink_models::llm::tune::{load_adapter, save_adapter, RerankerTuner, TuneConfig, TuneExample};
+use belink_core::decision::prompt::{item_suffix, labels_for, option_names, AnswerForm, ChatTemplate};
+use belink_models::llm::tune::{load_adapter, prompt_tokens, save_adapter, RerankerTuner, TuneConfig, TuneExample};
 
 /// The items as training examples, each answered with `answers[i]`.
 fn examples(answers: &[usize]) -> Vec<TuneExample> {
@@ -241,9 +241,20 @@ fn name_answers_are_scored_by_the_probability_of_each_name() {
         assert_eq!(answers.len(), item.candidates.len() + 1);
         padded |= answers.iter().any(|a| a.len() != answers[0].len());
         let cached = served.answer_log_probs(&suffix, &answers, true).unwrap();
-        // The whole prompt without the prefix cache: the same instruction tokens.
-        let whole_prompt = whole_prompt_tokens(&served, item);
-        assert_eq!(whole_prompt.len(), served.prefix_len() + suffix.len());
+        // The whole prompt without the prefix cache, as training tokenizes it (`--dump-tokens`):
+        // the same tokens as the server's.
+        let example = TuneExample {
+            suffix: item_suffix(item, ChatTemplate::ChatMl, AnswerForm::Name),
+            answer: 0,
+            options: answers.len(),
+            form: AnswerForm::Name,
+            option_names: option_names(item),
+        };
+        let (_, mut dumped) = prompt_tokens(&model, &[example]).unwrap();
+        let dumped = dumped.remove(0);
+        assert_eq!(dumped.prompt[served.prefix_len()..], suffix[..]);
+        assert_eq!(dumped.answers, answers);
+        let whole_prompt = dumped.prompt;
         for (i, answer) in answers.iter().enumerate() {
             let one_at_a_time: f32 = (0..answer.len())
                 .map(|j| {
@@ -257,17 +268,6 @@ fn name_answers_are_scored_by_the_probability_of_each_name() {
         assert!(max_difference(&[expected], std::slice::from_ref(probabilities)) < 1e-5);
     }
     assert!(padded, "names of different lengths, padded in one batch, are tested");
-}
-
-fn whole_prompt_tokens(reranker: &Reranker, item: &RerankItem) -> Vec<u32> {
-    use belink_core::decision::prompt::shared_prefix;
-    let tokenizer = belink_models::llm::gguf_tokenizer::from_gguf(&{
-        let mut file = std::fs::File::open(reranker.path()).unwrap();
-        gguf_file::Content::read(&mut file).unwrap()
-    })
-    .unwrap();
-    let prefix = tokenizer.encode(shared_prefix(reranker.template(), reranker.answer_form()), false).unwrap();
-    [prefix.get_ids().to_vec(), reranker.suffix_tokens(item).unwrap()].concat()
 }
 
 fn softmax_of(values: &[f32]) -> Vec<f32> {

@@ -28,11 +28,16 @@ use belink_models::cli::Args;
 use belink_models::llm::tune::{prompt_tokens, save_adapter, RerankerTuner, TuneConfig, TuneExample};
 use candle_core::Device;
 
+/// What a run writes: the trained adapter, or (no training) the examples as tokens.
+enum Output {
+    Adapter(PathBuf),
+    Tokens(PathBuf),
+}
+
 struct Options {
     model: PathBuf,
     examples: Vec<PathBuf>,
-    out: PathBuf,
-    dump_tokens: Option<PathBuf>,
+    output: Output,
     checkpoints: Option<PathBuf>,
     max_time: Option<Duration>,
     max_examples: Option<usize>,
@@ -57,10 +62,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(Options {
         model: flags.required("model")?.into(),
         examples: flags.paths("examples"),
-        dump_tokens: flags.get("dump-tokens").map(PathBuf::from),
-        out: match flags.get("dump-tokens") {
-            Some(_) => PathBuf::new(),
-            None => flags.required("out")?.into(),
+        output: match flags.get("dump-tokens") {
+            Some(path) => Output::Tokens(path.into()),
+            None => Output::Adapter(flags.required("out")?.into()),
         },
         checkpoints: flags.get("checkpoints").map(PathBuf::from),
         max_time: flags.max_time()?,
@@ -111,9 +115,10 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = parse(&args)?;
     let examples = read_examples(&options)?;
-    if let Some(path) = &options.dump_tokens {
-        return dump_tokens(&options.model, &examples, path);
-    }
+    let out = match &options.output {
+        Output::Tokens(path) => return dump_tokens(&options.model, &examples, path),
+        Output::Adapter(out) => out,
+    };
     let started = Instant::now();
     let device = Device::Cpu;
     let resumable = options.checkpoints.as_ref().filter(|dir| RerankerTuner::has_checkpoint(dir));
@@ -187,10 +192,10 @@ fn main() -> Result<(), String> {
             held_out.len()
         );
     }
-    save_adapter(tuner.adapters(), &options.out).map_err(|e| e.to_string())?;
+    save_adapter(tuner.adapters(), out).map_err(|e| e.to_string())?;
     eprintln!(
         "adapter written to {} after {} steps ({:.1} min this run)",
-        options.out.display(),
+        out.display(),
         tuner.steps_done(),
         started.elapsed().as_secs_f64() / 60.0
     );

@@ -29,7 +29,12 @@ use llama::{argmax, softmax, KvCache, Llama};
 
 /// Most tokens a greedy answer may take (reference mode): a letter, or a name (names are
 /// clipped to 120 characters in the prompt).
-const MAX_ANSWER_TOKENS: [usize; 2] = [8, 64];
+fn max_answer_tokens(form: AnswerForm) -> usize {
+    match form {
+        AnswerForm::Letter => 8,
+        AnswerForm::Name => 64,
+    }
+}
 
 pub struct Reranker {
     model: Llama,
@@ -278,7 +283,7 @@ impl Reranker {
         Ok(scored.into_iter().flatten().collect())
     }
 
-    /// Greedy generation of the answer (at most [`MAX_ANSWER_TOKENS`] tokens): the reference
+    /// Greedy generation of the answer (at most [`max_answer_tokens`] tokens): the reference
     /// mode scoring is compared with. A name answer that names an option is returned as that
     /// option's label, so that every answer is read the same way.
     pub fn generate(&self, item: &RerankItem) -> Result<String, ModelError> {
@@ -290,7 +295,7 @@ impl Reranker {
     }
 
     fn generate_text(&self, item: &RerankItem) -> Result<String, ModelError> {
-        let max_tokens = MAX_ANSWER_TOKENS[self.answer as usize];
+        let max_tokens = max_answer_tokens(self.answer);
         let run = || -> candle_core::Result<String> {
             let suffix = self.suffix_tokens(item).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let tokens = Tensor::new(suffix.as_slice(), self.model.device())?.unsqueeze(0)?;
