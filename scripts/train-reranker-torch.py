@@ -13,15 +13,17 @@ distribution the model server scores (`Reranker::score`):
 
 The examples come tokenized by the server's own tokenizer (`rerank-tune --dump-tokens`), and
 the adapter is written in the server's format (`layers.{i}.{projection}.lora_a/_b` in f16,
-`lora.scale`, `lora.temperature`, `lora.answer_names`; Q and K rows in the GGUF file's
-order), so the server merges it into the same base weights. `--reference` writes the trained
+`lora.scale`, `lora.temperature`, `lora.answer_names`, with --rank-prior `lora.rank_prior`;
+Q and K rows in the GGUF file's order), so the server merges it into the same base weights.
+The rank prior (belink_core::decision::rank_prior) tells a model trained with the gold at a
+random position how often retrieval's order is right; the reference scores are without it. `--reference` writes the trained
 model's scores of a few prompts' options; `--reference-for` writes them for any adapter in that
 format without training. A test checks that the served model gives them (crates/belink-models/tests/reranker.rs).
 
 usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.safetensors
            [--checkpoints DIR] [--rank 16] [--alpha 32] [--lr 2e-4] [--batch 4] [--epochs 1]
            [--max-steps N] [--seed 42] [--max-minutes M] [--calibrate 200]
-           [--reference FILE.json] [--threads 2]
+           [--rank-prior RECORDS.jsonl] [--reference FILE.json] [--threads 2]
        train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --reference-for ADAPTER --reference FILE.json
 
 Needs torch, transformers, gguf, accelerate and safetensors (make train-reranker installs them
@@ -99,10 +101,27 @@ def hf_rows(b, heads):
     return b.reshape(heads, out // heads // 2, 2, rank).swapaxes(1, 2).reshape(out, rank)
 
 
-def save_adapter(adapters, config, scale, temperature, by_name, path):
+def count_rank_prior(path):
+    """Log-probability of the gold's position in retrieval's list, then of "none of these",
+    over instruction records written with --gold-position retrieval and no synonyms (a
+    training split's mentions as the server shows them); each count plus one."""
+    records = [json.loads(l) for l in open(path) if l.strip()]
+    if not records:
+        sys.exit(f"{path}: no records to count retrieval's rank prior from")
+    width = max(r["options"] for r in records)
+    counts = [1.0] * width
+    for r in records:
+        answer = ord(r["answer"]) - ord("A")
+        counts[width - 1 if answer == r["options"] - 1 else answer] += 1
+    return [math.log(c / sum(counts)) for c in counts]
+
+
+def save_adapter(adapters, config, scale, temperature, by_name, rank_prior, path):
     """The adapters in the server's format, f16, Q/K rows in the GGUF file's order, atomically."""
     tensors = {"lora.scale": torch.tensor([scale]), "lora.temperature": torch.tensor([temperature]),
                "lora.answer_names": torch.tensor([1.0 if by_name else 0.0])}
+    if rank_prior:
+        tensors["lora.rank_prior"] = torch.tensor(rank_prior)
     for i, row in enumerate(adapters):
         for name, lora in row.items():
             b = lora.b.detach()
@@ -124,6 +143,7 @@ def load_adapter(adapters, path, config):
     scale = float(tensors.pop("lora.scale")[0])
     tensors.pop("lora.temperature", None)
     tensors.pop("lora.answer_names", None)
+    tensors.pop("lora.rank_prior", None)
     for i, row in enumerate(adapters):
         for name, lora in row.items():
             a, b = tensors.pop(f"layers.{i}.{name}.lora_a", None), tensors.pop(f"layers.{i}.{name}.lora_b", None)
@@ -244,6 +264,8 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-minutes", type=float, default=0)
     p.add_argument("--calibrate", type=int, default=200)
+    p.add_argument("--rank-prior", metavar="RECORDS",
+                   help="store retrieval's rank prior counted over these instruction records in the adapter")
     p.add_argument("--reference", help="write the trained model's option scores of a few examples here")
     p.add_argument("--reference-for", metavar="ADAPTER",
                    help="no training: the option scores of the base model with this adapter, to --reference")
@@ -358,7 +380,10 @@ def main():
             print(json.dumps({"calibration_examples": len(held_out), "temperature": round(temperature, 4),
                               "nll_before": round(before, 4), "nll_after": round(after, 4),
                               "right": round(sum(int(l.argmax() == a) for l, a in rows) / len(rows), 3)}), flush=True)
-        save_adapter(adapters, model.config, args.alpha / args.rank, temperature, by_name, args.out)
+        rank_prior = count_rank_prior(args.rank_prior) if args.rank_prior else None
+        if rank_prior:
+            print(json.dumps({"rank_prior": [round(math.exp(p), 4) for p in rank_prior]}), flush=True)
+        save_adapter(adapters, model.config, args.alpha / args.rank, temperature, by_name, rank_prior, args.out)
         if args.reference:
             write_reference(model, label_ids, examples, args.reference)
     print(f"adapter written to {args.out} after {step} steps ({(time.time() - started) / 60:.1f} min)", file=sys.stderr)

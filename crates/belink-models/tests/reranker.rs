@@ -152,6 +152,7 @@ fn label_scoring_agrees_with_greedy_generation_on_the_default_model() {
 // ---- instruction tuning (LoRA) ----------------------------------------------------------
 
 use belink_core::decision::prompt::{item_suffix, labels_for, option_names, AnswerForm, ChatTemplate};
+use belink_core::decision::rank_prior::add_rank_prior;
 use belink_models::llm::tune::{load_adapter, prompt_tokens, save_adapter, RerankerTuner, TuneConfig, TuneExample};
 
 /// The items as training examples, each answered with `answers[i]`.
@@ -225,6 +226,8 @@ fn name_answers_are_scored_by_the_probability_of_each_name() {
     let mut lora = tuner.adapters().clone();
     lora.answer = AnswerForm::Name;
     lora.temperature = 2.0;
+    // Two positions, then "none": items with more candidates give the rest the second's prior.
+    lora.rank_prior = vec![-0.4, -1.3, -2.2];
     let adapter = dir.path().join("names.safetensors");
     save_adapter(&lora, &adapter).unwrap();
     let served = Reranker::load(&model, &Device::Cpu, Some(&adapter)).unwrap();
@@ -264,7 +267,9 @@ fn name_answers_are_scored_by_the_probability_of_each_name() {
                 .sum();
             assert!((cached[i] - one_at_a_time).abs() < 1e-3, "option {i}: {} vs {one_at_a_time}", cached[i]);
         }
-        let expected = softmax_of(&cached.iter().map(|l| l / 2.0).collect::<Vec<_>>());
+        let mut calibrated: Vec<f32> = cached.iter().map(|l| l / 2.0).collect();
+        add_rank_prior(&mut calibrated, &[-0.4, -1.3, -2.2]);
+        let expected = softmax_of(&calibrated);
         assert!(max_difference(&[expected], std::slice::from_ref(probabilities)) < 1e-5);
     }
     assert!(padded, "names of different lengths, padded in one batch, are tested");
@@ -343,6 +348,14 @@ fn adapter_files_that_do_not_fit_are_clear_errors() {
     save_adapter(tuner.adapters(), &adapter).unwrap();
     let error = Reranker::load(&default_model(), &Device::Cpu, Some(&adapter)).err().unwrap();
     assert!(error.to_string().contains("tiny.safetensors"), "{error}");
+    // A rank prior that is not log-probabilities of a position and "none".
+    for prior in [vec![-1.0], vec![-1.0, f32::NAN]] {
+        let mut lora = tuner.adapters().clone();
+        lora.rank_prior = prior;
+        save_adapter(&lora, &adapter).unwrap();
+        let error = load_adapter(&adapter, &Device::Cpu).err().unwrap();
+        assert!(error.to_string().contains("lora.rank_prior"), "{error}");
+    }
 }
 
 /// The adapter the server loads by default, and beside it the label logits that Hugging Face

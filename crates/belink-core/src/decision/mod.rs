@@ -4,6 +4,7 @@
 pub mod choose;
 pub mod context;
 pub mod prompt;
+pub mod rank_prior;
 
 use std::collections::HashMap;
 

@@ -67,6 +67,9 @@ pub struct LoraWeights {
     pub temperature: f64,
     /// How the adapted model answers: the prompt it was trained on.
     pub answer: AnswerForm,
+    /// Log-prior of the gold's position in retrieval's list, then of "none of these", added to
+    /// the calibrated option scores ([`belink_core::decision::rank_prior`]); empty: none.
+    pub rank_prior: Vec<f32>,
     /// Per layer, per projection of [`PROJECTIONS`]: (A, B); None for a layer not adapted.
     pub layers: Vec<Option<Vec<(Tensor, Tensor)>>>,
 }

@@ -14,6 +14,7 @@ pub mod tune;
 use std::path::{Path, PathBuf};
 
 pub use belink_core::decision::prompt::parse_answer;
+use belink_core::decision::rank_prior::add_rank_prior;
 use belink_core::decision::prompt::{
     answer_end, item_suffix, labels_for, option_names, parse_name_answer, shared_prefix, AnswerForm, ChatTemplate,
     RerankItem, LABELS,
@@ -52,6 +53,8 @@ pub struct Reranker {
     /// Label logits are divided by it before the softmax (temperature scaling, fitted when the
     /// adapter was trained, so that probabilities are calibrated); 1 without an adapter.
     temperature: f32,
+    /// Retrieval's rank prior, added after the temperature (empty: none; see [`add_rank_prior`]).
+    rank_prior: Vec<f32>,
 }
 
 impl Reranker {
@@ -87,12 +90,13 @@ impl Reranker {
         } else {
             return Err(ModelError::Missing(format!("re-ranker model {shown} does not exist")));
         };
-        let (mut temperature, mut answer) = (1.0, AnswerForm::Letter);
+        let (mut temperature, mut answer, mut rank_prior) = (1.0, AnswerForm::Letter, Vec::new());
         if let Some(adapter) = adapter {
             let lora = tune::load_adapter(adapter, device)?;
             model.merge(&lora).map_err(|e| ModelError::Weights(format!("{}: {e}", adapter.display())))?;
             temperature = lora.temperature as f32;
             answer = lora.answer;
+            rank_prior = lora.rank_prior;
         }
         let template = ChatTemplate::detect(chat_template.as_deref());
         let single = |text: &str| -> Result<u32, ModelError> {
@@ -128,6 +132,7 @@ impl Reranker {
             stop_ids,
             path: path.into(),
             temperature,
+            rank_prior,
         })
     }
 
@@ -256,7 +261,8 @@ impl Reranker {
         run().map_err(|e| ModelError::Inference(e.to_string()))
     }
 
-    /// Probabilities of each item's options (its candidates, then "none of these").
+    /// Probabilities of each item's options (its candidates, then "none of these"): the
+    /// model's scores over the temperature, plus the adapter's rank prior when it has one.
     pub fn score(&self, items: &[RerankItem]) -> Result<Vec<Vec<f32>>, ModelError> {
         let rows = match self.answer {
             AnswerForm::Letter => self
@@ -270,7 +276,14 @@ impl Reranker {
                 .map(|item| self.answer_log_probs(&self.suffix_tokens(item)?, &self.option_answer_tokens(item)?, true))
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        Ok(rows.into_iter().map(|row| softmax(&row.iter().map(|l| l / self.temperature).collect::<Vec<_>>())).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut calibrated: Vec<f32> = row.iter().map(|l| l / self.temperature).collect();
+                add_rank_prior(&mut calibrated, &self.rank_prior);
+                softmax(&calibrated)
+            })
+            .collect())
     }
 
     /// [`Reranker::score`] spread over the cores, the model server's way: each core takes the

@@ -14,7 +14,8 @@
 //! - The adapter file is safetensors: `layers.{i}.{projection}.lora_a` / `.lora_b`, the
 //!   scale in `lora.scale`, the temperature in `lora.temperature`, and `lora.answer_names`
 //!   (1) when the adapter answers with names ([`AnswerForm::Name`]; this trainer trains
-//!   letters, `scripts/train-reranker-torch.py` either).
+//!   letters, `scripts/train-reranker-torch.py` either), and optionally `lora.rank_prior`
+//!   (retrieval's rank prior, [`belink_core::decision::rank_prior`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use crate::ModelError;
 const SCALE_KEY: &str = "lora.scale";
 const TEMPERATURE_KEY: &str = "lora.temperature";
 const ANSWER_NAMES_KEY: &str = "lora.answer_names";
+const RANK_PRIOR_KEY: &str = "lora.rank_prior";
 
 fn weights_error(path: &Path) -> impl Fn(candle_core::Error) -> ModelError + '_ {
     move |e| ModelError::Weights(format!("{}: {e}", path.display()))
@@ -68,6 +70,20 @@ pub fn load_adapter(path: &Path, device: &Device) -> Result<LoraWeights, ModelEr
             return Err(ModelError::Weights(format!("{}: {ANSWER_NAMES_KEY} is {other}, not 0 or 1", path.display())))
         }
     };
+    let rank_prior = match tensors.remove(RANK_PRIOR_KEY) {
+        None => Vec::new(),
+        Some(prior) => {
+            let prior =
+                prior.to_dtype(DType::F32).and_then(|t| t.flatten_all()?.to_vec1::<f32>()).map_err(weights_error(path))?;
+            if prior.len() < 2 || prior.iter().any(|p| !p.is_finite()) {
+                return Err(ModelError::Weights(format!(
+                    "{}: {RANK_PRIOR_KEY} must hold finite log-probabilities of at least one position and none",
+                    path.display()
+                )));
+            }
+            prior
+        }
+    };
     let layer_count: usize = tensors
         .keys()
         .filter_map(|k| k.strip_prefix("layers.")?.split('.').next()?.parse::<usize>().ok())
@@ -95,7 +111,7 @@ pub fn load_adapter(path: &Path, device: &Device) -> Result<LoraWeights, ModelEr
     if layers.iter().all(Option::is_none) || !tensors.is_empty() {
         return Err(ModelError::Weights(format!("{}: not a BeLink re-ranker adapter", path.display())));
     }
-    Ok(LoraWeights { rank, scale, temperature, answer, layers })
+    Ok(LoraWeights { rank, scale, temperature, answer, rank_prior, layers })
 }
 
 /// Writes adapters in f32 (what was trained is what is served), atomically.
@@ -111,6 +127,10 @@ pub fn save_adapter(lora: &LoraWeights, path: &Path) -> Result<(), ModelError> {
     for (key, value) in [(SCALE_KEY, lora.scale), (TEMPERATURE_KEY, lora.temperature), (ANSWER_NAMES_KEY, answer_names)]
     {
         tensors.insert(key.to_string(), Tensor::new(&[value as f32], &Device::Cpu).map_err(weights_error(path))?);
+    }
+    if !lora.rank_prior.is_empty() {
+        let prior = Tensor::new(lora.rank_prior.as_slice(), &Device::Cpu).map_err(weights_error(path))?;
+        tensors.insert(RANK_PRIOR_KEY.to_string(), prior);
     }
     let partial = path.with_extension("partial");
     candle_core::safetensors::save(&tensors, &partial).map_err(weights_error(&partial))?;
@@ -343,6 +363,7 @@ impl RerankerTuner {
             scale: config.alpha / config.rank as f64,
             temperature: 1.0,
             answer: AnswerForm::Letter,
+            rank_prior: Vec::new(),
             layers,
         };
         Ok(RerankerTuner {
