@@ -3,14 +3,16 @@
 //! generation. Prompts are built from NCBI-disease-like mentions with MEDIC-like candidates
 //! read from a TSV file (mention<TAB>name|name|...), the way belink_normalize builds them.
 //!
-//!   rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20] [--dump-prompts DIR]
+//!   rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20] [--dump-prompts DIR] [--adapter FILE]
 //! Prints one JSON line per measurement. --dump-prompts writes the full prompts (one JSON
-//! list per k) for the llama.cpp peer, scripts/rerank-bench-llamacpp.py.
+//! list per k) for the llama.cpp peer, scripts/rerank-bench-llamacpp.py. --adapter merges an
+//! adapter; one that answers with names is measured the server's way and by generation only
+//! (the label-logit modes measure the letter form).
 
 use std::path::Path;
 use std::time::Instant;
 
-use belink_core::decision::prompt::{PromptCandidate, RerankItem};
+use belink_core::decision::prompt::{AnswerForm, PromptCandidate, RerankItem};
 use belink_models::llm::{parse_answer, Reranker};
 use belink_models::streams::Streams;
 use candle_core::Device;
@@ -19,7 +21,7 @@ fn main() -> Result<(), String> {
     belink_models::prepare_candle_threads();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, prompts, rest @ ..] = &args[..] else {
-        return Err("usage: rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20]".into());
+        return Err("usage: rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20] [--adapter FILE]".into());
     };
     let flag = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1)).cloned();
     let count: usize = flag("--items").map(|n| n.parse().unwrap_or(16)).unwrap_or(16);
@@ -33,8 +35,11 @@ fn main() -> Result<(), String> {
         .take(count)
         .collect();
     let streams = Streams::new(0);
-    let reranker =
-        streams.install(|| Reranker::load(Path::new(model), &Device::Cpu, None)).map_err(|e| e.to_string())?;
+    let adapter = flag("--adapter");
+    let reranker = streams
+        .install(|| Reranker::load(Path::new(model), &Device::Cpu, adapter.as_deref().map(Path::new)))
+        .map_err(|e| e.to_string())?;
+    let by_letter = reranker.answer_form() == AnswerForm::Letter;
     let report = |mode: &str, k: usize, batch: usize, seconds: f64, items: usize, extra: &str| {
         println!(
             "{{\"mode\": \"{mode}\", \"k\": {k}, \"batch\": {batch}, \"ms_per_mention\": {:.1}{extra}}}",
@@ -82,20 +87,27 @@ fn main() -> Result<(), String> {
             Ok(started.elapsed().as_secs_f64())
         };
         let seconds = time(&|| reranker.score_on(&streams, &items).map(|_| ()).map_err(|e| e.to_string()))?;
-        report("score, items spread over the cores, prefix reused", k, items.len(), seconds, items.len(), &prompt);
-        let seconds =
-            time(&|| streams.install(|| reranker.label_logits(&items, true)).map(|_| ()).map_err(|e| e.to_string()))?;
-        report("score, one batch, prefix reused", k, items.len(), seconds, items.len(), "");
-        for (reuse_prefix, mode) in [(true, "score, batch 1, prefix reused"), (false, "score, batch 1, whole prompt")] {
+        let form = format!("{prompt}, \"answer\": \"{}\"", if by_letter { "letter" } else { "name" });
+        report("score, items spread over the cores, prefix reused", k, items.len(), seconds, items.len(), &form);
+        // The label-logit modes measure the letter form only.
+        if by_letter {
             let seconds = time(&|| {
-                for item in &items {
-                    streams
-                        .install(|| reranker.label_logits(std::slice::from_ref(item), reuse_prefix))
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(())
+                streams.install(|| reranker.label_logits(&items, true)).map(|_| ()).map_err(|e| e.to_string())
             })?;
-            report(mode, k, 1, seconds, items.len(), "");
+            report("score, one batch, prefix reused", k, items.len(), seconds, items.len(), "");
+            for (reuse_prefix, mode) in
+                [(true, "score, batch 1, prefix reused"), (false, "score, batch 1, whole prompt")]
+            {
+                let seconds = time(&|| {
+                    for item in &items {
+                        streams
+                            .install(|| reranker.label_logits(std::slice::from_ref(item), reuse_prefix))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })?;
+                report(mode, k, 1, seconds, items.len(), "");
+            }
         }
         let answers = std::cell::RefCell::new(Vec::new());
         let seconds = time(&|| {

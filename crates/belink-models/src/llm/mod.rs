@@ -14,11 +14,11 @@ pub mod tune;
 use std::path::{Path, PathBuf};
 
 pub use belink_core::decision::prompt::parse_answer;
-use belink_core::decision::rank_prior::add_rank_prior;
 use belink_core::decision::prompt::{
     answer_end, item_suffix, labels_for, option_names, parse_name_answer, shared_prefix, AnswerForm, ChatTemplate,
     RerankItem, LABELS,
 };
+use belink_core::decision::rank_prior::add_rank_prior;
 use candle_core::{Device, Tensor, D};
 use tokenizers::Tokenizer;
 

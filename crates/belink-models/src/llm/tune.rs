@@ -73,8 +73,10 @@ pub fn load_adapter(path: &Path, device: &Device) -> Result<LoraWeights, ModelEr
     let rank_prior = match tensors.remove(RANK_PRIOR_KEY) {
         None => Vec::new(),
         Some(prior) => {
-            let prior =
-                prior.to_dtype(DType::F32).and_then(|t| t.flatten_all()?.to_vec1::<f32>()).map_err(weights_error(path))?;
+            let prior = prior
+                .to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                .map_err(weights_error(path))?;
             if prior.len() < 2 || prior.iter().any(|p| !p.is_finite()) {
                 return Err(ModelError::Weights(format!(
                     "{}: {RANK_PRIOR_KEY} must hold finite log-probabilities of at least one position and none",
