@@ -209,8 +209,10 @@ train-span-scorer:
 # Instruction-tunes the default re-ranker (about 40 minutes on 2 cores; resumes after an
 # interruption): scripts/train-reranker.sh. PyTorch (transformers' llama, in $(PYTRAIN))
 # writes the reference logits the served model is tested against; the same environment runs
-# scripts/train-reranker-torch.py, which adapts every layer (README).
+# scripts/train-reranker-torch.py, which adapts every layer and trains the name form
+# (RERANKER_ANSWER=name: an adapter under .cache/rerank-names, about 75 minutes; README).
 PYTRAIN := $(CACHE)/pytrain
+RERANKER_ANSWER ?= letter
 $(PYTRAIN)/.installed:
 	python3 -m venv $(PYTRAIN)
 	$(PYTRAIN)/bin/pip install --disable-pip-version-check --quiet torch==2.15.0 transformers==5.25.0 \
@@ -219,7 +221,8 @@ $(PYTRAIN)/.installed:
 
 train-reranker: install $(PYTRAIN)/.installed
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin rerank-tune
-	PYTRAIN=$(PYTRAIN) RERANKER_MODEL=$(RERANKER_MODEL) scripts/train-reranker.sh $(CACHE)/train-reranker 54337
+	PYTRAIN=$(PYTRAIN) RERANKER_MODEL=$(RERANKER_MODEL) RERANKER_ANSWER=$(RERANKER_ANSWER) \
+	    scripts/train-reranker.sh $(CACHE)/train-reranker 54337
 
 eval: install
 	cargo build --release -p belink-eval
