@@ -16,9 +16,9 @@ the adapter is written in the server's format (`layers.{i}.{projection}.lora_a/_
 `lora.scale`, `lora.temperature`, `lora.answer_names`, with --rank-prior `lora.rank_prior`;
 Q and K rows in the GGUF file's order), so the server merges it into the same base weights.
 The rank prior (belink_core::decision::rank_prior) tells a model trained with the gold at a
-random position how often retrieval's order is right; the reference scores are without it. `--reference` writes the trained
-model's scores of a few prompts' options; `--reference-for` writes them for any adapter in that
-format without training. A test checks that the served model gives them (crates/belink-models/tests/reranker.rs).
+random position how often retrieval's order is right. `--reference` writes the trained model's
+scores of a few prompts' options (without the prior); `--reference-for` writes them for any
+adapter in that format without training. A test checks that the served model gives them (crates/belink-models/tests/reranker.rs).
 
 usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.safetensors
            [--checkpoints DIR] [--rank 16] [--alpha 32] [--lr 2e-4] [--batch 4] [--epochs 1]
@@ -113,7 +113,8 @@ def count_rank_prior(path):
     for r in records:
         answer = ord(r["answer"]) - ord("A")
         counts[width - 1 if answer == r["options"] - 1 else answer] += 1
-    return [math.log(c / sum(counts)) for c in counts]
+    total = sum(counts)
+    return [math.log(c / total) for c in counts]
 
 
 def save_adapter(adapters, config, scale, temperature, by_name, rank_prior, path):
@@ -276,6 +277,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.time()
+    # Counted now, so that a bad file stops the run before training, not after.
+    rank_prior = count_rank_prior(args.rank_prior) if args.rank_prior else None
 
     lines = [json.loads(l) for l in open(args.tokens) if l.strip()]
     label_ids = lines[0]["label_ids"]
@@ -380,7 +383,6 @@ def main():
             print(json.dumps({"calibration_examples": len(held_out), "temperature": round(temperature, 4),
                               "nll_before": round(before, 4), "nll_after": round(after, 4),
                               "right": round(sum(int(l.argmax() == a) for l, a in rows) / len(rows), 3)}), flush=True)
-        rank_prior = count_rank_prior(args.rank_prior) if args.rank_prior else None
         if rank_prior:
             print(json.dumps({"rank_prior": [round(math.exp(p), 4) for p in rank_prior]}), flush=True)
         save_adapter(adapters, model.config, args.alpha / args.rank, temperature, by_name, rank_prior, args.out)
