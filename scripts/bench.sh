@@ -117,7 +117,4 @@ target/release/rerank-bench "$RERANKER_MODEL" "$prompts/prompts.tsv" --items 16 
 for k in 5 10 20; do
     "$PYREF/bin/python" scripts/rerank-bench-llamacpp.py "$RERANKER_MODEL" "$prompts/prompts-k$k.json" "$(nproc)" 2>/dev/null
 done
-echo "With the shipped adapter (the form it answers in):"
-target/release/rerank-bench "$RERANKER_MODEL" "$prompts/prompts.tsv" --items 16 --ks 5,10,20 \
-    --adapter models/rerankers/smollm2-135m-belink-lora.safetensors
 rm -rf "$prompts"

@@ -159,10 +159,14 @@ impl Reranker {
 
     /// Tokens of each option's answer in the name form: its name, then the end of the turn.
     pub fn option_answer_tokens(&self, item: &RerankItem) -> Result<Vec<Vec<u32>>, ModelError> {
-        option_names(item)
-            .iter()
-            .map(|name| encode(&self.tokenizer, &format!("{name}{}", answer_end(self.template))))
-            .collect()
+        self.answer_tokens(&option_names(item))
+    }
+
+    /// Tokens of name answers, each name then the end of the turn: what serving and training
+    /// score.
+    fn answer_tokens(&self, names: &[String]) -> Result<Vec<Vec<u32>>, ModelError> {
+        let end = answer_end(self.template);
+        names.iter().map(|name| encode(&self.tokenizer, &format!("{name}{end}"))).collect()
     }
 
     /// Raw next-token logits of every label, one row per item, in one batched forward pass

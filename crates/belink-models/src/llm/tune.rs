@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use belink_core::decision::prompt::{answer_end, shared_prefix, AnswerForm, LABELS};
+use belink_core::decision::prompt::{shared_prefix, AnswerForm, LABELS};
 use belink_core::random::SeededRandom;
 use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
@@ -198,18 +198,13 @@ pub fn prompt_tokens(
     let reranker = Reranker::load(model_path, &Device::Cpu, None)?;
     let prefix = |form| encode(&reranker.tokenizer, &shared_prefix(reranker.template, form));
     let (letter_prefix, name_prefix) = (prefix(AnswerForm::Letter)?, prefix(AnswerForm::Name)?);
-    let end = answer_end(reranker.template);
     let tokens = examples
         .iter()
         .map(|e| {
             let prefix = if e.form == AnswerForm::Name { &name_prefix } else { &letter_prefix };
             Ok(ExampleTokens {
                 prompt: [prefix.clone(), encode(&reranker.tokenizer, &e.suffix)?].concat(),
-                answers: e
-                    .option_names
-                    .iter()
-                    .map(|name| encode(&reranker.tokenizer, &format!("{name}{end}")))
-                    .collect::<Result<_, _>>()?,
+                answers: reranker.answer_tokens(&e.option_names)?,
             })
         })
         .collect::<Result<_, ModelError>>()?;
