@@ -83,6 +83,7 @@ static RERANK_MODE: GucSetting<RerankModeGuc> = GucSetting::<RerankModeGuc>::new
 static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
 static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 static OVERRIDE_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.5);
+static NONE_OVERRIDE_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 static MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.6);
 static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
 
@@ -237,6 +238,16 @@ pub fn init() {
         GucFlags::empty(),
     );
     GucRegistry::define_float_guc(
+        c"belink.rerank_none_threshold",
+        c"Least probability of the re-ranker's \"none of these\" for it to overrule a concept retrieval chose (the mention is left unlinked); below it, retrieval's decision stands (1: only when certain).",
+        c"",
+        &NONE_OVERRIDE_THRESHOLD,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_float_guc(
         c"belink.min_similarity",
         c"Without re-ranking: least similarity of a mention to its best candidate's name (1 exact, trigram similarity, or cosine) for the mention to be linked; below it, NIL.",
         c"",
@@ -375,6 +386,7 @@ pub fn settings() -> Settings {
         top_k: TOP_K.get().max(1) as usize,
         nil_threshold: NIL_THRESHOLD.get(),
         override_threshold: OVERRIDE_THRESHOLD.get(),
+        none_override_threshold: NONE_OVERRIDE_THRESHOLD.get(),
         min_similarity: MIN_SIMILARITY.get(),
         context_chars: CONTEXT_CHARS.get().max(0) as usize,
         max_document_chars: MAX_DOCUMENT_CHARS.get().max(1) as usize,

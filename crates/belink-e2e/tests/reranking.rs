@@ -43,7 +43,8 @@ fn a_tiny_model_goes_through_the_whole_path() {
     // The re-ranker's own choices, ungated.
     client
         .batch_execute(
-            "SET belink.rerank = on; SET belink.retrieval = 'lexical'; SET belink.rerank_override_threshold = 0",
+            "SET belink.rerank = on; SET belink.retrieval = 'lexical'; SET belink.rerank_override_threshold = 0; \
+             SET belink.rerank_none_threshold = 0",
         )
         .unwrap();
 
@@ -100,7 +101,7 @@ fn a_tiny_model_goes_through_the_whole_path() {
         .unwrap()
         .get(0);
     assert!(candidates["answer"].is_string(), "{candidates}");
-    client.batch_execute("RESET belink.rerank_mode; RESET belink.rerank; RESET belink.retrieval; RESET belink.rerank_override_threshold").unwrap();
+    client.batch_execute("RESET belink.rerank_mode; RESET belink.rerank; RESET belink.retrieval; RESET belink.rerank_override_threshold; RESET belink.rerank_none_threshold").unwrap();
     reset_reranker(&mut client);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -118,7 +119,11 @@ fn the_default_model_reranks_and_links() {
     // The default model comes with the adapter tuned for it (make train-reranker).
     let adapter = status(&mut client)["reranker_adapter"].clone();
     assert!(adapter.as_str().is_some_and(|a| a.ends_with("smollm2-135m-belink-lora.safetensors")), "{adapter}");
-    client.batch_execute("SET belink.rerank = on; SET belink.rerank_override_threshold = 0").unwrap();
+    client
+        .batch_execute(
+            "SET belink.rerank = on; SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0",
+        )
+        .unwrap();
     let row = client
         .query_one(
             "SELECT decided_by, concept_id FROM belink_normalize('colorectal cancr', NULL, 'medic_rerank', 5)",
@@ -130,5 +135,9 @@ fn the_default_model_reranks_and_links() {
     let entities: serde_json::Value =
         client.query_one("SELECT belink_link('Her mother had breast cancer.', 'medic_rerank')", &[]).unwrap().get(0);
     assert_eq!(entities[0]["mention"], "breast cancer");
-    client.batch_execute("RESET belink.rerank; RESET belink.rerank_override_threshold").unwrap();
+    client
+        .batch_execute(
+            "RESET belink.rerank; RESET belink.rerank_override_threshold; RESET belink.rerank_none_threshold",
+        )
+        .unwrap();
 }

@@ -89,6 +89,7 @@ pub const CONFIGS: &[Config] = &[
             "SET belink.retrieval = 'hybrid'",
             "SET belink.rerank = on",
             "SET belink.rerank_override_threshold = 0",
+            "SET belink.rerank_none_threshold = 0",
         ],
         needs_index: true,
         single_source: false,

@@ -142,6 +142,8 @@ pub struct RerankedAnswer {
     pub right: bool,
     /// Retrieval's own decision was right.
     pub retrieval_right: bool,
+    /// A right concept was among the candidates (when not, "none of these" was the right answer).
+    pub gold_retrieved: bool,
 }
 
 impl NormalizationRun {
@@ -477,6 +479,7 @@ fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answ
             nil: answer.nil,
             right: rank == Some(0) && !answer.nil,
             retrieval_right: answer.retrieval_choice.as_ref().is_some_and(|c| is_correct(&query, run.protocol, &c.ids)),
+            gold_retrieved: rank.is_some(),
         });
     }
     if rank == Some(0) && !answer.nil {
@@ -744,7 +747,13 @@ mod tests {
             [ErrorCause::RankedBelow, ErrorCause::NotRetrieved, ErrorCause::RerankerWrong, ErrorCause::NilAnswer]
         );
         assert_eq!(run.errors[0].gold_rank, Some(2));
-        let reranked = |nil, retrieval_right| RerankedAnswer { confidence: 0.75, nil, right: false, retrieval_right };
+        let reranked = |nil, retrieval_right| RerankedAnswer {
+            confidence: 0.75,
+            nil,
+            right: false,
+            retrieval_right,
+            gold_retrieved: true,
+        };
         assert_eq!(run.reranked, [reranked(false, false), reranked(true, true)]);
     }
 }

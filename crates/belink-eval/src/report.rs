@@ -275,28 +275,59 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
                 reliability.accuracy
             );
         }
-        let _ = writeln!(w, "\n### Re-ranking gated by confidence (`belink.rerank_override_threshold`)\n");
         let _ = writeln!(
             w,
-            "acc@1 when the re-ranker may overrule retrieval's decision only with at least the given \
-             probability (computed from the answers above: below it, retrieval's decision stands). \
-             0 = the re-ranker always decides (the *hybrid + re-ranking* rows); never = retrieval alone.\n"
+            "\nIts \"none of these\" answers, with the probability it gave them: such an answer is right when \
+             no right concept was among the candidates.\n"
         );
-        let header: Vec<String> = GATES.iter().map(|t| format!("{t}")).collect();
-        let _ = writeln!(w, "| dataset | dictionary | protocol | re-ranked | {} | never |", header.join(" | "));
-        let _ = writeln!(w, "|---|---|---|---:|{}---:|", "---:|".repeat(GATES.len()));
-        for run in &reranked {
-            let cells: Vec<String> =
-                GATES.iter().chain([&f64::INFINITY]).map(|&t| format!("{:.3}", gated_accuracy(run, t))).collect();
+        let _ = writeln!(w, "| dataset | dictionary | \"none\" answers | mean probability | right |");
+        let _ = writeln!(w, "|---|---|---:|---:|---:|");
+        for run in reranked.iter().filter(|r| r.protocol == Protocol::Classic) {
+            let nones: Vec<_> = run.reranked.iter().filter(|a| a.nil).collect();
+            let n = nones.len().max(1) as f64;
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.3} | {:.3} |",
                 run.dataset,
                 run.dictionary,
-                run.protocol.name(),
-                run.reranked.len(),
-                cells.join(" | ")
+                nones.len(),
+                nones.iter().map(|a| a.confidence).sum::<f64>() / n,
+                nones.iter().filter(|a| !a.gold_retrieved).count() as f64 / n
             );
+        }
+        let _ = writeln!(
+            w,
+            "\n### Re-ranking gated by confidence (`belink.rerank_override_threshold`, `belink.rerank_none_threshold`)\n"
+        );
+        let _ = writeln!(
+            w,
+            "acc@1 when the re-ranker may overrule retrieval's decision with a concept only with at least \
+             the probability of the column, and with \"none of these\" only with at least that of the row's \
+             *none* gate (computed from the answers above: below it, retrieval's decision stands). \
+             Both 0: the re-ranker always decides (the *hybrid + re-ranking* rows); both never: \
+             retrieval alone.\n"
+        );
+        let header: Vec<String> = GATES.iter().map(|&t| gate_name(t)).collect();
+        let _ = writeln!(w, "| dataset | dictionary | protocol | re-ranked | none | {} | never |", header.join(" | "));
+        let _ = writeln!(w, "|---|---|---|---:|---:|{}---:|", "---:|".repeat(GATES.len()));
+        for run in &reranked {
+            for &none_gate in NONE_GATES {
+                let cells: Vec<String> = GATES
+                    .iter()
+                    .chain([&f64::INFINITY])
+                    .map(|&t| format!("{:.3}", gated_accuracy(run, t, none_gate)))
+                    .collect();
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    run.dataset,
+                    run.dictionary,
+                    run.protocol.name(),
+                    run.reranked.len(),
+                    gate_name(none_gate),
+                    cells.join(" | ")
+                );
+            }
         }
         let _ = writeln!(w);
     }
@@ -491,16 +522,37 @@ pub fn error_analysis(results: &[DatasetResult]) -> String {
     out
 }
 
-/// The override thresholds the report compares.
+/// The override thresholds the report compares (`belink.rerank_override_threshold`), and those
+/// for "none of these" (`belink.rerank_none_threshold`); f64::INFINITY is "never".
 const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
+const NONE_GATES: &[f64] = &[0.0, 0.5, 0.9, f64::INFINITY];
 
-/// acc@1 of a re-ranked run had the re-ranker needed `threshold` to overrule retrieval (when
-/// it agrees with retrieval, both are equally right).
-fn gated_accuracy(run: &NormalizationRun, threshold: f64) -> f64 {
+/// acc@1 of a re-ranked run had the re-ranker needed `concept_gate` to overrule retrieval with a
+/// concept and `none_gate` with "none of these" (when it agrees with retrieval, both are equally
+/// right).
+fn gated_accuracy(run: &NormalizationRun, concept_gate: f64, none_gate: f64) -> f64 {
     let reranker_hits = run.reranked.iter().filter(|a| a.right).count();
-    let gated_hits =
-        run.reranked.iter().filter(|a| if a.confidence < threshold { a.retrieval_right } else { a.right }).count();
+    let gated_hits = run
+        .reranked
+        .iter()
+        .filter(|a| {
+            let gate = if a.nil { none_gate } else { concept_gate };
+            if a.confidence < gate {
+                a.retrieval_right
+            } else {
+                a.right
+            }
+        })
+        .count();
     (run.hits_at[0] - reranker_hits + gated_hits) as f64 / run.queries.max(1) as f64
+}
+
+fn gate_name(gate: f64) -> String {
+    if gate.is_finite() {
+        format!("{gate}")
+    } else {
+        "never".into()
+    }
 }
 
 /// Confidence against accuracy, in bins of confidence 0.2 wide.
@@ -567,8 +619,13 @@ mod tests {
 
     #[test]
     fn gating_keeps_retrieval_below_the_threshold() {
-        let answer =
-            |confidence, right, retrieval_right| RerankedAnswer { confidence, nil: false, right, retrieval_right };
+        let answer = |confidence, right, retrieval_right| RerankedAnswer {
+            confidence,
+            nil: false,
+            right,
+            retrieval_right,
+            gold_retrieved: true,
+        };
         let mut hits_at = vec![0; MAX_K];
         hits_at[0] = 5; // 4 right before re-ranking (exact matches) + 1 of the re-ranker's
         let run = NormalizationRun {
@@ -584,9 +641,45 @@ mod tests {
             // Sure and right; unsure and wrong where retrieval was right; unsure, both wrong.
             reranked: vec![answer(0.9, true, false), answer(0.4, false, true), answer(0.2, false, false)],
         };
-        assert_eq!(gated_accuracy(&run, 0.0), 0.5);
-        assert_eq!(gated_accuracy(&run, 0.5), 0.6);
-        assert_eq!(gated_accuracy(&run, f64::INFINITY), 0.5, "retrieval alone: 4 + the one it had right");
+        assert_eq!(gated_accuracy(&run, 0.0, 0.0), 0.5);
+        assert_eq!(gated_accuracy(&run, 0.5, 0.0), 0.6);
+        assert_eq!(gated_accuracy(&run, f64::INFINITY, 0.0), 0.5, "retrieval alone: 4 + the one it had right");
+    }
+
+    #[test]
+    fn none_of_these_has_its_own_gate() {
+        let answer = |confidence, nil, right, retrieval_right| RerankedAnswer {
+            confidence,
+            nil,
+            right,
+            retrieval_right,
+            gold_retrieved: true,
+        };
+        let mut hits_at = vec![0; MAX_K];
+        hits_at[0] = 1; // the re-ranker's one right concept
+        let run = NormalizationRun {
+            dataset: "d".into(),
+            dictionary: "ontology".into(),
+            config: "hybrid + re-ranking".into(),
+            protocol: Protocol::Classic,
+            queries: 4,
+            hits_at,
+            latencies_ms: vec![],
+            server_peak_mb: None,
+            errors: vec![],
+            // A right concept at 0.6; "none" at 0.7 and at 0.95 where retrieval was right; a
+            // wrong concept at 0.6 where retrieval was right.
+            reranked: vec![
+                answer(0.6, false, true, false),
+                answer(0.7, true, false, true),
+                answer(0.95, true, false, true),
+                answer(0.6, false, false, true),
+            ],
+        };
+        assert_eq!(gated_accuracy(&run, 0.0, 0.0), 0.25);
+        assert_eq!(gated_accuracy(&run, 0.0, 0.9), 0.5, "the unsure none leaves retrieval's concept");
+        assert_eq!(gated_accuracy(&run, 0.0, f64::INFINITY), 0.75);
+        assert_eq!(gated_accuracy(&run, 0.7, f64::INFINITY), 0.75, "the right concept lost, the wrong one too");
     }
 
     #[test]

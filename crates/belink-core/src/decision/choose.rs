@@ -11,6 +11,8 @@ use crate::settings::RerankMode;
 pub struct Choice {
     pub chosen: Option<usize>,
     pub confidence: f64,
+    /// The re-ranker answered "none of these" (not a concept below the NIL threshold).
+    pub none_of_these: bool,
 }
 
 pub fn choose(reranked: &Reranked, candidates: usize, mode: RerankMode, nil_threshold: f64) -> Choice {
@@ -22,7 +24,7 @@ pub fn choose(reranked: &Reranked, candidates: usize, mode: RerankMode, nil_thre
     };
     let confidence = reranked.probabilities.get(choice).copied().unwrap_or(0.0) as f64;
     let none = choice + 1 == options || choice >= candidates;
-    Choice { chosen: (!none && confidence >= nil_threshold).then_some(choice), confidence }
+    Choice { chosen: (!none && confidence >= nil_threshold).then_some(choice), confidence, none_of_these: none }
 }
 
 fn argmax(values: &[f32]) -> usize {
@@ -40,19 +42,20 @@ mod tests {
     #[test]
     fn score_mode_takes_the_most_probable_option() {
         let choice = choose(&reranked(&[0.2, 0.7, 0.1], ""), 2, RerankMode::Score, 0.0);
-        assert_eq!(choice, Choice { chosen: Some(1), confidence: 0.7f32 as f64 });
+        assert_eq!(choice, Choice { chosen: Some(1), confidence: 0.7f32 as f64, none_of_these: false });
     }
 
     #[test]
     fn none_of_these_is_nil_with_its_probability() {
         let choice = choose(&reranked(&[0.2, 0.1, 0.7], ""), 2, RerankMode::Score, 0.0);
-        assert_eq!(choice, Choice { chosen: None, confidence: 0.7f32 as f64 });
+        assert_eq!(choice, Choice { chosen: None, confidence: 0.7f32 as f64, none_of_these: true });
     }
 
     #[test]
     fn below_the_nil_threshold_is_nil() {
         let probabilities = [0.45, 0.35, 0.2];
-        assert_eq!(choose(&reranked(&probabilities, ""), 2, RerankMode::Score, 0.5).chosen, None);
+        let unsure = choose(&reranked(&probabilities, ""), 2, RerankMode::Score, 0.5);
+        assert_eq!((unsure.chosen, unsure.none_of_these), (None, false));
         assert_eq!(choose(&reranked(&probabilities, ""), 2, RerankMode::Score, 0.4).chosen, Some(0));
     }
 
@@ -60,9 +63,9 @@ mod tests {
     fn generate_mode_follows_the_answer_and_an_unreadable_one_is_nil() {
         let probabilities = [0.6, 0.3, 0.1];
         let b = choose(&reranked(&probabilities, "B) the second"), 2, RerankMode::Generate, 0.0);
-        assert_eq!(b, Choice { chosen: Some(1), confidence: 0.3f32 as f64 });
+        assert_eq!(b, Choice { chosen: Some(1), confidence: 0.3f32 as f64, none_of_these: false });
         let none = choose(&reranked(&probabilities, "I cannot tell"), 2, RerankMode::Generate, 0.0);
-        assert_eq!(none, Choice { chosen: None, confidence: 0.1f32 as f64 });
+        assert_eq!(none, Choice { chosen: None, confidence: 0.1f32 as f64, none_of_these: true });
         // A label beyond the candidates shown is not a candidate.
         assert_eq!(choose(&reranked(&probabilities, "Z"), 2, RerankMode::Generate, 0.0).chosen, None);
     }

@@ -131,7 +131,14 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             let choice = choose(&reranked, decision.candidates.len(), mode, self.settings.nil_threshold);
             decision.answer = Some(reranked.answer).filter(|a| !a.is_empty());
             decision.probabilities = Some(reranked.probabilities);
-            if choice.chosen != decision.chosen && choice.confidence < self.settings.override_threshold {
+            // "None of these" against a concept retrieval chose has its own gate: a re-ranker
+            // can be well calibrated on concepts and still say "none" too often (see settings).
+            let gate = if choice.none_of_these && decision.chosen.is_some() {
+                self.settings.none_override_threshold
+            } else {
+                self.settings.override_threshold
+            };
+            if choice.chosen != decision.chosen && choice.confidence < gate {
                 // Not sure enough to overrule retrieval: its decision stands (the re-ranker's
                 // probabilities are kept for the audit).
                 continue;

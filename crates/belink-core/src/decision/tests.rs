@@ -140,6 +140,36 @@ fn the_reranker_overrules_retrieval_only_as_sure_as_the_override_threshold() {
 }
 
 #[test]
+fn none_of_these_overrules_retrieval_only_as_sure_as_its_own_threshold() {
+    let store = store();
+    let ontologies = store.ontologies(false);
+    let mut models = FakeModels::default();
+    let retrieved = Pipeline::new(&store, &models, &Settings::default(), &ontologies)
+        .decide(&[request("seizures")], 3, Lexical::ExactAndTrigram)
+        .unwrap()
+        .remove(0);
+    assert_eq!(retrieved.chosen, Some(0));
+    let none_at = |p: f32| {
+        let mut probabilities = vec![0.0; retrieved.candidates.len() + 1];
+        probabilities[0] = 1.0 - p;
+        *probabilities.last_mut().unwrap() = p;
+        probabilities
+    };
+    // A concept would overrule retrieval at 0.5; "none of these" needs 0.9.
+    let settings =
+        Settings { rerank: true, override_threshold: 0.5, none_override_threshold: 0.9, ..Settings::default() };
+    models.answers.insert("seizures".into(), none_at(0.8));
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let unsure = pipeline.decide(&[request("seizures")], 3, Lexical::ExactAndTrigram).unwrap().remove(0);
+    assert_eq!((unsure.chosen, unsure.decided_by), (Some(0), DecidedBy::Retrieval));
+    assert_eq!(unsure.probabilities.as_deref().and_then(|p| p.last().copied()), Some(0.8));
+    models.answers.insert("seizures".into(), none_at(0.95));
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let sure = pipeline.decide(&[request("seizures")], 3, Lexical::ExactAndTrigram).unwrap().remove(0);
+    assert_eq!((sure.chosen, sure.decided_by, sure.confidence), (None, DecidedBy::Reranker, 0.95f32 as f64));
+}
+
+#[test]
 fn a_name_shared_by_two_concepts_goes_to_the_reranker() {
     let store = store();
     let mut models = FakeModels::default();
