@@ -633,6 +633,15 @@ fn add_training_names(client: &mut Client, ontology: &str, labels: &[(String, St
     Ok(added)
 }
 
+/// The fusion weights `make eval` gives the ontology, tuned on a training corpus' mentions
+/// (belink_tune_fusion stores them): what `belink-eval tune-fusion` runs so that other jobs
+/// (make train-reranker) see retrieval's order as the evaluation does.
+pub fn tune_fusion_on_corpus(client: &mut Client, ontology: &str, corpus: &Path) -> Result<FusionTuning, String> {
+    let training = load_corpus(corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+    let labels = training_labels(client, ontology, &training)?;
+    tune_fusion(client, ontology, &labels)
+}
+
 /// Chooses the ontology's fusion weights on the training mentions (belink_tune_fusion), before
 /// any of them is added as a name: the weights of the ontology-only setting.
 fn tune_fusion(client: &mut Client, ontology: &str, labels: &[(String, String)]) -> Result<FusionTuning, String> {

@@ -7,6 +7,9 @@
 //!       candidate recall@k of belink_candidates on the corpus' gold mentions
 //!   belink-eval index --dsn DSN --ontology NAME
 //!       CALL belink_index: wall time, names per second, the model server's peak memory
+//!   belink-eval tune-fusion --dsn DSN --corpus PATH --ontology NAME
+//!       tunes and stores the ontology's fusion weights on the corpus' mentions (those naming
+//!       one of its concepts) as make eval does, and prints them
 //!   belink-eval throughput --dsn DSN --corpus PATH --ontology NAME [--repeat N] [--runs N]
 //!                          [--rerank on]
 //!       documents per second of belink_link (lexical, hybrid, hybrid + re-ranking with
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Some("retrieval") => retrieval(&args),
         Some("evaluate") => evaluate(&args),
         Some("index") => index(&args),
+        Some("tune-fusion") => tune_fusion(&args),
         Some("memory") => memory(&args),
         Some("normalize") => normalize(&args),
         Some("throughput") => throughput(&args),
@@ -256,6 +260,21 @@ fn evaluate(args: &Args) -> Result<(), String> {
     write("REPORT.md", report::report(&info, &results))?;
     write("errors.md", report::error_analysis(&results))?;
     eprintln!("belink-eval: report written to {}", out.join("REPORT.md").display());
+    Ok(())
+}
+
+fn tune_fusion(args: &Args) -> Result<(), String> {
+    let ontology = args.required("ontology")?;
+    let corpus = Path::new(args.required("corpus")?);
+    let mut client = connect(args)?;
+    let tuning = evaluate::tune_fusion_on_corpus(&mut client, ontology, corpus)?;
+    let [exact, trigram, dense] = tuning.weights;
+    println!("| ontology | mentions | equal weights acc@1 | tuned acc@1 | weights (exact, trigram, dense) |");
+    println!("|---|---:|---:|---:|---|");
+    println!(
+        "| {ontology} | {} | {:.3} | {:.3} | {exact}, {trigram}, {dense} |",
+        tuning.examples, tuning.equal_weights, tuning.tuned
+    );
     Ok(())
 }
 
