@@ -523,7 +523,8 @@ pub fn error_analysis(results: &[DatasetResult]) -> String {
 }
 
 /// The override thresholds the report compares (`belink.rerank_override_threshold`), and those
-/// for "none of these" (`belink.rerank_none_threshold`); f64::INFINITY is "never".
+/// for "none of these" (`belink.rerank_none_threshold`); f64::INFINITY is "never", which the
+/// setting's default 1 differs from only for a "none" given probability 1.
 const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
 const NONE_GATES: &[f64] = &[0.0, 0.5, 0.9, f64::INFINITY];
 

@@ -214,8 +214,8 @@ fn tuning_learns_the_answers_and_the_merged_model_serves_what_was_trained() {
 }
 
 /// The name form scores each option by its name's probability: the prompt once, then every
-/// name (padded to the longest) after its cache. Each name's score must be the sum of its
-/// tokens' log-probabilities computed one token at a time over the whole prompt.
+/// name as one token tree after its cache. Each name's score must be the sum of its tokens'
+/// log-probabilities computed one token at a time over the whole prompt.
 #[test]
 fn name_answers_are_scored_by_the_probability_of_each_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,12 +237,12 @@ fn name_answers_are_scored_by_the_probability_of_each_name() {
 
     let items = items();
     let probabilities = served.score(&items).unwrap();
-    let mut padded = false;
+    let mut lengths_differ = false;
     for (item, probabilities) in items.iter().zip(&probabilities) {
         let suffix = served.suffix_tokens(item).unwrap();
         let answers = served.option_answer_tokens(item).unwrap();
         assert_eq!(answers.len(), item.candidates.len() + 1);
-        padded |= answers.iter().any(|a| a.len() != answers[0].len());
+        lengths_differ |= answers.iter().any(|a| a.len() != answers[0].len());
         let cached = served.answer_log_probs(&suffix, &answers, true).unwrap();
         // The whole prompt without the prefix cache, as training tokenizes it (`--dump-tokens`):
         // the same tokens as the server's.
@@ -258,21 +258,32 @@ fn name_answers_are_scored_by_the_probability_of_each_name() {
         assert_eq!(dumped.prompt[served.prefix_len()..], suffix[..]);
         assert_eq!(dumped.answers, answers);
         let whole_prompt = dumped.prompt;
-        for (i, answer) in answers.iter().enumerate() {
-            let one_at_a_time: f32 = (0..answer.len())
+        let one_at_a_time = |answer: &[u32]| -> f32 {
+            (0..answer.len())
                 .map(|j| {
                     let context = [whole_prompt.as_slice(), &answer[..j]].concat();
-                    served.answer_log_probs(&context, &[vec![answer[j]]], false).unwrap()[0]
+                    served.answer_log_probs(&context, &[answer[j..=j].to_vec()], false).unwrap()[0]
                 })
-                .sum();
-            assert!((cached[i] - one_at_a_time).abs() < 1e-3, "option {i}: {} vs {one_at_a_time}", cached[i]);
+                .sum()
+        };
+        for (i, answer) in answers.iter().enumerate() {
+            let alone = one_at_a_time(answer);
+            assert!((cached[i] - alone).abs() < 1e-3, "option {i}: {} vs {alone}", cached[i]);
+        }
+        // Answers that begin alike share tree nodes; each still gets its own sequence's score.
+        let [a, b, c, d] = [suffix[0], suffix[1], suffix[2], suffix[3]];
+        let alike = [vec![a, b, c], vec![a, b, d], vec![a, d], vec![b], vec![a, b, c, a]];
+        let shared = served.answer_log_probs(&suffix, &alike, true).unwrap();
+        for (answer, score) in alike.iter().zip(&shared) {
+            let alone = one_at_a_time(answer);
+            assert!((score - alone).abs() < 1e-3, "{answer:?}: {score} vs {alone}");
         }
         let mut calibrated: Vec<f32> = cached.iter().map(|l| l / 2.0).collect();
         add_rank_prior(&mut calibrated, &[-0.4, -1.3, -2.2]);
         let expected = softmax_of(&calibrated);
         assert!(max_difference(&[expected], std::slice::from_ref(probabilities)) < 1e-5);
     }
-    assert!(padded, "names of different lengths, padded in one batch, are tested");
+    assert!(lengths_differ, "names of different lengths are tested");
 }
 
 fn softmax_of(values: &[f32]) -> Vec<f32> {

@@ -338,16 +338,16 @@ impl Llama {
         Ok(())
     }
 
-    /// Rotary embedding tables for positions `start..start + len`: ([len, d/2], [len, d/2]).
-    fn rope_tables(&self, start: usize, len: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    /// Rotary embedding tables for the tokens at `positions`: ([len, d/2], [len, d/2]).
+    fn rope_tables(&self, positions: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
         let half = self.config.head_dim / 2;
         let inverse: Vec<f32> = (0..half)
             .map(|i| 1.0 / self.config.rope_theta.powf(2.0 * i as f32 / self.config.head_dim as f32))
             .collect();
         let inverse = Tensor::from_vec(inverse, (1, half), &self.device)?;
-        let positions = Tensor::arange(start as u32, (start + len) as u32, &self.device)?
-            .to_dtype(DType::F32)?
-            .reshape((len, 1))?;
+        let len = positions.len();
+        let positions: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
+        let positions = Tensor::from_vec(positions, (len, 1), &self.device)?;
         let angles = positions.broadcast_mul(&inverse)?;
         Ok((angles.cos()?, angles.sin()?))
     }
@@ -366,11 +366,61 @@ impl Llama {
         prefix: Option<&KvCache>,
         pass: Pass,
     ) -> candle_core::Result<(Tensor, KvCache)> {
+        let (_, len) = tokens.dims2()?;
+        let start = prefix.map(|p| p.len).unwrap_or(0);
+        let positions: Vec<usize> = (start..start + len).collect();
+        self.run_layers(tokens, prefix, pass, &positions, &causal_mask(len, start, &self.device)?)
+    }
+
+    /// Runs a tree of tokens after `prefix` in one pass (batch 1): token i continues token
+    /// `parents[i]` (None: the prefix's end; a parent comes before its children). Each token
+    /// sees the prefix and its own ancestors only, at the position it would have alone, so
+    /// every branch computes what it would as a sequence of its own, and branches that begin
+    /// alike share those tokens. Returns the hidden states [tokens, hidden].
+    pub fn forward_tree(
+        &self,
+        tokens: &[u32],
+        parents: &[Option<usize>],
+        prefix: &KvCache,
+    ) -> candle_core::Result<Tensor> {
+        let len = tokens.len();
+        let start = prefix.len;
+        let mut depths: Vec<usize> = Vec::with_capacity(len);
+        let mut mask = vec![f32::NEG_INFINITY; len * (start + len)];
+        for (i, parent) in parents.iter().enumerate() {
+            if parent.is_some_and(|p| p >= i) {
+                candle_core::bail!("token {i} of the tree comes before its parent");
+            }
+            depths.push(parent.map_or(0, |p| depths[p] + 1));
+            let row = &mut mask[i * (start + len)..(i + 1) * (start + len)];
+            row[..start].fill(0.0);
+            let mut node = Some(i);
+            while let Some(n) = node {
+                row[start + n] = 0.0;
+                node = parents[n];
+            }
+        }
+        let positions: Vec<usize> = depths.iter().map(|d| start + d).collect();
+        let mask = Tensor::from_vec(mask, (len, start + len), &self.device)?;
+        let tokens = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let (hidden, _) = self.run_layers(&tokens, Some(prefix), Pass::Serve, &positions, &mask)?;
+        hidden.squeeze(0)
+    }
+
+    /// The layers over `tokens` [batch, len] at `positions`, each query seeing the keys its
+    /// row of `mask` [len, prefix + len] leaves at 0.
+    fn run_layers(
+        &self,
+        tokens: &Tensor,
+        prefix: Option<&KvCache>,
+        pass: Pass,
+        positions: &[usize],
+        mask: &Tensor,
+    ) -> candle_core::Result<(Tensor, KvCache)> {
         let (batch, len) = tokens.dims2()?;
         let c = &self.config;
         let start = prefix.map(|p| p.len).unwrap_or(0);
-        let (cos, sin) = self.rope_tables(start, len)?;
-        let mask = causal_mask(len, start, &self.device)?;
+        let (cos, sin) = self.rope_tables(positions)?;
         let mut x = self.embeddings.index_select(&tokens.flatten_all()?, 0)?.reshape((batch, len, c.hidden))?;
         let mut cache = KvCache { keys: Vec::new(), values: Vec::new(), len: start + len };
         for (i, layer) in self.layers.iter().enumerate() {
@@ -411,7 +461,7 @@ impl Llama {
             let repeat = c.heads / c.kv_heads;
             let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
             let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
-            let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(&mask)?;
+            let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(mask)?;
             let weights = match pass {
                 Pass::Serve => candle_nn::ops::softmax_last_dim(&scores)?,
                 Pass::Train(_) => candle_nn::ops::softmax(&scores, D::Minus1)?,

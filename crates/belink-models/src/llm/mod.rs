@@ -238,27 +238,22 @@ impl Reranker {
                 .squeeze(0)?
                 .to_vec1::<f32>()?;
             let mut scores: Vec<f32> = answers.iter().map(|a| a.first().map_or(0.0, |&t| first[t as usize])).collect();
-            // Each answer's later tokens, predicted from the answer's tokens before them.
-            let width = answers.iter().map(|a| a.len().saturating_sub(1)).max().unwrap_or(0);
-            if width == 0 {
+            // Each answer's later tokens, predicted from the answer's tokens before them: the
+            // answers run as one tree after the prompt's cache (no copy of the cache per answer,
+            // no padding, and answers that begin alike share those tokens).
+            let tree = AnswerTree::of(answers);
+            if tree.tokens.is_empty() {
                 return Ok(scores);
             }
-            let mut inputs = Vec::with_capacity(answers.len() * width);
-            let mut targets = Vec::with_capacity(answers.len() * width);
-            for answer in answers {
-                let later = answer.len().saturating_sub(1);
-                inputs
-                    .extend(answer.iter().take(later).copied().chain(std::iter::repeat_n(self.pad_id, width - later)));
-                targets.extend(answer.iter().skip(1).copied().chain(std::iter::repeat_n(0, width - later)));
-            }
-            let inputs = Tensor::from_vec(inputs, (answers.len(), width), device)?;
-            let (hidden, _) = self.model.forward(&inputs, Some(&cache))?;
-            let normed = self.model.final_norm(&hidden.reshape((answers.len() * width, self.model.config.hidden))?)?;
-            let targets = Tensor::from_vec(targets, (answers.len() * width, 1), device)?;
-            let picked = log_softmax(&self.model.logits(&normed)?, D::Minus1)?.gather(&targets, 1)?;
-            let picked = picked.reshape((answers.len(), width))?.to_vec2::<f32>()?;
-            for ((score, answer), row) in scores.iter_mut().zip(answers).zip(picked) {
-                *score += row[..answer.len().saturating_sub(1)].iter().sum::<f32>();
+            let hidden = self.model.forward_tree(&tree.tokens, &tree.parents, &cache)?;
+            let targets: Vec<u32> = tree.predicted.iter().map(|&(_, _, token)| token).collect();
+            let rows: Vec<u32> = tree.predicted.iter().map(|&(_, node, _)| node as u32).collect();
+            let rows = Tensor::from_vec(rows, tree.predicted.len(), device)?;
+            let normed = self.model.final_norm(&hidden.index_select(&rows, 0)?)?;
+            let targets = Tensor::from_vec(targets, (tree.predicted.len(), 1), device)?;
+            let picked = log_softmax(&self.model.logits(&normed)?, D::Minus1)?.gather(&targets, 1)?.flatten_all()?;
+            for (&(answer, _, _), log_prob) in tree.predicted.iter().zip(picked.to_vec1::<f32>()?) {
+                scores[answer] += log_prob;
             }
             Ok(scores)
         };
@@ -337,6 +332,36 @@ impl Reranker {
     }
 }
 
+/// Name answers as a token tree for [`Llama::forward_tree`]: the tokens that predict a later
+/// token of some answer (every token but each answer's last), shared by answers that begin
+/// alike.
+struct AnswerTree {
+    tokens: Vec<u32>,
+    parents: Vec<Option<usize>>,
+    /// (answer, tree node, token): the node whose output predicts that answer's next token.
+    predicted: Vec<(usize, usize, u32)>,
+}
+
+impl AnswerTree {
+    fn of(answers: &[Vec<u32>]) -> AnswerTree {
+        let mut tree = AnswerTree { tokens: Vec::new(), parents: Vec::new(), predicted: Vec::new() };
+        let mut nodes: std::collections::HashMap<(Option<usize>, u32), usize> = std::collections::HashMap::new();
+        for (a, answer) in answers.iter().enumerate() {
+            let mut parent = None;
+            for pair in answer.windows(2) {
+                let node = *nodes.entry((parent, pair[0])).or_insert_with(|| {
+                    tree.tokens.push(pair[0]);
+                    tree.parents.push(parent);
+                    tree.tokens.len() - 1
+                });
+                tree.predicted.push((a, node, pair[1]));
+                parent = Some(node);
+            }
+        }
+        tree
+    }
+}
+
 fn load_tokenizer_json(path: &Path) -> Result<Tokenizer, ModelError> {
     if !path.is_file() {
         return Err(ModelError::Missing(format!("{} does not exist", path.display())));
@@ -349,4 +374,18 @@ fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ModelError> {
         .encode(text, false)
         .map(|e| e.get_ids().to_vec())
         .map_err(|e| ModelError::Inference(format!("tokenizing: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AnswerTree;
+
+    #[test]
+    fn answers_that_begin_alike_share_their_first_tokens() {
+        let tree = AnswerTree::of(&[vec![1, 2, 3], vec![1, 2, 4], vec![1, 5], vec![6], vec![]]);
+        // 1 and 1-2 are shared; a one-token answer predicts nothing after its first token.
+        assert_eq!(tree.tokens, [1, 2]);
+        assert_eq!(tree.parents, [None, Some(0)]);
+        assert_eq!(tree.predicted, [(0, 0, 2), (0, 1, 3), (1, 0, 2), (1, 1, 4), (2, 0, 5)]);
+    }
 }
