@@ -618,30 +618,40 @@ mod tests {
     use crate::evaluate::{NormalizationRun, RerankedAnswer, MAX_K};
     use crate::protocol::Protocol;
 
-    #[test]
-    fn gating_keeps_retrieval_below_the_threshold() {
-        let answer = |confidence, right, retrieval_right| RerankedAnswer {
-            confidence,
-            nil: false,
-            right,
-            retrieval_right,
-            gold_retrieved: true,
-        };
+    /// A re-ranked run of `queries` mentions, `hits` right at k = 1, with these answers
+    /// (confidence, "none of these", right, retrieval right).
+    fn reranked_run(queries: usize, hits: usize, answers: &[(f64, bool, bool, bool)]) -> NormalizationRun {
         let mut hits_at = vec![0; MAX_K];
-        hits_at[0] = 5; // 4 right before re-ranking (exact matches) + 1 of the re-ranker's
-        let run = NormalizationRun {
+        hits_at[0] = hits;
+        NormalizationRun {
             dataset: "d".into(),
             dictionary: "ontology".into(),
             config: "hybrid + re-ranking".into(),
             protocol: Protocol::Classic,
-            queries: 10,
+            queries,
             hits_at,
             latencies_ms: vec![],
             server_peak_mb: None,
             errors: vec![],
-            // Sure and right; unsure and wrong where retrieval was right; unsure, both wrong.
-            reranked: vec![answer(0.9, true, false), answer(0.4, false, true), answer(0.2, false, false)],
-        };
+            reranked: answers
+                .iter()
+                .map(|&(confidence, nil, right, retrieval_right)| RerankedAnswer {
+                    confidence,
+                    nil,
+                    right,
+                    retrieval_right,
+                    gold_retrieved: true,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn gating_keeps_retrieval_below_the_threshold() {
+        // 4 right before re-ranking (exact matches) + 1 of the re-ranker's. Sure and right;
+        // unsure and wrong where retrieval was right; unsure, both wrong.
+        let run =
+            reranked_run(10, 5, &[(0.9, false, true, false), (0.4, false, false, true), (0.2, false, false, false)]);
         assert_eq!(gated_accuracy(&run, 0.0, 0.0), 0.5);
         assert_eq!(gated_accuracy(&run, 0.5, 0.0), 0.6);
         assert_eq!(gated_accuracy(&run, f64::INFINITY, 0.0), 0.5, "retrieval alone: 4 + the one it had right");
@@ -649,34 +659,18 @@ mod tests {
 
     #[test]
     fn none_of_these_has_its_own_gate() {
-        let answer = |confidence, nil, right, retrieval_right| RerankedAnswer {
-            confidence,
-            nil,
-            right,
-            retrieval_right,
-            gold_retrieved: true,
-        };
-        let mut hits_at = vec![0; MAX_K];
-        hits_at[0] = 1; // the re-ranker's one right concept
-        let run = NormalizationRun {
-            dataset: "d".into(),
-            dictionary: "ontology".into(),
-            config: "hybrid + re-ranking".into(),
-            protocol: Protocol::Classic,
-            queries: 4,
-            hits_at,
-            latencies_ms: vec![],
-            server_peak_mb: None,
-            errors: vec![],
-            // A right concept at 0.6; "none" at 0.7 and at 0.95 where retrieval was right; a
-            // wrong concept at 0.6 where retrieval was right.
-            reranked: vec![
-                answer(0.6, false, true, false),
-                answer(0.7, true, false, true),
-                answer(0.95, true, false, true),
-                answer(0.6, false, false, true),
+        // The re-ranker's one right concept at 0.6; "none" at 0.7 and at 0.95 where retrieval
+        // was right; a wrong concept at 0.6 where retrieval was right.
+        let run = reranked_run(
+            4,
+            1,
+            &[
+                (0.6, false, true, false),
+                (0.7, true, false, true),
+                (0.95, true, false, true),
+                (0.6, false, false, true),
             ],
-        };
+        );
         assert_eq!(gated_accuracy(&run, 0.0, 0.0), 0.25);
         assert_eq!(gated_accuracy(&run, 0.0, 0.9), 0.5, "the unsure none leaves retrieval's concept");
         assert_eq!(gated_accuracy(&run, 0.0, f64::INFINITY), 0.75);
