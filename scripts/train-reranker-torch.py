@@ -16,14 +16,19 @@ the adapter is written in the server's format (`layers.{i}.{projection}.lora_a/_
 `lora.scale`, `lora.temperature`, `lora.answer_names`, with --rank-prior `lora.rank_prior`;
 Q and K rows in the GGUF file's order), so the server merges it into the same base weights.
 The rank prior (belink_core::decision::rank_prior) tells a model trained with the gold at a
-random position how often retrieval's order is right. `--reference` writes the trained model's
+random position how often retrieval's order is right. With --served (the training corpus's
+mentions again, candidates in retrieval's order: what the server will ask), the calibration
+runs on those of them no step trained on, scored as the server scores them (temperature, then
+the prior), and fits the temperature with an offset of the prior's "none of these" entry: the
+model trained with a tenth of its sets lacking the gold says "none" more surely than it is
+right (stop 38's make eval: mean probability 0.71, right 0.30). `--reference` writes the trained model's
 scores of a few prompts' options (without the prior); `--reference-for` writes them for any
 adapter in that format without training. A test checks that the served model gives them (crates/belink-models/tests/reranker.rs).
 
 usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.safetensors
            [--checkpoints DIR] [--rank 16] [--alpha 32] [--lr 2e-4] [--batch 4] [--epochs 1]
            [--max-steps N] [--seed 42] [--max-minutes M] [--calibrate 200]
-           [--rank-prior RECORDS.jsonl] [--reference FILE.json] [--threads 2]
+           [--rank-prior RECORDS.jsonl [--served TOKENS.jsonl]] [--reference FILE.json] [--threads 2]
        train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --reference-for ADAPTER --reference FILE.json
 
 Needs torch, transformers, gguf, accelerate and safetensors (make train-reranker installs them
@@ -99,6 +104,54 @@ def hf_rows(b, heads):
     """The inverse of gguf_rows."""
     out, rank = b.shape
     return b.reshape(heads, out // heads // 2, 2, rank).swapaxes(1, 2).reshape(out, rank)
+
+
+def prior_of(options, rank_prior):
+    """[options] what the server adds to an item's calibrated scores (add_rank_prior): the
+    prior of each candidate's position (the deepest one's beyond it), then of "none"."""
+    positions = rank_prior[:-1]
+    return torch.tensor([positions[min(i, len(positions) - 1)] for i in range(options - 1)] + [rank_prior[-1]])
+
+
+def fit_served_calibration(rows, rank_prior):
+    """The temperature and the offset of the prior's "none" entry that minimise the NLL of
+    served items (raw option scores, answer) scored as the server scores them."""
+    priors = [prior_of(len(scores), rank_prior) for scores, _ in rows]
+    none_of = [torch.nn.functional.one_hot(torch.tensor(len(scores) - 1), len(scores)) for scores, _ in rows]
+    log_t, offset = torch.zeros(()), torch.zeros(())
+
+    def nll():
+        return sum(torch.nn.functional.cross_entropy(scores / log_t.exp() + prior + offset * none, torch.tensor(answer))
+                   for (scores, answer), prior, none in zip(rows, priors, none_of)) / len(rows)
+
+    with torch.enable_grad():  # the caller scores without gradients
+        before = nll().item()
+        log_t.requires_grad_(True)
+        offset.requires_grad_(True)
+        optimizer = torch.optim.LBFGS([log_t, offset], max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nll()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return math.exp(log_t.item()), offset.item(), before, nll().item()
+
+
+def served_choices(rows, rank_prior, temperature, offset):
+    """How often the served argmax is right, and how often it is "none" (and then right)."""
+    right = nones = nones_right = 0
+    for scores, answer in rows:
+        served = scores / temperature + prior_of(len(scores), rank_prior)
+        served[-1] += offset
+        choice = int(served.argmax())
+        right += choice == answer
+        if choice == len(scores) - 1:
+            nones += 1
+            nones_right += choice == answer
+    return {"right": round(right / len(rows), 3), "none_answers": nones, "none_right": nones_right}
 
 
 def count_rank_prior(path):
@@ -228,6 +281,12 @@ def masked(logits, batch):
     return logits.masked_fill(~keep, -1e9)
 
 
+def read_tokens(path):
+    """The label ids and the examples (tokens, answer, options, answers) of a token dump."""
+    lines = [json.loads(l) for l in open(path) if l.strip()]
+    return lines[0]["label_ids"], [(l["tokens"], l["answer"], l["options"], l.get("answers")) for l in lines[1:]]
+
+
 def order_of(epoch, count, seed):
     order = list(range(count))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
@@ -267,6 +326,9 @@ def main():
     p.add_argument("--calibrate", type=int, default=200)
     p.add_argument("--rank-prior", metavar="RECORDS",
                    help="store retrieval's rank prior counted over these instruction records in the adapter")
+    p.add_argument("--served", metavar="TOKENS",
+                   help="calibrate on these (with --rank-prior): the training corpus's mentions in the order of "
+                        "the first examples of --tokens, candidates in retrieval's order")
     p.add_argument("--reference", help="write the trained model's option scores of a few examples here")
     p.add_argument("--reference-for", metavar="ADAPTER",
                    help="no training: the option scores of the base model with this adapter, to --reference")
@@ -274,15 +336,15 @@ def main():
     args = p.parse_args()
     if not (args.reference if args.reference_for else args.out):
         p.error("--out is required to train, --reference with --reference-for")
+    if args.served and not args.rank_prior:
+        p.error("--served calibrates the scores with the rank prior: give --rank-prior")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.time()
     # Counted now, so that a bad file stops the run before training, not after.
     rank_prior = count_rank_prior(args.rank_prior) if args.rank_prior else None
 
-    lines = [json.loads(l) for l in open(args.tokens) if l.strip()]
-    label_ids = lines[0]["label_ids"]
-    examples = [(l["tokens"], l["answer"], l["options"], l.get("answers")) for l in lines[1:]]
+    label_ids, examples = read_tokens(args.tokens)
     by_name = examples[0][3] is not None
     if any((e[3] is not None) != by_name for e in examples):
         sys.exit(f"{args.tokens}: letter and name examples mixed; one adapter answers one way")
@@ -372,19 +434,34 @@ def main():
         for t in trained:
             t.copy_(t.half().float())
 
-    # Temperature on examples no step trained on (the first epoch's unseen tail).
+    # Calibration on examples no step trained on (the first epoch's unseen tail).
     trained_on = set(order_of(0, len(examples), args.seed)[: min(step, per_epoch) * args.batch])
-    held_out = [examples[i] for i in range(len(examples)) if i not in trained_on][: args.calibrate]
     temperature = 1.0
     with torch.no_grad():
-        if held_out:
-            rows = [(option_scores(model, label_ids, [e])[0], e[1]) for e in held_out]
-            temperature, before, after = fit_temperature(rows)
-            print(json.dumps({"calibration_examples": len(held_out), "temperature": round(temperature, 4),
-                              "nll_before": round(before, 4), "nll_after": round(after, 4),
-                              "right": round(sum(int(l.argmax() == a) for l, a in rows) / len(rows), 3)}), flush=True)
         if rank_prior:
             print(json.dumps({"rank_prior": [round(math.exp(p), 4) for p in rank_prior]}), flush=True)
+        if args.served:
+            _, served = read_tokens(args.served)
+            if len(served) > len(examples) or (served[0][3] is None) != (examples[0][3] is None):
+                sys.exit(f"{args.served}: not the training corpus's mentions in the form of {args.tokens}")
+            held_out = [served[i] for i in range(len(served)) if i not in trained_on][: args.calibrate]
+            rows = [(option_scores(model, label_ids, [e])[0], e[1]) for e in held_out]
+            temperature, offset, before, after = fit_served_calibration(rows, rank_prior)
+            print(json.dumps({"calibration_examples": len(held_out), "served": True,
+                              "temperature": round(temperature, 4), "none_offset": round(offset, 4),
+                              "nll_before": round(before, 4), "nll_after": round(after, 4),
+                              "before": served_choices(rows, rank_prior, 1.0, 0.0),
+                              "after": served_choices(rows, rank_prior, temperature, offset)}), flush=True)
+            rank_prior[-1] += offset
+        else:
+            held_out = [examples[i] for i in range(len(examples)) if i not in trained_on][: args.calibrate]
+            if held_out:
+                rows = [(option_scores(model, label_ids, [e])[0], e[1]) for e in held_out]
+                temperature, before, after = fit_temperature(rows)
+                print(json.dumps({"calibration_examples": len(held_out), "temperature": round(temperature, 4),
+                                  "nll_before": round(before, 4), "nll_after": round(after, 4),
+                                  "right": round(sum(int(l.argmax() == a) for l, a in rows) / len(rows), 3)}),
+                      flush=True)
         save_adapter(adapters, model.config, args.alpha / args.rank, temperature, by_name, rank_prior, args.out)
         if args.reference:
             write_reference(model, label_ids, examples, args.reference)
