@@ -246,12 +246,13 @@ impl Reranker {
                 return Ok(scores);
             }
             let hidden = self.model.forward_tree(&tree.tokens, &tree.parents, &cache)?;
-            let targets: Vec<u32> = tree.predicted.iter().map(|&(_, _, token)| token).collect();
-            let rows: Vec<u32> = tree.predicted.iter().map(|&(_, node, _)| node as u32).collect();
-            let rows = Tensor::from_vec(rows, tree.predicted.len(), device)?;
-            let normed = self.model.final_norm(&hidden.index_select(&rows, 0)?)?;
-            let targets = Tensor::from_vec(targets, (tree.predicted.len(), 1), device)?;
-            let picked = log_softmax(&self.model.logits(&normed)?, D::Minus1)?.gather(&targets, 1)?.flatten_all()?;
+            // One vocabulary projection per tree node, however many answers continue it.
+            let log_probs = log_softmax(&self.model.logits(&self.model.final_norm(&hidden)?)?, D::Minus1)?;
+            let vocab = log_probs.dim(1)?;
+            let picks: Vec<u32> =
+                tree.predicted.iter().map(|&(_, node, token)| (node * vocab + token as usize) as u32).collect();
+            let picks = Tensor::from_vec(picks, tree.predicted.len(), device)?;
+            let picked = log_probs.flatten_all()?.index_select(&picks, 0)?;
             for (&(answer, _, _), log_prob) in tree.predicted.iter().zip(picked.to_vec1::<f32>()?) {
                 scores[answer] += log_prob;
             }
