@@ -22,8 +22,9 @@ SMOLLM2_VERSION := 0.1.2
 MODELS          := $(CACHE)/models
 ENCODER_MODEL   := $(MODELS)/all-MiniLM-L6-v2
 RERANKER_MODEL  := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
-# The LoRA adapter `make train-reranker` tunes for it (committed; merged in at load).
-RERANKER_ADAPTER := models/rerankers/smollm2-135m-belink-lora.safetensors
+# The LoRA adapter `make train-reranker` tunes for it, answering with names (committed; merged
+# in at load).
+RERANKER_ADAPTER := models/rerankers/smollm2-135m-belink-names-lora.safetensors
 
 DEMO_DIR      ?= $(CACHE)/demo
 DEMO_PORT     ?= 54329
@@ -206,13 +207,13 @@ train-span-scorer:
 	    --threshold 0.25 --seed 42 --out $(SPAN_SCORERS)/medic-ncbi-train.txt --manifest $(SPAN_SCORERS)/medic-ncbi-train.json \
 	    --command "make train-span-scorer" --date $$(date -u +%Y-%m-%d)
 
-# Instruction-tunes the default re-ranker (about 40 minutes on 2 cores; resumes after an
-# interruption): scripts/train-reranker.sh. PyTorch (transformers' llama, in $(PYTRAIN))
-# writes the reference logits the served model is tested against; the same environment runs
-# scripts/train-reranker-torch.py, which adapts every layer and trains the name form
-# (RERANKER_ANSWER=name: an adapter under .cache/rerank-names, about 75 minutes; README).
+# Instruction-tunes the default re-ranker to answer with names (about 90 minutes on 2 cores;
+# resumes after an interruption): scripts/train-reranker.sh. PyTorch (transformers' llama, in
+# $(PYTRAIN)) trains every layer (scripts/train-reranker-torch.py) and writes the reference
+# scores the served model is tested against. RERANKER_ANSWER=letter trains the letter form on
+# candle instead, into .cache/rerank (README).
 PYTRAIN := $(CACHE)/pytrain
-RERANKER_ANSWER ?= letter
+RERANKER_ANSWER ?= name
 $(PYTRAIN)/.installed:
 	python3 -m venv $(PYTRAIN)
 	$(PYTRAIN)/bin/pip install --disable-pip-version-check --quiet torch==2.15.0 transformers==5.25.0 \

@@ -160,7 +160,7 @@ fn default_reranker_adapter_path() -> PathBuf {
     models_dir().join(DEFAULT_RERANKER_ADAPTER)
 }
 
-const DEFAULT_RERANKER_ADAPTER: &str = "smollm2-135m-belink-lora.safetensors";
+const DEFAULT_RERANKER_ADAPTER: &str = "smollm2-135m-belink-names-lora.safetensors";
 
 struct Supervisor {
     command: ServerCommand,

@@ -118,7 +118,7 @@ fn the_default_model_reranks_and_links() {
     });
     // The default model comes with the adapter tuned for it (make train-reranker).
     let adapter = status(&mut client)["reranker_adapter"].clone();
-    assert!(adapter.as_str().is_some_and(|a| a.ends_with("smollm2-135m-belink-lora.safetensors")), "{adapter}");
+    assert!(adapter.as_str().is_some_and(|a| a.ends_with("smollm2-135m-belink-names-lora.safetensors")), "{adapter}");
     client
         .batch_execute(
             "SET belink.rerank = on; SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0",

@@ -376,7 +376,7 @@ fn adapter_files_that_do_not_fit_are_clear_errors() {
 fn shipped_adapter() -> (PathBuf, PathBuf) {
     let adapter = std::env::var_os("BELINK_RERANKER_ADAPTER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models/rerankers/smollm2-135m-belink-lora.safetensors"));
+        .unwrap_or_else(|| workspace().join("models/rerankers/smollm2-135m-belink-names-lora.safetensors"));
     let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
     (adapter, reference)
 }

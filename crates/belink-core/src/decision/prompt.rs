@@ -337,7 +337,16 @@ mod tests {
     }
 
     #[test]
-    fn the_letter_instruction_is_the_one_the_shipped_adapter_was_trained_with() {
+    fn the_instructions_are_the_ones_the_adapters_were_trained_with() {
+        // The shipped adapter (make train-reranker) answers with names; a changed instruction
+        // needs a new adapter.
+        assert_eq!(
+            instruction(AnswerForm::Name),
+            "You link biomedical mentions to ontology concepts. You are given a text in which the mention is marked \
+             with [brackets], the mention, and candidate concepts, one per line. Answer with the name of the concept \
+             the mention refers to, as written first on its line, or with \"none of these\" when no candidate fits. \
+             Answer with the name only."
+        );
         assert_eq!(
             instruction(AnswerForm::Letter),
             "You link biomedical mentions to ontology concepts. You are given a text in which the mention is marked \
