@@ -9,7 +9,7 @@ distribution the model server scores (`Reranker::score`):
 - name prompts (`belink-eval instructions --answer name`; the dump then carries each option's
   answer tokens): the summed log-probability of each option's name and end of turn, the
   prompt run once and the names after its cache. The 135M model learns this form and not the
-  letters (BENCHMARKS.md); the shipped adapter (`rerank-tune`'s) still answers with letters.
+  letters (BENCHMARKS.md), and the shipped adapter answers with names (make train-reranker).
 
 The examples come tokenized by the server's own tokenizer (`rerank-tune --dump-tokens`), and
 the adapter is written in the server's format (`layers.{i}.{projection}.lora_a/_b` in f16,
@@ -21,8 +21,8 @@ mentions again, candidates in retrieval's order: what the server will ask), the 
 runs on those of them no step trained on, scored as the server scores them (temperature, then
 the prior), and fits the temperature with an offset of the prior's "none of these" entry: the
 model trained with a tenth of its sets lacking the gold says "none" more surely than it is
-right (stop 38's make eval: mean probability 0.71, right 0.30). `--reference` writes the trained model's
-scores of a few prompts' options (without the prior); `--reference-for` writes them for any
+right (calibrated on training examples instead, its "none" came at 0.71 on NCBI-disease dev
+and was right 0.30). `--reference` writes the trained model's scores of a few prompts' options (without the prior); `--reference-for` writes them for any
 adapter in that format without training. A test checks that the served model gives them (crates/belink-models/tests/reranker.rs).
 
 usage: train-reranker-torch.py --model GGUF --tokens TOKENS.jsonl --out ADAPTER.safetensors

@@ -15,10 +15,10 @@
 #    position). Letters: the corpus mentions' candidates in retrieval's order as the server
 #    shows them (answer "none of these" when the gold is not among them). Names: the gold at a
 #    random position or left out (a tenth), and the corpus mentions once more in retrieval's
-#    order, from which the rank prior is counted and on which the calibration is fitted. The prior holds for the fusion weights it
-#    was counted with: for names, MEDIC's weights are first tuned on NCBI train as make eval
-#    tunes them (belink-eval tune-fusion; 1, 0, 1 in BENCHMARKS.md's run). Letters keep the
-#    equal weights the shipped adapter was trained with.
+#    order, from which the rank prior is counted and on which the calibration is fitted. The
+#    prior holds for the fusion weights it was counted with: for names, MEDIC's weights are
+#    first tuned on NCBI train as make eval tunes them (belink-eval tune-fusion; 1, 0, 1 in
+#    BENCHMARKS.md's run). Letters keep the equal weights the letter adapter was trained with.
 # 3. Letters: rerank-tune trains (checkpoints in $WORK/checkpoints: run again after an
 #    interruption and it resumes), then transformers writes the reference logits. Names:
 #    rerank-tune tokenizes, scripts/train-reranker-torch.py trains every layer (checkpoints,
