@@ -29,7 +29,7 @@
 #
 # Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF), PYTRAIN
 # (a virtual environment with PyTorch), RERANKER_ANSWER (name or letter), TUNE_STEPS (steps of
-# 4 examples; names 300: about 60 minutes on 2 cores, and about 10 more for the calibration;
+# 4 examples; names 300: 50 to 70 minutes on 2 cores, and about 10 more for the calibration;
 # letters 150: 25 to 40 minutes).
 # Gold at a random letter for the corpus examples too (the first plan) did not learn
 # in the budget: 150 steps left the loss at chance (2.4 nats over 11 options; BENCHMARKS.md).
@@ -65,6 +65,8 @@ hpo=$DATA/hpo/hp.obo
 mkdir -p "$WORK" models/rerankers
 
 if [ ! -s "$WORK/examples-ready" ]; then
+    # New examples: the token dumps and checkpoints of earlier ones must not be reused.
+    rm -rf "$WORK/tokens.jsonl" "$WORK/served-tokens.jsonl" "$WORK/checkpoints"
     scripts/cluster.sh stop "$DIR"
     dir=$(scripts/cluster.sh start "$DIR" "$PORT")
     dsn="host=$dir port=$PORT user=postgres"
