@@ -84,6 +84,7 @@ static TOP_K: GucSetting<i32> = GucSetting::<i32>::new(10);
 static NIL_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 static OVERRIDE_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 static NONE_OVERRIDE_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+static RERANK_MARGIN: GucSetting<f64> = GucSetting::<f64>::new(0.05);
 static MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.6);
 static CONTEXT_CHARS: GucSetting<i32> = GucSetting::<i32>::new(200);
 
@@ -248,6 +249,16 @@ pub fn init() {
         GucFlags::empty(),
     );
     GucRegistry::define_float_guc(
+        c"belink.rerank_margin",
+        c"Re-rank a mention only when retrieval is unsure of it: its first candidate is less than this much more similar to the mention than its second; otherwise retrieval decides (1: every mention that no unique exact match decides).",
+        c"",
+        &RERANK_MARGIN,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_float_guc(
         c"belink.min_similarity",
         c"Without re-ranking: least similarity of a mention to its best candidate's name (1 exact, trigram similarity, or cosine) for the mention to be linked; below it, NIL.",
         c"",
@@ -387,6 +398,7 @@ pub fn settings() -> Settings {
         nil_threshold: NIL_THRESHOLD.get(),
         override_threshold: OVERRIDE_THRESHOLD.get(),
         none_override_threshold: NONE_OVERRIDE_THRESHOLD.get(),
+        rerank_margin: RERANK_MARGIN.get(),
         min_similarity: MIN_SIMILARITY.get(),
         context_chars: CONTEXT_CHARS.get().max(0) as usize,
         max_document_chars: MAX_DOCUMENT_CHARS.get().max(1) as usize,

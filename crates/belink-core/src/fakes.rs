@@ -269,6 +269,8 @@ pub struct FakeModels {
     /// The encoder each embed request asked for.
     pub encoders_asked: RefCell<Vec<String>>,
     pub reranked: RefCell<Vec<RerankItem>>,
+    /// How many items each re-ranking request carried.
+    pub rerank_requests: RefCell<Vec<usize>>,
     /// Trigram indexes as the server holds them, by (ontology, generation); None: the server
     /// is down for trigram searches.
     pub trigram_indexes: Option<RefCell<HashMap<(String, i64), TrigramIndex>>>,
@@ -316,6 +318,7 @@ impl Models for FakeModels {
                 Reranked { probabilities, answer: String::new() }
             })
             .collect();
+        self.rerank_requests.borrow_mut().push(items.len());
         self.reranked.borrow_mut().extend(items);
         Ok(answers)
     }

@@ -40,11 +40,11 @@ fn a_tiny_model_goes_through_the_whole_path() {
     // The model is loaded by the first request that needs it, not before.
     let state = status(&mut client)["reranker_state"].as_str().unwrap().to_string();
     assert!(state.starts_with("not loaded yet"), "{state}");
-    // The re-ranker's own choices, ungated.
+    // The re-ranker's own choices, ungated, near ties or not.
     client
         .batch_execute(
             "SET belink.rerank = on; SET belink.retrieval = 'lexical'; SET belink.rerank_override_threshold = 0; \
-             SET belink.rerank_none_threshold = 0",
+             SET belink.rerank_none_threshold = 0; SET belink.rerank_margin = 1",
         )
         .unwrap();
 
@@ -101,7 +101,7 @@ fn a_tiny_model_goes_through_the_whole_path() {
         .unwrap()
         .get(0);
     assert!(candidates["answer"].is_string(), "{candidates}");
-    client.batch_execute("RESET belink.rerank_mode; RESET belink.rerank; RESET belink.retrieval; RESET belink.rerank_override_threshold; RESET belink.rerank_none_threshold").unwrap();
+    client.batch_execute("RESET belink.rerank_mode; RESET belink.rerank; RESET belink.retrieval; RESET belink.rerank_override_threshold; RESET belink.rerank_none_threshold; RESET belink.rerank_margin").unwrap();
     reset_reranker(&mut client);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -121,7 +121,8 @@ fn the_default_model_reranks_and_links() {
     assert!(adapter.as_str().is_some_and(|a| a.ends_with("smollm2-135m-belink-names-lora.safetensors")), "{adapter}");
     client
         .batch_execute(
-            "SET belink.rerank = on; SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0",
+            "SET belink.rerank = on; SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0; \
+             SET belink.rerank_margin = 1",
         )
         .unwrap();
     let row = client
@@ -137,7 +138,8 @@ fn the_default_model_reranks_and_links() {
     assert_eq!(entities[0]["mention"], "breast cancer");
     client
         .batch_execute(
-            "RESET belink.rerank; RESET belink.rerank_override_threshold; RESET belink.rerank_none_threshold",
+            "RESET belink.rerank; RESET belink.rerank_override_threshold; RESET belink.rerank_none_threshold; \
+             RESET belink.rerank_margin",
         )
         .unwrap();
 }

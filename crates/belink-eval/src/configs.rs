@@ -26,6 +26,9 @@ impl Config {
     }
 }
 
+/// The configuration whose re-ranker answers the report reads through other gates and margins.
+pub const UNGATED_RERANKING: &str = "hybrid + re-ranking";
+
 /// The configurations evaluated: each retrieval source alone (trigram both through the model
 /// server's index and through pg_trgm; dense both through the HNSW index and by exact search,
 /// the index turned off), then the combinations users run.
@@ -83,14 +86,23 @@ pub const CONFIGS: &[Config] = &[
         single_source: false,
     },
     Config {
-        name: "hybrid + re-ranking",
-        // Ungated: the report computes what each override threshold would give from these answers.
+        name: UNGATED_RERANKING,
+        // Ungated, near ties or not: the report computes what each gate and margin would give
+        // from these answers.
         settings: &[
             "SET belink.retrieval = 'hybrid'",
             "SET belink.rerank = on",
             "SET belink.rerank_override_threshold = 0",
             "SET belink.rerank_none_threshold = 0",
+            "SET belink.rerank_margin = 1",
         ],
+        needs_index: true,
+        single_source: true,
+    },
+    Config {
+        name: "hybrid + re-ranking, defaults",
+        // What a user who turns re-ranking on gets.
+        settings: &["SET belink.retrieval = 'hybrid'", "SET belink.rerank = on"],
         needs_index: true,
         single_source: false,
     },

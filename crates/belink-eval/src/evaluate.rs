@@ -144,6 +144,9 @@ pub struct RerankedAnswer {
     pub retrieval_right: bool,
     /// A right concept was among the candidates (when not, "none of these" was the right answer).
     pub gold_retrieved: bool,
+    /// Retrieval's first and second candidates' similarity to the mention (the second 0 when
+    /// there is none): which `belink.rerank_margin` would have re-ranked it.
+    pub similarities: (f64, f64),
 }
 
 impl NormalizationRun {
@@ -480,6 +483,7 @@ fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answ
             right: rank == Some(0) && !answer.nil,
             retrieval_right: answer.retrieval_choice.as_ref().is_some_and(|c| is_correct(&query, run.protocol, &c.ids)),
             gold_retrieved: rank.is_some(),
+            similarities: answer.retrieval_similarities,
         });
     }
     if rank == Some(0) && !answer.nil {
@@ -519,6 +523,8 @@ pub struct Answer {
     /// What retrieval alone decides: its first candidate, unless less similar to the mention
     /// than belink.min_similarity.
     pub retrieval_choice: Option<Candidate>,
+    /// The similarity to the mention of retrieval's first and second candidates (0 for none).
+    pub retrieval_similarities: (f64, f64),
 }
 
 /// belink_normalize for one mention in its context, and its wall time in milliseconds.
@@ -562,11 +568,10 @@ fn normalize(
         .collect();
     // Listed in retrieval's order; the rule of belink_core's Decision::from_retrieval for a
     // mention no unique exact match decides (the only ones the re-ranker sees).
-    let retrieval_choice = listed
-        .get(0)
-        .filter(|first| first["similarity"].as_f64().unwrap_or(0.0) >= min_similarity)
-        .and_then(|_| candidates.first())
-        .map(|(_, c)| c.clone());
+    let similarity = |i: usize| listed.get(i).and_then(|c| c["similarity"].as_f64()).unwrap_or(0.0);
+    let retrieval_similarities = (similarity(0), similarity(1));
+    let retrieval_choice =
+        candidates.first().filter(|_| retrieval_similarities.0 >= min_similarity).map(|(_, c)| c.clone());
     // The re-ranker's order is its probabilities; the chosen concept always comes first.
     if decided_by == "reranker" {
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -583,6 +588,7 @@ fn normalize(
         nil: chosen.is_none(),
         confidence,
         retrieval_choice,
+        retrieval_similarities,
     };
     Ok((answer, latency))
 }
@@ -741,6 +747,7 @@ mod tests {
             nil,
             confidence: 0.75,
             retrieval_choice: ids.first().map(|id| candidate(id)),
+            retrieval_similarities: (0.9, 0.8),
         };
         score(&mut run, "doc", query("A"), &answer(&["A", "B"], "retrieval", false));
         score(&mut run, "doc", query("B"), &answer(&["A", "B"], "retrieval", false));
@@ -762,6 +769,7 @@ mod tests {
             right: false,
             retrieval_right,
             gold_retrieved: true,
+            similarities: (0.9, 0.8),
         };
         assert_eq!(run.reranked, [reranked(false, false), reranked(true, true)]);
     }

@@ -12,8 +12,9 @@
 //!       one of its concepts) as make eval does, and prints them
 //!   belink-eval throughput --dsn DSN --corpus PATH --ontology NAME [--repeat N] [--runs N]
 //!                          [--rerank on]
-//!       documents per second of belink_link (lexical, hybrid, hybrid + re-ranking with
-//!       --rerank on) in one UPDATE, and of belink_annotate, over the corpus' documents
+//!       documents per second of belink_link (lexical, hybrid; hybrid + re-ranking with
+//!       --rerank on) in one UPDATE, and of belink_annotate (hybrid; hybrid + re-ranking with
+//!       --rerank on), over the corpus' documents
 //!       (repeated N times, default 1: copies share mentions, which batched calls look up once)
 //!       in table bench_docs; the median of --runs runs (default 1; one with re-ranking), each
 //!       in a new session
@@ -460,7 +461,9 @@ fn throughput(args: &Args) -> Result<(), String> {
         times.sort_by(f64::total_cmp);
         let seconds = times[times.len() / 2];
         let configuration = if rerank { format!("{mode} + re-ranking") } else { mode.to_string() };
-        println!("| {how} | {configuration} | {id} | {seconds:.3} | {:.0} | {embedded} |", id as f64 / seconds);
+        let rate = id as f64 / seconds;
+        let rate = if rate < 100.0 { format!("{rate:.1}") } else { format!("{rate:.0}") };
+        println!("| {how} | {configuration} | {id} | {seconds:.3} | {rate} | {embedded} |");
         Ok(())
     };
     let update = format!("UPDATE bench_docs SET entities = belink_link(body, '{ontology}')");
@@ -471,6 +474,7 @@ fn throughput(args: &Args) -> Result<(), String> {
     time("CALL belink_annotate(...)", "hybrid", false, &annotate)?;
     if args.get("rerank") == Some("on") {
         time("UPDATE ... SET entities = belink_link(body)", "hybrid", true, &update)?;
+        time("CALL belink_annotate(...)", "hybrid", true, &annotate)?;
     }
     sql(&mut client, "UPDATE bench_docs SET entities = NULL")?;
     Ok(())

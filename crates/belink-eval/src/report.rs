@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::evaluate::{file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun};
+use belink_core::decision::near_tie;
+
+use crate::configs::UNGATED_RERANKING;
+use crate::evaluate::{file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun, RerankedAnswer};
 use crate::linking::{score_cells, SCORE_HEADER};
 use crate::protocol::Protocol;
 
@@ -240,8 +243,12 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
     );
     let _ = writeln!(w, "![accuracy@k](accuracy_at_k.png)\n\n![latency](latency.png)\n");
 
-    let reranked: Vec<&NormalizationRun> =
-        results.iter().flat_map(|r| &r.runs).filter(|r| !r.reranked.is_empty()).collect();
+    // Read from the run that re-ranked every mention, ungated.
+    let reranked: Vec<&NormalizationRun> = results
+        .iter()
+        .flat_map(|r| &r.runs)
+        .filter(|r| r.config == UNGATED_RERANKING && !r.reranked.is_empty())
+        .collect();
     if !reranked.is_empty() {
         let _ = writeln!(w, "### Re-ranker reliability (classic protocol)\n");
         let _ = writeln!(
@@ -315,7 +322,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
                 let cells: Vec<String> = GATES
                     .iter()
                     .chain([&f64::INFINITY])
-                    .map(|&t| format!("{:.3}", gated_accuracy(run, t, none_gate)))
+                    .map(|&t| format!("{:.3}", gated_accuracy(run, Gates::ungated(t, none_gate))))
                     .collect();
                 let _ = writeln!(
                     w,
@@ -328,6 +335,39 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
                     cells.join(" | ")
                 );
             }
+        }
+        let _ = writeln!(
+            w,
+            "\n### Re-ranking only near ties (`belink.rerank_margin`)\n\n\
+             The re-ranker is asked only about mentions whose first retrieved candidate is less than the \
+             margin more similar to them than the second (1: every mention no unique exact match decides), \
+             at the default gates (a concept overrules retrieval at {}, \"none of these\" at {}): acc@1, \
+             and in brackets the mentions re-ranked. The *hybrid + re-ranking, defaults* rows above ran \
+             at the default margin.\n",
+            Gates::defaults_with_margin(1.0).concept,
+            Gates::defaults_with_margin(1.0).none
+        );
+        let header: Vec<String> = MARGINS.iter().map(|m| format!("{m}")).collect();
+        let _ = writeln!(w, "| dataset | dictionary | protocol | retrieval | {} |", header.join(" | "));
+        let _ = writeln!(w, "|---|---|---|---:|{}", "---:|".repeat(MARGINS.len()));
+        for run in &reranked {
+            let cells: Vec<String> = MARGINS
+                .iter()
+                .map(|&margin| {
+                    let gates = Gates::defaults_with_margin(margin);
+                    let asked = run.reranked.iter().filter(|a| gates.asks(a)).count();
+                    format!("{:.3} ({asked})", gated_accuracy(run, gates))
+                })
+                .collect();
+            let retrieval = gated_accuracy(run, Gates::ungated(f64::INFINITY, f64::INFINITY));
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {retrieval:.3} | {} |",
+                run.dataset,
+                run.dictionary,
+                run.protocol.name(),
+                cells.join(" | ")
+            );
         }
         let _ = writeln!(w);
     }
@@ -528,17 +568,44 @@ pub fn error_analysis(results: &[DatasetResult]) -> String {
 const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
 const NONE_GATES: &[f64] = &[0.0, 0.5, 0.9, f64::INFINITY];
 
-/// acc@1 of a re-ranked run had the re-ranker needed `concept_gate` to overrule retrieval with a
-/// concept and `none_gate` with "none of these" (when it agrees with retrieval, both are equally
-/// right).
-fn gated_accuracy(run: &NormalizationRun, concept_gate: f64, none_gate: f64) -> f64 {
+/// The margins the report compares (`belink.rerank_margin`; 1: every mention re-ranked).
+const MARGINS: &[f64] = &[0.02, 0.05, 0.1, 0.2, 1.0];
+
+/// The gates a re-ranked run (ungated, every mention re-ranked) is read through: what the
+/// re-ranker needs to overrule retrieval with a concept and with "none of these", and which
+/// mentions it is asked about at all (when it agrees with retrieval, both are equally right).
+#[derive(Debug, Clone, Copy)]
+struct Gates {
+    concept: f64,
+    none: f64,
+    margin: f64,
+}
+
+impl Gates {
+    fn ungated(concept: f64, none: f64) -> Gates {
+        Gates { concept, none, margin: 1.0 }
+    }
+
+    /// The extension's defaults, with another margin.
+    fn defaults_with_margin(margin: f64) -> Gates {
+        let settings = belink_core::settings::Settings::default();
+        Gates { concept: settings.override_threshold, none: settings.none_override_threshold, margin }
+    }
+
+    fn asks(&self, answer: &RerankedAnswer) -> bool {
+        near_tie(answer.similarities.0, answer.similarities.1, self.margin)
+    }
+}
+
+/// acc@1 of a re-ranked run read through `gates`.
+fn gated_accuracy(run: &NormalizationRun, gates: Gates) -> f64 {
     let reranker_hits = run.reranked.iter().filter(|a| a.right).count();
     let gated_hits = run
         .reranked
         .iter()
         .filter(|a| {
-            let gate = if a.nil { none_gate } else { concept_gate };
-            if a.confidence < gate {
+            let gate = if a.nil { gates.none } else { gates.concept };
+            if !gates.asks(a) || a.confidence < gate {
                 a.retrieval_right
             } else {
                 a.right
@@ -614,19 +681,19 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{gated_accuracy, Reliability};
+    use super::{gated_accuracy, Gates, Reliability};
     use crate::evaluate::{NormalizationRun, RerankedAnswer, MAX_K};
     use crate::protocol::Protocol;
 
     /// A re-ranked run of `queries` mentions, `hits` right at k = 1, with these answers
-    /// (confidence, "none of these", right, retrieval right).
+    /// (confidence, "none of these", right, retrieval right), all near ties.
     fn reranked_run(queries: usize, hits: usize, answers: &[(f64, bool, bool, bool)]) -> NormalizationRun {
         let mut hits_at = vec![0; MAX_K];
         hits_at[0] = hits;
         NormalizationRun {
             dataset: "d".into(),
             dictionary: "ontology".into(),
-            config: "hybrid + re-ranking".into(),
+            config: crate::configs::UNGATED_RERANKING.into(),
             protocol: Protocol::Classic,
             queries,
             hits_at,
@@ -641,6 +708,7 @@ mod tests {
                     right,
                     retrieval_right,
                     gold_retrieved: true,
+                    similarities: (0.8, 0.8),
                 })
                 .collect(),
         }
@@ -652,9 +720,13 @@ mod tests {
         // unsure and wrong where retrieval was right; unsure, both wrong.
         let run =
             reranked_run(10, 5, &[(0.9, false, true, false), (0.4, false, false, true), (0.2, false, false, false)]);
-        assert_eq!(gated_accuracy(&run, 0.0, 0.0), 0.5);
-        assert_eq!(gated_accuracy(&run, 0.5, 0.0), 0.6);
-        assert_eq!(gated_accuracy(&run, f64::INFINITY, 0.0), 0.5, "retrieval alone: 4 + the one it had right");
+        assert_eq!(gated_accuracy(&run, Gates::ungated(0.0, 0.0)), 0.5);
+        assert_eq!(gated_accuracy(&run, Gates::ungated(0.5, 0.0)), 0.6);
+        assert_eq!(
+            gated_accuracy(&run, Gates::ungated(f64::INFINITY, 0.0)),
+            0.5,
+            "retrieval alone: 4 + the one it had right"
+        );
     }
 
     #[test]
@@ -671,10 +743,29 @@ mod tests {
                 (0.6, false, false, true),
             ],
         );
-        assert_eq!(gated_accuracy(&run, 0.0, 0.0), 0.25);
-        assert_eq!(gated_accuracy(&run, 0.0, 0.9), 0.5, "the unsure none leaves retrieval's concept");
-        assert_eq!(gated_accuracy(&run, 0.0, f64::INFINITY), 0.75);
-        assert_eq!(gated_accuracy(&run, 0.7, f64::INFINITY), 0.75, "the right concept lost, the wrong one too");
+        assert_eq!(gated_accuracy(&run, Gates::ungated(0.0, 0.0)), 0.25);
+        assert_eq!(gated_accuracy(&run, Gates::ungated(0.0, 0.9)), 0.5, "the unsure none leaves retrieval's concept");
+        assert_eq!(gated_accuracy(&run, Gates::ungated(0.0, f64::INFINITY)), 0.75);
+        assert_eq!(
+            gated_accuracy(&run, Gates::ungated(0.7, f64::INFINITY)),
+            0.75,
+            "the right concept lost, the wrong one too"
+        );
+    }
+
+    #[test]
+    fn a_margin_leaves_the_clear_cases_to_retrieval() {
+        // A sure right concept on a near tie (0.85 vs 0.84) where retrieval was wrong; a sure
+        // wrong one on a clear case (0.95 vs 0.6) where retrieval was right.
+        let mut run = reranked_run(2, 1, &[(0.9, false, true, false), (0.9, false, false, true)]);
+        run.reranked[0].similarities = (0.85, 0.84);
+        run.reranked[1].similarities = (0.95, 0.6);
+        let with_margin = |margin| gated_accuracy(&run, Gates::defaults_with_margin(margin));
+        assert_eq!(with_margin(1.0), 0.5, "both re-ranked");
+        assert_eq!(with_margin(0.05), 1.0, "only the near tie re-ranked");
+        assert_eq!(with_margin(0.005), 0.5, "neither");
+        assert_eq!(with_margin(0.3), 1.0);
+        assert_eq!(with_margin(0.4), 0.5, "the clear case re-ranked too");
     }
 
     #[test]

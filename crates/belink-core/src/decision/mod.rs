@@ -16,6 +16,12 @@ use crate::settings::RerankMode;
 use choose::choose;
 use prompt::{PromptCandidate, RerankItem};
 
+/// Most mentions sent to the re-ranker in one request. Each request must be answered within
+/// `belink.request_timeout`: a batch job's hundreds of mentions in one request would wait minutes
+/// for the reply (100 NCBI-disease abstracts in one belink_annotate batch timed out at the
+/// default 30 s). 16 keep the server's cores busy and take about 5 s at k = 10 on 2 cores.
+pub const RERANK_REQUEST_ITEMS: usize = 16;
+
 /// One mention to decide about.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
@@ -81,6 +87,22 @@ impl Decision {
     }
 }
 
+/// Whether retrieval is unsure enough to ask the re-ranker (`belink.rerank_margin`): its first
+/// candidate is less than `margin` more similar to the mention than its second (a lone
+/// candidate's runner-up counts as similarity 0); a margin of 1 asks about every mention. On
+/// dev, the re-ranker changed retrieval's answer for the better only on such near ties
+/// (eval/REPORT.md); the others cost its time for nothing.
+pub fn near_tie(first_similarity: f64, second_similarity: f64, margin: f64) -> bool {
+    margin >= 1.0 || first_similarity - second_similarity < margin
+}
+
+impl Decision {
+    fn is_near_tie(&self, margin: f64) -> bool {
+        let similarity = |i: usize| self.candidates.get(i).map_or(0.0, |c| c.fused.similarity);
+        !self.candidates.is_empty() && near_tie(similarity(0), similarity(1), margin)
+    }
+}
+
 impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
     /// Decides the concept of every request (k candidates each), re-ranking in one request.
     pub fn decide(&self, requests: &[Request], k: usize, lexical: Lexical) -> Result<Vec<Decision>> {
@@ -91,8 +113,9 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             .map(|candidates| Decision::from_retrieval(candidates, self.settings.min_similarity))
             .collect();
         if self.settings.rerank {
+            let margin = self.settings.rerank_margin;
             let undecided: Vec<usize> = (0..decisions.len())
-                .filter(|&i| decisions[i].decided_by == DecidedBy::Retrieval && !decisions[i].candidates.is_empty())
+                .filter(|&i| decisions[i].decided_by == DecidedBy::Retrieval && decisions[i].is_near_tie(margin))
                 .collect();
             if !undecided.is_empty() {
                 self.rerank(requests, &mut decisions, &undecided)?;
@@ -125,7 +148,12 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
             })
             .collect();
         let mode = self.settings.rerank_mode;
-        let answers = self.models.rerank(items, mode == RerankMode::Generate)?;
+        let mut answers = Vec::with_capacity(items.len());
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let request: Vec<RerankItem> = items.by_ref().take(RERANK_REQUEST_ITEMS).collect();
+            answers.extend(self.models.rerank(request, mode == RerankMode::Generate)?);
+        }
         for (&i, reranked) in which.iter().zip(answers) {
             let decision = &mut decisions[i];
             let choice = choose(&reranked, decision.candidates.len(), mode, self.settings.nil_threshold);

@@ -15,6 +15,11 @@ fn store() -> FakeStore {
     )
 }
 
+/// Re-ranking on for every mention that no unique exact match decides, near tie or not.
+fn reranking() -> Settings {
+    Settings { rerank: true, rerank_margin: 1.0, ..Settings::default() }
+}
+
 fn request(mention: &str) -> Request<'_> {
     Request { mention, context: None, ontology: Some("hpo") }
 }
@@ -78,7 +83,7 @@ fn the_reranker_chooses_among_the_candidates_it_is_shown() {
     let store = store();
     let mut models = FakeModels::default();
     models.answers.insert("grand mal seizures".into(), vec![0.1, 0.8]);
-    let settings = Settings { rerank: true, ..Settings::default() };
+    let settings = Settings { rerank: true, ..reranking() };
     let ontologies = store.ontologies(false);
     let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
     let mut with_context = request("grand mal seizures");
@@ -102,7 +107,7 @@ fn the_reranker_can_say_none_of_these_and_the_nil_threshold_holds() {
     let mut models = FakeModels::default();
     models.answers.insert("cognitive decline".into(), vec![0.4, 0.3]);
     let ontologies = store.ontologies(false);
-    let unsure = Settings { rerank: true, nil_threshold: 0.5, ..Settings::default() };
+    let unsure = Settings { rerank: true, nil_threshold: 0.5, ..reranking() };
     let pipeline = Pipeline::new(&store, &models, &unsure, &ontologies);
     let decisions = pipeline
         .decide(&[request("cognitive decline"), request("seizure disorder")], 3, Lexical::ExactAndTrigram)
@@ -120,7 +125,7 @@ fn the_reranker_overrules_retrieval_only_as_sure_as_the_override_threshold() {
     models.answers.insert("seizures".into(), vec![0.3, 0.6]);
     models.answers.insert("grand mal seizures".into(), vec![0.1, 0.8]);
     let ontologies = store.ontologies(false);
-    let gated = Settings { rerank: true, override_threshold: 0.7, ..Settings::default() };
+    let gated = Settings { rerank: true, override_threshold: 0.7, ..reranking() };
     let pipeline = Pipeline::new(&store, &models, &gated, &ontologies);
     let decisions =
         pipeline.decide(&[request("seizures"), request("grand mal seizures")], 3, Lexical::ExactAndTrigram).unwrap();
@@ -156,8 +161,7 @@ fn none_of_these_overrules_retrieval_only_as_sure_as_its_own_threshold() {
         probabilities
     };
     // A concept would overrule retrieval at 0.5; "none of these" needs 0.9.
-    let settings =
-        Settings { rerank: true, override_threshold: 0.5, none_override_threshold: 0.9, ..Settings::default() };
+    let settings = Settings { rerank: true, override_threshold: 0.5, none_override_threshold: 0.9, ..reranking() };
     models.answers.insert("seizures".into(), none_at(0.8));
     let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
     let unsure = pipeline.decide(&[request("seizures")], 3, Lexical::ExactAndTrigram).unwrap().remove(0);
@@ -182,4 +186,44 @@ fn a_name_shared_by_two_concepts_goes_to_the_reranker() {
     assert_eq!(exact.len(), 2);
     assert_eq!(decision.decided_by, DecidedBy::Reranker);
     assert_eq!(decision.chosen, Some(1));
+}
+
+#[test]
+fn a_clear_first_candidate_is_decided_by_retrieval_at_the_default_margin() {
+    let store = store();
+    let models = FakeModels::default();
+    let ontologies = store.ontologies(false);
+    let decide = |settings: &Settings| {
+        let pipeline = Pipeline::new(&store, &models, settings, &ontologies);
+        pipeline.decide(&[request("seizures")], 3, Lexical::ExactAndTrigram).unwrap().remove(0)
+    };
+    // Seizure is far more like "seizures" than any other name (exact ties, margin 0, are
+    // re-ranked: the test above).
+    let defaults = Settings { rerank: true, ..Settings::default() };
+    let clear = decide(&defaults);
+    let margin = clear.candidates[0].fused.similarity - clear.candidates[1].fused.similarity;
+    assert!(margin >= defaults.rerank_margin, "{margin}");
+    assert_eq!((clear.decided_by, clear.probabilities.as_ref()), (DecidedBy::Retrieval, None));
+    assert!(models.reranked.borrow().is_empty(), "the re-ranker is not asked");
+    // A wider margin, or 1, re-ranks it.
+    assert_eq!(decide(&Settings { rerank_margin: margin + 0.01, ..defaults }).decided_by, DecidedBy::Reranker);
+    assert_eq!(decide(&reranking()).decided_by, DecidedBy::Reranker);
+}
+
+#[test]
+fn many_mentions_go_to_the_reranker_in_requests_of_bounded_size() {
+    let store = store();
+    let mut models = FakeModels::default();
+    let mentions: Vec<String> = (0..2 * RERANK_REQUEST_ITEMS + 3).map(|i| format!("seizure type {i}")).collect();
+    // The last mention's answer: the second candidate, so its decision shows the answers stay
+    // in order across requests.
+    models.answers.insert(mentions.last().unwrap().clone(), vec![0.1, 0.8]);
+    let ontologies = store.ontologies(false);
+    let settings = reranking();
+    let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
+    let requests: Vec<Request> = mentions.iter().map(|m| request(m)).collect();
+    let decisions = pipeline.decide(&requests, 3, Lexical::ExactAndTrigram).unwrap();
+    assert_eq!(*models.rerank_requests.borrow(), [RERANK_REQUEST_ITEMS, RERANK_REQUEST_ITEMS, 3]);
+    assert_eq!(decisions.last().unwrap().chosen, Some(1));
+    assert!(decisions[..decisions.len() - 1].iter().all(|d| d.chosen.is_none()), "unscripted: none of these");
 }
