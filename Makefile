@@ -33,6 +33,9 @@ BENCH_PORT    ?= 54330
 EVAL_DIR      ?= $(CACHE)/eval
 EVAL_PORT     ?= 54331
 EVAL_ADAPT    ?= on
+# on: make eval also writes eval/rerank-sweep.md, the re-ranker zero-shot against tuned at
+# k = 5, 10 and 20 (about 30 minutes more).
+EVAL_RERANK_SWEEP ?= off
 
 ifeq ($(shell id -u),0)
 SUDO :=
@@ -227,7 +230,7 @@ train-reranker: install $(PYTRAIN)/.installed
 
 eval: install
 	cargo build --release -p belink-eval
-	BELINK_EVAL_ADAPT=$(EVAL_ADAPT) scripts/eval.sh $(EVAL_DIR) $(EVAL_PORT)
+	BELINK_EVAL_ADAPT=$(EVAL_ADAPT) BELINK_EVAL_RERANK_SWEEP=$(EVAL_RERANK_SWEEP) scripts/eval.sh $(EVAL_DIR) $(EVAL_PORT)
 
 demo-stop:
 	scripts/cluster.sh stop $(DEMO_DIR)

@@ -9,7 +9,8 @@
 # SPEC: name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH][,adapt=off]
 #       [,span_scorer=PATH][,detection_roots=ID+ID]
 # BELINK_EVAL_ADAPT=off (make eval EVAL_ADAPT=off) adds adapt=off to the defaults: no encoder
-# adaptation, about 40 minutes less.
+# adaptation, about 40 minutes less. BELINK_EVAL_RERANK_SWEEP=on (make eval EVAL_RERANK_SWEEP=on)
+# also writes rerank-sweep.md: the re-ranker zero-shot against tuned at k = 5, 10 and 20.
 # (ontology_file and span_scorer must be readable by the server; the defaults are copied where it
 # can read them).
 set -eu
@@ -77,5 +78,10 @@ if [ -n "$hnsw_checks" ]; then
         # shellcheck disable=SC2086 # the checks are words
         scripts/hnsw-recall.sh "$DIR" "$PORT" $hnsw_checks
     } > "$OUT/hnsw-recall.txt"
+fi
+if [ "${BELINK_EVAL_RERANK_SWEEP:-off}" = on ]; then
+    $EVAL rerank-sweep --dsn "host=$dir port=$PORT user=postgres" --out "$OUT/rerank-sweep.md" \
+        --command-line "$command EVAL_RERANK_SWEEP=on" --machine "$machine" --date "$(date -u +%Y-%m-%d)" \
+        --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$@"
 fi
 scripts/cluster.sh stop "$DIR"

@@ -147,9 +147,26 @@ pub struct RerankedAnswer {
     /// Retrieval's first and second candidates' similarity to the mention (the second 0 when
     /// there is none): which `belink.rerank_margin` would have re-ranked it.
     pub similarities: (f64, f64),
+    /// Wall time of its belink_normalize call.
+    pub latency_ms: f64,
 }
 
 impl NormalizationRun {
+    fn new(dataset: &str, dictionary: &str, config: &str, protocol: Protocol) -> NormalizationRun {
+        NormalizationRun {
+            dataset: dataset.to_string(),
+            dictionary: dictionary.to_string(),
+            config: config.to_string(),
+            protocol,
+            queries: 0,
+            hits_at: vec![0; MAX_K],
+            latencies_ms: Vec::new(),
+            server_peak_mb: None,
+            errors: Vec::new(),
+            reranked: Vec::new(),
+        }
+    }
+
     pub fn accuracy_at(&self, k: usize) -> f64 {
         self.hits_at[k - 1] as f64 / self.queries.max(1) as f64
     }
@@ -410,40 +427,109 @@ fn run_configs(
     let aliases = &crate::linking::concept_aliases(client, &spec.ontology)?;
     for config in CONFIGS.iter().filter(|c| only.is_none_or(|names| names.contains(&c.name))) {
         config.apply(client)?;
-        let mut cache: HashMap<(String, String), (Answer, f64)> = HashMap::new();
+        let mut cache = HashMap::new();
         for protocol in Protocol::ALL {
-            let mut run = NormalizationRun {
-                dataset: spec.name.clone(),
-                dictionary: dictionary.to_string(),
-                config: config.name.to_string(),
-                protocol,
-                queries: 0,
-                hits_at: vec![0; MAX_K],
-                latencies_ms: Vec::new(),
-                server_peak_mb: None,
-                errors: Vec::new(),
-                reranked: Vec::new(),
-            };
-            for document in documents {
-                for mention in &document.mentions {
-                    for query in queries(mention, protocol) {
-                        let context = context_window(&document.text, mention.start, mention.end);
-                        let key = (query.text.clone(), context.clone());
-                        if !cache.contains_key(&key) {
-                            let answer = normalize(client, &query.text, &context, &spec.ontology, aliases)?;
-                            cache.insert(key.clone(), answer);
-                        }
-                        let (answer, latency) = &cache[&key];
-                        run.latencies_ms.push(*latency);
-                        score(&mut run, &document.id, query, answer);
-                    }
-                }
-            }
-            run.server_peak_mb = server_peak_mb(client);
+            let mut run = NormalizationRun::new(&spec.name, dictionary, config.name, protocol);
+            measure(client, documents, &spec.ontology, aliases, MAX_K, &mut run, &mut cache)?;
             runs.push(run);
         }
     }
     Ok(())
+}
+
+/// Normalizes every query of the run's protocol in the documents (k candidates each) and
+/// scores the answers; a (query, context) the cache holds is not asked again.
+fn measure(
+    client: &mut Client,
+    documents: &[Document],
+    ontology: &str,
+    aliases: &HashMap<String, Vec<String>>,
+    k: usize,
+    run: &mut NormalizationRun,
+    cache: &mut HashMap<(String, String), (Answer, f64)>,
+) -> Result<(), String> {
+    for document in documents {
+        for mention in &document.mentions {
+            for query in queries(mention, run.protocol) {
+                let context = context_window(&document.text, mention.start, mention.end);
+                let key = (query.text.clone(), context);
+                if !cache.contains_key(&key) {
+                    let answer = normalize(client, &query.text, &key.1, ontology, k, aliases)?;
+                    cache.insert(key.clone(), answer);
+                }
+                let (answer, latency) = &cache[&key];
+                score(run, &document.id, query, answer, *latency);
+            }
+        }
+    }
+    run.server_peak_mb = server_peak_mb(client);
+    Ok(())
+}
+
+/// The re-ranker of a sweep: zero-shot (the model as it is) or tuned (the adapter installed
+/// for it), as `belink.reranker_adapter` sets it.
+pub const SWEEP_MODELS: [(&str, Option<&str>); 2] = [("zero-shot", Some("none")), ("tuned", None)];
+
+/// One model at one k on one dataset: re-ranking ungated at the default margin, classic
+/// protocol, ontology names only (as `make eval` leaves the cluster).
+pub struct SweepRun {
+    pub model: &'static str,
+    pub k: usize,
+    pub run: NormalizationRun,
+}
+
+/// Zero-shot against tuned at each k (`belink-eval rerank-sweep`): the model server is
+/// restarted with each adapter setting, which is reset at the end.
+pub fn rerank_sweep(client: &mut Client, specs: &[DatasetSpec], ks: &[usize]) -> Result<Vec<SweepRun>, String> {
+    let mut sweep = Vec::new();
+    for (model, adapter) in SWEEP_MODELS {
+        use_adapter(client, adapter)?;
+        for spec in specs {
+            let documents = load_corpus(&spec.corpus).map_err(|e| format!("{}: {e}", spec.corpus.display()))?;
+            let aliases = crate::linking::concept_aliases(client, &spec.ontology)?;
+            for &k in ks {
+                client
+                    .batch_execute(
+                        "RESET ALL; SET belink.retrieval = 'hybrid'; SET belink.rerank = on; \
+                         SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0",
+                    )
+                    .map_err(|e| db_message(&e))?;
+                let mut run = NormalizationRun::new(&spec.name, "ontology", "hybrid + re-ranking", Protocol::Classic);
+                eprintln!("belink-eval: {} re-ranked {model} at k = {k}", spec.name);
+                measure(client, &documents, &spec.ontology, &aliases, k, &mut run, &mut HashMap::new())?;
+                sweep.push(SweepRun { model, k, run });
+            }
+        }
+    }
+    use_adapter(client, None)?;
+    Ok(sweep)
+}
+
+/// Sets belink.reranker_adapter (None: resets it) and waits for the model server to run with it.
+fn use_adapter(client: &mut Client, adapter: Option<&str>) -> Result<(), String> {
+    let statement = match adapter {
+        Some(adapter) => format!("ALTER SYSTEM SET belink.reranker_adapter = {}", literal(adapter)),
+        None => "ALTER SYSTEM RESET belink.reranker_adapter".to_string(),
+    };
+    client.batch_execute(&statement).map_err(|e| db_message(&e))?;
+    client.batch_execute("SELECT pg_reload_conf()").map_err(|e| db_message(&e))?;
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let status: Option<serde_json::Value> = client
+            .query_one("SELECT belink_worker_status_json()", &[])
+            .ok()
+            .and_then(|row| row.get::<_, Option<serde_json::Value>>(0));
+        let serving = status.as_ref().and_then(|s| s["reranker_adapter"].as_str().map(str::to_string));
+        let running = status.as_ref().is_some_and(|s| s["state"] == "running");
+        // The shipped adapter when reset; none when set to 'none'.
+        if running && serving.is_some() == adapter.is_none() {
+            return Ok(());
+        }
+        if started.elapsed().as_secs() > 120 {
+            return Err(format!("the model server did not restart with belink.reranker_adapter = {adapter:?}"));
+        }
+    }
 }
 
 /// Peak resident memory of the model server so far, in MB (None without a server).
@@ -465,8 +551,9 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answer) {
+fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answer, latency_ms: f64) {
     run.queries += 1;
+    run.latencies_ms.push(latency_ms);
     let candidates = &answer.candidates;
     let rank = candidates.iter().position(|c| is_correct(&query, run.protocol, &c.ids));
     if let Some(rank) = rank {
@@ -484,6 +571,7 @@ fn score(run: &mut NormalizationRun, document: &str, query: Query, answer: &Answ
             retrieval_right: answer.retrieval_choice.as_ref().is_some_and(|c| is_correct(&query, run.protocol, &c.ids)),
             gold_retrieved: rank.is_some(),
             similarities: answer.retrieval_similarities,
+            latency_ms,
         });
     }
     if rank == Some(0) && !answer.nil {
@@ -533,6 +621,7 @@ fn normalize(
     text: &str,
     context: &str,
     ontology: &str,
+    k: usize,
     aliases: &HashMap<String, Vec<String>>,
 ) -> Result<(Answer, f64), String> {
     let started = Instant::now();
@@ -540,7 +629,7 @@ fn normalize(
         .query_one(
             "SELECT concept_id, decided_by, candidates, confidence, current_setting('belink.min_similarity')::float8 \
              FROM belink_normalize($1, $2, $3, $4)",
-            &[&text, &context, &ontology, &(MAX_K as i32)],
+            &[&text, &context, &ontology, &(k as i32)],
         )
         .map_err(|e| format!("belink_normalize({text:?}): {}", db_message(&e)))?;
     let latency = started.elapsed().as_secs_f64() * 1000.0;
@@ -749,11 +838,11 @@ mod tests {
             retrieval_choice: ids.first().map(|id| candidate(id)),
             retrieval_similarities: (0.9, 0.8),
         };
-        score(&mut run, "doc", query("A"), &answer(&["A", "B"], "retrieval", false));
-        score(&mut run, "doc", query("B"), &answer(&["A", "B"], "retrieval", false));
-        score(&mut run, "doc", query("C"), &answer(&["A"], "retrieval", false));
-        score(&mut run, "doc", query("B"), &answer(&["A", "B"], "reranker", false));
-        score(&mut run, "doc", query("A"), &answer(&["A", "B"], "reranker", true));
+        score(&mut run, "doc", query("A"), &answer(&["A", "B"], "retrieval", false), 1.0);
+        score(&mut run, "doc", query("B"), &answer(&["A", "B"], "retrieval", false), 1.0);
+        score(&mut run, "doc", query("C"), &answer(&["A"], "retrieval", false), 1.0);
+        score(&mut run, "doc", query("B"), &answer(&["A", "B"], "reranker", false), 1.0);
+        score(&mut run, "doc", query("A"), &answer(&["A", "B"], "reranker", true), 1.0);
         assert_eq!(run.queries, 5);
         assert_eq!(run.hits_at[0], 1, "a NIL answer is never right at k = 1");
         assert_eq!(run.hits_at[1], 4);
@@ -770,6 +859,7 @@ mod tests {
             retrieval_right,
             gold_retrieved: true,
             similarities: (0.9, 0.8),
+            latency_ms: 1.0,
         };
         assert_eq!(run.reranked, [reranked(false, false), reranked(true, true)]);
     }

@@ -40,6 +40,9 @@
 //!   belink-eval evaluate --dsn DSN --out DIR --dataset SPEC [--dataset SPEC]...
 //!       the evaluation report: SPEC is
 //!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
+//!   belink-eval rerank-sweep --dsn DSN --out FILE --dataset SPEC... [--ks 5,10,20]
+//!       the re-ranker zero-shot against tuned at each k, over datasets already loaded (the
+//!       cluster make eval leaves); restarts the model server with each adapter setting
 //!
 //!   belink-eval mentions --corpus PATH
 //!       the corpus' mentions with one gold id as TSV lines "id<TAB>text" (training names for
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Some("load") => load(&args),
         Some("retrieval") => retrieval(&args),
         Some("evaluate") => evaluate(&args),
+        Some("rerank-sweep") => rerank_sweep(&args),
         Some("index") => index(&args),
         Some("tune-fusion") => tune_fusion(&args),
         Some("memory") => memory(&args),
@@ -242,16 +246,7 @@ fn evaluate(args: &Args) -> Result<(), String> {
         eprintln!("belink-eval: {} ({} with {})", spec.name, spec.corpus.display(), spec.ontology);
         results.push(evaluate::evaluate_dataset(&mut client, spec)?);
     }
-    let info = report::RunInfo {
-        command: args.get("command-line").unwrap_or("belink-eval evaluate").to_string(),
-        machine: args.get("machine").unwrap_or("(not given)").to_string(),
-        server: client
-            .query_one("SELECT version()", &[])
-            .map(|row| row.get::<_, String>(0))
-            .map_err(|e| e.to_string())?,
-        date: args.get("date").unwrap_or("(not given)").to_string(),
-        commit: args.get("commit").unwrap_or("(not given)").to_string(),
-    };
+    let info = run_info(args, &mut client, "belink-eval evaluate")?;
     let runs: Vec<&evaluate::NormalizationRun> = results.iter().flat_map(|r| &r.runs).collect();
     plots::accuracy_at_k(&runs, &out.join("accuracy_at_k.png"))?;
     let classic: Vec<&evaluate::NormalizationRun> =
@@ -262,6 +257,40 @@ fn evaluate(args: &Args) -> Result<(), String> {
     write("errors.md", report::error_analysis(&results))?;
     eprintln!("belink-eval: report written to {}", out.join("REPORT.md").display());
     Ok(())
+}
+
+fn rerank_sweep(args: &Args) -> Result<(), String> {
+    let out = Path::new(args.required("out")?);
+    let specs = args.all("dataset").iter().map(|s| evaluate::DatasetSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    if specs.is_empty() {
+        return Err("no --dataset given".into());
+    }
+    let ks: Vec<usize> = args
+        .get("ks")
+        .unwrap_or("5,10,20")
+        .split(',')
+        .map(|k| k.parse().ok().filter(|k| (1..=25).contains(k)).ok_or(format!("--ks: {k} is not 1..25")))
+        .collect::<Result<_, _>>()?;
+    let mut client = connect(args)?;
+    let sweep = evaluate::rerank_sweep(&mut client, &specs, &ks)?;
+    let info = run_info(args, &mut client, "belink-eval rerank-sweep")?;
+    std::fs::write(out, report::rerank_sweep(&info, &sweep)).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("belink-eval: written to {}", out.display());
+    Ok(())
+}
+
+/// What a report says about its run: the command, machine, server, date and commit.
+fn run_info(args: &Args, client: &mut Client, command: &str) -> Result<report::RunInfo, String> {
+    Ok(report::RunInfo {
+        command: args.get("command-line").unwrap_or(command).to_string(),
+        machine: args.get("machine").unwrap_or("(not given)").to_string(),
+        server: client
+            .query_one("SELECT version()", &[])
+            .map(|row| row.get::<_, String>(0))
+            .map_err(|e| e.to_string())?,
+        date: args.get("date").unwrap_or("(not given)").to_string(),
+        commit: args.get("commit").unwrap_or("(not given)").to_string(),
+    })
 }
 
 fn tune_fusion(args: &Args) -> Result<(), String> {

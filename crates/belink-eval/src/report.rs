@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use belink_core::decision::near_tie;
 
 use crate::configs::UNGATED_RERANKING;
-use crate::evaluate::{file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun, RerankedAnswer};
+use crate::evaluate::{file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun, RerankedAnswer, SweepRun};
 use crate::linking::{score_cells, SCORE_HEADER};
 use crate::protocol::Protocol;
 
@@ -568,6 +568,51 @@ pub fn error_analysis(results: &[DatasetResult]) -> String {
 const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
 const NONE_GATES: &[f64] = &[0.0, 0.5, 0.9, f64::INFINITY];
 
+/// Zero-shot against tuned re-ranking at each k (`belink-eval rerank-sweep`, eval/rerank-sweep.md).
+pub fn rerank_sweep(info: &RunInfo, sweep: &[SweepRun]) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "# Re-ranking: zero-shot against tuned, by k\n");
+    let _ =
+        writeln!(w, "Written by `belink-eval rerank-sweep` on the cluster `make eval` left. Do not edit by hand.\n");
+    let _ = writeln!(w, "- date: {}\n- commit: {}\n- command: `{}`", info.date, info.commit, info.command);
+    let _ = writeln!(w, "- machine: {}\n- server: {}\n", info.machine, info.server);
+    let defaults = Gates::defaults_with_margin(belink_core::settings::Settings::default().rerank_margin);
+    let _ = writeln!(
+        w,
+        "Gold mentions in their context (classic protocol), the ontology's names only, hybrid retrieval \
+         of k candidates, the re-ranker asked at the default margin ({}): *zero-shot* is the default model \
+         as it is (`belink.reranker_adapter = 'none'`), *tuned* with the adapter installed for it. \
+         *ungated*: the re-ranker decides every mention it is asked about; *default gates*: it \
+         overrules retrieval with a concept at {} and with \"none of these\" at {}. *ms per re-ranked \
+         mention*: mean wall time of the belink_normalize calls the re-ranker answered (one client, \
+         one mention a call).\n",
+        defaults.margin, defaults.concept, defaults.none
+    );
+    let _ = writeln!(
+        w,
+        "| dataset | model | k | mentions | re-ranked | retrieval acc@1 | ungated acc@1 | default gates acc@1 | ms per re-ranked mention |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for s in sweep {
+        let run = &s.run;
+        let reranked = run.reranked.len();
+        let mean_ms = run.reranked.iter().map(|a| a.latency_ms).sum::<f64>() / reranked.max(1) as f64;
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {reranked} | {:.3} | {:.3} | {:.3} | {mean_ms:.0} |",
+            run.dataset,
+            s.model,
+            s.k,
+            run.queries,
+            gated_accuracy(run, Gates::ungated(f64::INFINITY, f64::INFINITY)),
+            run.accuracy_at(1),
+            gated_accuracy(run, defaults),
+        );
+    }
+    out
+}
+
 /// The margins the report compares (`belink.rerank_margin`; 1: every mention re-ranked).
 const MARGINS: &[f64] = &[0.02, 0.05, 0.1, 0.2, 1.0];
 
@@ -709,6 +754,7 @@ mod tests {
                     retrieval_right,
                     gold_retrieved: true,
                     similarities: (0.8, 0.8),
+                    latency_ms: 1.0,
                 })
                 .collect(),
         }
