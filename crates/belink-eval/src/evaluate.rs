@@ -520,10 +520,11 @@ fn use_adapter(client: &mut Client, adapter: Option<&str>) -> Result<(), String>
             .query_one("SELECT belink_worker_status_json()", &[])
             .ok()
             .and_then(|row| row.get::<_, Option<serde_json::Value>>(0));
-        let serving = status.as_ref().and_then(|s| s["reranker_adapter"].as_str().map(str::to_string));
+        // The server reports the adapter it merges, "" for none: the installed one when the
+        // setting is reset, none when it is 'none'.
+        let serving = status.as_ref().and_then(|s| s["reranker_adapter"].as_str()).unwrap_or_default();
         let running = status.as_ref().is_some_and(|s| s["state"] == "running");
-        // The shipped adapter when reset; none when set to 'none'.
-        if running && serving.is_some() == adapter.is_none() {
+        if running && serving.is_empty() == adapter.is_some() {
             return Ok(());
         }
         if started.elapsed().as_secs() > 120 {
