@@ -468,7 +468,7 @@ fn measure(
 
 /// The re-ranker of a sweep: zero-shot (the model as it is) or tuned (the adapter installed
 /// for it), as `belink.reranker_adapter` sets it.
-pub const SWEEP_MODELS: [(&str, Option<&str>); 2] = [("zero-shot", Some("none")), ("tuned", None)];
+const SWEEP_MODELS: [(&str, Option<&str>); 2] = [("zero-shot", Some("none")), ("tuned", None)];
 
 /// One model at one k on one dataset: re-ranking ungated at the default margin, classic
 /// protocol, ontology names only (as `make eval` leaves the cluster).
@@ -494,7 +494,8 @@ pub fn rerank_sweep(client: &mut Client, specs: &[DatasetSpec], ks: &[usize]) ->
                          SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0",
                     )
                     .map_err(|e| db_message(&e))?;
-                let mut run = NormalizationRun::new(&spec.name, "ontology", "hybrid + re-ranking", Protocol::Classic);
+                let config = "hybrid + re-ranking, ungated at the default margin";
+                let mut run = NormalizationRun::new(&spec.name, "ontology", config, Protocol::Classic);
                 eprintln!("belink-eval: {} re-ranked {model} at k = {k}", spec.name);
                 measure(client, &documents, &spec.ontology, &aliases, k, &mut run, &mut HashMap::new())?;
                 sweep.push(SweepRun { model, k, run });

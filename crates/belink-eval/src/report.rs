@@ -336,6 +336,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
                 );
             }
         }
+        let defaults = Gates::defaults_with_margin(1.0);
         let _ = writeln!(
             w,
             "\n### Re-ranking only near ties (`belink.rerank_margin`)\n\n\
@@ -344,8 +345,7 @@ pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
              at the default gates (a concept overrules retrieval at {}, \"none of these\" at {}): acc@1, \
              and in brackets the mentions re-ranked. The *hybrid + re-ranking, defaults* rows above ran \
              at the default margin.\n",
-            Gates::defaults_with_margin(1.0).concept,
-            Gates::defaults_with_margin(1.0).none
+            defaults.concept, defaults.none
         );
         let header: Vec<String> = MARGINS.iter().map(|m| format!("{m}")).collect();
         let _ = writeln!(w, "| dataset | dictionary | protocol | retrieval | {} |", header.join(" | "));

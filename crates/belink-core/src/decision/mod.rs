@@ -1,5 +1,6 @@
 //! Deciding a mention's concept: retrieval, then (belink.rerank) the set-wise re-ranker,
-//! except where retrieval is already certain: an exact match to a single concept decides.
+//! except where retrieval is already certain (an exact match to a single concept decides) or
+//! sure enough (no near tie: belink.rerank_margin).
 
 pub mod choose;
 pub mod context;
@@ -85,6 +86,11 @@ impl Decision {
         };
         Decision { chosen, confidence, decided_by, candidates, probabilities: None, answer: None }
     }
+
+    fn is_near_tie(&self, margin: f64) -> bool {
+        let similarity = |i: usize| self.candidates.get(i).map_or(0.0, |c| c.fused.similarity);
+        !self.candidates.is_empty() && near_tie(similarity(0), similarity(1), margin)
+    }
 }
 
 /// Whether retrieval is unsure enough to ask the re-ranker (`belink.rerank_margin`): its first
@@ -96,15 +102,9 @@ pub fn near_tie(first_similarity: f64, second_similarity: f64, margin: f64) -> b
     margin >= 1.0 || first_similarity - second_similarity < margin
 }
 
-impl Decision {
-    fn is_near_tie(&self, margin: f64) -> bool {
-        let similarity = |i: usize| self.candidates.get(i).map_or(0.0, |c| c.fused.similarity);
-        !self.candidates.is_empty() && near_tie(similarity(0), similarity(1), margin)
-    }
-}
-
 impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
-    /// Decides the concept of every request (k candidates each), re-ranking in one request.
+    /// Decides the concept of every request (k candidates each), re-ranking the near ties in
+    /// requests of at most [`RERANK_REQUEST_ITEMS`].
     pub fn decide(&self, requests: &[Request], k: usize, lexical: Lexical) -> Result<Vec<Decision>> {
         let queries: Vec<Query> = requests.iter().map(|r| Query { text: r.mention, ontology: r.ontology }).collect();
         let mut decisions: Vec<Decision> = self

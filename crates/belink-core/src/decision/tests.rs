@@ -83,7 +83,7 @@ fn the_reranker_chooses_among_the_candidates_it_is_shown() {
     let store = store();
     let mut models = FakeModels::default();
     models.answers.insert("grand mal seizures".into(), vec![0.1, 0.8]);
-    let settings = Settings { rerank: true, ..reranking() };
+    let settings = reranking();
     let ontologies = store.ontologies(false);
     let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
     let mut with_context = request("grand mal seizures");
@@ -107,7 +107,7 @@ fn the_reranker_can_say_none_of_these_and_the_nil_threshold_holds() {
     let mut models = FakeModels::default();
     models.answers.insert("cognitive decline".into(), vec![0.4, 0.3]);
     let ontologies = store.ontologies(false);
-    let unsure = Settings { rerank: true, nil_threshold: 0.5, ..reranking() };
+    let unsure = Settings { nil_threshold: 0.5, ..reranking() };
     let pipeline = Pipeline::new(&store, &models, &unsure, &ontologies);
     let decisions = pipeline
         .decide(&[request("cognitive decline"), request("seizure disorder")], 3, Lexical::ExactAndTrigram)
@@ -125,7 +125,7 @@ fn the_reranker_overrules_retrieval_only_as_sure_as_the_override_threshold() {
     models.answers.insert("seizures".into(), vec![0.3, 0.6]);
     models.answers.insert("grand mal seizures".into(), vec![0.1, 0.8]);
     let ontologies = store.ontologies(false);
-    let gated = Settings { rerank: true, override_threshold: 0.7, ..reranking() };
+    let gated = Settings { override_threshold: 0.7, ..reranking() };
     let pipeline = Pipeline::new(&store, &models, &gated, &ontologies);
     let decisions =
         pipeline.decide(&[request("seizures"), request("grand mal seizures")], 3, Lexical::ExactAndTrigram).unwrap();
@@ -161,7 +161,7 @@ fn none_of_these_overrules_retrieval_only_as_sure_as_its_own_threshold() {
         probabilities
     };
     // A concept would overrule retrieval at 0.5; "none of these" needs 0.9.
-    let settings = Settings { rerank: true, override_threshold: 0.5, none_override_threshold: 0.9, ..reranking() };
+    let settings = Settings { override_threshold: 0.5, none_override_threshold: 0.9, ..reranking() };
     models.answers.insert("seizures".into(), none_at(0.8));
     let pipeline = Pipeline::new(&store, &models, &settings, &ontologies);
     let unsure = pipeline.decide(&[request("seizures")], 3, Lexical::ExactAndTrigram).unwrap().remove(0);
