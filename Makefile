@@ -34,7 +34,7 @@ EVAL_DIR      ?= $(CACHE)/eval
 EVAL_PORT     ?= 54331
 EVAL_ADAPT    ?= on
 # on: make eval also writes eval/rerank-sweep.md, the re-ranker zero-shot against tuned at
-# k = 5, 10 and 20 (about 30 minutes more).
+# k = 5, 10 and 20 (about 35 minutes more).
 EVAL_RERANK_SWEEP ?= off
 
 ifeq ($(shell id -u),0)
