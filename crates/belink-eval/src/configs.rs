@@ -29,6 +29,19 @@ impl Config {
 /// The configuration whose re-ranker answers the report reads through other gates and margins.
 pub const UNGATED_RERANKING: &str = "hybrid + re-ranking";
 
+/// The re-ranker sweep's configuration (belink-eval rerank-sweep): ungated, at the default margin.
+pub const SWEEP_RERANKING: Config = Config {
+    name: "hybrid + re-ranking, ungated at the default margin",
+    settings: &[
+        "SET belink.retrieval = 'hybrid'",
+        "SET belink.rerank = on",
+        "SET belink.rerank_override_threshold = 0",
+        "SET belink.rerank_none_threshold = 0",
+    ],
+    needs_index: true,
+    single_source: true,
+};
+
 /// The configurations evaluated: each retrieval source alone (trigram both through the model
 /// server's index and through pg_trgm; dense both through the HNSW index and by exact search,
 /// the index turned off), then the combinations users run.

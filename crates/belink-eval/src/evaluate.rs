@@ -8,7 +8,7 @@ use std::time::Instant;
 use belink_eval::corpus::{load_corpus, Document};
 use postgres::Client;
 
-use crate::configs::CONFIGS;
+use crate::configs::{CONFIGS, SWEEP_RERANKING};
 use crate::db::db_message;
 use crate::protocol::{is_correct, queries, Protocol, Query};
 use belink_core::ids::canonical;
@@ -488,14 +488,8 @@ pub fn rerank_sweep(client: &mut Client, specs: &[DatasetSpec], ks: &[usize]) ->
             let documents = load_corpus(&spec.corpus).map_err(|e| format!("{}: {e}", spec.corpus.display()))?;
             let aliases = crate::linking::concept_aliases(client, &spec.ontology)?;
             for &k in ks {
-                client
-                    .batch_execute(
-                        "RESET ALL; SET belink.retrieval = 'hybrid'; SET belink.rerank = on; \
-                         SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0",
-                    )
-                    .map_err(|e| db_message(&e))?;
-                let config = "hybrid + re-ranking, ungated at the default margin";
-                let mut run = NormalizationRun::new(&spec.name, "ontology", config, Protocol::Classic);
+                SWEEP_RERANKING.apply(client)?;
+                let mut run = NormalizationRun::new(&spec.name, "ontology", SWEEP_RERANKING.name, Protocol::Classic);
                 eprintln!("belink-eval: {} re-ranked {model} at k = {k}", spec.name);
                 measure(client, &documents, &spec.ontology, &aliases, k, &mut run, &mut HashMap::new())?;
                 sweep.push(SweepRun { model, k, run });

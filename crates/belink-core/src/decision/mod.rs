@@ -20,8 +20,10 @@ use prompt::{PromptCandidate, RerankItem};
 /// Most mentions sent to the re-ranker in one request. Each request must be answered within
 /// `belink.request_timeout`: a batch job's hundreds of mentions in one request would wait minutes
 /// for the reply (100 NCBI-disease abstracts in one belink_annotate batch timed out at the
-/// default 30 s). 16 keep the server's cores busy and take about 5 s at k = 10 on 2 cores.
-pub const RERANK_REQUEST_ITEMS: usize = 16;
+/// default 30 s). With the served prompts on 2 cores a mention takes about 0.9 s of wall time
+/// at k = 10 and 2.6 to 4 s alone at k = 20 (BENCHMARKS.md): 8 keep both cores busy and take
+/// about 7 s at k = 10, an estimated 12 to 16 s at k = 20.
+pub const RERANK_REQUEST_ITEMS: usize = 8;
 
 /// One mention to decide about.
 #[derive(Debug, Clone)]
