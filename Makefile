@@ -49,7 +49,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models bench eval train-span-scorer train-reranker scale stress fuzz clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models bench eval train-span-scorer train-reranker scale scale-dense stress fuzz clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -179,6 +179,13 @@ SCALE_PORT ?= 54336
 scale: install
 	cargo build --release -p belink-eval
 	scripts/scale.sh $(SCALE_DIR) $(SCALE_PORT)
+
+# Dense retrieval at that size, on the cluster make scale left: every synthetic name embedded
+# (about 5 hours on 2 idle cores; resumes where it stopped), the HNSW graph built, then its
+# recall against exact search and belink_normalize latency (run it in the background).
+scale-dense: install
+	cargo build --release -p belink-eval
+	scripts/scale.sh $(SCALE_DIR) $(SCALE_PORT) dense
 
 # Load with faults injected (figures for BENCHMARKS.md): 16 clients for 5 minutes, the model
 # server killed 50 times, backends cancelled, an annotation job interrupted 20 times.

@@ -11,6 +11,8 @@
 --        [-v m=16 -v ef_construction=64] [-v maintenance_work_mem=4GB] -f scripts/hnsw-recall.sql
 -- Without m and ef_construction: the ones belink_index builds with. maintenance_work_mem
 -- (default 1GB) must hold the graph (about 1.6 kB a 384-dimension vector) for an in-memory build.
+-- With -v in_place=on: belink's own index is measured, through a view of belink.names (no copy,
+-- no build: at UMLS size a copy and a second graph would not fit beside the first on disk).
 -- pgvector's schema must be on the search_path.
 \set QUIET on
 \pset tuples_only on
@@ -29,6 +31,16 @@ WHERE e.i = q.i;
 -- The ontology's vectors, and the index under test (built as belink.create_embedding_index
 -- builds belink's, with the given parameters).
 DROP TABLE IF EXISTS belink_hnsw_probe;
+\if :{?in_place}
+-- The view's expression and predicate are the index's, so the planner can use belink's index.
+SELECT format('CREATE TEMP VIEW belink_hnsw_probe AS
+                   SELECT name_id, embedding::vector(%s) AS v FROM belink.names WHERE ontology = %L',
+              max(embedding_dim), :'ontology')
+FROM belink.ontologies WHERE name = :'ontology' \gexec
+SELECT p.m, p.ef_construction FROM belink.hnsw_build_parameters() p \gset
+SELECT 'NaN' AS build_s \gset
+SELECT ('belink.' || quote_ident(belink.embedding_index_name(:'ontology')))::regclass::oid AS index_oid \gset
+\else
 SELECT format('CREATE UNLOGGED TABLE belink_hnsw_probe AS
                    SELECT name_id, embedding::vector(%s) AS v FROM belink.names
                    WHERE ontology = %L AND embedding IS NOT NULL', max(vector_dims(embedding)), :'ontology')
@@ -47,6 +59,8 @@ CREATE INDEX ON belink_hnsw_probe USING hnsw (v vector_cosine_ops) WITH (m = :m,
 SELECT extract(epoch FROM clock_timestamp() - :'build_started'::timestamptz) AS build_s \gset
 RESET maintenance_work_mem;
 ANALYZE belink_hnsw_probe;
+SELECT indexrelid AS index_oid FROM pg_index WHERE indrelid = 'belink_hnsw_probe'::regclass \gset
+\endif
 
 -- The names nearest to each query, with the time each search took.
 CREATE FUNCTION pg_temp.nearest(query real[], k int, OUT ids bigint[], OUT distances float8[], OUT ms float8)
@@ -92,8 +106,8 @@ $$;
 \pset tuples_only off
 SELECT :'ontology' AS ontology, (SELECT count(*) FROM belink_hnsw_probe) AS vectors,
        (SELECT count(*) FROM queries) AS queries, :limit AS "limit", :m AS m, :ef_construction AS ef_construction,
-       round(:build_s::numeric, 1) AS build_s,
-       pg_size_pretty(pg_relation_size((SELECT indexrelid FROM pg_index WHERE indrelid = 'belink_hnsw_probe'::regclass))) AS index_size;
+       round(:'build_s'::numeric, 1) AS build_s,
+       pg_size_pretty(pg_relation_size(:index_oid)) AS index_size;
 SELECT 'exact' AS search,
        NULL::numeric AS recall_at_10, NULL::numeric AS recall_at_limit, NULL::numeric AS same_first,
        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2) AS p50_ms,
@@ -107,4 +121,8 @@ SELECT 'hnsw ef_search ' || a.ef,
        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY a.ms)::numeric, 2),
        round(percentile_cont(0.95) WITHIN GROUP (ORDER BY a.ms)::numeric, 2)
 FROM approximate a JOIN exact e USING (i) GROUP BY a.ef;
+\if :{?in_place}
+DROP VIEW belink_hnsw_probe;
+\else
 DROP TABLE belink_hnsw_probe;
+\endif

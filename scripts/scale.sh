@@ -6,9 +6,17 @@
 # and the backend's memory growth; the largest backend heap during each load; linking text
 # against the synthetic UMLS through the model server's shared mention dictionary.
 # usage: scripts/scale.sh DIR PORT   (SCALE_CONCEPTS, SCALE_NAMES: default 3,000,000 / 10,000,000)
+#
+# scripts/scale.sh DIR PORT dense: dense retrieval at that size, on the cluster the run above left
+# (make scale-dense): every synthetic name embedded through the model server (belink_index, about
+# 5 hours on 2 idle cores; interrupt it and run again to resume), the HNSW graph built in memory
+# (SCALE_INDEX_MEMORY, default 16GB: about 1.6 kB a vector), then HNSW against exact search over
+# belink's own index, and belink_normalize latency and backend memory with dense and hybrid retrieval.
 set -eu
 DIR=${1:?cluster directory}
 PORT=${2:?port}
+MODE=${3:-load}
+INDEX_MEMORY=${SCALE_INDEX_MEMORY:-16GB}
 CONCEPTS=${SCALE_CONCEPTS:-3000000}
 NAMES=${SCALE_NAMES:-10000000}
 DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
@@ -18,13 +26,41 @@ ncbi=$DATA/ncbi-disease/NCBIdevelopset_corpus.txt
 scripts/cluster.sh stop "$DIR"
 dir=$(scripts/cluster.sh start "$DIR" "$PORT")
 psql() { scripts/cluster.sh psql "$DIR" "$PORT" "$@"; }
-psql -c 'DROP EXTENSION IF EXISTS belink CASCADE' -c 'CREATE EXTENSION belink CASCADE' 2>/dev/null
 files=$dir/files
-mkdir -p "$files"
-for f in medic/medic_06Jul2012.txt ctd-diseases-2017/CTD_diseases.tsv.gz hpo/hp.obo disease-ontology/doid.obo; do
-    cp "$DATA/$f" "$files/"
-done
-chmod -R a+rX "$files"
+# MODE dense: the synthetic ontology of an earlier run embedded and indexed, then measured.
+dense_retrieval() {
+    if [ "$(psql -tA -c "SELECT count(*) FROM belink.ontologies WHERE name = 'synthetic'")" != 1 ]; then
+        echo "$DIR has no synthetic ontology: run make scale first" >&2
+        exit 1
+    fi
+    echo "# belink dense retrieval at UMLS size, $(date -u +%Y-%m-%d), $(nproc) vCPU, $(free -g | awk '/Mem:/{print $2}') GiB"
+    echo
+    echo "belink_index('synthetic'), resumed where an earlier call stopped; the graph is built with"
+    echo "maintenance_work_mem = $INDEX_MEMORY (its last NOTICE gives the embedding time of this call; the"
+    echo "rest of the call's time is the build):"
+    echo
+    psql -tA -c "SELECT format('%s of %s names embedded before this call', done, total) FROM belink.index_status WHERE ontology = 'synthetic'"
+    psql -c "SET belink.request_timeout = '30min'" -c "SET maintenance_work_mem = '$INDEX_MEMORY'" \
+        -c '\timing on' -c "CALL belink_index('synthetic')" 2>&1 | grep -v 'names embedded (' || true
+    psql -tA -c "SELECT format('%s of %s names embedded; finished at %s', done, total, finished_at) FROM belink.index_status WHERE ontology = 'synthetic'"
+    psql -tA -c "SELECT format('names table %s, its HNSW index %s', pg_size_pretty(pg_total_relation_size('belink.names')),
+                     pg_size_pretty(pg_relation_size(('belink.' || quote_ident(belink.embedding_index_name('synthetic')))::regclass)))"
+    echo
+    echo "HNSW against exact search (belink's own index; 100 NCBI-disease dev mentions):"
+    mentions=$files/ncbi-dev-mentions.tsv
+    $EVAL mentions --corpus "$ncbi" > "$mentions"
+    chmod a+r "$mentions"
+    psql -v ontology=synthetic -v mentions="$mentions" -v limit=50 -v queries=100 -v in_place=on \
+        -f scripts/hnsw-recall.sql 2>&1 | grep -v '^ *$\|^DROP TABLE\|NOTICE'
+    echo
+    echo "belink_normalize of NCBI-disease dev mentions against the synthetic UMLS, dense then hybrid:"
+    echo
+    peak_backend_heap $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval dense --ontology synthetic
+    peak_backend_heap $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval hybrid --ontology synthetic | tail -n 3
+    echo
+    psql -tA -c "SELECT format('model server RSS %s MB', round(rss_mb)) FROM belink_worker_status()"
+}
+
 dsn="host=$dir port=$PORT user=postgres"
 # Runs "$@" and prints the largest heap (anonymous memory: shared buffers left out) that any
 # client backend of the cluster ("[local]": connected through its socket) held meanwhile,
@@ -43,7 +79,7 @@ peak_backend_heap() {
     done
     wait "$job"
     echo
-    echo "Largest backend heap during the load: $((peak / 1024)) MB"
+    echo "Largest backend heap meanwhile: $((peak / 1024)) MB"
 }
 server_indexes() {
     psql -tA -c "SELECT string_agg(format('%s: %s names, %s MB, loaded in %s s', i->>'ontology', i->>'names',
@@ -52,6 +88,17 @@ server_indexes() {
     psql -tA -c "SELECT format('model server RSS %s MB', round(rss_mb)) FROM belink_worker_status()"
 }
 
+if [ "$MODE" = dense ]; then
+    dense_retrieval
+    scripts/cluster.sh stop "$DIR"
+    exit 0
+fi
+psql -c 'DROP EXTENSION IF EXISTS belink CASCADE' -c 'CREATE EXTENSION belink CASCADE' 2>/dev/null
+mkdir -p "$files"
+for f in medic/medic_06Jul2012.txt ctd-diseases-2017/CTD_diseases.tsv.gz hpo/hp.obo disease-ontology/doid.obo; do
+    cp "$DATA/$f" "$files/"
+done
+chmod -R a+rX "$files"
 echo "# belink scale, $(date -u +%Y-%m-%d), $(nproc) vCPU, $(free -g | awk '/Mem:/{print $2}') GiB"
 echo
 echo "## Four ontologies together"
@@ -84,9 +131,9 @@ peak_backend_heap $EVAL load --dsn "$dsn" "synthetic=$files/MRCONSO.RRF:umls"
 echo
 $EVAL normalize --dsn "$dsn" --corpus "$ncbi" --retrieval lexical --ontology synthetic
 $EVAL normalize --dsn "$dsn options='-c belink.trigram_search=pg_trgm'" --corpus "$ncbi" --retrieval lexical --ontology synthetic \
-    --limit 100 | tail -n 1
+    --limit 20 | tail -n 1
 echo
-echo "(last row: belink.trigram_search = pg_trgm, the first 100 mentions)"
+echo "(last row: belink.trigram_search = pg_trgm, the first 20 mentions)"
 echo
 server_indexes
 echo
