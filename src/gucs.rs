@@ -169,7 +169,7 @@ pub fn init() {
     text(
         &RERANKER_MODEL,
         c"belink.reranker_model",
-        c"The re-ranking LLM: a GGUF file (llama, qwen2) or a Hugging Face directory; empty = the default SmolLM2-135M-Instruct installed with the extension.",
+        c"The re-ranking LLM: a GGUF file (llama, qwen2, gemma3) or a Hugging Face directory; empty = the default SmolLM2-135M-Instruct installed with the extension.",
         GucContext::Sighup,
     );
     text(

@@ -577,8 +577,9 @@ fn instructions(args: &Args) -> Result<(), String> {
         template: match args.get("template").unwrap_or("chatml") {
             "chatml" => ChatTemplate::ChatMl,
             "llama3" => ChatTemplate::Llama3,
+            "gemma" => ChatTemplate::Gemma,
             "plain" => ChatTemplate::Plain,
-            other => return Err(format!("unknown --template {other}: chatml, llama3 or plain")),
+            other => return Err(format!("unknown --template {other}: chatml, llama3, gemma or plain")),
         },
         context_chars: 200,
         synonyms: number("synonyms", "0").parse().map_err(|_| "bad --synonyms")?,

@@ -433,3 +433,67 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let log_sum = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
     logits.iter().map(|l| l - log_sum).collect()
 }
+
+// Gemma 3 270M (`make models`), checked against Hugging Face transformers reading the same
+// GGUF file (tests/fixtures/gemma3_reference.json, written by scripts/gemma-reference.py).
+
+fn gemma_model() -> PathBuf {
+    let path = workspace().join(".cache/models/gemma-3-270m-q4_k_m.gguf");
+    assert!(path.is_file(), "no Gemma 3 model at {}: run `make models`", path.display());
+    path
+}
+
+fn gemma_reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(workspace().join("tests/fixtures/gemma3_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn numbers<T>(value: &serde_json::Value, convert: impl Fn(&serde_json::Value) -> T) -> Vec<T> {
+    value.as_array().unwrap().iter().map(convert).collect()
+}
+
+#[test]
+fn gemma3_tokenizer_rebuilt_from_gguf_matches_transformers() {
+    let reference = gemma_reference();
+    let mut file = std::fs::File::open(gemma_model()).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let tokenizer = belink_models::llm::gguf_tokenizer::from_gguf(&content).unwrap();
+    for (text, ids) in reference["texts"].as_array().unwrap().iter().zip(reference["ids"].as_array().unwrap()) {
+        let text = text.as_str().unwrap();
+        let expected = numbers(ids, |i| i.as_u64().unwrap() as u32);
+        assert_eq!(tokenizer.encode(text, false).unwrap().get_ids(), expected, "{text:?}");
+    }
+}
+
+#[test]
+fn gemma3_forward_gives_the_logits_of_transformers() {
+    use belink_models::llm::llama::Llama;
+    let reference = gemma_reference();
+    let path = gemma_model();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let model = Llama::from_gguf(&path, &content, &Device::Cpu).unwrap();
+    let mut worst = 0f32;
+    for (i, ids) in reference["ids"].as_array().unwrap().iter().enumerate() {
+        let ids = numbers(ids, |v| v.as_u64().unwrap() as u32);
+        let tokens = candle_core::Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let (hidden, _) = model.forward(&tokens, None).unwrap();
+        let positions = numbers(&reference["positions"][i], |v| v.as_u64().unwrap() as usize);
+        for (row, &position) in positions.iter().enumerate() {
+            let logit_ids = numbers(&reference["logit_ids"][i][row], |v| v.as_u64().unwrap() as u32);
+            let expected = numbers(&reference["logits"][i][row], |v| v.as_f64().unwrap() as f32);
+            let normed =
+                model.final_norm(&hidden.get(0).unwrap().get(position).unwrap().unsqueeze(0).unwrap()).unwrap();
+            let got = model.logits_for(&normed, &logit_ids).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+            for (g, e) in got.iter().zip(&expected) {
+                worst = worst.max((g - e).abs());
+            }
+            assert!(
+                got.iter().zip(&expected).all(|(g, e)| (g - e).abs() < 1e-3 * e.abs().max(1.0)),
+                "text {i}, position {position} of {}: {got:?} against {expected:?}",
+                ids.len()
+            );
+        }
+    }
+    eprintln!("largest difference from transformers: {worst:e}");
+}

@@ -32,16 +32,22 @@ pub enum ChatTemplate {
     ChatMl,
     /// `<|start_header_id|>role<|end_header_id|> ... <|eot_id|>` (Llama 3).
     Llama3,
+    /// `<start_of_turn>role ... <end_of_turn>`, no system turn (Gemma; its base models know
+    /// the markup's tokens, which a tuned adapter learns to use).
+    Gemma,
     /// No chat markup (base models).
     Plain,
 }
 
 impl ChatTemplate {
-    /// The template a GGUF file's `tokenizer.chat_template` describes.
-    pub fn detect(chat_template: Option<&str>) -> ChatTemplate {
+    /// The template a GGUF file's `tokenizer.chat_template` describes; without one, Gemma's
+    /// when the vocabulary has its turn token (`has_token`), else none.
+    pub fn detect(chat_template: Option<&str>, has_token: impl Fn(&str) -> bool) -> ChatTemplate {
         match chat_template {
             Some(t) if t.contains("<|im_start|>") => ChatTemplate::ChatMl,
             Some(t) if t.contains("<|start_header_id|>") => ChatTemplate::Llama3,
+            Some(t) if t.contains("<start_of_turn>") => ChatTemplate::Gemma,
+            None if has_token("<start_of_turn>") => ChatTemplate::Gemma,
             _ => ChatTemplate::Plain,
         }
     }
@@ -103,6 +109,7 @@ pub fn shared_prefix(template: ChatTemplate, form: AnswerForm) -> String {
         ChatTemplate::Llama3 => format!(
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{instruction}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
         ),
+        ChatTemplate::Gemma => format!("<bos><start_of_turn>user\n{instruction}\n\n"),
         ChatTemplate::Plain => format!("{instruction}\n\n"),
     }
 }
@@ -149,6 +156,7 @@ pub fn answer_end(template: ChatTemplate) -> &'static str {
     match template {
         ChatTemplate::ChatMl => "<|im_end|>",
         ChatTemplate::Llama3 => "<|eot_id|>",
+        ChatTemplate::Gemma => "<end_of_turn>",
         ChatTemplate::Plain => "\n",
     }
 }
@@ -193,6 +201,7 @@ pub fn item_suffix(item: &RerankItem, template: ChatTemplate, form: AnswerForm) 
     match template {
         ChatTemplate::ChatMl => format!("{text}<|im_end|>\n<|im_start|>assistant\n"),
         ChatTemplate::Llama3 => format!("{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+        ChatTemplate::Gemma => format!("{text}<end_of_turn>\n<start_of_turn>model\n"),
         ChatTemplate::Plain => text,
     }
 }
@@ -367,8 +376,17 @@ mod tests {
 
     #[test]
     fn templates_are_recognized() {
-        assert_eq!(ChatTemplate::detect(Some("{% for m in messages %}<|im_start|>{{m.role}}")), ChatTemplate::ChatMl);
-        assert_eq!(ChatTemplate::detect(Some("<|start_header_id|>")), ChatTemplate::Llama3);
-        assert_eq!(ChatTemplate::detect(None), ChatTemplate::Plain);
+        let none = |_: &str| false;
+        let gemma_vocabulary = |token: &str| token == "<start_of_turn>";
+        assert_eq!(
+            ChatTemplate::detect(Some("{% for m in messages %}<|im_start|>{{m.role}}"), none),
+            ChatTemplate::ChatMl
+        );
+        assert_eq!(ChatTemplate::detect(Some("<|start_header_id|>"), none), ChatTemplate::Llama3);
+        assert_eq!(ChatTemplate::detect(Some("{{ '<start_of_turn>' + role }}"), none), ChatTemplate::Gemma);
+        assert_eq!(ChatTemplate::detect(None, gemma_vocabulary), ChatTemplate::Gemma, "a Gemma base model");
+        assert_eq!(ChatTemplate::detect(None, none), ChatTemplate::Plain);
+        // A template of its own wins over the vocabulary.
+        assert_eq!(ChatTemplate::detect(Some("{{ messages }}"), gemma_vocabulary), ChatTemplate::Plain);
     }
 }

@@ -1,9 +1,18 @@
-//! A Hugging Face tokenizer rebuilt from a GGUF file's `tokenizer.ggml.*` metadata (byte-level
-//! BPE, "gpt2" in GGUF terms), for models shipped without tokenizer.json.
+//! A Hugging Face tokenizer rebuilt from a GGUF file's `tokenizer.ggml.*` metadata, for models
+//! shipped without tokenizer.json: byte-level BPE ("gpt2" in GGUF terms: SmolLM2, Llama 3,
+//! Qwen2) or SentencePiece BPE with byte fallback ("llama": Gemma, Llama 2).
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use std::collections::HashMap;
+
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -21,15 +30,12 @@ const QWEN2_PATTERN: &str =
 /// GGUF token types that are special tokens (control, user-defined).
 const SPECIAL_TOKEN_TYPES: [i32; 2] = [3, 4];
 
+/// GGUF token type of an ordinary piece (SentencePiece's "normal").
+const NORMAL_TOKEN_TYPE: i32 = 1;
+
 pub fn from_gguf(content: &Content) -> Result<Tokenizer, ModelError> {
     let meta = |key: &str| content.metadata.get(key);
     let text = |key: &str| meta(key).and_then(|v| v.to_string().ok()).cloned();
-    let model = text("tokenizer.ggml.model").unwrap_or_default();
-    if model != "gpt2" {
-        return Err(ModelError::Config(format!(
-            "tokenizer.ggml.model '{model}' cannot be rebuilt (byte-level BPE 'gpt2' only): put the model's tokenizer.json next to the GGUF file"
-        )));
-    }
     let list = |key: &str| -> Result<&Vec<Value>, ModelError> {
         meta(key).and_then(|v| v.to_vec().ok()).ok_or_else(|| ModelError::Config(format!("{key} is missing")))
     };
@@ -37,15 +43,42 @@ pub fn from_gguf(content: &Content) -> Result<Tokenizer, ModelError> {
         .iter()
         .map(|v| v.to_string().cloned().map_err(|e| ModelError::Config(format!("tokenizer.ggml.tokens: {e}"))))
         .collect::<Result<_, _>>()?;
-    let merges: Vec<(String, String)> = list("tokenizer.ggml.merges")?
+    let types: Vec<i32> = meta("tokenizer.ggml.token_type")
+        .and_then(|v| v.to_vec().ok())
+        .map(|values| values.iter().map(|v| v.to_i32().unwrap_or(NORMAL_TOKEN_TYPE)).collect())
+        .unwrap_or_default();
+    let type_of = |id: usize| types.get(id).copied().unwrap_or(NORMAL_TOKEN_TYPE);
+    let model = text("tokenizer.ggml.model").unwrap_or_default();
+    let mut tokenizer = match model.as_str() {
+        "gpt2" => byte_level_bpe(&tokens, list("tokenizer.ggml.merges")?, text("tokenizer.ggml.pre"))?,
+        "llama" => {
+            let scores: Vec<f32> =
+                list("tokenizer.ggml.scores")?.iter().map(|v| v.to_f32().unwrap_or(f32::NEG_INFINITY)).collect();
+            sentencepiece_bpe(&tokens, &scores, &type_of)?
+        }
+        other => {
+            return Err(ModelError::Config(format!(
+                "tokenizer.ggml.model '{other}' cannot be rebuilt (byte-level BPE 'gpt2' or SentencePiece 'llama'): put the model's tokenizer.json next to the GGUF file"
+            )))
+        }
+    };
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .enumerate()
+        .filter(|&(id, _)| SPECIAL_TOKEN_TYPES.contains(&type_of(id)))
+        .map(|(_, token)| AddedToken::from(token.clone(), true))
+        .collect();
+    tokenizer.add_special_tokens(&special);
+    Ok(tokenizer)
+}
+
+/// Byte-level BPE from the vocabulary and merges, with llama.cpp's pre-tokenizer `pre`.
+fn byte_level_bpe(tokens: &[String], merges: &[Value], pre: Option<String>) -> Result<Tokenizer, ModelError> {
+    let merges: Vec<(String, String)> = merges
         .iter()
         .filter_map(|v| v.to_string().ok())
         .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
         .collect();
-    let types: Vec<i32> = meta("tokenizer.ggml.token_type")
-        .and_then(|v| v.to_vec().ok())
-        .map(|values| values.iter().map(|v| v.to_i32().unwrap_or(1)).collect())
-        .unwrap_or_default();
     let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
@@ -58,7 +91,7 @@ pub fn from_gguf(content: &Content) -> Result<Tokenizer, ModelError> {
             .map_err(|e| ModelError::Config(format!("pre-tokenizer: {e}")))?;
         Ok(PreTokenizerWrapper::Split(split))
     };
-    let pre = text("tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
+    let pre = pre.unwrap_or_else(|| "default".into());
     let pre_tokenizer = match pre.as_str() {
         "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
             PreTokenizerWrapper::Digits(Digits::new(true)),
@@ -81,12 +114,55 @@ pub fn from_gguf(content: &Content) -> Result<Tokenizer, ModelError> {
     };
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
-    let special: Vec<AddedToken> = tokens
-        .iter()
-        .zip(types.iter().chain(std::iter::repeat(&1)))
-        .filter(|(_, t)| SPECIAL_TOKEN_TYPES.contains(t))
-        .map(|(token, _)| AddedToken::from(token.clone(), true))
-        .collect();
-    tokenizer.add_special_tokens(&special);
+    Ok(tokenizer)
+}
+
+/// SentencePiece BPE (Gemma): spaces are written "▁", adjacent pieces merge while their
+/// concatenation is a piece, the highest-scoring first, and a character no piece covers is
+/// spelled with byte pieces ("<0xE2>"). Written as Hugging Face BPE merges the way its
+/// SentencePiece converter writes them: every split of an ordinary piece into two pieces, ranked
+/// by the whole piece's score. No space is put in front of the text: Hugging Face's Gemma
+/// tokenizers add none (our prompts start with special tokens anyway).
+fn sentencepiece_bpe(
+    tokens: &[String],
+    scores: &[f32],
+    type_of: &dyn Fn(usize) -> i32,
+) -> Result<Tokenizer, ModelError> {
+    if scores.len() != tokens.len() {
+        return Err(ModelError::Config(format!(
+            "tokenizer.ggml.scores has {} entries for {} tokens",
+            scores.len(),
+            tokens.len()
+        )));
+    }
+    let ids: HashMap<&str, u32> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
+    // (score of the merged piece, left id, right id): the order merges are ranked in.
+    let mut ranked: Vec<(f32, u32, u32)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate().filter(|&(id, _)| type_of(id) == NORMAL_TOKEN_TYPE) {
+        for (split, _) in piece.char_indices().skip(1) {
+            if let (Some(&left), Some(&right)) = (ids.get(&piece[..split]), ids.get(&piece[split..])) {
+                ranked.push((scores[id], left, right));
+            }
+        }
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let merges: Vec<(String, String)> =
+        ranked.into_iter().map(|(_, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone())).collect();
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .build()
+        .map_err(|e| ModelError::Config(format!("rebuilding the SentencePiece tokenizer: {e}")))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    let spaces = |from: &str, to: &str| {
+        Replace::new(from, to).map_err(|e| ModelError::Config(format!("SentencePiece spaces: {e}")))
+    };
+    tokenizer.with_normalizer(Some(NormalizerWrapper::Replace(spaces(" ", "\u{2581}")?)));
+    tokenizer.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
+        DecoderWrapper::Replace(spaces("\u{2581}", " ")?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ]))));
     Ok(tokenizer)
 }

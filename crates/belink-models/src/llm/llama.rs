@@ -1,8 +1,8 @@
-//! A llama-family decoder (Llama 2/3, SmolLM2, Qwen2) written on candle-core ops for what
-//! set-wise scoring needs and candle-transformers' quantized model code lacks: a prefix KV
-//! cache shared by a whole batch, right-padded batches, logits computed for a few label tokens
-//! only. Weights come from GGUF (quantized blocks expanded to f32 at load: candle has no fast
-//! CPU kernel for Q4_1) or from safetensors checkpoints.
+//! A llama-family decoder (Llama 2/3, SmolLM2, Qwen2, and Gemma 3's variant of it) written on
+//! candle-core ops for what set-wise scoring needs and candle-transformers' quantized model
+//! code lacks: a prefix KV cache shared by a whole batch, right-padded batches, logits computed
+//! for a few label tokens only. Weights come from GGUF (quantized blocks expanded to f32 at
+//! load: candle has no fast CPU kernel for Q4_1) or from safetensors checkpoints (llama, qwen2).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +29,27 @@ pub struct LlamaConfig {
     /// GGUF files from llama.cpp rotate interleaved pairs (their Q and K rows are permuted);
     /// Hugging Face checkpoints rotate the two halves.
     pub interleaved_rope: bool,
+    /// Gemma 3's differences from llama; None for the llama family.
+    pub gemma: Option<GemmaConfig>,
+}
+
+/// What Gemma 3 does differently (Gemma Team 2025; llama.cpp's and Hugging Face's gemma3): the
+/// embeddings scaled by sqrt(hidden), RMS norms of each head's queries and keys, norms after
+/// attention and after the MLP as well as before, GELU (tanh) in the MLP, and local layers that
+/// see only the last `sliding_window` positions with their own RoPE base, every
+/// `global_every`-th layer global. (GGUF norm weights already hold Gemma's "1 + weight".)
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmaConfig {
+    pub sliding_window: usize,
+    pub global_every: usize,
+    pub local_rope_theta: f32,
+}
+
+impl LlamaConfig {
+    /// Whether layer `i` attends to the last `sliding_window` positions only.
+    fn is_local(&self, i: usize) -> bool {
+        self.gemma.as_ref().is_some_and(|g| !(i + 1).is_multiple_of(g.global_every))
+    }
 }
 
 /// The projections of a layer, in the order [`Layer::projection`] and adapters use.
@@ -44,6 +65,16 @@ struct Layer {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// Gemma 3's extra norms (None for llama).
+    extra_norms: Option<GemmaNorms>,
+}
+
+/// Gemma 3's norms of each head's queries and keys, and of the attention's and MLP's outputs.
+struct GemmaNorms {
+    q: Tensor,
+    k: Tensor,
+    after_attention: Tensor,
+    after_mlp: Tensor,
 }
 
 impl Layer {
@@ -144,6 +175,10 @@ const GGUF_NAMES: fn() -> Names = || Names {
             "mlp_norm" => "ffn_norm",
             "gate" => "ffn_gate",
             "up" => "ffn_up",
+            "q_norm" => "attn_q_norm",
+            "k_norm" => "attn_k_norm",
+            "after_attention_norm" => "post_attention_norm",
+            "after_mlp_norm" => "post_ffw_norm",
             _ => "ffn_down",
         };
         format!("blk.{i}.{name}")
@@ -185,12 +220,22 @@ impl Llama {
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let part = |p: &str| (names.layer)(i, p);
+            let extra_norms = match config.gemma {
+                Some(_) => Some(GemmaNorms {
+                    q: take(&format!("{}.weight", part("q_norm")))?,
+                    k: take(&format!("{}.weight", part("k_norm")))?,
+                    after_attention: take(&format!("{}.weight", part("after_attention_norm")))?,
+                    after_mlp: take(&format!("{}.weight", part("after_mlp_norm")))?,
+                }),
+                None => None,
+            };
             let mut linear = |p: &str| -> Result<Linear, ModelError> {
                 let weight = take(&format!("{}.weight", part(p)))?;
                 let bias = take(&format!("{}.bias", part(p))).ok();
                 Ok(Linear::new(weight, bias))
             };
             let layer = Layer {
+                extra_norms,
                 q: linear("q")?,
                 k: linear("k")?,
                 v: linear("v")?,
@@ -207,7 +252,7 @@ impl Llama {
         Ok(Llama { config, embeddings, layers, norm, lm_head, device: device.clone() })
     }
 
-    /// Loads a GGUF file of architecture `llama` or `qwen2`.
+    /// Loads a GGUF file of architecture `llama`, `qwen2` or `gemma3`.
     pub fn from_gguf(path: &Path, content: &gguf_file::Content, device: &Device) -> Result<Llama, ModelError> {
         let shown = path.display();
         let meta = |key: &str| content.metadata.get(key);
@@ -215,9 +260,9 @@ impl Llama {
             .and_then(|v| v.to_string().ok())
             .cloned()
             .ok_or_else(|| ModelError::Config(format!("{shown}: no general.architecture")))?;
-        if !matches!(arch.as_str(), "llama" | "qwen2") {
+        if !matches!(arch.as_str(), "llama" | "qwen2" | "gemma3") {
             return Err(ModelError::Config(format!(
-                "{shown}: architecture '{arch}' is not supported (llama family: llama, qwen2)"
+                "{shown}: architecture '{arch}' is not supported (llama family: llama, qwen2, gemma3)"
             )));
         }
         let number = |key: &str| -> Result<usize, ModelError> {
@@ -228,18 +273,31 @@ impl Llama {
         };
         let heads = number("attention.head_count")?;
         let hidden = number("embedding_length")?;
+        let gemma = match arch.as_str() {
+            // llama.cpp's gemma3: every sixth layer global, local layers' RoPE base 10,000.
+            "gemma3" => Some(GemmaConfig {
+                sliding_window: number("attention.sliding_window")?,
+                global_every: 6,
+                local_rope_theta: 10_000.0,
+            }),
+            _ => None,
+        };
         let config = LlamaConfig {
             layers: number("block_count")?,
             hidden,
             heads,
             kv_heads: number("attention.head_count_kv").unwrap_or(heads),
-            head_dim: number("rope.dimension_count").unwrap_or(hidden / heads),
+            head_dim: number("attention.key_length")
+                .or_else(|_| number("rope.dimension_count"))
+                .unwrap_or(hidden / heads),
             rope_theta: meta(&format!("{arch}.rope.freq_base")).and_then(|v| v.to_f32().ok()).unwrap_or(10_000.0),
             rms_eps: meta(&format!("{arch}.attention.layer_norm_rms_epsilon"))
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(1e-5) as f64,
             vocab: 0,
-            interleaved_rope: true,
+            // llama.cpp permutes llama's Q and K rows for interleaved rotation, not Gemma's.
+            interleaved_rope: gemma.is_none(),
+            gemma,
         };
         let mut file = std::fs::File::open(path).map_err(|e| ModelError::Missing(format!("{shown}: {e}")))?;
         let mut tensors = HashMap::new();
@@ -292,6 +350,7 @@ impl Llama {
             rms_eps: hf.rms_norm_eps.unwrap_or(1e-5),
             vocab: hf.vocab_size,
             interleaved_rope: false,
+            gemma: None,
         };
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| ModelError::Missing(format!("{}: {e}", dir.display())))?
@@ -339,11 +398,10 @@ impl Llama {
     }
 
     /// Rotary embedding tables for the tokens at `positions`: ([len, d/2], [len, d/2]).
-    fn rope_tables(&self, positions: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
+    fn rope_tables(&self, positions: &[usize], theta: f32) -> candle_core::Result<(Tensor, Tensor)> {
         let half = self.config.head_dim / 2;
-        let inverse: Vec<f32> = (0..half)
-            .map(|i| 1.0 / self.config.rope_theta.powf(2.0 * i as f32 / self.config.head_dim as f32))
-            .collect();
+        let inverse: Vec<f32> =
+            (0..half).map(|i| 1.0 / theta.powf(2.0 * i as f32 / self.config.head_dim as f32)).collect();
         let inverse = Tensor::from_vec(inverse, (1, half), &self.device)?;
         let len = positions.len();
         let positions: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
@@ -420,8 +478,17 @@ impl Llama {
         let (batch, len) = tokens.dims2()?;
         let c = &self.config;
         let start = prefix.map(|p| p.len).unwrap_or(0);
-        let (cos, sin) = self.rope_tables(positions)?;
+        let global_rope = self.rope_tables(positions, c.rope_theta)?;
         let mut x = self.embeddings.index_select(&tokens.flatten_all()?, 0)?.reshape((batch, len, c.hidden))?;
+        // Gemma's local layers: their own RoPE base, and keys more than the window back hidden.
+        let local = match &c.gemma {
+            Some(g) => {
+                x = (x * (c.hidden as f64).sqrt())?;
+                let rope = self.rope_tables(positions, g.local_rope_theta)?;
+                Some((rope, sliding_window_mask(mask, positions, start, g.sliding_window)?))
+            }
+            None => None,
+        };
         let mut cache = KvCache { keys: Vec::new(), values: Vec::new(), len: start + len };
         for (i, layer) in self.layers.iter().enumerate() {
             let pass = match pass {
@@ -432,11 +499,15 @@ impl Llama {
                 Pass::Serve => candle_nn::ops::rms_norm(x, weight, c.rms_eps as f32),
                 Pass::Train(_) => candle_nn::ops::rms_norm_slow(x, weight, c.rms_eps as f32),
             };
+            let ((cos, sin), mask) = match &local {
+                Some((rope, sliding)) if c.is_local(i) => (rope, sliding),
+                _ => (&global_rope, mask),
+            };
             let rotate = |t: &Tensor| match (pass, c.interleaved_rope) {
-                (Pass::Serve, true) => candle_nn::rotary_emb::rope_i(t, &cos, &sin),
-                (Pass::Serve, false) => candle_nn::rotary_emb::rope(t, &cos, &sin),
-                (Pass::Train(_), true) => candle_nn::rotary_emb::rope_i_slow(t, &cos, &sin),
-                (Pass::Train(_), false) => candle_nn::rotary_emb::rope_slow(t, &cos, &sin),
+                (Pass::Serve, true) => candle_nn::rotary_emb::rope_i(t, cos, sin),
+                (Pass::Serve, false) => candle_nn::rotary_emb::rope(t, cos, sin),
+                (Pass::Train(_), true) => candle_nn::rotary_emb::rope_i_slow(t, cos, sin),
+                (Pass::Train(_), false) => candle_nn::rotary_emb::rope_slow(t, cos, sin),
             };
             let project = |which: usize, x: &Tensor| match pass {
                 Pass::Serve => layer.projection(which).forward(x),
@@ -445,9 +516,12 @@ impl Llama {
             let residual = x.clone();
             let h = norm(&x, &layer.attention_norm)?;
             let heads = |t: Tensor, n: usize| t.reshape((batch, len, n, c.head_dim))?.transpose(1, 2)?.contiguous();
-            let q = heads(project(0, &h)?, c.heads)?;
-            let k = heads(project(1, &h)?, c.kv_heads)?;
+            let mut q = heads(project(0, &h)?, c.heads)?;
+            let mut k = heads(project(1, &h)?, c.kv_heads)?;
             let v = heads(project(2, &h)?, c.kv_heads)?;
+            if let Some(extra) = &layer.extra_norms {
+                (q, k) = (norm(&q, &extra.q)?, norm(&k, &extra.k)?);
+            }
             let (q, k) = (rotate(&q)?, rotate(&k)?);
             let (k, v) = match prefix {
                 Some(p) => {
@@ -467,10 +541,22 @@ impl Llama {
                 Pass::Train(_) => candle_nn::ops::softmax(&scores, D::Minus1)?,
             };
             let attended = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch, len, c.heads * c.head_dim))?;
-            x = (residual + project(3, &attended)?)?;
+            let mut attended = project(3, &attended)?;
+            if let Some(extra) = &layer.extra_norms {
+                attended = norm(&attended, &extra.after_attention)?;
+            }
+            x = (residual + attended)?;
             let residual = x.clone();
             let h = norm(&x, &layer.mlp_norm)?;
-            let mlp = project(6, &(candle_nn::ops::silu(&project(4, &h)?)? * project(5, &h)?)?)?;
+            let gate = project(4, &h)?;
+            let gate = match layer.extra_norms {
+                Some(_) => gate.gelu()?, // tanh approximation, as Gemma's gelu_pytorch_tanh
+                None => candle_nn::ops::silu(&gate)?,
+            };
+            let mut mlp = project(6, &(gate * project(5, &h)?)?)?;
+            if let Some(extra) = &layer.extra_norms {
+                mlp = norm(&mlp, &extra.after_mlp)?;
+            }
             x = (residual + mlp)?;
         }
         Ok((x, cache))
@@ -548,6 +634,20 @@ fn causal_mask(len: usize, start: usize, device: &Device) -> candle_core::Result
     let mask: Vec<f32> =
         (0..len).flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(mask, (len, total), device)
+}
+
+/// `mask` [len, start + len] with the keys hidden that lie `window` or more positions before
+/// their query (keys: the prefix at 0..start, then the queries' own `positions`).
+fn sliding_window_mask(mask: &Tensor, positions: &[usize], start: usize, window: usize) -> candle_core::Result<Tensor> {
+    if positions.iter().all(|&p| p < window) {
+        return Ok(mask.clone());
+    }
+    let keys: Vec<usize> = (0..start).chain(positions.iter().copied()).collect();
+    let far: Vec<f32> = positions
+        .iter()
+        .flat_map(|&query| keys.iter().map(move |&key| if query >= key + window { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    mask + Tensor::from_vec(far, (positions.len(), keys.len()), mask.device())?
 }
 
 /// Softmax of one row of logits.

@@ -58,7 +58,7 @@ pub struct Reranker {
 }
 
 impl Reranker {
-    /// Loads a GGUF file (llama or qwen2 architecture; tokenizer.json beside it if present,
+    /// Loads a GGUF file (llama, qwen2 or gemma3 architecture; tokenizer.json beside it if present,
     /// else rebuilt from the GGUF metadata) or a Hugging Face directory (config.json,
     /// *.safetensors, tokenizer.json, optionally tokenizer_config.json for the chat template).
     ///
@@ -98,7 +98,7 @@ impl Reranker {
             answer = lora.answer;
             rank_prior = lora.rank_prior;
         }
-        let template = ChatTemplate::detect(chat_template.as_deref());
+        let template = ChatTemplate::detect(chat_template.as_deref(), |token| tokenizer.token_to_id(token).is_some());
         let single = |text: &str| -> Result<u32, ModelError> {
             let ids = encode(&tokenizer, text)?;
             match ids[..] {
@@ -107,7 +107,7 @@ impl Reranker {
             }
         };
         let label_ids = LABELS.iter().map(|l| single(l)).collect::<Result<Vec<_>, _>>()?;
-        let stop_ids: Vec<u32> = ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>", "\n"]
+        let stop_ids: Vec<u32> = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "</s>", "\n"]
             .iter()
             .filter_map(|t| {
                 tokenizer.token_to_id(t).or_else(|| encode(&tokenizer, t).ok().filter(|i| i.len() == 1).map(|i| i[0]))
