@@ -236,18 +236,20 @@ train-span-scorer:
 # resumes after an interruption): scripts/train-reranker.sh. PyTorch (transformers' llama, in
 # $(PYTRAIN)) trains every layer (scripts/train-reranker-torch.py) and writes the reference
 # scores the served model is tested against. RERANKER_ANSWER=letter trains the letter form on
-# candle instead, into .cache/rerank (README).
+# candle instead, into .cache/rerank (README); RERANKER_BASE=gemma3 tunes Gemma 3 270M instead
+# of SmolLM2, into .cache/rerank-gemma (measured, not shipped).
 PYTRAIN := $(CACHE)/pytrain
 RERANKER_ANSWER ?= name
+RERANKER_BASE ?= smollm2
 $(PYTRAIN)/.installed:
 	python3 -m venv $(PYTRAIN)
 	$(PYTRAIN)/bin/pip install --disable-pip-version-check --quiet torch==2.15.0 transformers==5.25.0 \
 	    gguf==0.19.0 accelerate==1.16.0 safetensors==0.8.0 numpy==2.4.6
 	touch $@
 
-train-reranker: install $(PYTRAIN)/.installed
+train-reranker: install models $(PYTRAIN)/.installed
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin rerank-tune
-	PYTRAIN=$(PYTRAIN) RERANKER_MODEL=$(RERANKER_MODEL) RERANKER_ANSWER=$(RERANKER_ANSWER) \
+	PYTRAIN=$(PYTRAIN) RERANKER_ANSWER=$(RERANKER_ANSWER) RERANKER_BASE=$(RERANKER_BASE) \
 	    scripts/train-reranker.sh $(CACHE)/train-reranker 54337
 
 eval: install

@@ -93,6 +93,12 @@ def add_adapters(model, rank, alpha, seed):
     return adapters
 
 
+def permutes_qk(config):
+    """Whether llama.cpp stored this architecture's Q/K rows permuted (llama only: Gemma 3
+    rotates the two halves, as transformers does)."""
+    return config.model_type == "llama"
+
+
 def gguf_rows(b, heads):
     """llama.cpp's permutation of Q/K output rows (rotary over interleaved pairs): the order
     of the GGUF file, which the server keeps; transformers un-permutes them when it loads."""
@@ -179,9 +185,9 @@ def save_adapter(adapters, config, scale, temperature, by_name, rank_prior, path
     for i, row in enumerate(adapters):
         for name, lora in row.items():
             b = lora.b.detach()
-            if name == "q":
+            if name == "q" and permutes_qk(config):
                 b = gguf_rows(b, config.num_attention_heads)
-            elif name == "k":
+            elif name == "k" and permutes_qk(config):
                 b = gguf_rows(b, config.num_key_value_heads)
             tensors[f"layers.{i}.{name}.lora_a"] = lora.a.detach().half().contiguous()
             tensors[f"layers.{i}.{name}.lora_b"] = b.half().contiguous()
@@ -204,7 +210,7 @@ def load_adapter(adapters, path, config):
             if a is None:
                 lora.b.data.zero_()
                 continue
-            if name in ("q", "k"):
+            if name in ("q", "k") and permutes_qk(config):
                 b = hf_rows(b.float(), config.num_attention_heads if name == "q" else config.num_key_value_heads)
             lora.a.data, lora.b.data, lora.scale = a.float(), b.float(), scale
     if tensors:

@@ -27,18 +27,32 @@
 #    them), and writes the reference scores.
 #    Then the manifest is written.
 #
-# Environment: BELINK_DATA (default ../shared/data), RERANKER_MODEL (the base GGUF), PYTRAIN
-# (a virtual environment with PyTorch), RERANKER_ANSWER (name or letter), TUNE_STEPS (steps of
-# 4 examples; names 300: 50 to 70 minutes on 2 cores, and about 10 more for the calibration;
-# letters 150: 25 to 40 minutes).
+# Environment: BELINK_DATA (default ../shared/data), PYTRAIN (a virtual environment with
+# PyTorch), RERANKER_ANSWER (name or letter), RERANKER_BASE (smollm2, the default model, or
+# gemma3: Gemma 3 270M, names only, prompts in Gemma's turns, into .cache/rerank-gemma: not
+# shipped), RERANKER_MODEL (the base GGUF, by default the base's file in .cache/models),
+# TUNE_STEPS (steps of 4 examples; names 300: 50 to 70 minutes on 2 cores, and about 10 more
+# for the calibration; letters 150: 25 to 40 minutes).
 # Gold at a random letter for the corpus examples too (the issue's first plan) did not learn
 # in the budget: 150 steps left the loss at chance (2.4 nats over 11 options; BENCHMARKS.md).
 set -eu
 DIR=${1:?cluster directory}
 PORT=${2:?port}
 DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
-MODEL=${RERANKER_MODEL:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 ANSWER=${RERANKER_ANSWER:-name}
+BASE=${RERANKER_BASE:-smollm2}
+case $BASE in
+smollm2) MODEL=${RERANKER_MODEL:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf} TEMPLATE=chatml ;;
+gemma3) MODEL=${RERANKER_MODEL:-.cache/models/gemma-3-270m-q4_k_m.gguf} TEMPLATE=gemma ;;
+*)
+    echo "train-reranker: RERANKER_BASE is smollm2 or gemma3, not $BASE" >&2
+    exit 1
+    ;;
+esac
+if [ "$BASE" != smollm2 ] && [ "$ANSWER" != name ]; then
+    echo "train-reranker: RERANKER_BASE=$BASE trains the name form only" >&2
+    exit 1
+fi
 PYTRAIN=${PYTRAIN:?a virtual environment with PyTorch (make train-reranker sets it)}
 EVAL=target/release/belink-eval
 case $ANSWER in
@@ -51,6 +65,10 @@ letter)
 name)
     WORK=.cache/rerank-names
     OUT=models/rerankers/smollm2-135m-belink-names-lora
+    if [ "$BASE" = gemma3 ]; then
+        WORK=.cache/rerank-gemma
+        OUT=$WORK/gemma3-270m-belink-names-lora
+    fi
     STEPS=${TUNE_STEPS:-300}
     TUNE_ARGS="--rank 16 --alpha 32 --lr 2e-4 --batch 4 --max-steps $STEPS --seed 42 --calibrate 400"
     ;;
@@ -82,12 +100,12 @@ if [ ! -s "$WORK/examples-ready" ]; then
     else
         $EVAL tune-fusion --dsn "$dsn" --corpus "$ncbi_train" --ontology medic
         $EVAL instructions --dsn "$dsn" --corpus "$ncbi_train" --ontology medic --out "$WORK/ncbi-train-medic.jsonl" \
-            --mentions uncertain --synonyms 800 --answer name --absent 0.1 --seed 42
+            --mentions uncertain --synonyms 800 --answer name --absent 0.1 --seed 42 --template $TEMPLATE
         $EVAL instructions --dsn "$dsn" --ontology hpo --out "$WORK/hpo-synonyms.jsonl" --synonyms 400 --answer name \
-            --absent 0.1 --seed 42
+            --absent 0.1 --seed 42 --template $TEMPLATE
         $EVAL instructions --dsn "$dsn" --corpus "$ncbi_train" --ontology medic \
             --out "$WORK/ncbi-train-retrieval-order.jsonl" --mentions uncertain --synonyms 0 --gold-position retrieval \
-            --answer name --seed 42
+            --answer name --seed 42 --template $TEMPLATE
     fi
     scripts/cluster.sh stop "$DIR"
     sha256sum "$WORK"/*.jsonl > "$WORK/examples-ready"
@@ -137,9 +155,9 @@ EOF
     training="scripts/train-reranker-torch.py $TUNE_ARGS --rank-prior ncbi-train-retrieval-order.jsonl --served served-tokens.jsonl"
 fi
 
-python3 - "$OUT" "$MODEL" "$WORK" "$started" "$training" "$ANSWER" <<'EOF'
+python3 - "$OUT" "$MODEL" "$WORK" "$started" "$training" "$ANSWER" "$BASE" <<'EOF'
 import hashlib, json, os, subprocess, sys, time
-out, model, work, started, training, answer = sys.argv[1:]
+out, model, work, started, training, answer, base = sys.argv[1:]
 sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
 git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
 count = lambda p: sum(1 for line in open(p) if line.strip())
@@ -167,7 +185,8 @@ manifest = {
     # alone does not reproduce it.
     "commit": git("rev-parse", "--short", "HEAD")
     + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!models/rerankers") else ""),
-    "command": "make train-reranker" + ("" if answer == "name" else " RERANKER_ANSWER=letter"),
+    "command": "make train-reranker" + ("" if answer == "name" else " RERANKER_ANSWER=letter")
+    + ("" if base == "smollm2" else f" RERANKER_BASE={base}"),
     "training": training,
     "reference_scores": f"{out}.safetensors.reference.json (transformers' option scores with the adapter, for the test)",
     "seed": 42,

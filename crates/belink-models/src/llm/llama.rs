@@ -295,8 +295,9 @@ impl Llama {
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(1e-5) as f64,
             vocab: 0,
-            // llama.cpp permutes llama's Q and K rows for interleaved rotation, not Gemma's.
-            interleaved_rope: gemma.is_none(),
+            // llama.cpp permutes llama's Q and K rows for interleaved rotation; Qwen2 and Gemma 3
+            // rotate the two halves (its NEOX rope type), as Hugging Face does.
+            interleaved_rope: arch == "llama",
             gemma,
         };
         let mut file = std::fs::File::open(path).map_err(|e| ModelError::Missing(format!("{shown}: {e}")))?;
