@@ -1,6 +1,7 @@
 //! A Hugging Face tokenizer rebuilt from a GGUF file's `tokenizer.ggml.*` metadata, for models
 //! shipped without tokenizer.json: byte-level BPE ("gpt2" in GGUF terms: SmolLM2, Llama 3,
-//! Qwen2) or SentencePiece BPE with byte fallback ("llama": Gemma, Llama 2).
+//! Qwen2) or SentencePiece BPE with byte fallback ("llama", as Gemma's: checked on Gemma 3;
+//! Llama 2's tokenizer would also want a space in front of the text, which is not added).
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use std::collections::HashMap;

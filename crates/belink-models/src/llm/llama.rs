@@ -550,7 +550,7 @@ impl Llama {
             let residual = x.clone();
             let h = norm(&x, &layer.mlp_norm)?;
             let gate = project(4, &h)?;
-            let gate = match layer.extra_norms {
+            let gate = match c.gemma {
                 Some(_) => gate.gelu()?, // tanh approximation, as Gemma's gelu_pytorch_tanh
                 None => candle_nn::ops::silu(&gate)?,
             };
