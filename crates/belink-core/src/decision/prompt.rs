@@ -273,11 +273,22 @@ mod tests {
     }
 
     #[test]
+    fn gemma_prompt_is_one_user_turn_then_the_model_turn() {
+        // Gemma has no system turn: the instruction opens the user's, after the <bos> it needs.
+        let prefix = shared_prefix(ChatTemplate::Gemma, AnswerForm::Name);
+        let suffix = item_suffix(&item(), ChatTemplate::Gemma, AnswerForm::Name);
+        assert_eq!(prefix, format!("<bos><start_of_turn>user\n{}\n\n", instruction(AnswerForm::Name)));
+        assert!(suffix.starts_with("Text: Patients with [FAP] develop adenomas.\nMention: FAP\n"));
+        assert!(suffix.ends_with("- none of these\nAnswer:<end_of_turn>\n<start_of_turn>model\n"));
+        assert_eq!(answer_end(ChatTemplate::Gemma), "<end_of_turn>");
+    }
+
+    #[test]
     fn the_prefix_does_not_depend_on_the_item() {
         let mut other = item();
         other.mention = "colorectal cancer".into();
         other.candidates.truncate(1);
-        for template in [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Plain] {
+        for template in [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Gemma, ChatTemplate::Plain] {
             for form in [AnswerForm::Letter, AnswerForm::Name] {
                 let prefix = shared_prefix(template, form);
                 let full_a = format!("{prefix}{}", item_suffix(&item(), template, form));
