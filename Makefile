@@ -188,7 +188,7 @@ bench: install $(PYREF)/.installed
 	PYREF=$(PYREF) ENCODER_MODEL=$(ENCODER_MODEL) RERANKER_MODEL=$(RERANKER_MODEL) scripts/bench.sh $(BENCH_DIR) $(BENCH_PORT)
 
 # Scale (figures for BENCHMARKS.md): the four ontologies together, then a synthetic UMLS of
-# SCALE_CONCEPTS concepts and SCALE_NAMES names; about 30 minutes at the default 3 M / 10 M.
+# SCALE_CONCEPTS concepts and SCALE_NAMES names; about 40 minutes at the default 3 M / 10 M.
 SCALE_DIR  ?= $(CACHE)/scale
 SCALE_PORT ?= 54336
 scale: install
