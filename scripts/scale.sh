@@ -43,6 +43,12 @@ dense_retrieval() {
     psql -c "SET belink.request_timeout = '30min'" -c "SET maintenance_work_mem = '$INDEX_MEMORY'" \
         -c '\timing on' -c "CALL belink_index('synthetic')" 2>&1 | grep -v 'names embedded (' || true
     psql -tA -c "SELECT format('%s of %s names embedded; finished at %s', done, total, finished_at) FROM belink.index_status WHERE ontology = 'synthetic'"
+    # An interrupted call has no graph to measure: its progress is kept for the next run.
+    if [ "$(psql -tA -c "SELECT finished_at IS NOT NULL FROM belink.index_status WHERE ontology = 'synthetic'")" != t ]; then
+        echo "belink_index('synthetic') did not finish: run make scale-dense again to resume" >&2
+        scripts/cluster.sh stop "$DIR"
+        exit 1
+    fi
     psql -tA -c "SELECT format('names table %s, its HNSW index %s', pg_size_pretty(pg_total_relation_size('belink.names')),
                      pg_size_pretty(pg_relation_size(('belink.' || quote_ident(belink.embedding_index_name('synthetic')))::regclass)))"
     echo
@@ -51,7 +57,7 @@ dense_retrieval() {
     $EVAL mentions --corpus "$ncbi" > "$mentions"
     chmod a+r "$mentions"
     psql -v ontology=synthetic -v mentions="$mentions" -v limit=50 -v queries=100 -v in_place=on \
-        -f scripts/hnsw-recall.sql 2>&1 | grep -v '^ *$\|^DROP TABLE\|NOTICE'
+        -f scripts/hnsw-recall.sql 2>&1 | grep -v '^ *$\|^DROP TABLE\|^DROP VIEW\|NOTICE'
     echo
     echo "belink_normalize of NCBI-disease dev mentions against the synthetic UMLS, dense then hybrid:"
     echo

@@ -439,7 +439,7 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
 
 fn gemma_model() -> PathBuf {
     let path = workspace().join(".cache/models/gemma-3-270m-q4_k_m.gguf");
-    assert!(path.is_file(), "no Gemma 3 model at {}: run `make models`", path.display());
+    assert!(path.is_file(), "no Gemma 3 model at {}: run `make test-models`", path.display());
     path
 }
 

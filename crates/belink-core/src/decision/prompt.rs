@@ -40,6 +40,10 @@ pub enum ChatTemplate {
 }
 
 impl ChatTemplate {
+    /// Every template (training tools recognize a prompt's by its prefix).
+    pub const ALL: [ChatTemplate; 4] =
+        [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Gemma, ChatTemplate::Plain];
+
     /// The template a GGUF file's `tokenizer.chat_template` describes; without one, Gemma's
     /// when the vocabulary has its turn token (`has_token`), else none.
     pub fn detect(chat_template: Option<&str>, has_token: impl Fn(&str) -> bool) -> ChatTemplate {
@@ -288,7 +292,7 @@ mod tests {
         let mut other = item();
         other.mention = "colorectal cancer".into();
         other.candidates.truncate(1);
-        for template in [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Gemma, ChatTemplate::Plain] {
+        for template in ChatTemplate::ALL {
             for form in [AnswerForm::Letter, AnswerForm::Name] {
                 let prefix = shared_prefix(template, form);
                 let full_a = format!("{prefix}{}", item_suffix(&item(), template, form));

@@ -80,11 +80,10 @@ fn read_examples(options: &Options) -> Result<Vec<TuneExample>, String> {
     if options.examples.is_empty() {
         return Err("at least one --examples file is required".into());
     }
-    let prefixes: Vec<(String, AnswerForm)> =
-        [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Gemma, ChatTemplate::Plain]
-            .into_iter()
-            .flat_map(|t| [AnswerForm::Letter, AnswerForm::Name].map(|form| (shared_prefix(t, form), form)))
-            .collect();
+    let prefixes: Vec<(String, AnswerForm)> = ChatTemplate::ALL
+        .into_iter()
+        .flat_map(|t| [AnswerForm::Letter, AnswerForm::Name].map(|form| (shared_prefix(t, form), form)))
+        .collect();
     let mut examples = Vec::new();
     for path in &options.examples {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
