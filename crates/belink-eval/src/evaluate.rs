@@ -481,17 +481,21 @@ pub struct SweepRun {
 /// Zero-shot against tuned at each k (`belink-eval rerank-sweep`): the model server is
 /// restarted with each adapter setting, which is reset at the end.
 pub fn rerank_sweep(client: &mut Client, specs: &[DatasetSpec], ks: &[usize]) -> Result<Vec<SweepRun>, String> {
+    // Each corpus and its concepts' aliases, read once for both models.
+    let mut datasets = Vec::new();
+    for spec in specs {
+        let documents = load_corpus(&spec.corpus).map_err(|e| format!("{}: {e}", spec.corpus.display()))?;
+        datasets.push((spec, documents, crate::linking::concept_aliases(client, &spec.ontology)?));
+    }
     let mut sweep = Vec::new();
     for (model, adapter) in SWEEP_MODELS {
         use_adapter(client, adapter)?;
-        for spec in specs {
-            let documents = load_corpus(&spec.corpus).map_err(|e| format!("{}: {e}", spec.corpus.display()))?;
-            let aliases = crate::linking::concept_aliases(client, &spec.ontology)?;
+        for (spec, documents, aliases) in &datasets {
             for &k in ks {
                 SWEEP_RERANKING.apply(client)?;
                 let mut run = NormalizationRun::new(&spec.name, "ontology", SWEEP_RERANKING.name, Protocol::Classic);
                 eprintln!("belink-eval: {} re-ranked {model} at k = {k}", spec.name);
-                measure(client, &documents, &spec.ontology, &aliases, k, &mut run, &mut HashMap::new())?;
+                measure(client, documents, &spec.ontology, aliases, k, &mut run, &mut HashMap::new())?;
                 sweep.push(SweepRun { model, k, run });
             }
         }
