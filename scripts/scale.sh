@@ -16,6 +16,8 @@ set -eu
 DIR=${1:?cluster directory}
 PORT=${2:?port}
 MODE=${3:-load}
+# The load mode drops the extension and everything embedded: a misspelt mode must not reach it.
+case $MODE in load | dense) ;; *) echo "scale.sh: mode is load or dense, not $MODE" >&2; exit 1 ;; esac
 INDEX_MEMORY=${SCALE_INDEX_MEMORY:-16GB}
 CONCEPTS=${SCALE_CONCEPTS:-3000000}
 NAMES=${SCALE_NAMES:-10000000}
