@@ -466,9 +466,13 @@ fn measure(
     Ok(())
 }
 
-/// The re-ranker of a sweep: zero-shot (the model as it is) or tuned (the adapter installed
-/// for it), as `belink.reranker_adapter` sets it.
-const SWEEP_MODELS: [(&str, Option<&str>); 2] = [("zero-shot", Some("none")), ("tuned", None)];
+/// The re-ranker a sweep measures: a GGUF file (None: the default model) and the adapter tuned
+/// for it (None: the one installed for the default model).
+#[derive(Debug, Clone, Default)]
+pub struct SweepReranker {
+    pub model: Option<String>,
+    pub adapter: Option<String>,
+}
 
 /// One model at one k on one dataset: re-ranking ungated at the default margin, classic
 /// protocol, ontology names only (as `make eval` leaves the cluster).
@@ -479,8 +483,18 @@ pub struct SweepRun {
 }
 
 /// Zero-shot against tuned at each k (`belink-eval rerank-sweep`): the model server is
-/// restarted with each adapter setting, which is reset at the end.
-pub fn rerank_sweep(client: &mut Client, specs: &[DatasetSpec], ks: &[usize]) -> Result<Vec<SweepRun>, String> {
+/// restarted with the re-ranker as it is (`belink.reranker_adapter = 'none'`), then with its
+/// adapter; the settings are reset at the end.
+pub fn rerank_sweep(
+    client: &mut Client,
+    specs: &[DatasetSpec],
+    ks: &[usize],
+    reranker: &SweepReranker,
+) -> Result<Vec<SweepRun>, String> {
+    if reranker.model.is_some() && reranker.adapter.is_none() {
+        // The installed adapter was tuned for the default model only.
+        return Err("a sweep of another re-ranker model needs the adapter tuned for it".into());
+    }
     // Each corpus and its concepts' aliases, read once for both models.
     let mut datasets = Vec::new();
     for spec in specs {
@@ -488,8 +502,8 @@ pub fn rerank_sweep(client: &mut Client, specs: &[DatasetSpec], ks: &[usize]) ->
         datasets.push((spec, documents, crate::linking::concept_aliases(client, &spec.ontology)?));
     }
     let mut sweep = Vec::new();
-    for (model, adapter) in SWEEP_MODELS {
-        use_adapter(client, adapter)?;
+    for (model, adapter) in [("zero-shot", Some("none")), ("tuned", reranker.adapter.as_deref())] {
+        use_reranker(client, reranker.model.as_deref(), adapter)?;
         for (spec, documents, aliases) in &datasets {
             for &k in ks {
                 SWEEP_RERANKING.apply(client)?;
@@ -500,18 +514,28 @@ pub fn rerank_sweep(client: &mut Client, specs: &[DatasetSpec], ks: &[usize]) ->
             }
         }
     }
-    use_adapter(client, None)?;
+    use_reranker(client, None, None)?;
     Ok(sweep)
 }
 
-/// Sets belink.reranker_adapter (None: resets it) and waits for the model server to run with it.
-fn use_adapter(client: &mut Client, adapter: Option<&str>) -> Result<(), String> {
-    let statement = match adapter {
-        Some(adapter) => format!("ALTER SYSTEM SET belink.reranker_adapter = {}", literal(adapter)),
-        None => "ALTER SYSTEM RESET belink.reranker_adapter".to_string(),
-    };
-    client.batch_execute(&statement).map_err(|e| db_message(&e))?;
+/// Sets belink.reranker_model and belink.reranker_adapter (None: resets them) and waits for
+/// the model server to run with them.
+fn use_reranker(client: &mut Client, model: Option<&str>, adapter: Option<&str>) -> Result<(), String> {
+    for (setting, value) in [("belink.reranker_model", model), ("belink.reranker_adapter", adapter)] {
+        let statement = match value {
+            Some(value) => format!("ALTER SYSTEM SET {setting} = {}", literal(value)),
+            None => format!("ALTER SYSTEM RESET {setting}"),
+        };
+        client.batch_execute(&statement).map_err(|e| db_message(&e))?;
+    }
     client.batch_execute("SELECT pg_reload_conf()").map_err(|e| db_message(&e))?;
+    // The server reports the files it loads, "" for no adapter: the installed one when both
+    // settings are reset, none when the adapter is 'none'.
+    let serves_adapter = |serving: &str| match adapter {
+        Some("none") => serving.is_empty(),
+        Some(path) => serving == path,
+        None => !serving.is_empty(),
+    };
     let started = Instant::now();
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -519,15 +543,18 @@ fn use_adapter(client: &mut Client, adapter: Option<&str>) -> Result<(), String>
             .query_one("SELECT belink_worker_status_json()", &[])
             .ok()
             .and_then(|row| row.get::<_, Option<serde_json::Value>>(0));
-        // The server reports the adapter it merges, "" for none: the installed one when the
-        // setting is reset, none when it is 'none'.
-        let serving = status.as_ref().and_then(|s| s["reranker_adapter"].as_str()).unwrap_or_default();
+        let serving = |key: &str| status.as_ref().and_then(|s| s[key].as_str()).unwrap_or_default().to_string();
         let running = status.as_ref().is_some_and(|s| s["state"] == "running");
-        if running && serving.is_empty() == adapter.is_some() {
+        if running
+            && serves_adapter(&serving("reranker_adapter"))
+            && model.is_none_or(|m| serving("reranker_model") == m)
+        {
             return Ok(());
         }
         if started.elapsed().as_secs() > 120 {
-            return Err(format!("the model server did not restart with belink.reranker_adapter = {adapter:?}"));
+            return Err(format!(
+                "the model server did not restart with belink.reranker_model = {model:?}, belink.reranker_adapter = {adapter:?}"
+            ));
         }
     }
 }

@@ -41,8 +41,11 @@
 //!       the evaluation report: SPEC is
 //!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
 //!   belink-eval rerank-sweep --dsn DSN --out FILE --dataset SPEC... [--ks 5,10,20]
+//!                            [--reranker-model GGUF --adapter FILE]
 //!       the re-ranker zero-shot against tuned at each k, over datasets already loaded (the
-//!       cluster make eval leaves); restarts the model server with each adapter setting
+//!       cluster make eval leaves); restarts the model server with each adapter setting. By
+//!       default the default model and its installed adapter; --reranker-model another model,
+//!       with --adapter the adapter tuned for it
 //!
 //!   belink-eval mentions --corpus PATH
 //!       the corpus' mentions with one gold id as TSV lines "id<TAB>text" (training names for
@@ -271,10 +274,15 @@ fn rerank_sweep(args: &Args) -> Result<(), String> {
         .split(',')
         .map(|k| k.parse().ok().filter(|k| (1..=25).contains(k)).ok_or(format!("--ks: {k} is not 1..25")))
         .collect::<Result<_, _>>()?;
+    let reranker = evaluate::SweepReranker {
+        model: args.get("reranker-model").map(str::to_string),
+        adapter: args.get("adapter").map(str::to_string),
+    };
     let mut client = connect(args)?;
-    let sweep = evaluate::rerank_sweep(&mut client, &specs, &ks)?;
+    let sweep = evaluate::rerank_sweep(&mut client, &specs, &ks, &reranker)?;
     let info = run_info(args, &mut client, "belink-eval rerank-sweep")?;
-    std::fs::write(out, report::rerank_sweep(&info, &sweep)).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(out, report::rerank_sweep(&info, &reranker, &sweep))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("belink-eval: written to {}", out.display());
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use belink_core::decision::near_tie;
 
 use crate::configs::UNGATED_RERANKING;
-use crate::evaluate::{file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun, RerankedAnswer, SweepRun};
+use crate::evaluate::{
+    file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun, RerankedAnswer, SweepReranker, SweepRun,
+};
 use crate::linking::{score_cells, SCORE_HEADER};
 use crate::protocol::Protocol;
 
@@ -569,20 +571,26 @@ const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
 const NONE_GATES: &[f64] = &[0.0, 0.5, 0.9, f64::INFINITY];
 
 /// Zero-shot against tuned re-ranking at each k (`belink-eval rerank-sweep`, eval/rerank-sweep.md).
-pub fn rerank_sweep(info: &RunInfo, sweep: &[SweepRun]) -> String {
+pub fn rerank_sweep(info: &RunInfo, reranker: &SweepReranker, sweep: &[SweepRun]) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "# Re-ranking: zero-shot against tuned, by k\n");
     let _ =
         writeln!(w, "Written by `belink-eval rerank-sweep` on the cluster `make eval` left. Do not edit by hand.\n");
     let _ = writeln!(w, "- date: {}\n- commit: {}\n- command: `{}`", info.date, info.commit, info.command);
-    let _ = writeln!(w, "- machine: {}\n- server: {}\n", info.machine, info.server);
+    let _ = writeln!(w, "- machine: {}\n- server: {}", info.machine, info.server);
+    let _ = writeln!(
+        w,
+        "- re-ranker: {}; tuned with {}\n",
+        reranker.model.as_deref().unwrap_or("the default model"),
+        reranker.adapter.as_deref().unwrap_or("the adapter installed for it")
+    );
     let defaults = Gates::defaults_with_margin(belink_core::settings::Settings::default().rerank_margin);
     let _ = writeln!(
         w,
         "Gold mentions in their context (classic protocol), the ontology's names only, hybrid retrieval \
-         of k candidates, the re-ranker asked at the default margin ({}): *zero-shot* is the default model \
-         as it is (`belink.reranker_adapter = 'none'`), *tuned* with the adapter installed for it. \
+         of k candidates, the re-ranker asked at the default margin ({}): *zero-shot* is the re-ranker \
+         as it is (`belink.reranker_adapter = 'none'`), *tuned* with its adapter. \
          *ungated*: the re-ranker decides every mention it is asked about; *default gates*: it \
          overrules retrieval with a concept at {} and with \"none of these\" at {}. *ms per re-ranked \
          mention*: mean wall time of the belink_normalize calls the re-ranker answered (one client, \
