@@ -29,10 +29,11 @@
 #
 # Environment: BELINK_DATA (default ../shared/data), PYTRAIN (a virtual environment with
 # PyTorch), RERANKER_ANSWER (name or letter), RERANKER_BASE (smollm2, the default model, or
-# gemma3: Gemma 3 270M, names only, prompts in Gemma's turns, into .cache/rerank-gemma: not
-# shipped), RERANKER_MODEL (the base GGUF, by default the base's file in .cache/models),
-# TUNE_STEPS (steps of 4 examples; names 300: 50 to 70 minutes on 2 cores, and about 10 more
-# for the calibration; letters 150: 25 to 40 minutes).
+# gemma3: Gemma 3 270M, names only, prompts in Gemma's turns, examples and checkpoints in
+# .cache/rerank-gemma, the adapter into models/rerankers/gemma3-270m-belink-names-lora),
+# RERANKER_MODEL (the base GGUF, by default the base's file in .cache/models), TUNE_STEPS
+# (steps of 4 examples; names 300: 50 to 70 minutes on 2 cores for SmolLM2, about 70 for
+# Gemma, and about 10 more for the calibration; letters 150: 25 to 40 minutes).
 # Gold at a random letter for the corpus examples too (the first plan) did not learn
 # in the budget: 150 steps left the loss at chance (2.4 nats over 11 options; BENCHMARKS.md).
 set -eu
@@ -67,7 +68,7 @@ name)
     OUT=models/rerankers/smollm2-135m-belink-names-lora
     if [ "$BASE" = gemma3 ]; then
         WORK=.cache/rerank-gemma
-        OUT=$WORK/gemma3-270m-belink-names-lora
+        OUT=models/rerankers/gemma3-270m-belink-names-lora
     fi
     STEPS=${TUNE_STEPS:-300}
     TUNE_ARGS="--rank 16 --alpha 32 --lr 2e-4 --batch 4 --max-steps $STEPS --seed 42 --calibrate 400"

@@ -387,9 +387,23 @@ fn shipped_adapter() -> (PathBuf, PathBuf) {
 #[test]
 fn the_served_model_gives_the_label_logits_of_the_pytorch_model() {
     let (adapter, reference) = shipped_adapter();
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
-    let served = Reranker::load(&default_model(), &Device::Cpu, Some(&adapter)).unwrap();
-    let base = Reranker::load(&default_model(), &Device::Cpu, None).unwrap();
+    assert_served_model_is_the_pytorch_model(&default_model(), &adapter, &reference);
+}
+
+/// The same for Gemma 3 270M and the adapter tuned for it (trained on transformers' Gemma 3).
+#[test]
+fn the_served_gemma_model_gives_the_option_scores_of_the_pytorch_model() {
+    let adapter = workspace().join("models/rerankers/gemma3-270m-belink-names-lora.safetensors");
+    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
+    assert_served_model_is_the_pytorch_model(&gemma_model(), &adapter, &reference);
+}
+
+/// The reference holds transformers' scores with the adapter for a few training prompts: label
+/// logits (letter form) or each option's summed log-probability (name form).
+fn assert_served_model_is_the_pytorch_model(model: &Path, adapter: &Path, reference: &Path) {
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+    let served = Reranker::load(model, &Device::Cpu, Some(adapter)).unwrap();
+    let base = Reranker::load(model, &Device::Cpu, None).unwrap();
     let examples = reference["examples"].as_array().unwrap();
     assert!(!examples.is_empty());
     let ids = |value: &serde_json::Value| -> Vec<u32> {
@@ -434,12 +448,12 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|l| l - log_sum).collect()
 }
 
-// Gemma 3 270M (`make models`), checked against Hugging Face transformers reading the same
+// Gemma 3 270M (`make gemma-model`), checked against Hugging Face transformers reading the same
 // GGUF file (tests/fixtures/gemma3_reference.json, written by scripts/gemma-reference.py).
 
 fn gemma_model() -> PathBuf {
     let path = workspace().join(".cache/models/gemma-3-270m-q4_k_m.gguf");
-    assert!(path.is_file(), "no Gemma 3 model at {}: run `make test-models`", path.display());
+    assert!(path.is_file(), "no Gemma 3 model at {}: run `make gemma-model`", path.display());
     path
 }
 
