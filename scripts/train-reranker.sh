@@ -42,9 +42,16 @@ PORT=${2:?port}
 DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 ANSWER=${RERANKER_ANSWER:-name}
 BASE=${RERANKER_BASE:-smollm2}
+# Each base: its GGUF file, its chat turns, and where its name run works and writes its adapter.
 case $BASE in
-smollm2) MODEL=${RERANKER_MODEL:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf} TEMPLATE=chatml ;;
-gemma3) MODEL=${RERANKER_MODEL:-.cache/models/gemma-3-270m-q4_k_m.gguf} TEMPLATE=gemma ;;
+smollm2)
+    MODEL=${RERANKER_MODEL:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf} TEMPLATE=chatml
+    NAMES_WORK=.cache/rerank-names NAMES_OUT=models/rerankers/smollm2-135m-belink-names-lora
+    ;;
+gemma3)
+    MODEL=${RERANKER_MODEL:-.cache/models/gemma-3-270m-q4_k_m.gguf} TEMPLATE=gemma
+    NAMES_WORK=.cache/rerank-gemma NAMES_OUT=models/rerankers/gemma3-270m-belink-names-lora
+    ;;
 *)
     echo "train-reranker: RERANKER_BASE is smollm2 or gemma3, not $BASE" >&2
     exit 1
@@ -64,12 +71,8 @@ letter)
     TUNE_ARGS="--top-layers 10 --rank 16 --alpha 32 --lr 5e-4 --batch 4 --max-steps $STEPS --seed 42"
     ;;
 name)
-    WORK=.cache/rerank-names
-    OUT=models/rerankers/smollm2-135m-belink-names-lora
-    if [ "$BASE" = gemma3 ]; then
-        WORK=.cache/rerank-gemma
-        OUT=models/rerankers/gemma3-270m-belink-names-lora
-    fi
+    WORK=$NAMES_WORK
+    OUT=$NAMES_OUT
     STEPS=${TUNE_STEPS:-300}
     TUNE_ARGS="--rank 16 --alpha 32 --lr 2e-4 --batch 4 --max-steps $STEPS --seed 42 --calibrate 400"
     ;;

@@ -468,7 +468,6 @@ fn measure(
 
 /// The re-ranker a sweep measures: a GGUF file (None: the default model) and the adapter tuned
 /// for it (None: the one installed for the default model).
-#[derive(Debug, Clone, Default)]
 pub struct SweepReranker {
     pub model: Option<String>,
     pub adapter: Option<String>,

@@ -373,12 +373,10 @@ fn adapter_files_that_do_not_fit_are_clear_errors() {
 /// transformers' llama (PyTorch) gives for a few training prompts with that adapter, written
 /// by `scripts/train-reranker-torch.py` (`--reference` after training there, `--reference-for`
 /// for an adapter trained by `rerank-tune`).
-fn shipped_adapter() -> (PathBuf, PathBuf) {
-    let adapter = std::env::var_os("BELINK_RERANKER_ADAPTER")
+fn shipped_adapter() -> PathBuf {
+    std::env::var_os("BELINK_RERANKER_ADAPTER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models/rerankers/smollm2-135m-belink-names-lora.safetensors"));
-    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
-    (adapter, reference)
+        .unwrap_or_else(|| workspace().join("models/rerankers/smollm2-135m-belink-names-lora.safetensors"))
 }
 
 /// The model the server runs (our llama forward, base GGUF + adapter merged) and the one
@@ -386,21 +384,21 @@ fn shipped_adapter() -> (PathBuf, PathBuf) {
 /// adapter answering with names, the options' log-probabilities are compared instead.
 #[test]
 fn the_served_model_gives_the_label_logits_of_the_pytorch_model() {
-    let (adapter, reference) = shipped_adapter();
-    assert_served_model_is_the_pytorch_model(&default_model(), &adapter, &reference);
+    assert_served_model_is_the_pytorch_model(&default_model(), &shipped_adapter());
 }
 
 /// The same for Gemma 3 270M and the adapter tuned for it (trained on transformers' Gemma 3).
 #[test]
 fn the_served_gemma_model_gives_the_option_scores_of_the_pytorch_model() {
     let adapter = workspace().join("models/rerankers/gemma3-270m-belink-names-lora.safetensors");
-    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
-    assert_served_model_is_the_pytorch_model(&gemma_model(), &adapter, &reference);
+    assert_served_model_is_the_pytorch_model(&gemma_model(), &adapter);
 }
 
-/// The reference holds transformers' scores with the adapter for a few training prompts: label
-/// logits (letter form) or each option's summed log-probability (name form).
-fn assert_served_model_is_the_pytorch_model(model: &Path, adapter: &Path, reference: &Path) {
+/// The reference beside the adapter (`ADAPTER.reference.json`, written by train-reranker.sh)
+/// holds transformers' scores with the adapter for a few training prompts: label logits
+/// (letter form) or each option's summed log-probability (name form).
+fn assert_served_model_is_the_pytorch_model(model: &Path, adapter: &Path) {
+    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
     let served = Reranker::load(model, &Device::Cpu, Some(adapter)).unwrap();
     let base = Reranker::load(model, &Device::Cpu, None).unwrap();
