@@ -11,6 +11,8 @@
 # BELINK_EVAL_ADAPT=off (make eval EVAL_ADAPT=off) adds adapt=off to the defaults: no encoder
 # adaptation, about 40 minutes less. BELINK_EVAL_RERANK_SWEEP=on (make eval EVAL_RERANK_SWEEP=on)
 # also writes rerank-sweep.md: the re-ranker zero-shot against tuned at k = 5, 10 and 20.
+# BELINK_EVAL_RERANKER_MODEL=GGUF with BELINK_EVAL_RERANKER_ADAPTER=FILE (make eval
+# EVAL_RERANKER=gemma3) re-ranks with that model and adapter (files the server can read).
 # (ontology_file and span_scorer must be readable by the server; the defaults are copied where it
 # can read them).
 set -eu
@@ -36,6 +38,11 @@ adapt=
 if [ "${BELINK_EVAL_ADAPT:-on}" = off ]; then
     adapt=,adapt=off
     command="make eval EVAL_ADAPT=off"
+fi
+reranker=
+if [ -n "${BELINK_EVAL_RERANKER_MODEL:-}" ]; then
+    reranker="--reranker-model $BELINK_EVAL_RERANKER_MODEL --adapter ${BELINK_EVAL_RERANKER_ADAPTER:?the adapter tuned for BELINK_EVAL_RERANKER_MODEL}"
+    command="$command EVAL_RERANKER=${BELINK_EVAL_RERANKER:-$(basename "$BELINK_EVAL_RERANKER_MODEL")}"
 fi
 hnsw_checks=
 if [ $# -eq 0 ]; then
@@ -69,7 +76,7 @@ fi
 machine="$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(. /etc/os-release && echo "$PRETTY_NAME")"
 $EVAL evaluate --dsn "host=$dir port=$PORT user=postgres" --out "$OUT" \
     --command-line "$command" --machine "$machine" --date "$(date -u +%Y-%m-%d)" \
-    --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$@"
+    --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" $reranker "$@"
 
 # HNSW against exact search, on the ontologies as the evaluation left them, for the dev mentions.
 if [ -n "$hnsw_checks" ]; then

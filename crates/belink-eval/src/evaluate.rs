@@ -466,11 +466,40 @@ fn measure(
     Ok(())
 }
 
-/// The re-ranker a sweep measures: a GGUF file (None: the default model) and the adapter tuned
+/// The re-ranker a run measures: a GGUF file (None: the default model) and the adapter tuned
 /// for it (None: the one installed for the default model).
-pub struct SweepReranker {
+pub struct RerankerChoice {
     pub model: Option<String>,
     pub adapter: Option<String>,
+}
+
+impl RerankerChoice {
+    /// The default model with its installed adapter: belink.reranker_model and
+    /// belink.reranker_adapter reset.
+    pub const DEFAULT: RerankerChoice = RerankerChoice { model: None, adapter: None };
+
+    /// The choice given by --reranker-model and --adapter; another model needs its own adapter,
+    /// since the installed one was tuned for the default model only.
+    pub fn new(model: Option<&str>, adapter: Option<&str>) -> Result<RerankerChoice, String> {
+        if model.is_some() && adapter.is_none() {
+            return Err("another re-ranker model (--reranker-model) needs the adapter tuned for it (--adapter)".into());
+        }
+        Ok(RerankerChoice { model: model.map(str::to_string), adapter: adapter.map(str::to_string) })
+    }
+
+    /// What a report says of it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}; tuned with {}",
+            self.model.as_deref().unwrap_or("the default model"),
+            self.adapter.as_deref().unwrap_or("the adapter installed for it")
+        )
+    }
+
+    /// Sets the re-ranker's settings and waits for the model server to run with them.
+    pub fn serve(&self, client: &mut Client) -> Result<(), String> {
+        use_reranker(client, self.model.as_deref(), self.adapter.as_deref())
+    }
 }
 
 /// One model at one k on one dataset: re-ranking ungated at the default margin, classic
@@ -488,12 +517,8 @@ pub fn rerank_sweep(
     client: &mut Client,
     specs: &[DatasetSpec],
     ks: &[usize],
-    reranker: &SweepReranker,
+    reranker: &RerankerChoice,
 ) -> Result<Vec<SweepRun>, String> {
-    if reranker.model.is_some() && reranker.adapter.is_none() {
-        // The installed adapter was tuned for the default model only.
-        return Err("a sweep of another re-ranker model needs the adapter tuned for it".into());
-    }
     // Each corpus and its concepts' aliases, read once for both models.
     let mut datasets = Vec::new();
     for spec in specs {
@@ -513,7 +538,7 @@ pub fn rerank_sweep(
             }
         }
     }
-    use_reranker(client, None, None)?;
+    RerankerChoice::DEFAULT.serve(client)?;
     Ok(sweep)
 }
 

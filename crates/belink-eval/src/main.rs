@@ -38,8 +38,11 @@
 //!                      [--kill-server N] [--cancel N] [--annotate-interrupts N]
 //!       load with faults injected (see stress.rs)
 //!   belink-eval evaluate --dsn DSN --out DIR --dataset SPEC [--dataset SPEC]...
+//!                        [--reranker-model GGUF --adapter FILE]
 //!       the evaluation report: SPEC is
-//!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH]
+//!       name=N,corpus=PATH,ontology=NAME[,ontology_file=PATH][,format=F][,train=PATH];
+//!       --reranker-model: re-ranking with another model and the adapter tuned for it (the
+//!       settings are reset at the end)
 //!   belink-eval rerank-sweep --dsn DSN --out FILE --dataset SPEC... [--ks 5,10,20]
 //!                            [--reranker-model GGUF --adapter FILE]
 //!       the re-ranker zero-shot against tuned at each k, over datasets already loaded (the
@@ -241,14 +244,18 @@ fn evaluate(args: &Args) -> Result<(), String> {
     if specs.is_empty() {
         return Err("no --dataset given".into());
     }
+    let reranker = evaluate::RerankerChoice::new(args.get("reranker-model"), args.get("adapter"))?;
     plots::register_fonts()?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut client = connect(args)?;
+    // Always set: an earlier run that stopped half-way may have left another model configured.
+    reranker.serve(&mut client)?;
     let mut results = Vec::new();
     for spec in &specs {
         eprintln!("belink-eval: {} ({} with {})", spec.name, spec.corpus.display(), spec.ontology);
         results.push(evaluate::evaluate_dataset(&mut client, spec)?);
     }
+    evaluate::RerankerChoice::DEFAULT.serve(&mut client)?;
     let info = run_info(args, &mut client, "belink-eval evaluate")?;
     let runs: Vec<&evaluate::NormalizationRun> = results.iter().flat_map(|r| &r.runs).collect();
     plots::accuracy_at_k(&runs, &out.join("accuracy_at_k.png"))?;
@@ -256,7 +263,7 @@ fn evaluate(args: &Args) -> Result<(), String> {
         runs.iter().copied().filter(|r| r.protocol == protocol::Protocol::Classic).collect();
     plots::latency(&classic, &out.join("latency.png"))?;
     let write = |name: &str, text: String| std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"));
-    write("REPORT.md", report::report(&info, &results))?;
+    write("REPORT.md", report::report(&info, &reranker, &results))?;
     write("errors.md", report::error_analysis(&results))?;
     eprintln!("belink-eval: report written to {}", out.join("REPORT.md").display());
     Ok(())
@@ -274,10 +281,7 @@ fn rerank_sweep(args: &Args) -> Result<(), String> {
         .split(',')
         .map(|k| k.parse().ok().filter(|k| (1..=25).contains(k)).ok_or(format!("--ks: {k} is not 1..25")))
         .collect::<Result<_, _>>()?;
-    let reranker = evaluate::SweepReranker {
-        model: args.get("reranker-model").map(str::to_string),
-        adapter: args.get("adapter").map(str::to_string),
-    };
+    let reranker = evaluate::RerankerChoice::new(args.get("reranker-model"), args.get("adapter"))?;
     let mut client = connect(args)?;
     let sweep = evaluate::rerank_sweep(&mut client, &specs, &ks, &reranker)?;
     let info = run_info(args, &mut client, "belink-eval rerank-sweep")?;

@@ -7,7 +7,7 @@ use belink_core::decision::near_tie;
 
 use crate::configs::UNGATED_RERANKING;
 use crate::evaluate::{
-    file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun, RerankedAnswer, SweepReranker, SweepRun,
+    file_name, percentiles, DatasetResult, ErrorCause, NormalizationRun, RerankedAnswer, RerankerChoice, SweepRun,
 };
 use crate::linking::{score_cells, SCORE_HEADER};
 use crate::protocol::Protocol;
@@ -112,13 +112,14 @@ pub struct RunInfo {
     pub commit: String,
 }
 
-pub fn report(info: &RunInfo, results: &[DatasetResult]) -> String {
+pub fn report(info: &RunInfo, reranker: &RerankerChoice, results: &[DatasetResult]) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "# BeLink evaluation report\n");
     let _ = writeln!(w, "Written by `belink-eval evaluate` (run it with `make eval`). Do not edit by hand.\n");
     let _ = writeln!(w, "- date: {}\n- commit: {}\n- command: `{}`", info.date, info.commit, info.command);
-    let _ = writeln!(w, "- machine: {}\n- server: {}\n", info.machine, info.server);
+    let _ = writeln!(w, "- machine: {}\n- server: {}", info.machine, info.server);
+    let _ = writeln!(w, "- re-ranker: {}\n", reranker.describe());
 
     let _ = writeln!(w, "## Datasets\n");
     let _ = writeln!(
@@ -571,7 +572,7 @@ const GATES: &[f64] = &[0.0, 0.3, 0.5, 0.7, 0.9];
 const NONE_GATES: &[f64] = &[0.0, 0.5, 0.9, f64::INFINITY];
 
 /// Zero-shot against tuned re-ranking at each k (`belink-eval rerank-sweep`, eval/rerank-sweep.md).
-pub fn rerank_sweep(info: &RunInfo, reranker: &SweepReranker, sweep: &[SweepRun]) -> String {
+pub fn rerank_sweep(info: &RunInfo, reranker: &RerankerChoice, sweep: &[SweepRun]) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "# Re-ranking: zero-shot against tuned, by k\n");
@@ -579,12 +580,7 @@ pub fn rerank_sweep(info: &RunInfo, reranker: &SweepReranker, sweep: &[SweepRun]
         writeln!(w, "Written by `belink-eval rerank-sweep` on the cluster `make eval` left. Do not edit by hand.\n");
     let _ = writeln!(w, "- date: {}\n- commit: {}\n- command: `{}`", info.date, info.commit, info.command);
     let _ = writeln!(w, "- machine: {}\n- server: {}", info.machine, info.server);
-    let _ = writeln!(
-        w,
-        "- re-ranker: {}; tuned with {}\n",
-        reranker.model.as_deref().unwrap_or("the default model"),
-        reranker.adapter.as_deref().unwrap_or("the adapter installed for it")
-    );
+    let _ = writeln!(w, "- re-ranker: {}\n", reranker.describe());
     let defaults = Gates::defaults_with_margin(belink_core::settings::Settings::default().rerank_margin);
     let _ = writeln!(
         w,
