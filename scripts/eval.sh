@@ -12,7 +12,7 @@
 # adaptation, about 40 minutes less. BELINK_EVAL_RERANK_SWEEP=on (make eval EVAL_RERANK_SWEEP=on)
 # also writes rerank-sweep.md: the re-ranker zero-shot against tuned at k = 5, 10 and 20.
 # BELINK_EVAL_RERANKER_MODEL=GGUF with BELINK_EVAL_RERANKER_ADAPTER=FILE (make eval
-# EVAL_RERANKER=gemma3) re-ranks with that model and adapter (files the server can read).
+# EVAL_RERANKER=smollm2) re-ranks with that model and adapter (files the server can read).
 # (ontology_file and span_scorer must be readable by the server; the defaults are copied where it
 # can read them).
 set -eu
@@ -89,6 +89,6 @@ fi
 if [ "${BELINK_EVAL_RERANK_SWEEP:-off}" = on ]; then
     $EVAL rerank-sweep --dsn "host=$dir port=$PORT user=postgres" --out "$OUT/rerank-sweep.md" \
         --command-line "$command EVAL_RERANK_SWEEP=on" --machine "$machine" --date "$(date -u +%Y-%m-%d)" \
-        --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$@"
+        --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" $reranker "$@"
 fi
 scripts/cluster.sh stop "$DIR"

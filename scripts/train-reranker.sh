@@ -1,9 +1,11 @@
 #!/bin/sh
-# make train-reranker: instruction-tunes the default re-ranker (SmolLM2-135M-Instruct) with
+# make train-reranker: instruction-tunes the default re-ranker (Gemma 3 270M, base model) with
 # LoRA to answer with the concept's name, in PyTorch, with retrieval's rank prior, and writes
-# models/rerankers/smollm2-135m-belink-names-lora.safetensors and its manifest (shipped).
-# RERANKER_ANSWER=letter trains the letter form instead, on candle, into .cache/rerank (the
-# form the 135M model does not learn: BENCHMARKS.md).
+# models/rerankers/gemma3-270m-belink-names-lora.safetensors and its manifest (shipped).
+# RERANKER_BASE=smollm2 tunes SmolLM2-135M-Instruct the same way, into
+# models/rerankers/smollm2-135m-belink-names-lora (shipped too); with RERANKER_ANSWER=letter it
+# trains the letter form instead, on candle, into .cache/rerank (the form the 135M model does
+# not learn: BENCHMARKS.md).
 #
 # usage: scripts/train-reranker.sh DIR PORT
 #
@@ -28,12 +30,12 @@
 #    Then the manifest is written.
 #
 # Environment: BELINK_DATA (default ../shared/data), PYTRAIN (a virtual environment with
-# PyTorch), RERANKER_ANSWER (name or letter), RERANKER_BASE (smollm2, the default model, or
-# gemma3: Gemma 3 270M, names only, prompts in Gemma's turns, examples and checkpoints in
-# .cache/rerank-gemma, the adapter into models/rerankers/gemma3-270m-belink-names-lora),
-# RERANKER_MODEL (the base GGUF, by default the base's file in .cache/models), TUNE_STEPS
-# (steps of 4 examples; names 300: 50 to 70 minutes on 2 cores for SmolLM2, about 70 for
-# Gemma, and about 10 more for the calibration; letters 150: 25 to 40 minutes).
+# PyTorch), RERANKER_ANSWER (name or letter), RERANKER_BASE (gemma3, the default model: names
+# only, prompts in Gemma's turns, examples and checkpoints in .cache/rerank-gemma; or smollm2:
+# ChatML prompts, .cache/rerank-names), RERANKER_MODEL (the base GGUF, by default the base's
+# file in .cache/models), TUNE_STEPS (steps of 4 examples; names 300: about 70 minutes on
+# 2 cores for Gemma, 50 to 70 for SmolLM2, and about 10 more for the calibration; letters 150:
+# 25 to 40 minutes).
 # Gold at a random letter for the corpus examples too (the issue's first plan) did not learn
 # in the budget: 150 steps left the loss at chance (2.4 nats over 11 options; BENCHMARKS.md).
 set -eu
@@ -41,7 +43,7 @@ DIR=${1:?cluster directory}
 PORT=${2:?port}
 DATA=${BELINK_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 ANSWER=${RERANKER_ANSWER:-name}
-BASE=${RERANKER_BASE:-smollm2}
+BASE=${RERANKER_BASE:-gemma3}
 # Each base: its GGUF file, its chat turns, and where its name run works and writes its adapter.
 case $BASE in
 smollm2)

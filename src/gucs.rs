@@ -169,7 +169,7 @@ pub fn init() {
     text(
         &RERANKER_MODEL,
         c"belink.reranker_model",
-        c"The re-ranking LLM: a GGUF file (llama, qwen2, gemma3) or a Hugging Face directory; empty = the default SmolLM2-135M-Instruct installed with the extension.",
+        c"The re-ranking LLM: a GGUF file (llama, qwen2, gemma3) or a Hugging Face directory; empty = the default Gemma 3 270M installed with the extension, with its adapter.",
         GucContext::Sighup,
     );
     text(

@@ -42,8 +42,9 @@ pub mod pg_test {
 
     /// The test cluster preloads belink, as a real deployment does, so the supervisor, the
     /// model server and dense retrieval are covered here too: the server binary from
-    /// `cargo build --release -p belink-server` and the models `make models` fetched (the
-    /// Makefile's test-pg target does both first).
+    /// `cargo build --release -p belink-server`, the encoder `make models` fetched and, as the
+    /// re-ranker, the smaller SmolLM2 of `make smollm2-model`, quicker to load than the default
+    /// (the Makefile's test-pg target does all three first).
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         let checkout = env!("CARGO_MANIFEST_DIR");

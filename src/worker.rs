@@ -152,7 +152,7 @@ fn default_encoder_dir() -> PathBuf {
 }
 
 fn default_reranker_path() -> PathBuf {
-    models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
+    models_dir().join("gemma-3-270m-q4_k_m.gguf")
 }
 
 /// The adapter `make train-reranker` tunes for the default model (models/rerankers).
@@ -160,7 +160,7 @@ fn default_reranker_adapter_path() -> PathBuf {
     models_dir().join(DEFAULT_RERANKER_ADAPTER)
 }
 
-const DEFAULT_RERANKER_ADAPTER: &str = "smollm2-135m-belink-names-lora.safetensors";
+const DEFAULT_RERANKER_ADAPTER: &str = "gemma3-270m-belink-names-lora.safetensors";
 
 struct Supervisor {
     command: ServerCommand,

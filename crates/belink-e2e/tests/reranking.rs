@@ -113,12 +113,12 @@ fn the_default_model_reranks_and_links() {
     reset_reranker(&mut client);
     wait_until(Duration::from_secs(120), || {
         let s = status(&mut cluster().connect());
-        s["reranker_model"].as_str().is_some_and(|m| m.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"))
+        s["reranker_model"].as_str().is_some_and(|m| m.ends_with("gemma-3-270m-q4_k_m.gguf"))
             && s["state"] == "running"
     });
     // The default model comes with the adapter tuned for it (make train-reranker).
     let adapter = status(&mut client)["reranker_adapter"].clone();
-    assert!(adapter.as_str().is_some_and(|a| a.ends_with("smollm2-135m-belink-names-lora.safetensors")), "{adapter}");
+    assert!(adapter.as_str().is_some_and(|a| a.ends_with("gemma3-270m-belink-names-lora.safetensors")), "{adapter}");
     client
         .batch_execute(
             "SET belink.rerank = on; SET belink.rerank_override_threshold = 0; SET belink.rerank_none_threshold = 0; \
