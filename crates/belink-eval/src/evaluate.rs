@@ -860,6 +860,18 @@ mod tests {
     }
 
     #[test]
+    fn another_reranker_model_needs_its_own_adapter() {
+        // The installed adapter was tuned for the default model: merged into another it would
+        // measure neither.
+        let refused = RerankerChoice::new(Some("/m/other.gguf"), None).err().unwrap();
+        assert!(refused.contains("--adapter"), "{refused}");
+        let other = RerankerChoice::new(Some("/m/other.gguf"), Some("/a/other.safetensors")).unwrap();
+        assert_eq!(other.describe(), "/m/other.gguf; tuned with /a/other.safetensors");
+        let default = RerankerChoice::new(None, None).unwrap();
+        assert_eq!(default.describe(), RerankerChoice::DEFAULT.describe());
+    }
+
+    #[test]
     fn percentiles_of_latencies() {
         assert_eq!(percentiles(&[5.0, 1.0, 3.0, 2.0, 4.0]), (3.0, 5.0));
         assert_eq!(percentiles(&[]), (0.0, 0.0));
