@@ -1,6 +1,7 @@
 //! The set-wise re-ranker. A tiny llama model written by the test itself (random weights, a
-//! real GGUF file, SmolLM2's real tokenizer metadata) checks the mechanics; the real default
-//! model (SmolLM2-135M-Instruct, `make models`) checks the tokenizer and label scoring.
+//! real GGUF file, SmolLM2's real tokenizer metadata) checks the mechanics; the real
+//! SmolLM2-135M-Instruct (`make smollm2-model`) checks the tokenizer and label scoring, and
+//! Gemma 3 270M, the default re-ranker (`make models`), its own forward pass and tokenizer.
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +15,12 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn default_model() -> PathBuf {
+/// SmolLM2-135M-Instruct, or the llama-family GGUF that BELINK_RERANKER_MODEL names.
+fn smollm2_model() -> PathBuf {
     let path = std::env::var_os("BELINK_RERANKER_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(path.is_file(), "no re-ranker model at {}: run `make models`", path.display());
+    assert!(path.is_file(), "no re-ranker model at {}: run `make smollm2-model`", path.display());
     path
 }
 
@@ -67,7 +69,7 @@ fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 fn tiny_model_prefix_reuse_and_batching_give_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
     let reranker = Reranker::load(
-        &belink_models::llm::testing::write_tiny_llama(&dir.path().join("tiny-llama.gguf"), &default_model()).unwrap(),
+        &belink_models::llm::testing::write_tiny_llama(&dir.path().join("tiny-llama.gguf"), &smollm2_model()).unwrap(),
         &Device::Cpu,
         None,
     )
@@ -107,7 +109,7 @@ fn missing_and_foreign_model_files_are_clear_errors() {
     std::fs::write(&junk, b"not a model at all").unwrap();
     let error = Reranker::load(&junk, &Device::Cpu, None).err().unwrap();
     assert!(error.to_string().contains("not a GGUF file"), "{error}");
-    let full = std::fs::read(default_model()).unwrap();
+    let full = std::fs::read(smollm2_model()).unwrap();
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     assert!(Reranker::load(&truncated, &Device::Cpu, None).is_err());
@@ -118,7 +120,7 @@ fn tokenizer_rebuilt_from_gguf_matches_llama_cpp() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(workspace().join("tests/fixtures/smollm2_tokens.json")).unwrap())
             .unwrap();
-    let mut file = std::fs::File::open(default_model()).unwrap();
+    let mut file = std::fs::File::open(smollm2_model()).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
     let tokenizer = belink_models::llm::gguf_tokenizer::from_gguf(&content).unwrap();
     for (text, ids) in reference["texts"].as_array().unwrap().iter().zip(reference["ids"].as_array().unwrap()) {
@@ -130,8 +132,8 @@ fn tokenizer_rebuilt_from_gguf_matches_llama_cpp() {
 }
 
 #[test]
-fn label_scoring_agrees_with_greedy_generation_on_the_default_model() {
-    let reranker = Reranker::load(&default_model(), &Device::Cpu, None).unwrap();
+fn label_scoring_agrees_with_greedy_generation_on_smollm2() {
+    let reranker = Reranker::load(&smollm2_model(), &Device::Cpu, None).unwrap();
     let items = items();
     let scored = reranker.score(&items).unwrap();
     let mut comparable = 0;
@@ -171,7 +173,7 @@ fn examples(answers: &[usize]) -> Vec<TuneExample> {
 }
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    belink_models::llm::testing::write_tiny_llama(&dir.join("tiny-llama.gguf"), &default_model()).unwrap()
+    belink_models::llm::testing::write_tiny_llama(&dir.join("tiny-llama.gguf"), &smollm2_model()).unwrap()
 }
 
 fn tiny_config() -> TuneConfig {
@@ -350,14 +352,14 @@ fn adapter_files_that_do_not_fit_are_clear_errors() {
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not safetensors").unwrap();
     assert!(load_adapter(&junk, &Device::Cpu).is_err());
-    // An adapter of the tiny model does not fit the default model.
+    // An adapter of the tiny model does not fit SmolLM2.
     let model = tiny_model(dir.path());
     let tuner =
         RerankerTuner::new(&model, &examples(&[0, 0, 0]), TuneConfig { epochs: 1, ..tiny_config() }, &Device::Cpu)
             .unwrap();
     let adapter = dir.path().join("tiny.safetensors");
     save_adapter(tuner.adapters(), &adapter).unwrap();
-    let error = Reranker::load(&default_model(), &Device::Cpu, Some(&adapter)).err().unwrap();
+    let error = Reranker::load(&smollm2_model(), &Device::Cpu, Some(&adapter)).err().unwrap();
     assert!(error.to_string().contains("tiny.safetensors"), "{error}");
     // A rank prior that is not log-probabilities of a position and "none".
     for prior in [vec![-1.0], vec![-1.0, f32::NAN]] {
@@ -369,11 +371,11 @@ fn adapter_files_that_do_not_fit_are_clear_errors() {
     }
 }
 
-/// The adapter the server loads by default, and beside it the label logits that Hugging Face
-/// transformers' llama (PyTorch) gives for a few training prompts with that adapter, written
-/// by `scripts/train-reranker-torch.py` (`--reference` after training there, `--reference-for`
-/// for an adapter trained by `rerank-tune`).
-fn shipped_adapter() -> PathBuf {
+/// SmolLM2's shipped adapter (or the one BELINK_RERANKER_ADAPTER names), and beside it the
+/// label logits that Hugging Face transformers' llama (PyTorch) gives for a few training
+/// prompts with that adapter, written by `scripts/train-reranker-torch.py` (`--reference` after
+/// training there, `--reference-for` for an adapter trained by `rerank-tune`).
+fn smollm2_adapter() -> PathBuf {
     std::env::var_os("BELINK_RERANKER_ADAPTER")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("models/rerankers/smollm2-135m-belink-names-lora.safetensors"))
@@ -384,7 +386,7 @@ fn shipped_adapter() -> PathBuf {
 /// adapter answering with names, the options' log-probabilities are compared instead.
 #[test]
 fn the_served_model_gives_the_label_logits_of_the_pytorch_model() {
-    assert_served_model_is_the_pytorch_model(&default_model(), &shipped_adapter());
+    assert_served_model_is_the_pytorch_model(&smollm2_model(), &smollm2_adapter());
 }
 
 /// The same for Gemma 3 270M and the adapter tuned for it (trained on transformers' Gemma 3).
@@ -446,12 +448,12 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|l| l - log_sum).collect()
 }
 
-// Gemma 3 270M (`make gemma-model`), checked against Hugging Face transformers reading the same
+// Gemma 3 270M (`make models`), checked against Hugging Face transformers reading the same
 // GGUF file (tests/fixtures/gemma3_reference.json, written by scripts/gemma-reference.py).
 
 fn gemma_model() -> PathBuf {
     let path = workspace().join(".cache/models/gemma-3-270m-q4_k_m.gguf");
-    assert!(path.is_file(), "no Gemma 3 model at {}: run `make gemma-model`", path.display());
+    assert!(path.is_file(), "no Gemma 3 model at {}: run `make models`", path.display());
     path
 }
 
