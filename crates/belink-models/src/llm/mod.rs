@@ -8,6 +8,7 @@
 mod gguf_check;
 pub mod gguf_tokenizer;
 pub mod llama;
+mod log_probs;
 pub mod testing;
 pub mod tune;
 
@@ -19,14 +20,14 @@ use belink_core::decision::prompt::{
     RerankItem, LABELS,
 };
 use belink_core::decision::rank_prior::add_rank_prior;
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
 use crate::streams::Streams;
 use crate::ModelError;
-use candle_nn::ops::log_softmax;
 pub use gguf_check::read_gguf_header;
 use llama::{argmax, softmax, KvCache, Llama};
+use log_probs::picked_log_probs;
 
 /// Most tokens a greedy answer may take (reference mode): a letter, or a name (names are
 /// clipped to 120 characters in the prompt).
@@ -234,10 +235,12 @@ impl Reranker {
             let tokens = Tensor::new(prompt, device)?.unsqueeze(0)?;
             let (hidden, cache) = self.model.forward(&tokens, reuse_prefix.then_some(&self.prefix))?;
             let last = Llama::last_positions(&hidden, &[prompt.len()])?;
-            let first = log_softmax(&self.model.logits(&self.model.final_norm(&last)?)?, D::Minus1)?
-                .squeeze(0)?
-                .to_vec1::<f32>()?;
-            let mut scores: Vec<f32> = answers.iter().map(|a| a.first().map_or(0.0, |&t| first[t as usize])).collect();
+            // Each answer's first token, predicted from the prompt's last position (an empty
+            // answer's placeholder pick is dropped).
+            let firsts: Vec<(usize, u32)> = answers.iter().map(|a| (0, a.first().copied().unwrap_or(0))).collect();
+            let first = picked_log_probs(&self.model.logits(&self.model.final_norm(&last)?)?, &firsts)?;
+            let mut scores: Vec<f32> =
+                answers.iter().zip(first).map(|(a, log_prob)| if a.is_empty() { 0.0 } else { log_prob }).collect();
             // Each answer's later tokens, predicted from the answer's tokens before them: the
             // answers run as one tree after the prompt's cache (no copy of the cache per answer,
             // no padding, and answers that begin alike share those tokens).
@@ -247,13 +250,9 @@ impl Reranker {
             }
             let hidden = self.model.forward_tree(&tree.tokens, &tree.parents, &cache)?;
             // One vocabulary projection per tree node, however many answers continue it.
-            let log_probs = log_softmax(&self.model.logits(&self.model.final_norm(&hidden)?)?, D::Minus1)?;
-            let vocab = log_probs.dim(1)?;
-            let picks: Vec<u32> =
-                tree.predicted.iter().map(|&(_, node, token)| (node * vocab + token as usize) as u32).collect();
-            let picks = Tensor::from_vec(picks, tree.predicted.len(), device)?;
-            let picked = log_probs.flatten_all()?.index_select(&picks, 0)?;
-            for (&(answer, _, _), log_prob) in tree.predicted.iter().zip(picked.to_vec1::<f32>()?) {
+            let picks: Vec<(usize, u32)> = tree.predicted.iter().map(|&(_, node, token)| (node, token)).collect();
+            let picked = picked_log_probs(&self.model.logits(&self.model.final_norm(&hidden)?)?, &picks)?;
+            for (&(answer, _, _), log_prob) in tree.predicted.iter().zip(picked) {
                 scores[answer] += log_prob;
             }
             Ok(scores)
