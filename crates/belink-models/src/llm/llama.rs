@@ -550,9 +550,11 @@ impl Llama {
             let residual = x.clone();
             let h = norm(&x, &layer.mlp_norm)?;
             let gate = project(4, &h)?;
-            let gate = match c.gemma {
-                Some(_) => gate.gelu()?, // tanh approximation, as Gemma's gelu_pytorch_tanh
-                None => candle_nn::ops::silu(&gate)?,
+            // Gemma: the tanh approximation, as its gelu_pytorch_tanh.
+            let gate = match (c.gemma.is_some(), pass) {
+                (true, Pass::Serve) => super::kernels::gelu_tanh(&gate)?,
+                (true, Pass::Train(_)) => gate.gelu()?,
+                (false, _) => candle_nn::ops::silu(&gate)?,
             };
             let mut mlp = project(6, &(gate * project(5, &h)?)?)?;
             if let Some(extra) = &layer.extra_norms {

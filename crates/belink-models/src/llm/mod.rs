@@ -7,8 +7,8 @@
 
 mod gguf_check;
 pub mod gguf_tokenizer;
+mod kernels;
 pub mod llama;
-mod log_probs;
 pub mod testing;
 pub mod tune;
 
@@ -26,8 +26,8 @@ use tokenizers::Tokenizer;
 use crate::streams::Streams;
 use crate::ModelError;
 pub use gguf_check::read_gguf_header;
+use kernels::picked_log_probs;
 use llama::{argmax, softmax, KvCache, Llama};
-use log_probs::picked_log_probs;
 
 /// Most tokens a greedy answer may take (reference mode): a letter, or a name (names are
 /// clipped to 120 characters in the prompt).

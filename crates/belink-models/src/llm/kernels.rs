@@ -1,10 +1,16 @@
-//! Log-probabilities of a few chosen tokens from logits over a whole vocabulary, the name
-//! answers' scores. candle's `log_softmax` then a gather makes four full-size temporaries and
-//! runs a scalar `exp` over every entry: on Gemma 3's 262k vocabulary, about 110 answer-tree
-//! nodes per mention at k = 10, that was a sixth of a re-ranking (make bench). Here each row's
-//! log-partition is one pass of a vectorisable `exp` over the logits where they lie.
+//! Hand-written CPU kernels of the serving path, where candle's scalar `exp` and `tanh` (glibc,
+//! one call per element) cost a large share of a re-ranking:
+//! - the log-probabilities of a few chosen tokens from logits over a whole vocabulary, the name
+//!   answers' scores. candle's `log_softmax` then a gather makes four full-size temporaries and
+//!   calls `exp` on every entry: on Gemma 3's 262k vocabulary, about 110 answer-tree nodes per
+//!   mention at k = 10, that was a sixth of a re-ranking (make bench). Here each row's
+//!   log-partition is one vectorised pass over the logits where they lie;
+//! - Gemma's GELU (tanh approximation), about a tenth of its forward pass through glibc's
+//!   `tanhf`.
+//!
+//! Both rest on one vectorisable `exp`, within a few ulp of the exact value.
 
-use candle_core::{Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 /// Log-probability of each pick (row, token) of `logits` [rows, vocab]: the token's logit minus
 /// its row's log-sum-exp over the whole vocabulary, each row's computed once.
@@ -80,6 +86,43 @@ fn exp_non_positive(x: f32) -> f32 {
     polynomial * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
+/// Gemma's GELU, tanh approximation (PyTorch's `gelu(approximate="tanh")`): candle's own on other
+/// devices and in training (which needs its gradient), this kernel when serving on the CPU.
+pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        x.contiguous()?.apply_op1_no_bwd(&GeluTanh)
+    } else {
+        x.gelu()
+    }
+}
+
+struct GeluTanh;
+
+impl CustomOp1 for GeluTanh {
+    fn name(&self) -> &'static str {
+        "gelu-tanh"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("gelu-tanh: the input is not contiguous");
+        };
+        let values = &storage.as_slice::<f32>()?[start..end];
+        Ok((CpuStorage::F32(values.iter().map(|&x| gelu_tanh_of(x)).collect()), layout.shape().clone()))
+    }
+}
+
+/// 0.5 x (1 + tanh(u)) with u = √(2/π) (x + 0.044715 x³), written as x · sigmoid(2u) so that
+/// one exp of a non-positive argument serves both signs without cancellation.
+#[inline(always)]
+fn gelu_tanh_of(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    let e = exp_non_positive(-2.0 * u.abs());
+    let sigmoid = if u >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+    x * sigmoid
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +173,27 @@ mod tests {
     fn a_row_of_equal_logits_gives_the_uniform_log_probability() {
         let row = vec![-3.5f32; 1000];
         assert!((log_sum_exp(&row) - (-3.5 + 1000f32.ln())).abs() < 1e-5);
+    }
+    #[test]
+    fn gelu_is_pytorchs_tanh_approximation() -> candle_core::Result<()> {
+        let reference =
+            |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+        let xs: Vec<f32> =
+            (-4000..=4000).map(|i| i as f32 * 0.005).chain([-30.0, -12.0, 12.0, 30.0, 1e-6, -1e-6]).collect();
+        for &x in &xs {
+            let want = reference(x as f64);
+            let error = (gelu_tanh_of(x) as f64 - want).abs();
+            assert!(error <= 1e-6 * want.abs().max(1e-3), "gelu({x}) = {} against {want}", gelu_tanh_of(x));
+        }
+        // The tensor form, and a non-contiguous input.
+        let tensor = Tensor::from_vec(xs.clone(), xs.len(), &Device::Cpu)?;
+        let candle = tensor.gelu()?.to_vec1::<f32>()?;
+        for (got, want) in gelu_tanh(&tensor)?.to_vec1::<f32>()?.iter().zip(&candle) {
+            assert!((got - want).abs() <= 2e-6 * want.abs().max(1.0));
+        }
+        let grid = Tensor::from_vec(xs[..16].to_vec(), (4, 4), &Device::Cpu)?.t()?;
+        assert_eq!(gelu_tanh(&grid)?.to_vec2::<f32>()?.concat().len(), 16);
+        assert!((gelu_tanh(&grid)?.get(1)?.get(0)?.to_scalar::<f32>()? - gelu_tanh_of(xs[1])).abs() < 1e-7);
+        Ok(())
     }
 }
