@@ -31,6 +31,9 @@ pub fn picked_log_probs(logits: &Tensor, picks: &[(usize, u32)]) -> candle_core:
     picks
         .iter()
         .map(|&(row, token)| {
+            if row >= rows || token as usize >= vocab {
+                candle_core::bail!("token {token} of row {row} is outside logits [{rows}, {vocab}]");
+            }
             let logits_of_row = &values[row * vocab..(row + 1) * vocab];
             let log_partition = *log_partitions[row].get_or_insert_with(|| log_sum_exp(logits_of_row));
             Ok(logits_of_row[token as usize] - log_partition)
@@ -41,7 +44,7 @@ pub fn picked_log_probs(logits: &Tensor, picks: &[(usize, u32)]) -> candle_core:
 const LANES: usize = 16;
 
 /// ln Σ exp(x) over a row, shifted by its maximum so that no term overflows.
-pub fn log_sum_exp(row: &[f32]) -> f32 {
+fn log_sum_exp(row: &[f32]) -> f32 {
     // Fixed lanes let the compiler vectorise the reductions (floating-point addition is not
     // associative, so it will not reorder a plain sum).
     let mut lane_max = [f32::NEG_INFINITY; LANES];
@@ -161,6 +164,7 @@ mod tests {
         let logits = Tensor::from_vec(values, (3, vocab), &Device::Cpu)?;
         let picks = [(0, 7), (2, 262_146), (1, 0), (0, 262_000), (2, 5)];
         let got = picked_log_probs(&logits, &picks)?;
+        assert!(picked_log_probs(&logits, &[(3, 0)]).is_err() && picked_log_probs(&logits, &[(0, 262_147)]).is_err());
         let reference = candle_nn::ops::log_softmax(&logits.to_dtype(candle_core::DType::F64)?, D::Minus1)?;
         for (&(row, token), got) in picks.iter().zip(got) {
             let want = reference.get(row)?.get(token as usize)?.to_scalar::<f64>()?;
@@ -174,6 +178,7 @@ mod tests {
         let row = vec![-3.5f32; 1000];
         assert!((log_sum_exp(&row) - (-3.5 + 1000f32.ln())).abs() < 1e-5);
     }
+
     #[test]
     fn gelu_is_pytorchs_tanh_approximation() -> candle_core::Result<()> {
         let reference =
