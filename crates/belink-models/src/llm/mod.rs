@@ -235,24 +235,26 @@ impl Reranker {
             let tokens = Tensor::new(prompt, device)?.unsqueeze(0)?;
             let (hidden, cache) = self.model.forward(&tokens, reuse_prefix.then_some(&self.prefix))?;
             let last = Llama::last_positions(&hidden, &[prompt.len()])?;
-            // Each answer's first token, predicted from the prompt's last position (an empty
-            // answer's placeholder pick is dropped).
-            let firsts: Vec<(usize, u32)> = answers.iter().map(|a| (0, a.first().copied().unwrap_or(0))).collect();
-            let first = picked_log_probs(&self.model.logits(&self.model.final_norm(&last)?)?, &firsts)?;
-            let mut scores: Vec<f32> =
-                answers.iter().zip(first).map(|(a, log_prob)| if a.is_empty() { 0.0 } else { log_prob }).collect();
             // Each answer's later tokens, predicted from the answer's tokens before them: the
             // answers run as one tree after the prompt's cache (no copy of the cache per answer,
             // no padding, and answers that begin alike share those tokens).
             let tree = AnswerTree::of(answers);
-            if tree.tokens.is_empty() {
-                return Ok(scores);
-            }
-            let hidden = self.model.forward_tree(&tree.tokens, &tree.parents, &cache)?;
-            // One vocabulary projection per tree node, however many answers continue it.
-            let picks: Vec<(usize, u32)> = tree.predicted.iter().map(|&(_, node, token)| (node, token)).collect();
-            let picked = picked_log_probs(&self.model.logits(&self.model.final_norm(&hidden)?)?, &picks)?;
-            for (&(answer, _, _), log_prob) in tree.predicted.iter().zip(picked) {
+            let rows = if tree.tokens.is_empty() {
+                last
+            } else {
+                Tensor::cat(&[&last, &self.model.forward_tree(&tree.tokens, &tree.parents, &cache)?], 0)?
+            };
+            // Row 0 (the prompt's last position) predicts each answer's first token, row 1 + n
+            // (tree node n) the tokens after it: one vocabulary projection per row, however many
+            // answers continue it.
+            let firsts =
+                answers.iter().enumerate().filter_map(|(answer, a)| a.first().map(|&token| (answer, 0, token)));
+            let later = tree.predicted.iter().map(|&(answer, node, token)| (answer, node + 1, token));
+            let (owners, picks): (Vec<usize>, Vec<(usize, u32)>) =
+                firsts.chain(later).map(|(answer, row, token)| (answer, (row, token))).unzip();
+            let log_probs = picked_log_probs(&self.model.logits(&self.model.final_norm(&rows)?)?, &picks)?;
+            let mut scores = vec![0.0; answers.len()];
+            for (answer, log_prob) in owners.into_iter().zip(log_probs) {
                 scores[answer] += log_prob;
             }
             Ok(scores)
