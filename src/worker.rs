@@ -121,6 +121,8 @@ impl ServerCommand {
             adapter,
             "--rerank-batch".into(),
             options.rerank_batch_size.to_string(),
+            "--reranker-bf16".into(),
+            if options.reranker_bf16 { "on" } else { "off" }.into(),
             "--max-dictionaries-mb".into(),
             options.dictionaries_mb.to_string(),
             "--parent-pid".into(),

@@ -113,8 +113,7 @@ fn the_default_model_reranks_and_links() {
     reset_reranker(&mut client);
     wait_until(Duration::from_secs(120), || {
         let s = status(&mut cluster().connect());
-        s["reranker_model"].as_str().is_some_and(|m| m.ends_with("gemma-3-270m-q4_k_m.gguf"))
-            && s["state"] == "running"
+        s["reranker_model"].as_str().is_some_and(|m| m.ends_with("gemma-3-270m-q4_k_m.gguf")) && s["state"] == "running"
     });
     // The default model comes with the adapter tuned for it (make train-reranker).
     let adapter = status(&mut client)["reranker_adapter"].clone();

@@ -396,6 +396,44 @@ fn the_served_gemma_model_gives_the_option_scores_of_the_pytorch_model() {
     assert_served_model_is_the_pytorch_model(&gemma_model(), &adapter);
 }
 
+/// Served with bfloat16 products (AMX; the server's default where the CPU has it), the Gemma
+/// re-ranker with its adapter still chooses what PyTorch's f32 model chooses on the reference
+/// prompts, with each option's probability within 0.02 of PyTorch's.
+#[test]
+fn bfloat16_products_keep_the_gemma_adapter_s_choices_and_probabilities() {
+    let adapter = workspace().join("models/rerankers/gemma3-270m-belink-names-lora.safetensors");
+    let mut served = Reranker::load(&gemma_model(), &Device::Cpu, Some(&adapter)).unwrap();
+    if !belink_models::llm::amx::available() {
+        eprintln!("skipped: this CPU or kernel has no AMX");
+        return;
+    }
+    assert!(served.use_bf16_products().unwrap());
+    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+    let examples = reference["examples"].as_array().unwrap();
+    assert!(!examples.is_empty());
+    let ids = |value: &serde_json::Value| -> Vec<u32> { numbers(value, |t| t.as_u64().unwrap() as u32) };
+    let (mut largest, mut rounded_differently) = (0f32, false);
+    for (i, example) in examples.iter().enumerate() {
+        let answers: Vec<Vec<u32>> = example["answers"].as_array().unwrap().iter().map(ids).collect();
+        let pytorch = softmax(&numbers(&example["option_log_probs"], |l| l.as_f64().unwrap() as f32));
+        let served = softmax(&served.answer_log_probs(&ids(&example["tokens"]), &answers, false).unwrap());
+        let choice = |p: &[f32]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(choice(&served), choice(&pytorch), "prompt {i}: {served:?} against PyTorch's {pytorch:?}");
+        for (p, s) in pytorch.iter().zip(&served) {
+            largest = largest.max((p - s).abs());
+            rounded_differently |= (p - s).abs() > 1e-5;
+        }
+    }
+    eprintln!("bfloat16 products: options' probabilities within {largest} of PyTorch's");
+    assert!(largest <= 0.02, "an option's probability moved by {largest}");
+    assert!(rounded_differently, "the products ran in f32: nothing was rounded");
+}
+
+fn softmax(scores: &[f32]) -> Vec<f32> {
+    log_softmax(scores).iter().map(|l| l.exp()).collect()
+}
+
 /// The reference beside the adapter (`ADAPTER.reference.json`, written by train-reranker.sh)
 /// holds transformers' scores with the adapter for a few training prompts: label logits
 /// (letter form) or each option's summed log-probability (name form).

@@ -4,7 +4,8 @@
 //! crashes or is killed for memory, one request fails, not the database.
 //!
 //!   belink-server --socket PATH --encoder-model DIR [--pooling auto|mean|cls] [--device auto|cpu|cuda]
-//!                 [--reranker-model FILE|DIR] [--rerank-batch N]
+//!                 [--reranker-model FILE|DIR] [--reranker-adapter FILE] [--reranker-bf16 on|off]
+//!                 [--rerank-batch N] [--max-dictionaries-mb N]
 //!                 [--max-batch N] [--batch-wait-ms N] [--threads N] [--parent-pid PID]
 //!                 [--adapted-dir DIR]
 //!
@@ -64,6 +65,7 @@ fn parse_options() -> Result<Options, String> {
     let mut reranker_model = None;
     let mut reranker_adapter = None;
     let mut rerank_batch = 8;
+    let mut reranker_bf16 = true;
     let mut threads = 0;
     let mut parent_pid = None;
     let mut dictionaries_mb: i64 = 0;
@@ -86,6 +88,13 @@ fn parse_options() -> Result<Options, String> {
                 reranker_adapter = Some(PathBuf::from(value()?)).filter(|p| !p.as_os_str().is_empty())
             }
             "--rerank-batch" => rerank_batch = number(&flag, &value()?)?.max(1),
+            "--reranker-bf16" => {
+                reranker_bf16 = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("{flag} is on or off, not {other}")),
+                }
+            }
             "--parent-pid" => parent_pid = Some(number(&flag, &value()?)? as i32),
             "--max-dictionaries-mb" => {
                 dictionaries_mb = value()?.parse().map_err(|_| format!("{flag} needs a number of MB, 0 or -1"))?
@@ -99,6 +108,7 @@ fn parse_options() -> Result<Options, String> {
         device: settings.device.clone(),
         max_batch: rerank_batch,
         batch_wait: settings.batch_wait,
+        bf16: reranker_bf16,
     };
     let dictionaries_limit = match dictionaries_mb {
         -1 => None,

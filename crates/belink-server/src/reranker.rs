@@ -35,6 +35,8 @@ pub struct Settings {
     /// Most items taken from the queue at once.
     pub max_batch: usize,
     pub batch_wait: Duration,
+    /// Matrix products in bfloat16 on AMX where the CPU has it (belink.reranker_bf16).
+    pub bf16: bool,
 }
 
 pub fn run(settings: Settings, streams: Arc<Streams>, queues: Arc<Queues>, stats: Arc<Stats>) {
@@ -116,12 +118,17 @@ fn load(settings: &Settings, stats: &Stats) -> Result<Reranker, String> {
     };
     let started = Instant::now();
     let loaded = belink_models::select_device(&settings.device)
-        .and_then(|device| Reranker::load(path, &device, settings.adapter.as_deref()))
+        .and_then(|device| {
+            let mut reranker = Reranker::load(path, &device, settings.adapter.as_deref())?;
+            let bf16 = settings.bf16 && reranker.use_bf16_products()?;
+            Ok((reranker, bf16))
+        })
         .map_err(|e| format!("re-ranker not loaded: {e}"));
     match &loaded {
-        Ok(reranker) => {
+        Ok((reranker, bf16)) => {
+            let products = if *bf16 { "bfloat16 on AMX" } else { "f32" };
             eprintln!(
-                "belink-server: re-ranker {}{} loaded in {:.1} s ({:?} chat template, {}-token instruction prefix cached)",
+                "belink-server: re-ranker {}{} loaded in {:.1} s ({:?} chat template, {}-token instruction prefix cached, {products} products)",
                 path.display(),
                 settings.adapter.as_ref().map(|a| format!(" with adapter {}", a.display())).unwrap_or_default(),
                 started.elapsed().as_secs_f64(),
@@ -129,6 +136,7 @@ fn load(settings: &Settings, stats: &Stats) -> Result<Reranker, String> {
                 reranker.prefix_len()
             );
             stats.set_model(ModelKind::Reranker, &path.display().to_string(), "loaded");
+            stats.set_reranker_products(products);
         }
         Err(message) => {
             eprintln!("belink-server: {message}");
@@ -136,5 +144,5 @@ fn load(settings: &Settings, stats: &Stats) -> Result<Reranker, String> {
             stats.set_model(ModelKind::Reranker, &path.display().to_string(), &format!("failed: {message}"));
         }
     }
-    loaded
+    loaded.map(|(reranker, _)| reranker)
 }

@@ -17,6 +17,8 @@ struct Counters {
     model: String,
     /// The re-ranker's LoRA adapter, merged into its weights ("" without one).
     adapter: String,
+    /// How the re-ranker's matrix products run ("f32", "bfloat16 on AMX"; "" until loaded).
+    products: String,
     requests: u64,
     /// Texts (encoder) or items (re-ranker).
     units: u64,
@@ -76,6 +78,10 @@ impl Stats {
 
     pub fn set_adapter(&self, kind: ModelKind, adapter: &str) {
         self.with(kind, |c| c.adapter = adapter.to_string());
+    }
+
+    pub fn set_reranker_products(&self, products: &str) {
+        self.with(ModelKind::Reranker, |c| c.products = products.to_string());
     }
 
     pub fn set_model(&self, kind: ModelKind, model: &str, state: &str) {
@@ -152,6 +158,7 @@ impl Stats {
             "reranker_state": r.state,
             "reranker_model": r.model,
             "reranker_adapter": r.adapter,
+            "reranker_products": r.products,
             "rerank_requests": r.requests,
             "rerank_items": r.units,
             "rerank_batches": r.batches,

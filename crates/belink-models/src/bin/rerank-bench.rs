@@ -4,10 +4,13 @@
 //! read from a TSV file (mention<TAB>name|name|...), the way belink_normalize builds them.
 //!
 //!   rerank-bench MODEL PROMPTS_TSV [--items N] [--ks 5,10,20] [--dump-prompts DIR] [--adapter FILE]
+//!                [--bf16]
 //! Prints one JSON line per measurement. --dump-prompts writes the full prompts (one JSON
 //! list per k) for the llama.cpp peer, scripts/rerank-bench-llamacpp.py. --adapter merges an
 //! adapter; one that answers with names is measured the server's way and by generation only
-//! (the label-logit modes measure the letter form).
+//! (the label-logit modes measure the letter form). --bf16: products in bfloat16 on AMX (the
+//! server's `belink.reranker_bf16`), with the largest difference of an option's probability
+//! from f32 products and how often the chosen option differs.
 
 use std::path::Path;
 use std::time::Instant;
@@ -39,6 +42,19 @@ fn main() -> Result<(), String> {
     let reranker = streams
         .install(|| Reranker::load(Path::new(model), &Device::Cpu, adapter.as_deref().map(Path::new)))
         .map_err(|e| e.to_string())?;
+    // The same model with bfloat16 products, beside it (--bf16).
+    let bf16 = match rest.iter().any(|a| a == "--bf16") {
+        true => {
+            let mut bf16 = streams
+                .install(|| Reranker::load(Path::new(model), &Device::Cpu, adapter.as_deref().map(Path::new)))
+                .map_err(|e| e.to_string())?;
+            if !bf16.use_bf16_products().map_err(|e| e.to_string())? {
+                return Err("--bf16: this CPU or kernel has no AMX".into());
+            }
+            Some(bf16)
+        }
+        false => None,
+    };
     let by_letter = reranker.answer_form() == AnswerForm::Letter;
     let report = |mode: &str, k: usize, batch: usize, seconds: f64, items: usize, extra: &str| {
         println!(
@@ -86,9 +102,29 @@ fn main() -> Result<(), String> {
             f()?;
             Ok(started.elapsed().as_secs_f64())
         };
-        let seconds = time(&|| reranker.score_on(&streams, &items).map(|_| ()).map_err(|e| e.to_string()))?;
+        let scores = std::cell::RefCell::new(Vec::new());
+        let score = |reranker: &Reranker| -> Result<f64, String> {
+            time(&|| {
+                *scores.borrow_mut() = reranker.score_on(&streams, &items).map_err(|e| e.to_string())?;
+                Ok(())
+            })
+        };
+        let seconds = score(&reranker)?;
         let form = format!("{prompt}, \"answer\": \"{}\"", if by_letter { "letter" } else { "name" });
         report("score, items spread over the cores, prefix reused", k, items.len(), seconds, items.len(), &form);
+        if let Some(bf16) = &bf16 {
+            let f32_scores = scores.borrow().clone();
+            let seconds = score(bf16)?;
+            let choice = |row: &Vec<f32>| (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
+            let (mut largest, mut differing) = (0f32, 0);
+            for (exact, rounded) in f32_scores.iter().zip(scores.borrow().iter()) {
+                largest = exact.iter().zip(rounded).map(|(a, b)| (a - b).abs()).fold(largest, f32::max);
+                differing += usize::from(choice(exact) != choice(rounded));
+            }
+            let extra =
+                format!("{form}, \"largest_probability_difference\": {largest:.4}, \"choices_differing\": {differing}");
+            report("score, bfloat16 on AMX, items spread over the cores", k, items.len(), seconds, items.len(), &extra);
+        }
         // The label-logit modes measure the letter form only.
         if by_letter {
             let seconds = time(&|| {

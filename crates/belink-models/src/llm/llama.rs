@@ -13,6 +13,7 @@ use candle_nn::{Linear, Module};
 
 use belink_core::decision::prompt::AnswerForm;
 
+use super::amx::{self, PackedWeight};
 use crate::ModelError;
 
 /// The shape of the network.
@@ -67,6 +68,9 @@ struct Layer {
     down: Linear,
     /// Gemma 3's extra norms (None for llama).
     extra_norms: Option<GemmaNorms>,
+    /// The projections' weights in bfloat16 for AMX, in [`PROJECTIONS`] order, when serving
+    /// uses them ([`Llama::use_bf16_products`]); empty otherwise.
+    packed: Vec<Option<PackedWeight>>,
 }
 
 /// Gemma 3's norms of each head's queries and keys, and of the attention's and MLP's outputs.
@@ -84,6 +88,21 @@ impl Layer {
 
     fn projection_mut(&mut self, which: usize) -> &mut Linear {
         [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down][which]
+    }
+
+    /// Projection `which` for serving: on AMX in bfloat16 when packed, else candle's f32 product.
+    fn serve_projection(&self, which: usize, x: &Tensor) -> candle_core::Result<Tensor> {
+        let linear = self.projection(which);
+        match self.packed.get(which).and_then(Option::as_ref) {
+            Some(packed) => {
+                let y = amx::linear(x, packed)?;
+                match linear.bias() {
+                    Some(bias) => y.broadcast_add(bias),
+                    None => Ok(y),
+                }
+            }
+            None => linear.forward(x),
+        }
     }
 }
 
@@ -142,6 +161,8 @@ pub struct Llama {
     norm: Tensor,
     /// Output projection, [vocab, hidden] (the embeddings when tied).
     lm_head: Tensor,
+    /// The output projection in bfloat16 for AMX, when serving uses it.
+    lm_head_packed: Option<PackedWeight>,
     device: Device,
 }
 
@@ -245,11 +266,12 @@ impl Llama {
                 down: linear("down")?,
                 attention_norm: take(&format!("{}.weight", part("attention_norm")))?,
                 mlp_norm: take(&format!("{}.weight", part("mlp_norm")))?,
+                packed: Vec::new(),
             };
             layers.push(layer);
         }
         let lm_head = take(&names.lm_head).unwrap_or_else(|_| embeddings.clone());
-        Ok(Llama { config, embeddings, layers, norm, lm_head, device: device.clone() })
+        Ok(Llama { config, embeddings, layers, norm, lm_head, lm_head_packed: None, device: device.clone() })
     }
 
     /// Loads a GGUF file of architecture `llama`, `qwen2` or `gemma3`.
@@ -511,7 +533,7 @@ impl Llama {
                 (Pass::Train(_), false) => candle_nn::rotary_emb::rope_slow(t, cos, sin),
             };
             let project = |which: usize, x: &Tensor| match pass {
-                Pass::Serve => layer.projection(which).forward(x),
+                Pass::Serve => layer.serve_projection(which, x),
                 Pass::Train(lora) => lora.project(i, which, layer.projection(which), x),
             };
             let residual = x.clone();
@@ -602,6 +624,7 @@ impl Llama {
                     .map_err(|e| ModelError::Weights(format!("adapter of projection {}: {e}", PROJECTIONS[which])))?;
                 *linear = Linear::new(weight, linear.bias().cloned());
             }
+            layer.packed.clear();
         }
         Ok(())
     }
@@ -615,7 +638,37 @@ impl Llama {
 
     /// Logits over the whole vocabulary, for normed hidden states [rows, hidden].
     pub fn logits(&self, normed: &Tensor) -> candle_core::Result<Tensor> {
-        normed.matmul(&self.lm_head.t()?)
+        match &self.lm_head_packed {
+            Some(packed) => amx::linear(normed, packed),
+            None => normed.matmul(&self.lm_head.t()?),
+        }
+    }
+
+    /// Serves the projections and the output projection on AMX in bfloat16 from now on
+    /// (weights rounded once here; f32 accumulation), where this CPU has AMX and the model is on
+    /// the CPU; the weights stay in f32 beside them for training. Returns whether it does. The
+    /// adapters must be merged first: a later [`Llama::merge`] drops the bfloat16 copies.
+    pub fn use_bf16_products(&mut self) -> Result<bool, ModelError> {
+        if !self.device.is_cpu() || !amx::available() {
+            return Ok(false);
+        }
+        let pack = |weight: &Tensor| -> Result<Option<PackedWeight>, ModelError> {
+            let (outputs, inputs) = weight.dims2().map_err(|e| ModelError::Weights(e.to_string()))?;
+            if !PackedWeight::fits(outputs, inputs) {
+                return Ok(None);
+            }
+            let values = weight
+                .flatten_all()
+                .and_then(|w| w.to_vec1::<f32>())
+                .map_err(|e| ModelError::Weights(e.to_string()))?;
+            Ok(PackedWeight::pack(&values, outputs, inputs))
+        };
+        for layer in &mut self.layers {
+            layer.packed =
+                (0..PROJECTIONS.len()).map(|which| pack(layer.projection(which).weight())).collect::<Result<_, _>>()?;
+        }
+        self.lm_head_packed = pack(&self.lm_head)?;
+        Ok(true)
     }
 
     /// The hidden state of each row at its last real token: [batch, hidden].

@@ -5,6 +5,7 @@
 //! option's name, in one more short pass over the options after the prompt's cache. The
 //! instruction prefix shared by every prompt is computed once; its KV cache is reused.
 
+pub mod amx;
 mod gguf_check;
 pub mod gguf_tokenizer;
 mod kernels;
@@ -139,6 +140,21 @@ impl Reranker {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Serves from now on with bfloat16 products on AMX where this CPU has it
+    /// ([`Llama::use_bf16_products`]), the instruction prefix's cache recomputed with them.
+    /// Returns whether it does.
+    pub fn use_bf16_products(&mut self) -> Result<bool, ModelError> {
+        if !self.model.use_bf16_products()? {
+            return Ok(false);
+        }
+        let prefix = Tensor::new(self.prefix_tokens.as_slice(), self.model.device())
+            .and_then(|t| t.unsqueeze(0))
+            .and_then(|t| self.model.forward(&t, None))
+            .map_err(|e| ModelError::Inference(e.to_string()))?;
+        self.prefix = prefix.1;
+        Ok(true)
     }
 
     pub fn template(&self) -> ChatTemplate {
