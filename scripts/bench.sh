@@ -113,7 +113,7 @@ echo "## Set-wise re-ranking (ms per mention), the default model, this machine's
 echo
 prompts=$(mktemp -d)
 python3 scripts/rerank-prompts.py "$ncbi" "$DATA/medic/medic_06Jul2012.txt" "$prompts/prompts.tsv" 16
-target/release/rerank-bench "$RERANKER_MODEL" "$prompts/prompts.tsv" --items 16 --ks 5,10,20 --dump-prompts "$prompts"
+target/release/rerank-bench "$RERANKER_MODEL" "$prompts/prompts.tsv" --items 16 --ks 5,10,20 --dump-prompts "$prompts" --bf16
 for k in 5 10 20; do
     "$PYREF/bin/python" scripts/rerank-bench-llamacpp.py "$RERANKER_MODEL" "$prompts/prompts-k$k.json" "$(nproc)" 2>/dev/null
 done

@@ -128,7 +128,7 @@ fn load(settings: &Settings, stats: &Stats) -> Result<Reranker, String> {
         Ok((reranker, bf16)) => {
             let products = if *bf16 { "bfloat16 on AMX" } else { "f32" };
             eprintln!(
-                "belink-server: re-ranker {}{} loaded in {:.1} s ({:?} chat template, {}-token instruction prefix cached, {products} products)",
+                "belink-server: re-ranker {}{} loaded in {:.1} s ({:?} chat template, {}-token instruction prefix cached, products: {products})",
                 path.display(),
                 settings.adapter.as_ref().map(|a| format!(" with adapter {}", a.display())).unwrap_or_default(),
                 started.elapsed().as_secs_f64(),

@@ -1,7 +1,8 @@
 //! Matrix products on Intel AMX (Advanced Matrix Extensions, Sapphire Rapids and later) in
-//! bfloat16 with f32 accumulation: the re-ranker's projections at several times the speed of
-//! f32 (`gemm`'s AVX-512 kernels), for weights rounded to bfloat16 once at load and inputs
-//! rounded at each product. A re-ranking's time is mostly these products (BENCHMARKS.md).
+//! bfloat16 with f32 accumulation, for weights rounded to bfloat16 once at load and inputs
+//! rounded at each product. A re-ranking's time is mostly the re-ranker's products; on AMX
+//! they take it to about half of what f32 products (`gemm`'s AVX-512 kernels) take
+//! (BENCHMARKS.md).
 //!
 //! candle has no AMX path and Rust's AMX intrinsics are unstable, so the tile instructions are
 //! written as inline assembly. The kernel keeps four 16 × 16 f32 accumulator tiles (a 32 × 32
@@ -92,14 +93,6 @@ impl PackedWeight {
             }
         }
         Some(PackedWeight { outputs, inputs, tiles })
-    }
-
-    pub fn outputs(&self) -> usize {
-        self.outputs
-    }
-
-    pub fn inputs(&self) -> usize {
-        self.inputs
     }
 
     /// x [rows, inputs] (row-major) times the weight's transpose: [rows, outputs]. Only call
