@@ -218,14 +218,10 @@ pub fn linear(x: &Tensor, weight: &PackedWeight) -> candle_core::Result<Tensor> 
 mod tests {
     use super::*;
 
+    /// Values in [-1, 1).
     fn random(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..count)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        let mut random = belink_core::random::SeededRandom::new(seed);
+        (0..count).map(|_| random.unit() * 2.0 - 1.0).collect()
     }
 
     fn bf16_value(x: f32) -> f32 {
