@@ -181,7 +181,7 @@ pub fn init() {
     );
     GucRegistry::define_bool_guc(
         c"belink.reranker_bf16",
-        c"Where the CPU has Intel AMX, the re-ranking LLM's matrix products run in bfloat16 (f32 sums): about twice as fast, option probabilities within about 0.01 of f32 products (rerank-bench --bf16). Off: f32 products everywhere.",
+        c"Where the CPU has Intel AMX, the re-ranking LLM's matrix products run in bfloat16 (f32 sums): about twice as fast, option probabilities within about 0.015 of f32 products (rerank-bench --bf16). Off: f32 products everywhere.",
         c"",
         &RERANKER_BF16,
         GucContext::Sighup,
