@@ -401,17 +401,14 @@ fn the_served_gemma_model_gives_the_option_scores_of_the_pytorch_model() {
 /// prompts, with each option's probability within 0.02 of PyTorch's.
 #[test]
 fn bfloat16_products_keep_the_gemma_adapter_s_choices_and_probabilities() {
-    let adapter = workspace().join("models/rerankers/gemma3-270m-belink-names-lora.safetensors");
-    let mut served = Reranker::load(&gemma_model(), &Device::Cpu, Some(&adapter)).unwrap();
     if !belink_models::llm::amx::available() {
         eprintln!("skipped: this CPU or kernel has no AMX");
         return;
     }
+    let adapter = workspace().join("models/rerankers/gemma3-270m-belink-names-lora.safetensors");
+    let mut served = Reranker::load(&gemma_model(), &Device::Cpu, Some(&adapter)).unwrap();
     assert!(served.use_bf16_products().unwrap());
-    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
-    let examples = reference["examples"].as_array().unwrap();
-    assert!(!examples.is_empty());
+    let examples = reference_examples(&adapter);
     let ids = |value: &serde_json::Value| -> Vec<u32> { numbers(value, |t| t.as_u64().unwrap() as u32) };
     let (mut largest, mut rounded_differently) = (0f32, false);
     for (i, example) in examples.iter().enumerate() {
@@ -430,6 +427,15 @@ fn bfloat16_products_keep_the_gemma_adapter_s_choices_and_probabilities() {
     assert!(rounded_differently, "the products ran in f32: nothing was rounded");
 }
 
+/// The examples of the reference beside `adapter` (`ADAPTER.reference.json`, at least one).
+fn reference_examples(adapter: &Path) -> Vec<serde_json::Value> {
+    let path = PathBuf::from(format!("{}.reference.json", adapter.display()));
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let examples = reference["examples"].as_array().unwrap().clone();
+    assert!(!examples.is_empty());
+    examples
+}
+
 fn softmax(scores: &[f32]) -> Vec<f32> {
     log_softmax(scores).iter().map(|l| l.exp()).collect()
 }
@@ -438,12 +444,9 @@ fn softmax(scores: &[f32]) -> Vec<f32> {
 /// holds transformers' scores with the adapter for a few training prompts: label logits
 /// (letter form) or each option's summed log-probability (name form).
 fn assert_served_model_is_the_pytorch_model(model: &Path, adapter: &Path) {
-    let reference = PathBuf::from(format!("{}.reference.json", adapter.display()));
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
     let served = Reranker::load(model, &Device::Cpu, Some(adapter)).unwrap();
     let base = Reranker::load(model, &Device::Cpu, None).unwrap();
-    let examples = reference["examples"].as_array().unwrap();
-    assert!(!examples.is_empty());
+    let examples = reference_examples(adapter);
     let ids = |value: &serde_json::Value| -> Vec<u32> {
         value.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
     };

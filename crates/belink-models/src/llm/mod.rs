@@ -117,11 +117,8 @@ impl Reranker {
             .collect();
         let pad_id = stop_ids.first().copied().unwrap_or(0);
         let prefix_tokens = encode(&tokenizer, &shared_prefix(template, answer))?;
-        let prefix_tensor = Tensor::new(prefix_tokens.as_slice(), device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(|e| ModelError::Inference(e.to_string()))?;
-        let (_, prefix) =
-            model.forward(&prefix_tensor, None).map_err(|e| ModelError::Inference(format!("{shown}: {e}")))?;
+        let prefix =
+            prefix_cache(&model, &prefix_tokens).map_err(|e| ModelError::Inference(format!("{shown}: {e}")))?;
         Ok(Reranker {
             model,
             tokenizer,
@@ -149,11 +146,8 @@ impl Reranker {
         if !self.model.use_bf16_products()? {
             return Ok(false);
         }
-        let prefix = Tensor::new(self.prefix_tokens.as_slice(), self.model.device())
-            .and_then(|t| t.unsqueeze(0))
-            .and_then(|t| self.model.forward(&t, None))
-            .map_err(|e| ModelError::Inference(e.to_string()))?;
-        self.prefix = prefix.1;
+        self.prefix = prefix_cache(&self.model, &self.prefix_tokens)
+            .map_err(|e| ModelError::Inference(format!("{}: {e}", self.path.display())))?;
         Ok(true)
     }
 
@@ -378,6 +372,12 @@ impl AnswerTree {
         }
         tree
     }
+}
+
+/// The KV cache of the instruction prefix every prompt begins with.
+fn prefix_cache(model: &Llama, prefix_tokens: &[u32]) -> candle_core::Result<KvCache> {
+    let tokens = Tensor::new(prefix_tokens, model.device())?.unsqueeze(0)?;
+    Ok(model.forward(&tokens, None)?.1)
 }
 
 fn load_tokenizer_json(path: &Path) -> Result<Tokenizer, ModelError> {
