@@ -10,7 +10,8 @@
 #       [,span_scorer=PATH][,detection_roots=ID+ID]
 # BELINK_EVAL_ADAPT=off (make eval EVAL_ADAPT=off) adds adapt=off to the defaults: no encoder
 # adaptation, about 40 minutes less. BELINK_EVAL_RERANK_SWEEP=on (make eval EVAL_RERANK_SWEEP=on)
-# also writes rerank-sweep.md: the re-ranker zero-shot against tuned at k = 5, 10 and 20.
+# also writes rerank-sweep.md: the re-ranker zero-shot against tuned at k = 5, 10 and 20; REPORT.md
+# carries the last sweep's table, with its date and commit.
 # BELINK_EVAL_RERANKER_MODEL=GGUF with BELINK_EVAL_RERANKER_ADAPTER=FILE (make eval
 # EVAL_RERANKER=smollm2) re-ranks with that model and adapter (files the server can read).
 # (ontology_file and span_scorer must be readable by the server; the defaults are copied where it

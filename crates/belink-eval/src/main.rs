@@ -48,7 +48,7 @@
 //!       the re-ranker zero-shot against tuned at each k, over datasets already loaded (the
 //!       cluster make eval leaves); restarts the model server with each adapter setting. By
 //!       default the default model and its installed adapter; --reranker-model another model,
-//!       with --adapter the adapter tuned for it
+//!       with --adapter the adapter tuned for it. A REPORT.md beside FILE gets the table too
 //!
 //!   belink-eval mentions --corpus PATH
 //!       the corpus' mentions with one gold id as TSV lines "id<TAB>text" (training names for
@@ -263,7 +263,8 @@ fn evaluate(args: &Args) -> Result<(), String> {
         runs.iter().copied().filter(|r| r.protocol == protocol::Protocol::Classic).collect();
     plots::latency(&classic, &out.join("latency.png"))?;
     let write = |name: &str, text: String| std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"));
-    write("REPORT.md", report::report(&info, &reranker, &results))?;
+    let sweep = std::fs::read_to_string(out.join("rerank-sweep.md")).ok();
+    write("REPORT.md", report::with_sweep(&report::report(&info, &reranker, &results), sweep.as_deref()))?;
     write("errors.md", report::error_analysis(&results))?;
     eprintln!("belink-eval: report written to {}", out.join("REPORT.md").display());
     Ok(())
@@ -285,9 +286,16 @@ fn rerank_sweep(args: &Args) -> Result<(), String> {
     let mut client = connect(args)?;
     let sweep = evaluate::rerank_sweep(&mut client, &specs, &ks, &reranker)?;
     let info = run_info(args, &mut client, "belink-eval rerank-sweep")?;
-    std::fs::write(out, report::rerank_sweep(&info, &reranker, &sweep))
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let sweep = report::rerank_sweep(&info, &reranker, &sweep);
+    std::fs::write(out, &sweep).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("belink-eval: written to {}", out.display());
+    // The evaluation report beside it carries the sweep's table.
+    let report_path = out.with_file_name("REPORT.md");
+    if let Ok(report) = std::fs::read_to_string(&report_path) {
+        std::fs::write(&report_path, report::with_sweep(&report, Some(&sweep)))
+            .map_err(|e| format!("{}: {e}", report_path.display()))?;
+        eprintln!("belink-eval: its table copied into {}", report_path.display());
+    }
     Ok(())
 }
 

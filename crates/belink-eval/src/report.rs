@@ -617,6 +617,51 @@ pub fn rerank_sweep(info: &RunInfo, reranker: &RerankerChoice, sweep: &[SweepRun
     out
 }
 
+/// The report's section on the re-ranker zero-shot against tuned. The sweep takes as long
+/// again as the report (EVAL_RERANK_SWEEP=on), so the report carries the last sweep's table
+/// with the sweep's own date and commit rather than measuring it on every run.
+const SWEEP_HEADING: &str = "## Re-ranking: zero-shot against tuned, by k";
+/// The section the sweep's section goes before when a report has none yet.
+const PUBLISHED_HEADING: &str = "## Published results (test sets)";
+
+/// `report` with its zero-shot-against-tuned section replaced by `sweep` (the text of
+/// rerank-sweep.md; None: not measured yet).
+pub fn with_sweep(report: &str, sweep: Option<&str>) -> String {
+    let mut section = format!("{SWEEP_HEADING}\n\n");
+    match sweep {
+        Some(sweep) => {
+            section.push_str(
+                "Copied from [rerank-sweep.md](rerank-sweep.md), written by `belink-eval rerank-sweep` \
+                 (`make eval EVAL_RERANK_SWEEP=on`), with that run's date and commit:\n\n",
+            );
+            // The sweep's own title and "do not edit" line give way to the paragraph above.
+            for line in sweep
+                .lines()
+                .skip_while(|line| line.starts_with("# ") || line.starts_with("Written by") || line.is_empty())
+            {
+                section.push_str(line);
+                section.push('\n');
+            }
+            section.push('\n');
+        }
+        None => section
+            .push_str("Not measured yet: `make eval EVAL_RERANK_SWEEP=on` measures it (about 35 minutes more).\n\n"),
+    }
+    // Where a heading's line starts (never the report's first line).
+    let section_at = |heading: &str| report.find(&format!("\n{heading}\n")).map(|at| at + 1);
+    match section_at(SWEEP_HEADING) {
+        Some(start) => {
+            let rest = &report[start + SWEEP_HEADING.len()..];
+            let end = rest.find("\n## ").map_or(report.len(), |at| start + SWEEP_HEADING.len() + at + 1);
+            format!("{}{section}{}", &report[..start], &report[end..])
+        }
+        None => match section_at(PUBLISHED_HEADING) {
+            Some(at) => format!("{}{section}{}", &report[..at], &report[at..]),
+            None => format!("{report}\n{section}"),
+        },
+    }
+}
+
 /// The margins the report compares (`belink.rerank_margin`; 1: every mention re-ranked).
 const MARGINS: &[f64] = &[0.02, 0.05, 0.1, 0.2, 1.0];
 
@@ -730,7 +775,7 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{gated_accuracy, Gates, Reliability};
+    use super::{gated_accuracy, with_sweep, Gates, Reliability};
     use crate::evaluate::{NormalizationRun, RerankedAnswer, MAX_K};
     use crate::protocol::Protocol;
 
@@ -831,5 +876,37 @@ mod tests {
         // ECE = 5/7 * |0.92 - 0.8| + 2/7 * |0.3 - 0|.
         assert!((reliability.expected_calibration_error - (5.0 / 7.0 * 0.12 + 2.0 / 7.0 * 0.3)).abs() < 1e-9);
         assert_eq!(Reliability::of(&[]).expected_calibration_error, 0.0);
+    }
+
+    const SWEEP: &str = "# Re-ranking: zero-shot against tuned, by k\n\nWritten by `belink-eval rerank-sweep`. Do not edit by hand.\n\n- date: D1\n\n| dataset | k |\n|---|---:|\n| ncbi | 10 |\n";
+    const REPORT: &str =
+        "# BeLink evaluation report\n\n## Normalization\n\ntable\n\n## Published results (test sets)\n\npublished\n";
+
+    #[test]
+    fn the_sweep_goes_before_the_published_results_with_its_own_date() {
+        let report = with_sweep(REPORT, Some(SWEEP));
+        let sweep_at = report.find("## Re-ranking: zero-shot against tuned, by k").unwrap();
+        assert!(report.find("table").unwrap() < sweep_at);
+        assert!(sweep_at < report.find("## Published results").unwrap());
+        assert!(report.contains("- date: D1\n\n| dataset | k |\n|---|---:|\n| ncbi | 10 |\n"));
+        assert!(!report.contains("Do not edit by hand"), "the sweep's own title and warning are left out");
+        assert!(report.ends_with("published\n"));
+    }
+
+    #[test]
+    fn a_newer_sweep_replaces_the_section_and_nothing_else() {
+        let first = with_sweep(REPORT, Some(SWEEP));
+        let second = with_sweep(&first, Some(&SWEEP.replace("D1", "D2").replace("| 10 |", "| 5 |")));
+        assert!(second.contains("- date: D2") && second.contains("| ncbi | 5 |"));
+        assert!(!second.contains("D1") && !second.contains("| ncbi | 10 |"));
+        assert_eq!(second.matches("## Re-ranking: zero-shot").count(), 1);
+        assert_eq!(second.replace("D2", "D1").replace("| 5 |", "| 10 |"), first);
+    }
+
+    #[test]
+    fn without_a_sweep_the_report_says_how_to_measure_it() {
+        let report = with_sweep(REPORT, None);
+        assert!(report.contains("Not measured yet: `make eval EVAL_RERANK_SWEEP=on`"));
+        assert_eq!(with_sweep(&report, None), report);
     }
 }
