@@ -575,7 +575,7 @@ const NONE_GATES: &[f64] = &[0.0, 0.5, 0.9, f64::INFINITY];
 pub fn rerank_sweep(info: &RunInfo, reranker: &RerankerChoice, sweep: &[SweepRun]) -> String {
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "# Re-ranking: zero-shot against tuned, by k\n");
+    let _ = writeln!(w, "# {SWEEP_TITLE}\n");
     let _ =
         writeln!(w, "Written by `belink-eval rerank-sweep` on the cluster `make eval` left. Do not edit by hand.\n");
     let _ = writeln!(w, "- date: {}\n- commit: {}\n- command: `{}`", info.date, info.commit, info.command);
@@ -617,17 +617,18 @@ pub fn rerank_sweep(info: &RunInfo, reranker: &RerankerChoice, sweep: &[SweepRun
     out
 }
 
-/// The report's section on the re-ranker zero-shot against tuned. The sweep takes as long
-/// again as the report (EVAL_RERANK_SWEEP=on), so the report carries the last sweep's table
-/// with the sweep's own date and commit rather than measuring it on every run.
-const SWEEP_HEADING: &str = "## Re-ranking: zero-shot against tuned, by k";
+/// The title of rerank-sweep.md and of the report's section that carries its table. The sweep
+/// takes about as long again as the report (EVAL_RERANK_SWEEP=on), so the report carries the
+/// last sweep's table with the sweep's own date and commit rather than measuring it every run.
+const SWEEP_TITLE: &str = "Re-ranking: zero-shot against tuned, by k";
 /// The section the sweep's section goes before when a report has none yet.
 const PUBLISHED_HEADING: &str = "## Published results (test sets)";
 
 /// `report` with its zero-shot-against-tuned section replaced by `sweep` (the text of
 /// rerank-sweep.md; None: not measured yet).
 pub fn with_sweep(report: &str, sweep: Option<&str>) -> String {
-    let mut section = format!("{SWEEP_HEADING}\n\n");
+    let heading = format!("## {SWEEP_TITLE}");
+    let mut section = format!("{heading}\n\n");
     match sweep {
         Some(sweep) => {
             section.push_str(
@@ -649,10 +650,10 @@ pub fn with_sweep(report: &str, sweep: Option<&str>) -> String {
     }
     // Where a heading's line starts (never the report's first line).
     let section_at = |heading: &str| report.find(&format!("\n{heading}\n")).map(|at| at + 1);
-    match section_at(SWEEP_HEADING) {
+    match section_at(&heading) {
         Some(start) => {
-            let rest = &report[start + SWEEP_HEADING.len()..];
-            let end = rest.find("\n## ").map_or(report.len(), |at| start + SWEEP_HEADING.len() + at + 1);
+            let rest = &report[start + heading.len()..];
+            let end = rest.find("\n## ").map_or(report.len(), |at| start + heading.len() + at + 1);
             format!("{}{section}{}", &report[..start], &report[end..])
         }
         None => match section_at(PUBLISHED_HEADING) {
