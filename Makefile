@@ -43,7 +43,7 @@ EVAL_DIR      ?= $(CACHE)/eval
 EVAL_PORT     ?= 54331
 EVAL_ADAPT    ?= on
 # on: make eval also writes eval/rerank-sweep.md, the re-ranker zero-shot against tuned at
-# k = 5, 10 and 20 (about 35 minutes more).
+# k = 5, 10 and 20 (about 35 minutes more); eval/REPORT.md carries the last sweep's table.
 EVAL_RERANK_SWEEP ?= off
 # smollm2: make eval re-ranks with SmolLM2-135M-Instruct and its shipped adapter instead of the
 # default model, into eval/smollm2 (only its re-ranking figures differ from eval/REPORT.md's).
