@@ -125,7 +125,7 @@ fn tokenizer_rebuilt_from_gguf_matches_llama_cpp() {
     let tokenizer = belink_models::llm::gguf_tokenizer::from_gguf(&content).unwrap();
     for (text, ids) in reference["texts"].as_array().unwrap().iter().zip(reference["ids"].as_array().unwrap()) {
         let text = text.as_str().unwrap();
-        let expected: Vec<u32> = ids.as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+        let expected = token_ids(ids);
         let got = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
         assert_eq!(got, expected, "{text:?}");
     }
@@ -409,12 +409,11 @@ fn bfloat16_products_keep_the_gemma_adapter_s_choices_and_probabilities() {
     let mut served = Reranker::load(&gemma_model(), &Device::Cpu, Some(&adapter)).unwrap();
     assert!(served.use_bf16_products().unwrap());
     let examples = reference_examples(&adapter);
-    let ids = |value: &serde_json::Value| -> Vec<u32> { numbers(value, |t| t.as_u64().unwrap() as u32) };
     let (mut largest, mut rounded_differently) = (0f32, false);
     for (i, example) in examples.iter().enumerate() {
-        let answers: Vec<Vec<u32>> = example["answers"].as_array().unwrap().iter().map(ids).collect();
-        let pytorch = softmax(&numbers(&example["option_log_probs"], |l| l.as_f64().unwrap() as f32));
-        let served = softmax(&served.answer_log_probs(&ids(&example["tokens"]), &answers, false).unwrap());
+        let answers: Vec<Vec<u32>> = example["answers"].as_array().unwrap().iter().map(token_ids).collect();
+        let pytorch = softmax(&floats(&example["option_log_probs"]));
+        let served = softmax(&served.answer_log_probs(&token_ids(&example["tokens"]), &answers, false).unwrap());
         let choice = |p: &[f32]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
         assert_eq!(choice(&served), choice(&pytorch), "prompt {i}: {served:?} against PyTorch's {pytorch:?}");
         for (p, s) in pytorch.iter().zip(&served) {
@@ -447,18 +446,12 @@ fn assert_served_model_is_the_pytorch_model(model: &Path, adapter: &Path) {
     let served = Reranker::load(model, &Device::Cpu, Some(adapter)).unwrap();
     let base = Reranker::load(model, &Device::Cpu, None).unwrap();
     let examples = reference_examples(adapter);
-    let ids = |value: &serde_json::Value| -> Vec<u32> {
-        value.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
-    };
-    let floats = |value: &serde_json::Value| -> Vec<f32> {
-        value.as_array().unwrap().iter().map(|l| l.as_f64().unwrap() as f32).collect()
-    };
     for (i, example) in examples.iter().enumerate() {
-        let tokens = ids(&example["tokens"]);
+        let tokens = token_ids(&example["tokens"]);
         if let Some(answers) = example["answers"].as_array() {
             // An adapter answering with names: each option's summed log-probability.
             assert_eq!(served.answer_form(), AnswerForm::Name);
-            let answers: Vec<Vec<u32>> = answers.iter().map(ids).collect();
+            let answers: Vec<Vec<u32>> = answers.iter().map(token_ids).collect();
             let pytorch = floats(&example["option_log_probs"]);
             let scores = served.answer_log_probs(&tokens, &answers, false).unwrap();
             for (p, s) in pytorch.iter().zip(&scores) {
@@ -507,6 +500,14 @@ fn numbers<T>(value: &serde_json::Value, convert: impl Fn(&serde_json::Value) ->
     value.as_array().unwrap().iter().map(convert).collect()
 }
 
+fn token_ids(value: &serde_json::Value) -> Vec<u32> {
+    numbers(value, |v| v.as_u64().unwrap() as u32)
+}
+
+fn floats(value: &serde_json::Value) -> Vec<f32> {
+    numbers(value, |v| v.as_f64().unwrap() as f32)
+}
+
 #[test]
 fn gemma3_tokenizer_rebuilt_from_gguf_matches_transformers() {
     let reference = gemma_reference();
@@ -515,7 +516,7 @@ fn gemma3_tokenizer_rebuilt_from_gguf_matches_transformers() {
     let tokenizer = belink_models::llm::gguf_tokenizer::from_gguf(&content).unwrap();
     for (text, ids) in reference["texts"].as_array().unwrap().iter().zip(reference["ids"].as_array().unwrap()) {
         let text = text.as_str().unwrap();
-        let expected = numbers(ids, |i| i.as_u64().unwrap() as u32);
+        let expected = token_ids(ids);
         assert_eq!(tokenizer.encode(text, false).unwrap().get_ids(), expected, "{text:?}");
     }
 }
@@ -530,13 +531,13 @@ fn gemma3_forward_gives_the_logits_of_transformers() {
     let model = Llama::from_gguf(&path, &content, &Device::Cpu).unwrap();
     let mut worst = 0f32;
     for (i, ids) in reference["ids"].as_array().unwrap().iter().enumerate() {
-        let ids = numbers(ids, |v| v.as_u64().unwrap() as u32);
+        let ids = token_ids(ids);
         let tokens = candle_core::Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         let (hidden, _) = model.forward(&tokens, None).unwrap();
         let positions = numbers(&reference["positions"][i], |v| v.as_u64().unwrap() as usize);
         for (row, &position) in positions.iter().enumerate() {
-            let logit_ids = numbers(&reference["logit_ids"][i][row], |v| v.as_u64().unwrap() as u32);
-            let expected = numbers(&reference["logits"][i][row], |v| v.as_f64().unwrap() as f32);
+            let logit_ids = token_ids(&reference["logit_ids"][i][row]);
+            let expected = floats(&reference["logits"][i][row]);
             let normed =
                 model.final_norm(&hidden.get(0).unwrap().get(position).unwrap().unsqueeze(0).unwrap()).unwrap();
             let got = model.logits_for(&normed, &logit_ids).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
