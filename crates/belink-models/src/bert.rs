@@ -14,7 +14,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use crate::norm;
+use crate::{kernels, norm};
 
 /// Parameters by our names, in a stable order (the optimizer and checkpoints rely on it).
 pub type Params = BTreeMap<String, Tensor>;
@@ -150,7 +150,12 @@ impl Bert {
             };
             let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((rows, hidden))?;
             let attended = layer.attention_norm.forward(&(layer.attention_out.forward(&context)? + &x)?)?;
-            let inner = layer.up.forward(&attended)?.gelu_erf()?;
+            let up = layer.up.forward(&attended)?;
+            // Serving takes our vectorisable GELU (candle's calls a scalar erf per value).
+            let inner = match self.kernel {
+                NormKernel::Fast => kernels::gelu_erf(&up)?,
+                NormKernel::Differentiable => up.gelu_erf()?,
+            };
             x = layer.out_norm.forward(&(layer.down.forward(&inner)? + &attended)?)?;
         }
         x.reshape((batch, seq, hidden))

@@ -3,6 +3,7 @@
 pub mod bert;
 pub mod cli;
 pub mod encoder;
+mod kernels;
 pub mod llm;
 mod norm;
 pub mod streams;

@@ -574,7 +574,7 @@ impl Llama {
             let gate = project(4, &h)?;
             // Gemma: the tanh approximation, as its gelu_pytorch_tanh.
             let gate = match (c.gemma.is_some(), pass) {
-                (true, Pass::Serve) => super::kernels::gelu_tanh(&gate)?,
+                (true, Pass::Serve) => crate::kernels::gelu_tanh(&gate)?,
                 (true, Pass::Train(_)) => gate.gelu()?,
                 (false, _) => candle_nn::ops::silu(&gate)?,
             };

@@ -8,7 +8,6 @@
 pub mod amx;
 mod gguf_check;
 pub mod gguf_tokenizer;
-mod kernels;
 pub mod llama;
 pub mod testing;
 pub mod tune;
@@ -24,10 +23,10 @@ use belink_core::decision::rank_prior::add_rank_prior;
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
+use crate::kernels::picked_log_probs;
 use crate::streams::Streams;
 use crate::ModelError;
 pub use gguf_check::read_gguf_header;
-use kernels::picked_log_probs;
 use llama::{argmax, softmax, KvCache, Llama};
 
 /// Most tokens a greedy answer may take (reference mode): a letter, or a name (names are

@@ -1,14 +1,15 @@
-//! Hand-written CPU kernels of the serving path, where candle's scalar `exp` and `tanh` (glibc,
-//! one call per element) cost a large share of a re-ranking:
+//! Hand-written CPU kernels of the serving path, where candle's scalar `exp`, `tanh` and `erf`
+//! (one call per element) cost a large share of a re-ranking or an embedding:
 //! - the log-probabilities of a few chosen tokens from logits over a whole vocabulary, the name
 //!   answers' scores. candle's `log_softmax` then a gather makes four full-size temporaries and
 //!   calls `exp` on every entry: on Gemma 3's 262k vocabulary, about 110 answer-tree nodes per
 //!   mention at k = 10, that was a sixth of a re-ranking (make bench). Here each row's
 //!   log-partition is one vectorised pass over the logits where they lie;
 //! - Gemma's GELU (tanh approximation): through glibc's `tanhf`, 13 % of a re-ranking's
-//!   samples under `perf record` (make bench's prompts).
+//!   samples under `perf record` (make bench's prompts); BERT's GELU (erf), for the sentence
+//!   encoder, likewise through a scalar `erf`.
 //!
-//! Both rest on one vectorisable `exp`, within a few ulp of the exact value.
+//! All rest on one vectorisable `exp`, within a few ulp of the exact value.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
@@ -45,6 +46,29 @@ const LANES: usize = 16;
 
 /// ln Σ exp(x) over a row, shifted by its maximum so that no term overflows.
 fn log_sum_exp(row: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // Safety: the CPU has AVX2.
+        return unsafe { log_sum_exp_avx2(row) };
+    }
+    log_sum_exp_of(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn log_sum_exp_avx2(row: &[f32]) -> f32 {
+    log_sum_exp_of(row)
+}
+
+/// Whether the CPU has AVX2: the crate is built for baseline x86-64 (SSE2, 4 lanes), and the
+/// kernels' loops are compiled a second time for AVX2 (8 lanes), chosen at run time.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+#[inline(always)]
+fn log_sum_exp_of(row: &[f32]) -> f32 {
     // Fixed lanes let the compiler vectorise the reductions (floating-point addition is not
     // associative, so it will not reorder a plain sum).
     let mut lane_max = [f32::NEG_INFINITY; LANES];
@@ -78,7 +102,9 @@ fn log_sum_exp(row: &[f32]) -> f32 {
 fn exp_non_positive(x: f32) -> f32 {
     const ROUND_TO_NEAREST: f32 = 12_582_912.0; // 1.5 × 2^23
     let x = if x < -87.3 { -87.3 } else { x };
-    let n = (x * std::f32::consts::LOG2_E + ROUND_TO_NEAREST) - ROUND_TO_NEAREST;
+    // Adding 1.5 × 2^23 rounds x log2(e) to the integer n, which then sits in the low bits.
+    let shifted = x * std::f32::consts::LOG2_E + ROUND_TO_NEAREST;
+    let n = shifted - ROUND_TO_NEAREST;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let polynomial = 1.0
         + r
@@ -86,33 +112,62 @@ fn exp_non_positive(x: f32) -> f32 {
             * (0.5
                 + r * (1.666_666_5e-1
                     + r * (4.166_579_6e-2 + r * (8.333_452e-3 + r * (1.398_199_9e-3 + r * 1.987_569_2e-4)))));
-    polynomial * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n from those bits: `n as i32` would be a saturating conversion, one lane at a time.
+    let n_bits = shifted.to_bits() as i32 - ROUND_TO_NEAREST.to_bits() as i32;
+    polynomial * f32::from_bits(((n_bits + 127) << 23) as u32)
 }
 
 /// Gemma's GELU, tanh approximation (PyTorch's `gelu(approximate="tanh")`): candle's own on other
 /// devices and in training (which needs its gradient), this kernel when serving on the CPU.
 pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op1_no_bwd(&GeluTanh)
+        x.contiguous()?.apply_op1_no_bwd(&Elementwise("gelu-tanh", gelu_tanh_of))
     } else {
         x.gelu()
     }
 }
 
-struct GeluTanh;
+/// BERT's GELU, exact form (erf): candle's own on other devices and in training, this kernel
+/// when serving on the CPU, where candle's calls a scalar `erf` per element.
+pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        x.contiguous()?.apply_op1_no_bwd(&Elementwise("gelu-erf", gelu_erf_of))
+    } else {
+        x.gelu_erf()
+    }
+}
 
-impl CustomOp1 for GeluTanh {
+/// A function applied to every value of a contiguous f32 tensor on the CPU. `F` is a function
+/// item, so each kernel is compiled (and vectorised) on its own.
+struct Elementwise<F>(&'static str, F);
+
+impl<F: Fn(f32) -> f32 + Send + Sync> CustomOp1 for Elementwise<F> {
     fn name(&self) -> &'static str {
-        "gelu-tanh"
+        self.0
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-tanh: the input is not contiguous");
+            candle_core::bail!("{}: the input is not contiguous", self.0);
         };
         let values = &storage.as_slice::<f32>()?[start..end];
-        Ok((CpuStorage::F32(values.iter().map(|&x| gelu_tanh_of(x)).collect()), layout.shape().clone()))
+        Ok((CpuStorage::F32(map_values(values, &self.1)), layout.shape().clone()))
     }
+}
+
+fn map_values<F: Fn(f32) -> f32>(values: &[f32], f: &F) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // Safety: the CPU has AVX2.
+        return unsafe { map_values_avx2(values, f) };
+    }
+    values.iter().map(|&x| f(x)).collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn map_values_avx2<F: Fn(f32) -> f32>(values: &[f32], f: &F) -> Vec<f32> {
+    values.iter().map(|&x| f(x)).collect()
 }
 
 /// 0.5 x (1 + tanh(u)) with u = √(2/π) (x + 0.044715 x³), written as x · sigmoid(2u) so that
@@ -124,6 +179,19 @@ fn gelu_tanh_of(x: f32) -> f32 {
     let e = exp_non_positive(-2.0 * u.abs());
     let sigmoid = if u >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
     x * sigmoid
+}
+
+/// 0.5 x (1 + erf(z)) with z = x / √2. With erfc(|z|) ≈ p(t) e^(-z²), t = 1 / (1 + 0.3275911 |z|)
+/// (Abramowitz and Stegun 7.1.26, absolute error at most 1.5e-7), 1 + erf(z) is 2 - erfc(|z|)
+/// for z ≥ 0 and erfc(|z|) for z < 0: the negative side without cancellation.
+#[inline(always)]
+fn gelu_erf_of(x: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let p = t * (0.254_829_6 + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let erfc = p * exp_non_positive(-z * z);
+    let one_plus_erf = if x >= 0.0 { 2.0 - erfc } else { erfc };
+    0.5 * x * one_plus_erf
 }
 
 #[cfg(test)]
@@ -199,6 +267,25 @@ mod tests {
         let grid = Tensor::from_vec(xs[..16].to_vec(), (4, 4), &Device::Cpu)?.t()?;
         let want: Vec<f32> = grid.to_vec2::<f32>()?.concat().into_iter().map(gelu_tanh_of).collect();
         assert_eq!(gelu_tanh(&grid)?.to_vec2::<f32>()?.concat(), want);
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_erf_is_the_exact_gelu() -> candle_core::Result<()> {
+        let xs: Vec<f32> =
+            (-4000..=4000).map(|i| i as f32 * 0.005).chain([-30.0, -12.0, 12.0, 30.0, 1e-6, -1e-6, 0.0]).collect();
+        // candle's erf GELU in f64 as the reference.
+        let tensor = Tensor::from_vec(xs.clone(), xs.len(), &Device::Cpu)?;
+        let reference = tensor.to_dtype(candle_core::DType::F64)?.gelu_erf()?.to_vec1::<f64>()?;
+        let got = gelu_erf(&tensor)?.to_vec1::<f32>()?;
+        for ((&x, &got), &want) in xs.iter().zip(&got).zip(&reference) {
+            let error = (got as f64 - want).abs();
+            assert!(error <= 4e-7 * (x.abs() as f64).max(1e-3), "gelu({x}) = {got} against {want}");
+        }
+        // A non-contiguous input.
+        let grid = Tensor::from_vec(xs[..16].to_vec(), (4, 4), &Device::Cpu)?.t()?;
+        let want: Vec<f32> = grid.to_vec2::<f32>()?.concat().into_iter().map(gelu_erf_of).collect();
+        assert_eq!(gelu_erf(&grid)?.to_vec2::<f32>()?.concat(), want);
         Ok(())
     }
 }
