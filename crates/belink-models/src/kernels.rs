@@ -42,6 +42,13 @@ pub fn picked_log_probs(logits: &Tensor, picks: &[(usize, u32)]) -> candle_core:
         .collect()
 }
 
+/// Whether the CPU has AVX2: the crate is built for baseline x86-64 (SSE2, 4 lanes), and the
+/// kernels' loops are compiled a second time for AVX2 (8 lanes), chosen at run time.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
 const LANES: usize = 16;
 
 /// ln Σ exp(x) over a row, shifted by its maximum so that no term overflows.
@@ -58,13 +65,6 @@ fn log_sum_exp(row: &[f32]) -> f32 {
 #[target_feature(enable = "avx2")]
 unsafe fn log_sum_exp_avx2(row: &[f32]) -> f32 {
     log_sum_exp_of(row)
-}
-
-/// Whether the CPU has AVX2: the crate is built for baseline x86-64 (SSE2, 4 lanes), and the
-/// kernels' loops are compiled a second time for AVX2 (8 lanes), chosen at run time.
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
 }
 
 #[inline(always)]
@@ -155,6 +155,7 @@ impl<F: Fn(f32) -> f32 + Send + Sync> CustomOp1 for Elementwise<F> {
     }
 }
 
+/// `f` of every value, by the AVX2 compilation where the CPU has AVX2.
 fn map_values<F: Fn(f32) -> f32>(values: &[f32], f: &F) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
