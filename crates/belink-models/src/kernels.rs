@@ -120,20 +120,25 @@ fn exp_non_positive(x: f32) -> f32 {
 /// Gemma's GELU, tanh approximation (PyTorch's `gelu(approximate="tanh")`): candle's own on other
 /// devices and in training (which needs its gradient), this kernel when serving on the CPU.
 pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op1_no_bwd(&Elementwise("gelu-tanh", gelu_tanh_of))
-    } else {
-        x.gelu()
-    }
+    elementwise_on_cpu(x, Elementwise("gelu-tanh", gelu_tanh_of), Tensor::gelu)
 }
 
 /// BERT's GELU, exact form (erf): candle's own on other devices and in training, this kernel
 /// when serving on the CPU, where candle's calls a scalar `erf` per element.
 pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    elementwise_on_cpu(x, Elementwise("gelu-erf", gelu_erf_of), Tensor::gelu_erf)
+}
+
+/// `kernel` over an f32 tensor on the CPU; candle's `otherwise` elsewhere.
+fn elementwise_on_cpu<F: Fn(f32) -> f32 + Send + Sync>(
+    x: &Tensor,
+    kernel: Elementwise<F>,
+    otherwise: fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op1_no_bwd(&Elementwise("gelu-erf", gelu_erf_of))
+        x.contiguous()?.apply_op1_no_bwd(&kernel)
     } else {
-        x.gelu_erf()
+        otherwise(x)
     }
 }
 
