@@ -13,6 +13,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use super::variants::{gaps, word_set_memory, Gap, Lexicon, MAX_MODIFIERS};
 use super::whole_token;
+use super::word_bags::WordBags;
 use crate::fold::{tokenize, Token};
 use crate::interrupts::Ticker;
 
@@ -205,6 +206,8 @@ pub struct MentionDictionary {
     /// these ("renal hamartomas" is a hamartoma when no renal one is named).
     subdivided: HashSet<usize>,
     lexicon: Lexicon,
+    /// The names by their content words, matched in any order.
+    word_bags: WordBags,
     names: Vec<DictionaryName>,
 }
 
@@ -291,6 +294,14 @@ impl MentionDictionary {
         }
         coordinations_named.retain(|_, pattern| *pattern != AMBIGUOUS);
         let (specifying_modifiers, subdivided) = specifying_modifiers(&pattern_of, &patterns, &names, &lexicon);
+        let word_bags = WordBags::new(
+            forms
+                .iter()
+                .enumerate()
+                .take(names_as_written)
+                .filter(|&(slot, _)| !patterns[slot].capitals_only)
+                .map(|(slot, form)| (form.trim(), slot)),
+        );
         let automaton = AhoCorasick::builder()
             .kind(Some(AhoCorasickKind::ContiguousNFA))
             .match_kind(MatchKind::Standard)
@@ -304,6 +315,7 @@ impl MentionDictionary {
             specifying_modifiers,
             subdivided,
             lexicon,
+            word_bags,
             names,
         })
     }
@@ -340,7 +352,13 @@ impl MentionDictionary {
                     + n.normalized.capacity()
             })
             .sum();
-        self.automaton.memory_usage() + patterns + pattern_of + specifying + names + self.lexicon.memory_usage()
+        self.automaton.memory_usage()
+            + patterns
+            + pattern_of
+            + specifying
+            + names
+            + self.lexicon.memory_usage()
+            + self.word_bags.memory_usage()
     }
 
     /// Every match on token boundaries (overlaps included), in the text's tokens (`chars`: the
@@ -395,6 +413,17 @@ impl MentionDictionary {
                 hits.extend(conjuncts);
             }
             hits.push(hit);
+        }
+        // A name's words in another order, where no name was found over the same words.
+        let reordered = self.word_bags.find(&keys, &gaps, &mut ticker);
+        if !reordered.is_empty() {
+            let found: HashSet<(usize, usize)> = hits.iter().map(|h| (h.first, h.last)).collect();
+            hits.extend(reordered.into_iter().filter(|bag| !found.contains(&(bag.first, bag.last))).map(|bag| Hit {
+                first: bag.first,
+                last: bag.last,
+                pattern: bag.pattern,
+                coordinated: false,
+            }));
         }
         // Words that read as a coordination but are themselves a name ("breast and ovarian
         // cancer" added as a name of the hereditary syndrome) are that name: the ontology says
@@ -573,7 +602,7 @@ fn take_designators(mut first: usize, mut last: usize, keys: &[Cow<str>], gaps: 
 }
 
 /// "2", "12", "ii", "iv", "iid", "a": a number, a Roman numeral (with a letter), or a letter a-d.
-fn is_subtype_code(key: &str) -> bool {
+pub(crate) fn is_subtype_code(key: &str) -> bool {
     let roman = key.trim_end_matches(['a', 'b', 'c', 'd']);
     (key.len() <= 2 && key.bytes().all(|b| b.is_ascii_digit()))
         || (!roman.is_empty() && roman.len() <= 4 && roman.bytes().all(|b| matches!(b, b'i' | b'v' | b'x')))
@@ -1052,8 +1081,32 @@ mod tests {
         assert_eq!(mentions(&dictionary, "deficiency of ASPA")[0].1, ["A"]);
         assert_eq!(mentions(&dictionary, "deficiency of the ASPA")[0].1, ["A"]);
         assert_eq!(mentions(&dictionary, "a deafness deficiency")[0].1, ["D3"]);
-        // "abnormality" heads one name only here: not enough to reorder.
-        assert!(mentions(&dictionary, "eye abnormality").is_empty());
+        // "abnormality" heads one name only here: not enough to reorder a longer one.
+        assert!(mentions(&dictionary, "eye lens abnormality").is_empty());
+    }
+
+    #[test]
+    fn a_names_words_in_another_order_are_that_name() {
+        let dictionary = dictionary(&[
+            ("F", "Calcification of falx cerebri"),
+            ("B", "Stools, Blood"),
+            ("E", "Abnormality of the eye lens"),
+            ("G", "GD II"),
+        ]);
+        assert_eq!(
+            spans(&dictionary, "Calcification of the falx cerebri and blood stools."),
+            owned(&[
+                ("Calcification of the falx cerebri", Some("Calcification of falx cerebri")),
+                ("blood stools", Some("Stools, Blood"))
+            ])
+        );
+        assert_eq!(
+            spans(&dictionary, "abnormalities of the lens of the eye"),
+            owned(&[("abnormalities of the lens of the eye", Some("Abnormality of the eye lens"))])
+        );
+        // Numbers and subtype codes keep a name's order; connectors and commas end the words.
+        assert!(spans(&dictionary, "II GD").is_empty());
+        assert!(spans(&dictionary, "blood and stools; stools, calcification").is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod dictionary;
 pub mod scorer;
 pub mod shared;
 mod variants;
+mod word_bags;
 
 use std::collections::HashMap;
 
