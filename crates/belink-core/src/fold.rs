@@ -175,6 +175,14 @@ const SPELLING_FOLDS: &[(&str, &str)] = &[
     ("paed", "ped"),     // paediatric, orthopaedic
     ("rrhoea", "rrhea"), // diarrhoea, amenorrhoea
     ("pnoea", "pnea"),   // dyspnoea, apnoea
+    ("phaeo", "pheo"),   // phaeochromocytoma
+    ("anaes", "anes"),   // anaesthesia
+    ("aetio", "etio"),   // aetiology
+    ("caec", "cec"),     // caecum
+    ("faec", "fec"),     // faeces
+    ("leucocyt", "leukocyt"),
+    ("fibre", "fiber"),
+    ("centre", "center"),
     ("tumour", "tumor"),
     ("behaviour", "behavior"),
     ("colour", "color"),
@@ -192,7 +200,8 @@ fn fold_spelling(token: &mut String) {
         return;
     }
     // Until nothing changes: a fold can make a new match ("aaem" -> "aem" -> "em"). It ends:
-    // every fold but isation -> ization shortens the token, and no fold writes an "s" anew.
+    // every fold shortens the token but three, which keep its length and rewrite a "re" or an
+    // "s" that no fold writes anew (isation, fibre, centre).
     let mut changed = true;
     while changed {
         changed = false;
@@ -309,6 +318,7 @@ mod tests {
         assert_eq!(fold("haemorrhage"), "hemorrhage");
         assert_eq!(fold("ischaemic stroke"), "ischemic stroke");
         assert_eq!(fold("Oesophageal tumours"), "esophageal tumors");
+        assert_eq!(fold("Phaeochromocytoma, muscle fibres"), "pheochromocytoma muscle fibers");
         assert_eq!(fold("diarrhoea"), "diarrhea");
         assert_eq!(fold("paediatric"), "pediatric");
     }
