@@ -1,14 +1,13 @@
 //! Names matched by their content words in any order (FastHPOCR's idea): "calcification of the
-//! falx cerebri" is the name "Calcification of falx cerebri", "blood stools" is "Stools, Blood"
-//! and "hypopigmentation of skin" is "Skin hypopigmentation", whatever rule would have had to
-//! foresee that word order.
+//! falx cerebri" is HPO's "Calcification of falx cerebri", "neoplasms of the breast" is MeSH's
+//! "Neoplasms, Breast", whatever rule would have had to foresee that word order.
 //!
 //! A name's *bag* is the multiset of its content words' keys (singular folds, see
-//! [`super::variants`]), "of" and "the" left out. A text window
-//! matches a name when its bag is the name's: it starts and ends on a content word, holds
-//! only content words and fillers, and crosses no comma, slash or sentence break ("hearing
-//! loss, speech delay" is not "speech loss"). Connectors and negations end a window: "cataract
-//! and cortical opacities" is not "cortical cataract", "without deafness" names nothing.
+//! [`super::variants`]), "of" and "the" left out. A text window matches a name when its bag is
+//! the name's: it starts and ends on a content word, holds only content words and fillers, and
+//! crosses no comma, slash or sentence break ("hearing loss, speech delay" is not "speech
+//! loss"). Any other word ends a window, connectors and negations included: "cataract and
+//! cortical opacities" is not "cortical cataract".
 
 use std::hash::BuildHasher;
 
