@@ -9,18 +9,18 @@ use belink_core::mentions::scorer::{train, SpanScorer};
 use belink_core::mentions::{detect_mentions, find_mentions, find_mentions_scored, Nesting};
 use belink_core::fold::{fold, tokenize};
 use belink_core::decision::context::context_window;
-use belink_core::decision::prompt::{item_suffix, ChatTemplate, PromptCandidate, RerankItem};
+use belink_core::decision::prompt::{item_suffix, AnswerForm, ChatTemplate, PromptCandidate, RerankItem};
 use libfuzzer_sys::fuzz_target;
 
 fn dictionary() -> &'static MentionDictionary {
     static DICTIONARY: OnceLock<MentionDictionary> = OnceLock::new();
     DICTIONARY.get_or_init(|| {
-        let mut names: Vec<String> = ["Colorectal cancer", "FAP", "ALL", "β-thalassemia", "Crohn's disease", "a", "1 2 3"]
+        let mut names: Vec<String> = ["Colorectal cancer", "FAP", "ALL", "β-thalassemia", "Crohn's disease", "a", "1 2 3", "Calcification of the falx cerebri"]
             .iter()
             .map(|n| n.to_string())
             .collect();
         // Enough "Familial X", "Severe X" and "Deficiency of X" names for the lexical variants'
-        // modifiers, qualifiers and reordering; two names sharing a head for coordination.
+        // modifiers, qualifiers and reordering (their words also match in any order); two names sharing a head for coordination.
         // "Hereditary X" and "X syndrome" make "hereditary" a modifier and "syndrome" an
         // ending (a coordination inside a name); "Renal X", named apart, a modifier that
         // specifies the concept.
@@ -111,5 +111,7 @@ fuzz_target!(|data: &[u8]| {
         context: Some(context),
         candidates: vec![PromptCandidate { name: text.to_string(), synonyms: vec![text.to_string()], definition: Some(text.to_string()) }],
     };
-    let _ = item_suffix(&item, ChatTemplate::ChatMl);
+    for form in [AnswerForm::Letter, AnswerForm::Name] {
+        let _ = item_suffix(&item, ChatTemplate::ChatMl, form);
+    }
 });
