@@ -206,8 +206,9 @@ scale: install
 	scripts/scale.sh $(SCALE_DIR) $(SCALE_PORT)
 
 # Dense retrieval at that size, on the cluster make scale left: every synthetic name embedded
-# (about 5 hours on 2 idle cores; resumes where it stopped), the HNSW graph built, then its
-# recall against exact search and belink_normalize latency (run it in the background).
+# (about 5 hours on 2 idle Xeon cores, 12-14 on 2 Zen 1 EPYC ones; resumes where it stopped),
+# the HNSW graph built, then its recall against exact search and belink_normalize latency (run
+# it in the background).
 scale-dense: install
 	cargo build --release -p belink-eval
 	scripts/scale.sh $(SCALE_DIR) $(SCALE_PORT) dense
