@@ -9,7 +9,7 @@
 #
 # scripts/scale.sh DIR PORT dense: dense retrieval at that size, on the cluster the run above left
 # (make scale-dense): every synthetic name embedded through the model server (belink_index, about
-# 5 hours on 2 idle Xeon cores, 12-14 on Zen 1 EPYC ones; interrupt it and run again to resume),
+# 5 hours on 2 idle Xeon cores, 13-16 on Zen 1 EPYC ones; interrupt it and run again to resume),
 # the HNSW graph built in memory (SCALE_INDEX_MEMORY, default 16GB: about 1.6 kB a vector), then
 # HNSW against exact search over belink's own index, and belink_normalize latency and backend
 # memory with dense and hybrid retrieval.
