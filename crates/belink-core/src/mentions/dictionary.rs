@@ -78,6 +78,8 @@ const STOP_WORDS: &[&str] = &[
     "i",
     "if",
     "in",
+    // MEDIC (BioSyn's file) carries OMIM's ", INCLUDED" marker as a synonym of its own.
+    "included",
     "into",
     "is",
     "it",
@@ -820,6 +822,7 @@ mod tests {
             ("D006973", "Hypertension"),
             ("X", "All"),
             ("Y", "Was"),
+            ("W", "INCLUDED"),
             ("Z", "ab"),
         ])
     }
@@ -848,7 +851,10 @@ mod tests {
 
     #[test]
     fn acronyms_need_capitals_and_short_or_common_words_are_ignored() {
-        let found = mentions(&medic(), "All patients with ALL or FAP, as was shown; fap and dm are lowercase. DM too.");
+        let found = mentions(
+            &medic(),
+            "All patients with ALL or FAP, as was shown; fap and dm are lowercase. DM too. INCLUDED: all included.",
+        );
         let texts: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
         assert_eq!(texts, ["ALL", "FAP", "DM"]);
     }
