@@ -188,7 +188,7 @@ struct Pattern {
 
 /// Bytes a mention dictionary holds per name, about, to decide before building one: 206 MB for
 /// 484k names, 28.2 MB for MEDIC's 76k, 3.6 GB for a synthetic UMLS's 9.67 M (BENCHMARKS.md,
-/// "Scale"); matching names in any word order added 25 to 50 bytes a name (MEDIC 30.1 MB).
+/// "Scale"); matching names in any word order added 25 to 50 bytes a name (MEDIC 29.9 MB).
 pub const ESTIMATED_BYTES_PER_NAME: usize = 450;
 
 /// A compiled dictionary for one ontology.
