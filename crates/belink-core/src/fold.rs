@@ -200,8 +200,8 @@ fn fold_spelling(token: &mut String) {
         return;
     }
     // Until nothing changes: a fold can make a new match ("aaem" -> "aem" -> "em"). It ends:
-    // every fold shortens the token but three, which keep its length and rewrite a "re" or an
-    // "s" that no fold writes anew (isation, fibre, centre).
+    // every fold either shortens the token or keeps its length (isation, leucocyt, fibre,
+    // centre) and removes a pattern that no fold writes anew.
     let mut changed = true;
     while changed {
         changed = false;

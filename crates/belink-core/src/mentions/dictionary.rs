@@ -231,11 +231,11 @@ pub struct Detection {
 }
 
 /// A match in token indices, before it becomes a [`Detection`].
-struct Hit {
-    first: usize,
-    last: usize,
-    pattern: usize,
-    coordinated: bool,
+pub(super) struct Hit {
+    pub first: usize,
+    pub last: usize,
+    pub pattern: usize,
+    pub coordinated: bool,
 }
 
 impl MentionDictionary {
@@ -420,12 +420,7 @@ impl MentionDictionary {
         let reordered = self.word_bags.find(&keys, &gaps, &mut ticker);
         if !reordered.is_empty() {
             let found: HashSet<(usize, usize)> = hits.iter().map(|h| (h.first, h.last)).collect();
-            hits.extend(reordered.into_iter().filter(|bag| !found.contains(&(bag.first, bag.last))).map(|bag| Hit {
-                first: bag.first,
-                last: bag.last,
-                pattern: bag.pattern,
-                coordinated: false,
-            }));
+            hits.extend(reordered.into_iter().filter(|bag| !found.contains(&(bag.first, bag.last))));
         }
         // Words that read as a coordination but are themselves a name ("breast and ovarian
         // cancer" added as a name of the hereditary syndrome) are that name: the ontology says

@@ -13,6 +13,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::{FxBuildHasher, FxHashSet as HashSet};
 
+use super::dictionary::Hit;
 use super::variants::Gap;
 use crate::interrupts::Ticker;
 
@@ -47,12 +48,13 @@ pub(crate) struct WordBags {
     bags: Vec<(u64, Box<str>, usize)>,
 }
 
-/// A name's words found in another order: tokens `first..=last` are pattern `pattern`'s bag.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct BagHit {
-    pub first: usize,
-    pub last: usize,
-    pub pattern: usize,
+/// What a text's token is to a window: a word of some bag (with its hash), a filler, or a word
+/// that ends the window.
+#[derive(Clone, Copy)]
+enum Role {
+    Content(u64),
+    Filler,
+    Other,
 }
 
 fn bag_hash(words: &[&str]) -> u64 {
@@ -101,27 +103,31 @@ impl WordBags {
         index
     }
 
-    /// Every window of `keys` whose bag is a name's, with the pattern of each name of that bag
+    /// Every window of `keys` whose bag is a name's, as a hit of each name of that bag
     /// (`gaps[i]`: what separates token i from the one before it).
-    pub fn find(&self, keys: &[impl AsRef<str>], gaps: &[Gap], ticker: &mut Ticker) -> Vec<BagHit> {
+    pub fn find(&self, keys: &[impl AsRef<str>], gaps: &[Gap], ticker: &mut Ticker) -> Vec<Hit> {
         let mut hits = Vec::new();
         if self.bags.is_empty() {
             return hits;
         }
-        // The hash of each token that may be in a bag; fillers and other words are None.
-        let hashes: Vec<Option<u64>> = keys
+        let roles: Vec<Role> = keys
             .iter()
             .map(|key| {
                 let key = key.as_ref();
                 if is_filler(key) {
-                    return None;
+                    return Role::Filler;
                 }
-                Some(word_hash(key)).filter(|h| self.words.contains(h))
+                let hash = word_hash(key);
+                if self.words.contains(&hash) {
+                    Role::Content(hash)
+                } else {
+                    Role::Other
+                }
             })
             .collect();
         for first in 0..keys.len() {
             ticker.step();
-            if hashes[first].is_none() {
+            if !matches!(roles[first], Role::Content(_)) {
                 continue;
             }
             let mut sum = 0u64;
@@ -130,14 +136,13 @@ impl WordBags {
                 if last > first && !matches!(gaps[last], Gap::Space | Gap::Hyphen) {
                     break;
                 }
-                let key = keys[last].as_ref();
-                match hashes[last] {
-                    Some(hash) => {
+                match roles[last] {
+                    Role::Content(hash) => {
                         sum = sum.wrapping_add(hash);
                         content += 1;
                     }
-                    None if is_filler(key) => continue,
-                    None => break,
+                    Role::Filler => continue,
+                    Role::Other => break,
                 }
                 if content > MAX_BAG_WORDS {
                     break;
@@ -145,14 +150,16 @@ impl WordBags {
                 if content < 2 || !self.bag_hashes.contains(&sum) {
                     continue;
                 }
-                let mut window: Vec<&str> =
-                    keys[first..=last].iter().map(AsRef::as_ref).filter(|k| !is_filler(k)).collect();
+                let mut window: Vec<&str> = (first..=last)
+                    .filter(|&i| matches!(roles[i], Role::Content(_)))
+                    .map(|i| keys[i].as_ref())
+                    .collect();
                 window.sort_unstable();
                 let window = window.join(" ");
                 let same_hash = &self.bags[self.bags.partition_point(|entry| entry.0 < sum)..];
                 for (_, bag, pattern) in same_hash.iter().take_while(|entry| entry.0 == sum) {
                     if **bag == *window {
-                        hits.push(BagHit { first, last, pattern: *pattern });
+                        hits.push(Hit { first, last, pattern: *pattern, coordinated: false });
                     }
                 }
             }
