@@ -1,9 +1,11 @@
 //! Sentence embeddings through the model server: belink_embed, and belink_index (embedding
 //! every name of an ontology into a per-ontology HNSW index).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use belink_core::catalog::Embeddings;
+use belink_core::retrieval::dense::AlikeTexts;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
@@ -89,20 +91,23 @@ pub(crate) fn adapted_encoder(dir: &str) -> Embeddings {
     Embeddings { model: dir.to_string(), dim, ignores_case: vectors[0] == vectors[1], adapted: true }
 }
 
-/// The encoder to ask the server for when embedding `ontology`'s names ("" for its own).
-fn request_model(client: &SpiClient<'_>, ontology: &str) -> String {
-    client
+/// The encoder to ask the server for when embedding `ontology`'s names ("" for its own), and
+/// whether it ignores case (as recorded by belink_index_prepare).
+fn request_model(client: &SpiClient<'_>, ontology: &str) -> (String, bool) {
+    let rows = client
         .select(
-            "SELECT CASE WHEN embedding_model = adapted_encoder THEN adapted_encoder ELSE '' END
+            "SELECT CASE WHEN embedding_model = adapted_encoder THEN adapted_encoder ELSE '' END,
+                    coalesce(embedding_ignores_case, false)
              FROM belink.ontologies WHERE name = $1",
             None,
             &[ontology.into()],
         )
-        .or_raise("reading the ontology")
-        .first()
-        .get_one::<String>()
-        .or_raise("reading the ontology")
-        .unwrap_or_default()
+        .or_raise("reading the ontology");
+    let row = rows.first();
+    (
+        row.get::<String>(1).or_raise("reading the ontology").unwrap_or_default(),
+        row.get::<bool>(2).or_raise("reading the ontology").unwrap_or(false),
+    )
 }
 
 /// First step of belink_index: checks the ontology and the encoder, forgets embeddings made by
@@ -182,6 +187,8 @@ fn counts(client: &SpiClient<'_>, ontology: &str) -> (i64, i64) {
 /// name is left after `after_name_id`. The caller passes that back: each batch then starts
 /// where the last one ended, instead of walking every name embedded before it (241 ms a batch
 /// once 93,000 names of a 10-million-name ontology were embedded, and growing with each).
+/// Names written alike (as the encoder sees them) share one embedding of their text: the other
+/// names not embedded yet that are written like one of the batch's take its vector now.
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i64, 0)) -> Option<i64> {
     if !(1..=100_000).contains(&batch_size) {
@@ -192,42 +199,68 @@ fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i
     }
     Spi::connect_mut(|client| {
         catalog::require_change_right(client, ontology);
-        let pending: Vec<(i64, String)> = client
+        let batch: Vec<(i64, String, String)> = client
             .update(
-                "SELECT name_id, name FROM belink.names WHERE ontology = $1 AND embedding IS NULL AND name_id > $3
+                "SELECT name_id, name, normalized FROM belink.names
+                 WHERE ontology = $1 AND embedding IS NULL AND name_id > $3
                  ORDER BY name_id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 None,
                 &[ontology.into(), (batch_size as i64).into(), after_name_id.into()],
             )
             .or_raise("reading names to embed")
-            .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??)))
+            .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??, row.get(3).ok()??)))
             .collect();
-        if pending.is_empty() {
-            return None;
+        let last = batch.last()?.0;
+        let (model, ignores_case) = request_model(client, ontology);
+        let mut texts = AlikeTexts::new(ignores_case);
+        let mut names: Vec<(i64, usize)> = batch.iter().map(|(id, name, _)| (*id, texts.add(name))).collect();
+        // Names written alike fold alike, so the normalized index finds them. Rows another
+        // session holds are left to it: waiting for them could deadlock.
+        let in_batch: HashSet<i64> = names.iter().map(|(id, _)| *id).collect();
+        let normalized: Vec<String> = batch.into_iter().map(|(_, _, normalized)| normalized).collect();
+        let alike = client
+            .update(
+                "SELECT name_id, name FROM belink.names
+                 WHERE ontology = $1 AND normalized = ANY($2) AND embedding IS NULL
+                 FOR UPDATE SKIP LOCKED",
+                None,
+                &[ontology.into(), normalized.into()],
+            )
+            .or_raise("reading names written alike");
+        for row in alike {
+            let (Some(id), Some(name)) = (
+                row.get::<i64>(1).or_raise("reading names written alike"),
+                row.get::<String>(2).or_raise("reading names written alike"),
+            ) else {
+                continue;
+            };
+            if let Some(text) = texts.find(&name).filter(|_| !in_batch.contains(&id)) {
+                names.push((id, text));
+            }
         }
-        let (ids, texts): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
-        let (dim, vectors) = client::embed(&request_model(client, ontology), texts).or_raise_error();
+        let (dim, vectors) = client::embed(&model, texts.into_texts()).or_raise_error();
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        let (ids, text_indices): (Vec<i64>, Vec<i32>) = names.iter().map(|&(id, text)| (id, text as i32)).unzip();
         let vec_schema = extension_schema(client, "vector");
         client
             .update(
                 &format!(
-                    "UPDATE belink.names n SET embedding = (($2::real[])[(i - 1) * $3 + 1 : i * $3])::{vec_schema}.vector
-                     FROM generate_subscripts($1::bigint[], 1) AS i WHERE n.name_id = ($1::bigint[])[i]"
+                    "UPDATE belink.names n SET embedding = (($2::real[])[t * $3 + 1 : (t + 1) * $3])::{vec_schema}.vector
+                     FROM unnest($1::bigint[], $4::integer[]) AS stored(name_id, t) WHERE n.name_id = stored.name_id"
                 ),
                 None,
-                &[ids.clone().into(), flat.into(), (dim as i32).into()],
+                &[ids.into(), flat.into(), (dim as i32).into(), text_indices.into()],
             )
             .or_raise("storing embeddings");
         client
             .update(
                 "UPDATE belink.index_progress SET done = done + $2, updated_at = now() WHERE ontology = $1",
                 None,
-                &[ontology.into(), (ids.len() as i64).into()],
+                &[ontology.into(), (names.len() as i64).into()],
             )
             .or_raise("recording progress");
         embeddings_changed(client, ontology);
-        ids.last().copied()
+        Some(last)
     })
 }
 

@@ -238,14 +238,19 @@ fn belink_index_resumes_and_makes_candidates_hybrid() {
     client
         .batch_execute("UPDATE belink.names SET embedding = NULL WHERE ontology = 'hpo_e2e' AND kind <> 'preferred'")
         .unwrap();
-    let missing: i64 = client
-        .query_one("SELECT count(*) FROM belink.names WHERE ontology = 'hpo_e2e' AND embedding IS NULL", &[])
+    // MiniLM ignores case: names differing in case only are one text to embed.
+    let missing_texts: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT lower(name)) FROM belink.names WHERE ontology = 'hpo_e2e' AND embedding IS NULL",
+            &[],
+        )
         .unwrap()
         .get(0);
     let before = status(&mut client)["texts"].as_u64().unwrap();
     client.batch_execute("CALL belink_index('hpo_e2e')").unwrap();
     let after = status(&mut client)["texts"].as_u64().unwrap();
-    assert_eq!(after - before, missing as u64, "only the missing names were sent to the encoder");
+    assert_eq!(after - before, missing_texts as u64, "only the missing names were sent to the encoder");
+    assert_eq!(embedded(&mut client, "hpo_e2e"), names);
 
     // Hybrid candidates: a paraphrase no name matches lexically is found by the dense source.
     let rows = client
@@ -466,6 +471,62 @@ fn names_held_by_another_session_while_indexing_passed_them_are_embedded_at_the_
     let done: i64 = embedded(&mut observer, "held_index");
     assert_eq!(done, 3000, "the held names were embedded by the last pass from the start");
     observer.batch_execute("SELECT belink_drop_ontology('held_index')").unwrap();
+}
+
+#[test]
+fn names_written_alike_are_embedded_once_in_any_batch() {
+    let mut client = cluster().connect();
+    // 600 names, 200 texts: each written three ways, 200 names apart (never in one batch of 50).
+    let tsv: String = (0..600)
+        .map(|i| {
+            let text = format!("alike finding {}", i % 200);
+            let written = match i / 200 {
+                0 => text,
+                1 => text.to_uppercase(),
+                _ => format!("A{}", &text[1..]),
+            };
+            format!("Z:{i}\t{written}\n")
+        })
+        .collect();
+    client.query_one("SELECT concepts FROM belink_load_ontology_text('alike_index', $1)", &[&tsv]).unwrap();
+    let before = status(&mut client)["texts"].as_u64().unwrap();
+    client.batch_execute("CALL belink_index('alike_index', batch_size => 50)").unwrap();
+    let after = status(&mut client)["texts"].as_u64().unwrap();
+    assert_eq!(after - before, 200, "each text embedded once");
+    assert_eq!(embedded(&mut client, "alike_index"), 600);
+    let row = client
+        .query_one(
+            "SELECT (SELECT done FROM belink.index_status WHERE ontology = 'alike_index'),
+                    count(DISTINCT embedding::text), count(DISTINCT lower(name))
+             FROM belink.names WHERE ontology = 'alike_index'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (600, 200, 200));
+    let spread: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT lower(name) FROM belink.names WHERE ontology = 'alike_index'
+             GROUP BY 1 HAVING count(DISTINCT embedding::text) > 1) AS differing",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(spread, 0, "names written alike have the same vector");
+
+    // Two sessions at once: each leaves the rows the other holds to it (no deadlock), and
+    // every name is embedded.
+    client.batch_execute("UPDATE belink.names SET embedding = NULL WHERE ontology = 'alike_index'").unwrap();
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            let mut session = cluster().connect();
+            thread::spawn(move || session.batch_execute("CALL belink_index('alike_index', batch_size => 20)"))
+        })
+        .collect();
+    for session in sessions {
+        session.join().unwrap().unwrap();
+    }
+    assert_eq!(embedded(&mut client, "alike_index"), 600);
+    client.batch_execute("SELECT belink_drop_ontology('alike_index')").unwrap();
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! The dense source's query side. A mention written like one of its exact matches takes that
 //! name's stored embedding, made by the same encoder as every target's: linking then needs no
 //! encoder request for a mention written like a name of the ontology. The model server embeds
-//! the others, in one request.
+//! the others, in one request. Indexing uses the same notion of alike: a text is embedded once
+//! for every name written like it.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use crate::catalog::OntologyState;
 use crate::error::{Error, Result};
@@ -16,7 +20,52 @@ use crate::retrieval::Query;
 /// ("[CLS]", "<s>") are matched by tokenizers before they lowercase, so texts with `[` or `<`
 /// count as alike only when equal.
 pub fn embed_alike(a: &str, b: &str, encoder_ignores_case: bool) -> bool {
-    a == b || (encoder_ignores_case && a.eq_ignore_ascii_case(b) && !a.contains(['[', '<']))
+    embedding_key(a, encoder_ignores_case) == embedding_key(b, encoder_ignores_case)
+}
+
+/// The form of `text` that texts [embedded alike](embed_alike) share.
+fn embedding_key(text: &str, encoder_ignores_case: bool) -> Cow<'_, str> {
+    if encoder_ignores_case && text.bytes().any(|b| b.is_ascii_uppercase()) && !text.contains(['[', '<']) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Texts to embed, each written once however many names share it (alike, as the encoder sees
+/// them): a UMLS-size vocabulary writes about half of its names the same as another.
+#[derive(Debug, Default)]
+pub struct AlikeTexts {
+    encoder_ignores_case: bool,
+    texts: Vec<String>,
+    index_of: HashMap<String, usize>,
+}
+
+impl AlikeTexts {
+    pub fn new(encoder_ignores_case: bool) -> Self {
+        AlikeTexts { encoder_ignores_case, ..AlikeTexts::default() }
+    }
+
+    /// The index of the text `text` is embedded as, added to the texts if none is alike.
+    pub fn add(&mut self, text: &str) -> usize {
+        let key = embedding_key(text, self.encoder_ignores_case).into_owned();
+        let next = self.texts.len();
+        let index = *self.index_of.entry(key).or_insert(next);
+        if index == next {
+            self.texts.push(text.to_string());
+        }
+        index
+    }
+
+    /// The index of the text alike `text`, if one was added.
+    pub fn find(&self, text: &str) -> Option<usize> {
+        self.index_of.get(embedding_key(text, self.encoder_ignores_case).as_ref()).copied()
+    }
+
+    /// The texts in the order of their indices.
+    pub fn into_texts(self) -> Vec<String> {
+        self.texts
+    }
 }
 
 /// A vector can only search ontologies embedded with an encoder of its dimension.
@@ -99,7 +148,22 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
 
 #[cfg(test)]
 mod tests {
-    use super::embed_alike;
+    use super::{embed_alike, AlikeTexts};
+
+    #[test]
+    fn alike_texts_are_embedded_once_and_found_by_any_of_their_forms() {
+        let mut texts = AlikeTexts::new(true);
+        let indices: Vec<usize> =
+            ["Lipoma", "LIPOMA", "lipomas", "lipoma", "a [MASK]", "a [mask]"].iter().map(|t| texts.add(t)).collect();
+        assert_eq!(indices, [0, 0, 1, 0, 2, 3]);
+        assert_eq!(texts.find("LiPoMa"), Some(0));
+        assert_eq!(texts.find("lipomatosis"), None);
+        assert_eq!(texts.into_texts(), ["Lipoma", "lipomas", "a [MASK]", "a [mask]"]);
+        // A cased encoder: only equal texts.
+        let mut texts = AlikeTexts::new(false);
+        assert_eq!((texts.add("Lipoma"), texts.add("LIPOMA"), texts.add("Lipoma")), (0, 1, 0));
+        assert_eq!(texts.find("lipoma"), None);
+    }
 
     #[test]
     fn equal_texts_always_and_other_cases_only_for_an_uncased_encoder() {
