@@ -334,6 +334,10 @@ BEGIN
         PERFORM set_config('maintenance_work_mem', '1GB', true);
     END IF;
     SELECT p.m, p.ef_construction INTO m, ef_construction FROM belink.hnsw_build_parameters() p;
+    -- Sessions indexing one ontology together each end here: the first builds the graph, the
+    -- others wait for it and find it built (two builds at once would each take the memory and
+    -- hours of a large graph, and the second would fail on the name).
+    PERFORM pg_advisory_xact_lock(hashtextextended('belink.create_embedding_index ' || ontology, 0));
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON belink.names USING hnsw
                         ((embedding::%I.vector(%s)) %I.vector_cosine_ops) WITH (m = %s, ef_construction = %s)
                         WHERE ontology = %L',

@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -527,6 +528,37 @@ fn names_written_alike_are_embedded_once_in_any_batch() {
     }
     assert_eq!(embedded(&mut client, "alike_index"), 600);
     client.batch_execute("SELECT belink_drop_ontology('alike_index')").unwrap();
+}
+
+#[test]
+fn sessions_ending_their_indexing_together_build_the_graph_once() {
+    let mut client = cluster().connect();
+    load_findings(&mut client, "finish_index", "finish", 3000);
+    client.batch_execute("CALL belink_index('finish_index')").unwrap();
+    client.batch_execute("SELECT belink.drop_embedding_index('finish_index')").unwrap();
+    let start = Arc::new(Barrier::new(2));
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut session, start) = (cluster().connect(), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                session.query_one("SELECT belink_index_finish('finish_index')", &[]).map(|row| row.get::<_, String>(0))
+            })
+        })
+        .collect();
+    for session in sessions {
+        let index = session.join().unwrap().expect("the second session waits for the first's graph, then finds it");
+        assert!(index.contains("finish_index"), "{index}");
+    }
+    let indexes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'belink' AND indexdef LIKE '%hnsw%finish_index%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 1);
+    client.batch_execute("SELECT belink_drop_ontology('finish_index')").unwrap();
 }
 
 #[test]
