@@ -433,21 +433,28 @@ fn embedded(client: &mut Client, ontology: &str) -> i64 {
     client.query_one("SELECT count(embedding) FROM belink.names WHERE ontology = $1", &[&ontology]).unwrap().get(0)
 }
 
+/// `CALL belink_index(ontology)` in two sessions at once; panics if either fails.
+fn index_in_two_sessions(ontology: &'static str, batch_size: u32) {
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            let mut session = cluster().connect();
+            thread::spawn(move || {
+                session.batch_execute(&format!("CALL belink_index('{ontology}', batch_size => {batch_size})"))
+            })
+        })
+        .collect();
+    for session in sessions {
+        session.join().unwrap().unwrap();
+    }
+}
+
 #[test]
 fn two_sessions_indexing_one_ontology_embed_every_name_once() {
     let mut observer = cluster().connect();
     load_findings(&mut observer, "shared_index", "shared", 3000);
     let before = status(&mut observer)["texts"].as_u64().unwrap();
     // Each session takes the batches the other has not locked, and ends with a pass from the start.
-    let sessions: Vec<_> = (0..2)
-        .map(|_| {
-            let mut client = cluster().connect();
-            thread::spawn(move || client.batch_execute("CALL belink_index('shared_index', batch_size => 100)"))
-        })
-        .collect();
-    for session in sessions {
-        session.join().unwrap().unwrap();
-    }
+    index_in_two_sessions("shared_index", 100);
     let after = status(&mut observer)["texts"].as_u64().unwrap();
     let done: i64 = embedded(&mut observer, "shared_index");
     assert_eq!(done, 3000);
@@ -517,15 +524,7 @@ fn names_written_alike_are_embedded_once_in_any_batch() {
     // Two sessions at once: each leaves the rows the other holds to it (no deadlock), and
     // every name is embedded.
     client.batch_execute("UPDATE belink.names SET embedding = NULL WHERE ontology = 'alike_index'").unwrap();
-    let sessions: Vec<_> = (0..2)
-        .map(|_| {
-            let mut session = cluster().connect();
-            thread::spawn(move || session.batch_execute("CALL belink_index('alike_index', batch_size => 20)"))
-        })
-        .collect();
-    for session in sessions {
-        session.join().unwrap().unwrap();
-    }
+    index_in_two_sessions("alike_index", 20);
     assert_eq!(embedded(&mut client, "alike_index"), 600);
     client.batch_execute("SELECT belink_drop_ontology('alike_index')").unwrap();
 }
