@@ -206,7 +206,7 @@ scale: install
 	scripts/scale.sh $(SCALE_DIR) $(SCALE_PORT)
 
 # Dense retrieval at that size, on the cluster make scale left: every synthetic name embedded
-# (about 8.5 hours on 2 idle Zen 1 EPYC cores, about 3 on Xeon ones; resumes where it stopped),
+# (about 8.5 hours on 2 idle Zen 1 EPYC cores, about 3 estimated on Xeon ones; resumes where it stopped),
 # the HNSW graph built, then its recall against exact search and belink_normalize latency (run
 # it in the background).
 scale-dense: install

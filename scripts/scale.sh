@@ -9,7 +9,7 @@
 #
 # scripts/scale.sh DIR PORT dense: dense retrieval at that size, on the cluster the run above left
 # (make scale-dense): every synthetic name embedded through the model server (belink_index in two
-# sessions, about 8.5 hours on 2 idle Zen 1 EPYC cores, about 3 on Xeon ones; interrupt it and run
+# sessions, about 8.5 hours on 2 idle Zen 1 EPYC cores, about 3 estimated on Xeon ones; interrupt it and run
 # again to resume),
 # the HNSW graph built in memory (SCALE_INDEX_MEMORY, default 16GB: about 1.6 kB a vector), then
 # HNSW against exact search over belink's own index, and belink_normalize latency and backend
@@ -39,13 +39,13 @@ dense_retrieval() {
     fi
     echo "# belink dense retrieval at UMLS size, $(date -u +%Y-%m-%d), $(nproc) vCPU, $(free -g | awk '/Mem:/{print $2}') GiB"
     echo
-    echo "belink_index('synthetic'), resumed where an earlier call stopped; the graph is built with"
-    echo "maintenance_work_mem = $INDEX_MEMORY (its last NOTICE gives the embedding time of this call; the"
-    echo "rest of the call's time is the build):"
+    echo "belink_index('synthetic') in two sessions, resumed where an earlier call stopped; the graph is"
+    echo "built with maintenance_work_mem = $INDEX_MEMORY by the session that ends first (its last NOTICE"
+    echo "gives its embedding time; the rest of its time is the build):"
     echo
     psql -tA -c "SELECT format('%s of %s names embedded before this call', done, total) FROM belink.index_status WHERE ontology = 'synthetic'"
     # Two sessions share the batches: while one stores its vectors, the model server embeds the
-    # other's (a fifth more texts a second on 2 cores). Whichever ends first builds the graph;
+    # other's (16–19 % more texts a second on 2 cores). Whichever ends first builds the graph;
     # the other waits for it.
     index() {
         psql -c "SET belink.request_timeout = '30min'" -c "SET maintenance_work_mem = '$INDEX_MEMORY'" \

@@ -20,10 +20,11 @@ use crate::retrieval::Query;
 /// ("[CLS]", "<s>") are matched by tokenizers before they lowercase, so texts with `[` or `<`
 /// count as alike only when equal.
 pub fn embed_alike(a: &str, b: &str, encoder_ignores_case: bool) -> bool {
-    embedding_key(a, encoder_ignores_case) == embedding_key(b, encoder_ignores_case)
+    // Compared in place: linking asks this of every exact match of a mention.
+    a == b || (encoder_ignores_case && a.eq_ignore_ascii_case(b) && !a.contains(['[', '<']))
 }
 
-/// The form of `text` that texts [embedded alike](embed_alike) share.
+/// The form of `text` that texts [embedded alike](embed_alike) share, as a key to group them by.
 fn embedding_key(text: &str, encoder_ignores_case: bool) -> Cow<'_, str> {
     if encoder_ignores_case && text.bytes().any(|b| b.is_ascii_uppercase()) && !text.contains(['[', '<']) {
         Cow::Owned(text.to_ascii_lowercase())
@@ -148,7 +149,7 @@ impl<S: NameStore, M: Models> Pipeline<'_, S, M> {
 
 #[cfg(test)]
 mod tests {
-    use super::{embed_alike, AlikeTexts};
+    use super::{embed_alike, embedding_key, AlikeTexts};
 
     #[test]
     fn alike_texts_are_embedded_once_and_found_by_any_of_their_forms() {
@@ -163,6 +164,30 @@ mod tests {
         let mut texts = AlikeTexts::new(false);
         assert_eq!((texts.add("Lipoma"), texts.add("LIPOMA"), texts.add("Lipoma")), (0, 1, 0));
         assert_eq!(texts.find("lipoma"), None);
+    }
+
+    #[test]
+    fn texts_share_a_key_exactly_when_they_are_embedded_alike() {
+        let texts = [
+            "Lipoma",
+            "LIPOMA",
+            "lipoma",
+            "Lipomas",
+            "a [MASK]",
+            "a [mask]",
+            "A [MASK]",
+            "<s> x",
+            "ÉCLAMPSIA",
+            "éclampsia",
+        ];
+        for ignores_case in [false, true] {
+            for a in texts {
+                for b in texts {
+                    let same_key = embedding_key(a, ignores_case) == embedding_key(b, ignores_case);
+                    assert_eq!(same_key, embed_alike(a, b, ignores_case), "{a} / {b}, ignores case: {ignores_case}");
+                }
+            }
+        }
     }
 
     #[test]
