@@ -62,8 +62,9 @@ DECLARE
     progress jsonb;
     started timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
-    batch integer;
-    embedded bigint := 0;
+    last_embedded bigint := 0;
+    next_embedded bigint;
+    embedded bigint;
 BEGIN
     IF max_minutes IS NULL OR max_minutes <= 0 THEN
         RAISE EXCEPTION 'max_minutes must be positive, not %', max_minutes;
@@ -92,11 +93,12 @@ BEGIN
             ontology, round(extract(epoch FROM clock_timestamp() - started)::numeric);
     END IF;
     LOOP
-        batch := @extschema@.belink_adapt_embed_batch(ontology, 1024);
-        EXIT WHEN batch = 0;
-        embedded := embedded + batch;
+        next_embedded := @extschema@.belink_adapt_embed_batch(ontology, 1024, last_embedded);
+        EXIT WHEN next_embedded IS NULL;
+        last_embedded := next_embedded;
         COMMIT;
     END LOOP;
+    SELECT a.embedded INTO embedded FROM belink.encoder_adaptations a WHERE a.ontology = belink_adapt_encoder.ontology;
     RAISE NOTICE 'belink_adapt_encoder(%): % names embedded; switching the ontology to the adapted encoder',
         ontology, embedded;
     PERFORM @extschema@.belink_adapt_switch(ontology);

@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode};
 
-use crate::api::embed::{adapted_encoder, embeddings_changed, server_encoder};
+use crate::api::embed::{adapted_encoder, embed_next_names, embeddings_changed, server_encoder, NamesToEmbed};
 use crate::catalog::{self, extension_schema};
 use crate::client;
 use crate::error::{raise, raise_with_hint, OrRaise, OrRaiseError};
@@ -209,50 +209,58 @@ fn training_examples(client: &SpiClient<'_>, ontology: &str) -> Vec<(String, Str
         .collect()
 }
 
-/// Embeds the next `batch_size` names with the adapted encoder into belink.adapted_embeddings
-/// (retrieval keeps using the names' current vectors); returns how many (0 when done).
+/// Embeds the next `batch_size` names after name `after_name_id` with the adapted encoder into
+/// belink.adapted_embeddings (retrieval keeps using the names' current vectors), each text once
+/// (see [`embed_next_names`]). Returns the last name_id of the batch, NULL when no name is left
+/// after `after_name_id`; the caller passes it back.
 #[pg_extern(volatile, parallel_unsafe)]
-fn belink_adapt_embed_batch(ontology: &str, batch_size: i32) -> i32 {
+fn belink_adapt_embed_batch(ontology: &str, batch_size: i32, after_name_id: default!(i64, 0)) -> Option<i64> {
     Spi::connect_mut(|client| {
         catalog::require_change_right(client, ontology);
+        // Sessions adapting one ontology at once take turns, so none stores a vector another
+        // just stored.
+        client
+            .update(
+                "SELECT pg_advisory_xact_lock(hashtextextended('belink_adapt_embed_batch ' || $1, 0))",
+                None,
+                &[ontology.into()],
+            )
+            .or_raise("waiting for another session's batch");
         let run = current_run(client, ontology).filter(|run| run.state == "embedding").unwrap_or_else(|| {
             raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "the adapted encoder is not trained yet")
         });
-        let pending: Vec<(i64, String)> = client
-            .select(
-                "SELECT n.name_id, n.name FROM belink.names n WHERE n.ontology = $1
-                 AND NOT EXISTS (SELECT 1 FROM belink.adapted_embeddings a WHERE a.name_id = n.name_id)
-                 ORDER BY n.name_id LIMIT $2",
-                None,
-                &[ontology.into(), (batch_size.clamp(1, 100_000) as i64).into()],
-            )
-            .or_raise("reading names to embed")
-            .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??)))
-            .collect();
-        if pending.is_empty() {
-            return 0;
-        }
-        let (ids, texts): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
         let model = model_dir(&run.work_dir);
-        let (dim, vectors) = client::embed(&model, texts).or_raise_error();
-        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        let job = NamesToEmbed {
+            ontology,
+            model: &model,
+            ignores_case: adapted_encoder(&model).ignores_case,
+            without_vector: "NOT EXISTS (SELECT 1 FROM belink.adapted_embeddings a WHERE a.name_id = n.name_id)",
+            shared: false,
+        };
+        let embedded = embed_next_names(client, &job, batch_size.clamp(1, 100_000), after_name_id)?;
         client
             .update(
                 "INSERT INTO belink.adapted_embeddings (name_id, ontology, embedding)
-                 SELECT ($1::bigint[])[i], $4, ($2::real[])[(i - 1) * $3 + 1 : i * $3]
-                 FROM generate_subscripts($1::bigint[], 1) AS i",
+                 SELECT stored.name_id, $5, ($2::real[])[t * $3 + 1 : (t + 1) * $3]
+                 FROM unnest($1::bigint[], $4::integer[]) AS stored(name_id, t)",
                 None,
-                &[ids.clone().into(), flat.into(), (dim as i32).into(), ontology.into()],
+                &[
+                    embedded.name_ids.clone().into(),
+                    embedded.vectors.into(),
+                    embedded.dim.into(),
+                    embedded.text_indices.into(),
+                    ontology.into(),
+                ],
             )
             .or_raise("storing embeddings");
         client
             .update(
                 "UPDATE belink.encoder_adaptations SET embedded = embedded + $2, updated_at = now() WHERE ontology = $1",
                 None,
-                &[ontology.into(), (ids.len() as i64).into()],
+                &[ontology.into(), (embedded.name_ids.len() as i64).into()],
             )
             .or_raise("recording progress");
-        ids.len() as i32
+        Some(embedded.last_name_id)
     })
 }
 

@@ -182,13 +182,99 @@ fn counts(client: &SpiClient<'_>, ontology: &str) -> (i64, i64) {
     )
 }
 
-/// Embeds the next `batch_size` names without an embedding after name `after_name_id`, in
-/// name_id order, and stores their vectors. Returns the last name_id it embedded, NULL when no
-/// name is left after `after_name_id`. The caller passes that back: each batch then starts
-/// where the last one ended, instead of walking every name embedded before it (241 ms a batch
-/// once 93,000 names of a 10-million-name ontology were embedded, and growing with each).
-/// Names written alike (as the encoder sees them) share one embedding of their text: the other
-/// names not embedded yet that are written like one of the batch's take its vector now.
+/// The next names of a job that embeds an ontology's names, each text once.
+pub(crate) struct NamesToEmbed<'a> {
+    pub ontology: &'a str,
+    /// The encoder to ask the server for ("" for its own), and whether it ignores case.
+    pub model: &'a str,
+    pub ignores_case: bool,
+    /// SQL condition on a name `n` that has no vector from this job yet.
+    pub without_vector: &'a str,
+    /// Whether sessions share the job: its names are then locked as they are taken, and rows
+    /// another session holds are skipped (waiting for them could deadlock).
+    pub shared: bool,
+}
+
+/// Names embedded by [`embed_next_names`]: each name's vector is the text's at its index.
+pub(crate) struct EmbeddedNames {
+    pub name_ids: Vec<i64>,
+    pub text_indices: Vec<i32>,
+    pub dim: i32,
+    /// The texts' vectors, one after the other.
+    pub vectors: Vec<f32>,
+    pub last_name_id: i64,
+}
+
+/// Embeds the next `batch_size` names of the job after name `after_name_id`, in name_id order,
+/// and the job's other names written alike (as the encoder sees them) with them: a text is
+/// embedded once however many names share it (a UMLS-size vocabulary writes about half of its
+/// names like another). None when no name is left after `after_name_id`. Starting where the
+/// last batch ended, instead of walking every name embedded before it, keeps a batch's cost
+/// flat (241 ms a batch once 93,000 names of a 10-million-name ontology were embedded, and
+/// growing with each).
+pub(crate) fn embed_next_names(
+    client: &mut SpiClient<'_>,
+    job: &NamesToEmbed<'_>,
+    batch_size: i32,
+    after_name_id: i64,
+) -> Option<EmbeddedNames> {
+    let lock = if job.shared { "FOR UPDATE OF n SKIP LOCKED" } else { "" };
+    let batch: Vec<(i64, String, String)> = client
+        .update(
+            &format!(
+                "SELECT n.name_id, n.name, n.normalized FROM belink.names n
+                 WHERE n.ontology = $1 AND n.name_id > $3 AND {}
+                 ORDER BY n.name_id LIMIT $2 {lock}",
+                job.without_vector
+            ),
+            None,
+            &[job.ontology.into(), (batch_size as i64).into(), after_name_id.into()],
+        )
+        .or_raise("reading names to embed")
+        .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??, row.get(3).ok()??)))
+        .collect();
+    let last_name_id = batch.last()?.0;
+    let mut texts = AlikeTexts::new(job.ignores_case);
+    let mut names: Vec<(i64, usize)> = batch.iter().map(|(id, name, _)| (*id, texts.add(name))).collect();
+    // Names written alike fold alike, so the normalized index finds them.
+    let in_batch: HashSet<i64> = names.iter().map(|(id, _)| *id).collect();
+    let normalized: Vec<String> = batch.into_iter().map(|(_, _, normalized)| normalized).collect();
+    let alike = client
+        .update(
+            &format!(
+                "SELECT n.name_id, n.name FROM belink.names n
+                 WHERE n.ontology = $1 AND n.normalized = ANY($2) AND {} {lock}",
+                job.without_vector
+            ),
+            None,
+            &[job.ontology.into(), normalized.into()],
+        )
+        .or_raise("reading names written alike");
+    for row in alike {
+        let (Some(id), Some(name)) = (
+            row.get::<i64>(1).or_raise("reading names written alike"),
+            row.get::<String>(2).or_raise("reading names written alike"),
+        ) else {
+            continue;
+        };
+        if let Some(text) = texts.find(&name).filter(|_| !in_batch.contains(&id)) {
+            names.push((id, text));
+        }
+    }
+    let (dim, vectors) = client::embed(job.model, texts.into_texts()).or_raise_error();
+    let (name_ids, text_indices) = names.iter().map(|&(id, text)| (id, text as i32)).unzip();
+    Some(EmbeddedNames {
+        name_ids,
+        text_indices,
+        dim: dim as i32,
+        vectors: vectors.into_iter().flatten().collect(),
+        last_name_id,
+    })
+}
+
+/// Embeds the next `batch_size` names without an embedding after name `after_name_id` (see
+/// [`embed_next_names`]) and stores their vectors. Returns the last name_id of the batch, NULL
+/// when no name is left after `after_name_id`; the caller passes it back.
 #[pg_extern(volatile, parallel_unsafe)]
 fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i64, 0)) -> Option<i64> {
     if !(1..=100_000).contains(&batch_size) {
@@ -199,48 +285,10 @@ fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i
     }
     Spi::connect_mut(|client| {
         catalog::require_change_right(client, ontology);
-        let batch: Vec<(i64, String, String)> = client
-            .update(
-                "SELECT name_id, name, normalized FROM belink.names
-                 WHERE ontology = $1 AND embedding IS NULL AND name_id > $3
-                 ORDER BY name_id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                None,
-                &[ontology.into(), (batch_size as i64).into(), after_name_id.into()],
-            )
-            .or_raise("reading names to embed")
-            .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??, row.get(3).ok()??)))
-            .collect();
-        let last = batch.last()?.0;
         let (model, ignores_case) = request_model(client, ontology);
-        let mut texts = AlikeTexts::new(ignores_case);
-        let mut names: Vec<(i64, usize)> = batch.iter().map(|(id, name, _)| (*id, texts.add(name))).collect();
-        // Names written alike fold alike, so the normalized index finds them. Rows another
-        // session holds are left to it: waiting for them could deadlock.
-        let in_batch: HashSet<i64> = names.iter().map(|(id, _)| *id).collect();
-        let normalized: Vec<String> = batch.into_iter().map(|(_, _, normalized)| normalized).collect();
-        let alike = client
-            .update(
-                "SELECT name_id, name FROM belink.names
-                 WHERE ontology = $1 AND normalized = ANY($2) AND embedding IS NULL
-                 FOR UPDATE SKIP LOCKED",
-                None,
-                &[ontology.into(), normalized.into()],
-            )
-            .or_raise("reading names written alike");
-        for row in alike {
-            let (Some(id), Some(name)) = (
-                row.get::<i64>(1).or_raise("reading names written alike"),
-                row.get::<String>(2).or_raise("reading names written alike"),
-            ) else {
-                continue;
-            };
-            if let Some(text) = texts.find(&name).filter(|_| !in_batch.contains(&id)) {
-                names.push((id, text));
-            }
-        }
-        let (dim, vectors) = client::embed(&model, texts.into_texts()).or_raise_error();
-        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
-        let (ids, text_indices): (Vec<i64>, Vec<i32>) = names.iter().map(|&(id, text)| (id, text as i32)).unzip();
+        let job =
+            NamesToEmbed { ontology, model: &model, ignores_case, without_vector: "n.embedding IS NULL", shared: true };
+        let embedded = embed_next_names(client, &job, batch_size, after_name_id)?;
         let vec_schema = extension_schema(client, "vector");
         client
             .update(
@@ -249,18 +297,23 @@ fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i
                      FROM unnest($1::bigint[], $4::integer[]) AS stored(name_id, t) WHERE n.name_id = stored.name_id"
                 ),
                 None,
-                &[ids.into(), flat.into(), (dim as i32).into(), text_indices.into()],
+                &[
+                    embedded.name_ids.clone().into(),
+                    embedded.vectors.into(),
+                    embedded.dim.into(),
+                    embedded.text_indices.into(),
+                ],
             )
             .or_raise("storing embeddings");
         client
             .update(
                 "UPDATE belink.index_progress SET done = done + $2, updated_at = now() WHERE ontology = $1",
                 None,
-                &[ontology.into(), (names.len() as i64).into()],
+                &[ontology.into(), (embedded.name_ids.len() as i64).into()],
             )
             .or_raise("recording progress");
         embeddings_changed(client, ontology);
-        Some(last)
+        Some(embedded.last_name_id)
     })
 }
 

@@ -186,6 +186,22 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
     assert!(row.get::<_, bool>(2));
     assert_eq!(row.get::<_, i64>(3), vectors_before);
     assert_eq!(row.get::<_, i64>(4), 0, "the staged vectors are cleared");
+    assert_eq!(done["embedded"].as_i64(), Some(vectors_before), "{done}");
+    // Names written alike (the encoder lowercases) took the one vector of their text.
+    let (pairs, equal): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE a.embedding = b.embedding)
+                 FROM belink.names a JOIN belink.names b
+                   ON b.ontology = a.ontology AND lower(b.name) = lower(a.name) AND b.name_id > a.name_id
+                 WHERE a.ontology = $1",
+                &[&ONTOLOGY],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(pairs > 0, "the fixture writes some names alike");
+    assert_eq!(equal, pairs);
     let adapted_in_server = status(&mut client)["adapted_encoders"].clone();
     assert!(
         adapted_in_server.as_array().unwrap().iter().any(|e| e["model"] == encoder.as_str()),
