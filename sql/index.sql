@@ -5,6 +5,8 @@ LANGUAGE plpgsql AS $procedure$
 DECLARE
     remaining bigint;
     embedded bigint := 0;
+    texts bigint;
+    texts_embedded bigint;
     last_embedded bigint := 0;
     next_embedded bigint;
     started timestamptz := clock_timestamp();
@@ -13,7 +15,8 @@ DECLARE
 BEGIN
     remaining := @extschema@.belink_index_prepare(ontology);
     COMMIT;
-    RAISE NOTICE 'belink_index(%): % names to embed', ontology, remaining;
+    SELECT texts_at_start INTO texts FROM belink.index_progress p WHERE p.ontology = belink_index.ontology;
+    RAISE NOTICE 'belink_index(%): % names to embed, written as % texts', ontology, remaining, texts;
     LOOP
         next_embedded := @extschema@.belink_index_batch(ontology, batch_size, last_embedded);
         IF next_embedded IS NULL THEN
@@ -25,11 +28,13 @@ BEGIN
         last_embedded := next_embedded;
         COMMIT;
         IF clock_timestamp() - last_notice > interval '5 seconds' THEN
-            SELECT done - done_at_start INTO embedded FROM belink.index_progress p WHERE p.ontology = belink_index.ontology;
+            SELECT done - done_at_start, texts_done INTO embedded, texts_embedded
+            FROM belink.index_progress p WHERE p.ontology = belink_index.ontology;
             elapsed := extract(epoch FROM clock_timestamp() - started);
-            RAISE NOTICE 'belink_index(%): % of % names embedded (% names/s, about % s left)',
-                ontology, embedded, remaining, round((embedded / elapsed)::numeric, 1),
-                round(((remaining - embedded) / greatest(embedded / elapsed, 1e-9))::numeric);
+            -- Texts, not names, measure the time left: names written alike come for free.
+            RAISE NOTICE 'belink_index(%): % of % names embedded (% texts/s, about % s left)',
+                ontology, embedded, remaining, round((texts_embedded / elapsed)::numeric, 1),
+                round((greatest(texts - texts_embedded, 0) / greatest(texts_embedded / elapsed, 1e-9))::numeric);
             last_notice := clock_timestamp();
         END IF;
     END LOOP;

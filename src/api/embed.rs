@@ -158,17 +158,40 @@ fn belink_index_prepare(ontology: &str) -> i64 {
                 .or_raise("recording the encoder");
         }
         let (total, done) = counts(client, ontology);
+        let texts = texts_to_embed(client, ontology, encoder.ignores_case);
         client
             .update(
-                "INSERT INTO belink.index_progress AS p VALUES ($1, $2, $3, $3, now(), now(), NULL)
+                "INSERT INTO belink.index_progress AS p
+                     (ontology, total, done, done_at_start, started_at, updated_at, texts_at_start, texts_done)
+                 VALUES ($1, $2, $3, $3, now(), now(), $4, 0)
                  ON CONFLICT (ontology) DO UPDATE SET total = $2, done = $3, done_at_start = $3,
-                     started_at = now(), updated_at = now(), finished_at = NULL",
+                     started_at = now(), updated_at = now(), finished_at = NULL, texts_at_start = $4, texts_done = 0",
                 None,
-                &[ontology.into(), total.into(), done.into()],
+                &[ontology.into(), total.into(), done.into(), texts.into()],
             )
             .or_raise("recording progress");
         total - done
     })
+}
+
+/// How many texts the names without an embedding are written as (see [`AlikeTexts`]; the key
+/// lowercases ASCII letters only, as `translate` does here).
+fn texts_to_embed(client: &SpiClient<'_>, ontology: &str, ignores_case: bool) -> i64 {
+    client
+        .select(
+            "SELECT count(*) FROM (
+                 SELECT DISTINCT CASE WHEN $2 AND strpos(name, '[') = 0 AND strpos(name, '<') = 0
+                                      THEN translate(name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                                      ELSE name END
+                 FROM belink.names WHERE ontology = $1 AND embedding IS NULL) AS texts",
+            None,
+            &[ontology.into(), ignores_case.into()],
+        )
+        .or_raise("counting texts to embed")
+        .first()
+        .get_one::<i64>()
+        .or_raise("counting texts to embed")
+        .unwrap_or(0)
 }
 
 fn counts(client: &SpiClient<'_>, ontology: &str) -> (i64, i64) {
@@ -203,6 +226,13 @@ pub(crate) struct EmbeddedNames {
     /// The texts' vectors, one after the other.
     pub vectors: Vec<f32>,
     pub last_name_id: i64,
+}
+
+impl EmbeddedNames {
+    /// How many texts were embedded.
+    pub fn texts(&self) -> i64 {
+        (self.vectors.len() / self.dim.max(1) as usize) as i64
+    }
 }
 
 /// Embeds the next `batch_size` names of the job after name `after_name_id`, in name_id order,
@@ -289,6 +319,7 @@ fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i
         let job =
             NamesToEmbed { ontology, model: &model, ignores_case, without_vector: "n.embedding IS NULL", shared: true };
         let embedded = embed_next_names(client, &job, batch_size, after_name_id)?;
+        let texts = embedded.texts();
         let vec_schema = extension_schema(client, "vector");
         client
             .update(
@@ -307,9 +338,10 @@ fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i
             .or_raise("storing embeddings");
         client
             .update(
-                "UPDATE belink.index_progress SET done = done + $2, updated_at = now() WHERE ontology = $1",
+                "UPDATE belink.index_progress SET done = done + $2, texts_done = texts_done + $3, updated_at = now()
+                 WHERE ontology = $1",
                 None,
-                &[ontology.into(), (embedded.name_ids.len() as i64).into()],
+                &[ontology.into(), (embedded.name_ids.len() as i64).into(), texts.into()],
             )
             .or_raise("recording progress");
         embeddings_changed(client, ontology);

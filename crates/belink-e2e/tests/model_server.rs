@@ -502,6 +502,11 @@ fn names_written_alike_are_embedded_once_in_any_batch() {
     let after = status(&mut client)["texts"].as_u64().unwrap();
     assert_eq!(after - before, 200, "each text embedded once");
     assert_eq!(embedded(&mut client, "alike_index"), 600);
+    // Progress counts the texts too, which the ETA is measured in.
+    let texts = client
+        .query_one("SELECT texts_at_start, texts_done FROM belink.index_progress WHERE ontology = 'alike_index'", &[])
+        .unwrap();
+    assert_eq!((texts.get::<_, i64>(0), texts.get::<_, i64>(1)), (200, 200));
     let row = client
         .query_one(
             "SELECT (SELECT done FROM belink.index_status WHERE ontology = 'alike_index'),
