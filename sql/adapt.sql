@@ -62,8 +62,8 @@ DECLARE
     progress jsonb;
     started timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
-    last_embedded bigint := 0;
-    next_embedded bigint;
+    after_name_id bigint := 0;
+    last_name_id bigint;
     embedded bigint;
 BEGIN
     IF max_minutes IS NULL OR max_minutes <= 0 THEN
@@ -93,9 +93,9 @@ BEGIN
             ontology, round(extract(epoch FROM clock_timestamp() - started)::numeric);
     END IF;
     LOOP
-        next_embedded := @extschema@.belink_adapt_embed_batch(ontology, 1024, last_embedded);
-        EXIT WHEN next_embedded IS NULL;
-        last_embedded := next_embedded;
+        last_name_id := @extschema@.belink_adapt_embed_batch(ontology, 1024, after_name_id);
+        EXIT WHEN last_name_id IS NULL;
+        after_name_id := last_name_id;
         COMMIT;
     END LOOP;
     SELECT a.embedded INTO embedded FROM belink.encoder_adaptations a WHERE a.ontology = belink_adapt_encoder.ontology;

@@ -156,7 +156,7 @@ CREATE TABLE belink.index_progress (
     finished_at   timestamptz,
     -- The texts the call had to embed when it started (names written alike share one) and
     -- those embedded since: the ETA counts texts, as a batch stores the vectors of many names
-    -- written alike ahead of their turn (names/s is 5 times texts/s early in a UMLS-size run).
+    -- written alike ahead of their turn (names/s is 5 to 8 times texts/s early in a UMLS-size run).
     texts_at_start bigint NOT NULL DEFAULT 0,
     texts_done     bigint NOT NULL DEFAULT 0
 );

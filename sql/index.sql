@@ -4,37 +4,45 @@ CREATE PROCEDURE belink_index(ontology text, batch_size integer DEFAULT 1024)
 LANGUAGE plpgsql AS $procedure$
 DECLARE
     remaining bigint;
-    embedded bigint := 0;
+    embedded bigint;
     texts bigint;
-    texts_embedded bigint;
-    last_embedded bigint := 0;
-    next_embedded bigint;
+    after_name_id bigint := 0;
+    last_name_id bigint;
     started timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
-    elapsed double precision;
+    progress record;
 BEGIN
     remaining := @extschema@.belink_index_prepare(ontology);
     COMMIT;
-    SELECT texts_at_start INTO texts FROM belink.index_progress p WHERE p.ontology = belink_index.ontology;
+    -- The texts those names are written as, which the time left is reckoned in: AlikeTexts'
+    -- key (crates/belink-core/src/retrieval/dense.rs), ASCII case set aside for an encoder
+    -- that ignores it unless the name has '[' or '<'. Counted after prepare's lock on the
+    -- ontology is released: it takes about a minute at UMLS size.
+    UPDATE belink.index_progress p SET texts_at_start = (
+        SELECT count(DISTINCT CASE WHEN o.embedding_ignores_case AND strpos(n.name, '[') = 0 AND strpos(n.name, '<') = 0
+                                   THEN translate(n.name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                                   ELSE n.name END)
+        FROM belink.names n JOIN belink.ontologies o ON o.name = n.ontology
+        WHERE n.ontology = belink_index.ontology AND n.embedding IS NULL)
+    WHERE p.ontology = belink_index.ontology
+    RETURNING p.texts_at_start INTO texts;
+    COMMIT;
     RAISE NOTICE 'belink_index(%): % names to embed, written as % texts', ontology, remaining, texts;
     LOOP
-        next_embedded := @extschema@.belink_index_batch(ontology, batch_size, last_embedded);
-        IF next_embedded IS NULL THEN
-            EXIT WHEN last_embedded = 0;
+        last_name_id := @extschema@.belink_index_batch(ontology, batch_size, after_name_id);
+        IF last_name_id IS NULL THEN
+            EXIT WHEN after_name_id = 0;
             -- One more pass from the start, for names another session held while we passed.
-            last_embedded := 0;
+            after_name_id := 0;
             CONTINUE;
         END IF;
-        last_embedded := next_embedded;
+        after_name_id := last_name_id;
         COMMIT;
         IF clock_timestamp() - last_notice > interval '5 seconds' THEN
-            SELECT done - done_at_start, texts_done INTO embedded, texts_embedded
-            FROM belink.index_progress p WHERE p.ontology = belink_index.ontology;
-            elapsed := extract(epoch FROM clock_timestamp() - started);
-            -- Texts, not names, measure the time left: names written alike come for free.
+            SELECT s.done, s.total, s.texts_per_second, coalesce(round(extract(epoch FROM s.eta))::text, '?') AS seconds_left
+            INTO progress FROM belink.index_status s WHERE s.ontology = belink_index.ontology;
             RAISE NOTICE 'belink_index(%): % of % names embedded (% texts/s, about % s left)',
-                ontology, embedded, remaining, round((texts_embedded / elapsed)::numeric, 1),
-                round((greatest(texts - texts_embedded, 0) / greatest(texts_embedded / elapsed, 1e-9))::numeric);
+                ontology, progress.done, progress.total, progress.texts_per_second, progress.seconds_left;
             last_notice := clock_timestamp();
         END IF;
     END LOOP;

@@ -13,7 +13,9 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode};
 
-use crate::api::embed::{adapted_encoder, embed_next_names, embeddings_changed, server_encoder, NamesToEmbed};
+use crate::api::embed::{
+    adapted_encoder, embed_next_names, embeddings_changed, server_encoder, EmbeddedNames, NamesToEmbed,
+};
 use crate::catalog::{self, extension_schema};
 use crate::client;
 use crate::error::{raise, raise_with_hint, OrRaise, OrRaiseError};
@@ -209,6 +211,25 @@ fn training_examples(client: &SpiClient<'_>, ontology: &str) -> Vec<(String, Str
         .collect()
 }
 
+/// The run whose adapted encoder embeds the names, None when another session has switched the
+/// ontology to it already. Sessions adapting one ontology at once take turns at each batch and
+/// at the switch (the lock lasts until the transaction ends): none stores a vector another
+/// just stored, or switches on staged vectors another switch has cleared.
+fn embedding_run(client: &mut SpiClient<'_>, ontology: &str) -> Option<Run> {
+    client
+        .update(
+            "SELECT pg_advisory_xact_lock(hashtextextended('belink_adapt_encoder embedding ' || $1, 0))",
+            None,
+            &[ontology.into()],
+        )
+        .or_raise("waiting for another session adapting the ontology");
+    match current_run(client, ontology) {
+        Some(run) if run.state == "embedding" => Some(run),
+        Some(run) if run.state == "done" => None,
+        _ => raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "the adapted encoder is not trained yet"),
+    }
+}
+
 /// Embeds the next `batch_size` names after name `after_name_id` with the adapted encoder into
 /// belink.adapted_embeddings (retrieval keeps using the names' current vectors), each text once
 /// (see [`embed_next_names`]). Returns the last name_id of the batch, NULL when no name is left
@@ -217,18 +238,7 @@ fn training_examples(client: &SpiClient<'_>, ontology: &str) -> Vec<(String, Str
 fn belink_adapt_embed_batch(ontology: &str, batch_size: i32, after_name_id: default!(i64, 0)) -> Option<i64> {
     Spi::connect_mut(|client| {
         catalog::require_change_right(client, ontology);
-        // Sessions adapting one ontology at once take turns, so none stores a vector another
-        // just stored.
-        client
-            .update(
-                "SELECT pg_advisory_xact_lock(hashtextextended('belink_adapt_embed_batch ' || $1, 0))",
-                None,
-                &[ontology.into()],
-            )
-            .or_raise("waiting for another session's batch");
-        let run = current_run(client, ontology).filter(|run| run.state == "embedding").unwrap_or_else(|| {
-            raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "the adapted encoder is not trained yet")
-        });
+        let run = embedding_run(client, ontology)?;
         let model = model_dir(&run.work_dir);
         let job = NamesToEmbed {
             ontology,
@@ -238,29 +248,28 @@ fn belink_adapt_embed_batch(ontology: &str, batch_size: i32, after_name_id: defa
             shared: false,
         };
         let embedded = embed_next_names(client, &job, batch_size.clamp(1, 100_000), after_name_id)?;
+        let (names, last_name_id) = (embedded.name_ids.len() as i64, embedded.last_name_id);
+        let mut arguments = embedded.arguments();
+        arguments.push(ontology.into());
         client
             .update(
-                "INSERT INTO belink.adapted_embeddings (name_id, ontology, embedding)
-                 SELECT stored.name_id, $5, ($2::real[])[t * $3 + 1 : (t + 1) * $3]
-                 FROM unnest($1::bigint[], $4::integer[]) AS stored(name_id, t)",
+                &format!(
+                    "INSERT INTO belink.adapted_embeddings (name_id, ontology, embedding)
+                     SELECT stored.name_id, $5, stored.embedding FROM {} AS stored",
+                    EmbeddedNames::ROWS
+                ),
                 None,
-                &[
-                    embedded.name_ids.clone().into(),
-                    embedded.vectors.into(),
-                    embedded.dim.into(),
-                    embedded.text_indices.into(),
-                    ontology.into(),
-                ],
+                &arguments,
             )
             .or_raise("storing embeddings");
         client
             .update(
                 "UPDATE belink.encoder_adaptations SET embedded = embedded + $2, updated_at = now() WHERE ontology = $1",
                 None,
-                &[ontology.into(), (embedded.name_ids.len() as i64).into()],
+                &[ontology.into(), names.into()],
             )
             .or_raise("recording progress");
-        Some(embedded.last_name_id)
+        Some(last_name_id)
     })
 }
 
@@ -270,14 +279,16 @@ fn model_dir(work_dir: &str) -> String {
 
 /// Last step, in one transaction: the names take their adapted vectors, the HNSW index is
 /// rebuilt and the ontology records its encoder. Until this commits, retrieval sees the
-/// previous encoder's vectors only; after, the adapted encoder's only.
+/// previous encoder's vectors only; after, the adapted encoder's only. Returns the new HNSW
+/// index, NULL when another session switched the ontology first.
 #[pg_extern(volatile, parallel_unsafe)]
-fn belink_adapt_switch(ontology: &str) -> String {
+fn belink_adapt_switch(ontology: &str) -> Option<String> {
     Spi::connect_mut(|client| {
         catalog::require_change_right(client, ontology);
-        let run = current_run(client, ontology).filter(|run| run.state == "embedding").unwrap_or_else(|| {
-            raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "the adapted encoder is not trained yet")
-        });
+        let Some(run) = embedding_run(client, ontology) else {
+            notice!("belink_adapt_encoder({ontology}): another session switched the ontology to the adapted encoder");
+            return None;
+        };
         let model = model_dir(&run.work_dir);
         let encoder = adapted_encoder(&model);
         let previous: Option<String> = client
@@ -336,7 +347,7 @@ fn belink_adapt_switch(ontology: &str) -> String {
                 remove_after_commit(run_dir.to_path_buf());
             }
         }
-        index
+        Some(index)
     })
 }
 

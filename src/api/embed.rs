@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use belink_core::catalog::Embeddings;
 use belink_core::retrieval::dense::AlikeTexts;
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
@@ -158,40 +159,19 @@ fn belink_index_prepare(ontology: &str) -> i64 {
                 .or_raise("recording the encoder");
         }
         let (total, done) = counts(client, ontology);
-        let texts = texts_to_embed(client, ontology, encoder.ignores_case);
         client
             .update(
                 "INSERT INTO belink.index_progress AS p
                      (ontology, total, done, done_at_start, started_at, updated_at, texts_at_start, texts_done)
-                 VALUES ($1, $2, $3, $3, now(), now(), $4, 0)
+                 VALUES ($1, $2, $3, $3, now(), now(), 0, 0)
                  ON CONFLICT (ontology) DO UPDATE SET total = $2, done = $3, done_at_start = $3,
-                     started_at = now(), updated_at = now(), finished_at = NULL, texts_at_start = $4, texts_done = 0",
+                     started_at = now(), updated_at = now(), finished_at = NULL, texts_at_start = 0, texts_done = 0",
                 None,
-                &[ontology.into(), total.into(), done.into(), texts.into()],
+                &[ontology.into(), total.into(), done.into()],
             )
             .or_raise("recording progress");
         total - done
     })
-}
-
-/// How many texts the names without an embedding are written as (see [`AlikeTexts`]; the key
-/// lowercases ASCII letters only, as `translate` does here).
-fn texts_to_embed(client: &SpiClient<'_>, ontology: &str, ignores_case: bool) -> i64 {
-    client
-        .select(
-            "SELECT count(*) FROM (
-                 SELECT DISTINCT CASE WHEN $2 AND strpos(name, '[') = 0 AND strpos(name, '<') = 0
-                                      THEN translate(name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
-                                      ELSE name END
-                 FROM belink.names WHERE ontology = $1 AND embedding IS NULL) AS texts",
-            None,
-            &[ontology.into(), ignores_case.into()],
-        )
-        .or_raise("counting texts to embed")
-        .first()
-        .get_one::<i64>()
-        .or_raise("counting texts to embed")
-        .unwrap_or(0)
 }
 
 fn counts(client: &SpiClient<'_>, ontology: &str) -> (i64, i64) {
@@ -229,9 +209,18 @@ pub(crate) struct EmbeddedNames {
 }
 
 impl EmbeddedNames {
+    /// The names' rows `(name_id, embedding real[])`, as a FROM item over [`Self::arguments`]
+    /// ($1 to $4; a statement's own parameters follow).
+    pub const ROWS: &'static str = "(SELECT stored.name_id, ($2::real[])[t * $3 + 1 : (t + 1) * $3] AS embedding
+         FROM unnest($1::bigint[], $4::integer[]) AS stored(name_id, t))";
+
     /// How many texts were embedded.
     pub fn texts(&self) -> i64 {
         (self.vectors.len() / self.dim.max(1) as usize) as i64
+    }
+
+    pub fn arguments(self) -> Vec<DatumWithOid<'static>> {
+        vec![self.name_ids.into(), self.vectors.into(), self.dim.into(), self.text_indices.into()]
     }
 }
 
@@ -319,21 +308,17 @@ fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i
         let job =
             NamesToEmbed { ontology, model: &model, ignores_case, without_vector: "n.embedding IS NULL", shared: true };
         let embedded = embed_next_names(client, &job, batch_size, after_name_id)?;
-        let texts = embedded.texts();
+        let (names, texts, last_name_id) = (embedded.name_ids.len() as i64, embedded.texts(), embedded.last_name_id);
         let vec_schema = extension_schema(client, "vector");
         client
             .update(
                 &format!(
-                    "UPDATE belink.names n SET embedding = (($2::real[])[t * $3 + 1 : (t + 1) * $3])::{vec_schema}.vector
-                     FROM unnest($1::bigint[], $4::integer[]) AS stored(name_id, t) WHERE n.name_id = stored.name_id"
+                    "UPDATE belink.names n SET embedding = stored.embedding::{vec_schema}.vector
+                     FROM {} AS stored WHERE n.name_id = stored.name_id",
+                    EmbeddedNames::ROWS
                 ),
                 None,
-                &[
-                    embedded.name_ids.clone().into(),
-                    embedded.vectors.into(),
-                    embedded.dim.into(),
-                    embedded.text_indices.into(),
-                ],
+                &embedded.arguments(),
             )
             .or_raise("storing embeddings");
         client
@@ -341,11 +326,11 @@ fn belink_index_batch(ontology: &str, batch_size: i32, after_name_id: default!(i
                 "UPDATE belink.index_progress SET done = done + $2, texts_done = texts_done + $3, updated_at = now()
                  WHERE ontology = $1",
                 None,
-                &[ontology.into(), (embedded.name_ids.len() as i64).into(), texts.into()],
+                &[ontology.into(), names.into(), texts.into()],
             )
             .or_raise("recording progress");
         embeddings_changed(client, ontology);
-        Some(embedded.last_name_id)
+        Some(last_name_id)
     })
 }
 

@@ -10,6 +10,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
@@ -193,7 +194,9 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
             .query_one(
                 "SELECT count(*), count(*) FILTER (WHERE a.embedding = b.embedding)
                  FROM belink.names a JOIN belink.names b
-                   ON b.ontology = a.ontology AND lower(b.name) = lower(a.name) AND b.name_id > a.name_id
+                   ON b.ontology = a.ontology AND b.name_id > a.name_id
+                  AND translate(b.name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                    = translate(a.name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
                  WHERE a.ontology = $1",
                 &[&ONTOLOGY],
             )
@@ -236,4 +239,54 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
     client.query_one("SELECT belink_drop_ontology($1)", &[&ONTOLOGY]).unwrap();
     assert!(!run_dir.exists(), "{} is removed", run_dir.display());
     client.query_one("SELECT belink_drop_ontology('lonely')", &[]).unwrap();
+}
+
+/// Two sessions finishing one adaptation together (both CALLs resume a run whose training is
+/// done): they take turns at the batches and at the switch; one switches, the other finds it
+/// switched, and every name keeps a vector.
+#[test]
+fn two_sessions_finishing_an_adaptation_together_switch_once() {
+    const TWICE: &str = "adapt_twice";
+    let mut client = cluster().connect();
+    client.query("SELECT * FROM belink_load_ontology_text($1, $2)", &[&TWICE, &fixture("adapt_medic.txt")]).unwrap();
+    client.batch_execute(&format!("CALL belink_index('{TWICE}')")).unwrap();
+    let names: i64 =
+        client.query_one("SELECT count(*) FROM belink.names WHERE ontology = $1", &[&TWICE]).unwrap().get(0);
+    // Trained by the procedure's own steps (its defaults: one epoch, seed 42), not embedded.
+    client.query_one("SELECT belink_adapt_prepare($1, 1, 42)", &[&TWICE]).unwrap();
+    let trained = (0..100).any(|_| {
+        let done: Option<bool> =
+            client.query_one("SELECT (belink_adapt_train($1, 60)->>'done')::boolean", &[&TWICE]).unwrap().get(0);
+        done == Some(true)
+    });
+    assert!(trained, "one epoch of the fixture trains in 100 slices");
+
+    let start = Arc::new(Barrier::new(2));
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut session, start) = (cluster().connect(), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                session.batch_execute(&format!("CALL belink_adapt_encoder('{TWICE}')"))
+            })
+        })
+        .collect();
+    for session in sessions {
+        session.join().unwrap().expect("both CALLs end without an error");
+    }
+    let row = client
+        .query_one(
+            "SELECT a.state, a.embedded, o.adapted_encoder IS NOT NULL,
+                    (SELECT count(embedding) FROM belink.names WHERE ontology = $1),
+                    (SELECT count(*) FROM belink.adapted_embeddings WHERE ontology = $1)
+             FROM belink.encoder_adaptations a JOIN belink.ontologies o ON o.name = a.ontology WHERE a.ontology = $1",
+            &[&TWICE],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "done");
+    assert_eq!(row.get::<_, i64>(1), names, "each name staged once");
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i64>(3), names, "every name has its adapted vector");
+    assert_eq!(row.get::<_, i64>(4), 0);
+    client.query_one("SELECT belink_drop_ontology($1)", &[&TWICE]).unwrap();
 }

@@ -507,6 +507,20 @@ fn names_written_alike_are_embedded_once_in_any_batch() {
         .query_one("SELECT texts_at_start, texts_done FROM belink.index_progress WHERE ontology = 'alike_index'", &[])
         .unwrap();
     assert_eq!((texts.get::<_, i64>(0), texts.get::<_, i64>(1)), (200, 200));
+    // The count agrees with the indexing where case is not set aside: names with special
+    // tokens' brackets, capitals outside ASCII.
+    let edges =
+        "E:1\t[alike] edge\nE:2\t[ALIKE] edge\nE:3\tÄrger edge\nE:4\tärger edge\nE:5\tPlain edge\nE:6\tplain edge\n";
+    client.query_one("SELECT concepts FROM belink_load_ontology_text('alike_edges', $1)", &[&edges]).unwrap();
+    let before = status(&mut client)["texts"].as_u64().unwrap();
+    client.batch_execute("CALL belink_index('alike_edges')").unwrap();
+    let after = status(&mut client)["texts"].as_u64().unwrap();
+    let counted: i64 = client
+        .query_one("SELECT texts_at_start FROM belink.index_progress WHERE ontology = 'alike_edges'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((after - before, counted), (5, 5));
+    client.batch_execute("SELECT belink_drop_ontology('alike_edges')").unwrap();
     let row = client
         .query_one(
             "SELECT (SELECT done FROM belink.index_status WHERE ontology = 'alike_index'),

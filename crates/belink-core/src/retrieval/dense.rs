@@ -25,7 +25,7 @@ pub fn embed_alike(a: &str, b: &str, encoder_ignores_case: bool) -> bool {
 }
 
 /// The form of `text` that texts [embedded alike](embed_alike) share, as a key to group them by
-/// (belink_index_prepare counts the texts to embed with the same key, in SQL).
+/// (sql/index.sql counts the texts to embed with the same key).
 fn embedding_key(text: &str, encoder_ignores_case: bool) -> Cow<'_, str> {
     if encoder_ignores_case && text.bytes().any(|b| b.is_ascii_uppercase()) && !text.contains(['[', '<']) {
         Cow::Owned(text.to_ascii_lowercase())
