@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
@@ -77,6 +77,26 @@ pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "condition not met within {limit:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Runs `statement` (simple protocol: a CALL may commit) in two new sessions that start it
+/// together; for each, the first value it returned, if any.
+pub fn in_two_sessions_at_once(statement: &str) -> Vec<Result<Option<String>, postgres::Error>> {
+    let start = Arc::new(Barrier::new(2));
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut session, start, statement) = (cluster().connect(), Arc::clone(&start), statement.to_string());
+            std::thread::spawn(move || {
+                start.wait();
+                let messages = session.simple_query(&statement)?;
+                Ok(messages.iter().find_map(|message| match message {
+                    postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                    _ => None,
+                }))
+            })
+        })
+        .collect();
+    sessions.into_iter().map(|session| session.join().expect("a session's thread")).collect()
 }
 
 /// belink_worker_status() as JSON.

@@ -10,11 +10,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use belink_e2e::{cluster, status, wait_until, workspace};
+use belink_e2e::{cluster, in_two_sessions_at_once, status, wait_until, workspace};
 use postgres::Client;
 
 const ONTOLOGY: &str = "adapt_fixture";
@@ -261,18 +260,8 @@ fn two_sessions_finishing_an_adaptation_together_switch_once() {
     });
     assert!(trained, "one epoch of the fixture trains in 100 slices");
 
-    let start = Arc::new(Barrier::new(2));
-    let sessions: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut session, start) = (cluster().connect(), Arc::clone(&start));
-            thread::spawn(move || {
-                start.wait();
-                session.batch_execute(&format!("CALL belink_adapt_encoder('{TWICE}')"))
-            })
-        })
-        .collect();
-    for session in sessions {
-        session.join().unwrap().expect("both CALLs end without an error");
+    for outcome in in_two_sessions_at_once(&format!("CALL belink_adapt_encoder('{TWICE}')")) {
+        outcome.expect("both CALLs end without an error");
     }
     let row = client
         .query_one(

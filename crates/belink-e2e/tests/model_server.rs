@@ -5,11 +5,10 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use belink_e2e::{cluster, parse_vector, status, wait_until, workspace};
+use belink_e2e::{cluster, in_two_sessions_at_once, parse_vector, status, wait_until, workspace};
 use postgres::Client;
 
 fn embed(client: &mut Client, text: &str) -> Vec<f32> {
@@ -434,17 +433,9 @@ fn embedded(client: &mut Client, ontology: &str) -> i64 {
 }
 
 /// `CALL belink_index(ontology)` in two sessions at once; panics if either fails.
-fn index_in_two_sessions(ontology: &'static str, batch_size: u32) {
-    let sessions: Vec<_> = (0..2)
-        .map(|_| {
-            let mut session = cluster().connect();
-            thread::spawn(move || {
-                session.batch_execute(&format!("CALL belink_index('{ontology}', batch_size => {batch_size})"))
-            })
-        })
-        .collect();
-    for session in sessions {
-        session.join().unwrap().unwrap();
+fn index_in_two_sessions(ontology: &str, batch_size: u32) {
+    for outcome in in_two_sessions_at_once(&format!("CALL belink_index('{ontology}', batch_size => {batch_size})")) {
+        outcome.unwrap();
     }
 }
 
@@ -554,18 +545,8 @@ fn sessions_ending_their_indexing_together_build_the_graph_once() {
     load_findings(&mut client, "finish_index", "finish", 3000);
     client.batch_execute("CALL belink_index('finish_index')").unwrap();
     client.batch_execute("SELECT belink.drop_embedding_index('finish_index')").unwrap();
-    let start = Arc::new(Barrier::new(2));
-    let sessions: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut session, start) = (cluster().connect(), Arc::clone(&start));
-            thread::spawn(move || {
-                start.wait();
-                session.query_one("SELECT belink_index_finish('finish_index')", &[]).map(|row| row.get::<_, String>(0))
-            })
-        })
-        .collect();
-    for session in sessions {
-        let index = session.join().unwrap().expect("the second session waits for the first's graph, then finds it");
+    for outcome in in_two_sessions_at_once("SELECT belink_index_finish('finish_index')") {
+        let index = outcome.expect("the second session waits for the first's graph, then finds it").unwrap();
         assert!(index.contains("finish_index"), "{index}");
     }
     let indexes: i64 = client
