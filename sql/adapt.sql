@@ -54,7 +54,8 @@ CREATE PROCEDURE belink_adapt_encoder(
     max_minutes double precision DEFAULT 60,
     epochs integer DEFAULT 1,
     seed bigint DEFAULT 42,
-    checkpoint_seconds integer DEFAULT 60
+    checkpoint_seconds integer DEFAULT 60,
+    batch_size integer DEFAULT 1024
 )
 LANGUAGE plpgsql AS $procedure$
 DECLARE
@@ -65,9 +66,16 @@ DECLARE
     after_name_id bigint := 0;
     last_name_id bigint;
     embedded bigint;
+    names bigint;
 BEGIN
     IF max_minutes IS NULL OR max_minutes <= 0 THEN
-        RAISE EXCEPTION 'max_minutes must be positive, not %', max_minutes;
+        RAISE EXCEPTION 'max_minutes must be positive, not %', coalesce(max_minutes::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A NULL batch would end the embedding at once and switch on names never embedded.
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be positive, not %', coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     state := @extschema@.belink_adapt_prepare(ontology, epochs, seed);
     COMMIT;
@@ -92,18 +100,32 @@ BEGIN
         RAISE NOTICE 'belink_adapt_encoder(%): trained in % s; embedding the names with the adapted encoder',
             ontology, round(extract(epoch FROM clock_timestamp() - started)::numeric);
     END IF;
+    -- max_minutes bounds the whole call: the names staged so far stay for the next call.
     LOOP
-        last_name_id := @extschema@.belink_adapt_embed_batch(ontology, 1024, after_name_id);
+        last_name_id := @extschema@.belink_adapt_embed_batch(ontology, batch_size, after_name_id);
         EXIT WHEN last_name_id IS NULL;
         after_name_id := last_name_id;
         COMMIT;
+        SELECT a.embedded, a.names INTO embedded, names
+        FROM belink.encoder_adaptations a WHERE a.ontology = belink_adapt_encoder.ontology;
+        IF clock_timestamp() - started > make_interval(secs => max_minutes * 60) THEN
+            RAISE NOTICE 'belink_adapt_encoder(%): stopped after % minutes with % of % names embedded; CALL it again to resume',
+                ontology, max_minutes, embedded, names;
+            RETURN;
+        END IF;
+        IF clock_timestamp() - last_notice > interval '30 seconds' THEN
+            RAISE NOTICE 'belink_adapt_encoder(%): % of % names embedded with the adapted encoder',
+                ontology, embedded, names;
+            last_notice := clock_timestamp();
+        END IF;
     END LOOP;
-    SELECT a.embedded INTO embedded FROM belink.encoder_adaptations a WHERE a.ontology = belink_adapt_encoder.ontology;
-    RAISE NOTICE 'belink_adapt_encoder(%): % names embedded; switching the ontology to the adapted encoder',
-        ontology, embedded;
+    SELECT a.embedded, a.names INTO embedded, names
+    FROM belink.encoder_adaptations a WHERE a.ontology = belink_adapt_encoder.ontology;
+    RAISE NOTICE 'belink_adapt_encoder(%): % of % names embedded; switching the ontology to the adapted encoder',
+        ontology, embedded, names;
     PERFORM @extschema@.belink_adapt_switch(ontology);
     COMMIT;
 END
 $procedure$;
-COMMENT ON PROCEDURE belink_adapt_encoder(text, double precision, integer, bigint, integer) IS
+COMMENT ON PROCEDURE belink_adapt_encoder(text, double precision, integer, bigint, integer, integer) IS
     'Adapts the sentence encoder to the ontology''s synonyms in the model server (progress: belink.encoder_adaptations; cancel and call again to resume), re-embeds its names, then switches the ontology to it in one transaction';

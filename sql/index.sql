@@ -12,6 +12,11 @@ DECLARE
     last_notice timestamptz := clock_timestamp();
     progress record;
 BEGIN
+    -- A NULL batch would end the loop at once, as if every name were embedded.
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be positive, not %', coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     remaining := @extschema@.belink_index_prepare(ontology);
     COMMIT;
     -- The texts those names are written as, which the time left is reckoned in: AlikeTexts'

@@ -1,7 +1,8 @@
 //! Sentence embeddings through the model server: belink_embed, and belink_index (embedding
 //! every name of an ontology into a per-ontology HNSW index).
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use belink_core::catalog::Embeddings;
@@ -86,10 +87,23 @@ fn ontology_encoder(client: &SpiClient<'_>, ontology: &str) -> Embeddings {
     }
 }
 
+thread_local! {
+    /// Each adapted encoder's dimension and whether it ignores case, by directory: a trained
+    /// run's directory never holds another model (each run gets a new number), so the backend
+    /// asks the server once, not for every batch of an adaptation's names.
+    static ADAPTED_ENCODERS: RefCell<HashMap<String, (usize, bool)>> = RefCell::new(HashMap::new());
+}
+
 /// An adapted encoder's dimension, and whether it ignores case, asked of the encoder itself.
 pub(crate) fn adapted_encoder(dir: &str) -> Embeddings {
-    let (dim, vectors) = client::embed(dir, vec!["Ab".into(), "ab".into()]).or_raise_error();
-    Embeddings { model: dir.to_string(), dim, ignores_case: vectors[0] == vectors[1], adapted: true }
+    let known = ADAPTED_ENCODERS.with(|known| known.borrow().get(dir).copied());
+    let (dim, ignores_case) = known.unwrap_or_else(|| {
+        let (dim, vectors) = client::embed(dir, vec!["Ab".into(), "ab".into()]).or_raise_error();
+        let answer = (dim, vectors[0] == vectors[1]);
+        ADAPTED_ENCODERS.with(|known| known.borrow_mut().insert(dir.to_string(), answer));
+        answer
+    });
+    Embeddings { model: dir.to_string(), dim, ignores_case, adapted: true }
 }
 
 /// The encoder to ask the server for when embedding `ontology`'s names ("" for its own), and

@@ -240,11 +240,11 @@ fn adapting_the_encoder_resumes_after_a_kill_switches_atomically_and_survives_a_
     client.query_one("SELECT belink_drop_ontology('lonely')", &[]).unwrap();
 }
 
-/// Two sessions finishing one adaptation together (both CALLs resume a run whose training is
-/// done): they take turns at the batches and at the switch; one switches, the other finds it
-/// switched, and every name keeps a vector.
+/// An adaptation whose embedding runs out of time, then two sessions finishing it together
+/// (both CALLs resume a run whose training is done): they take turns at the batches and at the
+/// switch; one switches, the other finds it switched, and every name keeps a vector.
 #[test]
-fn two_sessions_finishing_an_adaptation_together_switch_once() {
+fn an_adaptation_out_of_time_keeps_its_staged_names_and_two_sessions_finish_it_once() {
     const TWICE: &str = "adapt_twice";
     let mut client = cluster().connect();
     client.query("SELECT * FROM belink_load_ontology_text($1, $2)", &[&TWICE, &fixture("adapt_medic.txt")]).unwrap();
@@ -260,6 +260,24 @@ fn two_sessions_finishing_an_adaptation_together_switch_once() {
     });
     assert!(trained, "one epoch of the fixture trains in 100 slices");
 
+    // max_minutes bounds the embedding too: a call out of time stops after its first batch,
+    // its staged names kept and the ontology not switched.
+    client
+        .batch_execute(&format!("CALL belink_adapt_encoder('{TWICE}', max_minutes => 1e-6, batch_size => 100)"))
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT a.state, a.embedded, o.adapted_encoder IS NULL FROM belink.encoder_adaptations a
+             JOIN belink.ontologies o ON o.name = a.ontology WHERE a.ontology = $1",
+            &[&TWICE],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "embedding");
+    let staged: i64 = row.get(1);
+    assert!((100..names).contains(&staged), "one batch of {names} names staged, not {staged}");
+    assert!(row.get::<_, bool>(2), "not switched before every name is embedded");
+
+    // Two sessions finish it together.
     for outcome in in_two_sessions_at_once(&format!("CALL belink_adapt_encoder('{TWICE}')")) {
         outcome.expect("both CALLs end without an error");
     }

@@ -8,6 +8,10 @@ SELECT state, encoder_state, encoder_dim FROM belink_worker_status();
 SET client_min_messages = warning;
 CALL belink_index('mini');
 RESET client_min_messages;
+-- A batch of no names is refused before anything changes.
+SELECT error_of($$CALL belink_index('mini', 0)$$);
+SELECT error_of($$CALL belink_index('mini', NULL)$$);
+SELECT error_of($$CALL belink_adapt_encoder('mini', batch_size => NULL)$$);
 SELECT embedding_model LIKE '%/all-MiniLM-L6-v2' AS default_encoder, embedding_dim FROM belink.ontologies WHERE name = 'mini';
 SELECT concept_id, name, source, exact_rank, dense_rank FROM belink_candidates('elevated arterial tension', 'mini', 1);
 -- Without re-ranking, the confidence is how similar the best candidate's name is to the
