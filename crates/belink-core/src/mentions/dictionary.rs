@@ -383,39 +383,16 @@ impl MentionDictionary {
                 }
             })
             .collect();
-        // " key1 key2 | key3 ... ": where each token's key starts and ends in it (ascending),
-        // so patterns " name " only match whole tokens, and never across a break.
-        let mut haystack = String::with_capacity(chars.len() + 2);
-        let mut token_starts: Vec<usize> = Vec::with_capacity(tokens.len());
-        let mut token_ends: Vec<usize> = Vec::with_capacity(tokens.len());
-        haystack.push(' ');
-        for (key, gap) in keys.iter().zip(&gaps) {
-            ticker.step();
-            if *gap == Gap::Break && !token_starts.is_empty() {
-                haystack.push_str("| ");
-            }
-            token_starts.push(haystack.len());
-            haystack.push_str(key);
-            token_ends.push(haystack.len());
-            haystack.push(' ');
-        }
         let mut hits = Vec::new();
-        for m in self.automaton.find_overlapping_iter(&haystack) {
-            ticker.step();
-            let pattern = m.pattern().as_usize();
-            let Ok(first) = token_starts.binary_search(&(m.start() + 1)) else { continue };
-            let Ok(last) = token_ends.binary_search(&(m.end() - 1)) else { continue };
-            if self.patterns[pattern].capitals_only
-                && !written_in_capitals_alone(chars, tokens[first].start, tokens[last].end)
-            {
-                continue;
-            }
-            let hit = Hit { first, last, pattern, coordinated: false };
+        let order = (0..tokens.len()).map(|i| (i, gaps[i] == Gap::Break));
+        let whole_text = Haystack::of(&keys, order, chars.len(), &mut ticker);
+        for hit in self.hits_in(&whole_text, chars, tokens, &mut ticker) {
             if let Some(conjuncts) = self.coordination(&hit, &keys, &gaps) {
                 hits.extend(conjuncts);
             }
             hits.push(hit);
         }
+        hits.extend(self.hits_across_short_forms(chars, tokens, &keys, &gaps, &mut ticker));
         // A name's words in another order, where no name was found over the same words.
         let reordered = self.word_bags.find(&keys, &gaps, &mut ticker);
         if !reordered.is_empty() {
@@ -481,6 +458,69 @@ impl MentionDictionary {
                 }
             })
             .collect()
+    }
+
+    /// The dictionary's matches in `haystack`, on whole tokens, short acronyms only where the
+    /// text writes them in capitals.
+    fn hits_in(&self, haystack: &Haystack, chars: &[char], tokens: &[Token], ticker: &mut Ticker) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        for m in self.automaton.find_overlapping_iter(&haystack.text) {
+            ticker.step();
+            let pattern = m.pattern().as_usize();
+            let Ok(first) = haystack.starts.binary_search(&(m.start() + 1)) else { continue };
+            let Ok(last) = haystack.ends.binary_search(&(m.end() - 1)) else { continue };
+            let (first, last) = (haystack.tokens[first], haystack.tokens[last]);
+            if self.patterns[pattern].capitals_only
+                && !written_in_capitals_alone(chars, tokens[first].start, tokens[last].end)
+            {
+                continue;
+            }
+            hits.push(Hit { first, last, pattern, coordinated: false });
+        }
+        hits
+    }
+
+    /// Names written around the short form they define: "glucose-6-phosphate dehydrogenase
+    /// (G6PD) deficiency" is the name "glucose-6-phosphate dehydrogenase deficiency", "von
+    /// Hippel-Lindau (VHL) disease" is "von Hippel-Lindau disease". A short form in brackets
+    /// inside a sentence is read past, in a window of the sentence around it, and only the
+    /// names that span it are kept: alone, the short form and the words on either side are
+    /// found as before ("colorectal cancer (CRC) is").
+    fn hits_across_short_forms(
+        &self,
+        chars: &[char],
+        tokens: &[Token],
+        keys: &[Cow<str>],
+        gaps: &[Gap],
+        ticker: &mut Ticker,
+    ) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        for short in 1..tokens.len().saturating_sub(1) {
+            ticker.step();
+            // A bracket makes the gap before it a break.
+            if gaps[short] != Gap::Break {
+                continue;
+            }
+            let Some(short_last) = bracketed_short_form(chars, tokens, short) else { continue };
+            // The sentence's words on either side, as many as a name may take.
+            let mut first = short - 1;
+            while first > 0 && short - first < MAX_WORDS_BEFORE_SHORT_FORM && gaps[first] != Gap::Break {
+                first -= 1;
+            }
+            let mut last = short_last + 1;
+            while last + 1 < tokens.len()
+                && last - short_last < MAX_WORDS_AFTER_SHORT_FORM
+                && gaps[last + 1] != Gap::Break
+            {
+                last += 1;
+            }
+            let around: Vec<(usize, bool)> = (first..short).chain(short_last + 1..=last).map(|i| (i, false)).collect();
+            let length = tokens[last].end - tokens[first].start;
+            let haystack = Haystack::of(keys, around.into_iter(), length, ticker);
+            let spanning = |hit: &Hit| hit.first < short && hit.last > short_last;
+            hits.extend(self.hits_in(&haystack, chars, tokens, ticker).into_iter().filter(spanning));
+        }
+        hits
     }
 
     /// Whether `tokens` are, normalized, one of `names` as written (not a variant of it).
@@ -732,6 +772,81 @@ pub fn resolve_overlaps(mut detections: Vec<Detection>) -> Vec<Detection> {
         }
     }
     kept
+}
+
+/// How many words a name may have before a bracketed short form it holds ("very long chain
+/// acyl-CoA dehydrogenase (VLCAD) deficiency") and after it.
+const MAX_WORDS_BEFORE_SHORT_FORM: usize = 6;
+const MAX_WORDS_AFTER_SHORT_FORM: usize = 3;
+/// The longest short form read past (Schwartz & Hearst's bound).
+const MAX_SHORT_FORM_CHARS: usize = 10;
+
+/// The last token of a short form that starts at token `i`: one word alone in brackets
+/// between words of one sentence, written in capitals ("(G6PD)", tokens "g", "6", "pd"; "(VHL)").
+fn bracketed_short_form(chars: &[char], tokens: &[Token], i: usize) -> Option<usize> {
+    // One character may fold to two tokens ("½" to "1" and "2"): nothing between them.
+    let between = |a: &Token, b: &Token| chars.get(a.end..b.start).unwrap_or_default();
+    let mut last = i;
+    while last + 1 < tokens.len()
+        && tokens[last + 1].end - tokens[i].start <= MAX_SHORT_FORM_CHARS
+        && matches!(between(&tokens[last], &tokens[last + 1]), [] | ['-'])
+    {
+        last += 1;
+    }
+    let after = tokens.get(last + 1)?;
+    let opening = between(&tokens[i - 1], &tokens[i]);
+    let closing = between(&tokens[last], after);
+    let only = |gap: &[char], bracket: char| {
+        gap.iter().filter(|&&c| c == bracket).count() == 1 && gap.iter().all(|&c| c == bracket || c.is_whitespace())
+    };
+    let word = &chars[tokens[i].start..tokens[last].end];
+    let short_form = (2..=MAX_SHORT_FORM_CHARS).contains(&word.len())
+        && word.iter().any(|c| c.is_alphabetic())
+        && written_in_capitals(word);
+    (short_form && only(opening, '(') && only(closing, ')')).then_some(last)
+}
+
+/// " key1 key2 | key3 ... ": tokens' keys, with where each starts and ends in the text
+/// (ascending) and which token it is, so that patterns " name " only match whole tokens, and
+/// never across a break.
+struct Haystack {
+    text: String,
+    starts: Vec<usize>,
+    ends: Vec<usize>,
+    tokens: Vec<usize>,
+}
+
+impl Haystack {
+    /// The keys of `order`'s tokens, each with whether a break comes before it; `chars`
+    /// bounds the text's length (the text's own is enough).
+    fn of(
+        keys: &[Cow<str>],
+        order: impl ExactSizeIterator<Item = (usize, bool)>,
+        chars: usize,
+        ticker: &mut Ticker,
+    ) -> Haystack {
+        let mut text = String::with_capacity(chars + 2);
+        text.push(' ');
+        let tokens = order.len();
+        let mut haystack = Haystack {
+            text,
+            starts: Vec::with_capacity(tokens),
+            ends: Vec::with_capacity(tokens),
+            tokens: Vec::with_capacity(tokens),
+        };
+        for (token, break_before) in order {
+            ticker.step();
+            if break_before && !haystack.tokens.is_empty() {
+                haystack.text.push_str("| ");
+            }
+            haystack.starts.push(haystack.text.len());
+            haystack.text.push_str(&keys[token]);
+            haystack.ends.push(haystack.text.len());
+            haystack.tokens.push(token);
+            haystack.text.push(' ');
+        }
+        haystack
+    }
 }
 
 pub(crate) fn is_stop_word(word: &str) -> bool {
@@ -1111,6 +1226,33 @@ mod tests {
         // Numbers and subtype codes keep a name's order; connectors and commas end the words.
         assert!(spans(&dictionary, "II GD").is_empty());
         assert!(spans(&dictionary, "blood and stools; stools, calcification").is_empty());
+    }
+
+    #[test]
+    fn a_name_is_read_past_the_short_form_it_defines() {
+        let dictionary = dictionary(&[
+            ("D1", "Glucose-6-Phosphate Dehydrogenase Deficiency"),
+            ("D2", "von Hippel-Lindau Disease"),
+            ("D3", "VHL"),
+            ("D4", "Colorectal cancer"),
+            ("D5", "CRC"),
+        ]);
+        let text = "Glucose-6-phosphate dehydrogenase (G6PD) deficiency and von Hippel-Lindau (VHL) disease. \
+                    Colorectal cancer (CRC) is common; VHL (von Hippel-Lindau) disease is not read past.";
+        assert_eq!(
+            spans(&dictionary, text),
+            owned(&[
+                (
+                    "Glucose-6-phosphate dehydrogenase (G6PD) deficiency",
+                    Some("Glucose-6-Phosphate Dehydrogenase Deficiency")
+                ),
+                ("von Hippel-Lindau (VHL) disease", Some("von Hippel-Lindau Disease")),
+                // Alone, the short form and the name before it are found as before.
+                ("Colorectal cancer", None),
+                ("CRC", None),
+                ("VHL", None),
+            ])
+        );
     }
 
     #[test]
