@@ -247,6 +247,16 @@ impl MentionDictionary {
         let mut forms: Vec<String> = Vec::new();
         let mut patterns: Vec<Pattern> = Vec::new();
         let mut reordered: Vec<(String, usize)> = Vec::new();
+        // In how many names each word is written, for the included titles (names that have
+        // the marker count apart: "ANALBUMINEMIA, INCLUDED" is not another name of analbuminemia).
+        let mut names_with_word: HashMap<&str, usize> = HashMap::new();
+        for &(index, _) in &admitted {
+            if !names[index].name.ends_with(", INCLUDED") {
+                for word in names[index].normalized.split(' ') {
+                    *names_with_word.entry(word).or_default() += 1;
+                }
+            }
+        }
         for (index, capitals_only) in admitted {
             // Acronyms are not plurals: "HDLS" is not "HDL".
             let form = if capitals_only {
@@ -259,6 +269,11 @@ impl MentionDictionary {
             }
             if !capitals_only {
                 reordered.extend(lexicon.reorderings(&form).into_iter().map(|variant| (variant, index)));
+                let other_names_with = |word: &str| names_with_word.get(word).copied().unwrap_or(0);
+                if let Some(title) = included_title(&names[index], &form, other_names_with) {
+                    reordered.extend(lexicon.reorderings(&title).into_iter().map(|variant| (variant, index)));
+                    reordered.push((title, index));
+                }
             }
             let slot = *pattern_of.entry(Box::from(form.as_str())).or_insert_with(|| {
                 forms.push(format!(" {form} "));
@@ -270,7 +285,7 @@ impl MentionDictionary {
             // A form that is also a plain (non-acronym) name matches in any case.
             pattern.capitals_only &= capitals_only;
         }
-        // Another word order of a name never hides a name written that way.
+        // Another word order of a name, or an included title, never hides a name written that way.
         let names_as_written = patterns.len();
         for (variant, index) in reordered {
             let slot = *pattern_of.entry(Box::from(variant.as_str())).or_insert_with(|| {
@@ -849,6 +864,29 @@ impl Haystack {
     }
 }
 
+/// The shortest one-word included title kept (see [`included_title`]).
+const MIN_ONE_WORD_TITLE_CHARS: usize = 6;
+
+/// OMIM's titles (in MEDIC, CTD diseases, UMLS) mark a disorder that an entry includes with
+/// ", INCLUDED": "ANALBUMINEMIA, INCLUDED" is a name of analbuminemia. The key form without
+/// the marker, for a name that has it.
+/// A one-word title is mostly a symbol ("CG1", "PWCR") or a general word ("activator",
+/// "retardation"): it is kept only when it is a word of at least [`MIN_ONE_WORD_TITLE_CHARS`]
+/// letters that no other name writes ("analbuminemia"); `other_names_with` counts the names
+/// that write a word.
+fn included_title(name: &DictionaryName, form: &str, other_names_with: impl Fn(&str) -> usize) -> Option<String> {
+    let written = name.name.strip_suffix(", INCLUDED")?;
+    let title = form.strip_suffix(" included")?;
+    let kept = if written.contains(char::is_whitespace) {
+        !is_stop_word(title)
+    } else {
+        written.chars().count() >= MIN_ONE_WORD_TITLE_CHARS
+            && written.chars().all(char::is_alphabetic)
+            && other_names_with(title) == 0
+    };
+    kept.then(|| title.to_string())
+}
+
 pub(crate) fn is_stop_word(word: &str) -> bool {
     STOP_WORDS.contains(&word)
 }
@@ -1253,6 +1291,25 @@ mod tests {
                 ("VHL", None),
             ])
         );
+    }
+
+    #[test]
+    fn omim_included_titles_are_names_unless_symbols_or_general_words() {
+        let dictionary = dictionary(&[
+            ("OMIM:1", "ANALBUMINEMIA, INCLUDED"),
+            ("OMIM:2", "CG1, INCLUDED"),
+            ("OMIM:3", "RETARDATION, INCLUDED"),
+            ("D1", "Mental retardation"),
+            ("OMIM:4", "MOTOR DELAY, INCLUDED"),
+            ("D2", "Hearing loss"),
+            ("OMIM:5", "HEARING LOSS, INCLUDED"),
+        ]);
+        let text = "Analbuminemia, CG1 and retardation; motor delay with hearing loss.";
+        let found: Vec<(String, Vec<String>)> = mentions(&dictionary, text);
+        let expected = [("Analbuminemia", "OMIM:1"), ("motor delay", "OMIM:4"), ("hearing loss", "D2")];
+        assert_eq!(found, expected.map(|(span, id)| (span.to_string(), vec![id.to_string()])));
+        // Looked up by the name as the ontology writes it.
+        assert_eq!(spans(&dictionary, "analbuminemia")[0].1.as_deref(), Some("ANALBUMINEMIA, INCLUDED"));
     }
 
     #[test]
