@@ -37,7 +37,8 @@ fn dictionary() -> &'static MentionDictionary {
             ]);
         }
         // A coordination that is also a name; a short form whose long form is spelt in another
-        // order ("myotonic dystrophy (DM)").
+        // order ("myotonic dystrophy (DM)"); names read past a bracketed short form ("von
+        // Hippel-Lindau (VHL) disease"); OMIM's included titles, one word and several.
         names.extend(
             [
                 "Severe",
@@ -49,6 +50,10 @@ fn dictionary() -> &'static MentionDictionary {
                 "SJS",
                 "Myotonic dystrophy",
                 "DM",
+                "von Hippel-Lindau disease",
+                "Glucose-6-phosphate dehydrogenase deficiency",
+                "ANALBUMINEMIA, INCLUDED",
+                "MOTOR DELAY, INCLUDED",
             ]
                 .map(String::from),
         );
