@@ -247,13 +247,15 @@ impl MentionDictionary {
         let mut forms: Vec<String> = Vec::new();
         let mut patterns: Vec<Pattern> = Vec::new();
         let mut reordered: Vec<(String, usize)> = Vec::new();
-        // In how many names each word is written, for the included titles (names that have
-        // the marker count apart: "ANALBUMINEMIA, INCLUDED" is not another name of analbuminemia).
-        let mut names_with_word: HashMap<&str, usize> = HashMap::new();
-        for &(index, _) in &admitted {
-            if !names[index].name.ends_with(", INCLUDED") {
+        // How many names (without the marker) write each one-word included title.
+        let mut one_word_titles: HashMap<&str, usize> =
+            admitted.iter().filter_map(|&(index, _)| one_word_title(&names[index])).map(|word| (word, 0)).collect();
+        if !one_word_titles.is_empty() {
+            for &(index, _) in admitted.iter().filter(|&&(index, _)| !names[index].name.ends_with(INCLUDED_MARKER)) {
                 for word in names[index].normalized.split(' ') {
-                    *names_with_word.entry(word).or_default() += 1;
+                    if let Some(count) = one_word_titles.get_mut(word) {
+                        *count += 1;
+                    }
                 }
             }
         }
@@ -269,8 +271,7 @@ impl MentionDictionary {
             }
             if !capitals_only {
                 reordered.extend(lexicon.reorderings(&form).into_iter().map(|variant| (variant, index)));
-                let other_names_with = |word: &str| names_with_word.get(word).copied().unwrap_or(0);
-                if let Some(title) = included_title(&names[index], &form, other_names_with) {
+                if let Some(title) = included_title(&names[index], &form, &one_word_titles) {
                     reordered.extend(lexicon.reorderings(&title).into_iter().map(|variant| (variant, index)));
                     reordered.push((title, index));
                 }
@@ -864,27 +865,35 @@ impl Haystack {
     }
 }
 
+/// How OMIM's titles mark a disorder an entry includes (see [`included_title`]).
+const INCLUDED_MARKER: &str = ", INCLUDED";
 /// The shortest one-word included title kept (see [`included_title`]).
 const MIN_ONE_WORD_TITLE_CHARS: usize = 6;
 
 /// OMIM's titles (in MEDIC, CTD diseases, UMLS) mark a disorder that an entry includes with
 /// ", INCLUDED": "ANALBUMINEMIA, INCLUDED" is a name of analbuminemia. The key form without
-/// the marker, for a name that has it.
-/// A one-word title is mostly a symbol ("CG1", "PWCR") or a general word ("activator",
-/// "retardation"): it is kept only when it is a word of at least [`MIN_ONE_WORD_TITLE_CHARS`]
-/// letters that no other name writes ("analbuminemia"); `other_names_with` counts the names
-/// that write a word.
-fn included_title(name: &DictionaryName, form: &str, other_names_with: impl Fn(&str) -> usize) -> Option<String> {
-    let written = name.name.strip_suffix(", INCLUDED")?;
+/// the marker, for a name that has it. A one-word title is mostly a symbol ("CG1", "PWCR") or
+/// a general word ("activator", "retardation"): it is kept only when it has at least
+/// [`MIN_ONE_WORD_TITLE_CHARS`] letters and no other name writes it (`one_word_titles`: how
+/// many names without the marker write each, see [`one_word_title`]).
+fn included_title(name: &DictionaryName, form: &str, one_word_titles: &HashMap<&str, usize>) -> Option<String> {
+    let written = name.name.strip_suffix(INCLUDED_MARKER)?;
     let title = form.strip_suffix(" included")?;
     let kept = if written.contains(char::is_whitespace) {
         !is_stop_word(title)
     } else {
-        written.chars().count() >= MIN_ONE_WORD_TITLE_CHARS
-            && written.chars().all(char::is_alphabetic)
-            && other_names_with(title) == 0
+        one_word_title(name).is_some_and(|word| one_word_titles.get(word) == Some(&0))
     };
     kept.then(|| title.to_string())
+}
+
+/// The normalized word of a one-word included title that may be kept ("analbuminemia" for
+/// "ANALBUMINEMIA, INCLUDED"), before counting the other names that write it.
+fn one_word_title(name: &DictionaryName) -> Option<&str> {
+    let written = name.name.strip_suffix(INCLUDED_MARKER)?;
+    let long_enough_letters =
+        written.chars().count() >= MIN_ONE_WORD_TITLE_CHARS && written.chars().all(char::is_alphabetic);
+    long_enough_letters.then(|| name.normalized.strip_suffix(" included")).flatten()
 }
 
 pub(crate) fn is_stop_word(word: &str) -> bool {
