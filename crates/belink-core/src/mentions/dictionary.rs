@@ -530,9 +530,8 @@ impl MentionDictionary {
             {
                 last += 1;
             }
-            let around: Vec<(usize, bool)> = (first..short).chain(short_last + 1..=last).map(|i| (i, false)).collect();
-            let length = tokens[last].end - tokens[first].start;
-            let haystack = Haystack::of(keys, around.into_iter(), length, ticker);
+            let around = (first..short).chain(short_last + 1..=last).map(|i| (i, false));
+            let haystack = Haystack::of(keys, around, tokens[last].end - tokens[first].start, ticker);
             let spanning = |hit: &Hit| hit.first < short && hit.last > short_last;
             hits.extend(self.hits_in(&haystack, chars, tokens, ticker).into_iter().filter(spanning));
         }
@@ -833,17 +832,17 @@ struct Haystack {
 }
 
 impl Haystack {
-    /// The keys of `order`'s tokens, each with whether a break comes before it; `chars`
-    /// bounds the text's length (the text's own is enough).
+    /// The keys of `order`'s tokens, each with whether a break comes before it; `text_chars`:
+    /// how long the text they come from is, to size the haystack once.
     fn of(
         keys: &[Cow<str>],
-        order: impl ExactSizeIterator<Item = (usize, bool)>,
-        chars: usize,
+        order: impl Iterator<Item = (usize, bool)>,
+        text_chars: usize,
         ticker: &mut Ticker,
     ) -> Haystack {
-        let mut text = String::with_capacity(chars + 2);
+        let mut text = String::with_capacity(text_chars + 2);
         text.push(' ');
-        let tokens = order.len();
+        let tokens = order.size_hint().0;
         let mut haystack = Haystack {
             text,
             starts: Vec::with_capacity(tokens),
