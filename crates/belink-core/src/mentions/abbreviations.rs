@@ -21,7 +21,7 @@ pub struct Abbreviation {
     pub uses: Vec<(usize, usize)>,
 }
 
-const MAX_SHORT_FORM_CHARS: usize = 10;
+pub(crate) const MAX_SHORT_FORM_CHARS: usize = 10;
 /// How far before "(" a long form is looked for: far more than its at most 15 words need, and
 /// a bound, so that text without sentence ends (adversarial or not) stays linear.
 const MAX_LONG_FORM_CHARS: usize = 300;
@@ -84,7 +84,7 @@ pub fn find_abbreviations(text: &str) -> Vec<Abbreviation> {
 
 /// Schwartz & Hearst's short form: 2 to 10 characters, at most two words, a letter among
 /// them, starting with a letter or digit.
-fn is_short_form_candidate(text: &str) -> bool {
+pub(crate) fn is_short_form_candidate(text: &str) -> bool {
     let length = text.chars().count();
     (2..=MAX_SHORT_FORM_CHARS).contains(&length)
         && text.split_whitespace().count() <= 2

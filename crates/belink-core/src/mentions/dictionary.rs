@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
+use super::abbreviations::{is_short_form_candidate, MAX_SHORT_FORM_CHARS};
 use super::variants::{gaps, word_set_memory, Gap, Lexicon, MAX_MODIFIERS};
 use super::whole_token;
 use super::word_bags::WordBags;
@@ -793,11 +794,10 @@ pub fn resolve_overlaps(mut detections: Vec<Detection>) -> Vec<Detection> {
 /// acyl-CoA dehydrogenase (VLCAD) deficiency") and after it.
 const MAX_WORDS_BEFORE_SHORT_FORM: usize = 6;
 const MAX_WORDS_AFTER_SHORT_FORM: usize = 3;
-/// The longest short form read past (Schwartz & Hearst's bound).
-const MAX_SHORT_FORM_CHARS: usize = 10;
 
 /// The last token of a short form that starts at token `i`: one word alone in brackets
-/// between words of one sentence, written in capitals ("(G6PD)", tokens "g", "6", "pd"; "(VHL)").
+/// between words of one sentence, a short form as the abbreviations see one and written in
+/// capitals ("(G6PD)", tokens "g", "6", "pd"; "(VHL)").
 fn bracketed_short_form(chars: &[char], tokens: &[Token], i: usize) -> Option<usize> {
     // One character may fold to two tokens ("½" to "1" and "2"): nothing between them.
     let between = |a: &Token, b: &Token| chars.get(a.end..b.start).unwrap_or_default();
@@ -815,10 +815,10 @@ fn bracketed_short_form(chars: &[char], tokens: &[Token], i: usize) -> Option<us
         gap.iter().filter(|&&c| c == bracket).count() == 1 && gap.iter().all(|&c| c == bracket || c.is_whitespace())
     };
     let word = &chars[tokens[i].start..tokens[last].end];
-    let short_form = (2..=MAX_SHORT_FORM_CHARS).contains(&word.len())
-        && word.iter().any(|c| c.is_alphabetic())
-        && written_in_capitals(word);
-    (short_form && only(opening, '(') && only(closing, ')')).then_some(last)
+    let bracketed = only(opening, '(') && only(closing, ')');
+    // Checked last: every sentence end is a break too, and this one allocates.
+    (bracketed && written_in_capitals(word) && is_short_form_candidate(&word.iter().collect::<String>()))
+        .then_some(last)
 }
 
 /// " key1 key2 | key3 ... ": tokens' keys, with where each starts and ends in the text
